@@ -1,0 +1,140 @@
+"""Immutable records of what a trial did: its evaluation windows, stop and result.
+
+Metric names carry their unit. Per window (every ``eval_every`` steps):
+
+========================  ==============================================================
+``train_loss``            mean training loss over the window's steps
+``val_loss``              validation loss (the algorithm's own loss on the test split)
+``accuracy`` / ``rmse``   classification accuracy / regression RMSE on the test split
+``mean_step_ms``          mean training step time over the window, evaluation excluded
+``throughput_sps``        training samples per second over the window
+``cpu_percent``           CPU utilisation of the worker's process tree (100 = one core)
+``memory_mb``             RSS - shared of the worker's process tree (thesis definition)
+``uss_mb``                unique set size of the tree, where the OS gives it
+``peak_rss_mb``           peak RSS of the worker process (VmHWM), where the OS gives it
+``read_mb``/``write_mb``  bytes read/written by the tree since the trial started
+``wall_s``                seconds since the trial started
+``gpu_util_percent``      GPU utilisation (only when an NVIDIA GPU is present)
+``gpu_memory_mb``         GPU memory used by the tree's processes (only with a GPU)
+========================  ==============================================================
+
+MB means 2**20 bytes everywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class TrialStatus(str, enum.Enum):
+    """Lifecycle of a trial. ``STOPPED`` means a stopping rule ended it early."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self is not TrialStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Window:
+    """Metrics of one evaluation window, ending at ``step`` (1-based step count)."""
+
+    step: int
+    values: Mapping[str, float]
+
+    def get(self, name: str, default: float | None = None) -> float | None:
+        return self.values.get(name, default)
+
+
+@dataclass(frozen=True)
+class StopInfo:
+    """Which rule stopped a trial, where, and by how much.
+
+    ``kind`` is ``"system"`` for resource budgets (the trial is infeasible) and ``"ml"``
+    for rules about learning (patience, median, divergence): an ML stop keeps the
+    trial feasible. ``latency_ms`` is the time from the sample that broke the budget
+    to the worker being gone, for stops enforced by the watchdog.
+    """
+
+    rule: str
+    kind: str
+    step: int
+    value: float
+    threshold: float
+    message: str
+    latency_ms: float | None = None
+
+    @property
+    def is_system(self) -> bool:
+        return self.kind == "system"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything persisted about one trial.
+
+    ``trial_id`` is stable across resumes: ``"<workload>/<config_id>/r<repeat>"``.
+    """
+
+    trial_id: str
+    number: int
+    workload: str
+    config_id: str
+    repeat: int
+    params: Mapping[str, Any]
+    status: TrialStatus
+    steps_done: int = 0
+    steps_planned: int | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    steps_saved: int = 0
+    cpu_s_saved: float = 0.0
+    stop: StopInfo | None = None
+    error: str | None = None
+    train_loss: tuple[float, ...] = ()
+    windows: tuple[Window, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        """True when the trial ran without breaking a resource budget."""
+        if self.status is TrialStatus.COMPLETED:
+            return True
+        return self.status is TrialStatus.STOPPED and self.stop is not None and not self.stop.is_system
+
+    def last(self, name: str) -> float | None:
+        """Value of ``name`` in the latest window that has it."""
+        for window in reversed(self.windows):
+            value = window.values.get(name)
+            if value is not None:
+                return value
+        return None
+
+    def peak(self, name: str) -> float | None:
+        """Largest value of ``name`` over all windows."""
+        values = [w.values[name] for w in self.windows if name in w.values]
+        return max(values) if values else None
+
+    def mean(self, name: str) -> float | None:
+        values = [w.values[name] for w in self.windows if name in w.values]
+        values = [v for v in values if math.isfinite(v)]
+        return sum(values) / len(values) if values else None
+
+    def summary(self) -> dict[str, float | None]:
+        """Key figures for tables: final ML metrics, mean step time, peak memory."""
+        return {
+            "val_loss": self.last("val_loss"),
+            "accuracy": self.last("accuracy"),
+            "rmse": self.last("rmse"),
+            "mean_step_ms": self.mean("mean_step_ms"),
+            "peak_memory_mb": self.peak("memory_mb"),
+            "cpu_percent": self.mean("cpu_percent"),
+        }

@@ -1,0 +1,30 @@
+"""Composable stopping rules: system budgets and learning rules.
+
+Rules are small stateless classes with one method, ``check(view) -> StopInfo | None``.
+System budgets (``kind="system"``) make a trial infeasible; learning rules
+(``kind="ml"``) end it early but keep its result.
+"""
+
+from frugalml.stopping._base import ML, STUDY, SYSTEM, StoppingRule, TrialView, check_all
+from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
+from frugalml.stopping._convert import FunctionRule, as_rules, rules_from_config
+from frugalml.stopping._learning import Divergence, MedianStopping, Patience
+
+__all__ = [
+    "ML",
+    "STUDY",
+    "SYSTEM",
+    "Divergence",
+    "FunctionRule",
+    "MedianStopping",
+    "MemoryBudget",
+    "Patience",
+    "StepTimeBudget",
+    "StoppingRule",
+    "StudyComputeBudget",
+    "TrialView",
+    "WallTimeBudget",
+    "as_rules",
+    "check_all",
+    "rules_from_config",
+]

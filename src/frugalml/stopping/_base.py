@@ -1,0 +1,86 @@
+"""The stopping-rule extension point and the snapshot rules read."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from frugalml.records import StopInfo, TrialRecord, Window
+
+SYSTEM = "system"  # a resource budget: the trial is infeasible
+ML = "ml"  # a learning rule: the trial stays feasible
+STUDY = "study"  # the study's compute budget ran out: the trial is incomplete
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """An immutable snapshot of a running trial, as stopping rules see it.
+
+    Args:
+        trial_id: the trial's stable id.
+        workload: the workload's name; peers share it.
+        params: the configuration under test.
+        eval_every: steps per evaluation window.
+        steps_done: steps finished so far.
+        wall_s: seconds since the worker started.
+        cpu_s: CPU seconds of the worker's process tree so far.
+        windows: evaluation windows so far.
+        sample: the latest system sample of the worker's process tree.
+        step_in_progress_s: seconds since the worker's latest trial call; with a
+            long step this grows between reports.
+        window_train_s: training seconds in the current, unfinished window.
+        peers: finished trials of the same workload (for median stopping).
+        study_cpu_s: CPU seconds used by the whole study so far, this trial included.
+    """
+
+    trial_id: str
+    workload: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    eval_every: int = 100
+    steps_done: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    windows: tuple[Window, ...] = ()
+    sample: Mapping[str, float] = field(default_factory=dict)
+    step_in_progress_s: float = 0.0
+    window_train_s: float = 0.0
+    peers: Sequence[TrialRecord] = ()
+    study_cpu_s: float = 0.0
+
+    def values(self, name: str) -> list[float]:
+        return [w.values[name] for w in self.windows if name in w.values]
+
+
+class StoppingRule(abc.ABC):
+    """Decides whether a trial must stop. Rules keep no per-trial state.
+
+    Subclasses set ``name`` and ``kind`` (``"system"``, ``"ml"`` or ``"study"``) and
+    implement :meth:`check`, returning a :class:`StopInfo` to stop or None to go on.
+    """
+
+    name: str = "rule"
+    kind: str = ML
+
+    @abc.abstractmethod
+    def check(self, view: TrialView) -> StopInfo | None:
+        """Return why ``view``'s trial must stop, or None."""
+
+    def _stop(self, view: TrialView, value: float, threshold: float, message: str) -> StopInfo:
+        return StopInfo(
+            rule=self.name, kind=self.kind, step=view.steps_done, value=float(value),
+            threshold=float(threshold), message=message,
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+def check_all(rules: Sequence[StoppingRule], view: TrialView) -> StopInfo | None:
+    """The first rule that fires, system budgets first (they are the hard ones)."""
+    for rule in sorted(rules, key=lambda r: r.kind != SYSTEM):
+        stop = rule.check(view)
+        if stop is not None:
+            return stop
+    return None

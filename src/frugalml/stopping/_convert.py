@@ -1,0 +1,92 @@
+"""The one place where user input becomes a list of stopping rules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from frugalml.exceptions import ConfigError
+from frugalml.records import StopInfo
+from frugalml.stopping._base import ML, StoppingRule, TrialView
+from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
+from frugalml.stopping._learning import Divergence, MedianStopping, Patience
+
+BUDGET_KEYS: dict[str, Callable[[Any], StoppingRule]] = {
+    "max_memory_mb": MemoryBudget,
+    "max_mean_step_ms": StepTimeBudget,
+    "max_trial_seconds": WallTimeBudget,
+    "max_study_cpu_seconds": StudyComputeBudget,
+}
+
+
+def _patience(value: Any) -> StoppingRule:
+    if isinstance(value, Mapping):
+        return Patience(**value)
+    return Patience(value)
+
+
+def _median(value: Any) -> StoppingRule | None:
+    if value is False:
+        return None
+    return MedianStopping(**value) if isinstance(value, Mapping) else MedianStopping()
+
+
+def _divergence(value: Any) -> StoppingRule | None:
+    if value is False:
+        return None
+    return Divergence(**value) if isinstance(value, Mapping) else Divergence()
+
+
+STOPPING_KEYS: dict[str, Callable[[Any], StoppingRule | None]] = {
+    "patience": _patience,
+    "median": _median,
+    "divergence": _divergence,
+}
+
+
+class FunctionRule(StoppingRule):
+    """Adapts ``fn(view) -> str | None`` (a reason to stop, or None) into a rule."""
+
+    kind = ML
+
+    def __init__(self, fn: Callable[[TrialView], str | None], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "custom")
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        reason = self.fn(view)
+        return None if reason is None else self._stop(view, float("nan"), float("nan"), str(reason))
+
+
+def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, Any] | None) -> list[StoppingRule]:
+    """Build rules from a study file's ``[budget]`` and ``[stopping]`` tables."""
+    rules: list[StoppingRule] = []
+    for table, known in (("budget", BUDGET_KEYS), ("stopping", STOPPING_KEYS)):
+        for key, value in dict((budget if table == "budget" else stopping) or {}).items():
+            if key not in known:
+                raise ConfigError(
+                    f"Unknown {table} rule '{key}' in [{table}]; known: {', '.join(sorted(known))}."
+                )
+            try:
+                rule = known[key](value)
+            except TypeError as error:
+                raise ConfigError(f"Bad settings for [{table}] {key} = {value!r}: {error}.") from None
+            if rule is not None:
+                rules.append(rule)
+    return rules
+
+
+def as_rules(value: StoppingRule | Callable | Iterable | Mapping | None) -> list[StoppingRule]:
+    """Convert a rule, a callable, a budget/stopping mapping or a list of these into rules."""
+    if value is None:
+        return []
+    if isinstance(value, StoppingRule):
+        return [value]
+    if isinstance(value, Mapping):
+        budget = {k: v for k, v in value.items() if k in BUDGET_KEYS}
+        stopping = {k: v for k, v in value.items() if k not in BUDGET_KEYS}
+        return rules_from_config(budget, stopping)
+    if callable(value):
+        return [FunctionRule(value)]
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return [rule for item in value for rule in as_rules(item)]
+    raise ConfigError(f"Cannot use {value!r} as a stopping rule; pass a StoppingRule, a callable, a dict or a list.")

@@ -1,0 +1,96 @@
+"""Learning rules: patience, median stopping, divergence. They keep a trial feasible."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from frugalml.exceptions import ConfigError
+from frugalml.records import StopInfo
+from frugalml.stopping._base import ML, StoppingRule, TrialView
+from frugalml.stopping._validation import positive
+
+
+class Patience(StoppingRule):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` windows."""
+
+    name = "patience"
+    kind = ML
+
+    def __init__(self, patience: int, *, min_delta: float = 0.0, metric: str = "val_loss") -> None:
+        self.patience = int(positive("Patience", "patience", patience, integer=True))
+        if not isinstance(min_delta, (int, float)) or min_delta < 0:
+            raise ConfigError(f"The 'min_delta' parameter of Patience must be >= 0. Got {min_delta!r} instead.")
+        self.min_delta = float(min_delta)
+        self.metric = metric
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        values = [v for v in view.values(self.metric) if math.isfinite(v)]
+        if len(values) <= self.patience:
+            return None
+        best_before = min(values[: -self.patience])
+        recent_best = min(values[-self.patience :])
+        if recent_best > best_before - self.min_delta:
+            return self._stop(
+                view, recent_best, best_before - self.min_delta,
+                f"{self.metric} did not improve on {best_before:.4g} for {self.patience} windows",
+            )
+        return None
+
+
+class MedianStopping(StoppingRule):
+    """Stop a trial whose best ``metric`` so far is worse than the median of finished
+    peers' values at the same step (Golovin et al., 2017; Optuna's MedianPruner)."""
+
+    name = "median"
+    kind = ML
+
+    def __init__(self, *, min_trials: int = 3, warmup_windows: int = 2, metric: str = "val_loss") -> None:
+        self.min_trials = int(positive("MedianStopping", "min_trials", min_trials, integer=True))
+        self.warmup_windows = int(warmup_windows)
+        self.metric = metric
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        values = [v for v in view.values(self.metric) if math.isfinite(v)]
+        if len(values) <= self.warmup_windows or len(view.peers) < self.min_trials:
+            return None
+        step = view.windows[-1].step
+        peer_values = []
+        for peer in view.peers:
+            at_step = [w.values[self.metric] for w in peer.windows if w.step <= step and self.metric in w.values]
+            if at_step and math.isfinite(min(at_step)):
+                peer_values.append(min(at_step))
+        if len(peer_values) < self.min_trials:
+            return None
+        median = statistics.median(peer_values)
+        best = min(values)
+        if best > median:
+            return self._stop(view, best, median, f"{self.metric} {best:.4g} worse than peers' median {median:.4g}")
+        return None
+
+
+class Divergence(StoppingRule):
+    """Stop on NaN/inf loss, or a window training loss over ``factor`` times the first one."""
+
+    name = "divergence"
+    kind = ML
+
+    def __init__(self, *, factor: float = 1000.0) -> None:
+        self.factor = positive("Divergence", "factor", factor)
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        if not view.windows:
+            return None
+        latest = view.windows[-1].values
+        for name in ("train_loss", "val_loss"):
+            value = latest.get(name)
+            if value is not None and not math.isfinite(value):
+                return self._stop(view, value, math.inf, f"{name} is {value}")
+        losses = view.values("train_loss")
+        first, last = losses[0] if losses else None, losses[-1] if losses else None
+        if first and last is not None and first > 0 and last > self.factor * first:
+            return self._stop(
+                view, last, self.factor * first, f"train_loss {last:.4g} > {self.factor:g} x first window's {first:.4g}"
+            )
+        return None
+

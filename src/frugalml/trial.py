@@ -1,0 +1,144 @@
+"""The :class:`Trial` handle that training code calls once per step.
+
+The per-step path is the hottest code in frugalml: :meth:`Trial.step` is two clock
+reads, two list appends and three writes into shared memory. The operating system
+is sampled from the parent process on a cadence (see ``frugalml.monitors``), so the
+trial's own process never pays for it.
+
+Step time is the time from the end of the previous trial call (``step`` or
+``report``) to this ``step`` call, so evaluation done between ``step`` returning
+True and ``report`` is excluded.
+
+Example::
+
+    def train(trial: frugalml.Trial) -> None:
+        model = SGDClassifier(eta0=trial.params["learning_rate"], learning_rate="constant")
+        for X, y in batches(trial.params["batch_size"]):
+            model.partial_fit(X, y, classes=classes)
+            if trial.step(loss=batch_loss(model, X, y), n_samples=len(X)):
+                trial.report(val_loss=val_loss(model), accuracy=model.score(X_val, y_val))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+# Slots of the shared progress array the parent's watchdog reads without a message.
+PROGRESS_STEPS = 0  # steps done
+PROGRESS_MARK = 1  # time.monotonic() at the end of the latest trial call
+PROGRESS_WINDOW_S = 2  # training seconds in the current window so far
+PROGRESS_SIZE = 3
+
+
+class Trial:
+    """What a training function sees: its parameters and the step/report calls.
+
+    Args:
+        params: the configuration under test (e.g. ``batch_size``, ``learning_rate``).
+        eval_every: steps per evaluation window.
+        send: callable taking one message dict (a pipe to the parent in a worker).
+        progress: a writable sequence of ``PROGRESS_SIZE`` floats shared with the parent,
+            or None for a private one.
+        info: facts about the workload recorded with the trial (e.g. clamped batch size).
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        *,
+        eval_every: int = 100,
+        send: Callable[[dict], None] | None = None,
+        progress: Any = None,
+        steps_planned: int | None = None,
+    ) -> None:
+        self.params = dict(params)
+        self.eval_every = int(eval_every)
+        self.steps_planned = steps_planned
+        self._send = send or (lambda message: None)
+        self._progress = progress if progress is not None else [0.0] * PROGRESS_SIZE
+        self._steps = 0
+        self._samples = 0
+        self._durations: list[float] = []
+        self._losses: list[float] = []
+        self._window_due = False
+        self._started = time.monotonic()
+        self._mark = time.perf_counter()
+        self._progress[PROGRESS_MARK] = self._started
+
+    @property
+    def steps(self) -> int:
+        """Steps done so far."""
+        return self._steps
+
+    def step(self, loss: float = math.nan, n_samples: int = 1) -> bool:
+        """Record one training step; returns True when an evaluation window ends.
+
+        Call :meth:`report` with validation metrics when it returns True; if you do
+        not, the window is recorded without them at the next step.
+        """
+        now = time.perf_counter()
+        if self._window_due:
+            self._flush({})
+            now = time.perf_counter()
+        duration = now - self._mark
+        self._durations.append(duration)
+        self._losses.append(loss)
+        self._samples += n_samples
+        self._steps += 1
+        progress = self._progress
+        progress[PROGRESS_STEPS] = self._steps
+        progress[PROGRESS_WINDOW_S] += duration
+        progress[PROGRESS_MARK] = time.monotonic()
+        self._mark = time.perf_counter()
+        if self._steps % self.eval_every == 0:
+            self._window_due = True
+            return True
+        return False
+
+    def report(self, **metrics: float) -> None:
+        """Attach evaluation metrics (``val_loss``, ``accuracy``, ``rmse``, custom) to the
+        window that just ended, or to a partial window at the end of training."""
+        self._flush({name: float(value) for name, value in metrics.items()})
+
+    def set_info(self, **info: Any) -> None:
+        """Record facts about this trial (e.g. ``batch_size_clamped=True``)."""
+        self._send({"type": "info", "info": info})
+
+    def _flush(self, metrics: dict[str, float]) -> None:
+        if not self._durations:
+            if metrics:  # an evaluation before any step, or a repeated report
+                self._send({"type": "metrics", "step": self._steps, "metrics": metrics})
+            self._reset_mark()
+            return
+        train_s = sum(self._durations)
+        finite = [x for x in self._losses if x == x]
+        self._send(
+            {
+                "type": "window",
+                "step": self._steps,
+                "n_steps": len(self._durations),
+                "train_s": train_s,
+                "samples": self._samples,
+                "losses": self._losses,
+                "train_loss": sum(finite) / len(finite) if finite else math.nan,
+                "metrics": metrics,
+                "wall_s": time.monotonic() - self._started,
+            }
+        )
+        self._durations = []
+        self._losses = []
+        self._samples = 0
+        self._window_due = False
+        self._progress[PROGRESS_WINDOW_S] = 0.0
+        self._reset_mark()
+
+    def _reset_mark(self) -> None:
+        self._progress[PROGRESS_MARK] = time.monotonic()
+        self._mark = time.perf_counter()
+
+    def _finish(self) -> None:
+        """Flush a partial window; called by the executor after the function returns."""
+        if self._durations:
+            self._flush({})
