@@ -30,7 +30,7 @@ class Patience(StoppingRule):
             return None
         best_before = min(values[: -self.patience])
         recent_best = min(values[-self.patience :])
-        if recent_best > best_before - self.min_delta:
+        if recent_best >= best_before - self.min_delta:
             return self._stop(
                 view, recent_best, best_before - self.min_delta,
                 f"{self.metric} did not improve on {best_before:.4g} for {self.patience} windows",

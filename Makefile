@@ -1,0 +1,27 @@
+# frugalml: `make demo` runs the example study, `make test` runs the tests.
+# Both set up a virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/frugalml tune examples/demo.toml --fresh
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/instrumentation_overhead.py
+
+clean:
+	rm -rf studies .pytest_cache

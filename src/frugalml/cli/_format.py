@@ -1,0 +1,77 @@
+"""Rendering trial tables as rich tables, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Sequence
+
+from frugalml.records import TrialRecord
+from frugalml.results import ComputeAccount
+
+
+def trial_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
+    """One flat row per trial: configuration, status, stop reason, key metrics, compute saved."""
+    rows = []
+    for record in records:
+        summary = record.summary()
+        rows.append(
+            {
+                "number": record.number,
+                "trial_id": record.trial_id,
+                "workload": record.workload,
+                **{f"param_{k}": v for k, v in record.params.items()},
+                "repeat": record.repeat,
+                "status": record.status.value,
+                "stop_rule": record.stop.rule if record.stop else None,
+                "stop_reason": record.stop.message if record.stop else record.error,
+                "stop_step": record.stop.step if record.stop else None,
+                "stop_latency_ms": record.stop.latency_ms if record.stop else None,
+                **summary,
+                "steps_done": record.steps_done,
+                "steps_planned": record.steps_planned,
+                "cpu_s": record.cpu_s,
+                "cpu_s_saved": record.cpu_s_saved,
+                "wall_s": record.wall_s,
+            }
+        )
+    return rows
+
+
+def _clean(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def to_json(data: Any) -> str:
+    if isinstance(data, list):
+        data = [{k: _clean(v) for k, v in row.items()} for row in data]
+    return json.dumps(data, indent=2, default=str)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def compute_line(account: ComputeAccount) -> str:
+    by_rule = ", ".join(f"{rule} {cpu:.1f}" for rule, cpu in sorted(account.saved_by_rule.items()))
+    return (
+        f"compute: used {account.used_cpu_s:.1f} CPU-s, saved {account.saved_cpu_s:.1f} CPU-s "
+        f"({account.saved_fraction:.0%} of running every trial in full)" + (f" [{by_rule}]" if by_rule else "")
+    )

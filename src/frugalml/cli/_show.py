@@ -1,0 +1,98 @@
+"""``frugalml list`` and ``frugalml show``: tables of studies and trials."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows
+from frugalml.exceptions import StoreError
+from frugalml.results import compute_account
+from frugalml.store import ResultStore, find_stores
+from frugalml.tuner import load_result
+
+FORMATS = ("table", "json", "csv")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    listing = subparsers.add_parser("list", help="list the studies under a folder")
+    listing.add_argument("--root", default="studies", help="folder holding study directories (default: studies)")
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    listing.set_defaults(func=run_list)
+    show = subparsers.add_parser("show", help="show a study's trials")
+    show.add_argument("study", help="a study name (under --root) or a study directory")
+    show.add_argument("--root", default="studies")
+    show.add_argument("--format", choices=FORMATS, default="table")
+    show.set_defaults(func=run_show)
+
+
+def study_directory(study: str, root: str) -> Path:
+    """A study given by name (under ``root``) or by directory."""
+    for candidate in (Path(study), Path(root) / study):
+        if ResultStore(candidate).exists:
+            return candidate
+    known = ", ".join(p.name for p in find_stores(root)) or "none"
+    raise StoreError(f"No study '{study}' in {root}/ (known: {known}); pass a study name or directory.")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = []
+    for directory in find_stores(args.root):
+        result = load_result(directory)
+        account = compute_account(result.records)
+        best = result.best_feasible()
+        rows.append(
+            {
+                "study": result.name, "directory": str(directory), "trials": account.trials,
+                "stopped": account.stopped, "failed": account.failed,
+                "best_feasible": best.config_id if best else None,
+                "used_cpu_s": round(account.used_cpu_s, 2), "saved_cpu_s": round(account.saved_cpu_s, 2),
+            }
+        )
+    if args.format == "json":
+        print(to_json(rows))
+    elif args.format == "csv":
+        print(to_csv(rows), end="")
+    else:
+        table = Table(title=f"studies in {args.root}/")
+        for column in ("study", "trials", "stopped", "failed", "best_feasible", "used_cpu_s", "saved_cpu_s"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(fmt(row[c]) for c in ("study", "trials", "stopped", "failed", "best_feasible",
+                                                   "used_cpu_s", "saved_cpu_s")))
+        Console().print(table)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    result = load_result(study_directory(args.study, args.root))
+    rows = trial_rows(result.records)
+    if args.format == "json":
+        print(to_json(rows))
+        return 0
+    if args.format == "csv":
+        print(to_csv(rows), end="")
+        return 0
+    console = Console()
+    table = Table(title=f"study {result.name}")
+    params = sorted({k for r in result.records for k in r.params})
+    columns = ["#", "workload", *params, "rep", "status", "stop", "val_loss", "acc/rmse", "step ms", "mem MB",
+               "cpu-s", "saved cpu-s"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record, row in zip(result.records, rows):
+        quality = row["accuracy"] if row["accuracy"] is not None else row["rmse"]
+        table.add_row(
+            str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
+            record.status.value, (row["stop_reason"] or "-")[:60], fmt(row["val_loss"]), fmt(quality),
+            fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), fmt(record.cpu_s, 3),
+            fmt(record.cpu_s_saved, 3),
+        )
+    console.print(table)
+    best = result.best_feasible()
+    console.print(f"best feasible: {best.workload} {best.config_id}" if best else "best feasible: none")
+    console.print(compute_line(compute_account(result.records)))
+    return 0

@@ -1,0 +1,106 @@
+"""``frugalml tune STUDY_FILE``: run a study with a live progress display."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from frugalml.cli._format import compute_line, fmt
+from frugalml.records import TrialRecord, TrialStatus
+from frugalml.results import best_feasible, compute_account
+from frugalml.study import load_study
+from frugalml.tuner import tune
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tune", help="run (or resume) a study from a TOML file")
+    parser.add_argument("study_file", help="the study's TOML file")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier results of this study first")
+    parser.add_argument("--workers", type=int, help="override [study] workers")
+    parser.add_argument("--directory", help="override where results go (default studies/<name>)")
+    parser.add_argument("--no-progress", action="store_true", help="print one line per trial instead")
+    parser.set_defaults(func=run)
+
+
+class ProgressView:
+    """Counts of done/running/stopped trials and the best feasible so far."""
+
+    def __init__(self, study: Any) -> None:
+        self.study = study
+        self.running: dict[str, Any] = {}
+        self.records: list[TrialRecord] = []
+        self.started = time.monotonic()
+
+    def __call__(self, event: str, payload: Any) -> None:
+        if event == "start":
+            self.running[payload.trial_id] = payload
+        else:
+            self.running.pop(payload.trial_id, None)
+            self.records.append(payload)
+
+    def line(self, record: TrialRecord) -> str:
+        why = f" ({record.stop.message})" if record.stop else f" ({record.error})" if record.error else ""
+        return f"trial {record.number} {record.trial_id}: {record.status.value}{why}"
+
+    def __rich__(self) -> Group:
+        counts = {s: sum(r.status is s for r in self.records) for s in TrialStatus}
+        header = (
+            f"[bold]{self.study.name}[/]  {time.monotonic() - self.started:.0f}s  "
+            f"done {counts[TrialStatus.COMPLETED]}  running {len(self.running)}  "
+            f"stopped {counts[TrialStatus.STOPPED]}  failed {counts[TrialStatus.FAILED]}"
+        )
+        best = best_feasible(self.records, self.study.search)
+        best_line = f"best feasible so far: {best.workload} {best.config_id} " + (
+            f"({self.study.search.objectives[0]}={fmt(best.objective[0])})" if best else ""
+        ) if best else "best feasible so far: none yet"
+        table = Table(box=None, show_header=True)
+        for column in ("#", "running trial"):
+            table.add_column(column)
+        for task in self.running.values():
+            table.add_row(str(task.number), task.trial_id)
+        return Group(header, best_line, table)
+
+
+def run(args: argparse.Namespace) -> int:
+    study = load_study(args.study_file)
+    if args.workers is not None:
+        study.workers = args.workers
+    if args.directory:
+        study.directory = args.directory
+    console = Console()
+    view = ProgressView(study)
+    live = not args.no_progress and console.is_terminal
+
+    def progress(event: str, payload: Any) -> None:
+        view(event, payload)
+        if event == "end" and not live:
+            print(view.line(payload), flush=True)
+
+    if live:
+        with Live(view, console=console, refresh_per_second=4, transient=True):
+            result = tune(study, resume=args.resume, fresh=args.fresh, progress=progress)
+        for record in result.records[-len(view.records):] if view.records else ():
+            console.print(view.line(record))
+    else:
+        result = tune(study, resume=args.resume, fresh=args.fresh, progress=progress)
+    for workload in study.workloads:
+        best = result.best_feasible(workload.name)
+        if best is None:
+            console.print(f"[bold]{workload.name}[/]: no configuration met the budget")
+            continue
+        metrics = ", ".join(f"{k}={fmt(v)}" for k, v in best.mean.items())
+        console.print(f"[bold]{workload.name}[/]: best configuration within budget: {dict(best.params)} ({metrics})")
+    console.print(compute_line(result.compute()))
+    console.print(f"results: {result.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(argparse.Namespace()))

@@ -1,0 +1,353 @@
+"""Local executor: trials in parallel worker processes, watched from the parent.
+
+Each trial runs in a fresh process forked from a forkserver that has numpy and
+scikit-learn preloaded (fast start, no threads inherited). The parent samples each
+worker's process tree on a cadence and applies stopping rules to the samples and
+to every evaluation window; a trial that must stop is killed with its whole tree
+at once, so a budget is enforced even in the middle of one long step.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Sequence
+
+import psutil
+
+from frugalml.executors._task import TrialTask
+from frugalml.executors._worker import run_worker
+from frugalml.monitors import GpuMonitor, ProcessTreeMonitor
+from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
+from frugalml.stopping import StoppingRule, TrialView, check_all
+from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
+
+PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
+DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
+
+_context: multiprocessing.context.BaseContext | None = None
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """A forkserver context with the ML stack preloaded (spawn where fork is unavailable)."""
+    global _context
+    if _context is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(PRELOAD)
+        else:
+            _context = multiprocessing.get_context("spawn")
+    return _context
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        processes = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker did not exit"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = {
+            "SIGKILL": " (the kernel's OOM killer sends SIGKILL when memory runs out)",
+            "SIGSEGV": " (segmentation fault in native code)",
+        }.get(name, "")
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {exitcode} without reporting"
+
+
+@dataclass
+class _Running:
+    task: TrialTask
+    process: Any
+    connection: Connection
+    progress: Any
+    slot: int
+    started: float
+    monitor: ProcessTreeMonitor | None = None
+    gpu: GpuMonitor | None = None
+    windows: list[Window] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, float] = field(default_factory=dict)
+    detailed: dict[str, float] = field(default_factory=dict)
+    detailed_at: float = 0.0
+    window_peak_mb: float = 0.0
+    last_window_cpu_s: float = 0.0
+    last_window_wall: float = 0.0
+    pending_metrics: dict[str, float] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+    stop: StopInfo | None = None
+    failure: str | None = None
+
+
+class LocalExecutor:
+    """Runs trials in up to ``workers`` processes and enforces stopping rules on them.
+
+    Args:
+        workers: trials run at once.
+        rules: stopping rules applied to every sample and window.
+        sample_interval_s: watchdog cadence (the OS is sampled this often per worker).
+        pin: pin each worker to its own core(s) where the OS allows.
+        hang_timeout_s: a trial with no step for this long is killed as hung.
+        peers: ``peers(workload)`` gives finished trials for median stopping.
+        study_cpu_s: ``study_cpu_s()`` gives CPU-seconds used by finished trials.
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        rules: Sequence[StoppingRule] = (),
+        sample_interval_s: float = 0.1,
+        pin: bool = True,
+        hang_timeout_s: float | None = 600.0,
+        peers: Callable[[str], Sequence[TrialRecord]] = lambda workload: (),
+        study_cpu_s: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        self.workers = workers
+        self.rules = list(rules)
+        self.sample_interval_s = sample_interval_s
+        self.pin = pin
+        self.hang_timeout_s = hang_timeout_s
+        self.peers = peers
+        self.study_cpu_s = study_cpu_s
+        self._running: dict[str, _Running] = {}
+        self._last_sample = 0.0
+
+    @property
+    def free_slots(self) -> int:
+        return self.workers - len(self._running)
+
+    @property
+    def running(self) -> list[TrialTask]:
+        return [r.task for r in self._running.values()]
+
+    def running_cpu_s(self) -> float:
+        return sum(r.sample.get("cpu_s", 0.0) for r in self._running.values())
+
+    def submit(self, task: TrialTask) -> None:
+        """Start ``task`` in a new worker process."""
+        if self.free_slots <= 0:
+            raise RuntimeError("no free worker slot")
+        context = worker_context()
+        used = {r.slot for r in self._running.values()}
+        slot = min(set(range(self.workers)) - used)
+        progress = context.RawArray("d", PROGRESS_SIZE)
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=run_worker, args=(task, sender, progress, slot if self.pin else None),
+            name=f"frugalml-trial-{task.number}", daemon=True,
+        )
+        process.start()
+        sender.close()
+        running = _Running(task, process, receiver, progress, slot, time.monotonic())
+        running.last_window_wall = running.started
+        try:
+            running.monitor = ProcessTreeMonitor(process.pid)
+            running.gpu = GpuMonitor(process.pid)
+        except psutil.NoSuchProcess:
+            pass
+        self._running[task.trial_id] = running
+
+    def poll(self, timeout: float | None = None) -> list[TrialRecord]:
+        """Wait up to ``timeout`` seconds for events; return trials that ended."""
+        deadline = time.monotonic() + (self.sample_interval_s if timeout is None else timeout)
+        finished: list[TrialRecord] = []
+        while True:
+            now = time.monotonic()
+            wait_s = max(0.0, min(deadline, self._last_sample + self.sample_interval_s) - now)
+            objects = [r.connection for r in self._running.values()] + [
+                r.process.sentinel for r in self._running.values()
+            ]
+            ready = set(wait(objects, wait_s)) if objects else (time.sleep(wait_s) or set())
+            for running in list(self._running.values()):
+                if running.connection in ready:
+                    self._drain(running)
+                if running.process.sentinel in ready and running.stop is None:
+                    self._drain(running)
+                    finished.append(self._finish(running))
+            if time.monotonic() - self._last_sample >= self.sample_interval_s:
+                self._last_sample = time.monotonic()
+                for running in list(self._running.values()):
+                    self._watch(running)
+            for running in list(self._running.values()):
+                if running.stop is not None or running.failure is not None:
+                    finished.append(self._finish(running))
+            if finished or time.monotonic() >= deadline:
+                return finished
+
+    def shutdown(self) -> None:
+        """Kill every running worker (used on Ctrl-C); their trials are not recorded."""
+        for running in self._running.values():
+            kill_tree(running.process.pid)
+        for running in self._running.values():
+            running.process.join(5)
+        self._running.clear()
+
+    # -- inside the loop ---------------------------------------------------------------
+
+    def _drain(self, running: _Running) -> None:
+        try:
+            while running.connection.poll():
+                self._handle(running, running.connection.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, running: _Running, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "window":
+            self._add_window(running, message)
+        elif kind == "metrics" and running.windows:
+            last = running.windows[-1]
+            running.windows[-1] = Window(last.step, {**last.values, **message["metrics"]})
+        elif kind == "metrics":
+            running.pending_metrics.update(message["metrics"])
+        elif kind == "info":
+            running.info.update(message["info"])
+        elif kind in ("done", "error"):
+            running.outcome = message
+        if running.stop is None and running.outcome is None and kind == "window":
+            self._check(running, time.monotonic())
+
+    def _add_window(self, running: _Running, message: dict[str, Any]) -> None:
+        now = time.monotonic()
+        self._sample(running, now)
+        if now - running.detailed_at >= DETAILED_SAMPLE_EVERY_S and running.monitor is not None:
+            try:
+                running.detailed = running.monitor.sample_detailed()
+            except psutil.Error:
+                pass
+            running.detailed_at = now
+        sample = running.sample
+        train_s = message["train_s"]
+        cpu_s = sample.get("cpu_s", running.last_window_cpu_s)
+        elapsed = now - running.last_window_wall
+        values: dict[str, float] = {
+            "train_loss": message["train_loss"],
+            **running.pending_metrics,
+            **message["metrics"],
+            "mean_step_ms": train_s / message["n_steps"] * 1000.0,
+            "throughput_sps": message["samples"] / train_s if train_s > 0 else float("nan"),
+            "wall_s": message["wall_s"],
+        }
+        if elapsed > 0 and "cpu_s" in sample:
+            values["cpu_percent"] = (cpu_s - running.last_window_cpu_s) / elapsed * 100.0
+        if "memory_mb" in sample:
+            values["memory_mb"] = max(running.window_peak_mb, sample["memory_mb"])
+        for name in ("uss_mb", "peak_rss_mb"):
+            if name in running.detailed:
+                values[name] = running.detailed[name]
+        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb"):
+            if name in sample:
+                values[name] = sample[name]
+        running.pending_metrics = {}
+        running.windows.append(Window(message["step"], values))
+        running.train_loss.extend(message["losses"])
+        running.last_window_cpu_s, running.last_window_wall, running.window_peak_mb = cpu_s, now, 0.0
+
+    def _sample(self, running: _Running, now: float) -> None:
+        if running.monitor is None:
+            return
+        try:
+            sample = running.monitor.sample()
+            if running.gpu is not None:
+                sample.update(running.gpu.sample())
+        except psutil.Error:
+            return
+        if sample:
+            running.sample = sample
+            running.window_peak_mb = max(running.window_peak_mb, sample.get("memory_mb", 0.0))
+
+    def _watch(self, running: _Running) -> None:
+        if running.stop is not None or running.outcome is not None or not running.process.is_alive():
+            return
+        now = time.monotonic()
+        self._sample(running, now)
+        self._check(running, now)
+        if running.stop is None and self.hang_timeout_s is not None:
+            idle = now - max(running.progress[PROGRESS_MARK], running.started)
+            if idle > self.hang_timeout_s:
+                running.failure = f"hung: no step for {idle:.0f} s (hang_timeout_s={self.hang_timeout_s:g})"
+                kill_tree(running.process.pid)
+
+    def _view(self, running: _Running, now: float) -> TrialView:
+        progress = running.progress
+        mark = progress[PROGRESS_MARK]
+        return TrialView(
+            trial_id=running.task.trial_id,
+            workload=running.task.workload,
+            params=running.task.params,
+            eval_every=running.task.eval_every,
+            steps_done=int(progress[PROGRESS_STEPS]),
+            wall_s=now - running.started,
+            cpu_s=running.sample.get("cpu_s", 0.0),
+            windows=tuple(running.windows),
+            sample=running.sample,
+            step_in_progress_s=max(0.0, now - mark) if progress[PROGRESS_STEPS] > 0 else 0.0,
+            window_train_s=progress[PROGRESS_WINDOW_S],
+            peers=self.peers(running.task.workload),
+            study_cpu_s=self.study_cpu_s() + self.running_cpu_s(),
+        )
+
+    def _check(self, running: _Running, sampled_at: float) -> None:
+        stop = check_all(self.rules, self._view(running, sampled_at))
+        if stop is None:
+            return
+        kill_tree(running.process.pid)
+        running.process.join()
+        latency_ms = (time.monotonic() - sampled_at) * 1000.0
+        running.stop = StopInfo(**{**stop.__dict__, "latency_ms": latency_ms})
+
+    # -- the end of a trial -----------------------------------------------------------
+
+    def _finish(self, running: _Running) -> TrialRecord:
+        running.process.join(10)
+        self._drain(running)
+        del self._running[running.task.trial_id]
+        running.connection.close()
+        task = running.task
+        steps_done = int(running.progress[PROGRESS_STEPS])
+        outcome = running.outcome or {}
+        cpu_s = outcome.get("cpu_s") or running.sample.get("cpu_s", 0.0)
+        error = None
+        info = dict(running.info)
+        if running.stop is not None:
+            status = TrialStatus.STOPPED
+        elif running.failure is not None:
+            status, error = TrialStatus.FAILED, running.failure
+        elif outcome.get("type") == "done":
+            status = TrialStatus.COMPLETED
+        elif outcome.get("type") == "error":
+            status, error = TrialStatus.FAILED, outcome["error"]
+            info["traceback"] = outcome["traceback"]
+            info["user_error"] = outcome["user_error"]
+        else:
+            status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
+        steps_saved, cpu_s_saved = 0, 0.0
+        if status is TrialStatus.STOPPED and task.steps_planned and steps_done:
+            steps_saved = max(0, task.steps_planned - steps_done)
+            cpu_s_saved = steps_saved * cpu_s / steps_done
+        return TrialRecord(
+            trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
+            repeat=task.repeat, params=dict(task.params), status=status, steps_done=steps_done,
+            steps_planned=task.steps_planned, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
+            steps_saved=steps_saved, cpu_s_saved=cpu_s_saved, stop=running.stop, error=error,
+            train_loss=tuple(running.train_loss), windows=tuple(running.windows), info=info,
+        )

@@ -1,0 +1,48 @@
+"""What the parent sends a worker: one trial to run."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from frugalml.exceptions import ConfigError
+
+TrainFunction = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial to run in a worker: ``train(trial, **train_kwargs)``.
+
+    ``train`` is a module-level function or a ``"module:function"`` string, so it can
+    be sent to a worker process.
+    """
+
+    trial_id: str
+    number: int
+    workload: str
+    config_id: str
+    repeat: int
+    params: Mapping[str, Any]
+    train: TrainFunction | str
+    train_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    eval_every: int = 100
+    steps_planned: int | None = None
+    cpus: int = 1
+
+
+def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
+    """Import ``"module:function"`` or return the callable as it is."""
+    if callable(train):
+        return train
+    module_name, _, attribute = str(train).partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"Training function {train!r} must look like 'package.module:function'.")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"Cannot import training function {train!r}: {error}.") from None
+    if not callable(function):
+        raise ConfigError(f"Training function {train!r} is not callable.")
+    return function

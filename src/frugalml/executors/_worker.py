@@ -1,0 +1,71 @@
+"""Entry point of a worker process: runs one trial and reports over a pipe."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from frugalml.executors._task import TrialTask, resolve_train_function
+from frugalml.trial import Trial
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker if its parent dies (driver killed: no orphans)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
+def _pin(core: int | None, cpus: int) -> None:
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        available = sorted(os.sched_getaffinity(0))
+        chosen = {available[(core * cpus + i) % len(available)] for i in range(cpus)}
+        os.sched_setaffinity(0, chosen)
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_worker(task: TrialTask, connection: Connection, progress: Any, core: int | None) -> None:
+    """Run ``task`` in this process; every outcome ends with one final message."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    _pin(core, task.cpus)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(task.cpus)
+        train = resolve_train_function(task.train)
+        trial = Trial(
+            task.params, eval_every=task.eval_every, send=connection.send, progress=progress,
+            steps_planned=task.steps_planned,
+        )
+        train(trial, **task.train_kwargs)
+        trial._finish()
+        connection.send({"type": "done", "steps": trial.steps, "cpu_s": _cpu_seconds()})
+    except BaseException as error:  # noqa: BLE001 - every failure must reach the parent
+        from frugalml.exceptions import FrugalError
+
+        connection.send(
+            {
+                "type": "error",
+                "error": f"{type(error).__name__}: {error}".splitlines()[0][:500],
+                "user_error": isinstance(error, FrugalError),
+                "traceback": traceback.format_exc(),
+                "cpu_s": _cpu_seconds(),
+            }
+        )
+    finally:
+        connection.close()

@@ -1,0 +1,110 @@
+"""GPU utilisation and memory of a process tree, via NVML (``pip install frugalml[gpu]``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from frugalml.monitors._base import Monitor
+from frugalml.monitors._tree import tree_pids
+from frugalml.units import to_mb
+
+
+class GpuMonitor(Monitor):
+    """Samples the NVIDIA GPUs used by a process tree.
+
+    Returns ``gpu_util_percent`` (mean device utilisation, from
+    ``nvmlDeviceGetUtilizationRates``, over the devices the tree has a context on;
+    device-wide, so other processes on a shared GPU count too) and ``gpu_memory_mb``
+    (GPU memory used by the tree's processes). Both are left out, never 0, when NVML or
+    a GPU is missing (:attr:`available` is False) and while no process of the tree is on
+    a GPU: NVML reports host pids, which inside a container's pid namespace match none.
+
+    Args:
+        pids: the root pid of the tree, or a callable returning the tree's pids (lets a
+            :class:`ProcessTreeMonitor` share its listing, see ``default_monitors``).
+
+    Example:
+        >>> import os
+        >>> with GpuMonitor(os.getpid()) as monitor:
+        ...     metrics = monitor.sample()  # {} without an NVIDIA GPU
+    """
+
+    def __init__(self, pids: int | Callable[[], Iterable[int]]) -> None:
+        if isinstance(pids, int) and not isinstance(pids, bool):
+            root = pids
+            self._pids: Callable[[], Iterable[int]] = lambda: tree_pids(root)
+        elif callable(pids):
+            self._pids = pids
+        else:
+            raise TypeError(
+                f"`pids` must be an int pid or a callable returning pids, but got {pids!r}."
+            )
+        self._nvml: Any = None
+        self._handles: list[Any] = []
+        try:
+            import pynvml  # lazy: optional dependency, and nvmlInit costs ~50 ms
+        except ImportError:
+            return
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError:  # no driver or library
+            return
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except pynvml.NVMLError:
+            self._handles = []
+        if self._handles:
+            self._nvml = pynvml
+        else:
+            pynvml.nvmlShutdown()
+
+    @property
+    def available(self) -> bool:
+        """True when NVML initialised and found at least one device."""
+        return self._nvml is not None
+
+    def sample(self) -> dict[str, float]:
+        """Return the GPU metrics of the tree, or ``{}`` when unavailable or unused."""
+        if self._nvml is None:
+            return {}
+        nvml, pids = self._nvml, set(self._pids())
+        memory_bytes: int | None = None
+        utils: list[float] = []
+        for handle in self._handles:
+            used: dict[int, int | None] = {}
+            for list_processes in (
+                nvml.nvmlDeviceGetComputeRunningProcesses,
+                nvml.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                try:
+                    processes = list_processes(handle)
+                except nvml.NVMLError:  # e.g. graphics listing not supported
+                    continue
+                for process in processes:
+                    # A process with compute and graphics contexts is listed twice.
+                    if process.pid in pids and used.get(process.pid) is None:
+                        used[process.pid] = process.usedGpuMemory  # None under WDDM or MIG
+            if not used:
+                continue
+            known = [value for value in used.values() if value is not None]
+            if known:
+                memory_bytes = (memory_bytes or 0) + sum(known)
+            try:
+                utils.append(float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+            except nvml.NVMLError:
+                pass
+        metrics: dict[str, float] = {}
+        if utils:
+            metrics["gpu_util_percent"] = sum(utils) / len(utils)
+        if memory_bytes is not None:
+            metrics["gpu_memory_mb"] = to_mb(memory_bytes)
+        return metrics
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            nvml, self._nvml, self._handles = self._nvml, None, []
+            try:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError:
+                pass

@@ -1,0 +1,195 @@
+"""Samplers propose configurations; they learn from finished ones (ask-and-tell)."""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import optuna
+
+from frugalml.exceptions import ConfigError
+from frugalml.records import TrialRecord, TrialStatus
+from frugalml.search._space import config_id, fixed_values, to_distributions, validate_space
+
+METHODS = ("grid", "random", "tpe", "nsga2")
+MAXIMISED = {"accuracy", "throughput_sps"}
+KNOWN_METRICS = (
+    "val_loss", "accuracy", "rmse", "train_loss", "mean_step_ms", "memory_mb", "cpu_percent",
+    "throughput_sps", "wall_s",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A configuration to run ``repeats`` times."""
+
+    config_id: str
+    params: Mapping[str, Any]
+
+
+@dataclass
+class Search:
+    """How configurations are chosen.
+
+    Args:
+        method: ``grid`` (every combination, in order), ``random``, ``tpe`` or ``nsga2``
+            (Optuna samplers through ask-and-tell).
+        space: parameter → list of choices, a ``{low, high, log, int}`` range, or a fixed value.
+        n_trials: configurations to try (random/tpe/nsga2; grid tries them all).
+        objectives: metrics to optimise, e.g. ``["val_loss"]`` or
+            ``["val_loss", "mean_step_ms"]`` (multi-objective). ``accuracy`` and
+            ``throughput_sps`` are maximised, everything else minimised.
+        seed: seed of the sampler.
+    """
+
+    method: str = "grid"
+    space: dict[str, Any] = field(
+        default_factory=lambda: {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001, 0.0001]}
+    )
+    n_trials: int | None = None
+    objectives: list[str] = field(default_factory=lambda: ["val_loss"])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"Unknown search method {self.method!r}; use one of {', '.join(METHODS)}.")
+        validate_space(self.space, self.method)
+        if self.method != "grid" and (not isinstance(self.n_trials, int) or self.n_trials < 1):
+            raise ConfigError(f"Search method {self.method!r} needs 'n_trials' >= 1. Got {self.n_trials!r} instead.")
+        if isinstance(self.objectives, str):
+            self.objectives = [self.objectives]
+        if not self.objectives:
+            raise ConfigError("[search] 'objectives' must name at least one metric, e.g. ['val_loss'].")
+        for objective in self.objectives:
+            if objective not in KNOWN_METRICS:
+                raise ConfigError(f"Unknown objective metric {objective!r}; use one of {', '.join(KNOWN_METRICS)}.")
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if o in MAXIMISED else "minimize" for o in self.objectives]
+
+    def sampler(self) -> "Sampler":
+        if self.method == "grid":
+            return GridSampler(self.space)
+        return OptunaSampler(self)
+
+
+class Sampler(abc.ABC):
+    """Proposes configurations; told the finished repeats of each."""
+
+    @abc.abstractmethod
+    def ask(self) -> Config | None:
+        """The next configuration, or None when the search is exhausted."""
+
+    def tell(self, config: Config, records: Sequence[TrialRecord]) -> None:
+        """Learn from the finished repeats of ``config``."""
+
+    def restore(self, finished: Sequence[tuple[Config, Sequence[TrialRecord]]], incomplete: Sequence[Config]) -> None:
+        """Rebuild state on resume: ``finished`` configs are done; ``incomplete`` ones come first."""
+
+
+class GridSampler(Sampler):
+    """Every combination of the listed values, in a fixed order."""
+
+    def __init__(self, space: Mapping[str, Any]) -> None:
+        fixed = fixed_values(space)
+        names = [k for k in space if k not in fixed]
+        self._configs = [
+            Config(config_id({**dict(zip(names, values))}), {**fixed, **dict(zip(names, values))})
+            for values in itertools.product(*(space[n] for n in names))
+        ]
+        self._done: set[str] = set()
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def ask(self) -> Config | None:
+        while self._position < len(self._configs):
+            config = self._configs[self._position]
+            self._position += 1
+            if config.config_id not in self._done:
+                return config
+        return None
+
+    def restore(self, finished, incomplete) -> None:
+        self._done = {config.config_id for config, _ in finished} | {c.config_id for c in incomplete}
+
+
+def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[float] | None:
+    """Mean of each objective over feasible repeats; None if none is usable."""
+    feasible = [r for r in records if r.feasible]
+    if not feasible:
+        return None
+    values = []
+    for objective in objectives:
+        finals = [r.last(objective) if objective not in ("mean_step_ms", "memory_mb") else r.mean(objective) for r in feasible]
+        finals = [v for v in finals if v is not None and math.isfinite(v)]
+        if not finals:
+            return None
+        values.append(sum(finals) / len(finals))
+    return values
+
+
+class OptunaSampler(Sampler):
+    """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface."""
+
+    def __init__(self, search: Search) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.search = search
+        self.distributions = to_distributions(search.space)
+        self.fixed = fixed_values(search.space)
+        multi = len(search.objectives) > 1
+        sampler = {
+            "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
+            "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, multivariate=True),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
+        }[search.method]()
+        self.study = optuna.create_study(directions=search.directions, sampler=sampler)
+        self._asked: dict[str, optuna.trial.Trial] = {}
+        self._remaining = search.n_trials or 0
+        self.multi = multi
+
+    def ask(self) -> Config | None:
+        if self._remaining <= 0:
+            return None
+        self._remaining -= 1
+        trial = self.study.ask(self.distributions)
+        params = {**self.fixed, **trial.params}
+        config = Config(f"t{trial.number:04d}:" + config_id(trial.params), params)
+        self._asked[config.config_id] = trial
+        return config
+
+    def tell(self, config: Config, records: Sequence[TrialRecord]) -> None:
+        trial = self._asked.pop(config.config_id, None)
+        if trial is None:
+            return
+        values = objective_values(records, self.search.objectives)
+        if values is None:
+            state = (
+                optuna.trial.TrialState.FAIL
+                if all(r.status is TrialStatus.FAILED for r in records)
+                else optuna.trial.TrialState.PRUNED
+            )
+            self.study.tell(trial, state=state)
+        else:
+            self.study.tell(trial, values if self.multi else values[0])
+
+    def restore(self, finished, incomplete) -> None:
+        for config, records in finished:
+            params = {k: v for k, v in config.params.items() if k in self.distributions}
+            values = objective_values(records, self.search.objectives)
+            state = optuna.trial.TrialState.COMPLETE if values is not None else optuna.trial.TrialState.PRUNED
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    params=params, distributions=self.distributions, state=state,
+                    **({"values": values} if values is not None else {}),
+                )
+            )
+        self._remaining = max(0, (self.search.n_trials or 0) - len(finished) - len(incomplete))
+        for config in incomplete:
+            self.study.enqueue_trial({k: v for k, v in config.params.items() if k in self.distributions})
+            self._asked[config.config_id] = self.study.ask(self.distributions)

@@ -1,0 +1,83 @@
+"""Search spaces: a mapping of parameter name to choices or a range.
+
+* a list -> categorical choices (the only form grid search accepts);
+* a table ``{low = .., high = .., log = true, int = false}`` -> a numeric range;
+* a scalar -> a fixed value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import optuna
+
+from frugalml.exceptions import ConfigError
+
+_RANGE_KEYS = {"low", "high", "log", "int", "step"}
+
+
+def to_distributions(space: Mapping[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Translate a frugalml space into Optuna distributions (fixed values are left out)."""
+    distributions = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            distributions[name] = optuna.distributions.CategoricalDistribution(spec)
+        elif isinstance(spec, Mapping):
+            low, high = spec["low"], spec["high"]
+            if spec.get("int"):
+                distributions[name] = optuna.distributions.IntDistribution(
+                    int(low), int(high), log=bool(spec.get("log", False)), step=int(spec.get("step", 1))
+                )
+            else:
+                distributions[name] = optuna.distributions.FloatDistribution(
+                    float(low), float(high), log=bool(spec.get("log", False)), step=spec.get("step")
+                )
+    return distributions
+
+
+def fixed_values(space: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in space.items() if not isinstance(v, (list, Mapping))}
+
+
+def validate_space(space: Mapping[str, Any], method: str) -> None:
+    """Raise a one-line ConfigError for an unusable space."""
+    if not isinstance(space, Mapping) or not space:
+        raise ConfigError("[search] needs a non-empty 'space', e.g. space = { batch_size = [30, 300] }.")
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            if not spec:
+                raise ConfigError(f"Search space '{name}' is an empty list; give at least one value.")
+        elif isinstance(spec, Mapping):
+            if method == "grid":
+                raise ConfigError(f"Grid search needs a list of values for '{name}', not a range.")
+            unknown = set(spec) - _RANGE_KEYS
+            if unknown or not {"low", "high"} <= set(spec):
+                raise ConfigError(f"Range '{name}' needs 'low' and 'high' (optional: log, int, step); got {dict(spec)}.")
+            low, high = spec["low"], spec["high"]
+            if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
+                raise ConfigError(f"Range '{name}' needs numbers with low < high; got low={low!r}, high={high!r}.")
+            if spec.get("log") and low <= 0:
+                raise ConfigError(f"Log range '{name}' needs low > 0; got low={low!r}.")
+        values = spec if isinstance(spec, list) else [spec.get("low"), spec.get("high")] if isinstance(spec, Mapping) else [spec]
+        _check_known(name, values)
+
+
+def _check_known(name: str, values: list[Any]) -> None:
+    if name == "batch_size":
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"The 'batch_size' parameter must be an int in the range [1, inf). Got {value!r} instead."
+                )
+    if name == "learning_rate":
+        for value in values:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(
+                    f"The 'learning_rate' parameter must be a number in the range (0, inf). Got {value!r} instead."
+                )
+
+
+def config_id(params: Mapping[str, Any]) -> str:
+    """A stable, readable id for a configuration: ``batch_size=30,learning_rate=0.1``."""
+    return ",".join(f"{k}={params[k]!r}" if isinstance(params[k], str) else f"{k}={params[k]}" for k in sorted(params))

@@ -1,0 +1,213 @@
+"""Study specifications: what to tune, on what, within which budgets.
+
+A study is usually written as a TOML file (see README) and loaded with
+:func:`load_study`; the same objects can be built in Python::
+
+    study = Study(
+        name="diabetes-svm",
+        workloads=[Workload(dataset="diabetes", algorithm="svm")],
+        search=Search(space={"batch_size": [30, 300], "learning_rate": [0.1, 0.01]}),
+        budget={"max_memory_mb": 400},
+    )
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from frugalml.exceptions import ConfigError
+from frugalml.search import Search
+from frugalml.stopping import StoppingRule, as_rules, rules_from_config
+
+DEFAULT_MLFLOW = "default"  # an embedded sqlite MLflow store in the study directory
+
+
+@dataclass
+class Workload:
+    """A dataset and an algorithm (built-in), or the user's own training function.
+
+    Args:
+        dataset: a built-in dataset name (``mnist_784``, ``diabetes``, ``wave_energy``,
+            ``red_wine``, ``casp_protein``), or None with ``path``.
+        path: a CSV/Parquet/npz file; ``target`` names its target column.
+        algorithm: ``linear_regression``, ``perceptron``, ``logistic_regression`` or ``svm``.
+        train: your own ``train(trial, **train_kwargs)`` function (or ``"module:function"``);
+            replaces the built-in SGD loop.
+        epochs / max_steps: how long a trial trains (``max_steps`` caps it).
+        eval_every: steps per evaluation window.
+        data_format: ``numpy`` (memory-mapped arrays) or ``pandas`` (a DataFrame
+            sliced per batch, as ``fetch_openml`` returns it).
+        params: fixed parameters merged into every configuration.
+    """
+
+    dataset: str | None = None
+    path: str | None = None
+    target: str | None = None
+    algorithm: str | None = None
+    train: Callable[..., None] | str | None = None
+    train_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    max_steps: int | None = None
+    eval_every: int = 100
+    data_format: str = "numpy"
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.train is None and (self.dataset is None) == (self.path is None):
+            raise ConfigError("A workload needs exactly one of 'dataset' or 'path' (or a 'train' function).")
+        if self.train is None and self.algorithm is None:
+            raise ConfigError(
+                "A workload needs 'algorithm' (linear_regression, perceptron, logistic_regression or svm)."
+            )
+        for key in ("epochs", "eval_every"):
+            _positive_int(f"workload '{key}'", getattr(self, key))
+        if self.max_steps is not None:
+            _positive_int("workload 'max_steps'", self.max_steps)
+        if self.data_format not in ("numpy", "pandas"):
+            raise ConfigError(f"workload 'data_format' must be 'numpy' or 'pandas'. Got {self.data_format!r} instead.")
+        if self.name is None:
+            source = self.dataset or (Path(self.path).name.split(".")[0] if self.path else None)
+            train_name = self.train if isinstance(self.train, str) else getattr(self.train, "__name__", None)
+            self.name = "-".join(p for p in (source, self.algorithm or (train_name or "").split(":")[-1]) if p)
+
+
+@dataclass
+class Study:
+    """A full study: workloads × search × repeats, under budgets and stopping rules.
+
+    Args:
+        name: the study's name; results go to ``directory`` (default ``studies/<name>``).
+        workloads: what to train.
+        search: the search space and method.
+        budget: system budgets, e.g. ``{"max_memory_mb": 400, "max_mean_step_ms": 50}``.
+        stopping: learning rules, e.g. ``{"patience": 5, "median": True}``.
+        rules: extra :class:`~frugalml.stopping.StoppingRule` objects or callables.
+        workers: trials run at once; repeats: runs per configuration.
+        mlflow_uri: ``"default"`` (sqlite in the study directory), any tracking URI, or None.
+    """
+
+    name: str
+    workloads: list[Workload]
+    search: Search = field(default_factory=Search)
+    budget: dict[str, Any] = field(default_factory=dict)
+    stopping: dict[str, Any] = field(default_factory=dict)
+    rules: list[Any] = field(default_factory=list)
+    workers: int = 1
+    repeats: int = 1
+    seed: int = 0
+    directory: str | None = None
+    mlflow_uri: str | None = DEFAULT_MLFLOW
+    sample_interval_s: float = 0.1
+    hang_timeout_s: float = 600.0
+    pin: bool = True
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
+            raise ConfigError(f"study 'name' must be a non-empty string without '/'. Got {self.name!r} instead.")
+        if not self.workloads:
+            raise ConfigError("A study needs at least one [[workloads]] entry.")
+        self.workloads = [w if isinstance(w, Workload) else Workload(**w) for w in self.workloads]
+        names = [w.name for w in self.workloads]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Workload names must be unique; got {names}. Give each a distinct 'name'.")
+        _positive_int("study 'workers'", self.workers)
+        _positive_int("study 'repeats'", self.repeats)
+        if not (0 < self.sample_interval_s <= 0.5):
+            raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
+        self.stopping_rules()  # validates budgets and rules now, before anything runs
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) if self.directory else Path("studies") / self.name
+
+    def stopping_rules(self) -> list[StoppingRule]:
+        return rules_from_config(self.budget, self.stopping) + as_rules(self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description, stored with the results."""
+        data = asdict(self)
+        data["rules"] = [repr(r) for r in self.rules]
+        for workload in data["workloads"]:
+            if callable(workload["train"]):
+                workload["train"] = f"{workload['train'].__module__}:{workload['train'].__qualname__}"
+        return data
+
+
+def _positive_int(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be an int in the range [1, inf). Got {value!r} instead.")
+
+
+_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution"}
+
+
+def _only(table: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in [{table}]; allowed: {', '.join(sorted(allowed))}.")
+
+
+def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Study:
+    """Build a :class:`Study` from the parsed TOML tables."""
+    _only("top level", data, _TABLES)
+    study_table = dict(data.get("study", {}))
+    _only("study", study_table, ["name", "workers", "repeats", "seed", "directory", "data_dir"])
+    if "name" not in study_table:
+        raise ConfigError("[study] needs a 'name'.")
+    workloads = []
+    workload_keys = [f.name for f in fields(Workload)]
+    for entry in data.get("workloads", []):
+        _only("[workloads]", entry, workload_keys)
+        entry = dict(entry)
+        if entry.get("path") and base_dir is not None and not Path(entry["path"]).is_absolute():
+            entry["path"] = str((base_dir / entry["path"]))
+        workloads.append(Workload(**entry))
+    search_table = dict(data.get("search", {}))
+    _only("search", search_table, [f.name for f in fields(Search)])
+    tracking = dict(data.get("tracking", {}))
+    _only("tracking", tracking, ["mlflow_uri"])
+    execution = dict(data.get("execution", {}))
+    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin"])
+    mlflow_uri = tracking.get("mlflow_uri", DEFAULT_MLFLOW)
+    if mlflow_uri in ("none", "", False):
+        mlflow_uri = None
+    try:
+        return Study(
+            workloads=workloads,
+            search=Search(**search_table),
+            budget=dict(data.get("budget", {})),
+            stopping=dict(data.get("stopping", {})),
+            mlflow_uri=mlflow_uri,
+            **study_table,
+            **execution,
+        )
+    except TypeError as error:
+        raise ConfigError(f"Invalid study: {error}.") from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Load and validate a TOML study file; errors are one-line :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Study file {path} not found; pass the path of a .toml study file.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+    study = study_from_dict(data, base_dir=path.parent)
+    if study.directory and not Path(study.directory).is_absolute():
+        study.directory = str(path.parent / study.directory)
+    if study.mlflow_uri and study.mlflow_uri.startswith("sqlite:///") and not study.mlflow_uri.startswith("sqlite:////"):
+        relative = study.mlflow_uri.removeprefix("sqlite:///")
+        study.mlflow_uri = "sqlite:///" + str((path.parent / relative).resolve())
+    return study
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

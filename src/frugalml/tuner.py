@@ -1,0 +1,287 @@
+"""Runs a study: proposes configurations, runs trials on an executor, records results.
+
+The local results store is written first (one transaction per finished trial);
+MLflow second. Resuming re-runs only trials that were not stored, and re-logs to
+MLflow any stored trial that did not reach it.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from frugalml.exceptions import FrugalError, StoreError, TrialUsageError
+from frugalml.executors import LocalExecutor, TrialTask
+from frugalml.records import TrialRecord, TrialStatus
+from frugalml.results import StudyResult
+from frugalml.search import Config, Sampler
+from frugalml.stopping import STUDY, StudyComputeBudget
+from frugalml.store import ResultStore
+from frugalml.study import DEFAULT_MLFLOW, Study, Workload
+from frugalml.tracking import MlflowTracker, Tracker, default_uri
+
+ProgressCallback = Callable[[str, Any], None]  # ("start", TrialTask) or ("end", TrialRecord)
+
+
+@dataclass
+class _WorkloadPlan:
+    workload: Workload
+    sampler: Sampler
+    train: Any
+    train_kwargs: dict[str, Any]
+    n_train: int | None
+    pending: deque  # (Config, repeat) still to start
+    open_configs: dict[str, tuple[Config, list[TrialRecord]]]
+    exhausted: bool = False
+
+
+def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int | None]:
+    """Resolve the training function and its arguments; built-in data is prepared here, once."""
+    if workload.train is not None:
+        return workload.train, dict(workload.train_kwargs), None
+    from frugalml.workloads import make_estimator, prepare_dataset, resolve_dataset, sgd_train
+
+    source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
+    data = prepare_dataset(source, seed=study.seed)
+    make_estimator(workload.algorithm, data.task, 0.01, study.seed)  # algorithm/task mismatch fails now
+    kwargs = dict(
+        data=data, algorithm=workload.algorithm, epochs=workload.epochs, max_steps=workload.max_steps,
+        data_format=workload.data_format, seed=study.seed,
+    )
+    return sgd_train, kwargs, data.n_train
+
+
+def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
+    workload = plan.workload
+    if plan.n_train is None:
+        return workload.max_steps
+    from frugalml.workloads import steps_planned
+
+    return steps_planned(plan.n_train, int(params.get("batch_size", 1)), workload.epochs, workload.max_steps)
+
+
+class Tuner:
+    """Runs one :class:`Study` to completion (or resumes it).
+
+    Args:
+        study: what to run.
+        resume: continue the study stored in its directory.
+        fresh: delete an existing study directory and start over.
+        progress: called with ``("start", TrialTask)`` and ``("end", TrialRecord)``.
+    """
+
+    def __init__(self, study: Study, *, resume: bool = False, fresh: bool = False,
+                 progress: ProgressCallback | None = None) -> None:
+        self.study = study
+        self.resume = resume
+        self.fresh = fresh
+        self.progress = progress or (lambda event, payload: None)
+        self.store = ResultStore(study.path)
+        self.records: list[TrialRecord] = []
+        self._tracker: Tracker | None = None
+        self._store_open = False
+        self._tracking: queue.Queue[TrialRecord | None] = queue.Queue()
+        self._tracking_error: Exception | None = None
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _load_previous(self) -> None:
+        if not self.store.exists:
+            return
+        if self.fresh:
+            shutil.rmtree(self.study.path)
+            return
+        stored_name, _ = self.store.study()
+        if stored_name != self.study.name:
+            raise StoreError(f"{self.study.path} holds study '{stored_name}', not '{self.study.name}'.")
+        previous = self.store.trials(with_steps=False)
+        if previous and not self.resume:
+            raise StoreError(
+                f"Study '{self.study.name}' already has {len(previous)} trials in {self.study.path}; "
+                "pass --resume to continue it or --fresh to start over."
+            )
+        self.records = self.store.trials()
+        self._store_open = True
+
+    def _plans(self) -> list[_WorkloadPlan]:
+        plans = []
+        for workload in self.study.workloads:
+            train, kwargs, n_train = _prepare(workload, self.study)
+            sampler = self.study.search.sampler()
+            plan = _WorkloadPlan(workload, sampler, train, kwargs, n_train, deque(), {})
+            mine = [r for r in self.records if r.workload == workload.name]
+            by_config: dict[str, list[TrialRecord]] = {}
+            for record in mine:
+                by_config.setdefault(record.config_id, []).append(record)
+            finished, incomplete = [], []
+            for config_id, group in by_config.items():
+                config = Config(config_id, dict(group[0].params))
+                if len(group) >= self.study.repeats:
+                    finished.append((config, group))
+                else:
+                    incomplete.append(config)
+                    plan.open_configs[config_id] = (config, list(group))
+                    done = {r.repeat for r in group}
+                    plan.pending.extend((config, rep) for rep in range(self.study.repeats) if rep not in done)
+            sampler.restore(finished, incomplete)
+            plans.append(plan)
+        return plans
+
+    # -- recording ----------------------------------------------------------------------
+
+    def _tracker_or_none(self) -> Tracker | None:
+        if self._tracker is None and self.study.mlflow_uri:
+            uri = default_uri(self.study.path) if self.study.mlflow_uri == DEFAULT_MLFLOW else self.study.mlflow_uri
+            self._tracker = MlflowTracker(uri, self.study.name)
+        return self._tracker
+
+    def _record(self, record: TrialRecord) -> None:
+        if not self._store_open:
+            self.store.open_study(self.study.name, self.study.to_dict())
+            self._store_open = True
+        self.store.save_trial(record)
+        self.records.append(record)
+        if self.study.mlflow_uri:
+            self._tracking.put(record)
+
+    def _track_in_background(self) -> None:
+        """Log to MLflow on a thread: a slow tracking server must not pause the watchdog."""
+        while (record := self._tracking.get()) is not None:
+            try:
+                self.store.set_mlflow_run(record.trial_id, self._tracker_or_none().log_trial(record))
+            except Exception as error:  # noqa: BLE001 - the store has it; resume re-logs it
+                self._tracking_error = error
+
+    def _sync_tracking(self) -> None:
+        """Log stored trials that never reached MLflow (the driver died in between)."""
+        if not self.records or not self.study.mlflow_uri:
+            return
+        unlogged = {t for t, run in self.store.mlflow_runs().items() if run is None}
+        tracker = self._tracker_or_none()
+        for record in self.records:
+            if record.trial_id in unlogged:
+                self.store.set_mlflow_run(record.trial_id, tracker.log_trial(record))
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> StudyResult:
+        self._load_previous()
+        plans = self._plans()  # validates data before anything is written
+        self._sync_tracking()
+        rules = self.study.stopping_rules()
+        compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)
+        executor = LocalExecutor(
+            self.study.workers, rules=rules, sample_interval_s=self.study.sample_interval_s,
+            pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s,
+            peers=lambda name: [r for r in self.records if r.workload == name and r.status.finished],
+            study_cpu_s=lambda: sum(r.cpu_s for r in self.records),
+        )
+        number = max((r.number for r in self.records), default=-1) + 1
+        by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
+        tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
+        tracking.start()
+        try:
+            while True:
+                budget_left = compute_budget is None or (
+                    sum(r.cpu_s for r in self.records) + executor.running_cpu_s() < compute_budget.max_cpu_s
+                )
+                while executor.free_slots > 0 and budget_left:
+                    started = self._start_next(plans, executor, number, by_task)
+                    if not started:
+                        break
+                    number += 1
+                if not executor.running:
+                    break
+                for record in executor.poll():
+                    plan, config = by_task.pop(record.trial_id)
+                    self._check_usage(record, executor)
+                    self._record(record)
+                    self.progress("end", record)
+                    _, group = plan.open_configs[config.config_id]
+                    group.append(record)
+                    if len(group) >= self.study.repeats or (record.stop and record.stop.kind == STUDY):
+                        del plan.open_configs[config.config_id]
+                        plan.sampler.tell(config, group)
+        except BaseException:
+            executor.shutdown()
+            raise
+        finally:
+            self._tracking.put(None)
+            tracking.join()
+            if self._tracker is not None:
+                self._tracker.close()
+        if self._tracking_error is not None:
+            warnings.warn(f"MLflow logging failed ({self._tracking_error}); `frugalml tune --resume` re-logs it.")
+        return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search)
+
+    def _start_next(self, plans: list[_WorkloadPlan], executor: LocalExecutor, number: int,
+                    by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:
+        for plan in plans:
+            if not plan.pending and not plan.exhausted:
+                config = plan.sampler.ask()
+                if config is None:
+                    plan.exhausted = True
+                    continue
+                plan.open_configs[config.config_id] = (config, [])
+                plan.pending.extend((config, repeat) for repeat in range(self.study.repeats))
+            if plan.pending:
+                config, repeat = plan.pending.popleft()
+                params = {**plan.workload.params, **config.params}
+                task = TrialTask(
+                    trial_id=f"{plan.workload.name}/{config.config_id}/r{repeat}", number=number,
+                    workload=plan.workload.name, config_id=config.config_id, repeat=repeat, params=params,
+                    train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
+                    steps_planned=_steps_planned(plan, params),
+                )
+                executor.submit(task)
+                by_task[task.trial_id] = (plan, config)
+                self.progress("start", task)
+                return True
+        return False
+
+    @staticmethod
+    def _check_usage(record: TrialRecord, executor: LocalExecutor) -> None:
+        """Abort on mistakes every trial would repeat: a user error raised in the
+        training code, or a training function that never called ``trial.step``."""
+        if record.status is TrialStatus.FAILED and record.info.get("user_error"):
+            executor.shutdown()
+            raise FrugalError(f"Trial {record.trial_id} failed: {record.error}")
+        if record.status is TrialStatus.COMPLETED and record.steps_done == 0:
+            executor.shutdown()
+            raise TrialUsageError(
+                f"The training function of workload '{record.workload}' returned without calling "
+                "trial.step(); call trial.step(loss, n_samples) once per training step."
+            )
+
+
+def tune(study: Study, *, resume: bool = False, fresh: bool = False,
+         progress: ProgressCallback | None = None) -> StudyResult:
+    """Run ``study`` (or resume it) and return its results.
+
+    Example:
+        >>> import frugalml
+        >>> study = frugalml.load_study("examples/demo.toml")      # doctest: +SKIP
+        >>> result = frugalml.tune(study)                          # doctest: +SKIP
+        >>> result.best_feasible().params                          # doctest: +SKIP
+    """
+    return Tuner(study, resume=resume, fresh=fresh, progress=progress).run()
+
+
+def load_result(directory: str | Path) -> StudyResult:
+    """Read a finished (or interrupted) study's results from its directory."""
+    from frugalml.search import Search
+
+    store = ResultStore(directory)
+    name, spec = store.study()
+    search_spec = spec.get("search", {})
+    try:
+        search = Search(**search_spec)
+    except FrugalError:
+        search = Search()
+    return StudyResult(name, str(directory), tuple(store.trials()), search)

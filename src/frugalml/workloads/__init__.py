@@ -1,0 +1,30 @@
+"""Workloads: datasets (files, data dirs, the cache, OpenML) and the thesis's SGD training.
+
+Example::
+
+    from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
+
+    data = prepare_dataset(resolve_dataset("diabetes"), seed=0)  # once, in the parent
+    sgd_train(trial, data, algorithm="logistic_regression")     # in each worker
+"""
+
+from __future__ import annotations
+
+from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
+from frugalml.workloads._prepare import PreparedData, prepare_dataset
+from frugalml.workloads._sgd import DATA_FORMATS, sgd_train, steps_planned
+from frugalml.workloads._sources import BUILTIN_DATASETS, DatasetSource, resolve_dataset
+
+__all__ = [
+    "ALGORITHMS",
+    "BUILTIN_DATASETS",
+    "DATA_FORMATS",
+    "DatasetSource",
+    "PreparedData",
+    "algorithm_loss",
+    "make_estimator",
+    "prepare_dataset",
+    "resolve_dataset",
+    "sgd_train",
+    "steps_planned",
+]

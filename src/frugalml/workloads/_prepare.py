@@ -1,0 +1,352 @@
+"""Prepare a dataset once in the parent: validate, split, standardise, write ``.npy`` files.
+
+Workers then memory-map the files (:meth:`PreparedData.arrays`), so the pages are
+file-backed and shared between trials instead of copied into each worker.
+
+Layout of ``<cache>/prepared/<name>-<key>/``: ``X_train.npy``, ``y_train.npy``,
+``X_test.npy``, ``y_test.npy`` and ``meta.json``. The key hashes the source file and
+every preparation setting, so a changed file or seed gives a new directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from frugalml.exceptions import ConfigError, DataError
+from frugalml.workloads._openml import fetch_to_cache
+from frugalml.workloads._sources import DatasetSource, cache_root, file_format
+
+_FORMAT_VERSION = 1
+_DTYPES = ("float64", "float32")
+_HASH_LIMIT_BYTES = 512 * 2**20  # larger files are keyed by size and mtime instead
+ARRAY_NAMES = ("X_train", "y_train", "X_test", "y_test")
+_COLUMNS_FILE = "X_train.columns.npy"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A split, standardised dataset on disk, ready to be memory-mapped by workers.
+
+    Attributes:
+        name: the dataset's name.
+        directory: the folder holding the ``.npy`` files and ``meta.json``.
+        task: ``"classification"`` or ``"regression"``.
+        n_train, n_test, n_features: the split's shape.
+        classes: the original class labels (as strings) in code order; () for regression.
+        substitute_for: the dataset this one stands in for, if any.
+
+    Example::
+
+        >>> data = prepare_dataset(resolve_dataset("diabetes"))
+        >>> X_train, y_train, X_test, y_test = data.arrays()
+        >>> X_train.shape
+        (537, 8)
+    """
+
+    name: str
+    directory: Path
+    task: str
+    n_train: int
+    n_test: int
+    n_features: int
+    classes: tuple[str, ...] = ()
+    substitute_for: str | None = None
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> PreparedData:
+        """Open an already prepared directory (e.g. in a worker given only its path)."""
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        return cls(
+            name=meta["name"],
+            directory=directory,
+            task=meta["task"],
+            n_train=meta["n_train"],
+            n_test=meta["n_test"],
+            n_features=meta["n_features"],
+            classes=tuple(meta["classes"]),
+            substitute_for=meta["substitute_for"],
+        )
+
+    def meta(self) -> dict[str, Any]:
+        """The full ``meta.json``: source, settings, feature names, scaler statistics."""
+        return json.loads((self.directory / "meta.json").read_text())
+
+    def arrays(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X_train, y_train, X_test, y_test)``, read-only memory maps unless ``mmap=False``."""
+        mode = "r" if mmap else None
+        return tuple(np.load(self.directory / f"{name}.npy", mmap_mode=mode) for name in ARRAY_NAMES)  # type: ignore[return-value]
+
+    def frame(self) -> pd.DataFrame:
+        """``X_train`` as a DataFrame laid out like a loaded table (column-major).
+
+        This is the layout of ``fetch_openml(as_frame=True)``: each ``.iloc`` row batch
+        is then converted into a fresh C-ordered copy by scikit-learn, as in the
+        thesis. The column-major file is written on first use (atomically); call this
+        once in the parent to keep that one-off cost out of the trials. The frame itself
+        maps the file, so it is not copied into each worker.
+        """
+        file = self.directory / _COLUMNS_FILE
+        if not file.is_file():
+            rows = np.load(self.directory / "X_train.npy", mmap_mode="r")
+            tmp = self.directory / f".{_COLUMNS_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=rows.dtype, shape=rows.shape, fortran_order=True)
+                chunk = max(1, 2**24 // max(1, rows.shape[1] * rows.itemsize))
+                for start in range(0, rows.shape[0], chunk):
+                    out[start : start + chunk] = rows[start : start + chunk]
+                out.flush()
+                del out
+                os.replace(tmp, file)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return pd.DataFrame(np.load(file, mmap_mode="r"), copy=False)
+
+
+def prepare_dataset(
+    source: DatasetSource,
+    *,
+    seed: int = 0,
+    test_size: float = 0.3,
+    dtype: str = "float64",
+    cache_dir: str | os.PathLike | None = None,
+) -> PreparedData:
+    """Load, validate, split (shuffled, ``random_state=seed``) and standardise a dataset.
+
+    The scaler is fitted on the training split only; zero-variance columns become 0.
+    The result is written once to ``<cache>/prepared/<name>-<key>/`` through a
+    temporary directory and a rename, and reused on later calls without reloading.
+
+    Raises:
+        ConfigError: ``test_size`` or ``dtype`` is invalid.
+        DataError: the data is empty, too small, lacks its target, has NaN/inf or
+            non-numeric features (one line saying which).
+    """
+    if not 0.0 < test_size < 1.0:
+        raise ConfigError(f"`0 < test_size < 1` must hold, but got test_size={test_size!r}.")
+    if str(dtype) not in _DTYPES:
+        raise ConfigError(f"dtype must be one of {_DTYPES}, but got {dtype!r}.")
+    dtype = str(dtype)
+    root = cache_root(cache_dir)
+    if source.path is None:
+        source = replace(source, path=fetch_to_cache(source, root))
+    assert source.path is not None
+    settings = {
+        "version": _FORMAT_VERSION,
+        "file": _fingerprint(source.path),
+        "seed": int(seed),
+        "test_size": float(test_size),
+        "dtype": dtype,
+        "target": source.target,
+        "task": source.task,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    directory = root / "prepared" / f"{source.name}-{key}"
+    if (directory / "meta.json").is_file():
+        return PreparedData.load(directory)
+
+    X, y, feature_names = _load(source)
+    task, y, classes = _encode_target(source, y)
+    n = len(y)
+    n_test = math.ceil(test_size * n)
+    if min(n - n_test, n_test) < 2:
+        raise DataError(
+            f"dataset {source.name!r} has {n} rows: too few for a {1 - test_size:.0%}/{test_size:.0%} split "
+            f"with at least 2 rows in each part."
+        )
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    train_idx, test_idx = train_test_split(np.arange(n), test_size=test_size, random_state=seed, shuffle=True)
+    y_dtype = np.int64 if task == "classification" else dtype
+    meta = {
+        "name": source.name,
+        "task": task,
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "n_features": X.shape[1],
+        "classes": list(classes),
+        "substitute_for": source.substitute_for,
+        "openml_name": source.openml_name,
+        "source": str(source.path),
+        **{k: v for k, v in settings.items() if k != "version"},
+        "feature_names": feature_names,
+    }
+
+    def write(tmp: Path) -> None:
+        # Stream rows into memory-mapped outputs in chunks: no full-size float copy of
+        # the data is ever held in anonymous memory, and temporaries stay small.
+        chunk = max(1, 2**24 // (X.shape[1] * np.dtype(dtype).itemsize))
+        outputs = []
+        for split, idx in (("train", train_idx), ("test", test_idx)):
+            out = np.lib.format.open_memmap(tmp / f"X_{split}.npy", mode="w+", dtype=dtype, shape=(len(idx), X.shape[1]))
+            for start in range(0, len(idx), chunk):
+                out[start : start + chunk] = X[idx[start : start + chunk]]
+            np.save(tmp / f"y_{split}.npy", y[idx].astype(y_dtype))
+            outputs.append(out)
+        scaler = StandardScaler()  # fitted on the training split only
+        for start in range(0, len(train_idx), chunk):
+            scaler.partial_fit(outputs[0][start : start + chunk])
+        mean, scale = scaler.mean_.astype(dtype), scaler.scale_.astype(dtype)  # scale_ is 1 where variance is 0
+        for out in outputs:
+            for start in range(0, len(out), chunk):
+                block = out[start : start + chunk]
+                block -= mean
+                block /= scale
+            out.flush()
+        meta.update(scaler_mean=scaler.mean_.tolist(), scaler_scale=scaler.scale_.tolist())
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    _write_atomically(directory, write)
+    return PreparedData.load(directory)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    if stat.st_size > _HASH_LIMIT_BYTES:
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest()}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())[:200]
+
+
+def _names(names: list[Any], limit: int = 8) -> str:
+    shown = ", ".join(str(name) for name in names[:limit])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+
+
+def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Read the file and validate it; returns raw features, raw target, feature names."""
+    path, name, target = source.path, source.name, source.target
+    assert path is not None
+    fmt = file_format(path)
+    if fmt == "npz":
+        return (*_load_npz(path, name, target or "y"), None)
+    if path.stat().st_size == 0:
+        raise DataError(f"dataset {name!r} ({path}) is an empty file.")
+    try:
+        frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset {name!r} ({path}) is empty: no header and no rows.") from None
+    except Exception as error:  # a corrupt or unreadable file: one line for the user
+        raise DataError(f"cannot read dataset {name!r} ({path}): {_one_line(error)}") from error
+    if len(frame) == 0:
+        raise DataError(f"dataset {name!r} ({path}) has a header but no rows.")
+    target = target or "target"
+    if target not in frame.columns:
+        raise DataError(
+            f"dataset {name!r} has no target column {target!r}; its columns are: "
+            f"{_names(list(frame.columns))}; pass target=<column>."
+        )
+    features = [column for column in frame.columns if column != target]
+    if not features:
+        raise DataError(f"dataset {name!r} has no feature columns besides the target {target!r}.")
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DataError(
+            f"dataset {name!r} has non-numeric feature columns: {_names(bad)}; encode them as numbers or drop them."
+        )
+    X = frame[features].to_numpy(dtype=np.float64)
+    _check_finite(name, X, features, frame[target])
+    return X, frame[target].to_numpy(), [str(c) for c in features]
+
+
+def _load_npz(path: Path, name: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if "X" not in keys or target not in keys:
+                raise DataError(
+                    f"dataset {name!r} ({path}) must hold arrays 'X' and {target!r}, but holds: {_names(keys)}."
+                )
+            X, y = archive["X"], archive[target]
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"cannot read dataset {name!r} ({path}): {_one_line(error)}") from error
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+        raise DataError(
+            f"dataset {name!r} needs a 2-D 'X' and a 1-D {target!r} of equal length, "
+            f"but got shapes {X.shape} and {y.shape}."
+        )
+    if X.size == 0:
+        raise DataError(f"dataset {name!r} ({path}) has no rows or no features.")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise DataError(f"dataset {name!r} has non-numeric features (dtype {X.dtype}); encode them as numbers.")
+    _check_finite(name, X, [f"x{j}" for j in range(X.shape[1])], pd.Series(y))
+    return X, y
+
+
+def _check_finite(name: str, X: np.ndarray, features: list[str], target: pd.Series) -> None:
+    if np.issubdtype(X.dtype, np.floating):
+        bad = ~np.isfinite(X)
+        if bad.any():
+            columns = [features[j] for j in np.flatnonzero(bad.any(axis=0))]
+            raise DataError(
+                f"dataset {name!r} has NaN or infinite features in {int(bad.any(axis=1).sum())} rows "
+                f"(columns: {_names(columns)}); remove or impute them."
+            )
+    missing = target.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target):
+        missing = missing | ~np.isfinite(target.to_numpy(dtype=np.float64))
+    if missing.any():
+        raise DataError(
+            f"dataset {name!r} has NaN or infinite targets in {int(missing.sum())} rows "
+            f"(column: {target.name}); remove those rows."
+        )
+
+
+def _encode_target(source: DatasetSource, y: np.ndarray) -> tuple[str, np.ndarray, tuple[str, ...]]:
+    """Infer the task if unknown; encode class labels as 0..k-1 (sorted)."""
+    numeric = np.issubdtype(y.dtype, np.number) and y.dtype != bool
+    task = source.task or ("regression" if np.issubdtype(y.dtype, np.floating) else "classification")
+    if task == "regression":
+        if not numeric:
+            raise DataError(
+                f"dataset {source.name!r} is a regression task but its target {source.target!r} is not numeric "
+                f"(dtype {y.dtype}); pass task='classification'."
+            )
+        return task, y.astype(np.float64), ()
+    codes, labels = pd.factorize(pd.Series(y), sort=True)
+    if len(labels) < 2:
+        raise DataError(f"dataset {source.name!r} has a single class ({labels[0]!r}); classification needs two or more.")
+    return task, codes.astype(np.int64), tuple(str(label) for label in labels)
+
+
+def _write_atomically(directory: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary sibling directory, then rename it into place."""
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".tmp-{directory.name}-*"):  # left by a writer that crashed
+        pid = stale.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".tmp-{directory.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not (directory / "meta.json").is_file():  # not a concurrent writer's win
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""The local executor with real worker processes: budgets, failures, accounting."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import trainers
+from frugalml.executors import LocalExecutor, TrialTask
+from frugalml.records import TrialStatus
+from frugalml.stopping import MemoryBudget, StepTimeBudget
+
+
+def run_one(train, rules=(), params=None, eval_every=25, hang_timeout_s=600.0, **kwargs):
+    executor = LocalExecutor(1, rules=rules, sample_interval_s=0.05, hang_timeout_s=hang_timeout_s)
+    task = TrialTask(
+        trial_id=f"t/{uuid.uuid4().hex[:6]}/r0", number=0, workload="t", config_id="c", repeat=0,
+        params=params or {}, train=train, train_kwargs=kwargs, eval_every=eval_every, steps_planned=kwargs.get("steps"),
+    )
+    executor.submit(task)
+    finished = []
+    while not finished:
+        finished = executor.poll(1.0)
+    return finished[0]
+
+
+def test_completed_trial_records_every_step_and_window():
+    record = run_one(trainers.steady, steps=100, step_s=0.002)
+    assert record.status is TrialStatus.COMPLETED
+    assert record.steps_done == 100 and len(record.train_loss) == 100
+    assert [w.step for w in record.windows] == [25, 50, 75, 100]
+    window = record.windows[-1].values
+    assert 1.5 < window["mean_step_ms"] < 10  # 2 ms busy steps
+    for name in ("val_loss", "train_loss", "memory_mb", "cpu_percent", "wall_s", "throughput_sps"):
+        assert name in window, name
+    assert "gpu_util_percent" not in window  # no GPU here: omitted, not zero
+    assert record.cpu_s > 0.15
+
+
+def test_memory_accounting_matches_a_known_200_mb_allocation():
+    record = run_one(trainers.allocate, megabytes=200, at_step=100, steps=300, eval_every=50)
+    assert record.status is TrialStatus.COMPLETED
+    before = next(w for w in record.windows if w.step == 50).values["memory_mb"]
+    after = next(w for w in record.windows if w.step == 300).values["memory_mb"]
+    assert after - before == pytest.approx(200, rel=0.05)
+
+
+def test_memory_of_a_child_process_counts():
+    record = run_one(trainers.allocate_in_child, megabytes=200, steps=300, eval_every=50)
+    before = next(w for w in record.windows if w.step == 50).values["memory_mb"]
+    after = next(w for w in record.windows if w.step == 300).values["memory_mb"]
+    assert after - before == pytest.approx(200, rel=0.10)
+
+
+def test_memory_budget_stops_a_trial_inside_one_long_step():
+    record = run_one(trainers.allocate_in_one_step, rules=[MemoryBudget(300)], megabytes=800, steps=50)
+    assert record.status is TrialStatus.STOPPED
+    assert record.stop.rule == "max_memory_mb" and record.stop.kind == "system"
+    assert 300 < record.stop.value < 800
+    assert record.stop.step == 4  # killed during step 5, before it ever reported
+    assert record.stop.latency_ms is not None and record.stop.latency_ms < 1000
+    assert record.steps_saved == 46 and record.cpu_s_saved > 0
+
+
+def test_memory_budget_leaves_a_trial_under_it_alone():
+    record = run_one(trainers.allocate, rules=[MemoryBudget(1000)], megabytes=100, steps=200)
+    assert record.status is TrialStatus.COMPLETED
+
+
+def test_step_time_budget_stops_slow_steps_only():
+    slow = run_one(trainers.steady, rules=[StepTimeBudget(5)], steps=200, step_s=0.01)
+    fast = run_one(trainers.steady, rules=[StepTimeBudget(5)], steps=200, step_s=0.001)
+    assert slow.status is TrialStatus.STOPPED and slow.stop.rule == "max_mean_step_ms"
+    assert slow.stop.value > 5 and slow.steps_done < 200
+    assert fast.status is TrialStatus.COMPLETED
+
+
+def test_crash_is_recorded_as_failed_with_its_reason():
+    record = run_one(trainers.crash, at_step=10)
+    assert record.status is TrialStatus.FAILED
+    assert "RuntimeError: boom at step 10" in record.error
+    assert record.steps_done == 9
+
+
+def test_segfault_is_recorded_as_failed():
+    record = run_one(trainers.segfault)
+    assert record.status is TrialStatus.FAILED
+    assert "SIGSEGV" in record.error
+
+
+def _memory_cgroup(limit_mb: int) -> Path | None:
+    root = Path("/sys/fs/cgroup/memory")
+    if root.is_dir() and os.access(root, os.W_OK):
+        group = root / f"frugalml-test-{uuid.uuid4().hex[:8]}"
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
+        return group
+    unified = Path("/sys/fs/cgroup")
+    if (unified / "cgroup.controllers").exists() and os.access(unified, os.W_OK):
+        group = unified / f"frugalml-test-{uuid.uuid4().hex[:8]}"
+        group.mkdir()
+        (group / "memory.max").write_text(str(limit_mb * 2**20))
+        return group
+    return None
+
+
+def test_trial_killed_by_the_kernel_oom_killer_is_recorded_as_failed():
+    group = _memory_cgroup(300)
+    if group is None:
+        pytest.skip("needs a writable memory cgroup to provoke a real kernel OOM kill")
+    try:
+        record = run_one(trainers.oom_in_cgroup, cgroup=str(group), megabytes=2000)
+    finally:
+        group.rmdir()
+    assert record.status is TrialStatus.FAILED
+    assert "SIGKILL" in record.error and "OOM" in record.error
+
+
+def test_hung_trial_is_killed_and_failed():
+    record = run_one(trainers.hangs, hang_timeout_s=1.0)
+    assert record.status is TrialStatus.FAILED and record.error.startswith("hung")

@@ -1,0 +1,157 @@
+"""The command line as a user runs it: tune, resume after a kill, list/show, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from frugalml import ResultStore
+from frugalml.tracking import default_uri
+from helpers import TESTS, cli, mlflow_trial_runs, write_study
+
+STEADY_STUDY = """
+[study]
+name = "{name}"
+workers = 2
+directory = "out"
+
+[[workloads]]
+train = "trainers:steady"
+train_kwargs = {{ steps = {steps}, step_s = 0.002 }}
+eval_every = 50
+name = "steady"
+
+[search]
+method = "grid"
+space = {{ offset = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] }}
+"""
+
+
+def test_resume_after_the_driver_is_killed_loses_and_repeats_nothing(tmp_path):
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="resume", steps=600))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    store = ResultStore(tmp_path / "out")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(store.trial_ids()) < 3:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = {r.trial_id: r for r in store.trials()}
+    assert 3 <= len(before) < 8
+    time.sleep(0.5)  # orphaned workers die with the driver (PR_SET_PDEATHSIG)
+    out = subprocess.run(["pgrep", "-f", "frugalml-trial"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+    refused = cli("tune", str(study_file))
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = cli("tune", str(study_file), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    after = {r.trial_id: r for r in store.trials()}
+    assert len(after) == 8
+    for trial_id, record in before.items():  # finished trials kept as they were
+        assert after[trial_id].number == record.number and after[trial_id].train_loss == record.train_loss
+    # only the missing trials ran again
+    assert resumed.stdout.count("completed") == 8 - len(before)
+    numbers = [r.number for r in after.values()]
+    assert len(set(numbers)) == 8
+    runs = mlflow_trial_runs(default_uri(tmp_path / "out"), "resume")
+    assert set(runs) == set(after)  # one MLflow run per trial, no duplicates
+
+
+def test_tune_show_and_list_print_tables_json_and_csv(tmp_path):
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="show", steps=100))
+    done = cli("tune", str(study_file), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "best configuration within budget: {'offset': 0.0}" in done.stdout
+    assert "compute: used" in done.stdout
+    shown = cli("show", str(tmp_path / "out"), "--format", "json")
+    rows = json.loads(shown.stdout)
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}
+    assert rows[0]["param_offset"] == 0.0 and rows[0]["mean_step_ms"] > 1.5
+    table = cli("show", "out", "--root", str(tmp_path))
+    assert "best feasible" in table.stdout
+    csv_rows = cli("show", str(tmp_path / "out"), "--format", "csv").stdout.splitlines()
+    assert len(csv_rows) == 9 and csv_rows[0].startswith("number,trial_id")
+    listing = cli("list", "--root", str(tmp_path), "--format", "json")
+    assert json.loads(listing.stdout)[0]["trials"] == 8
+
+
+BAD_STUDIES = {
+    "unknown dataset": ('dataset = "mnist_785"\nalgorithm = "svm"', "mnist_785"),
+    "unknown algorithm": ('dataset = "diabetes"\nalgorithm = "random_forest"', "random_forest"),
+    "algorithm for the wrong task": ('dataset = "red_wine"\nalgorithm = "perceptron"', "perceptron"),
+    "missing target column": ('path = "{csv}"\ntarget = "label"\nalgorithm = "svm"', "label"),
+    "NaN data": ('path = "{nan_csv}"\nalgorithm = "svm"', "NaN"),
+    "empty data": ('path = "{empty_csv}"\nalgorithm = "svm"', "empty"),
+}
+
+
+@pytest.fixture
+def data_files(tmp_path):
+    (tmp_path / "ok.csv").write_text("a,b,target\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
+    (tmp_path / "nan.csv").write_text("a,b,target\n1,,0\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(20)))
+    (tmp_path / "empty.csv").write_text("a,b,target\n")
+    return {"csv": tmp_path / "ok.csv", "nan_csv": tmp_path / "nan.csv", "empty_csv": tmp_path / "empty.csv"}
+
+
+def _assert_one_line_error(result, needle, study_dir):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("frugalml: error:"), result.stderr
+    assert needle.lower() in lines[0].lower()
+    assert not ResultStore(study_dir).exists  # nothing half-written
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STUDIES))
+def test_bad_workloads_give_one_line_errors_and_write_nothing(tmp_path, data_files, case):
+    workload, needle = BAD_STUDIES[case]
+    body = (
+        '[study]\nname = "bad"\ndirectory = "out"\n[[workloads]]\n'
+        + workload.format(**{k: str(v) for k, v in data_files.items()})
+        + '\n[search]\nspace = { batch_size = [10], learning_rate = [0.01] }\n'
+    )
+    result = cli("tune", str(write_study(tmp_path / "bad.toml", body)))
+    _assert_one_line_error(result, needle, tmp_path / "out")
+
+
+BAD_FILES = {
+    "malformed toml": ("[study\nname = 1", "not valid TOML"),
+    "zero budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_memory_mb = 0', "max_mb"),
+    "negative budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_mean_step_ms = -5', "max_ms"),
+    "unknown rule": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[stopping]\npatiense = 3', "patiense"),
+    "unknown metric": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nobjectives=["val_los"]\nspace={batch_size=[30]}', "val_los"),
+    "batch size zero": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nspace={batch_size=[0, 30]}', "batch_size"),
+    "unknown search": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nmethod="annealing"', "annealing"),
+    "unknown key": ('[study]\nname="b"\nworkerz=2\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "workerz"),
+    "no workloads": ('[study]\nname="b"', "workloads"),
+    "never steps": ('[study]\nname="b"\n[[workloads]]\ntrain="trainers:never_steps"\n[search]\nspace={x=[1]}', "trial.step"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_study_files_give_one_line_errors_and_write_nothing(tmp_path, case):
+    body, needle = BAD_FILES[case]
+    body = body.replace('name="b"', 'name="b"\ndirectory="out"') if 'name="b"' in body else body
+    result = cli("tune", str(write_study(tmp_path / "bad.toml", body)))
+    _assert_one_line_error(result, needle, tmp_path / "out")
+
+
+def test_missing_study_file_and_unknown_study(tmp_path):
+    result = cli("tune", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2 and "not found" in result.stderr
+    result = cli("show", "nope", "--root", str(tmp_path))
+    assert result.returncode == 2 and "No study 'nope'" in result.stderr

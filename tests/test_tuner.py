@@ -1,0 +1,90 @@
+"""Whole studies through the public API: search, repeats, failures, MLflow."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+import trainers
+from frugalml import ResultStore, Search, Study, TrialStatus, Workload, tune
+from frugalml.tracking import default_uri
+from helpers import mlflow_trial_runs
+
+
+def test_a_crashing_and_a_segfaulting_trial_do_not_end_the_study(study_dir):
+    study = Study(
+        name="failures",
+        workloads=[
+            Workload(train=trainers.crash, name="crash"),
+            Workload(train=trainers.segfault, name="segv"),
+            Workload(train=trainers.steady, train_kwargs={"steps": 50}, eval_every=25, name="ok"),
+        ],
+        search=Search(space={"offset": [0.0, 0.5]}),
+        workers=2, directory=str(study_dir), mlflow_uri=None,
+    )
+    result = tune(study)
+    status = {r.trial_id: r.status for r in result.records}
+    assert len(status) == 6
+    assert [status[f"ok/offset={o}/r0"] for o in (0.0, 0.5)] == [TrialStatus.COMPLETED] * 2
+    assert {r.status for r in result.records if r.workload != "ok"} == {TrialStatus.FAILED}
+    assert result.best_feasible().params == {"offset": 0.0}
+
+
+def test_repeats_tpe_and_mlflow_match_the_local_store(study_dir):
+    study = Study(
+        name="tpe",
+        workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 60, "step_s": 0.0005}, eval_every=20)],
+        search=Search(method="tpe", space={"offset": {"low": 0.0, "high": 1.0}}, n_trials=4, seed=1),
+        repeats=2, workers=2, directory=str(study_dir),
+    )
+    result = tune(study)
+    assert len(result.records) == 8
+    by_config = {}
+    for record in result.records:
+        by_config.setdefault(record.config_id, []).append(record.repeat)
+    assert sorted(map(sorted, by_config.values())) == [[0, 1]] * 4
+    stored = {r.trial_id: r for r in ResultStore(study_dir).trials()}
+    runs = mlflow_trial_runs(default_uri(study_dir), "tpe")
+    assert set(runs) == set(stored)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=default_uri(study_dir))
+    for trial_id, record in stored.items():
+        run = runs[trial_id]
+        assert run.data.tags["status"] == record.status.value
+        assert float(run.data.params["offset"]) == record.params["offset"]
+        history = client.get_metric_history(run.info.run_id, "train_loss_step")
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(list(record.train_loss))
+        val = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [(m.step, m.value) for m in sorted(val, key=lambda m: m.step)] == [
+            (w.step, pytest.approx(w.values["val_loss"])) for w in record.windows
+        ]
+        mem = client.get_metric_history(run.info.run_id, "memory_mb")
+        assert len(mem) == len(record.windows)
+
+
+def test_study_compute_budget_stops_the_study(study_dir):
+    study = Study(
+        name="compute",
+        workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 2000, "step_s": 0.002})],
+        search=Search(space={"offset": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}),
+        budget={"max_study_cpu_seconds": 3.0}, workers=1, directory=str(study_dir), mlflow_uri=None,
+    )
+    result = tune(study)
+    assert len(result.records) < 6
+    assert any(r.stop is not None and r.stop.rule == "max_study_cpu_seconds" for r in result.records)
+    assert result.compute().used_cpu_s < 6.0
+
+
+def test_patience_stops_a_flat_trial_but_keeps_it_feasible(study_dir):
+    study = Study(
+        name="patience",
+        workloads=[Workload(train=trainers.allocate, train_kwargs={"megabytes": 1, "steps": 400}, eval_every=20, max_steps=400)],
+        search=Search(space={"x": [1]}), stopping={"patience": 3}, directory=str(study_dir), mlflow_uri=None,
+    )
+    (record,) = tune(study).records
+    assert record.status is TrialStatus.STOPPED and record.stop.rule == "patience"
+    assert record.feasible and 80 <= record.stop.step <= 90 and 80 <= record.steps_done <= 90
+    assert record.steps_saved == 400 - record.steps_done

@@ -1,0 +1,101 @@
+"""Training functions used by the tests; module-level so worker processes can import them.
+
+Each is a real training-shaped loop calling the public Trial API.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def steady(trial, steps: int = 200, step_s: float = 0.001) -> None:
+    """A loss that falls smoothly; each step busy-waits ``step_s`` (or params['step_s'])."""
+    step_s = trial.params.get("step_s", step_s)
+    for step in range(1, steps + 1):
+        _busy(step_s)
+        if trial.step(loss=1.0 / step, n_samples=10):
+            trial.report(val_loss=1.0 / step + trial.params.get("offset", 0.0))
+
+
+def allocate(trial, megabytes: int = 200, at_step: int = 100, steps: int = 300) -> None:
+    """Steps lightly, allocates and touches ``megabytes`` MB at ``at_step``, keeps stepping."""
+    megabytes = trial.params.get("megabytes", megabytes)
+    held = []
+    for step in range(1, steps + 1):
+        if step == at_step:
+            held.append(np.ones(megabytes * 2**20 // 8))  # np.ones writes every page
+        time.sleep(0.002)
+        if trial.step(loss=1.0, n_samples=1):
+            trial.report(val_loss=1.0)
+
+
+def allocate_in_one_step(trial, megabytes: int = 600, steps: int = 50) -> None:
+    """One long step that allocates ``megabytes`` gradually and never reports in between."""
+    for step in range(1, steps + 1):
+        if step == 5:
+            chunks = []
+            for _ in range(megabytes // 20):
+                chunks.append(np.ones(20 * 2**20 // 8))
+                time.sleep(0.02)
+        trial.step(loss=1.0)
+
+
+def allocate_in_child(trial, megabytes: int = 200, steps: int = 300) -> None:
+    """A data-loader-like child process holds the memory: the process tree must count it."""
+    code = (
+        "import numpy as np, sys, time; a = np.ones(%d * 2**20 // 8); "
+        "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)" % megabytes
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        for step in range(1, steps + 1):
+            if step == 100:
+                child.stdout.readline()
+            time.sleep(0.002)
+            if trial.step(loss=1.0):
+                trial.report(val_loss=1.0)
+    finally:
+        child.kill()
+
+
+def crash(trial, at_step: int = 10) -> None:
+    for step in range(1, 1000):
+        if step == at_step:
+            raise RuntimeError("boom at step %d" % step)
+        trial.step(loss=1.0)
+
+
+def segfault(trial) -> None:
+    trial.step(loss=1.0)
+    ctypes.string_at(0)
+
+
+def oom_in_cgroup(trial, cgroup: str, megabytes: int = 2000) -> None:
+    """Join a memory cgroup with a small limit and allocate past it: the kernel OOM-kills us."""
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as handle:
+        handle.write(str(os.getpid()))
+    held = []
+    for step in range(1, megabytes // 50 + 1):
+        held.append(np.ones(50 * 2**20 // 8))
+        trial.step(loss=1.0)
+
+
+def never_steps(trial) -> None:
+    return None
+
+
+def hangs(trial) -> None:
+    trial.step(loss=1.0)
+    time.sleep(3600)
