@@ -23,7 +23,8 @@ from frugalml.exceptions import ConfigError
 from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
 
-DEFAULT_MLFLOW = "default"  # an embedded sqlite MLflow store in the study directory
+DEFAULT_MLFLOW = "default"
+BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Study:
     hang_timeout_s: float = 600.0
     pin: bool = True
     data_dir: str | None = None
+    backend: str = "local"
+    address: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
@@ -120,6 +123,8 @@ class Study:
         _positive_int("study 'repeats'", self.repeats)
         if not (0 < self.sample_interval_s <= 0.5):
             raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}.")
         self.stopping_rules()  # validates budgets and rules now, before anything runs
 
     @property
@@ -157,7 +162,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     """Build a :class:`Study` from the parsed TOML tables."""
     _only("top level", data, _TABLES)
     study_table = dict(data.get("study", {}))
-    _only("study", study_table, ["name", "workers", "repeats", "seed", "directory", "data_dir"])
+    _only("study", study_table, ["name", "workers", "repeats", "seed", "directory", "data_dir", "backend", "address"])
     if "name" not in study_table:
         raise ConfigError("[study] needs a 'name'.")
     workloads = []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import FrugalError, StoreError, TrialUsageError
-from frugalml.executors import LocalExecutor, TrialTask
+from frugalml.executors import LocalExecutor, TrialTask, make_executor
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
 from frugalml.search import Config, Sampler
@@ -176,8 +176,8 @@ class Tuner:
         self._sync_tracking()
         rules = self.study.stopping_rules()
         compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)
-        executor = LocalExecutor(
-            self.study.workers, rules=rules, sample_interval_s=self.study.sample_interval_s,
+        executor = make_executor(
+            self.study.backend, self.study.workers, address=self.study.address, rules=rules, sample_interval_s=self.study.sample_interval_s,
             pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s,
             peers=lambda name: [r for r in self.records if r.workload == name and r.status.finished],
             study_cpu_s=lambda: sum(r.cpu_s for r in self.records),

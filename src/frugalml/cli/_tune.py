@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fresh", action="store_true", help="delete earlier results of this study first")
     parser.add_argument("--workers", type=int, help="override [study] workers")
     parser.add_argument("--directory", help="override where results go (default studies/<name>)")
+    parser.add_argument("--backend", choices=["local", "ray"], help="override [study] backend")
+    parser.add_argument("--address", help="Ray cluster address (with --backend ray)")
     parser.add_argument("--no-progress", action="store_true", help="print one line per trial instead")
     parser.set_defaults(func=run)
 
@@ -74,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         study.workers = args.workers
     if args.directory:
         study.directory = args.directory
+    if args.backend:
+        study.backend = args.backend
+    if args.address:
+        study.address = args.address
     console = Console()
     view = ProgressView(study)
     live = not args.no_progress and console.is_terminal
