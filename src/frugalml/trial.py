@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 PROGRESS_STEPS = 0  # steps done
 PROGRESS_MARK = 1  # time.monotonic() at the end of the latest trial call
 PROGRESS_WINDOW_S = 2  # training seconds in the current window so far
-PROGRESS_SIZE = 3
+PROGRESS_EVALUATING = 3  # 1.0 between a window's last step and its report (evaluation time)
+PROGRESS_SIZE = 4
 
 
 class Trial:
@@ -94,6 +95,7 @@ class Trial:
         self._mark = time.perf_counter()
         if self._steps % self.eval_every == 0:
             self._window_due = True
+            progress[PROGRESS_EVALUATING] = 1.0
             return True
         return False
 
@@ -134,7 +136,12 @@ class Trial:
         self._progress[PROGRESS_WINDOW_S] = 0.0
         self._reset_mark()
 
+    def _end_training(self) -> None:
+        """Time after the last step is evaluation and shutdown, not a step."""
+        self._progress[PROGRESS_EVALUATING] = 1.0
+
     def _reset_mark(self) -> None:
+        self._progress[PROGRESS_EVALUATING] = 0.0
         self._progress[PROGRESS_MARK] = time.monotonic()
         self._mark = time.perf_counter()
 
@@ -142,3 +149,4 @@ class Trial:
         """Flush a partial window; called by the executor after the function returns."""
         if self._durations:
             self._flush({})
+        self._end_training()

@@ -90,3 +90,16 @@ def test_conversion_from_config_dicts_callables_and_lists():
         rules_from_config({"max_memroy_mb": 4}, {})
     with pytest.raises(ConfigError, match="Unknown stopping rule"):
         rules_from_config({}, {"patiense": 4})
+
+
+def test_step_time_bound_uses_a_short_last_window():
+    # 2 planned steps, 25-step windows: 0.9 s in step 1 + 0.2 s into step 2 > 2 x 500 ms
+    stop = StepTimeBudget(500).check(view(eval_every=25, steps_planned=2, steps_done=1,
+                                          window_train_s=0.9, step_in_progress_s=0.2))
+    assert stop is not None and stop.value == pytest.approx(550)
+
+
+def test_learning_rules_do_not_stop_a_trial_that_has_finished_training():
+    flat = windows("val_loss", [1.0, 1.0, 1.0])
+    assert check_all([Patience(1)], view(windows=flat, steps_done=300, steps_planned=300)) is None
+    assert check_all([Patience(1)], view(windows=flat, steps_done=200, steps_planned=300)) is not None

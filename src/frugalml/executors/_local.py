@@ -25,7 +25,7 @@ from frugalml.executors._worker import run_worker
 from frugalml.monitors import GpuMonitor, ProcessTreeMonitor
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StoppingRule, TrialView, check_all
-from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
+from frugalml.trial import PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
 
 PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
@@ -300,10 +300,13 @@ class LocalExecutor:
             cpu_s=running.sample.get("cpu_s", 0.0),
             windows=tuple(running.windows),
             sample=running.sample,
-            step_in_progress_s=max(0.0, now - mark) if progress[PROGRESS_STEPS] > 0 else 0.0,
+            step_in_progress_s=(
+                max(0.0, now - mark) if progress[PROGRESS_STEPS] > 0 and not progress[PROGRESS_EVALUATING] else 0.0
+            ),
             window_train_s=progress[PROGRESS_WINDOW_S],
             peers=self.peers(running.task.workload),
             study_cpu_s=self.study_cpu_s() + self.running_cpu_s(),
+            steps_planned=running.task.steps_planned,
         )
 
     def _check(self, running: _Running, sampled_at: float) -> None:
@@ -341,13 +344,27 @@ class LocalExecutor:
         else:
             status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
         steps_saved, cpu_s_saved = 0, 0.0
-        if status is TrialStatus.STOPPED and task.steps_planned and steps_done:
+        if status is TrialStatus.STOPPED and task.steps_planned:
             steps_saved = max(0, task.steps_planned - steps_done)
-            cpu_s_saved = steps_saved * cpu_s / steps_done
+            cpu_s_saved = steps_saved * cpu_s / max(steps_done, 1)  # a trial stopped in step 1 spent ~1 step
+        windows = list(running.windows)
+        if status is not TrialStatus.COMPLETED and running.sample and (not windows or windows[-1].step < steps_done):
+            windows.append(self._final_window(running, steps_done))
         return TrialRecord(
             trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
             repeat=task.repeat, params=dict(task.params), status=status, steps_done=steps_done,
             steps_planned=task.steps_planned, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
             steps_saved=steps_saved, cpu_s_saved=cpu_s_saved, stop=running.stop, error=error,
-            train_loss=tuple(running.train_loss), windows=tuple(running.windows), info=info,
+            train_loss=tuple(running.train_loss), windows=tuple(windows), info=info,
         )
+
+    @staticmethod
+    def _final_window(running: _Running, steps_done: int) -> Window:
+        """System figures at the moment a trial ended early, so its footprint is on record."""
+        sample = running.sample
+        values = {"memory_mb": max(running.window_peak_mb, sample.get("memory_mb", 0.0)),
+                  "wall_s": time.monotonic() - running.started}
+        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb"):
+            if name in sample:
+                values[name] = sample[name]
+        return Window(steps_done, values)

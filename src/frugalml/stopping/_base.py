@@ -27,11 +27,12 @@ class TrialView:
         cpu_s: CPU seconds of the worker's process tree so far.
         windows: evaluation windows so far.
         sample: the latest system sample of the worker's process tree.
-        step_in_progress_s: seconds since the worker's latest trial call; with a
-            long step this grows between reports.
+        step_in_progress_s: seconds the step now running has taken so far (0 while
+            the trial evaluates); with a long step this grows between reports.
         window_train_s: training seconds in the current, unfinished window.
         peers: finished trials of the same workload (for median stopping).
         study_cpu_s: CPU seconds used by the whole study so far, this trial included.
+        steps_planned: steps the trial would run in full, when known.
     """
 
     trial_id: str
@@ -47,6 +48,20 @@ class TrialView:
     window_train_s: float = 0.0
     peers: Sequence[TrialRecord] = ()
     study_cpu_s: float = 0.0
+    steps_planned: int | None = None
+
+    @property
+    def window_length(self) -> int:
+        """Steps the current, unfinished window will have (shorter at the end of training)."""
+        start = self.windows[-1].step if self.windows else 0
+        if self.steps_planned is None:
+            return self.eval_every
+        return max(1, min(self.eval_every, self.steps_planned - start))
+
+    @property
+    def at_end(self) -> bool:
+        """True once every planned step is done."""
+        return self.steps_planned is not None and self.steps_done >= self.steps_planned
 
     def values(self, name: str) -> list[float]:
         return [w.values[name] for w in self.windows if name in w.values]
@@ -78,8 +93,13 @@ class StoppingRule(abc.ABC):
 
 
 def check_all(rules: Sequence[StoppingRule], view: TrialView) -> StopInfo | None:
-    """The first rule that fires, system budgets first (they are the hard ones)."""
+    """The first rule that fires, system budgets first (they are the hard ones).
+
+    Learning rules are not applied once training is over: stopping then saves nothing.
+    """
     for rule in sorted(rules, key=lambda r: r.kind != SYSTEM):
+        if rule.kind == ML and view.at_end:
+            continue
         stop = rule.check(view)
         if stop is not None:
             return stop

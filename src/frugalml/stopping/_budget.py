@@ -52,9 +52,11 @@ class StepTimeBudget(StoppingRule):
                 return self._stop(
                     view, mean_ms, self.max_ms, f"mean step {mean_ms:.2f} ms > budget {self.max_ms:g} ms"
                 )
+        if view.at_end:
+            return None
         unfinished_ms = (view.window_train_s + view.step_in_progress_s) * 1000.0
-        if unfinished_ms > self.max_ms * view.eval_every:
-            lower_bound = unfinished_ms / view.eval_every
+        if unfinished_ms > self.max_ms * view.window_length:
+            lower_bound = unfinished_ms / view.window_length
             return self._stop(
                 view, lower_bound, self.max_ms,
                 f"mean step already >= {lower_bound:.2f} ms in the unfinished window > budget {self.max_ms:g} ms",

@@ -36,7 +36,9 @@ def _loss_name(algorithm: str, task: str, dataset: str | None = None) -> tuple[s
     return _ESTIMATORS[(algorithm, task)]
 
 
-def make_estimator(algorithm: str, task: str, learning_rate: float, seed: int = 0, *, dataset: str | None = None) -> Any:
+def make_estimator(
+    algorithm: str, task: str, learning_rate: float, seed: int = 0, *, dataset: str | None = None
+) -> Any:
     """A scikit-learn SGD estimator with a constant learning rate.
 
     Args:

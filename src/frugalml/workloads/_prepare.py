@@ -87,7 +87,8 @@ class PreparedData:
     def arrays(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(X_train, y_train, X_test, y_test)``, read-only memory maps unless ``mmap=False``."""
         mode = "r" if mmap else None
-        return tuple(np.load(self.directory / f"{name}.npy", mmap_mode=mode) for name in ARRAY_NAMES)  # type: ignore[return-value]
+        arrays = (np.load(self.directory / f"{name}.npy", mmap_mode=mode) for name in ARRAY_NAMES)
+        return tuple(arrays)  # type: ignore[return-value]
 
     def frame(self) -> pd.DataFrame:
         """``X_train`` as a DataFrame laid out like a loaded table (column-major).
@@ -172,6 +173,7 @@ def prepare_dataset(
     train_idx, test_idx = train_test_split(np.arange(n), test_size=test_size, random_state=seed, shuffle=True)
     y_dtype = np.int64 if task == "classification" else dtype
     meta = {
+        **{k: v for k, v in settings.items() if k != "version"},
         "name": source.name,
         "task": task,
         "n_train": len(train_idx),
@@ -181,7 +183,6 @@ def prepare_dataset(
         "substitute_for": source.substitute_for,
         "openml_name": source.openml_name,
         "source": str(source.path),
-        **{k: v for k, v in settings.items() if k != "version"},
         "feature_names": feature_names,
     }
 
@@ -191,7 +192,8 @@ def prepare_dataset(
         chunk = max(1, 2**24 // (X.shape[1] * np.dtype(dtype).itemsize))
         outputs = []
         for split, idx in (("train", train_idx), ("test", test_idx)):
-            out = np.lib.format.open_memmap(tmp / f"X_{split}.npy", mode="w+", dtype=dtype, shape=(len(idx), X.shape[1]))
+            shape = (len(idx), X.shape[1])
+            out = np.lib.format.open_memmap(tmp / f"X_{split}.npy", mode="w+", dtype=dtype, shape=shape)
             for start in range(0, len(idx), chunk):
                 out[start : start + chunk] = X[idx[start : start + chunk]]
             np.save(tmp / f"y_{split}.npy", y[idx].astype(y_dtype))
@@ -327,7 +329,9 @@ def _encode_target(source: DatasetSource, y: np.ndarray) -> tuple[str, np.ndarra
         return task, y.astype(np.float64), ()
     codes, labels = pd.factorize(pd.Series(y), sort=True)
     if len(labels) < 2:
-        raise DataError(f"dataset {source.name!r} has a single class ({labels[0]!r}); classification needs two or more.")
+        raise DataError(
+            f"dataset {source.name!r} has a single class ({labels[0]!r}); classification needs two or more."
+        )
     return task, codes.astype(np.int64), tuple(str(label) for label in labels)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,11 @@ def steps_planned(n_train: int, batch_size: int, epochs: int = 1, max_steps: int
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or value != int(value) or value < low:
-        raise ConfigError(f"The {name!r} parameter of sgd_train must be an int in the range [{low}, inf). Got {value!r} instead.")
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not (valid and value == int(value) and value >= low):
+        raise ConfigError(
+            f"The {name!r} parameter of sgd_train must be an int in the range [{low}, inf). Got {value!r} instead."
+        )
     return int(value)
 
 
@@ -68,9 +72,11 @@ def sgd_train(
     """
     batch_size = _check_int("batch_size", trial.params.get("batch_size"), 1)
     learning_rate = trial.params.get("learning_rate")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < math.inf:
+    valid = isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool)
+    if not (valid and 0 < learning_rate < math.inf):
         raise ConfigError(
-            f"The 'learning_rate' parameter of sgd_train must be a float in the range (0, inf). Got {learning_rate!r} instead."
+            "The 'learning_rate' parameter of sgd_train must be a float in the range (0, inf). "
+            f"Got {learning_rate!r} instead."
         )
     epochs = _check_int("epochs", epochs, 1)
     if max_steps is not None:

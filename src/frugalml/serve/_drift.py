@@ -1,0 +1,88 @@
+"""Drift of one window of inputs and predictions against the training reference.
+
+* PSI (population stability index) over the reference's quantile bins:
+  ``sum((a - e) * ln(a / e))``, shares clipped at ``1e-4`` so an empty bin stays finite.
+  Rule of thumb: < 0.1 stable, 0.1-0.25 moderate, > 0.25 large. PSI of a small window
+  is biased upwards (about ``(bins - 1) / n`` under no drift), so prefer windows of a
+  few hundred rows or rely on the KS test.
+* Two-sample Kolmogorov–Smirnov against the reference sample (scipy, asymptotic
+  p-value). A feature counts as drifted when its p-value is below ``ks_alpha``
+  divided by the number of features (Bonferroni, so the chance of a false alarm in
+  a window stays near ``ks_alpha``), or when its PSI is above ``psi_threshold``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from frugalml.serve._reference import FeatureReference, Reference, proportions
+
+_FLOOR = 1e-4
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index between two vectors of bin shares."""
+    e = np.clip(np.asarray(expected, dtype=np.float64), _FLOOR, None)
+    a = np.clip(np.asarray(actual, dtype=np.float64), _FLOOR, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def feature_psi(reference: FeatureReference, values: np.ndarray) -> float:
+    return psi(np.asarray(reference.proportions), proportions(values, np.asarray(reference.edges)))
+
+
+def ks(reference_sample: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Two-sample KS statistic and p-value (asymptotic)."""
+    from scipy.stats import ks_2samp
+
+    if len(values) == 0:
+        return 0.0, 1.0
+    result = ks_2samp(reference_sample, values, method="asymp")
+    return float(result.statistic), float(result.pvalue)
+
+
+class FeatureDrift(NamedTuple):
+    name: str
+    psi: float
+    ks: float
+    ks_pvalue: float
+    drifted: bool
+
+
+class WindowDrift(NamedTuple):
+    """Drift of one window: per feature, and of the predictions."""
+
+    rows: int
+    features: tuple[FeatureDrift, ...]
+    prediction_psi: float
+    prediction_ks: float | None  # regression only
+
+    @property
+    def drifted(self) -> int:
+        return sum(f.drifted for f in self.features)
+
+
+def window_drift(
+    reference: Reference, X: np.ndarray, predictions: np.ndarray, *, psi_threshold: float, ks_alpha: float
+) -> WindowDrift:
+    """Compare a window of finite input rows ``X`` and its ``predictions`` with ``reference``."""
+    alpha = ks_alpha / max(1, len(reference.features))
+    features = []
+    for j, ref in enumerate(reference.features):
+        column = X[:, j]
+        score = feature_psi(ref, column)
+        statistic, pvalue = ks(np.asarray(ref.sample), column)
+        features.append(FeatureDrift(ref.name, score, statistic, pvalue, score > psi_threshold or pvalue < alpha))
+    prediction_ks = None
+    if reference.prediction is not None:
+        values = np.asarray(predictions, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        prediction_psi = feature_psi(reference.prediction, values)
+        prediction_ks = ks(np.asarray(reference.prediction.sample), values)[0]
+    else:
+        codes = np.searchsorted(np.asarray(reference.classes), np.asarray(predictions).astype(str))
+        shares = np.bincount(codes, minlength=len(reference.classes))[: len(reference.classes)] / max(1, len(codes))
+        prediction_psi = psi(np.asarray(reference.class_proportions), shares)
+    return WindowDrift(len(X), tuple(features), prediction_psi, prediction_ks)

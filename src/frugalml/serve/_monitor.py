@@ -1,0 +1,347 @@
+"""The monitor of one served model: drift windows, numerical health, quality, alerts.
+
+The request path only calls :meth:`Monitor.observe` (a lock and an append) and
+:meth:`Monitor.observe_request`; everything else (closing windows, PSI/KS, custom
+metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, on a daemon
+thread every ``interval_s`` or sooner when a window fills. Nothing here knows about
+HTTP, so the monitor is tested by calling it directly.
+
+Metric names (:meth:`Monitor.values`, usable in alert rules):
+
+==================================  ===================================================
+``drift.psi.<feature>``             PSI of the latest window vs the training bins
+``drift.ks.<feature>``              KS statistic vs the training sample
+``drift.ks_pvalue.<feature>``       its p-value
+``drift.psi_max`` / ``drift.ks_max`` largest over features
+``drift.features`` / ``drift.share`` drifted features (count / share) in the window
+``drift.prediction_psi``            PSI of the predictions (class shares or bins)
+``drift.prediction_ks``             KS of the predictions (regression)
+``nonfinite.inputs``                NaN/inf input values in the latest window
+``nonfinite.outputs``               NaN/inf predictions in the latest window
+``nonfinite.weights``               NaN/inf values among the model's weights
+``quality.accuracy`` / ``.rmse``    over the latest labels; ``.<key>=<value>`` per slice
+``quality.<metric>_gap.<key>``      best minus worst slice value of a slice key
+``custom.<name>``                   a user metric, computed per window
+``latency.p50_ms`` / ``p99_ms``     predict latency since the previous tick
+``errors.rate``                     share of failed requests since the previous tick
+``process.cpu_percent``             CPU of the server process (100 = one core)
+``process.memory_mb``               RSS - shared of the server process (MB = 2**20 B)
+==================================  ===================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import numpy as np
+import psutil
+
+from frugalml.serve._alerts import AlertEvaluator, LogNotifier, Notifier, WebhookNotifier
+from frugalml.serve._config import MonitoringConfig, as_monitoring_config
+from frugalml.serve._drift import WindowDrift, window_drift
+from frugalml.serve._quality import PredictionLog, QualityTracker
+from frugalml.serve._reference import Reference
+
+logger = logging.getLogger("frugalml.serve")
+_HISTORY = 64  # values kept per metric for alert windows
+
+
+class MonitorState(NamedTuple):
+    """What the exposition needs, read under the monitor's lock."""
+
+    values: dict[str, float]
+    drift: WindowDrift | None
+    windows: int
+    flagged_windows: int
+    class_counts: dict[str, int]
+    prediction_buckets: tuple[tuple[float, ...], tuple[int, ...], float] | None  # edges, counts, sum
+    nonfinite_totals: dict[tuple[str, str], int]
+    feedback: int
+    alerts_firing: dict[str, bool]
+    alerts_fired: dict[str, int]
+    webhook_failures: int
+
+
+def weights_nonfinite(model: Any) -> int:
+    """NaN/inf values among ``coef_``/``intercept_`` of a model or a pipeline's steps."""
+    steps = [s for _, s in getattr(model, "steps", [])] or [model]
+    count = 0
+    for step in steps:
+        for name in ("coef_", "intercept_"):
+            value = getattr(step, name, None)
+            if value is not None:
+                count += int(np.size(value) - np.isfinite(np.asarray(value, dtype=np.float64)).sum())
+    return count
+
+
+class Monitor:
+    """Watches one model's inputs, outputs and labels against its training reference.
+
+    Args:
+        reference: the training-data fingerprint stored with the model.
+        config: a :class:`MonitoringConfig` (or anything :func:`as_monitoring_config` takes).
+        model: the model, to check its weights for NaN/inf.
+        notifiers: where alert events go, besides the log and the config's webhooks.
+
+    Example:
+        >>> monitor = Monitor(reference, {"window_rows": 200})     # doctest: +SKIP
+        >>> monitor.observe(X, model.predict(X))                   # doctest: +SKIP
+        >>> monitor.process(); monitor.values()["drift.psi_max"]   # doctest: +SKIP
+    """
+
+    def __init__(self, reference: Reference, config: Any = None, *, model: Any = None,
+                 notifiers: Iterable[Notifier] = (), name: str = "") -> None:
+        self.reference = reference
+        self.name = name
+        self._extra_notifiers = list(notifiers)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+        self.configure(config, model=model)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def configure(self, config: Any, *, model: Any = None) -> None:
+        """Apply a new config (and model); windows, quality and alert state start afresh."""
+        config = as_monitoring_config(config)
+        custom = config.custom_functions()
+        old = getattr(self, "_notifiers", [])
+        with self._lock:
+            self.config = config
+            self._custom = custom
+            self.log = PredictionLog(config.feedback_capacity)
+            self.quality = QualityTracker(self.reference.task, self.reference.classes, config.quality_window,
+                                          config.max_slices)
+            self.alerts = AlertEvaluator(config.alerts, self.name)
+            self._webhooks = WebhookNotifier(config.webhooks, config.webhook_timeout_s) if config.webhooks else None
+            self._notifiers = [LogNotifier(), *self._extra_notifiers, *([self._webhooks] if self._webhooks else [])]
+            self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+            self._pending_rows = 0
+            self._window_X: list[np.ndarray] = []
+            self._window_pred: list[np.ndarray] = []
+            self._window_rows = 0
+            self._window_started = time.monotonic()
+            self._window_nonfinite_inputs = 0
+            self._history: dict[str, deque[float]] = {}
+            self.drift: WindowDrift | None = None
+            self.windows = 0
+            self.flagged_windows = 0
+            self.class_counts = {c: 0 for c in self.reference.classes}
+            prediction = self.reference.prediction
+            self._edges = np.asarray(prediction.edges if prediction else ())
+            self._bucket_counts = np.zeros(len(self._edges) + 1, dtype=np.int64)
+            self._prediction_sum = 0.0
+            self.nonfinite_totals = {(w, k): 0 for w in ("input", "output") for k in ("nan", "inf")}
+            self._latencies: list[float] = []
+            self._requests = 0
+            self._errors = 0
+            if model is not None or not hasattr(self, "_weights_nonfinite"):
+                self._weights_nonfinite = weights_nonfinite(model) if model is not None else 0
+        for notifier in old:
+            if isinstance(notifier, WebhookNotifier):
+                notifier.close()
+
+    # -- the request path ---------------------------------------------------------------
+
+    def observe(self, X: np.ndarray, predictions: np.ndarray) -> list[str]:
+        """Queue a batch of finite input rows and their predictions; returns prediction ids."""
+        ids = self.log.record(predictions)
+        with self._lock:
+            self._pending.append((X, predictions))
+            self._pending_rows += len(X)
+            full = self._window_rows + self._pending_rows >= self.config.window_rows
+        if full:
+            self._wake.set()
+        return ids
+
+    def observe_nonfinite(self, nan: int, inf: int, where: str = "input") -> None:
+        """Count NaN/inf values seen in inputs (rejected or imputed) or outputs."""
+        with self._lock:
+            self.nonfinite_totals[(where, "nan")] += nan
+            self.nonfinite_totals[(where, "inf")] += inf
+            if where == "input":
+                self._window_nonfinite_inputs += nan + inf
+
+    def observe_request(self, latency_s: float | None, ok: bool) -> None:
+        """One finished request (latency of a predict, None for others)."""
+        with self._lock:
+            self._requests += 1
+            self._errors += not ok
+            if latency_s is not None and len(self._latencies) < 100_000:
+                self._latencies.append(latency_s)
+
+    def feedback(self, prediction_id: Any, label: Any, slice_: Mapping[str, Any] | None = None) -> None:
+        """A true label for an earlier prediction (:class:`FeedbackError` when unusable)."""
+        self.quality.add(self.log.get(prediction_id), label, slice_)
+
+    # -- processing ---------------------------------------------------------------------
+
+    def process(self, now: float | None = None) -> None:
+        """Close full windows, update metrics and evaluate the alert rules."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        for X, predictions in pending:
+            self._account_predictions(predictions)
+            self._add_to_window(X, predictions, now)
+        config = self.config
+        if config.window_s is not None and self._window_rows >= config.min_window_rows \
+                and now - self._window_started >= config.window_s:
+            self._close_window(now)
+        self._tick()
+        events = self.alerts.evaluate(self._history, now)
+        for event in events:
+            for notifier in self._notifiers:
+                try:
+                    notifier.notify(event)
+                except Exception:  # a user notifier must not stop monitoring
+                    logger.exception("notifier %r failed", notifier)
+
+    def _account_predictions(self, predictions: np.ndarray) -> None:
+        if self.reference.task == "classification":
+            labels, counts = np.unique(predictions.astype(str), return_counts=True)
+            with self._lock:
+                for label, count in zip(labels.tolist(), counts.tolist()):
+                    self.class_counts[label] = self.class_counts.get(label, 0) + count
+            return
+        values = np.asarray(predictions, dtype=np.float64)
+        finite = np.isfinite(values)
+        nan = int(np.isnan(values).sum())
+        self.observe_nonfinite(nan, int(len(values) - finite.sum() - nan), "output")
+        counts = np.bincount(np.searchsorted(self._edges, values[finite], side="left"), minlength=len(self._edges) + 1)
+        with self._lock:
+            self._bucket_counts += counts
+            self._prediction_sum += float(values[finite].sum())
+
+    def _add_to_window(self, X: np.ndarray, predictions: np.ndarray, now: float) -> None:
+        size = self.config.window_rows
+        start = 0
+        while start < len(X):
+            take = min(len(X) - start, size - self._window_rows)
+            self._window_X.append(X[start:start + take])
+            self._window_pred.append(predictions[start:start + take])
+            self._window_rows += take
+            start += take
+            if self._window_rows >= size:
+                self._close_window(now)
+
+    def _close_window(self, now: float) -> None:
+        X = np.concatenate(self._window_X)
+        predictions = np.concatenate(self._window_pred)
+        self._window_X, self._window_pred, self._window_rows = [], [], 0
+        self._window_started = now
+        config = self.config
+        drift = window_drift(self.reference, X, predictions, psi_threshold=config.psi_threshold,
+                             ks_alpha=config.ks_alpha)
+        values = {
+            "drift.psi_max": max((f.psi for f in drift.features), default=0.0),
+            "drift.ks_max": max((f.ks for f in drift.features), default=0.0),
+            "drift.features": float(drift.drifted),
+            "drift.share": drift.drifted / max(1, len(drift.features)),
+            "drift.prediction_psi": drift.prediction_psi,
+            "nonfinite.inputs": float(self._window_nonfinite_inputs),
+            "nonfinite.outputs": float(self._nonfinite_outputs(predictions)),
+        }
+        if drift.prediction_ks is not None:
+            values["drift.prediction_ks"] = drift.prediction_ks
+        for feature in drift.features:
+            values[f"drift.psi.{feature.name}"] = feature.psi
+            values[f"drift.ks.{feature.name}"] = feature.ks
+            values[f"drift.ks_pvalue.{feature.name}"] = feature.ks_pvalue
+        for name, function in self._custom.items():
+            try:
+                values[f"custom.{name}"] = float(function(X, predictions))
+            except Exception as error:  # a failing user metric is logged, not fatal
+                logger.warning("custom metric %r failed: %s", name, error)
+                values[f"custom.{name}"] = math.nan
+        with self._lock:
+            self._window_nonfinite_inputs = 0
+            self.drift = drift
+            self.windows += 1
+            self.flagged_windows += drift.drifted > 0
+            self._record(values)
+
+    def _nonfinite_outputs(self, predictions: np.ndarray) -> int:
+        if self.reference.task == "classification":
+            return 0
+        return int(len(predictions) - np.isfinite(np.asarray(predictions, dtype=np.float64)).sum())
+
+    def _tick(self) -> None:
+        with self._lock:
+            latencies, self._latencies = self._latencies, []
+            requests, errors, self._requests, self._errors = self._requests, self._errors, 0, 0
+        values = {"nonfinite.weights": float(self._weights_nonfinite)}
+        if latencies:
+            p50, p99 = np.percentile(latencies, [50, 99])
+            values.update({"latency.p50_ms": p50 * 1e3, "latency.p99_ms": p99 * 1e3})
+        if requests:
+            values["errors.rate"] = errors / requests
+        try:
+            memory = self._process.memory_info()
+            values["process.memory_mb"] = (memory.rss - getattr(memory, "shared", 0)) / 2**20
+            values["process.cpu_percent"] = self._process.cpu_percent(None)
+        except psutil.Error:
+            pass
+        values.update(self.quality.values())
+        with self._lock:
+            self._record(values)
+
+    def _record(self, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self._history.setdefault(name, deque(maxlen=_HISTORY)).append(float(value))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def values(self) -> dict[str, float]:
+        """The latest value of every metric (see the module docstring for names)."""
+        with self._lock:
+            return {name: values[-1] for name, values in self._history.items() if values}
+
+    def state(self) -> MonitorState:
+        with self._lock:
+            buckets = None
+            if self.reference.prediction is not None:
+                buckets = (tuple(self._edges.tolist()), tuple(self._bucket_counts.tolist()), self._prediction_sum)
+            return MonitorState(
+                values={name: values[-1] for name, values in self._history.items() if values},
+                drift=self.drift, windows=self.windows, flagged_windows=self.flagged_windows,
+                class_counts=dict(self.class_counts), prediction_buckets=buckets,
+                nonfinite_totals=dict(self.nonfinite_totals), feedback=self.quality.total,
+                alerts_firing=self.alerts.firing, alerts_fired=dict(self.alerts.fired_total),
+                webhook_failures=self._webhooks.failures if self._webhooks else 0,
+            )
+
+    # -- the background thread ----------------------------------------------------------
+
+    def start(self) -> Monitor:
+        """Run :meth:`process` on a daemon thread every ``interval_s`` (sooner when a window fills)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="frugalml-monitor", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.config.interval_s)
+            self._wake.clear()
+            try:
+                self.process()
+            except Exception:  # keep monitoring alive whatever one window does
+                logger.exception("monitoring failed to process a window")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for notifier in self._notifiers:
+            notifier.close()
