@@ -49,7 +49,9 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
 
     source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
     data = prepare_dataset(source, seed=study.seed)
-    make_estimator(workload.algorithm, data.task, 0.01, study.seed)  # algorithm/task mismatch fails now
+    make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
+    if workload.data_format == "pandas":
+        data.frame()  # writes the column-ordered copy once, not in the first trial
     kwargs = dict(
         data=data, algorithm=workload.algorithm, epochs=workload.epochs, max_steps=workload.max_steps,
         data_format=workload.data_format, seed=study.seed,

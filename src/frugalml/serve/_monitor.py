@@ -99,7 +99,8 @@ class Monitor:
         self.reference = reference
         self.name = name
         self._extra_notifiers = list(notifiers)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards what the request path touches
+        self._processing = threading.RLock()  # one process()/configure() at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,7 +115,7 @@ class Monitor:
         config = as_monitoring_config(config)
         custom = config.custom_functions()
         old = getattr(self, "_notifiers", [])
-        with self._lock:
+        with self._processing, self._lock:
             self.config = config
             self._custom = custom
             self.log = PredictionLog(config.feedback_capacity)
@@ -186,7 +187,10 @@ class Monitor:
 
     def process(self, now: float | None = None) -> None:
         """Close full windows, update metrics and evaluate the alert rules."""
-        now = time.monotonic() if now is None else now
+        with self._processing:
+            self._process(time.monotonic() if now is None else now)
+
+    def _process(self, now: float) -> None:
         with self._lock:
             pending, self._pending, self._pending_rows = self._pending, [], 0
         for X, predictions in pending:

@@ -98,11 +98,12 @@ def _openml_reachable() -> bool:
 
 def file_format(path: Path) -> str | None:
     """``"csv"``, ``"parquet"`` or ``"npz"`` from the file name, or None."""
-    name = path.name.lower()
-    for suffix, fmt in ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet"), (".npz", "npz")):
-        if name.endswith(suffix):
-            return fmt
-    return None
+    suffix = _suffix(path)
+    return None if suffix is None else ("csv" if suffix.startswith(".csv") else suffix[1:])
+
+
+def _suffix(path: Path) -> str | None:
+    return next((suffix for suffix in SUFFIXES if path.name.lower().endswith(suffix)), None)
 
 
 def default_data_dirs() -> list[Path]:
@@ -151,13 +152,13 @@ def resolve_dataset(
     _check_task(task)
     if path is not None:
         file = Path(path).expanduser()
-        fmt = file_format(file)
-        if fmt is None:
+        suffix = _suffix(file)
+        if suffix is None:
             raise DataError(f"dataset file {str(file)!r} must end in one of {', '.join(SUFFIXES)}.")
         if not file.is_file():
             raise DataError(f"dataset file {str(file)!r} does not exist.")
-        name = name or file.name[: -len(next(s for s in SUFFIXES if file.name.lower().endswith(s)))]
-        return _source(name, file, target or ("y" if fmt == "npz" else "target"), task)
+        name = name or file.name[: -len(suffix)]
+        return _source(name, file, target or ("y" if suffix == ".npz" else "target"), task)
     if not name:
         raise DataError("pass a dataset name or path= to a CSV, CSV.gz, Parquet or .npz file.")
     for folder in _search_dirs(data_dir):

@@ -1,0 +1,322 @@
+"""Register a study's best feasible configuration in the MLflow Model Registry.
+
+:func:`refit_best` is the data step: it refits the configuration that met the budgets
+on the study's training split (``partial_fit`` over sequential batches, as the study
+trained it) and wraps it with the training scaler, so the model takes raw feature
+values; it fingerprints the training data (:class:`~frugalml.serve.Reference`) and
+measures prediction latency. :func:`register` logs that to MLflow and registers a
+version, with the profile and the study link as tags.
+
+Example:
+    >>> from frugalml.registry import register
+    >>> version = register("studies/demo", alias="champion")    # doctest: +SKIP
+    >>> version.model_uri                                        # doctest: +SKIP
+    'models:/demo-diabetes-svm@champion'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+
+from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.serve._model import extra_files, pip_requirements
+from frugalml.serve._reference import Reference, sha256_arrays
+from frugalml.store import ResultStore
+from frugalml.tracking import default_uri
+
+TAG = "frugalml."
+
+
+class RegistryError(FrugalError, RuntimeError):
+    """A study cannot be registered (no feasible configuration, custom training code, divergence)."""
+
+
+class RawSplit(NamedTuple):
+    """The prepared split in raw (unstandardised) feature units, as a client sends them."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    feature_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A refitted best configuration, ready to register or save."""
+
+    model: Any
+    reference: Reference
+    profile: dict[str, float]
+    link: dict[str, str]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model version."""
+
+    name: str
+    version: str
+    alias: str | None
+    tracking_uri: str
+    run_id: str
+    profile: dict[str, float]
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+def raw_split(data: Any) -> RawSplit:
+    """Undo the training scaler of a :class:`~frugalml.workloads.PreparedData`."""
+    meta = data.meta()
+    mean, scale = np.asarray(meta["scaler_mean"]), np.asarray(meta["scaler_scale"])
+    X_train, y_train, X_test, y_test = data.arrays(mmap=False)
+    names = meta.get("feature_names") or [f"x{j}" for j in range(data.n_features)]
+    return RawSplit(X_train * scale + mean, y_train, X_test * scale + mean, y_test, tuple(map(str, names)))
+
+
+def fit_model(data: Any, algorithm: str, params: Mapping[str, Any], *, epochs: int = 1,
+              max_steps: int | None = None, seed: int = 0) -> Any:
+    """Fit ``algorithm`` with ``params`` as the study did; returns scaler + estimator as a Pipeline.
+
+    A classifier predicts the original class labels (``data.classes``).
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from frugalml.workloads import make_estimator, steps_planned
+
+    batch = max(1, min(int(params.get("batch_size", 1)), data.n_train))
+    estimator = make_estimator(algorithm, data.task, float(params.get("learning_rate", 0.01)), seed, dataset=data.name)
+    X_train, y_train, _, _ = data.arrays(mmap=True)
+    fit_kwargs = {"classes": np.arange(len(data.classes))} if data.task == "classification" else {}
+    planned = steps_planned(data.n_train, batch, epochs, max_steps)
+    step = 0
+    while step < planned:
+        for start in range(0, data.n_train, batch):
+            if step >= planned:
+                break
+            try:
+                estimator.partial_fit(X_train[start:start + batch], y_train[start:start + batch], **fit_kwargs)
+            except ValueError as error:
+                if "overflow" in str(error):
+                    raise RegistryError(f"refitting {algorithm} with {dict(params)} diverged (weights overflowed).") from error
+                raise
+            step += 1
+    if data.task == "classification":
+        estimator.classes_ = np.asarray(data.classes)  # predict() maps codes to the original labels
+    meta = data.meta()
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(meta["scaler_mean"], dtype=np.float64)
+    scaler.scale_ = np.asarray(meta["scaler_scale"], dtype=np.float64)
+    scaler.var_ = scaler.scale_**2
+    scaler.n_features_in_ = data.n_features
+    scaler.n_samples_seen_ = data.n_train
+    return Pipeline([("scale", scaler), ("model", estimator)])
+
+
+def _percentiles_ms(samples: list[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.asarray(samples) * 1e3, [50, 99])
+    return float(p50), float(p99)
+
+
+def measure_latency(model: Any, X: np.ndarray, *, single_calls: int = 200, batch_rows: int = 1000,
+                    batch_calls: int = 20, seed: int = 0) -> dict[str, float]:
+    """p50/p99 milliseconds of ``model.predict`` on one row and on ``batch_rows`` rows."""
+    rng = np.random.default_rng(seed)
+    rows = X[rng.integers(0, len(X), size=single_calls)]
+    batch = X[rng.integers(0, len(X), size=batch_rows)]
+    model.predict(batch)  # warm-up
+    single = []
+    for row in rows:
+        start = time.perf_counter()
+        model.predict(row[None, :])
+        single.append(time.perf_counter() - start)
+    batched = []
+    for _ in range(batch_calls):
+        start = time.perf_counter()
+        model.predict(batch)
+        batched.append(time.perf_counter() - start)
+    single_p50, single_p99 = _percentiles_ms(single)
+    batch_p50, batch_p99 = _percentiles_ms(batched)
+    return {
+        "single_row_p50_ms": single_p50, "single_row_p99_ms": single_p99,
+        f"batch{batch_rows}_p50_ms": batch_p50, f"batch{batch_rows}_p99_ms": batch_p99,
+    }
+
+
+def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, sample_size: int = 1000,
+                    seed: int = 0) -> Reference:
+    """The training-data fingerprint: sha256 of the fitted arrays, schema, reference statistics."""
+    X_fit, y_fit, _, _ = data.arrays(mmap=True)
+    meta = data.meta()
+    return Reference.build(
+        split.X_train, split.y_train, split.feature_names, task=data.task, predictions=model.predict(split.X_train),
+        classes=data.classes, bins=bins, sample_size=sample_size, seed=seed, hashed=(X_fit, y_fit),
+        data={"dataset": data.name, "source": meta.get("source"), "source_file": meta.get("file"),
+              "seed": meta.get("seed"), "test_size": meta.get("test_size"), "n_test": data.n_test,
+              "substitute_for": data.substitute_for},
+    )
+
+
+def _workload_spec(spec: Mapping[str, Any], workload: str | None) -> dict[str, Any]:
+    workloads = spec.get("workloads", [])
+    names = [w.get("name") for w in workloads]
+    if workload is None:
+        if len(workloads) != 1:
+            raise ConfigError(f"the study has {len(workloads)} workloads ({', '.join(map(str, names))}); "
+                              "pass --workload NAME.")
+        chosen = workloads[0]
+    else:
+        matches = [w for w in workloads if w.get("name") == workload]
+        if not matches:
+            raise ConfigError(f"no workload {workload!r} in the study; its workloads are: {', '.join(map(str, names))}.")
+        chosen = matches[0]
+    if chosen.get("train") or not chosen.get("algorithm"):
+        raise RegistryError(
+            f"workload {chosen.get('name')!r} trains with custom code; register supports built-in workloads "
+            "(dataset + algorithm) only."
+        )
+    return chosen
+
+
+def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
+    """Refit the study's best feasible configuration; fingerprint its data; measure latency."""
+    from frugalml.tuner import load_result
+    from frugalml.workloads import prepare_dataset, resolve_dataset
+
+    study_dir = Path(study_dir)
+    name, spec = ResultStore(study_dir).study()
+    chosen = _workload_spec(spec, workload)
+    best = load_result(study_dir).best_feasible(chosen["name"])
+    if best is None:
+        raise RegistryError(
+            f"study {name!r} has no feasible configuration for workload {chosen['name']!r}: every "
+            "configuration broke a budget or failed; relax the budget or widen the search."
+        )
+    seed = int(spec.get("seed", 0))
+    source = resolve_dataset(chosen.get("dataset"), path=chosen.get("path"), target=chosen.get("target"),
+                             data_dir=spec.get("data_dir"))
+    data = prepare_dataset(source, seed=seed)
+    model = fit_model(data, chosen["algorithm"], best.params, epochs=int(chosen.get("epochs", 1)),
+                      max_steps=chosen.get("max_steps"), seed=seed)
+    split = raw_split(data)
+    reference = build_reference(model, data, split, seed=seed)
+    profile = {
+        **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
+        **measure_latency(model, split.X_train),
+        **_refit_quality(model, data.task, split),
+    }
+    link = {
+        "study": name, "study_dir": str(study_dir.resolve()), "config_id": best.config_id,
+        "workload": str(chosen["name"]), "algorithm": str(chosen["algorithm"]),
+    }
+    return Refit(model, reference, profile, link, dict(best.params))
+
+
+def _refit_quality(model: Any, task: str, split: RawSplit) -> dict[str, float]:
+    predicted = model.predict(split.X_test)
+    if task == "classification":
+        labels = np.asarray(model.steps[-1][1].classes_)[split.y_test]
+        return {"refit_accuracy": float(np.mean(predicted == labels))}
+    return {"refit_rmse": float(np.sqrt(np.mean((predicted - split.y_test) ** 2)))}
+
+
+def study_tracking_uri(study_dir: str | Path) -> str:
+    """The study's MLflow tracking URI (its sqlite store unless the study named another)."""
+    _, spec = ResultStore(study_dir).study()
+    uri = spec.get("mlflow_uri")
+    return default_uri(study_dir) if uri in (None, "default") else str(uri)
+
+
+def _tags(refit: Refit) -> dict[str, str]:
+    reference = refit.reference
+    schema = json.dumps(reference.schema)
+    tags = {
+        **{TAG + k: v for k, v in refit.link.items()},
+        TAG + "params": json.dumps(refit.params, sort_keys=True),
+        TAG + "training_sha256": reference.training_sha256,
+        TAG + "schema_sha256": sha256_arrays(np.frombuffer(schema.encode(), dtype=np.uint8)),
+        TAG + "n_features": str(len(reference.features)),
+        TAG + "task": reference.task,
+        **{TAG + "profile." + k: f"{v:.6g}" for k, v in refit.profile.items()},
+    }
+    if len(schema) <= 4000:
+        tags[TAG + "schema"] = schema
+    return tags
+
+
+def register(
+    study_dir: str | Path,
+    *,
+    name: str | None = None,
+    alias: str | None = None,
+    workload: str | None = None,
+    monitoring: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+) -> RegisteredModel:
+    """Refit the best feasible configuration and register it as a new model version.
+
+    Args:
+        study_dir: the study's directory.
+        name: the registered model's name (default ``<study>-<workload>``).
+        alias: an alias to point at the new version (e.g. ``champion``).
+        workload: which workload's best configuration (needed when the study has several).
+        monitoring: a default monitoring config stored with the model.
+        tracking_uri: default: the study's own tracking URI.
+    """
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    if monitoring is not None:
+        from frugalml.serve._config import as_monitoring_config
+
+        monitoring = as_monitoring_config(monitoring).to_dict()  # fails now, not when served
+    refit = refit_best(study_dir, workload)
+    study, config_id = refit.link["study"], refit.link["config_id"]
+    name = name or f"{study}-{refit.link['workload']}"
+    uri = tracking_uri or study_tracking_uri(study_dir)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    tags = _tags(refit)
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    try:
+        experiment = client.get_experiment_by_name(f"{study}-registry")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            f"{study}-registry", artifact_location=str((Path(study_dir) / "mlartifacts").resolve()))
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        features = refit.reference.feature_names
+        example = pd.DataFrame([refit.reference.means], columns=list(features))
+        signature = infer_signature(example, refit.model.predict(example.to_numpy()))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"register {config_id}", tags=tags) as run, \
+                tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_params({k: v for k, v in refit.params.items()})
+            mlflow.log_metrics(refit.profile)
+            info = mlflow.sklearn.log_model(
+                refit.model, name="model", signature=signature, pip_requirements=pip_requirements(),
+                extra_files=extra_files(Path(tmp), refit.reference, monitoring),
+            )
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        client.update_model_version(name, version.version, f"best feasible {config_id} of study {study}")
+        if alias:
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as error:
+        raise RegistryError(f"cannot register model {name!r} at {uri}: {error.message.splitlines()[0]}") from error
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    return RegisteredModel(name, str(version.version), alias, uri, run.info.run_id, refit.profile)
+

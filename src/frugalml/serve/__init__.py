@@ -1,0 +1,62 @@
+"""Serving and monitoring: the prediction API, drift, quality, alerts, Prometheus metrics.
+
+The monitoring parts (:class:`Monitor`, :class:`Reference`, drift functions, alert
+rules) are plain Python and numpy; the HTTP app needs the ``serve`` extra
+(``pip install 'frugalml[serve]'``) and is imported only by :func:`create_app`.
+
+Example:
+    >>> from frugalml.serve import load_model, Monitor
+    >>> served = load_model("models:/demo-diabetes-svm@champion")    # doctest: +SKIP
+    >>> monitor = Monitor(served.reference, {"window_rows": 200})    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from frugalml.serve._alerts import AlertEvaluator, AlertEvent, LogNotifier, Notifier, WebhookNotifier
+from frugalml.serve._config import AlertRule, MonitoringConfig, as_alert_rule, as_monitoring_config
+from frugalml.serve._drift import FeatureDrift, WindowDrift, feature_psi, ks, psi, window_drift
+from frugalml.serve._model import ModelLoadError, ServedModel, load_model, save_model
+from frugalml.serve._monitor import Monitor, MonitorState
+from frugalml.serve._quality import FeedbackError
+from frugalml.serve._reference import FeatureReference, Reference
+from frugalml.serve._settings import ServerSettings, parse_rate
+
+
+def create_app(served: ServedModel, settings: Any = None, **kwargs: Any) -> Any:
+    """The FastAPI app serving ``served`` (see :class:`frugalml.serve.ServerSettings`)."""
+    from frugalml.serve._app import create_app as _create_app
+
+    return _create_app(served, settings, **kwargs)
+
+
+__all__ = [
+    "AlertEvaluator",
+    "AlertEvent",
+    "AlertRule",
+    "FeatureDrift",
+    "FeatureReference",
+    "FeedbackError",
+    "LogNotifier",
+    "ModelLoadError",
+    "Monitor",
+    "MonitorState",
+    "MonitoringConfig",
+    "Notifier",
+    "Reference",
+    "ServedModel",
+    "ServerSettings",
+    "WebhookNotifier",
+    "WindowDrift",
+    "as_alert_rule",
+    "as_monitoring_config",
+    "create_app",
+    "feature_psi",
+    "ks",
+    "load_model",
+    "parse_rate",
+    "psi",
+    "save_model",
+    "window_drift",
+]

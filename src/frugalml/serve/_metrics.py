@@ -1,0 +1,147 @@
+"""Prometheus exposition: request metrics, process resources and the monitor's state.
+
+Everything lives in the server's own :class:`CollectorRegistry`. Request counters
+are updated on the request path; the process and monitor families are computed only
+when ``/metrics`` is scraped. Names carry their unit; MB means 2**20 bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from frugalml.serve._monitor import Monitor
+from frugalml.serve._model import ServedModel
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ENDPOINTS = ("/predict", "/feedback", "/health", "/metrics", "/admin/reload", "/admin/monitoring-config")
+
+
+class ServerMetrics:
+    """The request-path metrics, with label children bound once."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("frugalml_requests", "HTTP requests by endpoint and status code",
+                                ["endpoint", "code"], registry=self.registry)
+        self.latency = Histogram("frugalml_request_duration_seconds", "HTTP request latency by endpoint",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter("frugalml_errors", "Refused or failed requests by kind", ["kind"], registry=self.registry)
+        self.in_flight = Gauge("frugalml_requests_in_flight", "Requests being handled", registry=self.registry)
+        self.rows = Counter("frugalml_predicted_rows", "Rows predicted", registry=self.registry)
+        self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
+        self._request_children: dict[tuple[str, int], Any] = {}
+
+    def endpoint(self, path: str) -> str:
+        return path if path in self._latency_children else "other"
+
+    def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        child = self._request_children.get((endpoint, code))
+        if child is None:
+            child = self._request_children.setdefault((endpoint, code), self.requests.labels(endpoint, str(code)))
+        child.inc()
+        self._latency_children[endpoint].observe(seconds)
+
+
+class ProcessCollector(Collector):
+    """CPU and memory of the server process, sampled at scrape time."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            memory = self._process.memory_info()
+            cpu = self._process.cpu_percent(None)
+        except psutil.Error:
+            return
+        yield GaugeMetricFamily("frugalml_process_cpu_percent", "CPU since the previous scrape (100 = one core)", cpu)
+        yield GaugeMetricFamily("frugalml_process_memory_megabytes", "RSS minus shared memory, MB = 2**20 bytes",
+                                (memory.rss - getattr(memory, "shared", 0)) / 2**20)
+        yield GaugeMetricFamily("frugalml_process_rss_megabytes", "Resident set size, MB = 2**20 bytes", memory.rss / 2**20)
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+def _counter(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+class MonitorCollector(Collector):
+    """The monitor's state as Prometheus families (read at scrape time)."""
+
+    def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], Monitor | None]) -> None:
+        self._served = served
+        self._monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        served = self._served()
+        yield _gauge("frugalml_model_info", "The served model", ["name", "version", "uri", "training_sha256"],
+                     [([served.name, served.version, served.uri, served.reference.training_sha256], 1.0)])
+        monitor = self._monitor()
+        yield GaugeMetricFamily("frugalml_monitoring_enabled", "1 when inputs and predictions are monitored",
+                                float(monitor is not None))
+        if monitor is None:
+            return
+        state = monitor.state()
+        if state.drift is not None:
+            features = state.drift.features
+            yield _gauge("frugalml_feature_psi", "PSI of the latest window vs the training bins", ["feature"],
+                         [([f.name], f.psi) for f in features])
+            yield _gauge("frugalml_feature_ks_statistic", "KS statistic vs the training sample", ["feature"],
+                         [([f.name], f.ks) for f in features])
+            yield _gauge("frugalml_feature_ks_pvalue", "KS p-value vs the training sample", ["feature"],
+                         [([f.name], f.ks_pvalue) for f in features])
+            yield _gauge("frugalml_feature_drifted", "1 when the feature drifted in the latest window", ["feature"],
+                         [([f.name], float(f.drifted)) for f in features])
+            yield GaugeMetricFamily("frugalml_prediction_psi", "PSI of the predictions vs training",
+                                    state.drift.prediction_psi)
+            if state.drift.prediction_ks is not None:
+                yield GaugeMetricFamily("frugalml_prediction_ks_statistic", "KS statistic of the predictions",
+                                        state.drift.prediction_ks)
+        yield CounterMetricFamily("frugalml_drift_windows", "Drift windows closed", state.windows)
+        yield CounterMetricFamily("frugalml_drift_flagged_windows", "Windows with at least one drifted feature",
+                                  state.flagged_windows)
+        if state.prediction_buckets is None:
+            yield _counter("frugalml_predicted_class", "Predictions by class", ["class"],
+                           [([c], float(n)) for c, n in state.class_counts.items()])
+        else:
+            edges, counts, total = state.prediction_buckets
+            cumulative, buckets = 0, []
+            for edge, count in zip((*edges, float("inf")), counts):
+                cumulative += count
+                buckets.append(("+Inf" if edge == float("inf") else repr(float(edge)), cumulative))
+            family = HistogramMetricFamily("frugalml_prediction_value", "Predicted values (training quantile bins)")
+            family.add_metric([], buckets, total)
+            yield family
+        yield _counter("frugalml_nonfinite_values", "NaN/inf values seen in inputs and outputs", ["where", "kind"],
+                       [([w, k], float(n)) for (w, k), n in state.nonfinite_totals.items()])
+        values = state.values
+        yield GaugeMetricFamily("frugalml_model_nonfinite_weights", "NaN/inf values among the model's weights",
+                                values.get("nonfinite.weights", 0.0))
+        quality = [(name.split(".", 2)[1:], v) for name, v in values.items() if name.startswith("quality.")]
+        yield _gauge("frugalml_quality", "Accuracy or RMSE over the latest labels (slice 'all' or key=value)",
+                     ["metric", "slice"], [([parts[0], parts[1] if len(parts) > 1 else "all"], v)
+                                           for parts, v in quality])
+        yield CounterMetricFamily("frugalml_feedback", "Labels received", state.feedback)
+        yield _gauge("frugalml_custom_metric", "User-defined metrics of the latest window", ["name"],
+                     [([name[len("custom."):]], v) for name, v in values.items() if name.startswith("custom.")])
+        yield _gauge("frugalml_alert_firing", "1 while an alert rule fires", ["rule"],
+                     [([rule], float(firing)) for rule, firing in state.alerts_firing.items()])
+        yield _counter("frugalml_alerts_fired", "Times an alert rule started firing", ["rule"],
+                       [([rule], float(n)) for rule, n in state.alerts_fired.items()])
+        yield CounterMetricFamily("frugalml_webhook_failures", "Alert webhooks that could not be delivered",
+                                  state.webhook_failures)

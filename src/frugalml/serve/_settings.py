@@ -1,0 +1,59 @@
+"""Server settings: limits and tokens, validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from frugalml.exceptions import ConfigError
+
+_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+
+
+def parse_rate(text: str | float | None) -> float | None:
+    """``"100/s"``, ``"600/min"`` or a number of requests per second; None means unlimited."""
+    if text is None or isinstance(text, (int, float)) and not isinstance(text, bool):
+        rate = None if text is None else float(text)
+    else:
+        count, _, unit = str(text).partition("/")
+        try:
+            rate = float(count) / _UNITS[unit.strip() or "s"]
+        except (ValueError, KeyError):
+            raise ConfigError(f"rate limit must look like '100/s' or '600/min'. Got {text!r} instead.") from None
+    if rate is not None and not (0 < rate < math.inf):
+        raise ConfigError(f"rate limit must be positive and finite. Got {text!r} instead.")
+    return rate
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """HTTP-level settings of a prediction server.
+
+    Args:
+        token: bearer token for the state-changing ``/admin`` endpoints (disabled without one).
+        predict_token: bearer token required on ``/predict`` and ``/feedback`` (None: open).
+        max_body_bytes: larger request bodies get 413.
+        max_rows: rows per predict request.
+        rate_limit: requests per second per client address (None: unlimited); bursts
+            of up to ``rate_burst`` requests (default: one second's worth) are allowed.
+    """
+
+    token: str | None = None
+    predict_token: str | None = None
+    max_body_bytes: int = 1_048_576
+    max_rows: int = 10_000
+    rate_limit: float | None = None
+    rate_burst: float | None = None
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"The {name!r} parameter of ServerSettings must be an int in the range [1, inf). "
+                                  f"Got {value!r} instead.")
+        for name in ("token", "predict_token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or len(value) < 8):
+                raise ConfigError(f"{name} must be a string of at least 8 characters.")
+        object.__setattr__(self, "rate_limit", parse_rate(self.rate_limit))

@@ -1,0 +1,125 @@
+"""Parse and validate request bodies against the training schema (no HTTP objects here).
+
+Every problem raises :class:`RequestError` with an HTTP status, a short ``kind``
+(the label of ``frugalml_errors_total``) and a one-line message that says what was
+wrong and what the model expects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from frugalml.serve._reference import Reference
+
+_NUMBERS = {int, float}
+_SHOWN = 8
+
+
+class RequestError(Exception):
+    """A request the server refuses: ``status`` (4xx), ``kind`` and a one-line message."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", type(None): "null", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RequestError(400, "bad_json", f"request body is not valid JSON: {error}.") from None
+
+
+def _check_row_types(row: Sequence[Any], i: int, names: Sequence[str]) -> None:
+    if set(map(type, row)) <= _NUMBERS:
+        return
+    for name, value in zip(names, row):
+        if type(value) not in _NUMBERS:
+            raise RequestError(422, "wrong_type", f"row {i} feature {name!r} must be a number, got {_type_name(value)} "
+                                                  f"({json.dumps(value)[:40]}).")
+
+
+def _from_rows(rows: list[Any], names: tuple[str, ...]) -> list[list[Any]]:
+    expected = set(names)
+    values = []
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            raise RequestError(422, "bad_request", f"'rows' must hold objects (feature: value); row {i} is {_type_name(row)}.")
+        if row.keys() != expected:
+            missing = [n for n in names if n not in row]
+            unknown = [str(k) for k in row if k not in expected]
+            what = "; ".join(p for p in (f"lacks {_names(missing)}" if missing else "",
+                                         f"has unknown {_names(unknown)}" if unknown else "") if p)
+            raise RequestError(422, "wrong_features", f"row {i} {what}; the model takes: {_names(list(names))}.")
+        row_values = [row[n] for n in names]
+        _check_row_types(row_values, i, names)
+        values.append(row_values)
+    return values
+
+
+def _from_instances(instances: list[Any], names: tuple[str, ...]) -> list[Any]:
+    n = len(names)
+    for i, row in enumerate(instances):
+        if type(row) is not list:
+            raise RequestError(422, "bad_request", f"'instances' must hold lists of numbers; row {i} is {_type_name(row)}.")
+        if len(row) != n:
+            raise RequestError(422, "wrong_count", f"row {i} has {len(row)} values but the model takes {n}: "
+                                                   f"{_names(list(names))}.")
+        _check_row_types(row, i, names)
+    return instances
+
+
+def parse_predict(body: bytes, reference: Reference, *, max_rows: int) -> np.ndarray:
+    """The rows of a predict request as a float64 array (non-finite values still in it).
+
+    Accepts ``{"rows": [{feature: value, ...}, ...]}`` or ``{"instances": [[...], ...]}``.
+    """
+    data = parse_json(body)
+    if type(data) is not dict or len(data.keys() & {"rows", "instances"}) != 1:
+        raise RequestError(422, "bad_request", "body must be an object with either 'rows' (a list of "
+                                               "{feature: value} objects) or 'instances' (a list of lists).")
+    key = "rows" if "rows" in data else "instances"
+    rows = data[key]
+    if type(rows) is not list or not rows:
+        raise RequestError(422, "bad_request", f"{key!r} must be a non-empty list.")
+    if len(rows) > max_rows:
+        raise RequestError(413, "too_many_rows", f"{len(rows)} rows is more than the limit of {max_rows} per request.")
+    names = reference.feature_names
+    values = _from_rows(rows, names) if key == "rows" else _from_instances(rows, names)
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:
+        raise RequestError(422, "wrong_type", "a value is too large for a 64-bit float.") from None
+
+
+def nonfinite_counts(X: np.ndarray) -> tuple[int, int, np.ndarray | None]:
+    """NaN count, inf count and the mask of non-finite values (None when all are finite)."""
+    finite = np.isfinite(X)
+    if finite.all():
+        return 0, 0, None
+    nan = int(np.isnan(X).sum())
+    return nan, int((~finite).sum()) - nan, ~finite
+
+
+def reject_nonfinite(mask: np.ndarray, names: Sequence[str]) -> RequestError:
+    i, j = (int(k) for k in np.argwhere(mask)[0])
+    return RequestError(
+        422, "nonfinite", f"row {i} feature {names[j]!r} is NaN or infinite ({int(mask.sum())} such values); "
+        "send finite numbers, or set nonfinite = 'impute' in the monitoring config."
+    )
