@@ -73,6 +73,11 @@ class Trial:
         """Steps done so far."""
         return self._steps
 
+    def reset_clock(self) -> None:
+        """Start timing the next step now: call it after set-up (loading data, building
+        the model) so that set-up is not counted as the first step's time."""
+        self._reset_mark()
+
     def step(self, loss: float = math.nan, n_samples: int = 1) -> bool:
         """Record one training step; returns True when an evaluation window ends.
 

@@ -69,7 +69,10 @@ def describe_exit(exitcode: int | None) -> str:
             "SIGSEGV": " (segmentation fault in native code)",
         }.get(name, "")
         return f"worker killed by {name}{hint}"
-    return f"worker exited with code {exitcode} without reporting"
+    return (
+        f"worker exited with code {exitcode} without reporting (if your script calls frugalml.tune at "
+        "module level, put that call under `if __name__ == '__main__':`)"
+    )
 
 
 @dataclass

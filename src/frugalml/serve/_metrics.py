@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,6 +25,7 @@ class ServerMetrics:
     """The request-path metrics, with label children bound once."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: half the scrape, nothing a dashboard uses
         self.registry = CollectorRegistry()
         self.requests = Counter("frugalml_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "code"], registry=self.registry)

@@ -9,6 +9,7 @@ model's default monitoring config. Any MLflow model URI works (``models:/name@al
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,9 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
     local = Path(uri)
     if local.is_dir():
         return local, local.name, "", {}
+    if ":/" not in uri:
+        raise ModelLoadError(f"no model directory {uri!r}; pass a model directory or an MLflow model URI "
+                             "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model).")
     name = version = ""
     tags: dict[str, str] = {}
     try:
@@ -102,6 +106,7 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
 
 def load_model(uri: str, tracking_uri: str | None = None) -> ServedModel:
     """Load a model and its reference from any MLflow model URI or a local model directory."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     path, name, version, tags = _resolve(str(uri), tracking_uri)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if not reference_file.is_file():

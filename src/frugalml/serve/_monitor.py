@@ -104,8 +104,8 @@ class Monitor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)
+        self._os_process = psutil.Process()
+        self._os_process.cpu_percent(None)
         self.configure(config, model=model)
 
     # -- configuration ------------------------------------------------------------------
@@ -118,7 +118,8 @@ class Monitor:
         with self._processing, self._lock:
             self.config = config
             self._custom = custom
-            self.log = PredictionLog(config.feedback_capacity)
+            if getattr(self, "log", None) is None or self.log.capacity != config.feedback_capacity:
+                self.log = PredictionLog(config.feedback_capacity)  # ids issued so far stay valid otherwise
             self.quality = QualityTracker(self.reference.task, self.reference.classes, config.quality_window,
                                           config.max_slices)
             self.alerts = AlertEvaluator(config.alerts, self.name)
@@ -289,9 +290,9 @@ class Monitor:
         if requests:
             values["errors.rate"] = errors / requests
         try:
-            memory = self._process.memory_info()
+            memory = self._os_process.memory_info()
             values["process.memory_mb"] = (memory.rss - getattr(memory, "shared", 0)) / 2**20
-            values["process.cpu_percent"] = self._process.cpu_percent(None)
+            values["process.cpu_percent"] = self._os_process.cpu_percent(None)
         except psutil.Error:
             pass
         values.update(self.quality.values())

@@ -109,6 +109,7 @@ def sgd_train(
 
     step = 0
     pending = False
+    trial.reset_clock()
     while step < planned:
         for start in range(0, n_train, batch):
             if step >= planned:

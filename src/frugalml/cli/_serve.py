@@ -1,0 +1,140 @@
+"""``frugalml register``, ``frugalml serve`` and ``frugalml monitor``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from frugalml.exceptions import ConfigError, FrugalError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    register = subparsers.add_parser("register", help="refit a study's best feasible config and register it in MLflow")
+    register.add_argument("study", help="a study directory (or a study name under --root)")
+    register.add_argument("--root", default="studies")
+    register.add_argument("--name", help="registered model name (default <study>-<workload>)")
+    register.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
+    register.add_argument("--workload", help="which workload's best config (when the study has several)")
+    register.add_argument("--monitoring", metavar="TOML", help="a monitoring config stored with the model")
+    register.add_argument("--tracking-uri", help="default: the study's own MLflow store")
+    register.set_defaults(func=run_register)
+
+    serve = subparsers.add_parser("serve", help="serve a model over HTTP with monitoring")
+    serve.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a model directory")
+    serve.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                       help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    serve.add_argument("--study", help="use this study directory's MLflow store as the tracking URI")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", default=os.environ.get("FRUGALML_ADMIN_TOKEN"),
+                       help="bearer token for /admin endpoints (default $FRUGALML_ADMIN_TOKEN; none: disabled)")
+    serve.add_argument("--predict-token", default=os.environ.get("FRUGALML_PREDICT_TOKEN"),
+                       help="bearer token required on /predict and /feedback (default $FRUGALML_PREDICT_TOKEN)")
+    serve.add_argument("--max-body-bytes", type=int, default=1_048_576)
+    serve.add_argument("--max-rows", type=int, default=10_000, help="rows per predict request")
+    serve.add_argument("--rate-limit", metavar="R/s", help="requests per second per client, e.g. 200/s")
+    serve.add_argument("--config", metavar="TOML", help="monitoring config (default: the model's own, else defaults)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true")
+    serve.set_defaults(func=run_serve)
+
+    monitor = subparsers.add_parser("monitor", help="live view of a running server's metrics")
+    monitor.add_argument("target", metavar="MODEL_OR_URL",
+                         help="a server URL, or the model URI/name of a server started with frugalml serve")
+    monitor.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes")
+    monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    monitor.set_defaults(func=run_monitor)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from frugalml.cli._show import study_directory
+    from frugalml.registry import register
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    directory = study_directory(args.study, args.root)
+    monitoring = None
+    if args.monitoring:
+        from frugalml.serve import as_monitoring_config
+
+        monitoring = as_monitoring_config(args.monitoring)
+    version = register(directory, name=args.name, alias=args.alias, workload=args.workload, monitoring=monitoring,
+                       tracking_uri=args.tracking_uri)
+    console = Console()
+    console.print(f"registered [bold]{version.name}[/] version {version.version}"
+                  + (f" (alias {version.alias})" if version.alias else "") + f" in {version.tracking_uri}")
+    table = Table(title="profile")
+    table.add_column("metric")
+    table.add_column("value")
+    for name, value in version.profile.items():
+        table.add_row(name, f"{value:.4g}")
+    console.print(table)
+    console.print(f"serve it: frugalml serve {version.model_uri} --tracking-uri {version.tracking_uri}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from frugalml.serve import ServerSettings
+    from frugalml.serve._server import run_server
+
+    tracking_uri = args.tracking_uri
+    if args.study:
+        from frugalml.cli._show import study_directory
+        from frugalml.registry import study_tracking_uri
+
+        tracking_uri = study_tracking_uri(study_directory(args.study, "studies"))
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
+    settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
+                              max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri)
+    run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
+               log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def _server_url(target: str) -> str:
+    if target.startswith(("http://", "https://")):
+        return target.rstrip("/")
+    from frugalml.serve._server import running_servers
+
+    servers = running_servers()
+    for entry in servers:
+        if target in (entry.get("model_uri"), entry.get("name")) or entry.get("model_uri", "").startswith(
+                f"models:/{target}@") or entry.get("model_uri", "").startswith(f"models:/{target}/"):
+            return entry["url"]
+    known = ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in servers) or "none"
+    raise FrugalError(f"no running server for {target!r} (running: {known}); pass the server's URL instead.")
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.live import Live
+
+    from frugalml.serve._watch import dashboard, render
+
+    url = _server_url(args.target)
+    if args.interval <= 0:
+        raise ConfigError(f"--interval must be positive. Got {args.interval} instead.")
+
+    def scrape(previous):
+        try:
+            response = httpx.get(f"{url}/metrics", timeout=5)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise FrugalError(f"cannot read {url}/metrics: {error}") from None
+        return dashboard(response.text, previous)
+
+    console = Console()
+    board = scrape(None)
+    if args.once:
+        console.print(render(board, url))
+        return 0
+    with Live(render(board, url), console=console, refresh_per_second=4) as live:
+        while True:
+            time.sleep(args.interval)
+            board = scrape(board)
+            live.update(render(board, url))

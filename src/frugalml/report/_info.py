@@ -1,0 +1,282 @@
+"""The data step of a report: pure functions from trial records to tidy frames.
+
+Nothing here draws. Each ``get_*_info`` returns a NamedTuple of DataFrames that a
+test can check without a renderer; :mod:`._html` and :mod:`._png` draw them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from frugalml.records import TrialRecord
+from frugalml.results import ComputeAccount, compute_account
+
+#: Metrics drawn over training steps, in order (the quality metric is accuracy or rmse).
+CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
+#: Per-trial metrics whose response to each hyperparameter is drawn.
+EFFECT_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
+#: Study budget key → the metric it bounds.
+BUDGET_METRICS = {"max_mean_step_ms": "mean_step_ms", "max_memory_mb": "memory_mb"}
+LABELS = {
+    "train_loss": "train loss", "val_loss": "val loss", "accuracy": "accuracy", "rmse": "RMSE",
+    "mean_step_ms": "mean step time (ms)", "cpu_percent": "CPU (%)", "memory_mb": "memory RSS-shared (MB)",
+}
+
+
+class CurvesInfo(NamedTuple):
+    """Metrics over steps per configuration, averaged over repeats.
+
+    ``curves``: config_id, step, metric, mean, std, low, high, n.
+    ``stops``: one row per stopped/failed trial: config_id, trial_id, step, metric, value, status, reason.
+    """
+
+    workload: str
+    metrics: tuple[str, ...]
+    curves: pd.DataFrame
+    stops: pd.DataFrame
+
+
+class EffectsInfo(NamedTuple):
+    """Each hyperparameter's effect on each per-trial metric.
+
+    ``points``: param, value, series (the other parameters), metric, mean, std, n.
+    """
+
+    workload: str
+    params: tuple[str, ...]
+    metrics: tuple[str, ...]
+    points: pd.DataFrame
+
+
+class ParetoInfo(NamedTuple):
+    """Validation loss against cost per configuration, with the study's budgets.
+
+    ``points``: config_id, val_loss, mean_step_ms, memory_mb, feasible, status, reason,
+    front_mean_step_ms, front_memory_mb (on the Pareto front of that pair).
+    ``budgets``: metric → budget (only the budgets the study set).
+    """
+
+    workload: str
+    points: pd.DataFrame
+    budgets: dict[str, float]
+
+
+class WorkloadInfo(NamedTuple):
+    name: str
+    label: str
+    curves: CurvesInfo
+    effects: EffectsInfo
+    pareto: ParetoInfo
+
+
+class ReportInfo(NamedTuple):
+    """Everything a report shows about one study."""
+
+    name: str
+    directory: str
+    budget: dict[str, float]
+    workloads: tuple[WorkloadInfo, ...]
+    trials: pd.DataFrame
+    stops: pd.DataFrame
+    compute: ComputeAccount
+    notes: tuple[str, ...]
+
+
+def _reason(record: TrialRecord) -> str | None:
+    if record.stop is not None:
+        return f"{record.stop.rule}: {record.stop.message}"
+    if record.error:
+        return record.error.splitlines()[0][:200]
+    if record.status.value == "skipped":
+        return "skipped"
+    return None
+
+
+def windows_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """One row per trial window: identifiers, parameters, and every metric as a column."""
+    rows = []
+    for record in records:
+        base = {"workload": record.workload, "config_id": record.config_id, "trial_id": record.trial_id,
+                "repeat": record.repeat, "status": record.status.value, **dict(record.params)}
+        for index, window in enumerate(record.windows):
+            rows.append({**base, "window": index, "step": window.step, **dict(window.values)})
+    return pd.DataFrame(rows)
+
+
+def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """One row per trial: parameters, status, stop reason and summary metrics.
+
+    ``mean_step_ms`` and ``cpu_percent`` are means over windows, ``memory_mb`` the peak.
+    """
+    rows = []
+    for record in records:
+        summary = record.summary()
+        rows.append({
+            "workload": record.workload, "config_id": record.config_id, "trial_id": record.trial_id,
+            "repeat": record.repeat, **dict(record.params), "status": record.status.value,
+            "feasible": record.feasible, "stop_rule": record.stop.rule if record.stop else None,
+            "stop_step": record.stop.step if record.stop else None, "reason": _reason(record),
+            "val_loss": summary["val_loss"], "accuracy": summary["accuracy"], "rmse": summary["rmse"],
+            "mean_step_ms": summary["mean_step_ms"], "cpu_percent": summary["cpu_percent"],
+            "memory_mb": summary["peak_memory_mb"], "steps_done": record.steps_done,
+            "steps_planned": record.steps_planned, "cpu_s": record.cpu_s, "cpu_s_saved": record.cpu_s_saved,
+        })
+    frame = pd.DataFrame(rows)
+    for column in EFFECT_METRICS:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    return frame
+
+
+def _present(frame: pd.DataFrame, metrics: Sequence[str]) -> tuple[str, ...]:
+    return tuple(m for m in metrics if m in frame and frame[m].notna().any())
+
+
+def get_curves_info(records: Sequence[TrialRecord], workload: str) -> CurvesInfo:
+    """Mean and spread (std, min, max) over repeats of each metric at each window step."""
+    mine = [r for r in records if r.workload == workload]
+    windows = windows_frame(mine)
+    metrics = _present(windows, CURVE_METRICS) if not windows.empty else ()
+    curves = pd.DataFrame(columns=["config_id", "step", "metric", "mean", "std", "low", "high", "n"])
+    if metrics:
+        long = windows.melt(["config_id", "step"], list(metrics), "metric", "value")
+        long["value"] = pd.to_numeric(long["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        grouped = long.dropna(subset=["value"]).groupby(["config_id", "metric", "step"])["value"]
+        curves = grouped.agg(mean="mean", std="std", low="min", high="max", n="count").reset_index()
+        curves["std"] = curves["std"].fillna(0.0)
+    stop_rows = []
+    for record in mine:
+        reason = _reason(record)
+        if record.status.value in ("completed", "running") or reason is None:
+            continue
+        last = record.windows[-1] if record.windows else None
+        for metric in metrics:
+            value = last.values.get(metric) if last else None
+            stop_rows.append({
+                "config_id": record.config_id, "trial_id": record.trial_id,
+                "step": record.stop.step if record.stop else (last.step if last else 0), "metric": metric,
+                "value": value if value is not None and math.isfinite(value) else None,
+                "status": record.status.value, "reason": reason,
+            })
+    stops = pd.DataFrame(stop_rows, columns=["config_id", "trial_id", "step", "metric", "value", "status", "reason"])
+    return CurvesInfo(workload, metrics, curves, stops)
+
+
+def _series_label(row: Mapping[str, Any], others: Sequence[str]) -> str:
+    return ", ".join(f"{p}={row[p]}" for p in others) or "all"
+
+
+def get_effects_info(records: Sequence[TrialRecord], workload: str) -> EffectsInfo:
+    """Per-trial metrics grouped by one hyperparameter's value, one series per value of the others."""
+    trials = trials_frame([r for r in records if r.workload == workload])
+    columns = ["param", "value", "series", "metric", "mean", "std", "n"]
+    if trials.empty:
+        return EffectsInfo(workload, (), (), pd.DataFrame(columns=columns))
+    params = tuple(sorted({k for r in records if r.workload == workload for k in r.params
+                           if trials[k].nunique(dropna=True) > 1 and pd.api.types.is_numeric_dtype(trials[k])}))
+    metrics = _present(trials, EFFECT_METRICS)
+    parts = []
+    for param in params:
+        others = [p for p in params if p != param]
+        frame = trials.assign(series=trials.apply(_series_label, axis=1, others=others) if others else "all")
+        long = frame.melt(["series", param], list(metrics), "metric", "metric_value").dropna(subset=["metric_value"])
+        agg = long.groupby(["series", param, "metric"])["metric_value"].agg(mean="mean", std="std", n="count")
+        agg = agg.reset_index().rename(columns={param: "value"})
+        agg["param"] = param
+        parts.append(agg)
+    points = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    points["std"] = points["std"].fillna(0.0)
+    return EffectsInfo(workload, params, metrics, points)
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[bool]:
+    """True where no other point is at least as good in both (both minimised) and better in one."""
+    points = list(zip(x, y))
+    front = []
+    for i, (xi, yi) in enumerate(points):
+        if not (math.isfinite(xi) and math.isfinite(yi)):
+            front.append(False)
+            continue
+        dominated = any(
+            xj <= xi and yj <= yi and (xj < xi or yj < yi)
+            for j, (xj, yj) in enumerate(points) if j != i and math.isfinite(xj) and math.isfinite(yj)
+        )
+        front.append(not dominated)
+    return front
+
+
+def get_pareto_info(records: Sequence[TrialRecord], workload: str, budget: Mapping[str, Any]) -> ParetoInfo:
+    """Per configuration (mean over repeats): val loss, mean step time, peak memory; the fronts."""
+    trials = trials_frame([r for r in records if r.workload == workload])
+    budgets = {metric: float(budget[key]) for key, metric in BUDGET_METRICS.items() if budget.get(key) is not None}
+    columns = ["config_id", "val_loss", "mean_step_ms", "memory_mb", "feasible", "status", "reason",
+               "front_mean_step_ms", "front_memory_mb"]
+    if trials.empty:
+        return ParetoInfo(workload, pd.DataFrame(columns=columns), budgets)
+    grouped = trials.groupby("config_id", sort=False)
+    points = grouped[["val_loss", "mean_step_ms", "memory_mb"]].mean()
+    points["feasible"] = grouped["feasible"].all()
+    points["status"] = grouped["status"].agg(lambda s: "/".join(sorted(set(s))))
+    points["reason"] = grouped["reason"].agg(lambda s: "; ".join(sorted({str(v) for v in s if v})) or None)
+    points = points.reset_index()
+    for cost in ("mean_step_ms", "memory_mb"):
+        ok = points[points["feasible"]]
+        flags = pareto_front(ok[cost].fillna(math.inf).tolist(), ok["val_loss"].fillna(math.inf).tolist())
+        points[f"front_{cost}"] = pd.Series(flags, index=ok.index, dtype=bool).reindex(points.index, fill_value=False)
+    return ParetoInfo(workload, points[columns], budgets)
+
+
+def workload_labels(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Workload name → display label; a substitute dataset is labelled as such."""
+    from frugalml.workloads import BUILTIN_DATASETS
+
+    labels = {}
+    for workload in spec.get("workloads", []):
+        name = workload.get("name")
+        builtin = BUILTIN_DATASETS.get(workload.get("dataset") or "")
+        substitute = builtin.substitute_for if builtin else None
+        labels[name] = f"{name} [SUBSTITUTE for {substitute}: not {substitute} data]" if substitute else name
+    return labels
+
+
+def get_report_info(directory: str | Path, records: Sequence[TrialRecord] | None = None) -> ReportInfo:
+    """Read a study's store and compute everything its report shows."""
+    from frugalml.store import ResultStore
+
+    store = ResultStore(directory)
+    name, spec = store.study()
+    records = list(records) if records is not None else store.trials()
+    budget = {k: v for k, v in (spec.get("budget") or {}).items() if v is not None}
+    labels = workload_labels(spec)
+    order = [w.get("name") for w in spec.get("workloads", [])]
+    names = [n for n in order if any(r.workload == n for r in records)]
+    names += sorted({r.workload for r in records} - set(names))
+    workloads = tuple(
+        WorkloadInfo(n, labels.get(n, n), get_curves_info(records, n), get_effects_info(records, n),
+                     get_pareto_info(records, n, budget))
+        for n in names
+    )
+    trials = trials_frame(records)
+    stops = trials[trials["status"] != "completed"] if not trials.empty else trials
+    notes = tuple(f"{label}" for n, label in labels.items() if label != n)
+    return ReportInfo(name, str(directory), budget, workloads, trials, stops.reset_index(drop=True),
+                      compute_account(records), notes)
+
+
+def compute_rows(account: ComputeAccount) -> list[dict[str, Any]]:
+    """The compute budget table: used and saved CPU-seconds, overall and by stopping rule."""
+    rows = [
+        {"item": "trials", "value": account.trials},
+        {"item": "stopped trials", "value": account.stopped},
+        {"item": "failed trials", "value": account.failed},
+        {"item": "CPU-s used", "value": round(account.used_cpu_s, 2)},
+        {"item": "CPU-s saved by stopping rules", "value": round(account.saved_cpu_s, 2)},
+        {"item": "saved fraction of running every trial in full", "value": f"{account.saved_fraction:.1%}"},
+    ]
+    rows += [{"item": f"CPU-s saved by {rule}", "value": round(cpu, 2)} for rule, cpu in sorted(account.saved_by_rule.items())]
+    return rows

@@ -1,0 +1,290 @@
+"""The HTTP prediction API (FastAPI). Thin: it validates, predicts, and hands rows to the monitor.
+
+Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /metrics``,
+``POST /admin/reload``, ``GET|PUT /admin/monitoring-config``. Every refusal is a 4xx
+with a one-line JSON body ``{"error": "...", "kind": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Callable
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from frugalml.exceptions import FrugalError
+from frugalml.serve._config import MonitoringConfig, as_monitoring_config
+from frugalml.serve._metrics import MonitorCollector, ProcessCollector, ServerMetrics
+from frugalml.serve._model import ServedModel, load_model
+from frugalml.serve._monitor import Monitor
+from frugalml.serve._quality import FeedbackError, PredictionLog
+from frugalml.serve._security import RateLimiter, check_token
+from frugalml.serve._settings import ServerSettings
+from frugalml.serve._validate import RequestError, nonfinite_counts, parse_json, parse_predict, reject_nonfinite
+
+logger = logging.getLogger("frugalml.serve")
+_JSON = "application/json"
+
+
+class _State:
+    """What the endpoints share; swapped atomically on reload or reconfiguration."""
+
+    def __init__(self, served: ServedModel, settings: ServerSettings, config: MonitoringConfig,
+                 loader: Callable[[str], ServedModel]) -> None:
+        self.served = served
+        self.settings = settings
+        self.config = config
+        self.loader = loader
+        self.metrics = ServerMetrics()
+        self.ids = PredictionLog()
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+        self.monitor = self._new_monitor(served, config)
+        self.started = time.time()
+        self.metrics.registry.register(ProcessCollector())
+        self.metrics.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor))
+
+    @staticmethod
+    def _new_monitor(served: ServedModel, config: MonitoringConfig) -> Monitor | None:
+        if not config.enabled:
+            return None
+        return Monitor(served.reference, config, model=served.model, name=served.name or served.uri)
+
+    def apply(self, served: ServedModel, config: MonitoringConfig) -> None:
+        old = self.monitor
+        if old is not None and served is self.served and config.enabled:
+            old.configure(config)
+        else:
+            self.monitor = self._new_monitor(served, config)
+            if self.monitor is not None:
+                self.monitor.start()
+            if old is not None:
+                old.stop()
+        self.served, self.config = served, config
+
+    def error(self, kind: str) -> None:
+        if self.config.enabled:
+            self.metrics.errors.labels(kind).inc()
+
+
+class _Instrumentation:
+    """Pure ASGI middleware: request count, latency histogram and in-flight gauge."""
+
+    def __init__(self, app: Any, state: _State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        state = self.state
+        if scope["type"] != "http" or not state.config.enabled:
+            await self.app(scope, receive, send)
+            return
+        metrics = state.metrics
+        endpoint = metrics.endpoint(scope["path"])
+        status = 500
+
+        async def send_and_record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.in_flight.inc()
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.in_flight.dec()
+            metrics.observe(endpoint, status, elapsed)
+            if state.monitor is not None:
+                state.monitor.observe_request(elapsed if endpoint == "/predict" else None, status < 400)
+
+
+def _error_response(status: int, kind: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
+    return JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise RequestError(413, "too_large", f"request body of {length} bytes is over the limit of {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, "too_large", f"request body is over the limit of {limit} bytes.")
+    return bytes(body)
+
+
+def _jsonable(predictions: np.ndarray) -> list[Any]:
+    values = predictions.tolist()
+    if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
+        return [v if math.isfinite(v) else None for v in values]
+    return values
+
+
+def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
+               loader: Callable[[str], ServedModel] | None = None) -> FastAPI:
+    """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config."""
+    settings = settings or ServerSettings()
+    config = as_monitoring_config(config if config is not None else served.monitoring)
+    state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri)))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        if state.monitor is not None:
+            state.monitor.start()
+        yield
+        if state.monitor is not None:
+            state.monitor.stop()
+
+    app = FastAPI(title="frugalml", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.frugalml = state
+    app.add_middleware(_Instrumentation, state=state)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, error: RequestError) -> JSONResponse:
+        state.error(error.kind)
+        return _error_response(error.status, error.kind, error.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        state.error(kind)
+        return _error_response(error.status_code, kind, f"{request.method} {request.url.path}: {error.detail}.")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("internal error on %s", request.url.path)
+        state.error("internal")
+        return _error_response(500, "internal", f"internal error: {type(error).__name__}: {error}")
+
+    def guard(request: Request, token: str | None, what: str) -> None:
+        check_token(request.headers.get("authorization"), token, what=what)
+        if state.limiter is not None:
+            state.limiter.check(request.client.host if request.client else "?")
+
+    def admin(request: Request) -> None:
+        if state.settings.token is None:
+            raise RequestError(403, "forbidden", "admin endpoints are disabled; start the server with --token "
+                                                 "(or FRUGALML_ADMIN_TOKEN).")
+        guard(request, state.settings.token, "this admin endpoint")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        guard(request, state.settings.predict_token, "/predict")
+        body = await _read_body(request, state.settings.max_body_bytes)
+        served, monitor = state.served, state.monitor
+        X = parse_predict(body, served.reference, max_rows=state.settings.max_rows)
+        nan, inf, mask = nonfinite_counts(X)
+        if mask is not None:
+            if monitor is not None:
+                monitor.observe_nonfinite(nan, inf)
+            if state.config.nonfinite == "reject":
+                raise reject_nonfinite(mask, served.reference.feature_names)
+            X = np.where(mask, served.reference.means, X)
+        try:
+            predictions = served.model.predict(X)
+        except Exception as error:
+            raise RequestError(500, "model_error", f"the model failed to predict: {type(error).__name__}: {error}") \
+                from error
+        ids = monitor.observe(X, predictions) if monitor is not None else state.ids.record(predictions, keep=False)
+        if state.config.enabled:
+            state.metrics.rows.inc(len(X))
+        payload = {"predictions": _jsonable(predictions), "ids": ids, "model_version": served.version}
+        return Response(json.dumps(payload), media_type=_JSON)
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> Response:
+        guard(request, state.settings.predict_token, "/feedback")
+        data = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        monitor = state.monitor
+        if monitor is None:
+            raise RequestError(409, "monitoring_disabled", "feedback needs monitoring; it is disabled in the config.")
+        items = data if isinstance(data, list) else [data]
+        resolved = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
+                raise RequestError(422, "bad_feedback", f"item {i}: feedback needs 'prediction_id' and 'label' "
+                                                        "(and optionally 'slice': {key: value}).")
+            try:
+                prediction = monitor.log.get(item["prediction_id"])
+                monitor.quality.score(prediction, item["label"])
+            except FeedbackError as error:
+                raise RequestError(422, "bad_feedback", f"item {i}: {error}") from None
+            resolved.append(item)
+        try:
+            for item in resolved:
+                monitor.feedback(item["prediction_id"], item["label"], item.get("slice"))
+        except FeedbackError as error:
+            raise RequestError(422, "bad_feedback", str(error)) from None
+        return Response(json.dumps({"accepted": len(resolved)}), media_type=_JSON)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        served = state.served
+        return {
+            "status": "ok",
+            "model": {"uri": served.uri, "name": served.name, "version": served.version, "task": served.reference.task,
+                      "features": list(served.reference.feature_names),
+                      "training_sha256": served.reference.training_sha256},
+            "monitoring": state.monitor is not None,
+            "uptime_s": round(time.time() - state.started, 3),
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> dict[str, Any]:
+        admin(request)
+        body = await _read_body(request, state.settings.max_body_bytes)
+        data = parse_json(body) if body.strip() else {}
+        uri = data.get("model_uri", state.served.uri) if isinstance(data, dict) else None
+        if not isinstance(uri, str):
+            raise RequestError(422, "bad_request", "body must be empty or {\"model_uri\": \"...\"}.")
+        try:
+            served = await run_in_threadpool(state.loader, uri)
+        except FrugalError as error:
+            raise RequestError(422, "model_load", str(error)) from None
+        state.apply(served, state.config)
+        logger.info("reloaded %s (version %s)", served.uri, served.version or "-")
+        return {"model_uri": served.uri, "version": served.version,
+                "training_sha256": served.reference.training_sha256}
+
+    @app.get("/admin/monitoring-config")
+    async def get_config(request: Request) -> dict[str, Any]:
+        admin(request)
+        return state.config.to_dict()
+
+    @app.put("/admin/monitoring-config")
+    async def put_config(request: Request) -> dict[str, Any]:
+        admin(request)
+        data = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        if not isinstance(data, dict):
+            raise RequestError(422, "bad_config", "the monitoring config must be a JSON object.")
+        current = state.config.to_dict()["custom_metrics"]
+        if data.setdefault("custom_metrics", current) != current:
+            raise RequestError(422, "bad_config", "custom_metrics can only be set at start-up (--config); "
+                                                  "leave it out to keep the current ones.")
+        data["custom_metrics"] = state.config.custom_metrics
+        try:
+            config = as_monitoring_config(data)
+        except FrugalError as error:
+            raise RequestError(422, "bad_config", str(error)) from None
+        state.apply(state.served, config)
+        logger.info("monitoring config replaced")
+        return config.to_dict()
+
+    return app

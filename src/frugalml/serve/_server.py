@@ -1,0 +1,88 @@
+"""Run the app with uvicorn, and note running servers so ``frugalml monitor NAME`` finds them.
+
+Each server writes ``<cache>/servers/<pid>.json`` (its URL and model) while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.serve._config import as_monitoring_config
+from frugalml.serve._model import load_model
+from frugalml.serve._settings import ServerSettings
+
+
+def servers_dir() -> Path:
+    from frugalml.workloads._sources import cache_root
+
+    return cache_root() / "servers"
+
+
+def running_servers() -> list[dict[str, Any]]:
+    """Servers started by ``frugalml serve`` on this machine that are still alive."""
+    found = []
+    for file in sorted(servers_dir().glob("*.json")) if servers_dir().is_dir() else []:
+        try:
+            entry = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue
+        if psutil.pid_exists(int(entry.get("pid", -1))):
+            found.append(entry)
+        else:
+            file.unlink(missing_ok=True)
+    return found
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}; pick another --port.") from None
+
+
+def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
+               config: Any = None, log_level: str = "info", access_log: bool = False) -> None:
+    """Load ``model_uri`` and serve it until interrupted."""
+    import uvicorn
+
+    from frugalml.serve._app import create_app
+
+    settings = settings or ServerSettings()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    served = load_model(model_uri, settings.tracking_uri)
+    config = as_monitoring_config(config if config is not None else served.monitoring)
+    _check_port(host, port)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
+        logging.getLogger("frugalml.serve").warning(
+            "serving on %s without --predict-token: anyone who can reach it can predict", host)
+    app = create_app(served, settings, config)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    entry = {"pid": os.getpid(), "url": url, "model_uri": served.uri, "name": served.name, "version": served.version}
+    record = servers_dir() / f"{os.getpid()}.json"
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(entry))
+    except OSError:
+        record = None
+    print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}", file=sys.stderr, flush=True)
+    try:
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                               access_log=access_log, server_header=False, log_config=None))
+        server.run()
+        if not server.started:
+            raise FrugalError(f"the server did not start on {url}; see the log above.")
+    finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
