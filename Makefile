@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/frugalml tune examples/demo.toml --fresh
 
-test: install
+# Headless Chromium renders the HTML report in its test (Debian package; needs root).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report rendering test will be skipped"; }
+
+test: install system-deps
 	$(PY) -m pytest -q
 
 bench: install

@@ -106,6 +106,7 @@ class Study:
     sample_interval_s: float = 0.1
     hang_timeout_s: float = 600.0
     pin: bool = True
+    cpus_per_trial: int = 1
     data_dir: str | None = None
     backend: str = "local"
     address: str | None = None
@@ -121,6 +122,7 @@ class Study:
             raise ConfigError(f"Workload names must be unique; got {names}. Give each a distinct 'name'.")
         _positive_int("study 'workers'", self.workers)
         _positive_int("study 'repeats'", self.repeats)
+        _positive_int("execution 'cpus_per_trial'", self.cpus_per_trial)
         if not (0 < self.sample_interval_s <= 0.5):
             raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
         if self.backend not in BACKENDS:
@@ -178,7 +180,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     tracking = dict(data.get("tracking", {}))
     _only("tracking", tracking, ["mlflow_uri"])
     execution = dict(data.get("execution", {}))
-    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin"])
+    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial"])
     mlflow_uri = tracking.get("mlflow_uri", DEFAULT_MLFLOW)
     if mlflow_uri in ("none", "", False):
         mlflow_uri = None

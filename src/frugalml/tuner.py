@@ -239,7 +239,7 @@ class Tuner:
                     trial_id=f"{plan.workload.name}/{config.config_id}/r{repeat}", number=number,
                     workload=plan.workload.name, config_id=config.config_id, repeat=repeat, params=params,
                     train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
-                    steps_planned=_steps_planned(plan, params),
+                    steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
                 )
                 executor.submit(task)
                 by_task[task.trial_id] = (plan, config)

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -93,3 +95,29 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def as_rows(X: np.ndarray, names: tuple[str, ...]) -> list[dict]:
+    """Rows as a client sends them: {feature: value}."""
+    return [dict(zip(names, map(float, row))) for row in X]
+
+
+def scrape(client: httpx.Client) -> dict[str, list]:
+    """/metrics parsed with the Prometheus client's parser: sample name -> samples."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: dict[str, list], name: str, **labels: str) -> float:
+    found = [s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(found)
+
+
+def mean_glucose(X: np.ndarray, predictions: np.ndarray) -> float:
+    """A custom metric the test server loads by name: the window's mean of feature 1 (plas)."""
+    return float(X[:, 1].mean())

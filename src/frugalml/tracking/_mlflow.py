@@ -8,6 +8,7 @@ driver, so tracking never slows a trial.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class MlflowTracker(Tracker):
     """
 
     def __init__(self, uri: str, study_name: str) -> None:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating tables
         from mlflow.tracking import MlflowClient
 
         self.uri = uri

@@ -1,0 +1,146 @@
+"""A real ``frugalml serve`` process on loopback: predictions, metrics, refusals, auth, feedback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ADMIN_TOKEN
+from serve_helpers import as_rows, scrape, value
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_predictions_equal_the_models_own(server, diabetes, model):
+    _, split = diabetes
+    X = split.X_test[:60]
+    expected = model.predict(X).tolist()
+    by_rows = server.client.post("/predict", json={"rows": as_rows(X, split.feature_names)})
+    by_instances = server.client.post("/predict", json={"instances": X.tolist()})
+    for response in (by_rows, by_instances):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["predictions"] == expected
+        assert len(set(body["ids"])) == len(X)
+    health = server.client.get("/health").json()
+    assert health["model"]["features"] == list(split.feature_names)
+
+
+def test_metrics_parse_with_the_prometheus_parser(server, diabetes):
+    _, split = diabetes
+    server.client.post("/predict", json={"instances": split.X_test[:5].tolist()})
+    samples = scrape(server.client)
+    assert value(samples, "frugalml_requests_total", endpoint="/predict", code="200") >= 1
+    assert value(samples, "frugalml_request_duration_seconds_count", endpoint="/predict") >= 1
+    assert value(samples, "frugalml_requests_in_flight") >= 0
+    assert 1 < value(samples, "frugalml_process_memory_megabytes") < 4096
+    assert "frugalml_process_cpu_percent" in samples
+    assert value(samples, "frugalml_predicted_class_total") >= 5
+    assert value(samples, "frugalml_model_nonfinite_weights") == 0
+    assert {s.labels["where"] for s in samples["frugalml_nonfinite_values_total"]} == {"input", "output"}
+    assert value(samples, "frugalml_model_info") == 1
+
+
+MALFORMED = [
+    ("wrong names", {"rows": [{"preg": 1, "glucose": 2}]}, 422, "wrong_features"),
+    ("wrong count", {"instances": [[1, 2, 3]]}, 422, "wrong_count"),
+    ("a string", {"instances": [[1, 85, 66, 29, 0, "26.6", 0.35, 31]]}, 422, "wrong_type"),
+    ("a boolean", {"instances": [[1, 85, 66, 29, 0, True, 0.35, 31]]}, 422, "wrong_type"),
+    ("null", {"rows": [{"preg": 1, "plas": None, "pres": 1, "skin": 1, "insu": 1, "mass": 1, "pedi": 1, "age": 1}]},
+     422, "wrong_type"),
+    ("no rows key", {"data": [[1]]}, 422, "bad_request"),
+    ("empty rows", {"rows": []}, 422, "bad_request"),
+    ("too many rows", {"instances": [[1.0] * 8] * 1001}, 413, "too_many_rows"),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_requests_get_a_one_line_4xx(server, case):
+    _, body, status, kind = case
+    response = server.client.post("/predict", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["kind"] == kind
+    assert "\n" not in response.json()["error"]
+
+
+def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(server, diabetes):
+    _, split = diabetes
+    before = scrape(server.client)
+    nan = '{"instances": [[1, 85, 66, NaN, 0, 26.6, 0.35, 31]]}'
+    inf = '{"instances": [[1, 85, 66, 1e999, 0, 26.6, 0.35, 31]]}'
+    oversize = json.dumps({"instances": [[1.5] * 8] * 3000})  # ~100 KB > 64 KiB
+    cases = [("{bad json", 400, "bad_json"), (nan, 422, "nonfinite"), (inf, 422, "nonfinite"),
+             (oversize, 413, "too_large"), (b"\xff\xfe", 400, "bad_json")]
+    for body, status, kind in cases:
+        response = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert (response.status_code, response.json()["kind"]) == (status, kind), response.text
+    assert server.client.get("/nowhere").status_code == 404
+    assert server.client.get("/predict").status_code == 405
+    after = scrape(server.client)
+    for kind in ("bad_json", "nonfinite", "too_large"):
+        assert value(after, "frugalml_errors_total", kind=kind) > value(before, "frugalml_errors_total", kind=kind)
+    assert value(after, "frugalml_nonfinite_values_total", where="input", kind="nan") >= 1
+    assert value(after, "frugalml_nonfinite_values_total", where="input", kind="inf") >= 1
+    ok = server.client.post("/predict", json={"instances": split.X_test[:3].tolist()})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+
+
+def test_admin_endpoints_need_the_token(server):
+    assert server.client.post("/admin/reload").status_code == 401
+    wrong = server.client.post("/admin/reload", headers={"Authorization": "Bearer wrong-token-123"})
+    assert wrong.status_code == 401 and wrong.json()["kind"] == "unauthorized"
+    assert server.client.put("/admin/monitoring-config", json={"window_rows": 10}).status_code == 401
+    assert server.client.get("/admin/monitoring-config").status_code == 401
+    config = server.client.get("/admin/monitoring-config", headers=ADMIN).json()
+    assert config["window_rows"] == 150 and config["custom_metrics"] == {"mean_glucose": "serve_helpers:mean_glucose"}
+    bad = server.client.put("/admin/monitoring-config", json={"window_rows": 0}, headers=ADMIN)
+    assert bad.status_code == 422 and "window_rows" in bad.json()["error"]
+    unknown = server.client.put("/admin/monitoring-config", json={"windw_rows": 5}, headers=ADMIN)
+    assert unknown.status_code == 422 and "windw_rows" in unknown.json()["error"]
+    sneaky = server.client.put("/admin/monitoring-config", json={"custom_metrics": {"x": "os:getcwd"}}, headers=ADMIN)
+    assert sneaky.status_code == 422
+    reload = server.client.post("/admin/reload", headers=ADMIN)
+    assert reload.status_code == 200, reload.text
+    assert server.client.get("/health").status_code == 200
+
+
+def test_feedback_gives_accuracy_per_window_and_slice(server, diabetes, model):
+    _, split = diabetes
+    X, y = split.X_test[:40], np.asarray(model.steps[-1][1].classes_)[split.y_test[:40]]
+    body = server.client.post("/predict", json={"instances": X.tolist()}).json()
+    feedback = [{"prediction_id": i, "label": str(label), "slice": {"age_band": "old" if row[7] >= 40 else "young"}}
+                for i, label, row in zip(body["ids"], y, X)]
+    response = server.client.post("/feedback", json=feedback)
+    assert response.status_code == 200 and response.json() == {"accepted": 40}
+    expected = float(np.mean(np.asarray(body["predictions"]) == y))
+    time.sleep(0.4)  # the monitor ticks every 0.1 s
+    samples = scrape(server.client)
+    assert value(samples, "frugalml_quality", metric="accuracy", slice="all") == pytest.approx(expected)
+    slices = {s.labels["slice"] for s in samples["frugalml_quality"]}
+    assert {"age_band=old", "age_band=young"} <= slices
+    assert value(samples, "frugalml_feedback_total") >= 40
+    unknown = server.client.post("/feedback", json={"prediction_id": "nope-1", "label": "tested_negative"})
+    assert unknown.status_code == 422 and unknown.json()["kind"] == "bad_feedback"
+    bad_label = server.client.post("/feedback", json={"prediction_id": body["ids"][0], "label": "maybe"})
+    assert bad_label.status_code == 422 and "classes" in bad_label.json()["error"]
+
+
+def test_monitor_command_shows_the_live_state(server, diabetes, model_dir, capsys):
+    from frugalml.cli import main
+
+    _, split = diabetes
+    windows = value(scrape(server.client), "frugalml_drift_windows_total")
+    server.client.post("/predict", json={"instances": split.X_test[:150].tolist()})
+    deadline = time.monotonic() + 10
+    while value(scrape(server.client), "frugalml_drift_windows_total") <= windows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert main(["monitor", server.url, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "predict latency" in out and "plas" in out and "mean_glucose" in out
+    assert main(["monitor", model_dir.name, "--once"]) == 0  # found by name: the server noted its URL
+    assert "drift vs training" in capsys.readouterr().out
+    assert main(["monitor", "no-such-model", "--once"]) == 2
+    assert "no running server" in capsys.readouterr().err
