@@ -155,3 +155,25 @@ def test_missing_study_file_and_unknown_study(tmp_path):
     assert result.returncode == 2 and "not found" in result.stderr
     result = cli("show", "nope", "--root", str(tmp_path))
     assert result.returncode == 2 and "No study 'nope'" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="ctrlc", steps=600))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    store = ResultStore(tmp_path / "out")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(store.trial_ids()) < 1:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert subprocess.run(["pgrep", "-f", "frugalml-trial"], capture_output=True).stdout == b""
+    resumed = cli("tune", str(study_file), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(store.trial_ids()) == 8

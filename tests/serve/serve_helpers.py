@@ -113,8 +113,9 @@ def scrape(client: httpx.Client) -> dict[str, list]:
     return samples
 
 
-def value(samples: dict[str, list], name: str, **labels: str) -> float:
-    found = [s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+def value(samples: dict[str, list], metric: str, /, **labels: str) -> float:
+    """Sum of the samples of ``metric`` whose labels match."""
+    found = [s.value for s in samples.get(metric, []) if all(s.labels.get(k) == v for k, v in labels.items())]
     return sum(found)
 
 

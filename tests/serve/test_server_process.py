@@ -88,6 +88,23 @@ def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(ser
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
 
 
+def test_nonfinite_inputs_can_be_imputed_with_the_training_mean(server, model):
+    config = server.client.get("/admin/monitoring-config", headers=ADMIN).json()
+    row = [1.0, 85.0, 66.0, float("nan"), 0.0, 26.6, 0.35, 31.0]
+    body = '{"instances": [[1, 85, 66, NaN, 0, 26.6, 0.35, 31]]}'
+    try:
+        assert server.client.put("/admin/monitoring-config", json={**config, "nonfinite": "impute"},
+                                 headers=ADMIN).status_code == 200
+        response = server.client.post("/predict", content=body)
+        assert response.status_code == 200, response.text
+        reference = json.loads((server.model_dir / "extra_files" / "frugalml_reference.json").read_text())
+        row[3] = reference["features"][3]["mean"]
+        assert response.json()["predictions"] == model.predict(np.array([row])).tolist()
+    finally:
+        server.client.put("/admin/monitoring-config", json=config, headers=ADMIN)
+    assert server.client.post("/predict", content=body).status_code == 422
+
+
 def test_admin_endpoints_need_the_token(server):
     assert server.client.post("/admin/reload").status_code == 401
     wrong = server.client.post("/admin/reload", headers={"Authorization": "Bearer wrong-token-123"})

@@ -14,7 +14,7 @@ import sys
 
 from frugalml.exceptions import FrugalError
 
-COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve"]
+COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve", "frugalml.cli._report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,5 +116,4 @@ def expected_seconds(studies: tuple[Study, ...]) -> float:
                 eval_s = 1.5e-9 * (0.3 * n_train / 0.7) * features * outputs
                 per_trial = steps * step_s + windows * eval_s + 1.5
                 total += per_trial * len(study.search.space["learning_rate"]) * study.repeats
-        total /= 1
     return total / max(1, studies[0].workers)

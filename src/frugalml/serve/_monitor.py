@@ -14,6 +14,7 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``drift.ks_pvalue.<feature>``       its p-value
 ``drift.psi_max`` / ``drift.ks_max`` largest over features
 ``drift.features`` / ``drift.share`` drifted features (count / share) in the window
+``drift.detected``                  1 when any feature drifted in the window, else 0
 ``drift.prediction_psi``            PSI of the predictions (class shares or bins)
 ``drift.prediction_ks``             KS of the predictions (regression)
 ``nonfinite.inputs``                NaN/inf input values in the latest window
@@ -250,6 +251,7 @@ class Monitor:
             "drift.psi_max": max((f.psi for f in drift.features), default=0.0),
             "drift.ks_max": max((f.ks for f in drift.features), default=0.0),
             "drift.features": float(drift.drifted),
+            "drift.detected": float(drift.drifted > 0),
             "drift.share": drift.drifted / max(1, len(drift.features)),
             "drift.prediction_psi": drift.prediction_psi,
             "nonfinite.inputs": float(self._window_nonfinite_inputs),

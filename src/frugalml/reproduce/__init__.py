@@ -1,0 +1,45 @@
+"""Reproduce the thesis: its design as frugalml studies, and its findings as pure
+functions of the measured data (verdict: holds / does not hold / inconclusive).
+
+Example:
+    >>> from frugalml.reproduce import run_thesis
+    >>> run = run_thesis("docs/thesis-quick", quick=True)   # doctest: +SKIP
+"""
+
+from frugalml.reproduce._design import MEMORY_BUDGET_MB, Design, design, expected_seconds, thesis_studies
+from frugalml.reproduce._findings import (
+    Finding,
+    Verdict,
+    batch_effects,
+    eta_squared,
+    finding_batch_raises_cost_on_large_only,
+    finding_cpu_uninformative,
+    finding_learning_rate_no_effect,
+    finding_level_within_run,
+    finding_memory_budget_saves,
+    finding_memory_rises_then_levels,
+    thesis_findings,
+)
+from frugalml.reproduce._run import ThesisRun, findings_frame, run_thesis, summary_markdown
+
+__all__ = [
+    "MEMORY_BUDGET_MB",
+    "Design",
+    "Finding",
+    "ThesisRun",
+    "Verdict",
+    "batch_effects",
+    "design",
+    "eta_squared",
+    "expected_seconds",
+    "finding_batch_raises_cost_on_large_only",
+    "finding_cpu_uninformative",
+    "finding_learning_rate_no_effect",
+    "finding_level_within_run",
+    "finding_memory_budget_saves",
+    "finding_memory_rises_then_levels",
+    "findings_frame",
+    "run_thesis",
+    "summary_markdown",
+    "thesis_findings",
+]

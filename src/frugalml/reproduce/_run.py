@@ -1,0 +1,148 @@
+"""``frugalml reproduce thesis``: run the design, then report and judge the findings."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import pandas as pd
+
+from frugalml.exceptions import StoreError
+from frugalml.records import TrialRecord
+from frugalml.report import trials_frame, windows_frame, write_report
+from frugalml.reproduce._design import (
+    MEMORY_BUDGET_MB, design, expected_seconds, resolve_wave_energy, thesis_studies, workload_meta,
+)
+from frugalml.reproduce._findings import Finding, thesis_findings
+from frugalml.store import ResultStore
+from frugalml.study import Study
+from frugalml.tuner import tune
+
+Printer = Callable[[str], None]
+
+
+class ThesisRun(NamedTuple):
+    out: Path
+    findings: list[Finding]
+    seconds: float
+    substitute_note: str | None
+    summary_path: Path
+    report_path: Path
+
+
+def findings_frame(records: list[TrialRecord], study: Study) -> pd.DataFrame:
+    """The main study's windows with each workload's dataset, data path and size class."""
+    windows = windows_frame(records)
+    meta = workload_meta(study)
+    for column in ("dataset", "data_format", "large"):
+        windows[column] = windows["workload"].map(lambda w, c=column: meta.get(w, {}).get(c))
+    windows["large"] = windows["large"].astype(bool)
+    return windows
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import sklearn
+
+    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} logical CPUs visible, "
+            f"Python {platform.python_version()}, scikit-learn {sklearn.__version__}")
+
+
+def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, machine: str,
+                     substitute_note: str | None, figures: list[str]) -> str:
+    lines = [f"# Thesis findings on this machine ({'quick' if quick else 'full'} reproduction)", "",
+             f"Machine: {machine}. Run time: {seconds / 60:.1f} min.", ""]
+    if substitute_note:
+        lines += [f"> **Substitute dataset.** {substitute_note}", ""]
+    if quick:
+        lines += ["Quick design: batch {30, 300, 3000, 30000} x learning rate {0.01, 0.0001}, 2 repeats, "
+                  "steps capped (mnist_784: 12 steps, windows of 3; others: 60 steps, windows of 10). "
+                  "The full design (`frugalml reproduce thesis`) runs 4 learning rates, 3 repeats, "
+                  "1000 steps with windows of 100.", ""]
+    lines += ["| # | finding | verdict | evidence |", "|---|---|---|---|"]
+    for number, finding in enumerate(findings, start=1):
+        lines.append(f"| {number} | {finding.claim} | **{finding.verdict.value}** | {finding.evidence} |")
+    lines += ["", "Each verdict is a pure function of the measured data (`frugalml.reproduce.thesis_findings`); "
+              "the thresholds are in its docstrings.", "", "## Figures", ""]
+    lines += [f"- [{Path(f).name}]({f})" for f in figures]
+    lines += ["", "Interactive charts of every workload: [report.html](report.html)."]
+    return "\n".join(lines) + "\n"
+
+
+def _check_fresh_start(studies: tuple[Study, ...], resume: bool, fresh: bool) -> None:
+    if resume or fresh:
+        return
+    for study in studies:
+        store = ResultStore(study.path)
+        if store.exists and store.trial_ids():
+            raise StoreError(f"{study.path} already holds results; pass --resume to continue or --fresh to start over.")
+
+
+def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fresh: bool = False,
+               workers: int = 2, data_dir: str | None = None, echo: Printer = print) -> ThesisRun:
+    """Run the thesis design into ``out``, write the report and the findings summary.
+
+    Example:
+        >>> run = run_thesis("docs/thesis-quick", quick=True)     # doctest: +SKIP
+        >>> [f.verdict.value for f in run.findings]               # doctest: +SKIP
+    """
+    started = time.monotonic()
+    out = Path(out)
+    wave_energy, note = resolve_wave_energy(data_dir)
+    if note:
+        echo(f"NOTE: {note}")
+    plan = design(quick, workers)
+    studies = thesis_studies(out, plan, wave_energy, data_dir)
+    _check_fresh_start(studies, resume, fresh)
+    trials = sum(len(s.workloads) * len(s.search.space['batch_size']) * len(plan.learning_rates) * s.repeats
+                 for s in studies)
+    echo(f"{'quick' if quick else 'full'} thesis design: {trials} trials in {len(studies)} studies under {out}; "
+         f"expected time ~{expected_seconds(studies) / 60:.0f} min on {workers} workers"
+         + ("" if quick else " (rough model; interrupt any time and continue with --resume)"))
+    results = []
+    for study in studies:
+        done = [0]
+
+        def progress(event: str, payload: Any, study: Study = study, done: list[int] = done) -> None:
+            if event == "end":
+                done[0] += 1
+                why = f" ({payload.stop.rule})" if payload.stop else ""
+                echo(f"[{time.monotonic() - started:6.0f}s] {study.name} #{done[0]} {payload.trial_id}: "
+                     f"{payload.status.value}{why}")
+
+        results.append(tune(study, resume=resume, fresh=fresh, progress=progress))
+    main, budget = results
+    windows = findings_frame(list(main.records), studies[0])
+    findings = thesis_findings(windows, trials_frame(list(budget.records)), MEMORY_BUDGET_MB)
+    seconds = time.monotonic() - started
+    preamble = "".join(
+        [f'<div class="note">{html.escape(note)}</div>' if note else "", "<h1>Thesis findings on this machine</h1><table>"
+         "<tr><th>finding</th><th>verdict</th><th>evidence</th></tr>"]
+        + [f"<tr><td>{html.escape(f.claim)}</td><td><b>{f.verdict.value}</b></td><td>{html.escape(f.evidence)}</td></tr>"
+           for f in findings] + ["</table>"])
+    files = write_report([s.path for s in studies], out, title="frugalml: thesis reproduction", preamble=preamble)
+    figures = [str(p.relative_to(out)) for p in files.figures]
+    text = summary_markdown(findings, quick=quick, seconds=seconds, machine=_machine(), substitute_note=note,
+                            figures=figures)
+    summary_path = out / "FINDINGS.md"
+    summary_path.write_text(text)
+    (out / "findings.json").write_text(json.dumps(
+        [{"key": f.key, "claim": f.claim, "verdict": f.verdict.value, "evidence": f.evidence, "numbers": f.numbers}
+         for f in findings], indent=2, default=str))
+    echo("")
+    for number, finding in enumerate(findings, start=1):
+        echo(f"{number}. {finding.claim}\n   → {finding.verdict.value.upper()}: {finding.evidence}")
+    echo(f"\nsummary: {summary_path}   report: {files.html}   ({seconds / 60:.1f} min)")
+    return ThesisRun(out, findings, seconds, note, summary_path, files.html)

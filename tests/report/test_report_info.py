@@ -1,0 +1,59 @@
+"""The report's data step, on a real study: no renderer involved."""
+
+from __future__ import annotations
+
+import math
+
+from frugalml import ResultStore
+from frugalml.report import (
+    compute_rows, get_curves_info, get_effects_info, get_pareto_info, get_report_info, pareto_front, trials_frame,
+)
+
+from conftest import STEP_BUDGET_MS
+
+
+def test_curves_average_repeats_and_mark_stopped_trials_with_their_reason(report_study):
+    records = ResultStore(report_study).trials()
+    info = get_curves_info(records, "diabetes-svm")
+    assert {"train_loss", "val_loss", "accuracy", "mean_step_ms", "cpu_percent", "memory_mb"} <= set(info.metrics)
+    memory = info.curves[info.curves["metric"] == "memory_mb"]
+    assert set(memory["n"]) == {2}  # two repeats per configuration and step
+    assert (memory["low"] <= memory["mean"]).all() and (memory["mean"] <= memory["high"]).all()
+    assert info.stops.empty
+    slow = get_curves_info(records, "steady")
+    assert set(slow.stops["config_id"]) == {"batch_size=30,step_s=0.03", "batch_size=300,step_s=0.03"}
+    assert slow.stops["reason"].str.contains("max_mean_step_ms").all()
+
+
+def test_effects_cover_every_varied_parameter_and_metric(report_study):
+    info = get_effects_info(ResultStore(report_study).trials(), "diabetes-svm")
+    assert info.params == ("batch_size", "step_s")
+    batch = info.points[(info.points["param"] == "batch_size") & (info.points["metric"] == "mean_step_ms")]
+    assert sorted(batch["value"].unique()) == [30, 300]
+    assert set(batch["series"]) == {"step_s=0.0005", "step_s=0.03"}
+    assert (batch["n"] == 2).all()
+
+
+def test_pareto_carries_the_study_budgets_and_marks_infeasible_points(report_study):
+    records = ResultStore(report_study).trials()
+    info = get_pareto_info(records, "steady", ResultStore(report_study).study()[1]["budget"])
+    assert info.budgets == {"mean_step_ms": STEP_BUDGET_MS}
+    infeasible = info.points[~info.points["feasible"]]
+    assert set(infeasible["config_id"]) == {"batch_size=30,step_s=0.03", "batch_size=300,step_s=0.03"}
+    assert not infeasible["front_mean_step_ms"].any()
+    assert info.points.loc[info.points["feasible"], "front_mean_step_ms"].any()
+
+
+def test_report_info_has_compute_table_and_stops(report_study):
+    info = get_report_info(report_study)
+    assert [w.name for w in info.workloads] == ["steady", "diabetes-svm"]
+    assert len(info.stops) == 4 and set(info.stops["status"]) == {"stopped"}
+    rows = {r["item"]: r["value"] for r in compute_rows(info.compute)}
+    assert rows["trials"] == 16 and rows["stopped trials"] == 4
+    assert rows["CPU-s saved by max_mean_step_ms"] > 0
+    assert len(trials_frame(ResultStore(report_study).trials())) == 16
+
+
+def test_pareto_front_is_the_non_dominated_set():
+    assert pareto_front([1, 2, 3, 2], [3, 2, 1, 3]) == [True, True, True, False]
+    assert pareto_front([1, math.nan], [1, 0]) == [True, False]
