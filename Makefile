@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test bench reproduce-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+reproduce-quick: install
+	$(VENV)/bin/frugalml reproduce thesis --quick --out docs/thesis-quick --fresh
 
 bench: install
 	$(PY) benchmarks/instrumentation_overhead.py

@@ -21,7 +21,7 @@ def test_curves_average_repeats_and_mark_stopped_trials_with_their_reason(report
     assert (memory["low"] <= memory["mean"]).all() and (memory["mean"] <= memory["high"]).all()
     assert info.stops.empty
     slow = get_curves_info(records, "steady")
-    assert set(slow.stops["config_id"]) == {"batch_size=30,step_s=0.03", "batch_size=300,step_s=0.03"}
+    assert set(slow.stops["config_id"]) == {"batch_size=30,step_s=0.3", "batch_size=300,step_s=0.3"}
     assert slow.stops["reason"].str.contains("max_mean_step_ms").all()
 
 
@@ -30,7 +30,7 @@ def test_effects_cover_every_varied_parameter_and_metric(report_study):
     assert info.params == ("batch_size", "step_s")
     batch = info.points[(info.points["param"] == "batch_size") & (info.points["metric"] == "mean_step_ms")]
     assert sorted(batch["value"].unique()) == [30, 300]
-    assert set(batch["series"]) == {"step_s=0.0005", "step_s=0.03"}
+    assert set(batch["series"]) == {"step_s=0.0005", "step_s=0.3"}
     assert (batch["n"] == 2).all()
 
 
@@ -39,7 +39,7 @@ def test_pareto_carries_the_study_budgets_and_marks_infeasible_points(report_stu
     info = get_pareto_info(records, "steady", ResultStore(report_study).study()[1]["budget"])
     assert info.budgets == {"mean_step_ms": STEP_BUDGET_MS}
     infeasible = info.points[~info.points["feasible"]]
-    assert set(infeasible["config_id"]) == {"batch_size=30,step_s=0.03", "batch_size=300,step_s=0.03"}
+    assert set(infeasible["config_id"]) == {"batch_size=30,step_s=0.3", "batch_size=300,step_s=0.3"}
     assert not infeasible["front_mean_step_ms"].any()
     assert info.points.loc[info.points["feasible"], "front_mean_step_ms"].any()
 

@@ -57,7 +57,7 @@ def curves_figure(info: CurvesInfo, title: str) -> Any:
             color = _PALETTE[number % len(_PALETTE)]
             fig.add_trace(go.Scatter(
                 x=list(line["step"]) + list(line["step"])[::-1], y=list(line["high"]) + list(line["low"])[::-1],
-                fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
+                mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
                 legendgroup=config, showlegend=False), row=row, col=col)
             fig.add_trace(go.Scatter(
                 x=line["step"], y=line["mean"], mode="lines", line={"color": color, "width": 1.5}, name=config,

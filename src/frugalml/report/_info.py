@@ -240,7 +240,11 @@ def workload_labels(spec: Mapping[str, Any]) -> dict[str, str]:
         name = workload.get("name")
         builtin = BUILTIN_DATASETS.get(workload.get("dataset") or "")
         substitute = builtin.substitute_for if builtin else None
-        labels[name] = f"{name} [SUBSTITUTE for {substitute}: not {substitute} data]" if substitute else name
+        if substitute:
+            labels[name] = f"{name} (not {substitute} data)" if "substitute" in name.lower() else \
+                f"{name} [SUBSTITUTE for {substitute}: not {substitute} data]"
+        else:
+            labels[name] = name
     return labels
 
 

@@ -39,7 +39,7 @@ class Design:
         """(max_steps, eval_every) for a dataset."""
         if not self.quick:
             return 1000, 100
-        return (12, 3) if dataset == "mnist_784" else (60, 10)
+        return (24, 6) if dataset == "mnist_784" else (200, 50)
 
 
 def design(quick: bool, workers: int = 2) -> Design:

@@ -142,8 +142,9 @@ def batch_effects(windows: pd.DataFrame) -> pd.DataFrame:
 
 
 def finding_batch_raises_cost_on_large_only(windows: pd.DataFrame) -> Finding:
-    """Larger batches raise step time (>= 2x) and memory (> max(10 MB, 5%)) on every large
-    dataset and on no small one; judged per data path, holds if some path shows it."""
+    """Larger batches raise step time (>= 2x) and memory (> max(10 MB, 5%)) on the large
+    datasets and on no small one, judged per data path: a path holds when every large
+    dataset shows it, is partial when only some do. Holds if some path holds."""
     claim = "Batch size raises step time and memory on the large datasets only."
     effects = batch_effects(windows)
     if effects.empty:
@@ -151,21 +152,26 @@ def finding_batch_raises_cost_on_large_only(windows: pd.DataFrame) -> Finding:
     per_path: dict[str, str] = {}
     parts = []
     for path, group in effects.groupby("data_format"):
-        large, small = group[group["large"]], group[~group["large"]]
+        both = group["raises_step"] & group["raises_memory"]
+        large, small = both[group["large"]], both[~group["large"]]
         if large.empty or small.empty:
-            per_path[path] = Verdict.INCONCLUSIVE.value
+            per_path[path] = "inconclusive"
+        elif small.any() or not large.any():
+            per_path[path] = Verdict.DOES_NOT_HOLD.value
         else:
-            large_ok = bool((large["raises_step"] & large["raises_memory"]).all())
-            small_ok = bool(~(small["raises_step"] & small["raises_memory"]).any())
-            per_path[path] = (Verdict.HOLDS if large_ok and small_ok else Verdict.DOES_NOT_HOLD).value
+            per_path[path] = Verdict.HOLDS.value if large.all() else "partial"
+        shown = ", ".join(group.loc[both, "workload"]) or "none"
         detail = ", ".join(f"{r.workload}: step x{r.step_ratio:.2g}, memory {r.memory_delta_mb:+.0f} MB"
                            for r in group.itertuples())
-        parts.append(f"{path} path → {per_path[path]} ({detail})")
+        parts.append(f"{path} path → {per_path[path]} (shown by: {shown}; {detail})")
     holding = [p for p, v in per_path.items() if v == Verdict.HOLDS.value]
+    partial = [p for p, v in per_path.items() if v == "partial"]
     if holding:
         verdict = Verdict.HOLDS
         lead = f"shown on the {' and '.join(holding)} path(s) only" if len(holding) < len(per_path) else "shown on every path"
-    elif all(v == Verdict.INCONCLUSIVE.value for v in per_path.values()):
+    elif partial:
+        verdict, lead = Verdict.INCONCLUSIVE, f"shown by some large datasets only, on the {' and '.join(partial)} path(s)"
+    elif all(v == "inconclusive" for v in per_path.values()):
         verdict, lead = Verdict.INCONCLUSIVE, "no path has both large and small datasets"
     else:
         verdict, lead = Verdict.DOES_NOT_HOLD, "no data path shows it"
@@ -204,8 +210,8 @@ def finding_learning_rate_no_effect(windows: pd.DataFrame) -> Finding:
 
 def eta_squared(windows: pd.DataFrame, metric: str) -> float:
     """Share of the metric's window-to-window variance explained by the configuration."""
-    data = windows[["config_id", metric]].apply(pd.to_numeric, errors="ignore").dropna()
-    data = data[np.isfinite(data[metric].astype(float))]
+    data = windows[["config_id", metric]].assign(**{metric: pd.to_numeric(windows[metric], errors="coerce")})
+    data = data[np.isfinite(data[metric])]
     if data["config_id"].nunique() < 2:
         return math.nan
     values = data[metric].astype(float)
@@ -216,19 +222,23 @@ def eta_squared(windows: pd.DataFrame, metric: str) -> float:
 
 
 def finding_cpu_uninformative(windows: pd.DataFrame) -> Finding:
-    """CPU % is uninformative (configuration explains < 50% of its variance, median over
-    workloads) where mean step time is informative (>= 50%)."""
+    """In the workloads where mean step time is informative (the configuration explains
+    >= 50% of its variance across windows), CPU % is not (< 50%) in at least 2/3 of them."""
     claim = "CPU % is uninformative where mean step time is informative."
     scores = {w: {m: eta_squared(g, m) for m in ("mean_step_ms", "cpu_percent")} for w, g in windows.groupby("workload")}
-    step = float(np.nanmedian([s["mean_step_ms"] for s in scores.values()])) if scores else math.nan
-    cpu = float(np.nanmedian([s["cpu_percent"] for s in scores.values()])) if scores else math.nan
-    if not (math.isfinite(step) and math.isfinite(cpu)):
-        return Finding("cpu_uninformative", claim, Verdict.INCONCLUSIVE, "too few configurations", scores)
-    verdict = (Verdict.HOLDS if step >= 0.5 and cpu < 0.5
-               else Verdict.DOES_NOT_HOLD if cpu >= 0.5 or step < 0.3 else Verdict.INCONCLUSIVE)
-    evidence = (f"the configuration explains a median {step:.0%} of mean step time's variance across windows "
-                f"and {cpu:.0%} of CPU %'s (eta squared over {len(scores)} workloads; informative = >= 50%)")
-    return Finding("cpu_uninformative", claim, verdict, evidence, {"eta2_step": step, "eta2_cpu": cpu, "per_workload": scores})
+    informative = {w: s for w, s in scores.items() if s["mean_step_ms"] >= 0.5}
+    numbers = {"per_workload": scores, "step_informative": sorted(informative)}
+    if not informative:
+        return Finding("cpu_uninformative", claim, Verdict.INCONCLUSIVE,
+                       f"mean step time is informative in none of {len(scores)} workloads", numbers)
+    cpu_flat = [w for w, s in informative.items() if not s["cpu_percent"] >= 0.5]
+    share = len(cpu_flat) / len(informative)
+    numbers["share_cpu_uninformative"] = share
+    verdict = Verdict.HOLDS if share >= 2 / 3 else Verdict.DOES_NOT_HOLD if share <= 1 / 3 else Verdict.INCONCLUSIVE
+    detail = ", ".join(f"{w}: step {s['mean_step_ms']:.0%} / CPU {s['cpu_percent']:.0%}" for w, s in informative.items())
+    evidence = (f"mean step time is informative in {len(informative)}/{len(scores)} workloads; in "
+                f"{len(cpu_flat)} of those CPU % is not (variance explained by the configuration, eta squared: {detail})")
+    return Finding("cpu_uninformative", claim, verdict, evidence, numbers)
 
 
 def finding_memory_budget_saves(budget_trials: pd.DataFrame, budget_mb: float,

@@ -63,12 +63,12 @@ def _machine() -> str:
 def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, machine: str,
                      substitute_note: str | None, figures: list[str]) -> str:
     lines = [f"# Thesis findings on this machine ({'quick' if quick else 'full'} reproduction)", "",
-             f"Machine: {machine}. Run time: {seconds / 60:.1f} min.", ""]
+             f"Machine: {machine}. Run time: {seconds / 60:.1f} min (runs and report; a resumed run counts only its own part).", ""]
     if substitute_note:
         lines += [f"> **Substitute dataset.** {substitute_note}", ""]
     if quick:
         lines += ["Quick design: batch {30, 300, 3000, 30000} x learning rate {0.01, 0.0001}, 2 repeats, "
-                  "steps capped (mnist_784: 12 steps, windows of 3; others: 60 steps, windows of 10). "
+                  "steps capped (mnist_784: 24 steps, windows of 6; others: 200 steps, windows of 50). "
                   "The full design (`frugalml reproduce thesis`) runs 4 learning rates, 3 repeats, "
                   "1000 steps with windows of 100.", ""]
     lines += ["| # | finding | verdict | evidence |", "|---|---|---|---|"]
@@ -126,7 +126,6 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     main, budget = results
     windows = findings_frame(list(main.records), studies[0])
     findings = thesis_findings(windows, trials_frame(list(budget.records)), MEMORY_BUDGET_MB)
-    seconds = time.monotonic() - started
     preamble = "".join(
         [f'<div class="note">{html.escape(note)}</div>' if note else "", "<h1>Thesis findings on this machine</h1><table>"
          "<tr><th>finding</th><th>verdict</th><th>evidence</th></tr>"]
@@ -134,6 +133,7 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
            for f in findings] + ["</table>"])
     files = write_report([s.path for s in studies], out, title="frugalml: thesis reproduction", preamble=preamble)
     figures = [str(p.relative_to(out)) for p in files.figures]
+    seconds = time.monotonic() - started
     text = summary_markdown(findings, quick=quick, seconds=seconds, machine=_machine(), substitute_note=note,
                             figures=figures)
     summary_path = out / "FINDINGS.md"
