@@ -163,13 +163,13 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     driver = subprocess.Popen(
         [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
     )
     store = ResultStore(tmp_path / "out")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(store.trial_ids()) < 1:
         time.sleep(0.05)
-    driver.send_signal(signal.SIGINT)
+    os.killpg(driver.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the driver, forkserver and workers
     _, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130
     assert "interrupted" in stderr and "Traceback" not in stderr

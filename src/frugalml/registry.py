@@ -110,7 +110,9 @@ def fit_model(data: Any, algorithm: str, params: Mapping[str, Any], *, epochs: i
                 estimator.partial_fit(X_train[start:start + batch], y_train[start:start + batch], **fit_kwargs)
             except ValueError as error:
                 if "overflow" in str(error):
-                    raise RegistryError(f"refitting {algorithm} with {dict(params)} diverged (weights overflowed).") from error
+                    raise RegistryError(
+                        f"refitting {algorithm} with {dict(params)} diverged (weights overflowed)."
+                    ) from error
                 raise
             step += 1
     if data.task == "classification":
@@ -180,7 +182,9 @@ def _workload_spec(spec: Mapping[str, Any], workload: str | None) -> dict[str, A
     else:
         matches = [w for w in workloads if w.get("name") == workload]
         if not matches:
-            raise ConfigError(f"no workload {workload!r} in the study; its workloads are: {', '.join(map(str, names))}.")
+            raise ConfigError(
+                f"no workload {workload!r} in the study; its workloads are: {', '.join(map(str, names))}."
+            )
         chosen = matches[0]
     if chosen.get("train") or not chosen.get("algorithm"):
         raise RegistryError(

@@ -57,8 +57,12 @@ def summarize(records: Sequence[TrialRecord], search: Search | None = None) -> l
 def best_feasible(
     records: Sequence[TrialRecord], search: Search | None = None, workload: str | None = None
 ) -> ConfigSummary | None:
-    """The configuration with the best first objective among those whose repeats all met the budgets."""
+    """The configuration with the best first objective among those whose repeats all met the budgets.
+
+    Trials cut short by the study's compute budget (the budgeted mode) are incomplete, not candidates.
+    """
     search = search or Search()
+    records = [r for r in records if r.stop is None or r.stop.kind != "study"]
     sign = 1.0 if search.directions[0] == "minimize" else -1.0
     candidates = [
         s for s in summarize(records, search)
@@ -67,9 +71,27 @@ def best_feasible(
     return min(candidates, key=lambda s: sign * s.objective[0], default=None)
 
 
+MECHANISMS = ("hard budget stop", "predicted stop", "skip", "learning rule", "study budget")
+
+
+def mechanism(record: TrialRecord) -> str | None:
+    """Which mechanism ended a trial early (one of ``MECHANISMS``), or None if it ran in full."""
+    if record.status is TrialStatus.SKIPPED:
+        return "skip"
+    if record.stop is None:
+        return None
+    if record.stop.rule.startswith("predicted_"):
+        return "predicted stop"
+    return {"system": "hard budget stop", "ml": "learning rule", "study": "study budget"}.get(record.stop.kind)
+
+
 @dataclass(frozen=True)
 class ComputeAccount:
-    """CPU-seconds used by the study and saved by stopping rules (by rule)."""
+    """CPU-seconds used by the study and saved by stopping rules (by rule and by mechanism).
+
+    ``full_cpu_s`` estimates running every configuration tried in full: what was used
+    plus what each early stop or skip saved (a skip saves its predicted cost).
+    """
 
     used_cpu_s: float
     saved_cpu_s: float
@@ -77,6 +99,12 @@ class ComputeAccount:
     trials: int = 0
     stopped: int = 0
     failed: int = 0
+    skipped: int = 0
+    saved_by_mechanism: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def full_cpu_s(self) -> float:
+        return self.used_cpu_s + self.saved_cpu_s
 
     @property
     def saved_fraction(self) -> float:
@@ -86,9 +114,12 @@ class ComputeAccount:
 
 def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
     saved_by_rule: dict[str, float] = {}
+    saved_by_mechanism: dict[str, float] = {}
     for record in records:
         if record.stop is not None:
             saved_by_rule[record.stop.rule] = saved_by_rule.get(record.stop.rule, 0.0) + record.cpu_s_saved
+        if (how := mechanism(record)) is not None:
+            saved_by_mechanism[how] = saved_by_mechanism.get(how, 0.0) + record.cpu_s_saved
     return ComputeAccount(
         used_cpu_s=sum(r.cpu_s for r in records),
         saved_cpu_s=sum(r.cpu_s_saved for r in records),
@@ -96,6 +127,8 @@ def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
         trials=len(records),
         stopped=sum(r.status is TrialStatus.STOPPED for r in records),
         failed=sum(r.status is TrialStatus.FAILED for r in records),
+        skipped=sum(r.status is TrialStatus.SKIPPED for r in records),
+        saved_by_mechanism=saved_by_mechanism,
     )
 
 
@@ -107,6 +140,14 @@ class StudyResult:
     directory: str
     records: tuple[TrialRecord, ...]
     search: Search
+    compute_budget_cpu_s: float | None = None  # the budgeted mode's B, when set
+
+    @property
+    def budget_exhausted(self) -> bool:
+        """True when the study's compute budget stopped it before the search was done."""
+        return any(r.stop is not None and r.stop.kind == "study" for r in self.records) or (
+            self.compute_budget_cpu_s is not None and self.compute().used_cpu_s >= self.compute_budget_cpu_s
+        )
 
     def best_feasible(self, workload: str | None = None) -> ConfigSummary | None:
         return best_feasible(self.records, self.search, workload)

@@ -90,6 +90,8 @@ class Study:
         rules: extra :class:`~frugalml.stopping.StoppingRule` objects or callables.
         workers: trials run at once; repeats: runs per configuration.
         mlflow_uri: ``"default"`` (sqlite in the study directory), any tracking URI, or None.
+        prediction: the cost model's settings, e.g. ``{"skip": True, "confidence": 0.9}``
+            (see :class:`frugalml.prediction.PredictionSettings`); empty: no prediction.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Study:
     data_dir: str | None = None
     backend: str = "local"
     address: str | None = None
+    prediction: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
@@ -128,6 +131,7 @@ class Study:
         if self.backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}.")
         self.stopping_rules()  # validates budgets and rules now, before anything runs
+        self.prediction_settings()
 
     @property
     def path(self) -> Path:
@@ -135,6 +139,19 @@ class Study:
 
     def stopping_rules(self) -> list[StoppingRule]:
         return rules_from_config(self.budget, self.stopping) + as_rules(self.rules)
+
+    def prediction_settings(self) -> Any:
+        """The validated ``[prediction]`` settings, or None when the study does not predict."""
+        if not self.prediction:
+            return None
+        from frugalml.prediction import BUDGET_METRICS, PredictionSettings
+
+        settings = PredictionSettings.from_config(self.prediction)
+        if not any(key in self.budget for key in BUDGET_METRICS):
+            raise ConfigError(
+                "[prediction] needs a [budget] to predict against: max_memory_mb, max_mean_step_ms or max_trial_seconds."
+            )
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description, stored with the results."""
@@ -151,7 +168,7 @@ def _positive_int(what: str, value: Any) -> None:
         raise ConfigError(f"{what} must be an int in the range [1, inf). Got {value!r} instead.")
 
 
-_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution"}
+_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction"}
 
 
 def _only(table: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -181,6 +198,9 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     _only("tracking", tracking, ["mlflow_uri"])
     execution = dict(data.get("execution", {}))
     _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial"])
+    prediction = dict(data.get("prediction", {}))
+    if base_dir is not None and isinstance(prediction.get("history"), list):
+        prediction["history"] = [str(base_dir / h) if isinstance(h, str) else h for h in prediction["history"]]
     mlflow_uri = tracking.get("mlflow_uri", DEFAULT_MLFLOW)
     if mlflow_uri in ("none", "", False):
         mlflow_uri = None
@@ -191,6 +211,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
             budget=dict(data.get("budget", {})),
             stopping=dict(data.get("stopping", {})),
             mlflow_uri=mlflow_uri,
+            prediction=prediction,
             **study_table,
             **execution,
         )

@@ -39,6 +39,7 @@ class _WorkloadPlan:
     pending: deque  # (Config, repeat) still to start
     open_configs: dict[str, tuple[Config, list[TrialRecord]]]
     exhausted: bool = False
+    gate: Any = None  # a frugalml.prediction.ConfigGate when the study predicts costs
 
 
 def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int | None]:
@@ -115,8 +116,15 @@ class Tuner:
         plans = []
         for workload in self.study.workloads:
             train, kwargs, n_train = _prepare(workload, self.study)
-            sampler = self.study.search.sampler()
+            sampler = self.study.search.sampler(self.study.budget)
             plan = _WorkloadPlan(workload, sampler, train, kwargs, n_train, deque(), {})
+            if self.study.prediction:
+                from frugalml.prediction import ConfigGate
+
+                plan.gate = ConfigGate.for_study(
+                    self.study, workload, kwargs.get("data"),
+                    lambda name=workload.name: [r for r in self.records if r.workload == name],
+                )
             mine = [r for r in self.records if r.workload == workload.name]
             by_config: dict[str, list[TrialRecord]] = {}
             for record in mine:
@@ -124,7 +132,7 @@ class Tuner:
             finished, incomplete = [], []
             for config_id, group in by_config.items():
                 config = Config(config_id, dict(group[0].params))
-                if len(group) >= self.study.repeats:
+                if len(group) >= self.study.repeats or any(r.status is TrialStatus.SKIPPED for r in group):
                     finished.append((config, group))
                 else:
                     incomplete.append(config)
@@ -184,7 +192,7 @@ class Tuner:
             peers=lambda name: [r for r in self.records if r.workload == name and r.status.finished],
             study_cpu_s=lambda: sum(r.cpu_s for r in self.records),
         )
-        number = max((r.number for r in self.records), default=-1) + 1
+        self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
         tracking.start()
@@ -194,15 +202,15 @@ class Tuner:
                     sum(r.cpu_s for r in self.records) + executor.running_cpu_s() < compute_budget.max_cpu_s
                 )
                 while executor.free_slots > 0 and budget_left:
-                    started = self._start_next(plans, executor, number, by_task)
-                    if not started:
+                    if not self._start_next(plans, executor, by_task):
                         break
-                    number += 1
                 if not executor.running:
                     break
                 for record in executor.poll():
                     plan, config = by_task.pop(record.trial_id)
                     self._check_usage(record, executor)
+                    if plan.gate is not None:
+                        record = plan.gate.annotate(record)
                     self._record(record)
                     self.progress("end", record)
                     _, group = plan.open_configs[config.config_id]
@@ -220,15 +228,18 @@ class Tuner:
                 self._tracker.close()
         if self._tracking_error is not None:
             warnings.warn(f"MLflow logging failed ({self._tracking_error}); `frugalml tune --resume` re-logs it.")
-        return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search)
+        return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
+                           compute_budget.max_cpu_s if compute_budget else None)
 
-    def _start_next(self, plans: list[_WorkloadPlan], executor: LocalExecutor, number: int,
+    def _start_next(self, plans: list[_WorkloadPlan], executor: LocalExecutor,
                     by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:
         for plan in plans:
-            if not plan.pending and not plan.exhausted:
+            while not plan.pending and not plan.exhausted:
                 config = plan.sampler.ask()
                 if config is None:
                     plan.exhausted = True
+                    break
+                if self._skipped(plan, config):
                     continue
                 plan.open_configs[config.config_id] = (config, [])
                 plan.pending.extend((config, repeat) for repeat in range(self.study.repeats))
@@ -236,16 +247,32 @@ class Tuner:
                 config, repeat = plan.pending.popleft()
                 params = {**plan.workload.params, **config.params}
                 task = TrialTask(
-                    trial_id=f"{plan.workload.name}/{config.config_id}/r{repeat}", number=number,
+                    trial_id=f"{plan.workload.name}/{config.config_id}/r{repeat}", number=self._next_number,
                     workload=plan.workload.name, config_id=config.config_id, repeat=repeat, params=params,
                     train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
                     steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
                 )
                 executor.submit(task)
+                self._next_number += 1
                 by_task[task.trial_id] = (plan, config)
                 self.progress("start", task)
                 return True
         return False
+
+    def _skipped(self, plan: _WorkloadPlan, config: Config) -> bool:
+        """Record ``config`` as SKIPPED, and tell the sampler, if it is predicted over budget."""
+        if plan.gate is None:
+            return False
+        params = {**plan.workload.params, **config.params}
+        record = plan.gate.skip(config_id=config.config_id, params=params, steps_planned=_steps_planned(plan, params),
+                                number=self._next_number, repeats=self.study.repeats)
+        if record is None:
+            return False
+        self._next_number += 1
+        self._record(record)
+        self.progress("end", record)
+        plan.sampler.tell(config, [record])
+        return True
 
     @staticmethod
     def _check_usage(record: TrialRecord, executor: LocalExecutor) -> None:
@@ -286,4 +313,5 @@ def load_result(directory: str | Path) -> StudyResult:
         search = Search(**search_spec)
     except FrugalError:
         search = Search()
-    return StudyResult(name, str(directory), tuple(store.trials()), search)
+    return StudyResult(name, str(directory), tuple(store.trials()), search,
+                       spec.get("budget", {}).get("max_study_cpu_seconds"))

@@ -113,6 +113,16 @@ def scrape(client: httpx.Client) -> dict[str, list]:
     return samples
 
 
+def scrape_until(client: httpx.Client, ready, timeout: float = 15) -> dict[str, list]:
+    """Scrape until ``ready(samples)`` holds: the monitor's thread counts predictions asynchronously."""
+    deadline = time.monotonic() + timeout
+    samples = scrape(client)
+    while not ready(samples) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        samples = scrape(client)
+    return samples
+
+
 def value(samples: dict[str, list], metric: str, /, **labels: str) -> float:
     """Sum of the samples of ``metric`` whose labels match."""
     found = [s.value for s in samples.get(metric, []) if all(s.labels.get(k) == v for k, v in labels.items())]

@@ -63,6 +63,18 @@ def test_psi_and_ks_separate_shifted_from_same_distribution(reference, diabetes)
     assert ks(np.asarray(plas.sample), same)[1] > 0.05 > 1e-6 > ks(np.asarray(plas.sample), shifted)[1]
 
 
+def test_ks_matches_scipy(diabetes):
+    from scipy.stats import ks_2samp
+
+    _, split = diabetes
+    for j in range(split.X_train.shape[1]):
+        reference, window = np.sort(split.X_train[:, j]), split.X_test[:150, j] + (j % 3) * 2.0
+        statistic, pvalue = ks(reference, window)
+        expected = ks_2samp(reference, window, method="asymp")
+        assert statistic == pytest.approx(expected.statistic, abs=1e-12)
+        assert pvalue == pytest.approx(expected.pvalue, abs=0.03)
+
+
 def test_windows_close_every_window_rows_and_drift_is_flagged(reference, diabetes, model):
     _, split = diabetes
     monitor = Monitor(reference, {"window_rows": 100}, model=model)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ADMIN_TOKEN
-from serve_helpers import as_rows, scrape, value
+from serve_helpers import as_rows, scrape, scrape_until, value
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -32,7 +32,8 @@ def test_predictions_equal_the_models_own(server, diabetes, model):
 def test_metrics_parse_with_the_prometheus_parser(server, diabetes):
     _, split = diabetes
     server.client.post("/predict", json={"instances": split.X_test[:5].tolist()})
-    samples = scrape(server.client)
+    # predictions are counted by the monitor's thread (every 0.1 s here), not on the request path
+    samples = scrape_until(server.client, lambda s: value(s, "frugalml_predicted_class_total") >= 5)
     assert value(samples, "frugalml_requests_total", endpoint="/predict", code="200") >= 1
     assert value(samples, "frugalml_request_duration_seconds_count", endpoint="/predict") >= 1
     assert value(samples, "frugalml_requests_in_flight") >= 0
@@ -133,8 +134,7 @@ def test_feedback_gives_accuracy_per_window_and_slice(server, diabetes, model):
     response = server.client.post("/feedback", json=feedback)
     assert response.status_code == 200 and response.json() == {"accepted": 40}
     expected = float(np.mean(np.asarray(body["predictions"]) == y))
-    time.sleep(0.4)  # the monitor ticks every 0.1 s
-    samples = scrape(server.client)
+    samples = scrape_until(server.client, lambda s: len(s.get("frugalml_quality", [])) >= 3)  # the monitor's thread ticks every 0.1 s
     assert value(samples, "frugalml_quality", metric="accuracy", slice="all") == pytest.approx(expected)
     slices = {s.labels["slice"] for s in samples["frugalml_quality"]}
     assert {"age_band=old", "age_band=young"} <= slices

@@ -14,7 +14,8 @@ import sys
 
 from frugalml.exceptions import FrugalError
 
-COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve", "frugalml.cli._report"]
+COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve", "frugalml.cli._report",
+                   "frugalml.cli._evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,8 +133,11 @@ def run_monitor(args: argparse.Namespace) -> int:
     if args.once:
         console.print(render(board, url))
         return 0
-    with Live(render(board, url), console=console, refresh_per_second=4) as live:
-        while True:
-            time.sleep(args.interval)
-            board = scrape(board)
-            live.update(render(board, url))
+    try:
+        with Live(render(board, url), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(args.interval)
+                board = scrape(board)
+                live.update(render(board, url))
+    except KeyboardInterrupt:
+        return 0

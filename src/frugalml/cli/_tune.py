@@ -103,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         metrics = ", ".join(f"{k}={fmt(v)}" for k, v in best.mean.items())
         console.print(f"[bold]{workload.name}[/]: best configuration within budget: {dict(best.params)} ({metrics})")
-    console.print(compute_line(result.compute()))
+    account = result.compute()
+    console.print(compute_line(account), markup=False)  # "[rule x, ...]" is not rich markup
+    if account.saved_by_mechanism:
+        console.print("saved by mechanism: " + ", ".join(
+            f"{how} {cpu:.1f} CPU-s" for how, cpu in sorted(account.saved_by_mechanism.items())))
+    if result.compute_budget_cpu_s is not None:  # budgeted mode: the best found within B CPU-seconds
+        ended = "; the compute budget ended the search" if result.budget_exhausted else ""
+        console.print(f"budgeted mode: used {account.used_cpu_s:.1f} of {result.compute_budget_cpu_s:g} "
+                      f"CPU-s{ended}; the best configurations above are the best found within it")
     console.print(f"results: {result.directory}")
     return 0
 

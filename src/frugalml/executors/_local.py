@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,9 +41,28 @@ def worker_context() -> multiprocessing.context.BaseContext:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _context = multiprocessing.get_context("forkserver")
             _context.set_forkserver_preload(PRELOAD)
+            _start_forkserver_ignoring_sigint()
         else:
             _context = multiprocessing.get_context("spawn")
     return _context
+
+
+def _start_forkserver_ignoring_sigint() -> None:
+    """Start the forkserver with SIGINT ignored (the disposition survives its exec).
+
+    CPython's forkserver ignores SIGINT only after its preload imports; a Ctrl-C
+    sent to the terminal's process group during those seconds would print a
+    traceback from it. Ctrl-C is the driver's to handle.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def kill_tree(pid: int) -> None:

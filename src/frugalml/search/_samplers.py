@@ -43,6 +43,9 @@ class Search:
             ``["val_loss", "mean_step_ms"]`` (multi-objective). ``accuracy`` and
             ``throughput_sps`` are maximised, everything else minimised.
         seed: seed of the sampler.
+        constraints: tell TPE / NSGA-II how far each configuration broke the resource
+            budgets (Optuna constraints), so they learn to stop proposing ones that
+            cannot fit; ``false`` is plain search (a budget-stopped trial is just pruned).
     """
 
     method: str = "grid"
@@ -52,6 +55,7 @@ class Search:
     n_trials: int | None = None
     objectives: list[str] = field(default_factory=lambda: ["val_loss"])
     seed: int = 0
+    constraints: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -71,10 +75,13 @@ class Search:
     def directions(self) -> list[str]:
         return ["maximize" if o in MAXIMISED else "minimize" for o in self.objectives]
 
-    def sampler(self) -> "Sampler":
+    def sampler(self, budget: Mapping[str, Any] | None = None) -> "Sampler":
+        """A fresh sampler; ``budget`` (the study's) gives the constraints TPE / NSGA-II learn from."""
         if self.method == "grid":
             return GridSampler(self.space)
-        return OptunaSampler(self)
+        # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
+        constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
+        return OptunaSampler(self, budget if constrained else None)
 
 
 class Sampler(abc.ABC):
@@ -137,9 +144,12 @@ def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) 
 class OptunaSampler(Sampler):
     """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface."""
 
-    def __init__(self, search: Search) -> None:
+    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from frugalml.prediction import BUDGET_METRICS
+
         self.search = search
+        self.budget = {k: float(v) for k, v in (budget or {}).items() if k in BUDGET_METRICS}
         self.distributions = to_distributions(search.space)
         self.fixed = fixed_values(search.space)
         multi = len(search.objectives) > 1
@@ -152,6 +162,7 @@ class OptunaSampler(Sampler):
         self._asked: dict[str, optuna.trial.Trial] = {}
         self._remaining = search.n_trials or 0
         self.multi = multi
+        self._worst: list[float] | None = None  # placeholder objective values of infeasible trials
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
@@ -168,7 +179,14 @@ class OptunaSampler(Sampler):
         if trial is None:
             return
         values = objective_values(records, self.search.objectives)
-        if values is None:
+        constraints = self._constraints(records)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        if values is None and any(v > 0 for v in constraints.values()):
+            # infeasible: complete, so NSGA-II sees it too; the values are placeholders,
+            # ranked below every feasible trial by the constraints
+            self.study.tell(trial, self._placeholder(records))
+        elif values is None:
             state = (
                 optuna.trial.TrialState.FAIL
                 if all(r.status is TrialStatus.FAILED for r in records)
@@ -176,17 +194,48 @@ class OptunaSampler(Sampler):
             )
             self.study.tell(trial, state=state)
         else:
+            self._note(values)
             self.study.tell(trial, values if self.multi else values[0])
+
+    def _constraints(self, records: Sequence[TrialRecord]) -> dict[str, float]:
+        if not self.budget:
+            return {}
+        from frugalml.prediction import constraint_values
+
+        return constraint_values(records, self.budget)
+
+    def _note(self, values: Sequence[float]) -> None:
+        signs = [1.0 if d == "minimize" else -1.0 for d in self.search.directions]
+        worst = self._worst or list(values)
+        self._worst = [max(w * s, v * s) * s for w, v, s in zip(worst, values, signs)]
+
+    def _placeholder(self, records: Sequence[TrialRecord]) -> float | list[float]:
+        """Objective values for an infeasible trial: the worst seen (what it measured if nothing was)."""
+        if self._worst:
+            values = list(self._worst)
+        else:
+            values = [
+                next((v for r in records if (v := r.last(o)) is not None and math.isfinite(v)), 0.0)
+                for o in self.search.objectives
+            ]
+        return values if self.multi else values[0]
 
     def restore(self, finished, incomplete) -> None:
         for config, records in finished:
             params = {k: v for k, v in config.params.items() if k in self.distributions}
             values = objective_values(records, self.search.objectives)
+            constraints = self._constraints(records)
+            if values is not None:
+                self._note(values)
+            elif any(v > 0 for v in constraints.values()):
+                placeholder = self._placeholder(records)
+                values = placeholder if self.multi else [placeholder]
             state = optuna.trial.TrialState.COMPLETE if values is not None else optuna.trial.TrialState.PRUNED
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=params, distributions=self.distributions, state=state,
                     **({"values": values} if values is not None else {}),
+                    **({"constraints": constraints} if constraints else {}),
                 )
             )
         self._remaining = max(0, (self.search.n_trials or 0) - len(finished) - len(incomplete))

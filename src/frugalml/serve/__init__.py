@@ -24,11 +24,12 @@ from frugalml.serve._reference import FeatureReference, Reference
 from frugalml.serve._settings import ServerSettings, parse_rate
 
 
-def create_app(served: ServedModel, settings: Any = None, **kwargs: Any) -> Any:
-    """The FastAPI app serving ``served`` (see :class:`frugalml.serve.ServerSettings`)."""
+def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
+               loader: Any = None) -> Any:
+    """The FastAPI app serving ``served``; ``config`` defaults to the model's monitoring config."""
     from frugalml.serve._app import create_app as _create_app
 
-    return _create_app(served, settings, **kwargs)
+    return _create_app(served, settings, config, loader=loader)
 
 
 __all__ = [

@@ -51,7 +51,8 @@ def _number(owner: str, name: str, value: Any, low: float, high: float = math.in
     if not ok:
         bracket = "(" if open_low else "["
         raise ConfigError(
-            f"The {name!r} parameter of {owner} must be {kind} in the range {bracket}{low}, {high}]. Got {value!r} instead."
+            f"The {name!r} parameter of {owner} must be {kind} in the range {bracket}{low}, {high}]. "
+            f"Got {value!r} instead."
         )
 
 

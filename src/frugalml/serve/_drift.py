@@ -5,15 +5,15 @@
   Rule of thumb: < 0.1 stable, 0.1-0.25 moderate, > 0.25 large. PSI of a small window
   is biased upwards (about ``(bins - 1) / n`` under no drift), so prefer windows of a
   few hundred rows or rely on the KS test.
-* Two-sample Kolmogorov–Smirnov against the reference sample (scipy, asymptotic
-  p-value). A feature counts as drifted when its p-value is below ``ks_alpha``
+* Two-sample Kolmogorov–Smirnov against the reference sample (asymptotic p-value).
+  A feature counts as drifted when its p-value is below ``ks_alpha``
   divided by the number of features (Bonferroni, so the chance of a false alarm in
   a window stays near ``ks_alpha``), or when its PSI is above ``psi_threshold``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -34,13 +34,22 @@ def feature_psi(reference: FeatureReference, values: np.ndarray) -> float:
 
 
 def ks(reference_sample: np.ndarray, values: np.ndarray) -> tuple[float, float]:
-    """Two-sample KS statistic and p-value (asymptotic)."""
-    from scipy.stats import ks_2samp
+    """Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value.
 
-    if len(values) == 0:
+    ``reference_sample`` must be sorted (the reference stores it so). Same statistic
+    as ``scipy.stats.ks_2samp``, about ten times faster for a few hundred values;
+    the p-value is the Kolmogorov limit ``kolmogorov(sqrt(n m / (n + m)) D)``.
+    """
+    from scipy.special import kolmogorov
+
+    n, m = len(reference_sample), len(values)
+    if n == 0 or m == 0:
         return 0.0, 1.0
-    result = ks_2samp(reference_sample, values, method="asymp")
-    return float(result.statistic), float(result.pvalue)
+    values = np.sort(values)
+    grid = np.concatenate([reference_sample, values])
+    gap = np.searchsorted(reference_sample, grid, side="right") / n - np.searchsorted(values, grid, side="right") / m
+    statistic = float(np.max(np.abs(gap)))
+    return statistic, float(kolmogorov(np.sqrt(n * m / (n + m)) * statistic))
 
 
 class FeatureDrift(NamedTuple):
@@ -65,12 +74,19 @@ class WindowDrift(NamedTuple):
 
 
 def window_drift(
-    reference: Reference, X: np.ndarray, predictions: np.ndarray, *, psi_threshold: float, ks_alpha: float
+    reference: Reference, X: np.ndarray, predictions: np.ndarray, *, psi_threshold: float, ks_alpha: float,
+    between_features: Callable[[], None] | None = None,
 ) -> WindowDrift:
-    """Compare a window of finite input rows ``X`` and its ``predictions`` with ``reference``."""
+    """Compare a window of finite input rows ``X`` and its ``predictions`` with ``reference``.
+
+    ``between_features`` is called after each feature (the monitor passes ``time.sleep(0)``
+    so a server's event loop gets the GIL between features).
+    """
     alpha = ks_alpha / max(1, len(reference.features))
     features = []
     for j, ref in enumerate(reference.features):
+        if between_features is not None and j:
+            between_features()
         column = X[:, j]
         score = feature_psi(ref, column)
         statistic, pvalue = ks(np.asarray(ref.sample), column)

@@ -64,7 +64,8 @@ class ProcessCollector(Collector):
         yield GaugeMetricFamily("frugalml_process_cpu_percent", "CPU since the previous scrape (100 = one core)", cpu)
         yield GaugeMetricFamily("frugalml_process_memory_megabytes", "RSS minus shared memory, MB = 2**20 bytes",
                                 (memory.rss - getattr(memory, "shared", 0)) / 2**20)
-        yield GaugeMetricFamily("frugalml_process_rss_megabytes", "Resident set size, MB = 2**20 bytes", memory.rss / 2**20)
+        yield GaugeMetricFamily("frugalml_process_rss_megabytes", "Resident set size, MB = 2**20 bytes",
+                                memory.rss / 2**20)
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:

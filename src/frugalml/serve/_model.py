@@ -109,6 +109,9 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ServedModel:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     path, name, version, tags = _resolve(str(uri), tracking_uri)
     reference_file = path / "extra_files" / REFERENCE_FILE
+    if (path / "frugalml.db").is_file():
+        raise ModelLoadError(f"{uri!r} is a study directory, not a model; register its best configuration with "
+                             f"`frugalml register {uri} --alias champion` and serve the printed models:/ URI.")
     if not reference_file.is_file():
         raise ModelLoadError(
             f"model {uri!r} has no {REFERENCE_FILE}; register it with `frugalml register` so serving "

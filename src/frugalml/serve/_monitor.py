@@ -43,13 +43,17 @@ import numpy as np
 import psutil
 
 from frugalml.serve._alerts import AlertEvaluator, LogNotifier, Notifier, WebhookNotifier
-from frugalml.serve._config import MonitoringConfig, as_monitoring_config
+from frugalml.serve._config import as_monitoring_config
 from frugalml.serve._drift import WindowDrift, window_drift
 from frugalml.serve._quality import PredictionLog, QualityTracker
 from frugalml.serve._reference import Reference
 
 logger = logging.getLogger("frugalml.serve")
 _HISTORY = 64  # values kept per metric for alert windows
+
+
+def _yield_gil() -> None:
+    time.sleep(0)  # releases the GIL: requests waiting on it run between features
 
 
 class MonitorState(NamedTuple):
@@ -107,27 +111,27 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._os_process = psutil.Process()
         self._os_process.cpu_percent(None)
+        self._init_counters()
         self.configure(config, model=model)
 
     # -- configuration ------------------------------------------------------------------
 
     def configure(self, config: Any, *, model: Any = None) -> None:
-        """Apply a new config (and model); windows, quality and alert state start afresh."""
+        """Apply a new config (and model): the open window, metric history, quality and alert
+        state start afresh; cumulative counters (windows, predictions, NaN/inf) carry on."""
         config = as_monitoring_config(config)
         custom = config.custom_functions()
         old = getattr(self, "_notifiers", [])
         with self._processing, self._lock:
             self.config = config
             self._custom = custom
-            if getattr(self, "log", None) is None or self.log.capacity != config.feedback_capacity:
+            if self.log is None or self.log.capacity != config.feedback_capacity:
                 self.log = PredictionLog(config.feedback_capacity)  # ids issued so far stay valid otherwise
             self.quality = QualityTracker(self.reference.task, self.reference.classes, config.quality_window,
                                           config.max_slices)
             self.alerts = AlertEvaluator(config.alerts, self.name)
             self._webhooks = WebhookNotifier(config.webhooks, config.webhook_timeout_s) if config.webhooks else None
             self._notifiers = [LogNotifier(), *self._extra_notifiers, *([self._webhooks] if self._webhooks else [])]
-            self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-            self._pending_rows = 0
             self._window_X: list[np.ndarray] = []
             self._window_pred: list[np.ndarray] = []
             self._window_rows = 0
@@ -135,22 +139,29 @@ class Monitor:
             self._window_nonfinite_inputs = 0
             self._history: dict[str, deque[float]] = {}
             self.drift: WindowDrift | None = None
-            self.windows = 0
-            self.flagged_windows = 0
-            self.class_counts = {c: 0 for c in self.reference.classes}
-            prediction = self.reference.prediction
-            self._edges = np.asarray(prediction.edges if prediction else ())
-            self._bucket_counts = np.zeros(len(self._edges) + 1, dtype=np.int64)
-            self._prediction_sum = 0.0
-            self.nonfinite_totals = {(w, k): 0 for w in ("input", "output") for k in ("nan", "inf")}
-            self._latencies: list[float] = []
-            self._requests = 0
-            self._errors = 0
-            if model is not None or not hasattr(self, "_weights_nonfinite"):
-                self._weights_nonfinite = weights_nonfinite(model) if model is not None else 0
+            if model is not None:
+                self._weights_nonfinite = weights_nonfinite(model)
         for notifier in old:
             if isinstance(notifier, WebhookNotifier):
                 notifier.close()
+
+    def _init_counters(self) -> None:
+        """State that lives as long as the monitor: queued rows, ids and cumulative counters."""
+        self.log: PredictionLog | None = None
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+        self._latencies: list[float] = []
+        self._requests = 0
+        self._errors = 0
+        self._weights_nonfinite = 0
+        self.windows = 0
+        self.flagged_windows = 0
+        self.class_counts = {c: 0 for c in self.reference.classes}
+        prediction = self.reference.prediction
+        self._edges = np.asarray(prediction.edges if prediction else ())
+        self._bucket_counts = np.zeros(len(self._edges) + 1, dtype=np.int64)
+        self._prediction_sum = 0.0
+        self.nonfinite_totals = {(w, k): 0 for w in ("input", "output") for k in ("nan", "inf")}
 
     # -- the request path ---------------------------------------------------------------
 
@@ -195,7 +206,9 @@ class Monitor:
     def _process(self, now: float) -> None:
         with self._lock:
             pending, self._pending, self._pending_rows = self._pending, [], 0
-        for X, predictions in pending:
+        if pending:  # one concatenation, however many requests were queued
+            X = np.concatenate([x for x, _ in pending])
+            predictions = np.concatenate([p for _, p in pending])
             self._account_predictions(predictions)
             self._add_to_window(X, predictions, now)
         config = self.config
@@ -246,7 +259,7 @@ class Monitor:
         self._window_started = now
         config = self.config
         drift = window_drift(self.reference, X, predictions, psi_threshold=config.psi_threshold,
-                             ks_alpha=config.ks_alpha)
+                             ks_alpha=config.ks_alpha, between_features=_yield_gil)
         values = {
             "drift.psi_max": max((f.psi for f in drift.features), default=0.0),
             "drift.ks_max": max((f.ks for f in drift.features), default=0.0),

@@ -55,7 +55,9 @@ class PredictionLog:
         """The prediction behind an id; :class:`FeedbackError` when unknown or evicted."""
         prefix, _, number = str(prediction_id).rpartition("-")
         if prefix != self.prefix or not number.isdigit():
-            raise FeedbackError(f"unknown prediction_id {prediction_id!r}: not issued by this server (or it restarted).")
+            raise FeedbackError(
+                f"unknown prediction_id {prediction_id!r}: not issued by this server (or it restarted)."
+            )
         row = int(number)
         with self._lock:
             k = bisect.bisect_right(self._starts, row) - 1

@@ -15,7 +15,8 @@ def check_token(header: str | None, token: str | None, *, what: str) -> None:
         return
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise RequestError(401, "unauthorized", f"{what} needs an 'Authorization: Bearer <token>' header with a valid token.")
+        raise RequestError(401, "unauthorized",
+                           f"{what} needs an 'Authorization: Bearer <token>' header with a valid token.")
 
 
 class RateLimiter:
@@ -35,7 +36,8 @@ class RateLimiter:
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens < 1.0:
                 self._buckets[client] = (tokens, now)
-                raise RequestError(429, "rate_limited", f"rate limit of {self.rate:g} requests/s exceeded; retry later.")
+                raise RequestError(429, "rate_limited",
+                                   f"rate limit of {self.rate:g} requests/s exceeded; retry later.")
             if len(self._buckets) >= self.max_clients and client not in self._buckets:
                 self._buckets.clear()  # a flood of addresses: forget them rather than grow without bound
             self._buckets[client] = (tokens - 1.0, now)

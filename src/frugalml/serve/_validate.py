@@ -60,7 +60,8 @@ def _from_rows(rows: list[Any], names: tuple[str, ...]) -> list[list[Any]]:
     values = []
     for i, row in enumerate(rows):
         if type(row) is not dict:
-            raise RequestError(422, "bad_request", f"'rows' must hold objects (feature: value); row {i} is {_type_name(row)}.")
+            raise RequestError(422, "bad_request",
+                               f"'rows' must hold objects (feature: value); row {i} is {_type_name(row)}.")
         if row.keys() != expected:
             missing = [n for n in names if n not in row]
             unknown = [str(k) for k in row if k not in expected]
@@ -77,7 +78,8 @@ def _from_instances(instances: list[Any], names: tuple[str, ...]) -> list[Any]:
     n = len(names)
     for i, row in enumerate(instances):
         if type(row) is not list:
-            raise RequestError(422, "bad_request", f"'instances' must hold lists of numbers; row {i} is {_type_name(row)}.")
+            raise RequestError(422, "bad_request",
+                               f"'instances' must hold lists of numbers; row {i} is {_type_name(row)}.")
         if len(row) != n:
             raise RequestError(422, "wrong_count", f"row {i} has {len(row)} values but the model takes {n}: "
                                                    f"{_names(list(names))}.")

@@ -97,7 +97,8 @@ def dashboard(text: str, previous: Dashboard | None = None, now: float | None = 
                  for s in samples.get("frugalml_nonfinite_values_total", [])}
     return Dashboard(
         at=now, model=dict(info[0].labels) if info else {}, requests=requests, predict_requests=predict,
-        request_rate=rate, errors=by("frugalml_errors_total", "kind"), in_flight=one("frugalml_requests_in_flight") or 0,
+        request_rate=rate, errors=by("frugalml_errors_total", "kind"),
+        in_flight=one("frugalml_requests_in_flight") or 0,
         p50_ms=None if p50 is None else p50 * 1e3, p99_ms=None if p99 is None else p99 * 1e3,
         cpu_percent=one("frugalml_process_cpu_percent"), memory_mb=one("frugalml_process_memory_megabytes"),
         monitoring=bool(one("frugalml_monitoring_enabled")), windows=one("frugalml_drift_windows_total") or 0,
@@ -143,7 +144,8 @@ def render(board: Dashboard, url: str):  # -> rich renderable
             drift.add_row(row.name, _fmt(row.psi), _fmt(row.ks), _fmt(row.ks_pvalue), "yes" if row.drifted else "",
                           style=style)
         parts.append(drift)
-    extra = {**{f"quality {k}": v for k, v in board.quality.items()}, **{f"custom {k}": v for k, v in board.custom.items()}}
+    extra = {**{f"quality {k}": v for k, v in board.quality.items()},
+             **{f"custom {k}": v for k, v in board.custom.items()}}
     if extra:
         table = Table(title="quality and custom metrics", title_justify="left")
         table.add_column("metric")

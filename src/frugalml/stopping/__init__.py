@@ -9,6 +9,7 @@ from frugalml.stopping._base import ML, STUDY, SYSTEM, StoppingRule, TrialView, 
 from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
 from frugalml.stopping._convert import FunctionRule, as_rules, rules_from_config
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
+from frugalml.stopping._predicted import PredictedBudget
 
 __all__ = [
     "ML",
@@ -19,6 +20,7 @@ __all__ = [
     "MedianStopping",
     "MemoryBudget",
     "Patience",
+    "PredictedBudget",
     "StepTimeBudget",
     "StoppingRule",
     "StudyComputeBudget",

@@ -9,6 +9,7 @@ from frugalml.records import StopInfo
 from frugalml.stopping._base import ML, StoppingRule, TrialView
 from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
+from frugalml.stopping._predicted import PredictedBudget
 
 BUDGET_KEYS: dict[str, Callable[[Any], StoppingRule]] = {
     "max_memory_mb": MemoryBudget,
@@ -40,6 +41,7 @@ STOPPING_KEYS: dict[str, Callable[[Any], StoppingRule | None]] = {
     "patience": _patience,
     "median": _median,
     "divergence": _divergence,
+    "predicted": PredictedBudget.from_config,  # also given the [budget] table
 }
 
 
@@ -67,7 +69,7 @@ def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, A
                     f"Unknown {table} rule '{key}' in [{table}]; known: {', '.join(sorted(known))}."
                 )
             try:
-                rule = known[key](value)
+                rule = PredictedBudget.from_config(value, budget or {}) if key == "predicted" else known[key](value)
             except TypeError as error:
                 raise ConfigError(f"Bad settings for [{table}] {key} = {value!r}: {error}.") from None
             if rule is not None:

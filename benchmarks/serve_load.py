@@ -1,0 +1,264 @@
+"""Prediction latency with monitoring on and off, side by side, on loopback.
+
+Starts ``frugalml serve`` twice on 127.0.0.1 with the same model (a diabetes
+logistic regression fitted as ``frugalml register`` fits it): once with the
+default monitoring (drift windows of 500 rows, PSI + KS per feature, two alert
+rules, request metrics) and once with ``enabled = false``. A separate driver
+process sends single-row ``POST /predict`` requests over keep-alive connections:
+
+1. closed loop (``--concurrency`` requests in flight) for ``--probe-s`` seconds
+   per server: the maximum throughput;
+2. open loop at 80% of the lowest of those probes, ``--rounds`` rounds of
+   ``--phase-s`` seconds per server, interleaved (off, on, on, off, ...) so drift in
+   machine load hits both alike; the server's CPU seconds per request are read
+   from the OS, a measure of monitoring's cost that a busy machine barely blurs.
+   Latency is measured from each request's scheduled send time, so a stalled
+   server is not hidden by the client waiting for it (no coordinated omission).
+
+Prints throughput and p50/p99 side by side and the p99 ratio (target < 1.10).
+
+Run: ``python benchmarks/serve_load.py [--probe-s 5] [--phase-s 6] [--rounds 4] [--concurrency 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MONITORING_ON = """
+window_rows = 500
+[[alerts]]
+name = "input drift"
+metric = "drift.detected"
+threshold = 1
+window = 2
+[[alerts]]
+name = "slow"
+metric = "latency.p99_ms"
+threshold = 250
+for_s = 30
+"""
+MONITORING_OFF = "enabled = false\n"
+
+
+# -- the driver (runs in its own process) ----------------------------------------------
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> None:
+    writer.write(payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected response: {head[:80]!r}")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+
+
+def _payloads(bodies: list[str], port: int) -> list[bytes]:
+    return [(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(body)}\r\n\r\n{body}").encode() for body in bodies]
+
+
+async def _closed(port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
+    done = 0
+    end = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < end:
+            await _request(reader, writer, payloads[i % len(payloads)])
+            done += 1
+            i += concurrency
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return {"throughput_rps": done / (time.perf_counter() - start)}
+
+
+async def _open(port: int, payloads: list[bytes], rate: float, seconds: float, connections: int) -> dict:
+    """Request i is due at start + i / rate; idle workers take the next due request."""
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    next_index = 0
+    start = time.perf_counter() + 0.1
+
+    async def worker() -> None:
+        nonlocal next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while next_index < n:
+            i, next_index = next_index, next_index + 1
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await _request(reader, writer, payloads[i % len(payloads)])
+            latencies.append(time.perf_counter() - due)
+        writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1e3
+    return {"offered_rps": rate, "achieved_rps": n / elapsed, "requests": n,
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def drive(args: argparse.Namespace) -> None:
+    bodies = json.loads(Path(args.bodies).read_text())
+    payloads = _payloads(bodies, args.port)
+    if args.rate:
+        result = asyncio.run(_open(args.port, payloads, args.rate, args.seconds, args.concurrency * 2))
+    else:
+        result = asyncio.run(_closed(args.port, payloads, args.concurrency, args.seconds))
+    print(json.dumps(result))
+
+
+# -- the orchestrator --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _prepare(folder: Path) -> tuple[Path, Path]:
+    from frugalml.registry import build_reference, fit_model, raw_split
+    from frugalml.serve import save_model
+    from frugalml.workloads import prepare_dataset, resolve_dataset
+
+    data = prepare_dataset(resolve_dataset("diabetes"), seed=0)
+    split = raw_split(data)
+    model = fit_model(data, "logistic_regression", {"batch_size": 32, "learning_rate": 0.01})
+    model_dir = save_model(model, build_reference(model, data, split), folder / "model")
+    bodies = [json.dumps({"instances": [row.tolist()]}) for row in split.X_test]
+    (folder / "bodies.json").write_text(json.dumps(bodies))
+    return model_dir, folder / "bodies.json"
+
+
+class _Server:
+    def __init__(self, model_dir: Path, config: Path, log: Path) -> None:
+        import httpx
+
+        self.port = _free_port()
+        self._log = log.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "frugalml.cli", "serve", str(model_dir), "--port", str(self.port),
+             "--config", str(config), "--log-level", "warning"], stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited: {log.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2, trust_env=False).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise SystemExit("server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+        self._log.close()
+
+
+def _drive(port: int, bodies: Path, seconds: float, concurrency: int, rate: float | None = None) -> dict:
+    command = [sys.executable, __file__, "drive", "--port", str(port), "--bodies", str(bodies),
+               "--seconds", str(seconds), "--concurrency", str(concurrency)]
+    if rate:
+        command += ["--rate", str(rate)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 4 + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"driver failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout)
+
+
+def _phase(server: _Server, bodies: Path, seconds: float, concurrency: int, rate: float | None = None) -> dict:
+    """One driver run, plus the server's CPU seconds per request over it."""
+    import psutil
+
+    process = psutil.Process(server.process.pid)
+    before = sum(process.cpu_times()[:2])
+    result = _drive(server.port, bodies, seconds, concurrency, rate)
+    requests = result.get("requests") or result["throughput_rps"] * seconds
+    result["server_cpu_ms_per_request"] = (sum(process.cpu_times()[:2]) - before) / requests * 1e3
+    return result
+
+
+def main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model_dir, bodies = _prepare(folder)
+        (folder / "on.toml").write_text(MONITORING_ON)
+        (folder / "off.toml").write_text(MONITORING_OFF)
+        servers = {mode: _Server(model_dir, folder / f"{mode}.toml", folder / f"{mode}.log") for mode in ("on", "off")}
+        try:
+            for mode in ("off", "on"):
+                _drive(servers[mode].port, bodies, 2, args.concurrency)  # warm-up
+            probes: dict[str, list[float]] = {"on": [], "off": []}
+            for mode in ("off", "on", "on", "off"):
+                probes[mode].append(_drive(servers[mode].port, bodies, args.probe_s, args.concurrency)["throughput_rps"])
+            maxima = {mode: max(found) for mode, found in probes.items()}
+            # 80% of the lowest probe: on a shared machine the capacity the open loop meets varies
+            rate = 0.8 * min(min(found) for found in probes.values())
+            rounds: dict[str, list[dict]] = {"on": [], "off": []}
+            order = [mode for k in range(args.rounds) for mode in (("off", "on") if k % 2 == 0 else ("on", "off"))]
+            for mode in order:
+                rounds[mode].append(_phase(servers[mode], bodies, args.phase_s, args.concurrency, rate))
+        finally:
+            for server in servers.values():
+                server.stop()
+    _report(args, maxima, rate, rounds)
+
+
+def _report(args: argparse.Namespace, maxima: dict[str, float], rate: float, rounds: dict[str, list[dict]]) -> None:
+    median = {mode: {key: float(np.median([r[key] for r in results])) for key in results[0]}
+              for mode, results in rounds.items()}
+    print(f"single-row POST /predict on 127.0.0.1, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; open loop at 80% of the lowest max-throughput probe = {rate:.0f} req/s; "
+          f"{args.rounds} rounds of {args.phase_s:g} s per mode, interleaved; medians over rounds\n")
+    print(f"{'':32}{'monitoring off':>16}{'monitoring on':>16}")
+    print(f"{'max throughput (req/s)':32}{maxima['off']:>16.0f}{maxima['on']:>16.0f}")
+    for key, label in (("achieved_rps", "achieved at 80% (req/s)"), ("p50_ms", "p50 latency (ms)"),
+                       ("p99_ms", "p99 latency (ms)"), ("server_cpu_ms_per_request", "server CPU per request (ms)")):
+        print(f"{label:32}{median['off'][key]:>16.3f}{median['on'][key]:>16.3f}")
+    for mode in ("off", "on"):
+        print(f"  p99 per round, {mode:>3} (ms): " + ", ".join(f"{r['p99_ms']:.2f}" for r in rounds[mode]))
+    ratio = median["on"]["p99_ms"] / median["off"]["p99_ms"]
+    cpu = median["on"]["server_cpu_ms_per_request"] / median["off"]["server_cpu_ms_per_request"]
+    print(f"\np99 ratio on/off: {ratio:.3f} (target < 1.10: {'met' if ratio < 1.10 else 'NOT met'}); "
+          f"server CPU per request ratio: {cpu:.3f}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    driver = sub.add_parser("drive", help="(internal) the load-generating process")
+    driver.add_argument("--port", type=int, required=True)
+    driver.add_argument("--bodies", required=True)
+    driver.add_argument("--seconds", type=float, required=True)
+    driver.add_argument("--concurrency", type=int, default=8)
+    driver.add_argument("--rate", type=float)
+    parser.add_argument("--probe-s", type=float, default=5.0, help="closed-loop seconds per probe")
+    parser.add_argument("--phase-s", type=float, default=6.0, help="open-loop seconds per round and mode")
+    parser.add_argument("--rounds", type=int, default=4, help="open-loop rounds per mode")
+    parser.add_argument("--concurrency", type=int, default=8)
+    return parser
+
+
+if __name__ == "__main__":
+    arguments = _parser().parse_args()
+    drive(arguments) if arguments.command == "drive" else main(arguments)

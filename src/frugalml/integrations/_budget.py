@@ -1,0 +1,36 @@
+"""What both adapters share: budgets from user input, and a rule's view of reported metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from frugalml.exceptions import ConfigError
+from frugalml.records import Window
+from frugalml.stopping import StoppingRule, TrialView
+from frugalml.stopping._convert import BUDGET_KEYS, rules_from_config
+
+
+def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[str, Any]) -> list[StoppingRule]:
+    """Rules for ``budget`` (a ``[budget]`` table) merged with keyword budgets."""
+    merged = {**dict(budget or {}), **budgets}
+    if not merged:
+        raise ConfigError(f"{owner} needs at least one budget: {', '.join(sorted(BUDGET_KEYS))}.")
+    return rules_from_config(merged, None)
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric metrics of a result dict as floats (NaN, nested dicts and strings dropped)."""
+    return {
+        name: float(value) for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    }
+
+
+def view_of(trial_id: Any, step: int, metrics: Mapping[str, float], study_cpu_s: float = 0.0) -> TrialView:
+    """A snapshot of a trial whose latest report was ``metrics`` at ``step``: budgets read
+    the latest window and sample, so one window is enough."""
+    return TrialView(
+        trial_id=str(trial_id), steps_done=step, wall_s=metrics.get("wall_s", 0.0), cpu_s=metrics.get("cpu_s", 0.0),
+        windows=(Window(step, dict(metrics)),), sample=metrics, study_cpu_s=study_cpu_s,
+    )

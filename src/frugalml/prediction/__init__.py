@@ -1,0 +1,45 @@
+"""Predict a trial's system cost before it wastes the budget.
+
+* :func:`estimate_trial`: in a running trial, its peak memory, step time and total
+  time at the end of training, from its first windows (used by the ``predicted``
+  stopping rule, :class:`frugalml.stopping.PredictedBudget`);
+* :class:`CostModel`: across configurations, the cost of one that has not run, from
+  its hyperparameters and the dataset's shape;
+* :class:`ConfigGate`: skips configurations predicted over budget and re-checks the
+  model against every trial that runs (the study file's ``[prediction]`` table);
+* :func:`constraint_values`: budget violations in the form Optuna's samplers learn from;
+* :func:`evaluate_prediction`: prediction error on the thesis workloads.
+"""
+
+from frugalml.prediction._constraints import constraint_values
+from frugalml.prediction._cost_model import (
+    BUDGET_METRICS, METRICS, CostModel, DatasetShape, broken_metric, observed_costs, steady_step_ms,
+)
+from frugalml.prediction._estimate import Estimate, TrialEstimate, check_confidence, estimate_trial
+from frugalml.prediction._evaluate import (
+    ErrorRow, cross_config_errors, evaluate_prediction, in_trial_errors, learning_rate_effect,
+)
+from frugalml.prediction._gate import SKIP_REASON, ConfigGate, PredictionSettings
+
+__all__ = [
+    "BUDGET_METRICS",
+    "ConfigGate",
+    "CostModel",
+    "DatasetShape",
+    "ErrorRow",
+    "Estimate",
+    "METRICS",
+    "PredictionSettings",
+    "SKIP_REASON",
+    "TrialEstimate",
+    "broken_metric",
+    "check_confidence",
+    "constraint_values",
+    "cross_config_errors",
+    "estimate_trial",
+    "evaluate_prediction",
+    "in_trial_errors",
+    "learning_rate_effect",
+    "observed_costs",
+    "steady_step_ms",
+]

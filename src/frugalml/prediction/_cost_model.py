@@ -1,0 +1,196 @@
+"""Cross-configuration cost model: a configuration's step time, memory and CPU before it runs.
+
+The thesis found that system cost depends on the batch and the dataset's shape, not
+on the learning rate. A batch of ``b`` rows of a dataset with ``f`` features is
+``min(b, n_train) * f * 8 / 2**20`` MB of float64 ("batch MB"); each metric is
+modelled as linear in it::
+
+    metric = a + c * batch_mb      (+ c_j * value of any other numeric feature named)
+
+which reads physically: a fixed cost (the worker, the model) plus a cost per batch
+byte (copies, arithmetic). The fit is weighted least squares on relative errors
+(weights ``1 / y**2``), because costs span orders of magnitude between batch sizes.
+The prediction interval is the textbook one for that model (Student t with
+``n - p`` degrees of freedom, the new point's leverage included), with a floor of
+``MIN_RELATIVE_SPREAD`` on the residual spread so a lucky, perfect fit is not
+taken as certainty.
+
+Observations come from finished and stopped trials. A trial stopped for breaking a
+budget only shows a lower bound of the cost it broke (it was killed on the way up),
+so that cost is left out of the fit; its other costs count.
+
+Example:
+    >>> shape = DatasetShape(n_train=49000, n_features=784)
+    >>> model = CostModel(min_observations=3).fit(records, shape)                          # doctest: +SKIP
+    >>> model.predict({"batch_size": 30000, "learning_rate": 0.01})["peak_memory_mb"]                   # doctest: +SKIP
+    Estimate(value=298.1, low=281.0, high=315.2)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from frugalml.exceptions import ConfigError
+from frugalml.prediction._estimate import Estimate, check_confidence
+from frugalml.records import TrialRecord, TrialStatus
+
+METRICS = ("mean_step_ms", "peak_memory_mb", "cpu_ms_per_step")
+# budget key -> the predicted metric it limits
+BUDGET_METRICS = {
+    "max_memory_mb": "peak_memory_mb",
+    "max_mean_step_ms": "mean_step_ms",
+    "max_trial_seconds": "trial_seconds",
+}
+MIN_RELATIVE_SPREAD = 0.03
+
+
+class DatasetShape(NamedTuple):
+    """The training split's shape; None where unknown (a user's own training function)."""
+
+    n_train: int | None = None
+    n_features: int | None = None
+
+
+def steady_step_ms(record: TrialRecord) -> float | None:
+    """The trial's steady step time: median window mean after the first (warm-up) window."""
+    means = [w.values["mean_step_ms"] for w in record.windows if math.isfinite(w.values.get("mean_step_ms", math.nan))]
+    if not means:
+        return None
+    return statistics.median(means[1:] if len(means) > 1 else means)
+
+
+def broken_metric(record: TrialRecord) -> str | None:
+    """The metric whose budget stopped or skipped ``record`` (its measured value is censored)."""
+    if record.stop is None or record.stop.kind != "system":
+        return None
+    budget = record.stop.rule.removeprefix("predicted_").removeprefix("skipped_")
+    return BUDGET_METRICS.get(budget)
+
+
+def observed_costs(record: TrialRecord) -> dict[str, float]:
+    """The costs a trial measured: steady step time, peak memory, CPU-ms per step."""
+    costs: dict[str, float] = {}
+    if (step := steady_step_ms(record)) is not None and step > 0:
+        costs["mean_step_ms"] = step
+    if (peak := record.peak("memory_mb")) is not None and math.isfinite(peak) and peak > 0:
+        costs["peak_memory_mb"] = peak
+    if record.steps_done and record.cpu_s > 0:
+        costs["cpu_ms_per_step"] = record.cpu_s / record.steps_done * 1000.0
+    return costs
+
+
+@dataclass(frozen=True)
+class _Fit:
+    beta: np.ndarray
+    covariance: np.ndarray  # of beta
+    sigma: float  # relative residual spread
+    dof: int
+    n: int
+
+
+class CostModel:
+    """Predicts a configuration's costs from its hyperparameters and the dataset's shape.
+
+    Args:
+        features: numeric parameters the cost depends on; ``batch_size`` enters as
+            batch MB (clamped to the training split) when the shape is known.
+        min_observations: trials needed before the model predicts anything.
+        confidence: one-sided confidence of the predicted bounds.
+    """
+
+    def __init__(self, features: Sequence[str] = ("batch_size",), *, min_observations: int = 4,
+                 confidence: float = 0.9) -> None:
+        if isinstance(features, str) or not features or not all(isinstance(f, str) for f in features):
+            raise ConfigError(
+                f"The 'features' parameter of CostModel must be a non-empty list of names. Got {features!r} instead."
+            )
+        if isinstance(min_observations, bool) or not isinstance(min_observations, int) or min_observations < 2:
+            raise ConfigError(
+                f"The 'min_observations' parameter of CostModel must be an int in the range [2, inf). "
+                f"Got {min_observations!r} instead."
+            )
+        self.features = tuple(features)
+        self.min_observations = min_observations
+        self.confidence = check_confidence("CostModel", confidence)
+
+    def design(self, params: Mapping[str, Any]) -> list[float] | None:
+        """The regressors of a configuration: [1, feature values...]; None if one is missing."""
+        shape = getattr(self, "shape_", DatasetShape())
+        row = [1.0]
+        for name in self.features:
+            value = params.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return None
+            if name == "batch_size" and shape.n_features:
+                rows = min(value, shape.n_train) if shape.n_train else value
+                value = rows * shape.n_features * 8 / 2**20
+            row.append(float(value))
+        return row
+
+    def fit(self, records: Sequence[TrialRecord], shape: DatasetShape = DatasetShape()) -> CostModel:
+        """Fit on the trials that ran (completed or stopped); others are ignored."""
+        self.shape_ = shape
+        self.fits_: dict[str, _Fit] = {}
+        rows: dict[str, tuple[list[list[float]], list[float]]] = {m: ([], []) for m in METRICS}
+        used = 0
+        for record in records:
+            if record.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
+                continue
+            x = self.design(record.params)
+            if x is None:
+                continue
+            used += 1
+            censored = broken_metric(record)
+            for metric, value in observed_costs(record).items():
+                if metric == censored:
+                    continue
+                rows[metric][0].append(x)
+                rows[metric][1].append(value)
+        self.n_observations_ = used
+        for metric, (X, y) in rows.items():
+            if len(y) < self.min_observations:
+                continue
+            fit = self._fit(np.array(X, dtype=float), np.array(y, dtype=float))
+            if fit is not None:
+                self.fits_[metric] = fit
+        return self
+
+    @staticmethod
+    def _fit(X: np.ndarray, y: np.ndarray) -> _Fit | None:
+        n, p = X.shape
+        if n - p < 1 or np.linalg.matrix_rank(X) < p:
+            return None
+        sqrt_w = 1.0 / y
+        Xw, yw = X * sqrt_w[:, None], y * sqrt_w
+        beta, *_ = np.linalg.lstsq(Xw, yw, rcond=None)
+        residual = yw - Xw @ beta
+        sigma = max(math.sqrt(float(residual @ residual) / (n - p)), MIN_RELATIVE_SPREAD)
+        covariance = sigma**2 * np.linalg.pinv(Xw.T @ Xw)
+        return _Fit(beta, covariance, sigma, n - p, n)
+
+    def predict(self, params: Mapping[str, Any]) -> dict[str, Estimate]:
+        """Predicted costs of ``params`` (metrics the model cannot predict yet are left out)."""
+        from scipy.stats import t as student_t
+
+        x = self.design(params)
+        if x is None:
+            return {}
+        x0 = np.array(x)
+        predictions = {}
+        for metric, fit in self.fits_.items():
+            value = float(x0 @ fit.beta)
+            if value <= 0:
+                continue  # extrapolated below zero: the linear form does not hold there
+            se = math.sqrt(fit.sigma**2 * value**2 + float(x0 @ fit.covariance @ x0))
+            t = float(student_t.ppf(self.confidence, fit.dof))
+            predictions[metric] = Estimate(value, max(0.0, value - t * se), value + t * se)
+        return predictions
+
+    @property
+    def ready(self) -> bool:
+        return bool(getattr(self, "fits_", None))

@@ -1,0 +1,206 @@
+"""Before a configuration runs: predict its cost, skip it if it cannot fit, re-check after.
+
+Settings come from the study file's ``[prediction]`` table::
+
+    [prediction]
+    skip = true                 # false: predict and re-check, never skip
+    confidence = 0.9            # skip only when the lower bound breaks a budget
+    min_observations = 4        # trials of the workload needed before anything is skipped
+    features = ["batch_size"]   # parameters the cost depends on (see CostModel)
+    history = ["studies/old"]   # earlier studies of the same workloads, used as observations
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from frugalml.exceptions import ConfigError
+from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
+from frugalml.prediction._estimate import Estimate
+from frugalml.records import StopInfo, TrialRecord, TrialStatus
+
+SKIP_REASON = "skipped: predicted over budget"
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """The ``[prediction]`` table of a study; see the module docstring."""
+
+    skip: bool = True
+    confidence: float = 0.9
+    min_observations: int = 4
+    features: tuple[str, ...] = ("batch_size",)
+    history: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, table: Mapping[str, Any]) -> PredictionSettings:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {unknown} in [prediction]; allowed: {', '.join(known)}.")
+        values = dict(table)
+        if not isinstance(values.get("skip", True), bool):
+            raise ConfigError(f"[prediction] 'skip' must be true or false. Got {values['skip']!r} instead.")
+        for key in ("features", "history"):
+            if key in values:
+                if isinstance(values[key], str) or not all(isinstance(v, str) for v in values[key]):
+                    raise ConfigError(f"[prediction] '{key}' must be a list of strings. Got {values[key]!r} instead.")
+                values[key] = tuple(values[key])
+        settings = cls(**values)
+        CostModel(settings.features, min_observations=settings.min_observations, confidence=settings.confidence)
+        return settings
+
+
+def _as_dict(estimate: Estimate) -> dict[str, float]:
+    return {"predicted": estimate.value, "low": estimate.low, "high": estimate.high}
+
+
+class ConfigGate:
+    """Predicts each configuration of one workload before it is launched.
+
+    Args:
+        settings: the study's prediction settings.
+        budget: the study's budgets (only memory, step time and trial time matter here).
+        workload: the workload's name (trial ids start with it).
+        shape: the training split's shape, for batch MB.
+        records: returns this workload's trials so far (the model refits when they change).
+        history: trials of the same workload from earlier studies.
+    """
+
+    def __init__(self, settings: PredictionSettings, budget: Mapping[str, float], workload: str,
+                 shape: DatasetShape, records: Callable[[], Sequence[TrialRecord]],
+                 history: Sequence[TrialRecord] = ()) -> None:
+        self.settings = settings
+        self.budget = {k: float(v) for k, v in budget.items() if k in BUDGET_METRICS}
+        self.workload = workload
+        self.shape = shape
+        self.records = records
+        self.history = tuple(history)
+        self.model = CostModel(settings.features, min_observations=settings.min_observations,
+                               confidence=settings.confidence)
+        self._fitted_on = -1
+        self._predictions: dict[str, dict[str, Estimate]] = {}
+
+    @classmethod
+    def for_study(cls, study: Any, workload: Any, data: Any,
+                  records: Callable[[], Sequence[TrialRecord]]) -> ConfigGate | None:
+        """The gate of ``workload`` in ``study``, or None when the study does not predict."""
+        settings = study.prediction_settings()
+        if settings is None:
+            return None
+        shape = DatasetShape(data.n_train, data.n_features) if data is not None else DatasetShape()
+        history = [r for directory in settings.history for r in _load_history(directory)
+                   if r.workload == workload.name]
+        return cls(settings, study.budget, workload.name, shape, records, history)
+
+    def predict(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, Estimate]:
+        """Predicted costs of ``params``; empty until the model has enough observations."""
+        observed = [*self.history, *self.records()]
+        if len(observed) != self._fitted_on:
+            self.model.fit(observed, self.shape)
+            self._fitted_on = len(observed)
+        if not self.model.ready:
+            return {}
+        predictions = self.model.predict(params)
+        step = predictions.get("mean_step_ms")
+        if step is not None and steps_planned:
+            # training time alone: a lower bound of the wall time, which adds evaluation
+            predictions["trial_seconds"] = Estimate(*(v * steps_planned / 1000.0 for v in step))
+        return predictions
+
+    def skip(self, *, config_id: str, params: Mapping[str, Any], steps_planned: int | None, number: int,
+             repeats: int = 1) -> TrialRecord | None:
+        """A SKIPPED record if ``params`` is predicted over a budget, else None.
+
+        Predicted over budget means: the cost model's lower bound at the confidence
+        breaks it, or a configuration with the same cost features (differing only
+        in, say, the learning rate) was measured breaking it (a hard stop; a
+        predicted stop is not evidence enough). The model's prediction is
+        kept either way, so :meth:`annotate` can re-check it.
+        """
+        predictions = self.predict(params, steps_planned)
+        self._predictions[config_id] = predictions
+        if not self.settings.skip:
+            return None
+        prediction = self._over_budget(predictions) or self._same_cost_as_a_broken_one(params)
+        if prediction is None:
+            return None
+        cpu = predictions.get("cpu_ms_per_step") or predictions.get("mean_step_ms")
+        saved = cpu.value * steps_planned / 1000.0 * repeats if cpu and steps_planned else 0.0
+        key, metric, limit, low = prediction["budget"], prediction["metric"], prediction["threshold"], prediction["low"]
+        stop = StopInfo(
+            rule=f"skipped_{key}", kind="system", step=0, value=low, threshold=limit,
+            message=f"skipped: {metric} predicted >= {low:.4g} ({prediction['basis']}) > budget {limit:g}",
+        )
+        return TrialRecord(
+            trial_id=f"{self.workload}/{config_id}/r0", number=number, workload=self.workload,
+            config_id=config_id, repeat=0, params=dict(params), status=TrialStatus.SKIPPED,
+            steps_planned=steps_planned, steps_saved=(steps_planned or 0) * repeats, cpu_s_saved=saved,
+            stop=stop, info={"reason": SKIP_REASON, "prediction": prediction},
+        )
+
+    def _over_budget(self, predictions: dict[str, Estimate]) -> dict[str, Any] | None:
+        broken = [
+            (predictions[metric].low / limit, key, metric)
+            for key, limit in self.budget.items()
+            if (metric := BUDGET_METRICS[key]) in predictions and predictions[metric].low > limit
+        ]
+        if not broken:
+            return None
+        _, key, metric = max(broken)
+        return {
+            "budget": key, "metric": metric, "threshold": self.budget[key], **_as_dict(predictions[metric]),
+            "confidence": self.settings.confidence, "observations": self.model.n_observations_,
+            "basis": f"cost model, {self.settings.confidence:.0%} lower bound",
+            "costs": {m: _as_dict(e) for m, e in predictions.items()},
+        }
+
+    def _same_cost_as_a_broken_one(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        x = self.model.design(params)
+        if x is None:
+            return None
+        for record in [*self.history, *self.records()]:
+            key = record.stop.rule if record.stop is not None and record.stop.kind == "system" else None
+            if key not in self.budget or self.model.design(record.params) != x:
+                continue
+            return {
+                "budget": key, "metric": BUDGET_METRICS[key], "threshold": self.budget[key],
+                "predicted": record.stop.value, "low": record.stop.value, "high": None,
+                "confidence": self.settings.confidence, "observations": self.model.n_observations_,
+                "basis": f"same cost features as {record.trial_id}, which broke it",
+            }
+        return None
+
+    def annotate(self, record: TrialRecord) -> TrialRecord:
+        """Add predicted vs measured costs to a trial that ran (``info["cost_prediction"]``)."""
+        predictions = self._predictions.get(record.config_id)
+        if not predictions or record.status is TrialStatus.FAILED:
+            return record
+        measured = observed_costs(record)
+        if record.status is TrialStatus.COMPLETED:
+            measured["trial_seconds"] = record.wall_s
+        censored = broken_metric(record)
+        check: dict[str, Any] = {"observations": self.model.n_observations_}
+        for metric, estimate in predictions.items():
+            entry: dict[str, Any] = _as_dict(estimate)
+            value = measured.get(metric)
+            if value is not None and value > 0:
+                entry.update(measured=value, error=estimate.value / value - 1.0,
+                             within=estimate.low <= value <= estimate.high)
+                if metric == censored:
+                    entry["measured_is_lower_bound"] = True  # stopped on the way up
+            check[metric] = entry
+        return replace(record, info={**record.info, "cost_prediction": check})
+
+
+def _load_history(directory: str) -> list[TrialRecord]:
+    from frugalml.store import ResultStore
+
+    path = Path(directory)
+    store = ResultStore(path)
+    if not store.exists:
+        raise ConfigError(f"[prediction] history: no study results in {path}; give the directory of an earlier study.")
+    return [r for r in store.trials(with_steps=False) if math.isfinite(r.cpu_s)]

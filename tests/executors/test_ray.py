@@ -1,0 +1,263 @@
+"""The Ray backend on a real two-node Ray cluster on loopback (one `ray start` per node).
+
+One cluster serves the whole module. It is torn down by killing exactly its own
+processes (those naming its temporary directory, and their children), not with
+`ray stop --force`, which would kill every Ray process of this user on the machine,
+other test runs' included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra: pip install 'frugalml[ray]'")
+
+import trainers  # noqa: E402
+from frugalml import ResultStore, Search, Study, Workload, tune  # noqa: E402
+from frugalml.executors._ray import ShippedData, connect, localize, ship  # noqa: E402
+from frugalml.records import TrialStatus  # noqa: E402
+from frugalml.tracking import default_uri  # noqa: E402
+from helpers import TESTS, cli, mlflow_trial_runs, write_study  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cluster_processes(tag: str) -> list[psutil.Process]:
+    found: dict[int, psutil.Process] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid != os.getpid() and any(tag in arg for arg in process.info["cmdline"] or ()):
+            found[process.pid] = process
+            try:
+                found.update((child.pid, child) for child in process.children(recursive=True))
+            except psutil.Error:
+                pass
+    return list(found.values())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes with one CPU each; yields (address, node cache dir)."""
+    temp_dir = tempfile.mkdtemp(prefix="frugalml-ray-", dir="/tmp")  # short: Ray's socket paths are limited
+    cache = Path(temp_dir) / "node-cache"
+    port = _free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    # Token auth off, explicitly: left unset, Ray 2.60 enables it on a head node that finds
+    # ~/.ray/auth_token, but neither on a node joining it nor on a driver given an address.
+    env = {
+        **os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "FRUGALML_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+    }
+    common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}", cache
+    finally:
+        ray.shutdown()
+        for process in _cluster_processes(temp_dir):
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _allocate_study(name: str, directory: Path, backend: str, address: str | None, mlflow: bool = False) -> Study:
+    return Study(
+        name=name, directory=str(directory), workers=2, backend=backend, address=address,
+        workloads=[Workload(train=trainers.allocate, train_kwargs={"steps": 300, "at_step": 100}, eval_every=50,
+                            max_steps=300, name="allocate")],
+        search=Search(space={"megabytes": [30, 500], "offset": [0.0, 1.0]}),
+        budget={"max_memory_mb": 400}, mlflow_uri="default" if mlflow else None,
+    )
+
+
+def test_a_study_runs_on_both_nodes_stops_over_budget_and_matches_a_local_run(cluster, tmp_path):
+    address, _ = cluster
+    on_ray = tune(_allocate_study("two-nodes", tmp_path / "ray", "ray", address, mlflow=True))
+    by_id = {r.trial_id: r for r in on_ray.records}
+    assert len(by_id) == 4
+    assert len({r.info["node"]["id"] for r in on_ray.records}) == 2  # both nodes ran trials
+    for record in on_ray.records:
+        if record.params["megabytes"] == 500:
+            assert record.status is TrialStatus.STOPPED
+            assert record.stop.rule == "max_memory_mb" and record.stop.kind == "system"
+            assert 400 < record.stop.value < 800 and record.steps_done < 300 and record.steps_saved > 0
+        else:
+            assert record.status is TrialStatus.COMPLETED and record.steps_done == 300
+
+    local = tune(_allocate_study("two-nodes", tmp_path / "local", "local", None))
+    for record in local.records:  # the same trials, statuses, stops, windows and metric names
+        twin = by_id[record.trial_id]
+        assert (twin.status, twin.stop and twin.stop.rule) == (record.status, record.stop and record.stop.rule)
+        assert set().union(*map(set, (w.values for w in twin.windows))) == set().union(
+            *map(set, (w.values for w in record.windows)))
+        assert set(twin.info) - {"node"} == set(record.info)
+        if record.status is TrialStatus.COMPLETED:  # a stop's step depends on when a sample lands
+            assert [(w.step, set(w.values)) for w in twin.windows] == [(w.step, set(w.values)) for w in record.windows]
+
+    stored = {r.trial_id: r for r in ResultStore(tmp_path / "ray").trials()}
+    assert stored == by_id  # the same local results store
+    runs = mlflow_trial_runs(default_uri(tmp_path / "ray"), "two-nodes")
+    assert set(runs) == set(by_id)  # and the same MLflow logging
+    stopped = next(r for r in on_ray.records if r.status is TrialStatus.STOPPED)
+    assert runs[stopped.trial_id].data.tags["stop_rule"] == "max_memory_mb"
+
+
+def test_a_ray_worker_killed_mid_trial_fails_that_trial_and_the_study_completes(cluster, tmp_path):
+    address, _ = cluster
+    killed: list[psutil.Process] = []
+
+    def kill_the_worker_of_trial_0() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for process in psutil.process_iter(["cmdline"]):
+                if (process.info["cmdline"] or [""])[0] == "ray::frugalml-trial-0":
+                    grandchildren = [p for p in process.children(recursive=True) if p.ppid() != process.pid]
+                    if grandchildren:  # the trial's own process (forked by the worker's forkserver) is up
+                        time.sleep(2.0)  # let it step and report its progress
+                        killed.extend([process, *process.children(recursive=True)])
+                        process.send_signal(signal.SIGKILL)
+                        return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_worker_of_trial_0, daemon=True)
+    killer.start()
+    study = Study(
+        name="killed", directory=str(tmp_path / "out"), workers=2, backend="ray", address=address,
+        workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 3000, "step_s": 0.002}, eval_every=100,
+                            name="steady")],
+        search=Search(space={"offset": [0.0, 1.0, 2.0]}), mlflow_uri=None,
+    )
+    result = tune(study)
+    killer.join(5)
+    assert killed, "trial 0's Ray worker was never found"
+    records = {r.number: r for r in result.records}
+    assert sorted(records) == [0, 1, 2]
+    failed = records[0]
+    assert failed.status is TrialStatus.FAILED
+    assert "Ray worker died" in failed.error and failed.info["ray_error"] == "WorkerCrashedError"
+    assert "node" in failed.info and failed.steps_done > 0  # how far it got, from its last exchange
+    assert [records[n].status for n in (1, 2)] == [TrialStatus.COMPLETED] * 2
+    assert ResultStore(tmp_path / "out").trials()[0].error == failed.error
+    deadline = time.monotonic() + 10  # the trial's own processes died with the worker
+    while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in killed):
+        time.sleep(0.1)
+    assert not [p.pid for p in killed if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_the_study_compute_budget_counts_trials_running_on_other_nodes(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(
+        name="compute", directory=str(tmp_path / "out"), workers=2, backend="ray", address=address,
+        workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 3000, "step_s": 0.002}, name="steady")],
+        search=Search(space={"offset": [0.0, 0.1, 0.2, 0.3]}), budget={"max_study_cpu_seconds": 3.0},
+        mlflow_uri=None,
+    )
+    result = tune(study)
+    stopped = [r for r in result.records if r.stop is not None and r.stop.rule == "max_study_cpu_seconds"]
+    assert stopped and len(result.records) < 4  # no trial started once the budget was spent
+    # The study total a node acted on included the trial running on the other node.
+    assert max(r.stop.value - r.cpu_s for r in stopped) > 0.3
+    assert sum(r.cpu_s for r in result.records) < 3.0 + 2.0
+
+
+RAY_STUDY = """
+[study]
+name = "ray-resume"
+workers = 2
+directory = "out"
+backend = "ray"
+
+[[workloads]]
+train = "trainers:steady"
+train_kwargs = {{ steps = 400, step_s = 0.002 }}
+eval_every = 50
+name = "steady"
+
+[search]
+method = "grid"
+space = {{ offset = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5] }}
+"""
+
+
+def test_resume_on_ray_after_the_driver_is_killed_loses_and_repeats_nothing(cluster, tmp_path):
+    address, _ = cluster
+    study_file = write_study(tmp_path / "s.toml", RAY_STUDY.format())
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--address", address, "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    store = ResultStore(tmp_path / "out")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(store.trial_ids() if store.exists else ()) < 2:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = {r.trial_id: r for r in store.trials()}
+    assert 2 <= len(before) < 6
+
+    resumed = cli("tune", str(study_file), "--backend", "ray", "--address", address, "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    after = {r.trial_id: r for r in store.trials()}
+    assert len(after) == 6 and len({r.number for r in after.values()}) == 6
+    for trial_id, record in before.items():  # finished trials kept as they were, not re-run
+        assert after[trial_id].number == record.number and after[trial_id].train_loss == record.train_loss
+    assert resumed.stdout.count("completed") == 6 - len(before)
+    assert all("node" in r.info for r in after.values())
+    assert set(mlflow_trial_runs(default_uri(tmp_path / "out"), "ray-resume")) == set(after)
+
+
+def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(cluster):
+    address, node_cache = cluster
+    connect(address, 1)
+    from frugalml.workloads import prepare_dataset, resolve_dataset
+
+    data = prepare_dataset(resolve_dataset("diabetes"), seed=0)
+    shipped = ship(data)
+    elsewhere = ShippedData(replace(data, directory=Path("/nonexistent") / data.directory.name), shipped.arrays)
+    here = ray.get(ray.remote(localize).remote(shipped))  # the node has the files: used in place
+    assert Path(here.directory) == Path(data.directory)
+    copy = ray.get(ray.remote(localize).remote(elsewhere))  # it lacks them: written once to its cache
+    assert Path(copy.directory) == node_cache / "prepared" / data.directory.name
+    for mine, theirs in zip(data.arrays(), copy.arrays()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert (copy.n_train, copy.task, copy.classes) == (data.n_train, data.task, data.classes)
+
+
+def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):
+    closed = _free_port()
+    study_file = write_study(tmp_path / "s.toml", RAY_STUDY.format())
+    for address, expected in ((f"127.0.0.1:{closed}", "Cannot reach a Ray cluster"), ("nonsense", "HOST:PORT")):
+        result = cli("tune", str(study_file), "--address", address)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "frugalml.db").exists()
+    no_ray = subprocess.run(  # as if Ray were not installed
+        [sys.executable, "-c", "import sys; sys.modules['ray'] = None; from frugalml.cli import main; "
+         f"sys.exit(main(['tune', {str(study_file)!r}]))"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=120,
+    )
+    assert no_ray.returncode == 2 and "pip install 'frugalml[ray]'" in no_ray.stderr

@@ -1,0 +1,102 @@
+"""The cross-configuration cost model: linear in batch MB, learning rate left out."""
+
+from __future__ import annotations
+
+import pytest
+
+from frugalml import ConfigError, StopInfo, TrialRecord, TrialStatus, Window
+from frugalml.prediction import CostModel, DatasetShape, observed_costs
+
+SHAPE = DatasetShape(n_train=49_000, n_features=784)  # mnist_784's training split
+
+
+def batch_mb(batch: int) -> float:
+    return min(batch, SHAPE.n_train) * SHAPE.n_features * 8 / 2**20
+
+
+def record(batch: int, lr: float, *, noise: float = 1.0, status=TrialStatus.COMPLETED, stop=None) -> TrialRecord:
+    """A trial whose costs follow memory = 117 + 1.0 * batch MB, step = 20 + 4 * batch MB (ms)."""
+    memory = (117 + batch_mb(batch)) * noise
+    step = (20 + 4 * batch_mb(batch)) * noise
+    windows = tuple(Window(10 * i, {"mean_step_ms": step * (3 if i == 1 else 1), "memory_mb": memory})
+                    for i in range(1, 5))
+    return TrialRecord(
+        trial_id=f"w/{batch},{lr}/r0", number=0, workload="w", config_id=f"{batch},{lr}", repeat=0,
+        params={"batch_size": batch, "learning_rate": lr}, status=status, steps_done=40, steps_planned=40,
+        cpu_s=step * 40 / 1000, windows=windows, stop=stop,
+    )
+
+
+def grid(batches, noises=(0.97, 1.03)):
+    return [record(b, lr, noise=n) for b in batches for lr, n in zip((0.1, 0.001), noises)]
+
+
+def test_observed_costs_leave_out_the_warm_up_window():
+    costs = observed_costs(record(300, 0.1))
+    assert costs["mean_step_ms"] == pytest.approx(20 + 4 * batch_mb(300))
+    assert costs["peak_memory_mb"] == pytest.approx(117 + batch_mb(300))
+
+
+def test_an_unseen_batch_size_is_predicted_within_its_bounds():
+    model = CostModel(min_observations=4).fit(grid([30, 300, 3000]), SHAPE)
+    predicted = model.predict({"batch_size": 30000, "learning_rate": 0.05})
+    true_memory, true_step = 117 + batch_mb(30000), 20 + 4 * batch_mb(30000)
+    assert predicted["peak_memory_mb"].value == pytest.approx(true_memory, rel=0.05)
+    assert predicted["peak_memory_mb"].low <= true_memory <= predicted["peak_memory_mb"].high
+    assert predicted["mean_step_ms"].low <= true_step <= predicted["mean_step_ms"].high
+
+
+def test_learning_rate_does_not_change_a_prediction():
+    model = CostModel(min_observations=4).fit(grid([30, 300, 3000]), SHAPE)
+    assert model.predict({"batch_size": 3000, "learning_rate": 0.1}) == model.predict(
+        {"batch_size": 3000, "learning_rate": 1e-4}
+    )
+
+
+def test_nothing_is_predicted_before_enough_trials_or_without_the_feature():
+    assert not CostModel(min_observations=4).fit(grid([30]) + [record(300, 0.1)], SHAPE).predict({"batch_size": 99})
+    model = CostModel(min_observations=4).fit(grid([30, 300, 3000]), SHAPE)
+    assert model.predict({"learning_rate": 0.1}) == {}
+
+
+def test_batches_larger_than_the_data_cost_what_the_whole_split_costs():
+    model = CostModel(min_observations=4).fit(grid([30, 300, 3000]), SHAPE)
+    assert model.predict({"batch_size": 49_000}) == model.predict({"batch_size": 10**6})
+
+
+def test_stopped_trials_count_but_skipped_and_failed_ones_do_not():
+    stopped = record(30000, 0.1, status=TrialStatus.STOPPED,
+                     stop=StopInfo("max_memory_mb", "system", 1, 401.0, 400.0, "memory"))
+    skipped = record(30000, 0.01, status=TrialStatus.SKIPPED)
+    failed = record(3000, 0.01, status=TrialStatus.FAILED)
+    model = CostModel(min_observations=4).fit(grid([30, 300]) + [stopped, skipped, failed], SHAPE)
+    assert model.n_observations_ == 5
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="min_observations.*Got 1"):
+        CostModel(min_observations=1)
+    with pytest.raises(ConfigError, match="features"):
+        CostModel(features="batch_size")
+
+
+def gate(records, budget, **settings):
+    from frugalml.prediction import ConfigGate, PredictionSettings
+
+    return ConfigGate(PredictionSettings(**settings), budget, "w", SHAPE, lambda: records)
+
+
+def test_the_gate_skips_what_the_model_puts_over_budget_at_the_confidence():
+    records = grid([30, 300, 3000, 10000])
+    skipped = gate(records, {"max_memory_mb": 250}).skip(
+        config_id="30000", params={"batch_size": 30000, "learning_rate": 0.1}, steps_planned=40, number=9)
+    prediction = skipped.info["prediction"]
+    assert prediction["basis"].startswith("cost model") and prediction["low"] > 250
+    assert prediction["predicted"] == pytest.approx(117 + batch_mb(30000), rel=0.05)
+    assert skipped.cpu_s_saved == pytest.approx((20 + 4 * batch_mb(30000)) * 40 / 1000, rel=0.1)
+    # a budget just above the predicted cost is not broken at 90% confidence
+    assert gate(records, {"max_memory_mb": 310}).skip(
+        config_id="30000", params={"batch_size": 30000}, steps_planned=40, number=9) is None
+    # skip = false: predict (for the re-check) but never skip
+    assert gate(records, {"max_memory_mb": 250}, skip=False).skip(
+        config_id="30000", params={"batch_size": 30000}, steps_planned=40, number=9) is None

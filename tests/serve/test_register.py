@@ -1,0 +1,104 @@
+"""``frugalml register`` on a real tiny study, then ``frugalml serve models:/NAME@champion``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from frugalml import Search, Study, Workload, tune
+from frugalml.exceptions import ConfigError
+from serve_helpers import ServerProcess
+
+PREDICT_TOKEN = "predict-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("study") / "reg"
+    spec = Study(
+        name="reg", workloads=[Workload(dataset="diabetes", algorithm="logistic_regression", eval_every=10)],
+        search=Search(space={"batch_size": [16, 64], "learning_rate": [0.01]}), directory=str(directory),
+    )
+    return tune(spec)
+
+
+def test_register_refits_the_best_config_and_records_its_profile(study, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from frugalml.cli import main
+    from frugalml.tracking import default_uri
+
+    monitoring = tmp_path / "monitoring.toml"
+    monitoring.write_text("window_rows = 200\n")
+    assert main(["register", study.directory, "--alias", "champion", "--monitoring", str(monitoring)]) == 0
+    assert "registered reg-diabetes-logistic_regression version 1" in capsys.readouterr().out
+    assert main(["register", study.directory, "--alias", "challenger"]) == 0
+
+    client = MlflowClient(tracking_uri=default_uri(study.directory), registry_uri=default_uri(study.directory))
+    champion = client.get_model_version_by_alias("reg-diabetes-logistic_regression", "champion")
+    challenger = client.get_model_version_by_alias("reg-diabetes-logistic_regression", "challenger")
+    assert (str(champion.version), str(challenger.version)) == ("1", "2")
+    tags = champion.tags
+    best = study.best_feasible()
+    assert tags["frugalml.config_id"] == best.config_id and tags["frugalml.study"] == "reg"
+    assert json.loads(tags["frugalml.params"]) == best.params
+    for key in ("single_row_p50_ms", "single_row_p99_ms", "batch1000_p50_ms", "batch1000_p99_ms",
+                "study_mean_step_ms"):
+        assert float(tags[f"frugalml.profile.{key}"]) > 0
+    for key, measured in best.mean.items():  # the study's system profile, as far as it was measured
+        assert float(tags[f"frugalml.profile.study_{key}"]) == pytest.approx(measured, rel=1e-5)
+    assert float(tags["frugalml.profile.refit_accuracy"]) == pytest.approx(best.mean["accuracy"])
+    assert [f["name"] for f in json.loads(tags["frugalml.schema"])][:2] == ["preg", "plas"]
+
+    from frugalml.serve import load_model
+
+    served = load_model("models:/reg-diabetes-logistic_regression@champion", default_uri(study.directory))
+    assert served.version == "1" and served.monitoring["window_rows"] == 200
+    assert served.reference.training_sha256 == tags["frugalml.training_sha256"]
+    assert len(served.reference.features[1].sample) > 100 and len(served.reference.features[1].edges) >= 5
+
+
+def test_serve_a_registered_alias_with_token_and_rate_limit(study, diabetes, tmp_path):
+    import mlflow.sklearn
+
+    from frugalml.tracking import default_uri
+
+    uri = "models:/reg-diabetes-logistic_regression@champion"
+    server = ServerProcess(uri, "--study", study.directory, "--predict-token", PREDICT_TOKEN, "--rate-limit", "20/s",
+                           log=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        _, split = diabetes
+        mlflow.set_tracking_uri(default_uri(study.directory))
+        mlflow.set_registry_uri(default_uri(study.directory))
+        model = mlflow.sklearn.load_model(uri)
+        auth = {"Authorization": f"Bearer {PREDICT_TOKEN}"}
+        response = server.client.post("/predict", json={"instances": split.X_test[:50].tolist()}, headers=auth)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == model.predict(split.X_test[:50]).tolist()
+        assert response.json()["model_version"] == "1"
+        assert server.client.post("/predict", json={"instances": split.X_test[:1].tolist()}).status_code == 401
+        assert server.client.post("/admin/reload").status_code == 403  # no admin token: admin is off
+        codes = [server.client.post("/predict", json={"instances": split.X_test[:1].tolist()}, headers=auth).status_code
+                 for _ in range(60)]
+        assert 429 in codes and codes[0] == 200
+        assert server.client.get("/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_register_refuses_what_it_cannot_register(tmp_path, capsys):
+    from frugalml.cli import main
+    from frugalml.registry import _workload_spec
+
+    assert main(["register", str(tmp_path / "nothing")]) == 2
+    assert "No study" in capsys.readouterr().err
+    two = {"workloads": [{"name": "a", "algorithm": "svm"}, {"name": "b", "algorithm": "svm"}]}
+    with pytest.raises(ConfigError, match="pass --workload"):
+        _workload_spec(two, None)
+    with pytest.raises(ConfigError, match="no workload 'c'"):
+        _workload_spec(two, "c")
+    assert main(["serve", str(tmp_path / "no-model")]) == 2
+    assert "no model directory" in capsys.readouterr().err
+
