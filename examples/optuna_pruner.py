@@ -24,6 +24,7 @@ def objective(trial):                       # a plain Optuna objective
 
 study = optuna.create_study(
     storage="sqlite:///optuna-study.db", study_name="frugal", load_if_exists=True,
+    sampler=optuna.samplers.TPESampler(seed=6),
     pruner=SystemBudgetPruner(max_memory_mb=400, wrapped=optuna.pruners.MedianPruner()),
 )
 study.optimize(objective, n_trials=6)

@@ -8,8 +8,16 @@ import json
 import math
 from typing import Any, Sequence
 
+from rich.console import Console
+
 from frugalml.records import TrialRecord
 from frugalml.results import ComputeAccount
+
+
+def wide_console() -> Console:
+    """A console at the terminal's width, or 160 columns when output is piped (rich would wrap at 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def trial_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:

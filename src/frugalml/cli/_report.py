@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from frugalml.cli._format import fmt, to_csv, to_json
+from frugalml.cli._format import fmt, to_csv, to_json, wide_console
 from frugalml.exceptions import ConfigError, StoreError
 
 
@@ -56,7 +56,6 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from frugalml.cli._show import study_directory
@@ -83,5 +82,5 @@ def run_compare(args: argparse.Namespace) -> int:
             for metric in COMPARED:
                 cells += [fmt(row[f"{metric}_a"]), fmt(row[f"{metric}_b"]), fmt(row[f"{metric}_ratio"], 3)]
             table.add_row(*cells)
-        Console(width=max(160, Console().width)).print(table)
+        wide_console().print(table)
     return 0

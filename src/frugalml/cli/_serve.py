@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from frugalml.cli._format import wide_console
     from rich.table import Table
 
     from frugalml.cli._show import study_directory
@@ -63,7 +63,7 @@ def run_register(args: argparse.Namespace) -> int:
         monitoring = as_monitoring_config(args.monitoring)
     version = register(directory, name=args.name, alias=args.alias, workload=args.workload, monitoring=monitoring,
                        tracking_uri=args.tracking_uri)
-    console = Console()
+    console = wide_console()
     console.print(f"registered [bold]{version.name}[/] version {version.version}"
                   + (f" (alias {version.alias})" if version.alias else "") + f" in {version.tracking_uri}")
     table = Table(title="profile")
@@ -111,7 +111,7 @@ def _server_url(target: str) -> str:
 
 def run_monitor(args: argparse.Namespace) -> int:
     import httpx
-    from rich.console import Console
+    from frugalml.cli._format import wide_console
     from rich.live import Live
 
     from frugalml.serve._watch import dashboard, render
@@ -128,7 +128,7 @@ def run_monitor(args: argparse.Namespace) -> int:
             raise FrugalError(f"cannot read {url}/metrics: {error}") from None
         return dashboard(response.text, previous)
 
-    console = Console()
+    console = wide_console()
     board = scrape(None)
     if args.once:
         console.print(render(board, url))

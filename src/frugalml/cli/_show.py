@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows
+from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
 from frugalml.results import compute_account
 from frugalml.store import ResultStore, find_stores
@@ -63,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
         for row in rows:
             table.add_row(*(fmt(row[c]) for c in ("study", "trials", "stopped", "failed", "best_feasible",
                                                    "used_cpu_s", "saved_cpu_s")))
-        Console().print(table)
+        wide_console().print(table)
     return 0
 
 
@@ -76,7 +75,7 @@ def run_show(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(to_csv(rows), end="")
         return 0
-    console = Console()
+    console = wide_console()
     table = Table(title=f"study {result.name}")
     params = sorted({k for r in result.records for k in r.params})
     columns = ["#", "workload", *params, "rep", "status", "stop", "val_loss", "acc/rmse", "step ms", "mem MB",

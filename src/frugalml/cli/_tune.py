@@ -7,11 +7,11 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from frugalml.cli._format import compute_line, fmt
+from frugalml.cli._format import compute_line, fmt, wide_console
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import best_feasible, compute_account
 from frugalml.study import load_study
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         study.backend = args.backend
     if args.address:
         study.address = args.address
-    console = Console()
+    console = wide_console()
     view = ProgressView(study)
     live = not args.no_progress and console.is_terminal
 
