@@ -177,3 +177,11 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     resumed = cli("tune", str(study_file), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert len(store.trial_ids()) == 8
+
+
+def test_gpus_per_trial_on_a_machine_without_gpus_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, even where the CI machine has one
+    body = STEADY_STUDY.format(name="gpu", steps=10) + "\n[execution]\ngpus_per_trial = 1\n"
+    _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")
+    body = STEADY_STUDY.format(name="gpu", steps=10) + "\n[execution]\ngpus_per_trial = -1\n"
+    _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")

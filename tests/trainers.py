@@ -99,3 +99,11 @@ def never_steps(trial) -> None:
 def hangs(trial) -> None:
     trial.step(loss=1.0)
     time.sleep(3600)
+
+
+def note_gpu_devices(trial, steps: int = 20) -> None:
+    """Records the ``CUDA_VISIBLE_DEVICES`` its worker was given, then steps."""
+    trial.set_info(cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    for _ in range(steps):
+        if trial.step(loss=1.0, n_samples=1):
+            trial.report(val_loss=1.0)

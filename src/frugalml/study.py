@@ -109,6 +109,7 @@ class Study:
     hang_timeout_s: float = 600.0
     pin: bool = True
     cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
     data_dir: str | None = None
     backend: str = "local"
     address: str | None = None
@@ -126,6 +127,13 @@ class Study:
         _positive_int("study 'workers'", self.workers)
         _positive_int("study 'repeats'", self.repeats)
         _positive_int("execution 'cpus_per_trial'", self.cpus_per_trial)
+        if isinstance(self.gpus_per_trial, bool) or not isinstance(self.gpus_per_trial, (int, float)) or not (
+            0 <= self.gpus_per_trial < float("inf")
+        ):
+            raise ConfigError(
+                f"execution 'gpus_per_trial' must be a number >= 0 (e.g. 1, or 0.5 to share a GPU). "
+                f"Got {self.gpus_per_trial!r} instead."
+            )
         if not (0 < self.sample_interval_s <= 0.5):
             raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
         if self.backend not in BACKENDS:
@@ -197,7 +205,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     tracking = dict(data.get("tracking", {}))
     _only("tracking", tracking, ["mlflow_uri"])
     execution = dict(data.get("execution", {}))
-    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial"])
+    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial"])
     prediction = dict(data.get("prediction", {}))
     if base_dir is not None and isinstance(prediction.get("history"), list):
         prediction["history"] = [str(base_dir / h) if isinstance(h, str) else h for h in prediction["history"]]

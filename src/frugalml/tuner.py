@@ -188,7 +188,7 @@ class Tuner:
         compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)
         executor = make_executor(
             self.study.backend, self.study.workers, address=self.study.address, rules=rules, sample_interval_s=self.study.sample_interval_s,
-            pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s,
+            pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s, gpus_per_trial=self.study.gpus_per_trial,
             peers=lambda name: [r for r in self.records if r.workload == name and r.status.finished],
             study_cpu_s=lambda: sum(r.cpu_s for r in self.records),
         )
@@ -251,6 +251,7 @@ class Tuner:
                     workload=plan.workload.name, config_id=config.config_id, repeat=repeat, params=params,
                     train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
                     steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
+                    gpus=self.study.gpus_per_trial,
                 )
                 executor.submit(task)
                 self._next_number += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import trainers
+from frugalml.exceptions import ConfigError
 from frugalml.executors import LocalExecutor, TrialTask
 from frugalml.records import TrialStatus
 from frugalml.stopping import MemoryBudget, StepTimeBudget
@@ -122,3 +123,26 @@ def test_trial_killed_by_the_kernel_oom_killer_is_recorded_as_failed():
 def test_hung_trial_is_killed_and_failed():
     record = run_one(trainers.hangs, hang_timeout_s=1.0)
     assert record.status is TrialStatus.FAILED and record.error.startswith("hung")
+
+
+def test_gpus_per_trial_gives_each_worker_slot_its_own_device_fake_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # declared devices: no real GPU here
+    executor = LocalExecutor(2, sample_interval_s=0.05, gpus_per_trial=1)
+    for number in range(2):
+        executor.submit(TrialTask(
+            trial_id=f"t/g{number}/r0", number=number, workload="t", config_id=f"g{number}", repeat=0, params={},
+            train=trainers.note_gpu_devices, train_kwargs={"steps": 400}, eval_every=100,
+        ))
+    records = []
+    while len(records) < 2:
+        records += executor.poll(1.0)
+    assert sorted(r.info["cuda_visible_devices"] for r in records) == ["3", "5"]
+
+
+def test_gpus_per_trial_without_a_visible_gpu_fails_before_any_trial(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hides any real GPU too
+    with pytest.raises(ConfigError, match="gpus_per_trial = 1 but 0 NVIDIA GPU"):
+        LocalExecutor(2, gpus_per_trial=1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ConfigError, match="gpus_per_trial = 2 but 1 NVIDIA GPU"):
+        LocalExecutor(1, gpus_per_trial=2)

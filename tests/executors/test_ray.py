@@ -28,6 +28,7 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra: 
 
 import trainers  # noqa: E402
 from frugalml import ResultStore, Search, Study, Workload, tune  # noqa: E402
+from frugalml.exceptions import ConfigError  # noqa: E402
 from frugalml.executors._ray import ShippedData, connect, localize, ship  # noqa: E402
 from frugalml.records import TrialStatus  # noqa: E402
 from frugalml.tracking import default_uri  # noqa: E402
@@ -261,3 +262,25 @@ def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=120,
     )
     assert no_ray.returncode == 2 and "pip install 'frugalml[ray]'" in no_ray.stderr
+
+
+def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(tmp_path):
+    """Ray counts GPUs as a logical resource: declaring two on a GPU-less machine lets
+    the test check reservation and CUDA_VISIBLE_DEVICES, not any GPU metric."""
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    try:
+        study = Study(
+            name="gpus", directory=str(tmp_path / "gpus"), workers=2, backend="ray", mlflow_uri=None, gpus_per_trial=1,
+            workloads=[Workload(train=trainers.note_gpu_devices, train_kwargs={"steps": 20}, eval_every=10, name="g")],
+            search=Search(space={"offset": [0.0, 1.0, 2.0]}),
+        )
+        result = tune(study)
+        assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 3
+        assert {r.info["cuda_visible_devices"] for r in result.records} <= {"0", "1"}
+        with pytest.raises(ConfigError, match="gpus_per_trial = 3 but no node"):
+            tune(replace(study, name="too-many", directory=str(tmp_path / "too-many"), gpus_per_trial=3))
+        assert not (tmp_path / "too-many" / "frugalml.db").exists()
+    finally:
+        ray.shutdown()

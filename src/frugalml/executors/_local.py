@@ -9,6 +9,8 @@ at once, so a budget is enforced even in the middle of one long step.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -23,7 +25,9 @@ import psutil
 
 from frugalml.executors._task import TrialTask
 from frugalml.executors._worker import run_worker
+from frugalml.exceptions import ConfigError
 from frugalml.monitors import GpuMonitor, ProcessTreeMonitor
+from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StoppingRule, TrialView, check_all
 from frugalml.trial import PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
@@ -63,6 +67,27 @@ def _start_forkserver_ignoring_sigint() -> None:
         forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C until the block ends, then raise it.
+
+    A KeyboardInterrupt between connecting to the forkserver and handing it the
+    new process's fds kills the forkserver with a traceback, and one between
+    starting a worker and registering it would leave that worker unwatched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
 
 
 def kill_tree(pid: int) -> None:
@@ -131,6 +156,9 @@ class LocalExecutor:
         hang_timeout_s: a trial with no step for this long is killed as hung.
         peers: ``peers(workload)`` gives finished trials for median stopping.
         study_cpu_s: ``study_cpu_s()`` gives CPU-seconds used by finished trials.
+        gpus_per_trial: NVIDIA GPUs per trial (a task's own ``gpus``, where set, wins):
+            worker slot *i* gets the next ``ceil(gpus)`` visible devices, round-robin,
+            as its ``CUDA_VISIBLE_DEVICES``; a fraction shares a device between slots.
     """
 
     def __init__(
@@ -143,6 +171,7 @@ class LocalExecutor:
         hang_timeout_s: float | None = 600.0,
         peers: Callable[[str], Sequence[TrialRecord]] = lambda workload: (),
         study_cpu_s: Callable[[], float] = lambda: 0.0,
+        gpus_per_trial: float = 0.0,
     ) -> None:
         self.workers = workers
         self.rules = list(rules)
@@ -151,8 +180,25 @@ class LocalExecutor:
         self.hang_timeout_s = hang_timeout_s
         self.peers = peers
         self.study_cpu_s = study_cpu_s
+        self.gpus_per_trial = gpus_per_trial
         self._running: dict[str, _Running] = {}
         self._last_sample = 0.0
+        self._visible_gpus: list[str] | None = None
+        self._gpu_devices(0, gpus_per_trial)  # fail now, before any trial, when none can be had
+
+    def _gpu_devices(self, slot: int, gpus: float) -> str | None:
+        """The ``CUDA_VISIBLE_DEVICES`` of worker ``slot`` for a trial wanting ``gpus``."""
+        if gpus <= 0:
+            return None
+        if self._visible_gpus is None:
+            self._visible_gpus = visible_gpus()
+        visible, per_trial = self._visible_gpus, math.ceil(gpus)
+        if per_trial > len(visible):
+            raise ConfigError(
+                f"gpus_per_trial = {gpus:g} but {len(visible)} NVIDIA GPU(s) are visible here; "
+                "set [execution] gpus_per_trial = 0, or run on a machine (or Ray cluster) with GPUs."
+            )
+        return ",".join(visible[(slot * per_trial + i) % len(visible)] for i in range(per_trial))
 
     @property
     def free_slots(self) -> int:
@@ -169,13 +215,19 @@ class LocalExecutor:
         """Start ``task`` in a new worker process."""
         if self.free_slots <= 0:
             raise RuntimeError("no free worker slot")
+        with _ctrl_c_deferred():
+            self._start(task)
+
+    def _start(self, task: TrialTask) -> None:
         context = worker_context()
         used = {r.slot for r in self._running.values()}
         slot = min(set(range(self.workers)) - used)
         progress = context.RawArray("d", PROGRESS_SIZE)
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
-            target=run_worker, args=(task, sender, progress, slot if self.pin else None),
+            target=run_worker,
+            args=(task, sender, progress, slot if self.pin else None,
+                  self._gpu_devices(slot, task.gpus or self.gpus_per_trial)),
             name=f"frugalml-trial-{task.number}", daemon=True,
         )
         process.start()

@@ -287,7 +287,7 @@ def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: Node
         study_cpu_s=lambda: figures.others_cpu_s,
     )
     with _main_not_rerun():
-        executor.submit(replace(task, train=train, train_kwargs=kwargs))
+        executor.submit(replace(task, train=train, train_kwargs=kwargs, gpus=0.0))  # Ray chose the devices
     try:
         while not (finished := executor.poll(SYNC_INTERVAL_S)):
             figures.sync(executor)
@@ -357,6 +357,7 @@ class RayExecutor:
         self._needs_peers = any(not isinstance(rule, _PEERLESS) for rule in rules)
         self._started_ray = connect(address, workers, runtime_env)
         ray = self._ray = import_ray()
+        self._check_gpus(gpus_per_trial)
         self.ship_data = self._spans_hosts() if ship_data is None else ship_data
         here = ray.get_runtime_context().get_node_id()
         affinity = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=True)
@@ -369,6 +370,19 @@ class RayExecutor:
         self._kwargs: dict[int, tuple[Mapping[str, Any], Any]] = {}
         self._published: tuple[float, dict[str, int]] = (-1.0, {})
         self._last_running_cpu_s = 0.0
+
+    def _check_gpus(self, gpus_per_trial: float) -> None:
+        """Fail now, not with trials pending forever, when no node can give a trial its GPUs."""
+        if gpus_per_trial <= 0:
+            return
+        most = max((node.get("Resources", {}).get("GPU", 0.0) for node in self._ray.nodes() if node["Alive"]), default=0.0)
+        if most < gpus_per_trial:
+            if self._started_ray:
+                self._ray.shutdown()
+            raise ConfigError(
+                f"gpus_per_trial = {gpus_per_trial:g} but no node of the Ray cluster has that many GPUs "
+                f"(most on one node: {most:g}); lower [execution] gpus_per_trial or add GPU nodes."
+            )
 
     def _spans_hosts(self) -> bool:
         here = self._ray.util.get_node_ip_address()
@@ -397,7 +411,7 @@ class RayExecutor:
         if self.free_slots <= 0:
             raise RuntimeError("no free worker slot")
         options: dict[str, Any] = {"num_cpus": task.cpus, "name": f"frugalml-trial-{task.number}"}
-        gpus = getattr(task, "gpus", 0) or self.gpus_per_trial  # TrialTask has no GPU field yet
+        gpus = task.gpus or self.gpus_per_trial
         if gpus:
             options["num_gpus"] = gpus
         ref = self._remote.options(**options).remote(

@@ -30,6 +30,7 @@ class TrialTask:
     eval_every: int = 100
     steps_planned: int | None = None
     cpus: int = 1
+    gpus: float = 0.0
 
 
 def resolve_train_function(train: TrainFunction | str) -> TrainFunction:

@@ -38,9 +38,13 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_worker(task: TrialTask, connection: Connection, progress: Any, core: int | None) -> None:
+def run_worker(
+    task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None
+) -> None:
     """Run ``task`` in this process; every outcome ends with one final message."""
     _die_with_parent()
+    if gpu_devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices  # before the training code loads CUDA
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     _pin(core, task.cpus)
     try:

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable
 
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._tree import tree_pids
 from frugalml.units import to_mb
+
+
+def visible_gpus() -> list[str]:
+    """The NVIDIA devices this process may use: ``CUDA_VISIBLE_DEVICES`` where set, else
+    every device NVML lists (``[]`` without NVML or a GPU)."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [device.strip() for device in declared.split(",") if device.strip() and device.strip() != "-1"]
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        return [str(index) for index in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
 
 
 class GpuMonitor(Monitor):

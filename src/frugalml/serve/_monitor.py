@@ -2,8 +2,10 @@
 
 The request path only calls :meth:`Monitor.observe` (a lock and an append) and
 :meth:`Monitor.observe_request`; everything else (closing windows, PSI/KS, custom
-metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, on a daemon
-thread every ``interval_s`` or sooner when a window fills. Nothing here knows about
+metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, every
+``interval_s`` or sooner when a window fills: the server calls it from its event loop
+when :meth:`Monitor.due` (no second thread contending for the GIL with requests);
+:meth:`Monitor.start` runs it on a daemon thread for other hosts. Nothing here knows about
 HTTP, so the monitor is tested by calling it directly.
 
 Metric names (:meth:`Monitor.values`, usable in alert rules):
@@ -150,6 +152,7 @@ class Monitor:
         self.log: PredictionLog | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
+        self._processed_at = time.monotonic()
         self._latencies: list[float] = []
         self._requests = 0
         self._errors = 0
@@ -198,10 +201,18 @@ class Monitor:
 
     # -- processing ---------------------------------------------------------------------
 
+    def due(self, now: float) -> bool:
+        """True when :meth:`process` has work: a full window, or ``interval_s`` since the last run."""
+        with self._lock:
+            full = self._window_rows + self._pending_rows >= self.config.window_rows
+        return full or now - self._processed_at >= self.config.interval_s
+
     def process(self, now: float | None = None) -> None:
         """Close full windows, update metrics and evaluate the alert rules."""
         with self._processing:
-            self._process(time.monotonic() if now is None else now)
+            now = time.monotonic() if now is None else now
+            self._processed_at = now
+            self._process(now)
 
     def _process(self, now: float) -> None:
         with self._lock:
