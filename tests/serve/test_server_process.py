@@ -157,6 +157,7 @@ def test_monitor_command_shows_the_live_state(server, diabetes, model_dir, capsy
     assert main(["monitor", server.url, "--once"]) == 0
     out = capsys.readouterr().out
     assert "predict latency" in out and "plas" in out and "mean_glucose" in out
+    assert " 0 in flight" in out  # its own scrape is not counted (the server is idle)
     assert main(["monitor", model_dir.name, "--once"]) == 0  # found by name: the server noted its URL
     assert "drift vs training" in capsys.readouterr().out
     assert main(["monitor", "no-such-model", "--once"]) == 2

@@ -98,7 +98,7 @@ def dashboard(text: str, previous: Dashboard | None = None, now: float | None = 
     return Dashboard(
         at=now, model=dict(info[0].labels) if info else {}, requests=requests, predict_requests=predict,
         request_rate=rate, errors=by("frugalml_errors_total", "kind"),
-        in_flight=one("frugalml_requests_in_flight") or 0,
+        in_flight=max(0.0, (one("frugalml_requests_in_flight") or 0) - 1),  # less the scrape reading it
         p50_ms=None if p50 is None else p50 * 1e3, p99_ms=None if p99 is None else p99 * 1e3,
         cpu_percent=one("frugalml_process_cpu_percent"), memory_mb=one("frugalml_process_memory_megabytes"),
         monitoring=bool(one("frugalml_monitoring_enabled")), windows=one("frugalml_drift_windows_total") or 0,
