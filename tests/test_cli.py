@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,17 @@ BAD_FILES = {
     "unknown key": ('[study]\nname="b"\nworkerz=2\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "workerz"),
     "no workloads": ('[study]\nname="b"', "workloads"),
     "never steps": ('[study]\nname="b"\n[[workloads]]\ntrain="trainers:never_steps"\n[search]\nspace={x=[1]}', "trial.step"),
+    "seed not an int": ('[study]\nname="b"\nseed="a"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "'seed' must be an integer"),
+    "params not a table": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\nparams="x"', "'params' must be a table"),
+    "dataset not a string": ('[study]\nname="b"\n[[workloads]]\ndataset=5\nalgorithm="svm"', "'dataset' must be a string"),
+    "hang timeout zero": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[execution]\nhang_timeout_s=0', "hang_timeout_s"),
+    "pin not a bool": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[execution]\npin="yes"', "'pin' must be true or false"),
+    "mlflow uri not a string": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[tracking]\nmlflow_uri=3', "'mlflow_uri' must be a string"),
+    "mlflow uri unknown scheme": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nspace={batch_size=[30]}\n[tracking]\nmlflow_uri="bogus://x"', "unknown scheme"),
+    "workloads as a table": ('[study]\nname="b"\n[workloads]\ndataset="diabetes"\nalgorithm="svm"', "[[workloads]]"),
+    "table not a table": ('prediction=3\n[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "[prediction] must be a table"),
+    "unknown built-in parameter": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\nparams={alpha_typo=3}', "alpha_typo"),
+    "range step not a number": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nmethod="random"\nspace={learning_rate={low=0.001, high=0.1, step="x"}}', "step"),
 }
 
 
@@ -155,6 +167,8 @@ def test_missing_study_file_and_unknown_study(tmp_path):
     assert result.returncode == 2 and "not found" in result.stderr
     result = cli("show", "nope", "--root", str(tmp_path))
     assert result.returncode == 2 and "No study 'nope'" in result.stderr
+    result = cli("list", "--root", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "is not a folder" in result.stderr
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
@@ -185,3 +199,33 @@ def test_gpus_per_trial_on_a_machine_without_gpus_is_a_one_line_error(tmp_path, 
     _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")
     body = STEADY_STUDY.format(name="gpu", steps=10) + "\n[execution]\ngpus_per_trial = -1\n"
     _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")
+
+
+def test_cli_overrides_are_validated_and_resume_with_fresh_is_refused(tmp_path):
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="flags", steps=10))
+    _assert_one_line_error(cli("tune", str(study_file), "--workers", "0"), "'workers'", tmp_path / "out")
+    _assert_one_line_error(cli("tune", str(study_file), "--resume", "--fresh"), "not both", tmp_path / "out")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    _assert_one_line_error(cli("tune", str(study_file), "--directory", str(tmp_path / "taken")), "is a file",
+                           tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["not sqlite", "foreign sqlite", "truncated"])
+def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(tmp_path, damage):
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="damaged", steps=10))
+    assert cli("tune", str(study_file), "--no-progress").returncode == 0
+    db = tmp_path / "out" / "frugalml.db"
+    for leftover in db.parent.glob("frugalml.db-*"):  # WAL files of the healthy store
+        leftover.unlink()
+    if damage == "foreign sqlite":
+        db.unlink()
+        with closing(sqlite3.connect(db)) as other, other:
+            other.execute("CREATE TABLE notes (text TEXT)")
+    else:
+        db.write_bytes({"not sqlite": b"hello\n", "truncated": db.read_bytes()[:3000]}[damage])
+    for args in (("show", str(tmp_path / "out")), ("tune", str(study_file), "--resume", "--no-progress")):
+        result = cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "not a readable frugalml results store" in result.stderr
+    assert cli("tune", str(study_file), "--fresh", "--no-progress").returncode == 0
+    assert len(ResultStore(tmp_path / "out").trial_ids()) == 8

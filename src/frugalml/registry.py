@@ -260,6 +260,21 @@ def _tags(refit: Refit) -> dict[str, str]:
     return tags
 
 
+def _check_alias(alias: str) -> None:
+    """MLflow's own alias rules, checked before anything is registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+    except ImportError:  # private helpers: if MLflow moves them, it still checks when setting the alias
+        return
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    except MlflowException as error:
+        raise RegistryError(f"cannot use alias {alias!r}: {error.message.splitlines()[0]} Pick another alias.") from None
+
+
 def register(
     study_dir: str | Path,
     *,
@@ -285,6 +300,8 @@ def register(
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
+    if alias is not None:
+        _check_alias(alias)
     if monitoring is not None:
         from frugalml.serve._config import as_monitoring_config
 
@@ -293,10 +310,10 @@ def register(
     study, config_id = refit.link["study"], refit.link["config_id"]
     name = name or f"{study}-{refit.link['workload']}"
     uri = tracking_uri or study_tracking_uri(study_dir)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     tags = _tags(refit)
     previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     try:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment = client.get_experiment_by_name(f"{study}-registry")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
             f"{study}-registry", artifact_location=str((Path(study_dir) / "mlartifacts").resolve()))

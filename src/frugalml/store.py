@@ -70,9 +70,24 @@ class ResultStore:
     def _connect(self, *, create: bool = False) -> sqlite3.Connection:
         if not create and not self.path.exists():
             raise StoreError(f"No results store at {self.path}; run `frugalml tune` first or check the path.")
+        if self.directory.exists() and not self.directory.is_dir():
+            raise StoreError(f"{self.directory} is a file; a study needs a folder there. Choose another directory.")
         self.directory.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30)
-        connection.execute("PRAGMA journal_mode=WAL")
+        existed = self.path.exists()
+        try:
+            connection = sqlite3.connect(self.path, timeout=30)
+            connection.execute("PRAGMA journal_mode=WAL")
+            if existed:
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and not {"study", "trials"} <= tables:
+                    connection.close()
+                    raise sqlite3.DatabaseError(f"it holds other tables: {', '.join(sorted(tables))}")
+                # no tables: an empty file, or a store another process is creating right now
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"{self.path} is not a readable frugalml results store ({error}); restore it from a copy, "
+                "or run the study again with --fresh."
+            ) from None
         return connection
 
     def open_study(self, name: str, spec: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,6 +26,7 @@ from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
 
 DEFAULT_MLFLOW = "default"
+BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate"})
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
 
@@ -59,6 +62,9 @@ class Workload:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self, lambda key: "workload")
+        if self.train is not None and not (callable(self.train) or isinstance(self.train, str)):
+            raise ConfigError(f"workload 'train' must be a function or 'module:function'. Got {self.train!r} instead.")
         if self.train is None and (self.dataset is None) == (self.path is None):
             raise ConfigError("A workload needs exactly one of 'dataset' or 'path' (or a 'train' function).")
         if self.train is None and self.algorithm is None:
@@ -124,7 +130,14 @@ class Study:
         names = [w.name for w in self.workloads]
         if len(set(names)) != len(names):
             raise ConfigError(f"Workload names must be unique; got {names}. Give each a distinct 'name'.")
+        _check_types(self, _study_table)
         _positive_int("study 'workers'", self.workers)
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"study 'seed' must be an int in the range [0, 2**32). Got {self.seed!r} instead.")
+        if not (0 < self.hang_timeout_s < math.inf):
+            raise ConfigError(
+                f"execution 'hang_timeout_s' must be a number of seconds > 0. Got {self.hang_timeout_s!r} instead."
+            )
         _positive_int("study 'repeats'", self.repeats)
         _positive_int("execution 'cpus_per_trial'", self.cpus_per_trial)
         if isinstance(self.gpus_per_trial, bool) or not isinstance(self.gpus_per_trial, (int, float)) or not (
@@ -138,8 +151,24 @@ class Study:
             raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
         if self.backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}.")
+        self._check_builtin_params()
         self.stopping_rules()  # validates budgets and rules now, before anything runs
         self.prediction_settings()
+
+    def _check_builtin_params(self) -> None:
+        """Built-in workloads read batch_size and learning_rate only: anything else would be
+        recorded as a parameter and silently ignored."""
+        builtin = [w for w in self.workloads if w.train is None]
+        space = set(self.search.space) if isinstance(self.search.space, Mapping) else set()
+        for workload in builtin:
+            names = set(workload.params) | (space if len(builtin) == len(self.workloads) else set())
+            unknown = sorted(names - BUILTIN_PARAMS)
+            if unknown:
+                raise ConfigError(
+                    f"Workload '{workload.name}' (built-in {workload.algorithm}) reads only "
+                    f"{' and '.join(sorted(BUILTIN_PARAMS))}, not {unknown}; remove them or train with your own "
+                    "function (train = \"module:function\")."
+                )
 
     @property
     def path(self) -> Path:
@@ -179,6 +208,55 @@ def _positive_int(what: str, value: Any) -> None:
 _TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction"}
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
+               list: "a list", type(None): "omitted"}
+
+
+def _plain_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types a field's type hint allows, or None for hints checked elsewhere."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    plain = tuple(typing.get_origin(option) or option for option in options)
+    return plain if all(option in _TYPE_NAMES for option in plain) else None
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is dict:
+        return isinstance(value, Mapping)
+    if kind is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
+
+
+def _check_types(spec: Any, label: Callable[[str], str]) -> None:
+    """A one-line ConfigError for a field of the wrong type (TOML makes these easy to write)."""
+    hints = typing.get_type_hints(type(spec))
+    for spec_field in fields(spec):
+        allowed = _plain_types(hints[spec_field.name])
+        value = getattr(spec, spec_field.name)
+        if allowed is not None and not any(_is_a(value, kind) for kind in allowed):
+            wanted = " or ".join(_TYPE_NAMES[kind] for kind in allowed if kind is not type(None))
+            raise ConfigError(f"{label(spec_field.name)} '{spec_field.name}' must be {wanted}. Got {value!r} instead.")
+
+
+_EXECUTION_KEYS = ("sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial")
+
+
+def _study_table(key: str) -> str:
+    """The TOML table a Study field is written in."""
+    return "execution" if key in _EXECUTION_KEYS else "tracking" if key == "mlflow_uri" else "study"
+
+
+def _table(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{name}] must be a table (a [{name}] section). Got {value!r} instead.")
+    return dict(value)
+
+
 def _only(table: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
@@ -188,25 +266,30 @@ def _only(table: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
 def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Study:
     """Build a :class:`Study` from the parsed TOML tables."""
     _only("top level", data, _TABLES)
-    study_table = dict(data.get("study", {}))
+    study_table = _table(data, "study")
     _only("study", study_table, ["name", "workers", "repeats", "seed", "directory", "data_dir", "backend", "address"])
     if "name" not in study_table:
         raise ConfigError("[study] needs a 'name'.")
     workloads = []
     workload_keys = [f.name for f in fields(Workload)]
-    for entry in data.get("workloads", []):
+    entries = data.get("workloads", [])
+    if not isinstance(entries, list):
+        raise ConfigError("Workloads are an array of tables: write each one under [[workloads]] (double brackets).")
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"Each [[workloads]] entry must be a table. Got {entry!r} instead.")
         _only("[workloads]", entry, workload_keys)
         entry = dict(entry)
         if entry.get("path") and base_dir is not None and not Path(entry["path"]).is_absolute():
             entry["path"] = str((base_dir / entry["path"]))
         workloads.append(Workload(**entry))
-    search_table = dict(data.get("search", {}))
+    search_table = _table(data, "search")
     _only("search", search_table, [f.name for f in fields(Search)])
-    tracking = dict(data.get("tracking", {}))
+    tracking = _table(data, "tracking")
     _only("tracking", tracking, ["mlflow_uri"])
-    execution = dict(data.get("execution", {}))
-    _only("execution", execution, ["sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial"])
-    prediction = dict(data.get("prediction", {}))
+    execution = _table(data, "execution")
+    _only("execution", execution, _EXECUTION_KEYS)
+    prediction = _table(data, "prediction")
     if base_dir is not None and isinstance(prediction.get("history"), list):
         prediction["history"] = [str(base_dir / h) if isinstance(h, str) else h for h in prediction["history"]]
     mlflow_uri = tracking.get("mlflow_uri", DEFAULT_MLFLOW)
@@ -216,8 +299,8 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
         return Study(
             workloads=workloads,
             search=Search(**search_table),
-            budget=dict(data.get("budget", {})),
-            stopping=dict(data.get("stopping", {})),
+            budget=_table(data, "budget"),
+            stopping=_table(data, "stopping"),
             mlflow_uri=mlflow_uri,
             prediction=prediction,
             **study_table,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from frugalml.exceptions import FrugalError, StoreError, TrialUsageError
+from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
 from frugalml.executors import LocalExecutor, TrialTask, make_executor
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
@@ -24,7 +24,7 @@ from frugalml.search import Config, Sampler
 from frugalml.stopping import STUDY, StudyComputeBudget
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, Workload
-from frugalml.tracking import MlflowTracker, Tracker, default_uri
+from frugalml.tracking import MlflowTracker, Tracker, check_uri, default_uri
 
 ProgressCallback = Callable[[str, Any], None]  # ("start", TrialTask) or ("end", TrialRecord)
 
@@ -183,6 +183,8 @@ class Tuner:
     def run(self) -> StudyResult:
         self._load_previous()
         plans = self._plans()  # validates data before anything is written
+        if self.study.mlflow_uri and self.study.mlflow_uri != DEFAULT_MLFLOW:
+            check_uri(self.study.mlflow_uri)
         self._sync_tracking()
         rules = self.study.stopping_rules()
         compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)
@@ -300,6 +302,8 @@ def tune(study: Study, *, resume: bool = False, fresh: bool = False,
         >>> result = frugalml.tune(study)                          # doctest: +SKIP
         >>> result.best_feasible().params                          # doctest: +SKIP
     """
+    if resume and fresh:
+        raise ConfigError("Pass either resume (continue the study) or fresh (delete its results first), not both.")
     return Tuner(study, resume=resume, fresh=fresh, progress=progress).run()
 
 

@@ -102,3 +102,23 @@ def test_register_refuses_what_it_cannot_register(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "no-model")]) == 2
     assert "no model directory" in capsys.readouterr().err
 
+
+
+def test_register_checks_alias_and_tracking_uri_before_registering(study, tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    from frugalml.cli import main
+    from frugalml.tracking import default_uri
+
+    client = MlflowClient(tracking_uri=default_uri(study.directory), registry_uri=default_uri(study.directory))
+    assert main(["register", study.directory, "--name", "reserved-alias", "--alias", "v1"]) == 2
+    err = capsys.readouterr().err
+    assert "'v1'" in err and "reserved" in err and len(err.strip().splitlines()) == 1
+    assert not client.search_registered_models(filter_string="name = 'reserved-alias'")  # nothing half-registered
+    assert main(["register", study.directory, "--tracking-uri", "bogus://x"]) == 2
+    assert "bogus://x" in capsys.readouterr().err
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "models:/reg-diabetes-logistic_regression@champion"]) == 2
+    assert "--tracking-uri" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's fallback store was not created here

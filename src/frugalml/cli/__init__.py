@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import sqlite3
 import sys
 
 from frugalml.exceptions import FrugalError
@@ -46,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FrugalError as error:
         print(f"frugalml: error: {error}", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError) as error:
+        print(f"frugalml: error: {error.filename} is in the way: a file where a folder is needed; "
+              "choose another output folder.", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as error:
+        print(f"frugalml: error: a results store (frugalml.db) is unreadable: {error}; "
+              "restore it from a copy, or re-run the study with --fresh.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frugalml: interrupted; finished trials are saved (resume with --resume).", file=sys.stderr)

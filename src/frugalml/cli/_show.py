@@ -38,6 +38,9 @@ def study_directory(study: str, root: str) -> Path:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if root.exists() and not root.is_dir() or not root.exists() and args.root != "studies":  # "studies": none yet
+        raise StoreError(f"--root {args.root} is not a folder; pass the folder that holds your study directories.")
     rows = []
     for directory in find_stores(args.root):
         result = load_result(directory)

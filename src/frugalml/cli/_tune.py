@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -72,14 +73,8 @@ class ProgressView:
 
 def run(args: argparse.Namespace) -> int:
     study = load_study(args.study_file)
-    if args.workers is not None:
-        study.workers = args.workers
-    if args.directory:
-        study.directory = args.directory
-    if args.backend:
-        study.backend = args.backend
-    if args.address:
-        study.address = args.address
+    overrides = {"workers": args.workers, "directory": args.directory, "backend": args.backend, "address": args.address}
+    study = dataclasses.replace(study, **{k: v for k, v in overrides.items() if v is not None})  # re-validates
     console = wide_console()
     view = ProgressView(study)
     live = not args.no_progress and console.is_terminal

@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 
-from frugalml.exceptions import StoreError
+from frugalml.exceptions import ConfigError, StoreError
 from frugalml.records import TrialRecord
 from frugalml.report import trials_frame, windows_frame, write_report
 from frugalml.reproduce._design import (
@@ -82,6 +82,8 @@ def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, ma
 
 
 def _check_fresh_start(studies: tuple[Study, ...], resume: bool, fresh: bool) -> None:
+    if resume and fresh:
+        raise ConfigError("Pass either --resume (continue) or --fresh (start over), not both.")
     if resume or fresh:
         return
     for study in studies:

@@ -59,6 +59,14 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
                 raise ConfigError(f"Range '{name}' needs numbers with low < high; got low={low!r}, high={high!r}.")
             if spec.get("log") and low <= 0:
                 raise ConfigError(f"Log range '{name}' needs low > 0; got low={low!r}.")
+            for flag in ("log", "int"):
+                if not isinstance(spec.get(flag, False), bool):
+                    raise ConfigError(f"Range '{name}' needs {flag} = true or false; got {spec[flag]!r}.")
+            step = spec.get("step")
+            if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf):
+                raise ConfigError(f"Range '{name}' needs a number step > 0; got step={step!r}.")
+            if step is not None and spec.get("log"):
+                raise ConfigError(f"Range '{name}' cannot have both a step and log = true; drop one.")
         values = spec if isinstance(spec, list) else [spec.get("low"), spec.get("high")] if isinstance(spec, Mapping) else [spec]
         _check_known(name, values)
 

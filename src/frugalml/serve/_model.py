@@ -79,6 +79,10 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
     if ":/" not in uri:
         raise ModelLoadError(f"no model directory {uri!r}; pass a model directory or an MLflow model URI "
                              "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model).")
+    if uri.startswith(("models:/", "runs:/")) and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        # MLflow would fall back to ./mlflow.db, creating an empty store where it looks
+        raise ModelLoadError(f"{uri!r} needs the tracking store it is registered in: pass --tracking-uri "
+                             "(`frugalml register` prints it) or set MLFLOW_TRACKING_URI.")
     name = version = ""
     tags: dict[str, str] = {}
     try:

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from frugalml.exceptions import ConfigError
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.tracking._base import Tracker
 
@@ -28,6 +29,26 @@ _RUN_STATUS = {
 
 def default_uri(study_dir: str | Path) -> str:
     return "sqlite:///" + str((Path(study_dir) / "mlflow.db").resolve())
+
+
+def check_uri(uri: str) -> None:
+    """A one-line ConfigError for a tracking URI whose scheme no MLflow store (or plugin) serves.
+
+    Only the scheme is checked: a tracking server that is down must not stop a study
+    (its trials are re-logged on resume).
+    """
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:  # a private registry: if MLflow moves it, the first log reports the error
+        return
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except MlflowException:
+        raise ConfigError(
+            f"MLflow cannot store runs at {uri!r} (unknown scheme); use sqlite:///PATH.db, http(s)://HOST, "
+            "a database URI, or \"none\" in [tracking] mlflow_uri."
+        ) from None
 
 
 class MlflowTracker(Tracker):
