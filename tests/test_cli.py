@@ -150,6 +150,11 @@ BAD_FILES = {
     "workloads as a table": ('[study]\nname="b"\n[workloads]\ndataset="diabetes"\nalgorithm="svm"', "[[workloads]]"),
     "table not a table": ('prediction=3\n[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "[prediction] must be a table"),
     "unknown built-in parameter": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\nparams={alpha_typo=3}', "alpha_typo"),
+    "median not a switch": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[stopping]\nmedian="yes"', "median must be true, false"),
+    "data dir missing": ('[study]\nname="b"\ndata_dir="no/such/folder"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "data_dir"),
+    "address without ray": ('[study]\nname="b"\naddress="127.0.0.1:1"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "backend"),
+    "more cpus than cores": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[execution]\ncpus_per_trial=100000', "cpus_per_trial"),
+    "repeated grid value": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nspace={learning_rate=[0.01, 0.01]}', "more than once"),
     "range step not a number": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nmethod="random"\nspace={learning_rate={low=0.001, high=0.1, step="x"}}', "step"),
 }
 

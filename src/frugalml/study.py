@@ -151,6 +151,9 @@ class Study:
             raise ConfigError(f"'sample_interval_s' must be in (0, 0.5]. Got {self.sample_interval_s!r} instead.")
         if self.backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}.")
+        if self.address and self.backend != "ray":
+            raise ConfigError(f"A cluster address ({self.address!r}) is for the Ray backend; add backend = \"ray\" "
+                              "(or --backend ray), or drop the address.")
         self._check_builtin_params()
         self.stopping_rules()  # validates budgets and rules now, before anything runs
         self.prediction_settings()

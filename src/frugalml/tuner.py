@@ -7,6 +7,7 @@ MLflow any stored trial that did not reach it.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -48,6 +49,8 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
         return workload.train, dict(workload.train_kwargs), None
     from frugalml.workloads import make_estimator, prepare_dataset, resolve_dataset, sgd_train
 
+    if study.data_dir and not Path(study.data_dir).expanduser().is_dir():
+        raise ConfigError(f"[study] data_dir {study.data_dir!r} is not a folder; fix the path or remove data_dir.")
     source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
     data = prepare_dataset(source, seed=study.seed)
     make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
@@ -185,6 +188,10 @@ class Tuner:
         plans = self._plans()  # validates data before anything is written
         if self.study.mlflow_uri and self.study.mlflow_uri != DEFAULT_MLFLOW:
             check_uri(self.study.mlflow_uri)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if self.study.backend == "local" and self.study.cpus_per_trial > cores:
+            raise ConfigError(f"execution 'cpus_per_trial' = {self.study.cpus_per_trial} but this machine gives "
+                              f"{cores} cores; use at most {cores}, or the Ray backend on a bigger cluster.")
         self._sync_tracking()
         rules = self.study.stopping_rules()
         compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)

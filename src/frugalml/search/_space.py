@@ -48,6 +48,10 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
         if isinstance(spec, list):
             if not spec:
                 raise ConfigError(f"Search space '{name}' is an empty list; give at least one value.")
+            repeated = sorted({repr(v) for i, v in enumerate(spec) if v in spec[:i]})
+            if repeated:
+                raise ConfigError(f"Search space '{name}' lists {', '.join(repeated)} more than once; list each value "
+                                  "once (use [study] repeats to run a configuration several times).")
         elif isinstance(spec, Mapping):
             if method == "grid":
                 raise ConfigError(f"Grid search needs a list of values for '{name}', not a range.")

@@ -77,6 +77,7 @@ class AlertRule:
             value = getattr(self, key)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"alert rule {key!r} must be a non-empty string. Got {value!r} instead.")
+        _check_metric_name(self.name, self.metric)
         if self.op not in OPS:
             raise ConfigError(f"alert rule {self.name!r}: 'op' must be one of {sorted(OPS)}. Got {self.op!r} instead.")
         _number(f"alert rule {self.name!r}", "threshold", self.threshold, -math.inf)
@@ -85,6 +86,24 @@ class AlertRule:
 
     def holds(self, value: float) -> bool:
         return math.isfinite(value) and OPS[self.op](value, self.threshold)
+
+
+# Metric families of Monitor.values(); None: any suffix (per feature, slice or custom name).
+METRIC_FAMILIES: dict[str, tuple[str, ...] | None] = {
+    "drift": None, "quality": None, "custom": None,
+    "nonfinite": ("inputs", "outputs", "weights"),
+    "latency": ("p50_ms", "p99_ms"),
+    "errors": ("rate",),
+    "process": ("cpu_percent", "memory_mb"),
+}
+
+
+def _check_metric_name(rule: str, metric: str) -> None:
+    family, _, suffix = metric.partition(".")
+    known = METRIC_FAMILIES.get(family, ())
+    if family not in METRIC_FAMILIES or not suffix or (known and suffix not in known and suffix != "*"):
+        names = ", ".join(f"{f}.*" if s is None else ", ".join(f"{f}.{x}" for x in s) for f, s in METRIC_FAMILIES.items())
+        raise ConfigError(f"alert rule {rule!r}: unknown metric {metric!r}; use one of {names}.")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import errno
 import socket
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def _check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}; pick another --port.") from None
+            hint = "pick another --port" if error.errno == errno.EADDRINUSE else "check --host (an address of this machine)"
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}; {hint}.") from None
 
 
 def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,

@@ -25,13 +25,20 @@ def _patience(value: Any) -> StoppingRule:
     return Patience(value)
 
 
+def _switch_or_settings(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, Mapping)):
+        raise ConfigError(f"[stopping] {name} must be true, false or a table of settings. Got {value!r} instead.")
+
+
 def _median(value: Any) -> StoppingRule | None:
+    _switch_or_settings("median", value)
     if value is False:
         return None
     return MedianStopping(**value) if isinstance(value, Mapping) else MedianStopping()
 
 
 def _divergence(value: Any) -> StoppingRule | None:
+    _switch_or_settings("divergence", value)
     if value is False:
         return None
     return Divergence(**value) if isinstance(value, Mapping) else Divergence()

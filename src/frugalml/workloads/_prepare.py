@@ -330,7 +330,7 @@ def _encode_target(source: DatasetSource, y: np.ndarray) -> tuple[str, np.ndarra
     codes, labels = pd.factorize(pd.Series(y), sort=True)
     if len(labels) < 2:
         raise DataError(
-            f"dataset {source.name!r} has a single class ({labels[0]!r}); classification needs two or more."
+            f"dataset {source.name!r} has a single class ({labels.tolist()[0]!r}); classification needs two or more."
         )
     return task, codes.astype(np.int64), tuple(str(label) for label in labels)
 
