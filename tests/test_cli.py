@@ -234,3 +234,11 @@ def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(tmp_p
         assert len(result.stderr.strip().splitlines()) == 1 and "not a readable frugalml results store" in result.stderr
     assert cli("tune", str(study_file), "--fresh", "--no-progress").returncode == 0
     assert len(ResultStore(tmp_path / "out").trial_ids()) == 8
+
+
+def test_command_line_mistakes_are_one_line_errors():
+    for args, needle in ((("tune", "--workers", "abc", "s.toml"), "invalid int value"),
+                         (("nonsense",), "invalid choice"), (("show",), "required: study")):
+        result = cli(*args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert needle in result.stderr and "--help" in result.stderr

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import sys
+import typing
 
 from frugalml.exceptions import FrugalError
 
@@ -19,8 +20,15 @@ COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._se
                    "frugalml.cli._evaluate"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line too, pointing at the command's --help."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"frugalml: error: {message} (see `{self.prog} --help`).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="frugalml", description="Resource-aware hyperparameter tuning: stop trials that break a budget."
     )
     parser.add_argument("--version", action="version", version=f"frugalml {_version()}")
