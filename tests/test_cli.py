@@ -155,6 +155,7 @@ BAD_FILES = {
     "address without ray": ('[study]\nname="b"\naddress="127.0.0.1:1"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"', "backend"),
     "more cpus than cores": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[execution]\ncpus_per_trial=100000', "cpus_per_trial"),
     "repeated grid value": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nspace={learning_rate=[0.01, 0.01]}', "more than once"),
+    "n_trials with grid": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nn_trials=5\nspace={batch_size=[30]}', "n_trials"),
     "range step not a number": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nmethod="random"\nspace={learning_rate={low=0.001, high=0.1, step="x"}}', "step"),
 }
 

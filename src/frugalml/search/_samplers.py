@@ -61,6 +61,9 @@ class Search:
         if self.method not in METHODS:
             raise ConfigError(f"Unknown search method {self.method!r}; use one of {', '.join(METHODS)}.")
         validate_space(self.space, self.method)
+        if self.method == "grid" and self.n_trials is not None:
+            raise ConfigError("Grid search tries every configuration, so 'n_trials' does not apply; remove it, "
+                              "or use method = \"random\" or \"tpe\" to try n_trials of them.")
         if self.method != "grid" and (not isinstance(self.n_trials, int) or self.n_trials < 1):
             raise ConfigError(f"Search method {self.method!r} needs 'n_trials' >= 1. Got {self.n_trials!r} instead.")
         if isinstance(self.objectives, str):
