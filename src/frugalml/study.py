@@ -140,9 +140,7 @@ class Study:
             )
         _positive_int("study 'repeats'", self.repeats)
         _positive_int("execution 'cpus_per_trial'", self.cpus_per_trial)
-        if isinstance(self.gpus_per_trial, bool) or not isinstance(self.gpus_per_trial, (int, float)) or not (
-            0 <= self.gpus_per_trial < float("inf")
-        ):
+        if not 0 <= self.gpus_per_trial < math.inf:
             raise ConfigError(
                 f"execution 'gpus_per_trial' must be a number >= 0 (e.g. 1, or 0.5 to share a GPU). "
                 f"Got {self.gpus_per_trial!r} instead."
