@@ -84,3 +84,5 @@ def test_bad_pruner_arguments_are_one_line_config_errors():
         SystemBudgetPruner(max_memory_mb=400, wrapped="median")
     with pytest.raises(ConfigError, match="Unknown budget"):
         SystemBudgetPruner(max_ram=400)
+    with pytest.raises(ConfigError, match="budget must be a dict"):
+        SystemBudgetPruner(400)

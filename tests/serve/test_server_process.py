@@ -73,8 +73,13 @@ def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(ser
     nan = '{"instances": [[1, 85, 66, NaN, 0, 26.6, 0.35, 31]]}'
     inf = '{"instances": [[1, 85, 66, 1e999, 0, 26.6, 0.35, 31]]}'
     oversize = json.dumps({"instances": [[1.5] * 8] * 3000})  # ~100 KB > 64 KiB
+    deep = "[" * 10000 + "]" * 10000  # json.loads recurses
+    huge_int = '{"instances": [[' + "9" * 5000 + ', 85, 66, 29, 0, 26.6, 0.35, 31]]}'  # over Python's 4300 digits
+    overflow = json.dumps({"instances": [[1e308] * 8]})  # finite, but the scaler overflows
+    surrogate = '{"rows": [{"\\ud800": 1}]}'  # a lone surrogate as a feature name
     cases = [("{bad json", 400, "bad_json"), (nan, 422, "nonfinite"), (inf, 422, "nonfinite"),
-             (oversize, 413, "too_large"), (b"\xff\xfe", 400, "bad_json")]
+             (oversize, 413, "too_large"), (b"\xff\xfe", 400, "bad_json"), (deep, 400, "bad_json"),
+             (huge_int, 400, "bad_json"), (overflow, 422, "nonfinite"), (surrogate, 422, "wrong_features")]
     for body, status, kind in cases:
         response = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
         assert (response.status_code, response.json()["kind"]) == (status, kind), response.text
@@ -120,6 +125,9 @@ def test_admin_endpoints_need_the_token(server):
     assert unknown.status_code == 422 and "windw_rows" in unknown.json()["error"]
     sneaky = server.client.put("/admin/monitoring-config", json={"custom_metrics": {"x": "os:getcwd"}}, headers=ADMIN)
     assert sneaky.status_code == 422
+    for uri in ("http://127.0.0.1:1/x", "nope:/x"):  # MLflow raises assorted errors for these
+        refused = server.client.post("/admin/reload", json={"model_uri": uri}, headers=ADMIN)
+        assert (refused.status_code, refused.json()["kind"]) == (422, "model_load"), refused.text
     reload = server.client.post("/admin/reload", headers=ADMIN)
     assert reload.status_code == 200, reload.text
     assert server.client.get("/health").status_code == 200
@@ -143,6 +151,16 @@ def test_feedback_gives_accuracy_per_window_and_slice(server, diabetes, model):
     assert unknown.status_code == 422 and unknown.json()["kind"] == "bad_feedback"
     bad_label = server.client.post("/feedback", json={"prediction_id": body["ids"][0], "label": "maybe"})
     assert bad_label.status_code == 422 and "classes" in bad_label.json()["error"]
+    prefix = body["ids"][0].rpartition("-")[0]
+    for odd in (f"{prefix}-\u00b2", f"{prefix}-\u0661\u0662", f"{prefix}-" + "9" * 5000):  # not ASCII digits, too long
+        response = server.client.post("/feedback", json={"prediction_id": odd, "label": "tested_negative"})
+        assert (response.status_code, response.json()["kind"]) == (422, "bad_feedback"), response.text
+    total = value(scrape(server.client), "frugalml_feedback_total")
+    half_bad = [{"prediction_id": body["ids"][0], "label": str(y[0])},
+                {"prediction_id": body["ids"][1], "label": str(y[1]), "slice": "not an object"}]
+    response = server.client.post("/feedback", json=half_bad)
+    assert response.status_code == 422 and response.json()["error"].startswith("item 1:")
+    assert value(scrape(server.client), "frugalml_feedback_total") == total  # all or nothing
 
 
 def test_monitor_command_shows_the_live_state(server, diabetes, model_dir, capsys):

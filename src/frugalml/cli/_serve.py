@@ -117,14 +117,14 @@ def run_monitor(args: argparse.Namespace) -> int:
     from frugalml.serve._watch import dashboard, render
 
     url = _server_url(args.target)
-    if args.interval <= 0:
-        raise ConfigError(f"--interval must be positive. Got {args.interval} instead.")
+    if not 0 < args.interval < 24 * 3600:
+        raise ConfigError(f"--interval must be a number of seconds in (0, 86400). Got {args.interval} instead.")
 
     def scrape(previous):
         try:
             response = httpx.get(f"{url}/metrics", timeout=5)
             response.raise_for_status()
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise FrugalError(f"cannot read {url}/metrics: {error}") from None
         return dashboard(response.text, previous)
 

@@ -13,6 +13,11 @@ from frugalml.stopping._convert import BUDGET_KEYS, rules_from_config
 
 def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[str, Any]) -> list[StoppingRule]:
     """Rules for ``budget`` (a ``[budget]`` table) merged with keyword budgets."""
+    if budget is not None and not isinstance(budget, Mapping):
+        raise ConfigError(
+            f"{owner}'s budget must be a dict such as {{'max_memory_mb': 400}}, or keywords "
+            f"({owner}(max_memory_mb=400)). Got {budget!r} instead."
+        )
     merged = {**dict(budget or {}), **budgets}
     if not merged:
         raise ConfigError(f"{owner} needs at least one budget: {', '.join(sorted(BUDGET_KEYS))}.")

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from frugalml.exceptions import FrugalError
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
@@ -93,53 +94,67 @@ async def _drive_monitor(state: _State) -> None:
 
 
 class _Instrumentation:
-    """Pure ASGI middleware: request count, latency histogram and in-flight gauge."""
+    """Pure ASGI middleware: request count, latency histogram and in-flight gauge, and
+    the 500 answer to an unexpected error (answered here, it is logged once and the
+    connection stays open; Starlette's outermost handler would log it twice and re-raise)."""
 
     def __init__(self, app: Any, state: _State) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        state = self.state
-        if scope["type"] != "http" or not state.config.enabled:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        metrics = state.metrics
-        endpoint = metrics.endpoint(scope["path"])
-        status = 500
+        state = self.state
+        metrics = state.metrics if state.config.enabled else None
+        status, started = 500, False
 
         async def send_and_record(message: dict) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
-        metrics.in_flight.inc()
+        if metrics is not None:
+            metrics.in_flight.inc()
         start = time.perf_counter()
         try:
             await self.app(scope, receive, send_and_record)
+        except Exception as error:  # noqa: BLE001 - every request gets an answer
+            logger.exception("internal error on %s", scope["path"])
+            state.error("internal")
+            if not started:
+                response = _error_response(500, "internal", f"internal error: {type(error).__name__}: {error}")
+                await response(scope, receive, send_and_record)
         finally:
-            elapsed = time.perf_counter() - start
-            metrics.in_flight.dec()
-            metrics.observe(endpoint, status, elapsed)
-            if state.monitor is not None:
-                state.monitor.observe_request(elapsed if endpoint == "/predict" else None, status < 400)
+            if metrics is not None:
+                elapsed = time.perf_counter() - start
+                endpoint = metrics.endpoint(scope["path"])
+                metrics.in_flight.dec()
+                metrics.observe(endpoint, status, elapsed)
+                if state.monitor is not None:
+                    state.monitor.observe_request(elapsed if endpoint == "/predict" else None, status < 400)
 
 
 def _error_response(status: int, kind: str, message: str) -> JSONResponse:
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from a request
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
     return JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
         raise RequestError(413, "too_large", f"request body of {length} bytes is over the limit of {limit} bytes.")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, "too_large", f"request body is over the limit of {limit} bytes.")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, "too_large", f"request body is over the limit of {limit} bytes.")
+    except ClientDisconnect:  # nobody is left to answer; counted, not logged as a server error
+        raise RequestError(400, "client_disconnected", "the client hung up before sending the whole body.") from None
     return bytes(body)
 
 
@@ -178,12 +193,6 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         state.error(kind)
         return _error_response(error.status_code, kind, f"{request.method} {request.url.path}: {error.detail}.")
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("internal error on %s", request.url.path)
-        state.error("internal")
-        return _error_response(500, "internal", f"internal error: {type(error).__name__}: {error}")
-
     def guard(request: Request, token: str | None, what: str) -> None:
         check_token(request.headers.get("authorization"), token, what=what)
         if state.limiter is not None:
@@ -209,7 +218,12 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                 raise reject_nonfinite(mask, served.reference.feature_names)
             X = np.where(mask, served.reference.means, X)
         try:
-            predictions = served.model.predict(X)
+            with np.errstate(over="raise"):
+                predictions = served.model.predict(X)
+        except FloatingPointError:
+            raise RequestError(422, "nonfinite", "input values overflow the model's arithmetic (a value is far "
+                                                 "outside the training range); send values of a realistic size.") \
+                from None
         except Exception as error:
             raise RequestError(500, "model_error", f"the model failed to predict: {type(error).__name__}: {error}") \
                 from error
@@ -235,10 +249,11 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             try:
                 prediction = monitor.log.get(item["prediction_id"])
                 monitor.quality.score(prediction, item["label"])
+                monitor.quality.check_slice(item.get("slice"))
             except FeedbackError as error:
                 raise RequestError(422, "bad_feedback", f"item {i}: {error}") from None
             resolved.append(item)
-        try:
+        try:  # all items checked: only a full slice table can refuse one now
             for item in resolved:
                 monitor.feedback(item["prediction_id"], item["label"], item.get("slice"))
         except FeedbackError as error:
@@ -273,6 +288,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             served = await run_in_threadpool(state.loader, uri)
         except FrugalError as error:
             raise RequestError(422, "model_load", str(error)) from None
+        except Exception as error:  # MLflow's artifact stores raise what they like for a bad URI
+            raise RequestError(422, "model_load", f"cannot load {uri!r}: {type(error).__name__}: {error}") from None
         state.apply(served, state.config)
         logger.info("reloaded %s (version %s)", served.uri, served.version or "-")
         return {"model_uri": served.uri, "version": served.version,

@@ -54,7 +54,7 @@ class PredictionLog:
     def get(self, prediction_id: Any) -> Any:
         """The prediction behind an id; :class:`FeedbackError` when unknown or evicted."""
         prefix, _, number = str(prediction_id).rpartition("-")
-        if prefix != self.prefix or not number.isdigit():
+        if prefix != self.prefix or not (number.isascii() and number.isdigit() and len(number) <= 18):
             raise FeedbackError(
                 f"unknown prediction_id {prediction_id!r}: not issued by this server (or it restarted)."
             )
@@ -89,6 +89,10 @@ class QualityTracker:
         if isinstance(label, bool) or not isinstance(label, (int, float)) or not math.isfinite(label):
             raise FeedbackError(f"label must be a finite number for a regression model. Got {label!r} instead.")
         return (float(prediction) - float(label)) ** 2
+
+    def check_slice(self, slice_: Mapping[str, Any] | None) -> None:
+        """Raise :class:`FeedbackError` for a malformed slice, before anything is recorded."""
+        _slice(slice_)
 
     def add(self, prediction: Any, label: Any, slice_: Mapping[str, Any] | None = None) -> None:
         value = self.score(prediction, label)

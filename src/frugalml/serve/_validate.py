@@ -42,8 +42,10 @@ def _type_name(value: Any) -> str:
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError) as error:  # ValueError: JSONDecodeError, or an int of > 4300 digits
         raise RequestError(400, "bad_json", f"request body is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise RequestError(400, "bad_json", "request body is not valid JSON: nested too deeply.") from None
 
 
 def _check_row_types(row: Sequence[Any], i: int, names: Sequence[str]) -> None:
