@@ -188,6 +188,10 @@ def as_alert_rule(value: AlertRule | Mapping[str, Any]) -> AlertRule:
     if unknown:
         raise ConfigError(f"unknown alert rule keys {unknown}; known keys are {sorted(known)}.")
     data = dict(value)
+    missing = [key for key in ("metric", "threshold") if key not in data]
+    if missing:
+        raise ConfigError(f"alert rule {data.get('name', '')!r} needs {' and '.join(missing)}, e.g. "
+                          "{metric = \"drift.detected\", op = \">=\", threshold = 1}.")
     data.setdefault("name", str(data.get("metric", "")))
     try:
         return AlertRule(**data)
