@@ -205,6 +205,8 @@ def test_config_errors_are_one_line_and_name_the_parameter(tmp_path):
         as_monitoring_config({"window_rows": 0})
     with pytest.raises(ConfigError, match="'op' must be one of"):
         as_monitoring_config({"alerts": [{"metric": "drift.share", "op": "=>", "threshold": 1}]})
+    with pytest.raises(ConfigError, match="'window_rows' parameter of MonitoringConfig must be an int in the range"):
+        as_monitoring_config({"window_rows": 10**30})
     with pytest.raises(ConfigError, match="needs metric and threshold"):
         as_monitoring_config({"alerts": [{"name": "x"}]})
     with pytest.raises(ConfigError, match="unknown metric 'latency.p90_ms'; use one of"):

@@ -84,6 +84,7 @@ def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(ser
         response = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
         assert (response.status_code, response.json()["kind"]) == (status, kind), response.text
     assert server.client.get("/nowhere").status_code == 404
+    assert server.client.head("/health").status_code == 200
     assert server.client.get("/predict").status_code == 405
     after = scrape(server.client)
     for kind in ("bad_json", "nonfinite", "too_large"):

@@ -260,7 +260,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             raise RequestError(422, "bad_feedback", str(error)) from None
         return Response(json.dumps({"accepted": len(resolved)}), media_type=_JSON)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         served = state.served
         return {

@@ -43,6 +43,9 @@ NONFINITE_POLICIES = ("reject", "impute")
 CustomMetric = Callable[..., float]
 
 
+MAX_COUNT = 10**7  # rows, labels or ids kept in memory: a sanity cap, far above any useful setting
+
+
 def _number(owner: str, name: str, value: Any, low: float, high: float = math.inf, *, integer: bool = False,
             open_low: bool = False) -> None:
     kind = "an int" if integer else "a float"
@@ -131,7 +134,7 @@ class MonitoringConfig:
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"The 'enabled' parameter of {owner} must be a bool. Got {self.enabled!r} instead.")
         for name in ("window_rows", "min_window_rows", "quality_window", "max_slices", "feedback_capacity"):
-            _number(owner, name, getattr(self, name), 1, integer=True)
+            _number(owner, name, getattr(self, name), 1, MAX_COUNT, integer=True)
         if self.window_s is not None:
             _number(owner, "window_s", self.window_s, 0.0, open_low=True)
         _number(owner, "psi_threshold", self.psi_threshold, 0.0, open_low=True)
