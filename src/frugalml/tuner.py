@@ -7,7 +7,6 @@ MLflow any stored trial that did not reach it.
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import threading
@@ -188,10 +187,6 @@ class Tuner:
         plans = self._plans()  # validates data before anything is written
         if self.study.mlflow_uri and self.study.mlflow_uri != DEFAULT_MLFLOW:
             check_uri(self.study.mlflow_uri)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.study.backend == "local" and self.study.cpus_per_trial > cores:
-            raise ConfigError(f"execution 'cpus_per_trial' = {self.study.cpus_per_trial} but this machine gives "
-                              f"{cores} cores; use at most {cores}, or the Ray backend on a bigger cluster.")
         self._sync_tracking()
         rules = self.study.stopping_rules()
         compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)

@@ -74,7 +74,8 @@ class ProgressView:
 def run(args: argparse.Namespace) -> int:
     study = load_study(args.study_file)
     overrides = {"workers": args.workers, "directory": args.directory, "backend": args.backend, "address": args.address}
-    study = dataclasses.replace(study, **{k: v for k, v in overrides.items() if v is not None})  # re-validates
+    if overrides := {k: v for k, v in overrides.items() if v is not None}:
+        study = dataclasses.replace(study, **overrides)  # re-validated as a whole
     console = wide_console()
     view = ProgressView(study)
     live = not args.no_progress and console.is_terminal

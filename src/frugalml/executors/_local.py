@@ -219,6 +219,9 @@ class LocalExecutor:
             self._start(task)
 
     def _start(self, task: TrialTask) -> None:
+        if self.pin and hasattr(os, "sched_getaffinity") and task.cpus > (cores := len(os.sched_getaffinity(0))):
+            raise ConfigError(f"execution 'cpus_per_trial' = {task.cpus} but this machine gives {cores} cores to pin; "
+                              f"use at most {cores}, or the Ray backend on a bigger cluster.")
         context = worker_context()
         used = {r.slot for r in self._running.values()}
         slot = min(set(range(self.workers)) - used)

@@ -10,26 +10,37 @@ from frugalml.monitors._tree import tree_pids
 from frugalml.units import to_mb
 
 
+def _nvml_handles() -> tuple[Any, list[Any]]:
+    """``(pynvml, device handles)`` with NVML initialised, or ``(None, [])`` (and NVML shut
+    down again) when the library, the driver or a device is missing."""
+    try:
+        import pynvml  # lazy: optional dependency, and nvmlInit costs ~50 ms
+    except ImportError:
+        return None, []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no driver or library
+        return None, []
+    try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError:
+        handles = []
+    if not handles:
+        pynvml.nvmlShutdown()
+        return None, []
+    return pynvml, handles
+
+
 def visible_gpus() -> list[str]:
     """The NVIDIA devices this process may use: ``CUDA_VISIBLE_DEVICES`` where set, else
     every device NVML lists (``[]`` without NVML or a GPU)."""
     declared = os.environ.get("CUDA_VISIBLE_DEVICES")
     if declared is not None:
         return [device.strip() for device in declared.split(",") if device.strip() and device.strip() != "-1"]
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
-    try:
-        return [str(index) for index in range(pynvml.nvmlDeviceGetCount())]
-    except pynvml.NVMLError:
-        return []
-    finally:
-        pynvml.nvmlShutdown()
+    nvml, handles = _nvml_handles()
+    if nvml is not None:
+        nvml.nvmlShutdown()
+    return [str(index) for index in range(len(handles))]
 
 
 class GpuMonitor(Monitor):
@@ -62,25 +73,7 @@ class GpuMonitor(Monitor):
             raise TypeError(
                 f"`pids` must be an int pid or a callable returning pids, but got {pids!r}."
             )
-        self._nvml: Any = None
-        self._handles: list[Any] = []
-        try:
-            import pynvml  # lazy: optional dependency, and nvmlInit costs ~50 ms
-        except ImportError:
-            return
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError:  # no driver or library
-            return
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        except pynvml.NVMLError:
-            self._handles = []
-        if self._handles:
-            self._nvml = pynvml
-        else:
-            pynvml.nvmlShutdown()
+        self._nvml, self._handles = _nvml_handles()
 
     @property
     def available(self) -> bool:

@@ -2,11 +2,11 @@
 
 The request path only calls :meth:`Monitor.observe` (a lock and an append) and
 :meth:`Monitor.observe_request`; everything else (closing windows, PSI/KS, custom
-metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, every
-``interval_s`` or sooner when a window fills: the server calls it from its event loop
-when :meth:`Monitor.due` (no second thread contending for the GIL with requests);
-:meth:`Monitor.start` runs it on a daemon thread for other hosts. Nothing here knows about
-HTTP, so the monitor is tested by calling it directly.
+metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, which the
+host calls whenever :meth:`Monitor.due` says so (every ``interval_s``, or sooner when a
+window fills); the server does it from its event loop, so no second thread contends
+for the GIL with requests. Nothing here knows about HTTP, so the monitor is tested by
+calling it directly.
 
 Metric names (:meth:`Monitor.values`, usable in alert rules):
 
@@ -108,9 +108,6 @@ class Monitor:
         self._extra_notifiers = list(notifiers)
         self._lock = threading.Lock()  # guards what the request path touches
         self._processing = threading.RLock()  # one process()/configure() at a time
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._os_process = psutil.Process()
         self._os_process.cpu_percent(None)
         self._init_counters()
@@ -174,9 +171,6 @@ class Monitor:
         with self._lock:
             self._pending.append((X, predictions))
             self._pending_rows += len(X)
-            full = self._window_rows + self._pending_rows >= self.config.window_rows
-        if full:
-            self._wake.set()
         return ids
 
     def observe_nonfinite(self, nan: int, inf: int, where: str = "input") -> None:
@@ -350,29 +344,7 @@ class Monitor:
                 webhook_failures=self._webhooks.failures if self._webhooks else 0,
             )
 
-    # -- the background thread ----------------------------------------------------------
-
-    def start(self) -> Monitor:
-        """Run :meth:`process` on a daemon thread every ``interval_s`` (sooner when a window fills)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="frugalml-monitor", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.config.interval_s)
-            self._wake.clear()
-            try:
-                self.process()
-            except Exception:  # keep monitoring alive whatever one window does
-                logger.exception("monitoring failed to process a window")
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        """Close the alert notifiers (their webhook threads); the monitor is not used again."""
         for notifier in self._notifiers:
             notifier.close()
