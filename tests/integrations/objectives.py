@@ -27,12 +27,26 @@ def allocating_objective(trial):
     return loss
 
 
-def run_worker(storage: str, study_name: str, n_trials: int) -> None:
-    """One of several processes sharing a study through RDB storage."""
+def shared_storage(url: str) -> optuna.storages.RDBStorage:
+    """SQLite storage that waits up to a minute for a lock held by another process (default: 5 s)."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def run_worker(url: str, study_name: str, megabytes: list[int]) -> None:
+    """One of several processes sharing a study through RDB storage, one trial per value.
+
+    Each value is fixed by this process's sampler, not enqueued in the shared study:
+    two processes can both claim the same enqueued trial on SQLite (optuna#4002, #4621).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=SystemBudgetPruner(max_memory_mb=400))
-    study.optimize(allocating_objective, n_trials=n_trials)
+    storage = shared_storage(url)
+    for value in megabytes:
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=optuna.samplers.PartialFixedSampler({"megabytes": value},
+                                                                              optuna.samplers.RandomSampler()),
+                                  pruner=SystemBudgetPruner(max_memory_mb=400))
+        study.optimize(allocating_objective, n_trials=1)
 
 
 if __name__ == "__main__":
-    run_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    run_worker(sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")])

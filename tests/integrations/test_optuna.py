@@ -19,14 +19,12 @@ HERE = Path(__file__).resolve().parent
 
 def test_a_plain_objective_is_pruned_for_memory_by_processes_sharing_a_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="shared", storage=storage)
-    for megabytes in (20, 700, 30, 800):
-        study.enqueue_trial({"megabytes": megabytes})
+    optuna.create_study(study_name="shared", storage=storage)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     workers = [
-        subprocess.Popen([sys.executable, str(HERE / "objectives.py"), storage, "shared", "2"], env=env,
+        subprocess.Popen([sys.executable, str(HERE / "objectives.py"), storage, "shared", megabytes], env=env,
                          stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
+        for megabytes in ("20,700", "30,800")
     ]
     for worker in workers:
         assert worker.wait(timeout=120) == 0, worker.stderr.read()

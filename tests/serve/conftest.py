@@ -56,7 +56,7 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (folder / "monitoring.toml").write_text(CONFIG)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
     process = ServerProcess(str(model_dir), "--token", ADMIN_TOKEN, "--max-body-bytes", "65536", "--max-rows", "1000",
-                            "--config", str(folder / "monitoring.toml"), log=folder / "server.log")
+                            "--body-timeout", "2", "--config", str(folder / "monitoring.toml"), log=folder / "server.log")
     process.model_dir = model_dir
     try:
         yield process.wait_ready()

@@ -114,7 +114,7 @@ def scrape(client: httpx.Client) -> dict[str, list]:
 
 
 def scrape_until(client: httpx.Client, ready, timeout: float = 15) -> dict[str, list]:
-    """Scrape until ``ready(samples)`` holds: the monitor's thread counts predictions asynchronously."""
+    """Scrape until ``ready(samples)`` holds: the monitor counts predictions between requests."""
     deadline = time.monotonic() + timeout
     samples = scrape(client)
     while not ready(samples) and time.monotonic() < deadline:

@@ -179,6 +179,19 @@ def test_quality_per_slice_and_nonfinite_weights(reference, model, diabetes):
     assert monitor.values()["nonfinite.weights"] == 1
 
 
+def test_a_new_config_keeps_issued_prediction_ids_and_a_smaller_log_drops_the_oldest(reference, diabetes):
+    _, split = diabetes
+    monitor = Monitor(reference, {"feedback_capacity": 10})
+    old = monitor.observe(split.X_test[:6], np.array(["tested_negative"] * 6))
+    new = monitor.observe(split.X_test[:4], np.array(["tested_positive"] * 4))
+    monitor.configure({})  # back to the default capacity, as `PUT /admin/monitoring-config {}` does
+    monitor.feedback(old[0], "tested_negative")
+    monitor.configure({"feedback_capacity": 4})
+    monitor.feedback(new[0], "tested_positive")
+    with pytest.raises(FeedbackError, match="too old .*latest 4"):
+        monitor.feedback(old[-1], "tested_negative")
+
+
 def test_regression_rmse_and_prediction_histogram():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 3))

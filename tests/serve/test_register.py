@@ -101,7 +101,8 @@ def test_register_refuses_what_it_cannot_register(tmp_path, capsys):
         _workload_spec(two, "c")
     assert main(["serve", str(tmp_path / "no-model")]) == 2
     assert "no model directory" in capsys.readouterr().err
-
+    assert main(["serve", str(tmp_path / "no-model"), "--body-timeout", "nan"]) == 2
+    assert "'body_timeout_s'" in capsys.readouterr().err
 
 
 def test_register_checks_alias_and_tracking_uri_before_registering(study, tmp_path, capsys, monkeypatch):

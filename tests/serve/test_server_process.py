@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import numpy as np
@@ -93,6 +94,27 @@ def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(ser
     assert value(after, "frugalml_nonfinite_values_total", where="input", kind="inf") >= 1
     ok = server.client.post("/predict", json={"instances": split.X_test[:3].tolist()})
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+
+
+def test_a_body_that_never_arrives_gets_408_and_a_client_that_hangs_up_is_counted(server, diabetes):
+    _, split = diabetes
+    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 100\r\n\r\n").encode() + b'{"instances": '  # 14 of the 100 bytes promised
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
+        slow.sendall(head)
+        started = time.monotonic()
+        reply = b""
+        while chunk := slow.recv(4096):  # the server answers, then closes the connection
+            reply += chunk
+        waited = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408") and b'"kind":"body_timeout"' in reply, reply
+    assert 1.5 < waited < 15  # --body-timeout 2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as gone:
+        gone.sendall(head)
+    hung_up = lambda m: value(m, "frugalml_errors_total", kind="client_disconnected")  # noqa: E731
+    assert hung_up(scrape_until(server.client, lambda m: hung_up(m) >= 1)) >= 1
+    ok = server.client.post("/predict", json={"instances": split.X_test[:2].tolist()})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
 
 
 def test_nonfinite_inputs_can_be_imputed_with_the_training_mean(server, model):

@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=1_048_576)
     serve.add_argument("--max-rows", type=int, default=10_000, help="rows per predict request")
     serve.add_argument("--rate-limit", metavar="R/s", help="requests per second per client, e.g. 200/s")
+    serve.add_argument("--body-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="answer 408 when a request body has not fully arrived by then")
     serve.add_argument("--config", metavar="TOML", help="monitoring config (default: the model's own, else defaults)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true")
@@ -89,7 +91,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
-                              max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri)
+                              max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
+                              body_timeout_s=args.body_timeout)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
                log_level=args.log_level, access_log=args.access_log)
     return 0

@@ -143,16 +143,21 @@ def _error_response(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, settings: ServerSettings) -> bytes:
+    limit = settings.max_body_bytes
     length = request.headers.get("content-length")
     if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
         raise RequestError(413, "too_large", f"request body of {length} bytes is over the limit of {limit} bytes.")
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestError(413, "too_large", f"request body is over the limit of {limit} bytes.")
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise RequestError(413, "too_large", f"request body is over the limit of {limit} bytes.")
+    except TimeoutError:
+        raise RequestError(408, "body_timeout", f"the request body did not arrive within {settings.body_timeout_s:g} s "
+                                                f"({len(body)} bytes came).") from None
     except ClientDisconnect:  # nobody is left to answer; counted, not logged as a server error
         raise RequestError(400, "client_disconnected", "the client hung up before sending the whole body.") from None
     return bytes(body)
@@ -207,7 +212,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         guard(request, state.settings.predict_token, "/predict")
-        body = await _read_body(request, state.settings.max_body_bytes)
+        body = await _read_body(request, state.settings)
         served, monitor = state.served, state.monitor
         X = parse_predict(body, served.reference, max_rows=state.settings.max_rows)
         nan, inf, mask = nonfinite_counts(X)
@@ -236,7 +241,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     @app.post("/feedback")
     async def feedback(request: Request) -> Response:
         guard(request, state.settings.predict_token, "/feedback")
-        data = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        data = parse_json(await _read_body(request, state.settings))
         monitor = state.monitor
         if monitor is None:
             raise RequestError(409, "monitoring_disabled", "feedback needs monitoring; it is disabled in the config.")
@@ -279,7 +284,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     @app.post("/admin/reload")
     async def reload(request: Request) -> dict[str, Any]:
         admin(request)
-        body = await _read_body(request, state.settings.max_body_bytes)
+        body = await _read_body(request, state.settings)
         data = parse_json(body) if body.strip() else {}
         uri = data.get("model_uri", state.served.uri) if isinstance(data, dict) else None
         if not isinstance(uri, str):
@@ -303,7 +308,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     @app.put("/admin/monitoring-config")
     async def put_config(request: Request) -> dict[str, Any]:
         admin(request)
-        data = parse_json(await _read_body(request, state.settings.max_body_bytes))
+        data = parse_json(await _read_body(request, state.settings))
         if not isinstance(data, dict):
             raise RequestError(422, "bad_config", "the monitoring config must be a JSON object.")
         current = state.config.to_dict()["custom_metrics"]

@@ -124,8 +124,10 @@ class Monitor:
         with self._processing, self._lock:
             self.config = config
             self._custom = custom
-            if self.log is None or self.log.capacity != config.feedback_capacity:
-                self.log = PredictionLog(config.feedback_capacity)  # ids issued so far stay valid otherwise
+            if self.log is None:
+                self.log = PredictionLog(config.feedback_capacity)
+            else:
+                self.log.resize(config.feedback_capacity)  # ids issued so far stay valid
             self.quality = QualityTracker(self.reference.task, self.reference.classes, config.quality_window,
                                           config.max_slices)
             self.alerts = AlertEvaluator(config.alerts, self.name)

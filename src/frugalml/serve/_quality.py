@@ -45,11 +45,20 @@ class PredictionLog:
                 self._starts.append(first)
                 self._batches.append(predictions)
                 self._kept += n
-                while self._kept - len(self._batches[0]) >= self.capacity:
-                    self._kept -= len(self._batches.popleft())
-                    self._starts.popleft()
+                self._evict()
         prefix = self.prefix
         return [f"{prefix}-{i}" for i in range(first, first + n)]
+
+    def resize(self, capacity: int) -> None:
+        """Keep the latest ``capacity`` predictions from now on; ids issued so far stay valid."""
+        with self._lock:
+            self.capacity = capacity
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._batches and self._kept - len(self._batches[0]) >= self.capacity:
+            self._kept -= len(self._batches.popleft())
+            self._starts.popleft()
 
     def get(self, prediction_id: Any) -> Any:
         """The prediction behind an id; :class:`FeedbackError` when unknown or evicted."""

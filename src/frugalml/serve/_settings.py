@@ -36,6 +36,9 @@ class ServerSettings:
         max_rows: rows per predict request.
         rate_limit: requests per second per client address (None: unlimited); bursts
             of up to ``rate_burst`` requests (default: one second's worth) are allowed.
+        body_timeout_s: a request whose body has not fully arrived within this many
+            seconds gets 408, so a client that sends less than its Content-Length does
+            not hold a connection open (uvicorn has no such timeout of its own).
     """
 
     token: str | None = None
@@ -45,6 +48,7 @@ class ServerSettings:
     rate_limit: float | None = None
     rate_burst: float | None = None
     tracking_uri: str | None = None
+    body_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_rows"):
@@ -57,3 +61,7 @@ class ServerSettings:
             if value is not None and (not isinstance(value, str) or len(value) < 8):
                 raise ConfigError(f"{name} must be a string of at least 8 characters.")
         object.__setattr__(self, "rate_limit", parse_rate(self.rate_limit))
+        timeout = self.body_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ConfigError(f"The 'body_timeout_s' parameter of ServerSettings must be a number in the range "
+                              f"(0, inf). Got {timeout!r} instead.")
