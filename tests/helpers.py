@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) can be taken meanwhile by a
+    client's outgoing connection, including a client polling that very port, which
+    on Linux then connects to itself; a server started there fails to bind.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port found below the ephemeral range")
 
 
 def write_study(path: Path, body: str) -> Path:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import sqlite3
-
 import pytest
 
 import trainers
@@ -81,7 +78,8 @@ def test_study_compute_budget_stops_the_study(study_dir):
 def test_patience_stops_a_flat_trial_but_keeps_it_feasible(study_dir):
     study = Study(
         name="patience",
-        workloads=[Workload(train=trainers.allocate, train_kwargs={"megabytes": 1, "steps": 400}, eval_every=20, max_steps=400)],
+        workloads=[Workload(train=trainers.allocate, train_kwargs={"megabytes": 1, "steps": 400, "sleep_s": 0.02},
+                            eval_every=20, max_steps=400)],  # 20 ms steps: the stop lands within 200 ms of step 80
         search=Search(space={"x": [1]}), stopping={"patience": 3}, directory=str(study_dir), mlflow_uri=None,
     )
     (record,) = tune(study).records

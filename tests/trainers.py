@@ -14,29 +14,31 @@ import time
 import numpy as np
 
 
-def _busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def _busy(seconds: float, clock=time.perf_counter) -> None:
+    end = clock() + seconds
+    while clock() < end:
         pass
 
 
-def steady(trial, steps: int = 200, step_s: float = 0.001) -> None:
-    """A loss that falls smoothly; each step busy-waits ``step_s`` (or params['step_s'])."""
+def steady(trial, steps: int = 200, step_s: float = 0.001, cpu_clock: bool = False) -> None:
+    """A loss that falls smoothly; each step busy-waits ``step_s`` (or params['step_s'])
+    of wall time, or of CPU time with ``cpu_clock`` (the same CPU-s however busy the machine)."""
     step_s = trial.params.get("step_s", step_s)
+    clock = time.thread_time if cpu_clock else time.perf_counter
     for step in range(1, steps + 1):
-        _busy(step_s)
+        _busy(step_s, clock)
         if trial.step(loss=1.0 / step, n_samples=10):
             trial.report(val_loss=1.0 / step + trial.params.get("offset", 0.0))
 
 
-def allocate(trial, megabytes: int = 200, at_step: int = 100, steps: int = 300) -> None:
+def allocate(trial, megabytes: int = 200, at_step: int = 100, steps: int = 300, sleep_s: float = 0.002) -> None:
     """Steps lightly, allocates and touches ``megabytes`` MB at ``at_step``, keeps stepping."""
     megabytes = trial.params.get("megabytes", megabytes)
     held = []
     for step in range(1, steps + 1):
         if step == at_step:
             held.append(np.ones(megabytes * 2**20 // 8))  # np.ones writes every page
-        time.sleep(0.002)
+        time.sleep(sleep_s)
         if trial.step(loss=1.0, n_samples=1):
             trial.report(val_loss=1.0)
 

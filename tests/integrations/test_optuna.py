@@ -75,6 +75,31 @@ def test_system_metrics_prunes_slow_steps_and_defers_to_a_wrapped_pruner(tmp_pat
     assert bad.state is optuna.trial.TrialState.PRUNED and STOP_ATTR not in bad.user_attrs  # the wrapped pruner
 
 
+class SlowStorage(optuna.storages.InMemoryStorage):
+    """Storage whose writes take 100 ms, as a busy database's do."""
+
+    def set_trial_user_attr(self, *args, **kwargs):
+        time.sleep(0.1)
+        super().set_trial_user_attr(*args, **kwargs)
+
+    def set_trial_intermediate_value(self, *args, **kwargs):
+        time.sleep(0.1)
+        super().set_trial_intermediate_value(*args, **kwargs)
+
+
+def test_time_spent_storing_a_report_is_not_billed_to_the_next_step():
+    study = optuna.create_study(storage=SlowStorage())
+    trial = study.ask()
+    with SystemMetrics(trial, sidecar=False) as system:
+        for epoch in range(3):
+            for _ in range(10):
+                time.sleep(0.002)
+                system.step()
+            system.report(1.0, epoch)
+            system.should_prune()
+    assert 1.5 < trial.user_attrs[ATTR]["mean_step_ms"] < 10  # 2 ms steps; 200 ms of writes left out
+
+
 def test_bad_pruner_arguments_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="needs at least one budget"):
         SystemBudgetPruner()

@@ -29,7 +29,8 @@ def test_a_known_200_mb_allocation_reads_as_200_mb_and_the_sidecar_is_outside_th
     with Sidecar(interval_s=0.05) as sidecar:
         before = sidecar.read()["memory_mb"]
         held = np.ones(200 * 2**20 // 8)  # np.ones writes every page
-        time.sleep(0.3)
+        sidecar.reset_peak()  # the peak comes back once a sample was measured after this
+        assert _wait(lambda: "peak_memory_mb" in sidecar.read())
         after = sidecar.read()
         assert after["memory_mb"] - before == pytest.approx(200, rel=0.05)
         assert after["age_s"] < 1.0 and after["peak_memory_mb"] >= after["memory_mb"]
@@ -54,6 +55,23 @@ def test_the_sidecar_exits_when_the_sampled_process_is_killed(tmp_path):
     assert not os.path.exists(path)  # it removed its file
 
 
+def test_a_peak_measured_before_a_reset_is_not_reported_as_the_new_windows():
+    with Sidecar(interval_s=0.05) as sidecar:
+        held = np.ones(100 * 2**20 // 8)
+        sidecar.reset_peak()
+        assert _wait(lambda: "peak_memory_mb" in sidecar.read())
+        high = sidecar.read()["peak_memory_mb"]
+        del held
+        os.kill(sidecar.sidecar_pid, signal.SIGSTOP)  # a starved sidecar: no sample after the reset
+        try:
+            sidecar.reset_peak()
+            stale = sidecar.read()
+            assert "peak_memory_mb" not in stale and stale["memory_mb"] >= high - 1  # the old sample, as such
+        finally:
+            os.kill(sidecar.sidecar_pid, signal.SIGCONT)
+        assert _wait(lambda: sidecar.read().get("peak_memory_mb", high) < high - 50)
+
+
 @pytest.mark.parametrize("sidecar", [True, False], ids=["sidecar", "in-process"])
 def test_windows_report_peak_memory_cpu_and_step_time(sidecar):
     sampler = SystemSampler(interval_s=0.05, sidecar=sidecar).start()
@@ -73,7 +91,7 @@ def test_windows_report_peak_memory_cpu_and_step_time(sidecar):
         time.sleep(0.2)
         later = sampler.window(steps=10)  # no step marks: time since the last window / 10 steps
         assert later["mean_step_ms"] == pytest.approx(100 * (later["wall_s"] - window["wall_s"]), rel=0.01)
-        time.sleep(0.3)  # the sidecar samples after the reset; the freed 100 MB leaves the peak
+        time.sleep(0.3)  # the freed 100 MB is not in the peak since the reset, even if no sample came
         assert sampler.window()["memory_mb"] < window["memory_mb"] - 50
     finally:
         sampler.close()

@@ -79,9 +79,14 @@ def test_cpu_percent_of_busy_and_sleeping_children(spawn):
         child.popen.stdin.write("\n")
         child.popen.stdin.flush()
     busy_monitor, sleeping_monitor = ProcessTreeMonitor(busy.pid), ProcessTreeMonitor(sleeping.pid)
+    # An independent reading of the same second: on a loaded machine the busy child gets
+    # less than a whole core, and the monitor must report what it got.
+    busy_process = psutil.Process(busy.pid)
+    cpu_before, started = sum(busy_process.cpu_times()[:2]), time.monotonic()
     time.sleep(1.0)
     busy_sample, sleeping_sample = busy_monitor.sample(), sleeping_monitor.sample()
-    assert 60 <= busy_sample["cpu_percent"] <= 110
+    got = 100 * (sum(busy_process.cpu_times()[:2]) - cpu_before) / (time.monotonic() - started)
+    assert got > 20 and busy_sample["cpu_percent"] == pytest.approx(got, abs=10)
     assert sleeping_sample["cpu_percent"] < 10
     assert busy_sample["cpu_s"] > sleeping_sample["cpu_s"]
 
@@ -201,10 +206,10 @@ def test_sample_of_a_small_tree_costs_well_under_a_millisecond(spawn):
     )
     monitor = ProcessTreeMonitor(parent.pid)
     durations = []
-    for _ in range(200):
-        start = time.perf_counter()
+    for _ in range(200):  # CPU time (user + kernel reading /proc): waiting for a busy core is not cost
+        start = time.process_time()
         sample = monitor.sample()
-        durations.append(time.perf_counter() - start)
+        durations.append(time.process_time() - start)
     assert sample["n_processes"] == 4
     assert statistics.median(durations) < 1e-3
 

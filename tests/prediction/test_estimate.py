@@ -22,7 +22,10 @@ def test_bounds_hold_the_value_and_memory_never_falls_below_what_was_seen(real_r
         assert estimate.peak_memory_mb.low == max(w.values["memory_mb"] for w in first)
         # real diabetes trials: memory is flat, so two windows already give the peak
         assert estimate.peak_memory_mb.value == pytest.approx(record.peak("memory_mb"), rel=0.10)
-        assert estimate.total_s.value == pytest.approx(record.windows[-1].values["wall_s"], rel=1.0)
+        # time: windows of 5 steps last milliseconds, so one paused window skews a rate; with
+        # four windows the median of three rates leaves it out
+        later = estimate_trial(record.windows[:4], steps_planned=record.steps_planned, confidence=0.9)
+        assert later.total_s.value == pytest.approx(record.windows[-1].values["wall_s"], rel=1.0)
 
 
 def test_the_first_window_is_warm_up_and_left_out_of_the_steady_step_time(real_records):

@@ -8,10 +8,9 @@ from typing import Iterator
 
 import pytest
 
-from serve_helpers import ServerProcess
+from serve_helpers import ADMIN_TOKEN, ServerProcess
 
 HERE = Path(__file__).resolve().parent
-ADMIN_TOKEN = "admin-token-for-tests"
 CONFIG = """
 window_rows = 150
 min_window_rows = 50
@@ -54,7 +53,7 @@ def model(model_dir: Path):
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("server")
     (folder / "monitoring.toml").write_text(CONFIG)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     process = ServerProcess(str(model_dir), "--token", ADMIN_TOKEN, "--max-body-bytes", "65536", "--max-rows", "1000",
                             "--body-timeout", "2", "--config", str(folder / "monitoring.toml"), log=folder / "server.log")
     process.model_dir = model_dir

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +15,9 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import free_port
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+ADMIN_TOKEN = "admin-token-for-tests"
 
 
 class ServerProcess:

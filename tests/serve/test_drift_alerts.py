@@ -12,8 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ADMIN_TOKEN
-from serve_helpers import WebhookReceiver, scrape, value
+from serve_helpers import ADMIN_TOKEN, WebhookReceiver, scrape, value
 
 WINDOW = 150
 NULL_WINDOWS = 20

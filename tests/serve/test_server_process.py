@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ADMIN_TOKEN
-from serve_helpers import as_rows, scrape, scrape_until, value
+from serve_helpers import ADMIN_TOKEN, as_rows, scrape, scrape_until, value
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -98,8 +97,8 @@ def test_raw_malformed_bodies_nan_and_oversize_then_the_server_keeps_serving(ser
 
 def test_a_body_that_never_arrives_gets_408_and_a_client_that_hangs_up_is_counted(server, diabetes):
     _, split = diabetes
-    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 100\r\n\r\n").encode() + b'{"instances": '  # 14 of the 100 bytes promised
+    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n") + b'{"instances": '  # 14 of the 100 bytes promised
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
         slow.sendall(head)
         started = time.monotonic()

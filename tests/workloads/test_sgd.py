@@ -3,11 +3,10 @@ from __future__ import annotations
 import math
 import tracemalloc
 
-import numpy as np
 import pytest
 
 from frugalml.exceptions import ConfigError
-from frugalml.workloads import sgd_train, steps_planned
+from frugalml.workloads import steps_planned
 
 
 def windows(messages):

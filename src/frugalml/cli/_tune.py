@@ -14,7 +14,7 @@ from rich.table import Table
 
 from frugalml.cli._format import compute_line, fmt, wide_console
 from frugalml.records import TrialRecord, TrialStatus
-from frugalml.results import best_feasible, compute_account
+from frugalml.results import best_feasible
 from frugalml.study import load_study
 from frugalml.tuner import tune
 

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence

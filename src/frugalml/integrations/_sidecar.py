@@ -35,7 +35,7 @@ _FIELDS = (
     "gpu_util_percent", "gpu_memory_mb", "n_processes",
 )
 _SLOT = {name: i for i, name in enumerate(_FIELDS)}
-_RESET, _STOP, _SIZE = 14, 15, 16
+_WINDOW, _RESET, _STOP, _SIZE = 12, 14, 15, 16  # the peak window a sample belongs to; reset count
 _SAMPLED = _FIELDS[3:]  # the metrics a reader gets
 
 _LAUNCH = """
@@ -107,13 +107,15 @@ class Sidecar:
 
     def read(self) -> dict[str, float]:
         """The latest sample: ``memory_mb`` (RSS - shared), ``peak_memory_mb`` (since
-        :meth:`reset_peak`), ``rss_mb``, ``cpu_s``, ``read_mb``/``write_mb``, GPU figures
+        :meth:`reset_peak`; absent until a sample measured after the reset), ``rss_mb``, ``cpu_s``, ``read_mb``/``write_mb``, GPU figures
         where measured, and ``age_s`` (seconds since the sample); ``{}`` if closed."""
         values = self._values
         if values is None or values[0] == 0:
             return {}
         sample = {name: values[_SLOT[name]] for name in _SAMPLED}
         sample = {name: value for name, value in sample.items() if not math.isnan(value)}
+        if values[_WINDOW] != values[_RESET]:
+            sample.pop("peak_memory_mb", None)  # measured before the latest reset: not this window's peak
         sample["age_s"] = time.monotonic() - values[_SLOT["time"]]
         return sample
 
@@ -169,16 +171,18 @@ def serve(pid: int, path: str, interval_s: float) -> None:
     reset_seen, peak = values[_RESET], 0.0
     try:
         while values[_STOP] == 0 and os.path.exists(path):
+            window = values[_RESET]  # read before measuring: a reset during the sample is not in it
             sample = tree.sample()
             if not sample:  # the sampled process ended
                 break
             sample.update(gpu.sample())
-            if values[_RESET] != reset_seen:
-                reset_seen, peak = values[_RESET], 0.0
+            if window != reset_seen:
+                reset_seen, peak = window, 0.0
             peak = max(peak, sample["memory_mb"])
             sample["peak_memory_mb"] = peak
             for name in _SAMPLED:
                 values[_SLOT[name]] = sample.get(name, math.nan)
+            values[_WINDOW] = window
             values[_SLOT["time"]] = time.monotonic()
             values[0] += 1
             time.sleep(interval_s)
@@ -246,6 +250,11 @@ class SystemSampler:
         now = time.perf_counter()
         self._durations.append(now - self._mark)
         self._mark = now
+
+    def restart_step_clock(self) -> None:
+        """Time from here on is training again: what came since the last mark (storing a
+        report, asking the pruner) is not billed to the next step."""
+        self._mark = time.perf_counter()
 
     def window(self, steps: int | None = None) -> dict[str, float]:
         """Metrics since the previous call; ``steps`` is the total steps done so far, if known."""

@@ -159,10 +159,17 @@ class SystemMetrics:
         self.latest = {**metrics, "peak_memory_mb": self._peak_mb, "step": step}
         self.trial.set_user_attr(ATTR, self.latest)
         self.trial.report(value, step)
+        self.sampler.restart_step_clock()  # two storage writes, not training
 
     def should_prune(self) -> bool:
         """``trial.should_prune()``; when a frugalml budget is the reason, it is stored
         as the user attribute ``"frugalml_stop"``."""
+        try:
+            return self._should_prune()
+        finally:
+            self.sampler.restart_step_clock()
+
+    def _should_prune(self) -> bool:
         if not self.trial.should_prune():
             return False
         pruner = self.trial.study.pruner

@@ -42,4 +42,5 @@ __all__ = [
     "run_thesis",
     "summary_markdown",
     "thesis_findings",
+    "thesis_studies",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd

@@ -86,7 +86,7 @@ class MlflowTracker(Tracker):
         return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
 
     def log_trial(self, record: TrialRecord) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         for run_id in self._existing(record.trial_id):
             self.client.delete_run(run_id)  # resume after a crash between store and MLflow
