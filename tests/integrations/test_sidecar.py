@@ -61,8 +61,8 @@ def test_a_peak_measured_before_a_reset_is_not_reported_as_the_new_windows():
         sidecar.reset_peak()
         assert _wait(lambda: "peak_memory_mb" in sidecar.read())
         high = sidecar.read()["peak_memory_mb"]
-        del held
         os.kill(sidecar.sidecar_pid, signal.SIGSTOP)  # a starved sidecar: no sample after the reset
+        del held
         try:
             sidecar.reset_peak()
             stale = sidecar.read()

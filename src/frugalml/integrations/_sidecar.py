@@ -35,7 +35,10 @@ _FIELDS = (
     "gpu_util_percent", "gpu_memory_mb", "n_processes",
 )
 _SLOT = {name: i for i, name in enumerate(_FIELDS)}
-_WINDOW, _RESET, _STOP, _SIZE = 12, 14, 15, 16  # the peak window a sample belongs to; reset count
+_WINDOW = 12  # the reset count when the latest sample was measured: its peak's window
+_RESET = 14  # how many times the reader asked for a new peak window
+_STOP = 15
+_SIZE = 16
 _SAMPLED = _FIELDS[3:]  # the metrics a reader gets
 
 _LAUNCH = """
@@ -107,14 +110,16 @@ class Sidecar:
 
     def read(self) -> dict[str, float]:
         """The latest sample: ``memory_mb`` (RSS - shared), ``peak_memory_mb`` (since
-        :meth:`reset_peak`; absent until a sample measured after the reset), ``rss_mb``, ``cpu_s``, ``read_mb``/``write_mb``, GPU figures
-        where measured, and ``age_s`` (seconds since the sample); ``{}`` if closed."""
+        :meth:`reset_peak`; absent until a sample is measured after it), ``rss_mb``,
+        ``cpu_s``, ``read_mb``/``write_mb``, GPU figures where measured, and ``age_s``
+        (seconds since the sample); ``{}`` if closed."""
         values = self._values
         if values is None or values[0] == 0:
             return {}
+        current = values[_WINDOW] == values[_RESET]  # read first: later slots are at least as new
         sample = {name: values[_SLOT[name]] for name in _SAMPLED}
         sample = {name: value for name, value in sample.items() if not math.isnan(value)}
-        if values[_WINDOW] != values[_RESET]:
+        if not current:
             sample.pop("peak_memory_mb", None)  # measured before the latest reset: not this window's peak
         sample["age_s"] = time.monotonic() - values[_SLOT["time"]]
         return sample

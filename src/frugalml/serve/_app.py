@@ -137,9 +137,14 @@ class _Instrumentation:
                     state.monitor.observe_request(elapsed if endpoint == "/predict" else None, status < 400)
 
 
+_BODY_LEFT_UNREAD = frozenset({"too_large", "body_timeout"})
+
+
 def _error_response(status: int, kind: str, message: str) -> JSONResponse:
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from a request
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
+    if kind in _BODY_LEFT_UNREAD:  # else uvicorn keeps the connection for the rest of the body, however slow
+        headers = {"Connection": "close"}
     return JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)
 
 

@@ -117,7 +117,9 @@ class Monitor:
 
     def configure(self, config: Any, *, model: Any = None) -> None:
         """Apply a new config (and model): the open window, metric history, quality and alert
-        state start afresh; cumulative counters (windows, predictions, NaN/inf) carry on."""
+        state start afresh; cumulative counters (windows, predictions, NaN/inf) and issued
+        prediction ids carry on (the server makes a new monitor, with new ids, when a model
+        is reloaded or monitoring is switched off and on)."""
         config = as_monitoring_config(config)
         custom = config.custom_functions()
         old = getattr(self, "_notifiers", [])
