@@ -26,6 +26,7 @@ from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
 
 DEFAULT_MLFLOW = "default"
+STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
 BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate"})
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
@@ -173,7 +174,7 @@ class Study:
 
     @property
     def path(self) -> Path:
-        return Path(self.directory) if self.directory else Path("studies") / self.name
+        return Path(self.directory) if self.directory else Path(STUDIES_ROOT) / self.name
 
     def stopping_rules(self) -> list[StoppingRule]:
         return rules_from_config(self.budget, self.stopping) + as_rules(self.rules)

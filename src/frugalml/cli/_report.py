@@ -7,12 +7,13 @@ from pathlib import Path
 
 from frugalml.cli._format import fmt, to_csv, to_json, wide_console
 from frugalml.exceptions import ConfigError, StoreError
+from frugalml.study import STUDIES_ROOT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser("report", help="write an offline HTML report and PNG figures of a study")
     report.add_argument("study", help="a study name (under --root) or a study directory")
-    report.add_argument("--root", default="studies")
+    report.add_argument("--root", default=STUDIES_ROOT)
     report.add_argument("--out", help="output folder (default: <study>/report)")
     report.add_argument("--no-png", action="store_true", help="skip the PNG figures")
     report.set_defaults(func=run_report)
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare = subparsers.add_parser("compare", help="system metrics of two studies side by side, with ratios")
     compare.add_argument("study_a")
     compare.add_argument("study_b")
-    compare.add_argument("--root", default="studies")
+    compare.add_argument("--root", default=STUDIES_ROOT)
     compare.add_argument("--by", choices=["config", "params"], default="config",
                          help="match configurations by workload + config id, or by parameters only")
     compare.add_argument("--format", choices=["table", "json", "csv"], default="table")

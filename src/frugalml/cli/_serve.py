@@ -7,12 +7,13 @@ import os
 import time
 
 from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.study import STUDIES_ROOT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     register = subparsers.add_parser("register", help="refit a study's best feasible config and register it in MLflow")
     register.add_argument("study", help="a study directory (or a study name under --root)")
-    register.add_argument("--root", default="studies")
+    register.add_argument("--root", default=STUDIES_ROOT)
     register.add_argument("--name", help="registered model name (default <study>-<workload>)")
     register.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
     register.add_argument("--workload", help="which workload's best config (when the study has several)")
@@ -87,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from frugalml.cli._show import study_directory
         from frugalml.registry import study_tracking_uri
 
-        tracking_uri = study_tracking_uri(study_directory(args.study, "studies"))
+        tracking_uri = study_tracking_uri(study_directory(args.study, STUDIES_ROOT))
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,

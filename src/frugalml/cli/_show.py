@@ -11,6 +11,7 @@ from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows,
 from frugalml.exceptions import StoreError
 from frugalml.results import compute_account
 from frugalml.store import ResultStore, find_stores
+from frugalml.study import STUDIES_ROOT
 from frugalml.tuner import load_result
 
 FORMATS = ("table", "json", "csv")
@@ -18,12 +19,12 @@ FORMATS = ("table", "json", "csv")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     listing = subparsers.add_parser("list", help="list the studies under a folder")
-    listing.add_argument("--root", default="studies", help="folder holding study directories (default: studies)")
+    listing.add_argument("--root", default=STUDIES_ROOT, help=f"folder holding study directories (default: {STUDIES_ROOT})")
     listing.add_argument("--format", choices=FORMATS, default="table")
     listing.set_defaults(func=run_list)
     show = subparsers.add_parser("show", help="show a study's trials")
     show.add_argument("study", help="a study name (under --root) or a study directory")
-    show.add_argument("--root", default="studies")
+    show.add_argument("--root", default=STUDIES_ROOT)
     show.add_argument("--format", choices=FORMATS, default="table")
     show.set_defaults(func=run_show)
 
@@ -39,7 +40,7 @@ def study_directory(study: str, root: str) -> Path:
 
 def run_list(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    if root.exists() and not root.is_dir() or not root.exists() and args.root != "studies":  # "studies": none yet
+    if not root.is_dir() and (root.exists() or args.root != STUDIES_ROOT):  # the default may not exist yet
         raise StoreError(f"--root {args.root} is not a folder; pass the folder that holds your study directories.")
     rows = []
     for directory in find_stores(args.root):

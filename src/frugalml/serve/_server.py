@@ -5,10 +5,10 @@ Each server writes ``<cache>/servers/<pid>.json`` (its URL and model) while it r
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import errno
 import socket
 import sys
 from pathlib import Path
