@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 
 STORE_FILE = "frugalml.db"
 
+_TABLES = frozenset({"study", "trials", "steps", "windows"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -51,6 +53,20 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _set_wal(connection: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """Switch to WAL; SQLite answers "locked" at once, without waiting, while a reader
+    (``frugalml show``, a test polling a new study) is inside the file, so wait here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ResultStore:
     """Reads and writes one study's results in ``<directory>/frugalml.db``.
 
@@ -76,13 +92,15 @@ class ResultStore:
         existed = self.path.exists()
         try:
             connection = sqlite3.connect(self.path, timeout=30)
-            connection.execute("PRAGMA journal_mode=WAL")
+            if create:  # persistent in the file, so readers leave it alone
+                _set_wal(connection)
             if existed:
                 tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if tables and not {"study", "trials"} <= tables:
+                foreign = sorted(t for t in tables - _TABLES if not t.startswith("sqlite_"))
+                if foreign:
                     connection.close()
-                    raise sqlite3.DatabaseError(f"it holds other tables: {', '.join(sorted(tables))}")
-                # no tables: an empty file, or a store another process is creating right now
+                    raise sqlite3.DatabaseError(f"it holds other tables: {', '.join(foreign)}")
+                # only some of ours, or none: a store another process is creating right now
         except sqlite3.Error as error:
             raise StoreError(
                 f"{self.path} is not a readable frugalml results store ({error}); restore it from a copy, "
