@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 from frugalml.exceptions import ConfigError
 from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
+from frugalml.validation import POSITIVE_INT, check_keys
 
 DEFAULT_MLFLOW = "default"
 STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
@@ -187,9 +188,7 @@ class Study:
 
         settings = PredictionSettings.from_config(self.prediction)
         if not any(key in self.budget for key in BUDGET_METRICS):
-            raise ConfigError(
-                "[prediction] needs a [budget] to predict against: max_memory_mb, max_mean_step_ms or max_trial_seconds."
-            )
+            raise ConfigError(f"[prediction] needs a [budget] to predict against: {', '.join(sorted(BUDGET_METRICS))}.")
         return settings
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,8 +202,8 @@ class Study:
 
 
 def _positive_int(what: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an int in the range [1, inf). Got {value!r} instead.")
+    if value not in POSITIVE_INT:
+        raise ConfigError(f"{what} must be {POSITIVE_INT}. Got {value!r} instead.")
 
 
 _TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction"}
@@ -260,9 +259,7 @@ def _table(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def _only(table: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {unknown} in [{table}]; allowed: {', '.join(sorted(allowed))}.")
+    check_keys(f"[{table}]", data, allowed)
 
 
 def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Study:

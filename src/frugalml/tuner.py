@@ -21,7 +21,7 @@ from frugalml.executors import LocalExecutor, TrialTask, make_executor
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
 from frugalml.search import Config, Sampler
-from frugalml.stopping import STUDY, StudyComputeBudget
+from frugalml.stopping import STUDY, StudyBudget
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, Workload
 from frugalml.tracking import MlflowTracker, Tracker, check_uri, default_uri
@@ -189,7 +189,7 @@ class Tuner:
             check_uri(self.study.mlflow_uri)
         self._sync_tracking()
         rules = self.study.stopping_rules()
-        compute_budget = next((r for r in rules if isinstance(r, StudyComputeBudget)), None)
+        compute_budget = next((r for r in rules if isinstance(r, StudyBudget)), None)
         executor = make_executor(
             self.study.backend, self.study.workers, address=self.study.address, rules=rules, sample_interval_s=self.study.sample_interval_s,
             pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s, gpus_per_trial=self.study.gpus_per_trial,
@@ -203,7 +203,7 @@ class Tuner:
         try:
             while True:
                 budget_left = compute_budget is None or (
-                    sum(r.cpu_s for r in self.records) + executor.running_cpu_s() < compute_budget.max_cpu_s
+                    sum(r.cpu_s for r in self.records) + executor.running_cpu_s() < compute_budget.limit
                 )
                 while executor.free_slots > 0 and budget_left:
                     if not self._start_next(plans, executor, by_task):
@@ -233,7 +233,7 @@ class Tuner:
         if self._tracking_error is not None:
             warnings.warn(f"MLflow logging failed ({self._tracking_error}); `frugalml tune --resume` re-logs it.")
         return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
-                           compute_budget.max_cpu_s if compute_budget else None)
+                           compute_budget.limit if compute_budget else None)
 
     def _start_next(self, plans: list[_WorkloadPlan], executor: LocalExecutor,
                     by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from frugalml.cli._evaluate import table_rows
-from frugalml.prediction import ErrorRow
+from frugalml.reproduce import ErrorRow
 from helpers import cli
 
 PREDICTORS = ("k=1", "k=2", "k=5", "leave config out", "leave batch out", "lr effect", "batch effect")

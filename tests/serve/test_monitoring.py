@@ -212,7 +212,7 @@ def test_regression_rmse_and_prediction_histogram():
 
 
 def test_config_errors_are_one_line_and_name_the_parameter(tmp_path):
-    with pytest.raises(ConfigError, match="unknown monitoring config keys \\['windows'\\]"):
+    with pytest.raises(ConfigError, match="Unknown key\\(s\\) \\['windows'\\] in the monitoring config"):
         as_monitoring_config({"windows": 3})
     with pytest.raises(ConfigError, match="'window_rows' parameter of MonitoringConfig must be an int"):
         as_monitoring_config({"window_rows": 0})

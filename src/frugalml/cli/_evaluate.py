@@ -45,7 +45,8 @@ def table_rows(rows: list[Any], labels: dict[str, str]) -> list[dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frugalml.prediction import check_confidence, evaluate_prediction
+    from frugalml.prediction import check_confidence
+    from frugalml.reproduce import evaluate_prediction
 
     check_confidence("evaluate-prediction", args.confidence)
     rows, labels = evaluate_prediction(args.workloads, quick=args.quick, workers=args.workers,

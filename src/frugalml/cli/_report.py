@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from frugalml.cli._format import fmt, to_csv, to_json, wide_console
-from frugalml.exceptions import ConfigError, StoreError
+from frugalml.exceptions import StoreError
+from frugalml.validation import POSITIVE_INT, check
 from frugalml.study import STUDIES_ROOT
 
 
@@ -48,8 +49,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_reproduce(args: argparse.Namespace) -> int:
     from frugalml.reproduce import run_thesis
 
-    if args.workers < 1:
-        raise ConfigError(f"The 'workers' parameter must be an int in the range [1, inf). Got {args.workers} instead.")
+    check("reproduce", "workers", args.workers, POSITIVE_INT)
     out = args.out or ("thesis-quick" if args.quick else "thesis-full")
     run_thesis(Path(out), quick=args.quick, resume=args.resume, fresh=args.fresh, workers=args.workers,
                echo=lambda line: print(line, flush=True))

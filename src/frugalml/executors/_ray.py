@@ -41,13 +41,11 @@ from frugalml.exceptions import ConfigError
 from frugalml.executors._local import LocalExecutor
 from frugalml.executors._task import TrialTask
 from frugalml.records import TrialRecord, TrialStatus
-from frugalml.stopping import Divergence, MemoryBudget, Patience, StepTimeBudget, StoppingRule, WallTimeBudget
+from frugalml.stopping import StoppingRule
 from frugalml.trial import PROGRESS_STEPS
 
 SYNC_INTERVAL_S = 0.5  # how often a running trial and the driver exchange study figures
 _INSTALL = "pip install 'frugalml[ray]'"
-# Rules that never read peers: with only these, finished trials are not sent to nodes.
-_PEERLESS = (MemoryBudget, StepTimeBudget, WallTimeBudget, Patience, Divergence)
 
 
 def import_ray() -> Any:
@@ -354,7 +352,7 @@ class RayExecutor:
         self.study_cpu_s = study_cpu_s
         self.gpus_per_trial = gpus_per_trial
         self.settings = NodeSettings(tuple(rules), sample_interval_s, hang_timeout_s)
-        self._needs_peers = any(not isinstance(rule, _PEERLESS) for rule in rules)
+        self._needs_peers = any(rule.needs_peers for rule in rules)  # else finished trials stay on the driver
         self._started_ray = connect(address, workers, runtime_env)
         ray = self._ray = import_ray()
         self._check_gpus(gpus_per_trial)

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 from frugalml.exceptions import ConfigError
 from frugalml.records import Window
 from frugalml.stopping import StoppingRule, TrialView
-from frugalml.stopping._convert import BUDGET_KEYS, rules_from_config
+from frugalml.budgets import names
+from frugalml.stopping import rules_from_config
 
 
 def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[str, Any]) -> list[StoppingRule]:
@@ -20,7 +21,7 @@ def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[
         )
     merged = {**dict(budget or {}), **budgets}
     if not merged:
-        raise ConfigError(f"{owner} needs at least one budget: {', '.join(sorted(BUDGET_KEYS))}.")
+        raise ConfigError(f"{owner} needs at least one budget: {names()}.")
     return rules_from_config(merged, None)
 
 

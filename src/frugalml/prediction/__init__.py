@@ -7,18 +7,17 @@
   its hyperparameters and the dataset's shape;
 * :class:`ConfigGate`: skips configurations predicted over budget and re-checks the
   model against every trial that runs (the study file's ``[prediction]`` table);
-* :func:`constraint_values`: budget violations in the form Optuna's samplers learn from;
-* :func:`evaluate_prediction`: prediction error on the thesis workloads.
+* :func:`constraint_values`: budget violations in the form Optuna's samplers learn from.
+
+How well all this predicts on the thesis workloads is measured by
+:func:`frugalml.reproduce.evaluate_prediction` (it runs studies, so it lives with them).
 """
 
 from frugalml.prediction._constraints import constraint_values
 from frugalml.prediction._cost_model import (
     BUDGET_METRICS, METRICS, CostModel, DatasetShape, broken_metric, observed_costs, steady_step_ms,
 )
-from frugalml.prediction._estimate import Estimate, TrialEstimate, check_confidence, estimate_trial
-from frugalml.prediction._evaluate import (
-    ErrorRow, cross_config_errors, evaluate_prediction, in_trial_errors, learning_rate_effect,
-)
+from frugalml.prediction._estimate import Estimate, TrialEstimate, check_confidence, estimate_peak, estimate_trial
 from frugalml.prediction._gate import SKIP_REASON, ConfigGate, PredictionSettings
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "ConfigGate",
     "CostModel",
     "DatasetShape",
-    "ErrorRow",
     "Estimate",
     "METRICS",
     "PredictionSettings",
@@ -35,11 +33,8 @@ __all__ = [
     "broken_metric",
     "check_confidence",
     "constraint_values",
-    "cross_config_errors",
+    "estimate_peak",
     "estimate_trial",
-    "evaluate_prediction",
-    "in_trial_errors",
-    "learning_rate_effect",
     "observed_costs",
     "steady_step_ms",
 ]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from frugalml.prediction._gate import BUDGET_METRICS
+from frugalml.budgets import BUDGETS, TRIAL, budget_of_rule
 from frugalml.records import TrialRecord
 
 
-def _measured(record: TrialRecord, key: str) -> float | None:
-    if key == "max_memory_mb":
-        return record.peak("memory_mb")
-    if key == "max_mean_step_ms":
-        return record.peak("mean_step_ms")  # the budget holds for every window
-    return record.wall_s if record.steps_done else None
+def measured(record: TrialRecord, key: str) -> float | None:
+    """What ``record`` measured of budget ``key``'s metric: its peak over the windows (a
+    budget holds for every sample or window), or the wall time for the trial's time."""
+    b = BUDGETS[key]
+    if b.scope == TRIAL:
+        return record.wall_s if record.steps_done else None
+    return record.peak(b.metric)
 
 
 def constraint_values(records: Sequence[TrialRecord], budget: Mapping[str, float]) -> dict[str, float]:
-    """``value / limit - 1`` per resource budget (``> 0``: broken), the worst over ``records``.
+    """``value / limit - 1`` per per-configuration budget (``> 0``: broken), the worst over ``records``.
 
     A trial stopped or skipped for a budget contributes the value that broke it (for a
     prediction, its lower bound); other trials contribute what they measured.
@@ -29,15 +30,16 @@ def constraint_values(records: Sequence[TrialRecord], budget: Mapping[str, float
     """
     values = {}
     for key, limit in budget.items():
-        if key not in BUDGET_METRICS:
+        if key not in BUDGETS or not BUDGETS[key].per_config:
             continue
         worst = None
         for record in records:
             stop = record.stop
-            if stop is not None and stop.rule in (key, f"predicted_{key}", f"skipped_{key}") and stop.threshold > 0:
+            broke_it = stop is not None and stop.kind == "system" and budget_of_rule(stop.rule) is BUDGETS[key]
+            if broke_it and stop.threshold > 0:
                 value = stop.value / stop.threshold - 1.0
-            elif (measured := _measured(record, key)) is not None:
-                value = measured / float(limit) - 1.0
+            elif (value_measured := measured(record, key)) is not None:
+                value = value_measured / float(limit) - 1.0
             else:
                 continue
             if math.isfinite(value):

@@ -35,17 +35,16 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from frugalml.budgets import BUDGETS, SAMPLE, WINDOW, budget_of_rule
 from frugalml.exceptions import ConfigError
+from frugalml.validation import Interval, check
 from frugalml.prediction._estimate import Estimate, check_confidence
 from frugalml.records import TrialRecord, TrialStatus
 
-METRICS = ("mean_step_ms", "peak_memory_mb", "cpu_ms_per_step")
-# budget key -> the predicted metric it limits
-BUDGET_METRICS = {
-    "max_memory_mb": "peak_memory_mb",
-    "max_mean_step_ms": "mean_step_ms",
-    "max_trial_seconds": "trial_seconds",
-}
+# budget key -> the predicted metric it limits (trial seconds: derived from step time by the gate)
+BUDGET_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
+# what the model fits: each measured budget's metric, and CPU per step (for compute accounting)
+METRICS = (*(b.predicted for b in BUDGETS.values() if b.scope in (SAMPLE, WINDOW) and b.predicted), "cpu_ms_per_step")
 MIN_RELATIVE_SPREAD = 0.03
 
 
@@ -68,17 +67,19 @@ def broken_metric(record: TrialRecord) -> str | None:
     """The metric whose budget stopped or skipped ``record`` (its measured value is censored)."""
     if record.stop is None or record.stop.kind != "system":
         return None
-    budget = record.stop.rule.removeprefix("predicted_").removeprefix("skipped_")
-    return BUDGET_METRICS.get(budget)
+    budget = budget_of_rule(record.stop.rule)
+    return budget.predicted if budget is not None else None
 
 
 def observed_costs(record: TrialRecord) -> dict[str, float]:
-    """The costs a trial measured: steady step time, peak memory, CPU-ms per step."""
+    """The costs a trial measured: steady step time, the peak of each sampled budget metric
+    (memory, GPU memory), CPU-ms per step."""
     costs: dict[str, float] = {}
     if (step := steady_step_ms(record)) is not None and step > 0:
         costs["mean_step_ms"] = step
-    if (peak := record.peak("memory_mb")) is not None and math.isfinite(peak) and peak > 0:
-        costs["peak_memory_mb"] = peak
+    for b in BUDGETS.values():
+        if b.scope == SAMPLE and (peak := record.peak(b.metric)) is not None and math.isfinite(peak) and peak > 0:
+            costs[b.predicted] = peak
     if record.steps_done and record.cpu_s > 0:
         costs["cpu_ms_per_step"] = record.cpu_s / record.steps_done * 1000.0
     return costs
@@ -109,11 +110,7 @@ class CostModel:
             raise ConfigError(
                 f"The 'features' parameter of CostModel must be a non-empty list of names. Got {features!r} instead."
             )
-        if isinstance(min_observations, bool) or not isinstance(min_observations, int) or min_observations < 2:
-            raise ConfigError(
-                f"The 'min_observations' parameter of CostModel must be an int in the range [2, inf). "
-                f"Got {min_observations!r} instead."
-            )
+        check("CostModel", "min_observations", min_observations, Interval(int, 2, None))
         self.features = tuple(features)
         self.min_observations = min_observations
         self.confidence = check_confidence("CostModel", confidence)

@@ -8,7 +8,7 @@ Three figures, each a point value with one-sided bounds at a confidence level:
   log means, at least 10 %), or a prior of 30 % while fewer than three later windows
   exist. The
   trial's mean step time is the observed windows plus the remaining ones at that level.
-* **peak memory** cannot fall below the highest window seen, which is the lower
+* **peak memory** (or any sampled metric's peak, :func:`estimate_peak`) cannot fall below the highest window seen, which is the lower
   bound. Memory rises during warm-up and then levels off, so a rise is projected
   only when the later windows show a significant linear trend. If the rises shrink
   (later half vs earlier half, a geometric decay ``r``), it is a warm-up that
@@ -35,8 +35,8 @@ import math
 import statistics
 from typing import NamedTuple, Sequence
 
-from frugalml.exceptions import ConfigError
 from frugalml.records import Window
+from frugalml.validation import Interval, check
 
 # Relative (log) window-to-window spread of step time and wall time per step, before a
 # trial has measured its own: the median we measured on a busy 2-core machine, where
@@ -75,11 +75,7 @@ def z_score(confidence: float) -> float:
 
 
 def check_confidence(owner: str, confidence: object) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
-        raise ConfigError(
-            f"The 'confidence' parameter of {owner} must be a float in the range [0.5, 1). Got {confidence!r} instead."
-        )
-    return float(confidence)
+    return float(check(owner, "confidence", confidence, Interval(float, 0.5, 1)))
 
 
 def robust_spread(values: Sequence[float]) -> float:
@@ -120,8 +116,8 @@ def _mean_step(windows: Sequence[Window], steady: Estimate, remaining: int | Non
     return Estimate(*((done + remaining * level) / total for level in steady))
 
 
-def _peak_memory(windows: Sequence[Window], steps_planned: int | None, z: float) -> Estimate | None:
-    points = _finite(windows, "memory_mb")
+def _peak(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = "memory_mb") -> Estimate | None:
+    points = _finite(windows, metric)
     if not points:
         return None
     peak = max(v for _, v in points)
@@ -179,6 +175,13 @@ def _total_time(windows: Sequence[Window], steps_planned: int | None, z: float) 
     return Estimate(*(elapsed + remaining * rate * math.exp(k * spread) for k in (0.0, -z, z)))
 
 
+def estimate_peak(windows: Sequence[Window], metric: str, *, steps_planned: int | None = None,
+                  confidence: float = 0.9) -> Estimate | None:
+    """Predict the peak of a sampled metric (``memory_mb``, ``gpu_memory_mb``) at the trial's end,
+    as ``estimate_trial`` does for memory; None when no window has it."""
+    return _peak(windows, steps_planned, z_score(confidence), metric)
+
+
 def estimate_trial(
     windows: Sequence[Window],
     *,
@@ -202,6 +205,6 @@ def estimate_trial(
         windows=len(windows),
         steady_step_ms=steady[0] if steady else None,
         mean_step_ms=_mean_step(windows, steady[0], remaining) if steady else None,
-        peak_memory_mb=_peak_memory(windows, steps_planned, z),
+        peak_memory_mb=_peak(windows, steps_planned, z),
         total_s=_total_time(windows, steps_planned, z),
     )

@@ -21,6 +21,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
 from frugalml.records import StopInfo, TrialRecord, TrialStatus
+from frugalml.validation import check_keys
 
 SKIP_REASON = "skipped: predicted over budget"
 
@@ -37,10 +38,7 @@ class PredictionSettings:
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any]) -> PredictionSettings:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(table) - set(known))
-        if unknown:
-            raise ConfigError(f"Unknown key(s) {unknown} in [prediction]; allowed: {', '.join(known)}.")
+        check_keys("[prediction]", table, [f.name for f in fields(cls)])
         values = dict(table)
         if not isinstance(values.get("skip", True), bool):
             raise ConfigError(f"[prediction] 'skip' must be true or false. Got {values['skip']!r} instead.")

@@ -13,6 +13,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from frugalml.budgets import BUDGETS
 from frugalml.records import TrialRecord
 from frugalml.results import ComputeAccount, compute_account
 
@@ -20,11 +21,11 @@ from frugalml.results import ComputeAccount, compute_account
 CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
 #: Per-trial metrics whose response to each hyperparameter is drawn.
 EFFECT_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
-#: Study budget key → the metric it bounds.
-BUDGET_METRICS = {"max_mean_step_ms": "mean_step_ms", "max_memory_mb": "memory_mb"}
+#: Study budget key → the metric it bounds (the budgets drawn as a line on that metric's chart).
+BUDGET_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
 LABELS = {
     "train_loss": "train loss", "val_loss": "val loss", "accuracy": "accuracy", "rmse": "RMSE",
-    "mean_step_ms": "mean step time (ms)", "cpu_percent": "CPU (%)", "memory_mb": "memory RSS-shared (MB)",
+    "cpu_percent": "CPU (%)", **{b.metric: b.label for b in BUDGETS.values() if b.plotted},
 }
 
 

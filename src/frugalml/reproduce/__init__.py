@@ -20,17 +20,23 @@ from frugalml.reproduce._findings import (
     finding_memory_rises_then_levels,
     thesis_findings,
 )
+from frugalml.reproduce._prediction import (
+    ErrorRow, cross_config_errors, evaluate_prediction, in_trial_errors, learning_rate_effect,
+)
 from frugalml.reproduce._run import ThesisRun, findings_frame, run_thesis, summary_markdown
 
 __all__ = [
-    "MEMORY_BUDGET_MB",
     "Design",
+    "ErrorRow",
     "Finding",
+    "MEMORY_BUDGET_MB",
     "ThesisRun",
     "Verdict",
     "batch_effects",
+    "cross_config_errors",
     "design",
     "eta_squared",
+    "evaluate_prediction",
     "expected_seconds",
     "finding_batch_raises_cost_on_large_only",
     "finding_cpu_uninformative",
@@ -39,6 +45,8 @@ __all__ = [
     "finding_memory_budget_saves",
     "finding_memory_rises_then_levels",
     "findings_frame",
+    "in_trial_errors",
+    "learning_rate_effect",
     "run_thesis",
     "summary_markdown",
     "thesis_findings",

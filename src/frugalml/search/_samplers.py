@@ -10,7 +10,9 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from frugalml.budgets import per_config
 from frugalml.exceptions import ConfigError
+from frugalml.prediction import constraint_values
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search._space import config_id, fixed_values, to_distributions, validate_space
 
@@ -149,10 +151,8 @@ class OptunaSampler(Sampler):
 
     def __init__(self, search: Search, budget: Mapping[str, Any] | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        from frugalml.prediction import BUDGET_METRICS
-
         self.search = search
-        self.budget = {k: float(v) for k, v in (budget or {}).items() if k in BUDGET_METRICS}
+        self.budget = per_config(budget)
         self.distributions = to_distributions(search.space)
         self.fixed = fixed_values(search.space)
         multi = len(search.objectives) > 1
@@ -203,8 +203,6 @@ class OptunaSampler(Sampler):
     def _constraints(self, records: Sequence[TrialRecord]) -> dict[str, float]:
         if not self.budget:
             return {}
-        from frugalml.prediction import constraint_values
-
         return constraint_values(records, self.budget)
 
     def _note(self, values: Sequence[float]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import optuna
 
 from frugalml.exceptions import ConfigError
+from frugalml.validation import POSITIVE, POSITIVE_INT, check
 
 _RANGE_KEYS = {"low", "high", "log", "int", "step"}
 
@@ -75,19 +76,13 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
         _check_known(name, values)
 
 
+_KNOWN = {"batch_size": POSITIVE_INT, "learning_rate": POSITIVE}  # what the built-in workloads accept
+
+
 def _check_known(name: str, values: list[Any]) -> None:
-    if name == "batch_size":
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"The 'batch_size' parameter must be an int in the range [1, inf). Got {value!r} instead."
-                )
-    if name == "learning_rate":
-        for value in values:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(
-                    f"The 'learning_rate' parameter must be a number in the range (0, inf). Got {value!r} instead."
-                )
+    constraint = _KNOWN.get(name)
+    for value in values if constraint is not None else ():
+        check("the search space", name, value, constraint)
 
 
 def config_id(params: Mapping[str, Any]) -> str:

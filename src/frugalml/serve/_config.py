@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError
+from frugalml.validation import Interval, check, check_keys
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
@@ -48,15 +49,8 @@ MAX_COUNT = 10**7  # rows, labels or ids kept in memory: a sanity cap, far above
 
 def _number(owner: str, name: str, value: Any, low: float, high: float = math.inf, *, integer: bool = False,
             open_low: bool = False) -> None:
-    kind = "an int" if integer else "a float"
-    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-    ok = ok and (low < value if open_low else low <= value) and value <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ConfigError(
-            f"The {name!r} parameter of {owner} must be {kind} in the range {bracket}{low}, {high}]. "
-            f"Got {value!r} instead."
-        )
+    closed = ("right" if open_low else "both") if high < math.inf else ("neither" if open_low else "left")
+    check(owner, name, value, Interval(int if integer else float, low, None if high == math.inf else high, closed))
 
 
 @dataclass(frozen=True)
@@ -186,10 +180,7 @@ def as_alert_rule(value: AlertRule | Mapping[str, Any]) -> AlertRule:
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"an alert rule must be a table/dict. Got {value!r} instead.")
-    known = {f.name for f in fields(AlertRule)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ConfigError(f"unknown alert rule keys {unknown}; known keys are {sorted(known)}.")
+    check_keys("an alert rule", value, [f.name for f in fields(AlertRule)])
     data = dict(value)
     missing = [key for key in ("metric", "threshold") if key not in data]
     if missing:
@@ -218,10 +209,7 @@ def as_monitoring_config(value: MonitoringConfig | Mapping[str, Any] | str | Pat
             raise ConfigError(f"monitoring config {str(path)!r} is not valid TOML: {error}.") from error
     if not isinstance(value, Mapping):
         raise ConfigError(f"a monitoring config must be a table/dict. Got {type(value).__name__} instead.")
-    known = {f.name for f in fields(MonitoringConfig)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ConfigError(f"unknown monitoring config keys {unknown}; known keys are {sorted(known)}.")
+    check_keys("the monitoring config", value, [f.name for f in fields(MonitoringConfig)])
     data = dict(value)
     if not isinstance(data.get("alerts", []), (list, tuple)):
         raise ConfigError("'alerts' must be a list of tables ([[alerts]]).")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from frugalml.exceptions import ConfigError
+from frugalml.validation import POSITIVE, POSITIVE_INT, check
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
 
@@ -52,16 +53,10 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"The {name!r} parameter of ServerSettings must be an int in the range [1, inf). "
-                                  f"Got {value!r} instead.")
+            check("ServerSettings", name, getattr(self, name), POSITIVE_INT)
         for name in ("token", "predict_token"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or len(value) < 8):
                 raise ConfigError(f"{name} must be a string of at least 8 characters.")
         object.__setattr__(self, "rate_limit", parse_rate(self.rate_limit))
-        timeout = self.body_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ConfigError(f"The 'body_timeout_s' parameter of ServerSettings must be a number in the range "
-                              f"(0, inf). Got {timeout!r} instead.")
+        check("ServerSettings", "body_timeout_s", self.body_timeout_s, POSITIVE)

@@ -6,7 +6,10 @@ System budgets (``kind="system"``) make a trial infeasible; learning rules
 """
 
 from frugalml.stopping._base import ML, STUDY, SYSTEM, StoppingRule, TrialView, check_all
-from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
+from frugalml.stopping._budget import (
+    GpuMemoryBudget, MemoryBudget, ResourceBudget, StepTimeBudget, StudyBudget, StudyComputeBudget, WallTimeBudget,
+    budget_rule,
+)
 from frugalml.stopping._convert import FunctionRule, as_rules, rules_from_config
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
 from frugalml.stopping._predicted import PredictedBudget
@@ -17,16 +20,20 @@ __all__ = [
     "SYSTEM",
     "Divergence",
     "FunctionRule",
+    "GpuMemoryBudget",
     "MedianStopping",
     "MemoryBudget",
     "Patience",
     "PredictedBudget",
+    "ResourceBudget",
     "StepTimeBudget",
     "StoppingRule",
+    "StudyBudget",
     "StudyComputeBudget",
     "TrialView",
     "WallTimeBudget",
     "as_rules",
+    "budget_rule",
     "check_all",
     "rules_from_config",
 ]

@@ -72,10 +72,16 @@ class StoppingRule(abc.ABC):
 
     Subclasses set ``name`` and ``kind`` (``"system"``, ``"ml"`` or ``"study"``) and
     implement :meth:`check`, returning a :class:`StopInfo` to stop or None to go on.
+    ``per_sample = False`` declares a rule that reads only windows and peers, which
+    change once per window: the watchdog then checks it when a window arrives, not
+    on every system sample. ``needs_peers = False`` declares one that never reads
+    finished peers.
     """
 
     name: str = "rule"
     kind: str = ML
+    per_sample: bool = True
+    needs_peers: bool = True  # False: never reads ``view.peers`` (Ray then sends nodes no peers)
 
     @abc.abstractmethod
     def check(self, view: TrialView) -> StopInfo | None:
@@ -92,13 +98,14 @@ class StoppingRule(abc.ABC):
         return f"{type(self).__name__}({fields})"
 
 
-def check_all(rules: Sequence[StoppingRule], view: TrialView) -> StopInfo | None:
+def check_all(rules: Sequence[StoppingRule], view: TrialView, *, sample_only: bool = False) -> StopInfo | None:
     """The first rule that fires, system budgets first (they are the hard ones).
 
     Learning rules are not applied once training is over: stopping then saves nothing.
+    With ``sample_only`` (a watchdog sample, no new window) only per-sample rules run.
     """
     for rule in sorted(rules, key=lambda r: r.kind != SYSTEM):
-        if rule.kind == ML and view.at_end:
+        if (rule.kind == ML and view.at_end) or (sample_only and not rule.per_sample):
             continue
         stop = rule.check(view)
         if stop is not None:

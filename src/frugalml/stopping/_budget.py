@@ -1,97 +1,147 @@
-"""System budgets: memory, mean step time, wall time per trial, study compute."""
+"""System budgets, one rule class per scope of :mod:`frugalml.budgets`.
+
+:func:`budget_rule` builds the rule of any registry entry; the named classes
+(``MemoryBudget(400)``, ...) are the same rules for the budgets people type most.
+"""
 
 from __future__ import annotations
 
+from frugalml.budgets import SAMPLE, STUDY, TRIAL, WINDOW, Budget, budget
 from frugalml.records import StopInfo
-from frugalml.stopping._base import STUDY, SYSTEM, StoppingRule, TrialView
-from frugalml.stopping._validation import positive
+from frugalml.stopping._base import STUDY as STUDY_KIND
+from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
+from frugalml.validation import positive
 
 
-class MemoryBudget(StoppingRule):
+class ResourceBudget(StoppingRule):
+    """A limit on one registry budget; ``name`` is the budget's key."""
+
+    kind = SYSTEM
+
+    def __init__(self, key: str, limit: float, *, owner: str | None = None) -> None:
+        self.budget: Budget = budget(key)
+        self.name = key
+        self.needs_peers = self.budget.needs_peers
+        self.limit = float(positive(owner or type(self).__name__, self.budget.param, limit))
+
+    def _over(self, view: TrialView, value: float, message: str | None = None) -> StopInfo:
+        b = self.budget
+        return self._stop(view, value, self.limit, message or f"{b.what} {value:.4g} {b.unit} > budget {self.limit:g} {b.unit}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.budget.key}={self.limit:g})"
+
+
+class SampleBudget(ResourceBudget):
+    """Stop a trial once a watchdog sample of ``budget.metric`` exceeds the limit.
+
+    Checked on every sample, so a single long step that allocates past the budget
+    is stopped mid-step.
+    """
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        used = view.sample.get(self.budget.metric)
+        if used is not None and used > self.limit:
+            b = self.budget
+            return self._over(view, used, f"{b.what} {used:.1f} {b.unit} > budget {self.limit:g} {b.unit}")
+        return None
+
+
+class WindowBudget(ResourceBudget):
+    """Stop a trial whose window mean of ``budget.metric`` (step time) exceeds the limit.
+
+    Between reports the watchdog also knows the time spent in the unfinished
+    window; once that alone exceeds the limit times the window length, the
+    window's mean must break the budget, and the trial is stopped without waiting.
+    """
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        b = self.budget
+        if view.windows:
+            mean = view.windows[-1].values.get(b.metric)
+            if mean is not None and mean > self.limit:
+                return self._over(view, mean, f"mean step {mean:.2f} {b.unit} > budget {self.limit:g} {b.unit}")
+        if view.at_end:
+            return None
+        unfinished_ms = (view.window_train_s + view.step_in_progress_s) * 1000.0
+        if unfinished_ms > self.limit * view.window_length:
+            lower_bound = unfinished_ms / view.window_length
+            return self._over(view, lower_bound, f"mean step already >= {lower_bound:.2f} ms in the unfinished "
+                                                 f"window > budget {self.limit:g} ms")
+        return None
+
+
+class TrialTimeBudget(ResourceBudget):
+    """Stop a trial that has run longer than the limit (seconds)."""
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        if view.wall_s > self.limit:
+            return self._over(view, view.wall_s, f"ran {view.wall_s:.1f} s > budget {self.limit:g} s")
+        return None
+
+
+class StudyBudget(ResourceBudget):
+    """Stop running trials (and start no more) once the study used the limit in CPU-seconds."""
+
+    kind = STUDY_KIND
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        if view.study_cpu_s > self.limit:
+            return self._over(view, view.study_cpu_s, f"study used {view.study_cpu_s:.1f} CPU-s > budget "
+                                                      f"{self.limit:g} CPU-s")
+        return None
+
+
+_BY_SCOPE: dict[str, type[ResourceBudget]] = {
+    SAMPLE: SampleBudget, WINDOW: WindowBudget, TRIAL: TrialTimeBudget, STUDY: StudyBudget,
+}
+
+
+def budget_rule(key: str, limit: float) -> ResourceBudget:
+    """The stopping rule of budget ``key`` at ``limit`` (a one-line error for bad input)."""
+    return _BY_SCOPE[budget(key).scope](key, limit, owner=f"budget '{key}'")
+
+
+class MemoryBudget(SampleBudget):
     """Stop a trial whose worker memory (RSS - shared, MB) exceeds ``max_mb``.
-
-    Checked on every watchdog sample, so a single long step that allocates past
-    the budget is stopped mid-step.
 
     Example:
         >>> MemoryBudget(400).name
         'max_memory_mb'
     """
 
-    name = "max_memory_mb"
-    kind = SYSTEM
+    def __init__(self, max_mb: float) -> None:
+        super().__init__("max_memory_mb", max_mb)
+        self.max_mb = self.limit
+
+
+class GpuMemoryBudget(SampleBudget):
+    """Stop a trial whose GPU memory (MB, the tree's processes on every visible GPU) exceeds ``max_mb``."""
 
     def __init__(self, max_mb: float) -> None:
-        self.max_mb = positive("MemoryBudget", "max_mb", max_mb)
-
-    def check(self, view: TrialView) -> StopInfo | None:
-        used = view.sample.get("memory_mb")
-        if used is not None and used > self.max_mb:
-            return self._stop(view, used, self.max_mb, f"memory {used:.1f} MB > budget {self.max_mb:g} MB")
-        return None
+        super().__init__("max_gpu_memory_mb", max_mb)
+        self.max_mb = self.limit
 
 
-class StepTimeBudget(StoppingRule):
-    """Stop a trial whose mean training step time over a window exceeds ``max_ms``.
-
-    Between reports the watchdog also knows the time spent in the unfinished
-    window; once that alone exceeds ``max_ms`` times the window length, the
-    window's mean must break the budget, and the trial is stopped without waiting.
-    """
-
-    name = "max_mean_step_ms"
-    kind = SYSTEM
+class StepTimeBudget(WindowBudget):
+    """Stop a trial whose mean training step time over a window exceeds ``max_ms``."""
 
     def __init__(self, max_ms: float) -> None:
-        self.max_ms = positive("StepTimeBudget", "max_ms", max_ms)
-
-    def check(self, view: TrialView) -> StopInfo | None:
-        if view.windows:
-            mean_ms = view.windows[-1].values.get("mean_step_ms")
-            if mean_ms is not None and mean_ms > self.max_ms:
-                return self._stop(
-                    view, mean_ms, self.max_ms, f"mean step {mean_ms:.2f} ms > budget {self.max_ms:g} ms"
-                )
-        if view.at_end:
-            return None
-        unfinished_ms = (view.window_train_s + view.step_in_progress_s) * 1000.0
-        if unfinished_ms > self.max_ms * view.window_length:
-            lower_bound = unfinished_ms / view.window_length
-            return self._stop(
-                view, lower_bound, self.max_ms,
-                f"mean step already >= {lower_bound:.2f} ms in the unfinished window > budget {self.max_ms:g} ms",
-            )
-        return None
+        super().__init__("max_mean_step_ms", max_ms)
+        self.max_ms = self.limit
 
 
-class WallTimeBudget(StoppingRule):
+class WallTimeBudget(TrialTimeBudget):
     """Stop a trial that has run longer than ``max_s`` seconds."""
 
-    name = "max_trial_seconds"
-    kind = SYSTEM
-
     def __init__(self, max_s: float) -> None:
-        self.max_s = positive("WallTimeBudget", "max_s", max_s)
-
-    def check(self, view: TrialView) -> StopInfo | None:
-        if view.wall_s > self.max_s:
-            return self._stop(view, view.wall_s, self.max_s, f"ran {view.wall_s:.1f} s > budget {self.max_s:g} s")
-        return None
+        super().__init__("max_trial_seconds", max_s)
+        self.max_s = self.limit
 
 
-class StudyComputeBudget(StoppingRule):
+class StudyComputeBudget(StudyBudget):
     """Stop running trials (and start no more) once the study used ``max_cpu_s`` CPU-seconds."""
 
-    name = "max_study_cpu_seconds"
-    kind = STUDY
-
     def __init__(self, max_cpu_s: float) -> None:
-        self.max_cpu_s = positive("StudyComputeBudget", "max_cpu_s", max_cpu_s)
-
-    def check(self, view: TrialView) -> StopInfo | None:
-        if view.study_cpu_s > self.max_cpu_s:
-            return self._stop(
-                view, view.study_cpu_s, self.max_cpu_s,
-                f"study used {view.study_cpu_s:.1f} CPU-s > budget {self.max_cpu_s:g} CPU-s",
-            )
-        return None
+        super().__init__("max_study_cpu_seconds", max_cpu_s)
+        self.max_cpu_s = self.limit

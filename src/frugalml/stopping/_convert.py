@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+from frugalml.budgets import BUDGETS
 from frugalml.exceptions import ConfigError
 from frugalml.records import StopInfo
 from frugalml.stopping._base import ML, StoppingRule, TrialView
-from frugalml.stopping._budget import MemoryBudget, StepTimeBudget, StudyComputeBudget, WallTimeBudget
+from frugalml.stopping._budget import budget_rule
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
 from frugalml.stopping._predicted import PredictedBudget
 
-BUDGET_KEYS: dict[str, Callable[[Any], StoppingRule]] = {
-    "max_memory_mb": MemoryBudget,
-    "max_mean_step_ms": StepTimeBudget,
-    "max_trial_seconds": WallTimeBudget,
-    "max_study_cpu_seconds": StudyComputeBudget,
-}
 
 
 def _patience(value: Any) -> StoppingRule:
@@ -69,14 +64,17 @@ class FunctionRule(StoppingRule):
 def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, Any] | None) -> list[StoppingRule]:
     """Build rules from a study file's ``[budget]`` and ``[stopping]`` tables."""
     rules: list[StoppingRule] = []
-    for table, known in (("budget", BUDGET_KEYS), ("stopping", STOPPING_KEYS)):
+    for table, known in (("budget", BUDGETS), ("stopping", STOPPING_KEYS)):
         for key, value in dict((budget if table == "budget" else stopping) or {}).items():
             if key not in known:
                 raise ConfigError(
                     f"Unknown {table} rule '{key}' in [{table}]; known: {', '.join(sorted(known))}."
                 )
             try:
-                rule = PredictedBudget.from_config(value, budget or {}) if key == "predicted" else known[key](value)
+                if table == "budget":
+                    rule = budget_rule(key, value)
+                else:
+                    rule = PredictedBudget.from_config(value, budget or {}) if key == "predicted" else known[key](value)
             except TypeError as error:
                 raise ConfigError(f"Bad settings for [{table}] {key} = {value!r}: {error}.") from None
             if rule is not None:
@@ -91,8 +89,8 @@ def as_rules(value: StoppingRule | Callable | Iterable | Mapping | None) -> list
     if isinstance(value, StoppingRule):
         return [value]
     if isinstance(value, Mapping):
-        budget = {k: v for k, v in value.items() if k in BUDGET_KEYS}
-        stopping = {k: v for k, v in value.items() if k not in BUDGET_KEYS}
+        budget = {k: v for k, v in value.items() if k in BUDGETS}
+        stopping = {k: v for k, v in value.items() if k not in BUDGETS}
         return rules_from_config(budget, stopping)
     if callable(value):
         return [FunctionRule(value)]

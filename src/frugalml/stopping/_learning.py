@@ -8,7 +8,7 @@ import statistics
 from frugalml.exceptions import ConfigError
 from frugalml.records import StopInfo
 from frugalml.stopping._base import ML, StoppingRule, TrialView
-from frugalml.stopping._validation import positive
+from frugalml.validation import positive
 
 
 class Patience(StoppingRule):
@@ -16,6 +16,8 @@ class Patience(StoppingRule):
 
     name = "patience"
     kind = ML
+    per_sample = False
+    needs_peers = False
 
     def __init__(self, patience: int, *, min_delta: float = 0.0, metric: str = "val_loss") -> None:
         self.patience = int(positive("Patience", "patience", patience, integer=True))
@@ -44,6 +46,7 @@ class MedianStopping(StoppingRule):
 
     name = "median"
     kind = ML
+    per_sample = False
 
     def __init__(self, *, min_trials: int = 3, warmup_windows: int = 2, metric: str = "val_loss") -> None:
         self.min_trials = int(positive("MedianStopping", "min_trials", min_trials, integer=True))
@@ -74,6 +77,8 @@ class Divergence(StoppingRule):
 
     name = "divergence"
     kind = ML
+    per_sample = False
+    needs_peers = False
 
     def __init__(self, *, factor: float = 1000.0) -> None:
         self.factor = positive("Divergence", "factor", factor)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from frugalml.exceptions import ConfigError
 from frugalml.trial import Trial
+from frugalml.validation import Interval, check
 from frugalml.workloads._algorithms import _loss_name, algorithm_loss, loss_from_decision, make_estimator
 from frugalml.workloads._prepare import PreparedData
 
@@ -27,12 +27,7 @@ def steps_planned(n_train: int, batch_size: int, epochs: int = 1, max_steps: int
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not (valid and value == int(value) and value >= low):
-        raise ConfigError(
-            f"The {name!r} parameter of sgd_train must be an int in the range [{low}, inf). Got {value!r} instead."
-        )
-    return int(value)
+    return int(check("sgd_train", name, value, Interval(int, low, None, integral_floats=True)))
 
 
 def sgd_train(
@@ -71,13 +66,8 @@ def sgd_train(
         >>> sgd_train(trial, prepare_dataset(resolve_dataset("diabetes")), algorithm="svm")
     """
     batch_size = _check_int("batch_size", trial.params.get("batch_size"), 1)
-    learning_rate = trial.params.get("learning_rate")
-    valid = isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool)
-    if not (valid and 0 < learning_rate < math.inf):
-        raise ConfigError(
-            "The 'learning_rate' parameter of sgd_train must be a float in the range (0, inf). "
-            f"Got {learning_rate!r} instead."
-        )
+    learning_rate = check("sgd_train", "learning_rate", trial.params.get("learning_rate"),
+                          Interval(float, 0, None, closed="neither"))
     epochs = _check_int("epochs", epochs, 1)
     if max_steps is not None:
         max_steps = _check_int("max_steps", max_steps, 1)

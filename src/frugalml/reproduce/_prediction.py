@@ -20,9 +20,12 @@ import tempfile
 from typing import Iterable, NamedTuple, Sequence
 
 from frugalml.exceptions import ConfigError
-from frugalml.prediction._cost_model import CostModel, DatasetShape, observed_costs
-from frugalml.prediction._estimate import estimate_trial
+from frugalml.prediction import CostModel, DatasetShape, estimate_trial, observed_costs
 from frugalml.records import TrialRecord, TrialStatus
+from frugalml.search import Search
+from frugalml.study import Study, Workload
+from frugalml.tuner import tune
+from frugalml.workloads import prepare_dataset, resolve_dataset
 
 # dataset -> algorithm, as in the thesis (casp_protein stands in for wave_energy)
 THESIS_WORKLOADS = {
@@ -160,11 +163,6 @@ def evaluate_prediction(
 
     Returns the error rows and, per workload name, its label (a stand-in says so).
     """
-    from frugalml.search import Search
-    from frugalml.study import Study, Workload
-    from frugalml.tuner import tune
-    from frugalml.workloads import prepare_dataset, resolve_dataset
-
     names = list(workloads or (QUICK_WORKLOADS if quick else THESIS_WORKLOADS))
     unknown = [n for n in names if n not in THESIS_WORKLOADS]
     if unknown:

@@ -1,0 +1,117 @@
+"""The one registry of resource budgets: every other module reads it.
+
+A budget is a key of a study's ``[budget]`` table (``max_memory_mb = 400``). Its
+entry says what it limits and how: parsing, the watchdog's rules, in-trial and
+cross-configuration prediction, Optuna constraints, Ray peers and reports all read
+:data:`BUDGETS`. Adding a budget is one entry here, plus the monitor field that
+measures it.
+
+How a budget is applied depends on its ``scope``:
+
+==========  ================================================================
+``sample``  every watchdog sample of the worker's tree; the peak over the run
+            (memory: a single long step that allocates past it is stopped)
+``window``  the mean of each evaluation window (step time)
+``trial``   the trial's wall time
+``study``   the whole study's CPU-seconds (stops the study, not a config)
+==========  ================================================================
+
+Example:
+    >>> BUDGETS["max_memory_mb"].metric
+    'memory_mb'
+    >>> budget("max_memory_gb")
+    Traceback (most recent call last):
+    ...
+    frugalml.exceptions.ConfigError: Unknown budget rule 'max_memory_gb' in [budget]; known: max_gpu_memory_mb, max_mean_step_ms, max_memory_mb, max_study_cpu_seconds, max_trial_seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from frugalml.exceptions import ConfigError
+
+SAMPLE = "sample"
+WINDOW = "window"
+TRIAL = "trial"
+STUDY = "study"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One resource budget.
+
+    Attributes:
+        key: its name in ``[budget]`` and its stop rule's name (``StopInfo.rule``).
+        unit: the unit of the limit, as messages print it.
+        metric: the measured metric it limits: a sample/window metric for ``sample``
+            and ``window`` scopes, ``wall_s`` or ``cpu_s`` for ``trial``/``study``.
+        what: words for messages ("memory", "mean step time").
+        scope: ``sample``, ``window``, ``trial`` or ``study`` (see the module docstring).
+        predicted: the cost model's metric for a configuration (``peak_memory_mb``),
+            None when it is not predicted.
+        label: the axis label of reports.
+        param: the limit's argument name in its rule's constructor (as error messages say it).
+        needs_peers: its rule reads finished peer trials (none of the budgets does).
+    """
+
+    key: str
+    unit: str
+    metric: str
+    what: str
+    scope: str
+    predicted: str | None
+    label: str
+    param: str = "limit"
+    needs_peers: bool = False
+
+    @property
+    def per_config(self) -> bool:
+        """True for budgets a configuration can break (all but the study's compute)."""
+        return self.scope != STUDY
+
+    @property
+    def plotted(self) -> bool:
+        """True for budgets drawn as a line on a metric's chart."""
+        return self.scope in (SAMPLE, WINDOW)
+
+
+BUDGETS: dict[str, Budget] = {
+    b.key: b
+    for b in (
+        Budget("max_memory_mb", "MB", "memory_mb", "memory", SAMPLE, "peak_memory_mb",
+               "memory RSS-shared (MB)", param="max_mb"),
+        Budget("max_gpu_memory_mb", "MB", "gpu_memory_mb", "GPU memory", SAMPLE, "peak_gpu_memory_mb",
+               "GPU memory (MB)", param="max_mb"),
+        Budget("max_mean_step_ms", "ms", "mean_step_ms", "mean step time", WINDOW, "mean_step_ms",
+               "mean step time (ms)", param="max_ms"),
+        Budget("max_trial_seconds", "s", "wall_s", "trial time", TRIAL, "trial_seconds",
+               "trial wall time (s)", param="max_s"),
+        Budget("max_study_cpu_seconds", "CPU-s", "cpu_s", "study compute", STUDY, None,
+               "study compute (CPU-s)", param="max_cpu_s"),
+    )
+}
+
+
+def budget(key: str) -> Budget:
+    """The registry entry of ``key``; a one-line :class:`ConfigError` naming the known ones."""
+    try:
+        return BUDGETS[key]
+    except (KeyError, TypeError):
+        raise ConfigError(f"Unknown budget rule {key!r} in [budget]; known: {', '.join(sorted(BUDGETS))}.") from None
+
+
+def budget_of_rule(rule: str) -> Budget | None:
+    """The budget a stop rule's name refers to: ``max_memory_mb``, ``predicted_max_memory_mb``
+    or ``skipped_max_memory_mb``; None for other rules."""
+    return BUDGETS.get(rule.removeprefix("predicted_").removeprefix("skipped_"))
+
+
+def per_config(limits: dict | None) -> dict[str, float]:
+    """The per-configuration budgets of a ``[budget]`` table, as floats (study compute dropped)."""
+    return {k: float(v) for k, v in (limits or {}).items() if k in BUDGETS and BUDGETS[k].per_config}
+
+
+def names(scopes: tuple[str, ...] = (SAMPLE, WINDOW, TRIAL, STUDY)) -> str:
+    """The keys of budgets in ``scopes``, for messages: ``"max_gpu_memory_mb, max_mean_step_ms, ..."``."""
+    return ", ".join(sorted(k for k, b in BUDGETS.items() if b.scope in scopes))
