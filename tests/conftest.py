@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import FakeNvml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,3 +26,13 @@ def _environment(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def study_dir(tmp_path: Path) -> Path:
     return tmp_path / "study"
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    def install(devices: list[dict], init_error: bool = False) -> FakeNvml:
+        nvml = FakeNvml(devices, init_error)
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+        return nvml
+
+    return install

@@ -7,7 +7,9 @@ import random
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
+from types import SimpleNamespace
 
 TESTS = Path(__file__).resolve().parent
 
@@ -56,3 +58,40 @@ def mlflow_trial_runs(uri: str, study: str) -> dict:
     experiment = client.get_experiment_by_name(study)
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
     return {r.data.tags["frugalml.trial_id"]: r for r in runs if "frugalml.trial_id" in r.data.tags}
+
+
+class FakeNvml(types.ModuleType):
+    """Stands in for ``pynvml``: devices are lists of (pid, used bytes) plus a utilisation."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices: list[dict], init_error: bool = False) -> None:
+        super().__init__("pynvml")
+        self.devices, self.init_error = devices, init_error
+        self.init_calls = self.shutdown_calls = 0
+
+    def nvmlInit(self) -> None:
+        self.init_calls += 1
+        if self.init_error:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown_calls += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict:
+        return self.devices[index]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: dict) -> list:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in handle["compute"]]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: dict) -> list:
+        if "graphics" not in handle:
+            raise self.NVMLError("Not Supported")
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in handle["graphics"]]
+
+    def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:
+        return SimpleNamespace(gpu=handle["util"], memory=0)

@@ -26,11 +26,12 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.exceptions import FrugalError
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, sha256_arrays
-from frugalml.store import ResultStore
+from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
 from frugalml.tracking import default_uri
+from frugalml.tuner import load_result
 
 TAG = "frugalml."
 
@@ -94,7 +95,7 @@ def fit_model(data: Any, algorithm: str, params: Mapping[str, Any], *, epochs: i
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from frugalml.workloads import make_estimator, steps_planned
+    from frugalml.workloads import make_estimator, steps_planned  # lazy: scikit-learn (~1 s)
 
     batch = max(1, min(int(params.get("batch_size", 1)), data.n_train))
     estimator = make_estimator(algorithm, data.task, float(params.get("learning_rate", 0.01)), seed, dataset=data.name)
@@ -171,21 +172,8 @@ def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, s
     )
 
 
-def _workload_spec(spec: Mapping[str, Any], workload: str | None) -> dict[str, Any]:
-    workloads = spec.get("workloads", [])
-    names = [w.get("name") for w in workloads]
-    if workload is None:
-        if len(workloads) != 1:
-            raise ConfigError(f"the study has {len(workloads)} workloads ({', '.join(map(str, names))}); "
-                              "pass --workload NAME.")
-        chosen = workloads[0]
-    else:
-        matches = [w for w in workloads if w.get("name") == workload]
-        if not matches:
-            raise ConfigError(
-                f"no workload {workload!r} in the study; its workloads are: {', '.join(map(str, names))}."
-            )
-        chosen = matches[0]
+def _workload_spec(stored: StoredStudy, workload: str | None) -> dict[str, Any]:
+    chosen = stored.workload(workload)
     if chosen.get("train") or not chosen.get("algorithm"):
         raise RegistryError(
             f"workload {chosen.get('name')!r} trains with custom code; register supports built-in workloads "
@@ -196,21 +184,21 @@ def _workload_spec(spec: Mapping[str, Any], workload: str | None) -> dict[str, A
 
 def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     """Refit the study's best feasible configuration; fingerprint its data; measure latency."""
-    from frugalml.tuner import load_result
-    from frugalml.workloads import prepare_dataset, resolve_dataset
+    from frugalml.workloads import prepare_dataset, resolve_dataset  # lazy: scikit-learn (~1 s)
 
     study_dir = Path(study_dir)
-    name, spec = ResultStore(study_dir).study()
-    chosen = _workload_spec(spec, workload)
+    stored = stored_study(study_dir)
+    name = stored.name
+    chosen = _workload_spec(stored, workload)
     best = load_result(study_dir).best_feasible(chosen["name"])
     if best is None:
         raise RegistryError(
             f"study {name!r} has no feasible configuration for workload {chosen['name']!r}: every "
             "configuration broke a budget or failed; relax the budget or widen the search."
         )
-    seed = int(spec.get("seed", 0))
+    seed = stored.seed
     source = resolve_dataset(chosen.get("dataset"), path=chosen.get("path"), target=chosen.get("target"),
-                             data_dir=spec.get("data_dir"))
+                             data_dir=stored.data_dir)
     data = prepare_dataset(source, seed=seed)
     model = fit_model(data, chosen["algorithm"], best.params, epochs=int(chosen.get("epochs", 1)),
                       max_steps=chosen.get("max_steps"), seed=seed)
@@ -238,9 +226,8 @@ def _refit_quality(model: Any, task: str, split: RawSplit) -> dict[str, float]:
 
 def study_tracking_uri(study_dir: str | Path) -> str:
     """The study's MLflow tracking URI (its sqlite store unless the study named another)."""
-    _, spec = ResultStore(study_dir).study()
-    uri = spec.get("mlflow_uri")
-    return default_uri(study_dir) if uri in (None, "default") else str(uri)
+    uri = stored_study(study_dir).mlflow_uri
+    return default_uri(study_dir) if uri in (None, DEFAULT_MLFLOW) else str(uri)
 
 
 def _tags(refit: Refit) -> dict[str, str]:

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.prediction import BUDGET_METRICS, PredictionSettings
 from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
+from frugalml.store import ResultStore
 from frugalml.validation import POSITIVE_INT, check_keys
 
 DEFAULT_MLFLOW = "default"
@@ -184,8 +186,6 @@ class Study:
         """The validated ``[prediction]`` settings, or None when the study does not predict."""
         if not self.prediction:
             return None
-        from frugalml.prediction import BUDGET_METRICS, PredictionSettings
-
         settings = PredictionSettings.from_config(self.prediction)
         if not any(key in self.budget for key in BUDGET_METRICS):
             raise ConfigError(f"[prediction] needs a [budget] to predict against: {', '.join(sorted(BUDGET_METRICS))}.")
@@ -329,3 +329,66 @@ def load_study(path: str | Path) -> Study:
 
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A study as its results store keeps it (:meth:`Study.to_dict`), read in one place.
+
+    Stores written by older versions may lack keys; each accessor has the default
+    the study had then.
+    """
+
+    name: str
+    spec: Mapping[str, Any]
+
+    @property
+    def workloads(self) -> list[dict[str, Any]]:
+        return [dict(w) for w in self.spec.get("workloads", [])]
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.spec.get("budget") or {}).items() if v is not None}
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec.get("seed", 0))
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.spec.get("data_dir")
+
+    @property
+    def mlflow_uri(self) -> str | None:
+        """The study's tracking URI as written: ``"default"`` (its own sqlite store), a URI, or None."""
+        return self.spec.get("mlflow_uri", DEFAULT_MLFLOW)
+
+    @property
+    def search(self) -> Search:
+        """The stored search; the default one if it no longer validates."""
+        try:
+            return Search(**self.spec.get("search", {}))
+        except (FrugalError, TypeError):
+            return Search()
+
+    @property
+    def compute_budget_cpu_s(self) -> float | None:
+        return self.budget.get("max_study_cpu_seconds")
+
+    def workload(self, name: str | None = None) -> dict[str, Any]:
+        """The stored workload called ``name``, or the only one; a one-line error otherwise."""
+        workloads = self.workloads
+        names = ", ".join(str(w.get("name")) for w in workloads)
+        if name is None:
+            if len(workloads) != 1:
+                raise ConfigError(f"the study has {len(workloads)} workloads ({names}); pass --workload NAME.")
+            return workloads[0]
+        for workload in workloads:
+            if workload.get("name") == name:
+                return workload
+        raise ConfigError(f"no workload {name!r} in the study; its workloads are: {names}.")
+
+
+def stored_study(directory: str | Path) -> StoredStudy:
+    """The study stored in ``directory`` (a :class:`StoreError` if it holds none)."""
+    return StoredStudy(*ResultStore(directory).study())

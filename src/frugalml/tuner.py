@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
-from frugalml.executors import LocalExecutor, TrialTask, make_executor
+from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor
+from frugalml.prediction import ConfigGate
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
 from frugalml.search import Config, Sampler
 from frugalml.stopping import STUDY, StudyBudget
 from frugalml.store import ResultStore
-from frugalml.study import DEFAULT_MLFLOW, Study, Workload
+from frugalml.study import DEFAULT_MLFLOW, Study, Workload, stored_study
 from frugalml.tracking import MlflowTracker, Tracker, check_uri, default_uri
 
 ProgressCallback = Callable[[str, Any], None]  # ("start", TrialTask) or ("end", TrialRecord)
+ExecutorFactory = Callable[[ExecutorSettings, StudyState], Executor]
 
 
 @dataclass
@@ -46,6 +48,7 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     """Resolve the training function and its arguments; built-in data is prepared here, once."""
     if workload.train is not None:
         return workload.train, dict(workload.train_kwargs), None
+    # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
     from frugalml.workloads import make_estimator, prepare_dataset, resolve_dataset, sgd_train
 
     if study.data_dir and not Path(study.data_dir).expanduser().is_dir():
@@ -66,7 +69,7 @@ def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None
     workload = plan.workload
     if plan.n_train is None:
         return workload.max_steps
-    from frugalml.workloads import steps_planned
+    from frugalml.workloads import steps_planned  # lazy: scikit-learn, as in _prepare
 
     return steps_planned(plan.n_train, int(params.get("batch_size", 1)), workload.epochs, workload.max_steps)
 
@@ -79,16 +82,22 @@ class Tuner:
         resume: continue the study stored in its directory.
         fresh: delete an existing study directory and start over.
         progress: called with ``("start", TrialTask)`` and ``("end", TrialRecord)``.
+        executor: builds the executor from the study's settings and state, e.g.
+            :class:`~frugalml.executors.InProcessExecutor`; default: the study's backend.
     """
 
     def __init__(self, study: Study, *, resume: bool = False, fresh: bool = False,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, executor: ExecutorFactory | None = None) -> None:
         self.study = study
         self.resume = resume
         self.fresh = fresh
         self.progress = progress or (lambda event, payload: None)
+        self.executor_factory = executor or (
+            lambda settings, state: make_executor(study.backend, settings, state, address=study.address)
+        )
         self.store = ResultStore(study.path)
         self.records: list[TrialRecord] = []
+        self.state = StudyState()
         self._tracker: Tracker | None = None
         self._store_open = False
         self._tracking: queue.Queue[TrialRecord | None] = queue.Queue()
@@ -112,6 +121,7 @@ class Tuner:
                 "pass --resume to continue it or --fresh to start over."
             )
         self.records = self.store.trials()
+        self.state = StudyState(self.records)
         self._store_open = True
 
     def _plans(self) -> list[_WorkloadPlan]:
@@ -121,11 +131,8 @@ class Tuner:
             sampler = self.study.search.sampler(self.study.budget)
             plan = _WorkloadPlan(workload, sampler, train, kwargs, n_train, deque(), {})
             if self.study.prediction:
-                from frugalml.prediction import ConfigGate
-
                 plan.gate = ConfigGate.for_study(
-                    self.study, workload, kwargs.get("data"),
-                    lambda name=workload.name: [r for r in self.records if r.workload == name],
+                    self.study, workload, kwargs.get("data"), lambda name=workload.name: self.state.peers(name),
                 )
             mine = [r for r in self.records if r.workload == workload.name]
             by_config: dict[str, list[TrialRecord]] = {}
@@ -159,6 +166,7 @@ class Tuner:
             self._store_open = True
         self.store.save_trial(record)
         self.records.append(record)
+        self.state.add(record)
         if self.study.mlflow_uri:
             self._tracking.put(record)
 
@@ -190,12 +198,12 @@ class Tuner:
         self._sync_tracking()
         rules = self.study.stopping_rules()
         compute_budget = next((r for r in rules if isinstance(r, StudyBudget)), None)
-        executor = make_executor(
-            self.study.backend, self.study.workers, address=self.study.address, rules=rules, sample_interval_s=self.study.sample_interval_s,
-            pin=self.study.pin, hang_timeout_s=self.study.hang_timeout_s, gpus_per_trial=self.study.gpus_per_trial,
-            peers=lambda name: [r for r in self.records if r.workload == name and r.status.finished],
-            study_cpu_s=lambda: sum(r.cpu_s for r in self.records),
+        study = self.study
+        settings = ExecutorSettings(
+            workers=study.workers, rules=tuple(rules), sample_interval_s=study.sample_interval_s, pin=study.pin,
+            hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
+        executor = self.executor_factory(settings, self.state)
         self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
@@ -203,7 +211,7 @@ class Tuner:
         try:
             while True:
                 budget_left = compute_budget is None or (
-                    sum(r.cpu_s for r in self.records) + executor.running_cpu_s() < compute_budget.limit
+                    self.state.finished_cpu_s + executor.running_cpu_s() < compute_budget.limit
                 )
                 while executor.free_slots > 0 and budget_left:
                     if not self._start_next(plans, executor, by_task):
@@ -235,7 +243,7 @@ class Tuner:
         return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
                            compute_budget.limit if compute_budget else None)
 
-    def _start_next(self, plans: list[_WorkloadPlan], executor: LocalExecutor,
+    def _start_next(self, plans: list[_WorkloadPlan], executor: Executor,
                     by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:
         for plan in plans:
             while not plan.pending and not plan.exhausted:
@@ -280,7 +288,7 @@ class Tuner:
         return True
 
     @staticmethod
-    def _check_usage(record: TrialRecord, executor: LocalExecutor) -> None:
+    def _check_usage(record: TrialRecord, executor: Executor) -> None:
         """Abort on mistakes every trial would repeat: a user error raised in the
         training code, or a training function that never called ``trial.step``."""
         if record.status is TrialStatus.FAILED and record.info.get("user_error"):
@@ -294,8 +302,8 @@ class Tuner:
             )
 
 
-def tune(study: Study, *, resume: bool = False, fresh: bool = False,
-         progress: ProgressCallback | None = None) -> StudyResult:
+def tune(study: Study, *, resume: bool = False, fresh: bool = False, progress: ProgressCallback | None = None,
+         executor: ExecutorFactory | None = None) -> StudyResult:
     """Run ``study`` (or resume it) and return its results.
 
     Example:
@@ -306,19 +314,11 @@ def tune(study: Study, *, resume: bool = False, fresh: bool = False,
     """
     if resume and fresh:
         raise ConfigError("Pass either resume (continue the study) or fresh (delete its results first), not both.")
-    return Tuner(study, resume=resume, fresh=fresh, progress=progress).run()
+    return Tuner(study, resume=resume, fresh=fresh, progress=progress, executor=executor).run()
 
 
 def load_result(directory: str | Path) -> StudyResult:
     """Read a finished (or interrupted) study's results from its directory."""
-    from frugalml.search import Search
-
-    store = ResultStore(directory)
-    name, spec = store.study()
-    search_spec = spec.get("search", {})
-    try:
-        search = Search(**search_spec)
-    except FrugalError:
-        search = Search()
-    return StudyResult(name, str(directory), tuple(store.trials()), search,
-                       spec.get("budget", {}).get("max_study_cpu_seconds"))
+    stored = stored_study(directory)
+    return StudyResult(stored.name, str(directory), tuple(ResultStore(directory).trials()), stored.search,
+                       stored.compute_budget_cpu_s)

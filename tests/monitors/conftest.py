@@ -7,8 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import types
-from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -71,50 +69,3 @@ def spawn() -> Iterator:
         child.kill()
         for stream in (child.popen.stdin, child.popen.stdout):
             stream.close()
-
-
-class FakeNvml(types.ModuleType):
-    """Stands in for ``pynvml``: devices are lists of (pid, used bytes) plus a utilisation."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, devices: list[dict], init_error: bool = False) -> None:
-        super().__init__("pynvml")
-        self.devices, self.init_error = devices, init_error
-        self.init_calls = self.shutdown_calls = 0
-
-    def nvmlInit(self) -> None:
-        self.init_calls += 1
-        if self.init_error:
-            raise self.NVMLError("Driver Not Loaded")
-
-    def nvmlShutdown(self) -> None:
-        self.shutdown_calls += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.devices)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict:
-        return self.devices[index]
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: dict) -> list:
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in handle["compute"]]
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: dict) -> list:
-        if "graphics" not in handle:
-            raise self.NVMLError("Not Supported")
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in handle["graphics"]]
-
-    def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:
-        return SimpleNamespace(gpu=handle["util"], memory=0)
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch):
-    def install(devices: list[dict], init_error: bool = False) -> FakeNvml:
-        nvml = FakeNvml(devices, init_error)
-        monkeypatch.setitem(sys.modules, "pynvml", nvml)
-        return nvml
-
-    return install

@@ -90,15 +90,15 @@ def test_serve_a_registered_alias_with_token_and_rate_limit(study, diabetes, tmp
 
 def test_register_refuses_what_it_cannot_register(tmp_path, capsys):
     from frugalml.cli import main
-    from frugalml.registry import _workload_spec
+    from frugalml.study import StoredStudy
 
     assert main(["register", str(tmp_path / "nothing")]) == 2
     assert "No study" in capsys.readouterr().err
-    two = {"workloads": [{"name": "a", "algorithm": "svm"}, {"name": "b", "algorithm": "svm"}]}
+    two = StoredStudy("two", {"workloads": [{"name": "a", "algorithm": "svm"}, {"name": "b", "algorithm": "svm"}]})
     with pytest.raises(ConfigError, match="pass --workload"):
-        _workload_spec(two, None)
+        two.workload(None)
     with pytest.raises(ConfigError, match="no workload 'c'"):
-        _workload_spec(two, "c")
+        two.workload("c")
     assert main(["serve", str(tmp_path / "no-model")]) == 2
     assert "no model directory" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "no-model"), "--body-timeout", "nan"]) == 2

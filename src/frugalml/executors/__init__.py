@@ -1,19 +1,36 @@
-"""Executors run trials: locally in worker processes (watchdog in the parent)."""
+"""Executors run trials: locally in worker processes (watchdog in the parent), on Ray, or in-process.
 
+Every executor implements :class:`Executor` (submit / poll / free slots / running
+CPU-seconds / shutdown), takes one :class:`ExecutorSettings` and reads the study's
+finished trials from a :class:`StudyState`.
+"""
+
+from __future__ import annotations
+
+from frugalml.executors._base import Executor, ExecutorSettings, StudyState
+from frugalml.executors._inline import InProcessExecutor
 from frugalml.executors._local import LocalExecutor, kill_tree, worker_context
-from frugalml.executors._task import TrialTask, resolve_train_function
+from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 
-__all__ = ["LocalExecutor", "TrialTask", "kill_tree", "make_executor", "resolve_train_function", "worker_context"]
+__all__ = [
+    "Executor",
+    "ExecutorSettings",
+    "InProcessExecutor",
+    "LocalExecutor",
+    "StudyState",
+    "TrialTask",
+    "kill_tree",
+    "make_executor",
+    "resolve_train_function",
+    "trial_record",
+    "worker_context",
+]
 
 
-def make_executor(backend: str, workers: int, address: str | None = None, **options):
-    """The executor for ``backend`` ("local" or "ray"); ``options`` go to its constructor.
-
-    Every executor offers ``submit(task)``, ``poll(timeout) -> list[TrialRecord]``,
-    ``free_slots``, ``running``, ``running_cpu_s()`` and ``shutdown()``.
-    """
+def make_executor(backend: str, settings: ExecutorSettings, state: StudyState, *, address: str | None = None) -> Executor:
+    """The executor of a study's ``backend``: ``"local"`` or ``"ray"``."""
     if backend == "ray":
-        from frugalml.executors._ray import RayExecutor
+        from frugalml.executors._ray import RayExecutor  # lazy: Ray takes seconds to import
 
-        return RayExecutor(workers, address=address, **options)
-    return LocalExecutor(workers, **options)
+        return RayExecutor(settings, state, address=address)
+    return LocalExecutor(settings, state)

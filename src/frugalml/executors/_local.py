@@ -18,21 +18,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import psutil
 
-from frugalml.executors._task import TrialTask
+from frugalml.executors._base import Executor, ExecutorSettings, StudyState
+from frugalml.executors._task import TrialTask, trial_record
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import GpuMonitor, ProcessTreeMonitor
 from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
-from frugalml.stopping import StoppingRule, TrialView, check_all
+from frugalml.stopping import TrialView, check_all
 from frugalml.trial import PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
 
 PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
+REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
 _context: multiprocessing.context.BaseContext | None = None
 
@@ -129,7 +131,7 @@ class _Running:
     started: float
     monitor: ProcessTreeMonitor | None = None
     gpu: GpuMonitor | None = None
-    windows: list[Window] = field(default_factory=list)
+    windows: tuple[Window, ...] = ()  # a tuple: each sample's view shares it, no copy
     train_loss: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, float] = field(default_factory=dict)
@@ -144,46 +146,31 @@ class _Running:
     failure: str | None = None
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Runs trials in up to ``workers`` processes and enforces stopping rules on them.
 
     Args:
-        workers: trials run at once.
-        rules: stopping rules applied to every sample and window.
-        sample_interval_s: watchdog cadence (the OS is sampled this often per worker).
-        pin: pin each worker to its own core(s) where the OS allows.
-        hang_timeout_s: a trial with no step for this long is killed as hung.
-        peers: ``peers(workload)`` gives finished trials for median stopping.
-        study_cpu_s: ``study_cpu_s()`` gives CPU-seconds used by finished trials.
-        gpus_per_trial: NVIDIA GPUs per trial (a task's own ``gpus``, where set, wins):
-            worker slot *i* gets the next ``ceil(gpus)`` visible devices, round-robin,
-            as its ``CUDA_VISIBLE_DEVICES``; a fraction shares a device between slots.
+        settings: an :class:`ExecutorSettings`, or the number of workers with its
+            fields as keywords (``LocalExecutor(2, rules=[MemoryBudget(400)])``).
+        state: the study's finished trials, as rules read them.
+
+    With ``gpus_per_trial``, worker slot *i* gets the next ``ceil(gpus)`` visible
+    devices, round-robin, as its ``CUDA_VISIBLE_DEVICES``; a fraction shares a
+    device between slots.
     """
 
-    def __init__(
-        self,
-        workers: int = 1,
-        *,
-        rules: Sequence[StoppingRule] = (),
-        sample_interval_s: float = 0.1,
-        pin: bool = True,
-        hang_timeout_s: float | None = 600.0,
-        peers: Callable[[str], Sequence[TrialRecord]] = lambda workload: (),
-        study_cpu_s: Callable[[], float] = lambda: 0.0,
-        gpus_per_trial: float = 0.0,
-    ) -> None:
-        self.workers = workers
-        self.rules = list(rules)
-        self.sample_interval_s = sample_interval_s
-        self.pin = pin
-        self.hang_timeout_s = hang_timeout_s
-        self.peers = peers
-        self.study_cpu_s = study_cpu_s
-        self.gpus_per_trial = gpus_per_trial
+    def __init__(self, settings: ExecutorSettings | int = 1, state: StudyState | None = None, **options: Any) -> None:
+        super().__init__(ExecutorSettings.coerce(settings, options), state)
+        settings = self.settings
+        self.rules = list(settings.rules)
+        self.sample_interval_s = settings.sample_interval_s
+        self.pin = settings.pin
+        self.hang_timeout_s = settings.hang_timeout_s
+        self.gpus_per_trial = settings.gpus_per_trial
         self._running: dict[str, _Running] = {}
         self._last_sample = 0.0
         self._visible_gpus: list[str] | None = None
-        self._gpu_devices(0, gpus_per_trial)  # fail now, before any trial, when none can be had
+        self._gpu_devices(0, self.gpus_per_trial)  # fail now, before any trial, when none can be had
 
     def _gpu_devices(self, slot: int, gpus: float) -> str | None:
         """The ``CUDA_VISIBLE_DEVICES`` of worker ``slot`` for a trial wanting ``gpus``."""
@@ -200,20 +187,19 @@ class LocalExecutor:
         return ",".join(visible[(slot * per_trial + i) % len(visible)] for i in range(per_trial))
 
     @property
-    def free_slots(self) -> int:
-        return self.workers - len(self._running)
-
-    @property
     def running(self) -> list[TrialTask]:
         return [r.task for r in self._running.values()]
 
     def running_cpu_s(self) -> float:
         return sum(r.sample.get("cpu_s", 0.0) for r in self._running.values())
 
+    def running_steps(self) -> dict[str, int]:
+        """Steps done so far by each running trial, by trial id (read from shared memory)."""
+        return {trial_id: int(r.progress[PROGRESS_STEPS]) for trial_id, r in self._running.items()}
+
     def submit(self, task: TrialTask) -> None:
         """Start ``task`` in a new worker process."""
-        if self.free_slots <= 0:
-            raise RuntimeError("no free worker slot")
+        self._check_slot()
         with _ctrl_c_deferred():
             self._start(task)
 
@@ -237,8 +223,8 @@ class LocalExecutor:
         running = _Running(task, process, receiver, progress, slot, time.monotonic())
         running.last_window_wall = running.started
         try:
-            running.monitor = ProcessTreeMonitor(process.pid)
-            running.gpu = GpuMonitor(process.pid)
+            monitor = running.monitor = ProcessTreeMonitor(process.pid)
+            running.gpu = GpuMonitor(lambda: monitor.pids)  # the tree as the latest sample walked it
         except psutil.NoSuchProcess:
             pass
         self._running[task.trial_id] = running
@@ -293,7 +279,7 @@ class LocalExecutor:
             self._add_window(running, message)
         elif kind == "metrics" and running.windows:
             last = running.windows[-1]
-            running.windows[-1] = Window(last.step, {**last.values, **message["metrics"]})
+            running.windows = (*running.windows[:-1], Window(last.step, {**last.values, **message["metrics"]}))
         elif kind == "metrics":
             running.pending_metrics.update(message["metrics"])
         elif kind == "info":
@@ -335,7 +321,7 @@ class LocalExecutor:
             if name in sample:
                 values[name] = sample[name]
         running.pending_metrics = {}
-        running.windows.append(Window(message["step"], values))
+        running.windows = (*running.windows, Window(message["step"], values))
         running.train_loss.extend(message["losses"])
         running.last_window_cpu_s, running.last_window_wall, running.window_peak_mb = cpu_s, now, 0.0
 
@@ -357,7 +343,7 @@ class LocalExecutor:
             return
         now = time.monotonic()
         self._sample(running, now)
-        self._check(running, now)
+        self._check(running, now, sample_only=True)
         if running.stop is None and self.hang_timeout_s is not None:
             idle = now - max(running.progress[PROGRESS_MARK], running.started)
             if idle > self.hang_timeout_s:
@@ -375,23 +361,23 @@ class LocalExecutor:
             steps_done=int(progress[PROGRESS_STEPS]),
             wall_s=now - running.started,
             cpu_s=running.sample.get("cpu_s", 0.0),
-            windows=tuple(running.windows),
+            windows=running.windows,
             sample=running.sample,
             step_in_progress_s=(
                 max(0.0, now - mark) if progress[PROGRESS_STEPS] > 0 and not progress[PROGRESS_EVALUATING] else 0.0
             ),
             window_train_s=progress[PROGRESS_WINDOW_S],
-            peers=self.peers(running.task.workload),
-            study_cpu_s=self.study_cpu_s() + self.running_cpu_s(),
+            peers=self.state.peers(running.task.workload),
+            study_cpu_s=self.state.finished_cpu_s + self.running_cpu_s(),
             steps_planned=running.task.steps_planned,
         )
 
-    def _check(self, running: _Running, sampled_at: float) -> None:
-        stop = check_all(self.rules, self._view(running, sampled_at))
+    def _check(self, running: _Running, sampled_at: float, sample_only: bool = False) -> None:
+        stop = check_all(self.rules, self._view(running, sampled_at), sample_only=sample_only)
         if stop is None:
             return
         kill_tree(running.process.pid)
-        running.process.join()
+        running.process.join(REAP_WAIT_S)
         latency_ms = (time.monotonic() - sampled_at) * 1000.0
         running.stop = StopInfo(**{**stop.__dict__, "latency_ms": latency_ms})
 
@@ -420,19 +406,12 @@ class LocalExecutor:
             info["user_error"] = outcome["user_error"]
         else:
             status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
-        steps_saved, cpu_s_saved = 0, 0.0
-        if status is TrialStatus.STOPPED and task.steps_planned:
-            steps_saved = max(0, task.steps_planned - steps_done)
-            cpu_s_saved = steps_saved * cpu_s / max(steps_done, 1)  # a trial stopped in step 1 spent ~1 step
-        windows = list(running.windows)
+        windows = running.windows
         if status is not TrialStatus.COMPLETED and running.sample and (not windows or windows[-1].step < steps_done):
-            windows.append(self._final_window(running, steps_done))
-        return TrialRecord(
-            trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
-            repeat=task.repeat, params=dict(task.params), status=status, steps_done=steps_done,
-            steps_planned=task.steps_planned, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
-            steps_saved=steps_saved, cpu_s_saved=cpu_s_saved, stop=running.stop, error=error,
-            train_loss=tuple(running.train_loss), windows=tuple(windows), info=info,
+            windows = (*windows, self._final_window(running, steps_done))
+        return trial_record(
+            task, status, steps_done=steps_done, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
+            stop=running.stop, error=error, train_loss=tuple(running.train_loss), windows=windows, info=info,
         )
 
     @staticmethod

@@ -35,14 +35,13 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 from frugalml.exceptions import ConfigError
+from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._local import LocalExecutor
-from frugalml.executors._task import TrialTask
+from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 from frugalml.records import TrialRecord, TrialStatus
-from frugalml.stopping import StoppingRule
-from frugalml.trial import PROGRESS_STEPS
 
 SYNC_INTERVAL_S = 0.5  # how often a running trial and the driver exchange study figures
 _INSTALL = "pip install 'frugalml[ray]'"
@@ -121,7 +120,7 @@ class ShippedData:
 def ship(data: Any) -> ShippedData:
     """Put the files of a :class:`~frugalml.workloads.PreparedData` into the object store."""
     ray = import_ray()
-    from frugalml.workloads._prepare import ARRAY_NAMES
+    from frugalml.workloads._prepare import ARRAY_NAMES  # lazy: scikit-learn; only built-in data is shipped
 
     files: dict[str, Any] = dict(zip((f"{n}.npy" for n in ARRAY_NAMES), data.arrays(mmap=True)))
     files["meta.json"] = (data.directory / "meta.json").read_bytes()
@@ -138,7 +137,7 @@ def localize(value: Any) -> Any:
         return value.data
     import numpy as np
 
-    from frugalml.workloads import PreparedData
+    from frugalml.workloads import PreparedData  # lazy: scikit-learn, on a node that needs the data
     from frugalml.workloads._sources import cache_root
 
     target = cache_root() / "prepared" / Path(value.data.directory).name
@@ -164,15 +163,6 @@ def _is_prepared(value: Any) -> bool:
 
 
 # -- the node side -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """What every node needs to watch a trial as the local executor would."""
-
-    rules: tuple[StoppingRule, ...]
-    sample_interval_s: float
-    hang_timeout_s: float | None
 
 
 class Channel:
@@ -212,12 +202,12 @@ class Channel:
 
 
 class _StudyFigures:
-    """The node's copy of the channel's figures, refreshed without blocking the watchdog."""
+    """The node's copy of the channel's figures (a :class:`StudyState` its watchdog reads),
+    refreshed without blocking the watchdog."""
 
     def __init__(self, channel: Any, trial_id: str) -> None:
         self.channel, self.trial_id = channel, trial_id
-        self.others_cpu_s = 0.0
-        self.peers: dict[str, list[TrialRecord]] = {}
+        self.state = StudyState()  # finished_cpu_s: the rest of the study, running trials included
         self.version = -1
         self._pending: Any = None
         self._due = 0.0
@@ -229,15 +219,13 @@ class _StudyFigures:
             if not ready:
                 return
             try:
-                self.others_cpu_s, self.version, peers = ray.get(self._pending)
-                if peers is not None:
-                    self.peers = peers
+                others_cpu_s, self.version, peers = ray.get(self._pending)
+                self.state.replace(others_cpu_s, peers)
             except ray.exceptions.RayError:  # the driver is gone; its job ends this task soon
                 pass
             self._pending = None
         if time.monotonic() >= self._due:
-            running = next(iter(executor._running.values()), None)  # this package's own executor
-            steps = int(running.progress[PROGRESS_STEPS]) if running else 0
+            steps = sum(executor.running_steps().values())  # one trial per node executor
             state = {"cpu_s": executor.running_cpu_s(), "steps": steps}
             self._pending = self.channel.exchange.remote(self.trial_id, state, self.version)
             self._due = time.monotonic() + SYNC_INTERVAL_S
@@ -247,8 +235,6 @@ def _call_with_env(env: Mapping[str, str], train: Callable[..., None], trial: An
     """Run ``train`` with ``env`` set: the worker is forked from a server started by an
     earlier task, so it would otherwise see that task's GPUs, not this one's."""
     os.environ.update(env)
-    from frugalml.executors._task import resolve_train_function
-
     resolve_train_function(train)(trial, **kwargs)
 
 
@@ -269,7 +255,8 @@ def _main_not_rerun() -> Iterator[None]:
             main.__file__ = path
 
 
-def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: NodeSettings, channel: Any) -> TrialRecord:
+def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: ExecutorSettings,
+                channel: Any) -> TrialRecord:
     """The Ray task: run ``task`` in a watched worker process on this node."""
     ray = import_ray()
     node = {"ip": ray.util.get_node_ip_address(), "id": ray.get_runtime_context().get_node_id()}
@@ -279,11 +266,7 @@ def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: Node
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by Ray for this task: its GPUs, or none
         train = functools.partial(_call_with_env, {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}, train)
     figures = _StudyFigures(channel, task.trial_id)
-    executor = LocalExecutor(
-        1, rules=settings.rules, sample_interval_s=settings.sample_interval_s, pin=False,
-        hang_timeout_s=settings.hang_timeout_s, peers=lambda workload: figures.peers.get(workload, ()),
-        study_cpu_s=lambda: figures.others_cpu_s,
-    )
+    executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
     with _main_not_rerun():
         executor.submit(replace(task, train=train, train_kwargs=kwargs, gpus=0.0))  # Ray chose the devices
     try:
@@ -304,8 +287,8 @@ class _Submitted:
     started: float = field(default_factory=time.monotonic)
 
 
-class RayExecutor:
-    """Runs trials on a Ray cluster with the interface of :class:`LocalExecutor`.
+class RayExecutor(Executor):
+    """Runs trials on a Ray cluster, under the same :class:`Executor` contract as :class:`LocalExecutor`.
 
     Each trial is a Ray task reserving ``task.cpus`` CPUs and ``gpus_per_trial``
     GPUs; at most ``workers`` run at once (more queue in Ray when the cluster is
@@ -313,15 +296,14 @@ class RayExecutor:
     (``{"ip": ..., "id": ...}``) naming the node that ran the trial.
 
     Args:
-        workers: trials run at once; also the CPUs of a local Ray started when
-            ``address`` is None.
+        settings: an :class:`ExecutorSettings` (or ``workers`` and its fields as
+            keywords). ``workers`` is also the CPUs of a local Ray started when
+            ``address`` is None; rules run on the node; ``pin`` is ignored (Ray's CPU
+            counts are logical; each worker still limits its BLAS threads to
+            ``task.cpus``); ``gpus_per_trial`` GPUs are reserved per trial.
+        state: the study's finished trials, published to the nodes.
         address: a running cluster's ``HOST:PORT`` (or ``"auto"``); None starts a
             local Ray. An already initialised Ray is used as it is.
-        rules, sample_interval_s, hang_timeout_s, peers, study_cpu_s: as for
-            :class:`LocalExecutor`; rules run on the node.
-        pin: ignored: cores are not pinned on Ray, whose CPU counts are logical
-            (each worker still limits its BLAS threads to ``task.cpus``).
-        gpus_per_trial: GPUs reserved per trial (a task's own ``gpus``, where set, wins).
         ship_data: put prepared datasets into the object store for nodes without
             their files; None does so when the cluster spans more than one host.
         runtime_env: a Ray runtime environment, used when this executor starts Ray.
@@ -333,27 +315,19 @@ class RayExecutor:
 
     def __init__(
         self,
-        workers: int = 1,
-        address: str | None = None,
+        settings: ExecutorSettings | int = 1,
+        state: StudyState | None = None,
         *,
-        rules: Sequence[StoppingRule] = (),
-        sample_interval_s: float = 0.1,
-        pin: bool = True,
-        hang_timeout_s: float | None = 600.0,
-        peers: Callable[[str], Sequence[TrialRecord]] = lambda workload: (),
-        study_cpu_s: Callable[[], float] = lambda: 0.0,
-        gpus_per_trial: float = 0.0,
+        address: str | None = None,
         ship_data: bool | None = None,
         runtime_env: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        self.workers = workers
+        super().__init__(ExecutorSettings.coerce(settings, options), state)
         self.address = address
-        self.peers = peers
-        self.study_cpu_s = study_cpu_s
-        self.gpus_per_trial = gpus_per_trial
-        self.settings = NodeSettings(tuple(rules), sample_interval_s, hang_timeout_s)
-        self._needs_peers = any(rule.needs_peers for rule in rules)  # else finished trials stay on the driver
-        self._started_ray = connect(address, workers, runtime_env)
+        gpus_per_trial = self.gpus_per_trial = self.settings.gpus_per_trial
+        self._needs_peers = any(rule.needs_peers for rule in self.settings.rules)  # else peers stay on the driver
+        self._started_ray = connect(address, self.workers, runtime_env)
         ray = self._ray = import_ray()
         self._check_gpus(gpus_per_trial)
         self.ship_data = self._spans_hosts() if ship_data is None else ship_data
@@ -387,10 +361,6 @@ class RayExecutor:
         return any(node["Alive"] and node["NodeManagerAddress"] != here for node in self._ray.nodes())
 
     @property
-    def free_slots(self) -> int:
-        return self.workers - len(self._running)
-
-    @property
     def running(self) -> list[TrialTask]:
         return [s.task for s in self._running.values()]
 
@@ -406,8 +376,7 @@ class RayExecutor:
 
     def submit(self, task: TrialTask) -> None:
         """Start ``task`` on the cluster; its data goes to the object store once per workload."""
-        if self.free_slots <= 0:
-            raise RuntimeError("no free worker slot")
+        self._check_slot()
         options: dict[str, Any] = {"num_cpus": task.cpus, "name": f"frugalml-trial-{task.number}"}
         gpus = task.gpus or self.gpus_per_trial
         if gpus:
@@ -475,25 +444,21 @@ class RayExecutor:
             message = "Ray task cancelled"
         else:
             message = f"Ray task failed: {_first_line(cause or error)}"
-        task = submitted.task
-        return TrialRecord(
-            trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
-            repeat=task.repeat, params=dict(task.params), status=TrialStatus.FAILED,
-            steps_done=int(last.get("steps", 0)), steps_planned=task.steps_planned,
-            wall_s=time.monotonic() - submitted.started, cpu_s=float(last.get("cpu_s", 0.0)), error=message,
-            info=info,
+        return trial_record(
+            submitted.task, TrialStatus.FAILED, steps_done=int(last.get("steps", 0)),
+            wall_s=time.monotonic() - submitted.started, cpu_s=float(last.get("cpu_s", 0.0)), error=message, info=info,
         )
 
     def _publish(self) -> None:
         """Send the channel what changed: finished CPU-seconds and, if rules need them, peers."""
         if not self._running:
             return
-        finished_cpu_s = self.study_cpu_s()
+        finished_cpu_s = self.state.finished_cpu_s
         published_cpu_s, counts = self._published
         peers: dict[str, list[TrialRecord]] = {}
         if self._needs_peers:
             for workload in {s.task.workload for s in self._running.values()}:
-                records = list(self.peers(workload))
+                records = self.state.peers(workload)
                 if len(records) != counts.get(workload):
                     counts[workload] = len(records)
                     peers[workload] = [replace(r, train_loss=()) for r in records]  # rules read windows only

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError
+from frugalml.records import TrialRecord, TrialStatus
 
 TrainFunction = Callable[..., None]
 
@@ -47,3 +48,20 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
     if not callable(function):
         raise ConfigError(f"Training function {train!r} is not callable.")
     return function
+
+
+def trial_record(task: TrialTask, status: TrialStatus, **fields: Any) -> TrialRecord:
+    """The record of ``task``'s trial: its identity from the task, the outcome from ``fields``.
+
+    A stopped trial with a planned length is credited with the steps it did not run,
+    at the CPU-seconds per step it had used (a trial stopped in step 1 spent ~1 step).
+    """
+    steps_done = fields.get("steps_done", 0)
+    if status is TrialStatus.STOPPED and task.steps_planned:
+        steps_saved = max(0, task.steps_planned - steps_done)
+        fields.setdefault("steps_saved", steps_saved)
+        fields.setdefault("cpu_s_saved", steps_saved * fields.get("cpu_s", 0.0) / max(steps_done, 1))
+    return TrialRecord(
+        trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
+        repeat=task.repeat, params=dict(task.params), status=status, steps_planned=task.steps_planned, **fields,
+    )

@@ -11,6 +11,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from frugalml.exceptions import FrugalError
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.trial import Trial
 
@@ -60,8 +61,6 @@ def run_worker(
         trial._finish()
         connection.send({"type": "done", "steps": trial.steps, "cpu_s": _cpu_seconds()})
     except BaseException as error:  # noqa: BLE001 - every failure must reach the parent
-        from frugalml.exceptions import FrugalError
-
         connection.send(
             {
                 "type": "error",

@@ -21,6 +21,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
 from frugalml.records import StopInfo, TrialRecord, TrialStatus
+from frugalml.store import ResultStore
 from frugalml.validation import check_keys
 
 SKIP_REASON = "skipped: predicted over budget"
@@ -195,8 +196,6 @@ class ConfigGate:
 
 
 def _load_history(directory: str) -> list[TrialRecord]:
-    from frugalml.store import ResultStore
-
     path = Path(directory)
     store = ResultStore(path)
     if not store.exists:

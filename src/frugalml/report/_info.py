@@ -16,11 +16,14 @@ import pandas as pd
 from frugalml.budgets import BUDGETS
 from frugalml.records import TrialRecord
 from frugalml.results import ComputeAccount, compute_account
+from frugalml.store import ResultStore
+from frugalml.study import stored_study
 
+_BUDGETED = tuple(b.metric for b in BUDGETS.values() if b.plotted)  # memory, GPU memory, step time
 #: Metrics drawn over training steps, in order (the quality metric is accuracy or rmse).
-CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
+CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "cpu_percent", *_BUDGETED)
 #: Per-trial metrics whose response to each hyperparameter is drawn.
-EFFECT_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "cpu_percent", "memory_mb")
+EFFECT_METRICS = ("val_loss", "accuracy", "rmse", "cpu_percent", *_BUDGETED)
 #: Study budget key → the metric it bounds (the budgets drawn as a line on that metric's chart).
 BUDGET_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
 LABELS = {
@@ -112,7 +115,8 @@ def windows_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     """One row per trial: parameters, status, stop reason and summary metrics.
 
-    ``mean_step_ms`` and ``cpu_percent`` are means over windows, ``memory_mb`` the peak.
+    ``mean_step_ms`` and ``cpu_percent`` are means over windows, ``memory_mb`` and
+    ``gpu_memory_mb`` the peaks.
     """
     rows = []
     for record in records:
@@ -124,7 +128,8 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "stop_step": record.stop.step if record.stop else None, "reason": _reason(record),
             "val_loss": summary["val_loss"], "accuracy": summary["accuracy"], "rmse": summary["rmse"],
             "mean_step_ms": summary["mean_step_ms"], "cpu_percent": summary["cpu_percent"],
-            "memory_mb": summary["peak_memory_mb"], "steps_done": record.steps_done,
+            "memory_mb": summary["peak_memory_mb"], "gpu_memory_mb": record.peak("gpu_memory_mb"),
+            "steps_done": record.steps_done,
             "steps_planned": record.steps_planned, "cpu_s": record.cpu_s, "cpu_s_saved": record.cpu_s_saved,
         })
     frame = pd.DataFrame(rows)
@@ -234,7 +239,7 @@ def get_pareto_info(records: Sequence[TrialRecord], workload: str, budget: Mappi
 
 def workload_labels(spec: Mapping[str, Any]) -> dict[str, str]:
     """Workload name → display label; a substitute dataset is labelled as such."""
-    from frugalml.workloads import BUILTIN_DATASETS
+    from frugalml.workloads import BUILTIN_DATASETS  # lazy: scikit-learn (~1 s), for a label
 
     labels = {}
     for workload in spec.get("workloads", []):
@@ -251,14 +256,12 @@ def workload_labels(spec: Mapping[str, Any]) -> dict[str, str]:
 
 def get_report_info(directory: str | Path, records: Sequence[TrialRecord] | None = None) -> ReportInfo:
     """Read a study's store and compute everything its report shows."""
-    from frugalml.store import ResultStore
-
-    store = ResultStore(directory)
-    name, spec = store.study()
-    records = list(records) if records is not None else store.trials()
-    budget = {k: v for k, v in (spec.get("budget") or {}).items() if v is not None}
+    stored = stored_study(directory)
+    name, spec = stored.name, stored.spec
+    records = list(records) if records is not None else ResultStore(directory).trials()
+    budget = stored.budget
     labels = workload_labels(spec)
-    order = [w.get("name") for w in spec.get("workloads", [])]
+    order = [w.get("name") for w in stored.workloads]
     names = [n for n in order if any(r.workload == n for r in records)]
     names += sorted({r.workload for r in records} - set(names))
     workloads = tuple(

@@ -50,7 +50,7 @@ def design(quick: bool, workers: int = 2) -> Design:
 
 def resolve_wave_energy(data_dir: str | None = None) -> tuple[str, str | None]:
     """``("wave_energy", None)`` when it can be had, else the labelled substitute and why."""
-    from frugalml.workloads import resolve_dataset
+    from frugalml.workloads import resolve_dataset  # lazy: scikit-learn (~1 s), only to size the design
 
     try:
         resolve_dataset("wave_energy", data_dir=data_dir)

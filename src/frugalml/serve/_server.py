@@ -23,7 +23,7 @@ from frugalml.serve._settings import ServerSettings
 
 
 def servers_dir() -> Path:
-    from frugalml.workloads._sources import cache_root
+    from frugalml.workloads._sources import cache_root  # lazy: scikit-learn (~1 s) at server start-up
 
     return cache_root() / "servers"
 

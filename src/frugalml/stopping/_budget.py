@@ -112,7 +112,6 @@ class MemoryBudget(SampleBudget):
 
     def __init__(self, max_mb: float) -> None:
         super().__init__("max_memory_mb", max_mb)
-        self.max_mb = self.limit
 
 
 class GpuMemoryBudget(SampleBudget):
@@ -120,7 +119,6 @@ class GpuMemoryBudget(SampleBudget):
 
     def __init__(self, max_mb: float) -> None:
         super().__init__("max_gpu_memory_mb", max_mb)
-        self.max_mb = self.limit
 
 
 class StepTimeBudget(WindowBudget):
@@ -128,7 +126,6 @@ class StepTimeBudget(WindowBudget):
 
     def __init__(self, max_ms: float) -> None:
         super().__init__("max_mean_step_ms", max_ms)
-        self.max_ms = self.limit
 
 
 class WallTimeBudget(TrialTimeBudget):
@@ -136,7 +133,6 @@ class WallTimeBudget(TrialTimeBudget):
 
     def __init__(self, max_s: float) -> None:
         super().__init__("max_trial_seconds", max_s)
-        self.max_s = self.limit
 
 
 class StudyComputeBudget(StudyBudget):
@@ -144,4 +140,3 @@ class StudyComputeBudget(StudyBudget):
 
     def __init__(self, max_cpu_s: float) -> None:
         super().__init__("max_study_cpu_seconds", max_cpu_s)
-        self.max_cpu_s = self.limit

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 
 from frugalml.exceptions import ConfigError
-from frugalml.records import StopInfo
+from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping._base import ML, StoppingRule, TrialView
 from frugalml.validation import positive
 
@@ -42,30 +43,58 @@ class Patience(StoppingRule):
 
 class MedianStopping(StoppingRule):
     """Stop a trial whose best ``metric`` so far is worse than the median of finished
-    peers' values at the same step (Golovin et al., 2017; Optuna's MedianPruner)."""
+    peers' values at the same step (Golovin et al., 2017; Optuna's MedianPruner).
+
+    Each peer's running minimum is built once, and the peers' median at a step once
+    per (workload, number of peers, step), so checking a window costs about the same
+    with 10 finished peers as with 1,000. The memo is study-wide, not per trial.
+    """
 
     name = "median"
     kind = ML
     per_sample = False
+    MEMO_SIZE = 4096
 
     def __init__(self, *, min_trials: int = 3, warmup_windows: int = 2, metric: str = "val_loss") -> None:
         self.min_trials = int(positive("MedianStopping", "min_trials", min_trials, integer=True))
         self.warmup_windows = int(warmup_windows)
         self.metric = metric
+        self._medians: dict[tuple[str, int, str, int], float | None] = {}
+        self._minima: dict[str, tuple[list[int], list[float]]] = {}
+
+    def _median_at(self, view: TrialView, step: int) -> float | None:
+        peers = view.peers
+        key = (view.workload, len(peers), peers[-1].trial_id if peers else "", step)
+        if key not in self._medians:
+            if len(self._medians) >= self.MEMO_SIZE:
+                self._medians.clear()
+            peer_values = [v for peer in peers if (v := self._best_until(peer, step)) is not None]
+            self._medians[key] = statistics.median(peer_values) if len(peer_values) >= self.min_trials else None
+        return self._medians[key]
+
+    def _best_until(self, peer: TrialRecord, step: int) -> float | None:
+        """The peer's best value up to ``step``: a bisection in its running minimum, built once."""
+        if peer.trial_id not in self._minima:
+            if len(self._minima) >= self.MEMO_SIZE:
+                self._minima.clear()
+            steps, minima, best = [], [], math.inf
+            for window in peer.windows:
+                if self.metric in window.values:
+                    best = min(best, window.values[self.metric])
+                    steps.append(window.step)
+                    minima.append(best)
+            self._minima[peer.trial_id] = (steps, minima)
+        steps, minima = self._minima[peer.trial_id]
+        at = bisect.bisect_right(steps, step)
+        return minima[at - 1] if at and math.isfinite(minima[at - 1]) else None
 
     def check(self, view: TrialView) -> StopInfo | None:
         values = [v for v in view.values(self.metric) if math.isfinite(v)]
         if len(values) <= self.warmup_windows or len(view.peers) < self.min_trials:
             return None
-        step = view.windows[-1].step
-        peer_values = []
-        for peer in view.peers:
-            at_step = [w.values[self.metric] for w in peer.windows if w.step <= step and self.metric in w.values]
-            if at_step and math.isfinite(min(at_step)):
-                peer_values.append(min(at_step))
-        if len(peer_values) < self.min_trials:
+        median = self._median_at(view, view.windows[-1].step)
+        if median is None:
             return None
-        median = statistics.median(peer_values)
         best = min(values)
         if best > median:
             return self._stop(view, best, median, f"{self.metric} {best:.4g} worse than peers' median {median:.4g}")

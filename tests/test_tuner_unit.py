@@ -1,0 +1,120 @@
+"""The tuner's scheduling, resume, repeats, skipping and compute accounting, in-process.
+
+These run the real Tuner, results store and rules against the InProcessExecutor: no
+worker processes, so the whole file takes about a second. The same behaviour across
+real processes is covered in test_tuner.py, tests/prediction and tests/executors.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from frugalml import ResultStore, Search, Study, TrialStatus, Workload
+from frugalml.executors import InProcessExecutor
+from frugalml.stopping import STUDY
+from frugalml.tuner import Tuner, tune
+
+CPU = [0.0]  # the CPU clock the in-process executor reads: each step charges a known cost
+
+
+def costly(trial, steps: int = 40, cpu_per_step: float = 0.1) -> None:
+    """Memory grows with the batch (100 MB + 0.01 MB per row): a reported system figure."""
+    batch = trial.params["batch_size"]
+    for step in range(steps):
+        CPU[0] += cpu_per_step
+        loss = 1.0 / (1 + step) + trial.params.get("offset", 0.0)
+        if trial.step(loss=loss, n_samples=batch):
+            trial.report(val_loss=loss, memory_mb=100.0 + 0.01 * batch)
+
+
+def study(directory, **overrides) -> Study:
+    args = dict(
+        name="unit",
+        workloads=[Workload(train=costly, max_steps=40, eval_every=10, name="costly")],
+        search=Search(space={"batch_size": [30, 300, 3000, 30000], "offset": [0.0, 0.5]}),
+        workers=2, directory=str(directory), mlflow_uri=None,
+    )
+    return Study(**{**args, **overrides})
+
+
+inline = functools.partial(InProcessExecutor, cpu_clock=lambda: CPU[0])
+
+
+def test_every_configuration_runs_each_repeat_once(study_dir):
+    result = tune(study(study_dir, repeats=3), executor=inline)
+    assert len(result.records) == 8 * 3
+    ids = [r.trial_id for r in result.records]
+    assert len(set(ids)) == len(ids)
+    repeats: dict[str, list[int]] = {}
+    for record in result.records:
+        repeats.setdefault(record.config_id, []).append(record.repeat)
+    assert all(sorted(r) == [0, 1, 2] for r in repeats.values())
+    assert all(r.cpu_s == pytest.approx(4.0) for r in result.records)
+
+
+def test_a_budget_stops_the_configurations_that_break_it(study_dir):
+    result = tune(study(study_dir, budget={"max_memory_mb": 200}), executor=inline)
+    stopped = [r for r in result.records if r.status is TrialStatus.STOPPED]
+    assert {r.params["batch_size"] for r in stopped} == {30000}
+    assert all(r.stop.rule == "max_memory_mb" and r.steps_done == 10 and r.steps_saved == 30 for r in stopped)
+    assert all(r.cpu_s_saved == pytest.approx(3.0) for r in stopped)
+    assert result.best_feasible().params == {"batch_size": 30, "offset": 0.0}
+
+
+def test_an_interrupted_study_resumes_without_losing_or_repeating_a_trial(study_dir):
+    ended = []
+
+    def interrupt_after_three(event, payload):
+        if event == "end":
+            ended.append(payload.trial_id)
+            if len(ended) == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Tuner(study(study_dir), progress=interrupt_after_three, executor=inline).run()
+    first = {r.trial_id: r.number for r in ResultStore(study_dir).trials()}
+    assert set(first) == set(ended)
+    result = tune(study(study_dir), resume=True, executor=inline)
+    numbers = {r.trial_id: r.number for r in result.records}
+    assert len(result.records) == 8 and len(numbers) == 8
+    assert {t: numbers[t] for t in first} == first  # stored trials kept, not re-run
+    assert len(set(numbers.values())) == 8
+
+
+def test_skipping_a_configuration_predicted_over_budget(study_dir):
+    grid = Search(space={"batch_size": [30, 300, 1000, 3000, 30000, 100]})
+    result = tune(study(study_dir, search=grid, budget={"max_memory_mb": 200}, prediction={"skip": True}, workers=1),
+                  executor=inline)
+    status = {r.params["batch_size"]: r.status for r in result.records}
+    assert status[30000] is TrialStatus.SKIPPED
+    skipped = next(r for r in result.records if r.status is TrialStatus.SKIPPED)
+    assert skipped.stop.rule == "skipped_max_memory_mb" and skipped.info["prediction"]["low"] > 200
+    assert skipped.cpu_s == 0 and skipped.steps_saved == 40
+    assert all(s is TrialStatus.COMPLETED for b, s in status.items() if b != 30000)
+    late = next(r for r in result.records if r.params["batch_size"] == 100)
+    assert late.info["cost_prediction"]["peak_memory_mb"]["measured"] == pytest.approx(101.0)
+
+
+def test_the_study_compute_budget_stops_the_study(study_dir):
+    result = tune(study(study_dir, workers=1, budget={"max_study_cpu_seconds": 10}), executor=inline)
+    assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2 + [TrialStatus.STOPPED]
+    last = result.records[-1]
+    assert last.stop.kind == STUDY and last.stop.rule == "max_study_cpu_seconds"
+    assert sum(r.cpu_s for r in result.records) == pytest.approx(11.0)  # stopped at the first window over 10
+    assert result.compute_budget_cpu_s == 10
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(study_dir):
+    def sometimes_fails(trial, steps: int = 20) -> None:
+        for step in range(steps):
+            if trial.params["offset"] > 0 and step == 5:
+                raise ValueError("diverged")
+            trial.step(loss=1.0)
+
+    result = tune(study(study_dir, workloads=[Workload(train=sometimes_fails, name="f", eval_every=5)],
+                        search=Search(space={"offset": [0.0, 0.5, 0.0001]})), executor=inline)
+    status = {r.params["offset"]: (r.status, r.error) for r in result.records}
+    assert status[0.5] == (TrialStatus.FAILED, "ValueError: diverged")
+    assert status[0.0][0] is TrialStatus.COMPLETED
