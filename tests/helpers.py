@@ -7,9 +7,12 @@ import random
 import socket
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from types import SimpleNamespace
+
+import httpx
 
 TESTS = Path(__file__).resolve().parent
 
@@ -95,3 +98,44 @@ class FakeNvml(types.ModuleType):
 
     def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:
         return SimpleNamespace(gpu=handle["util"], memory=0)
+
+
+class ServerProcess:
+    """``frugalml serve ARGS`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        command = [sys.executable, "-m", "frugalml.cli", "serve", *args, "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "warning"]
+        self._log = log.open("w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.client = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 90) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -118,3 +118,35 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(study_dir):
     status = {r.params["offset"]: (r.status, r.error) for r in result.records}
     assert status[0.5] == (TrialStatus.FAILED, "ValueError: diverged")
     assert status[0.0][0] is TrialStatus.COMPLETED
+
+
+def planned_by_the_trial(trial, steps: int = 40) -> None:
+    trial.plan(steps)
+    costly(trial, steps=steps)
+
+
+def test_a_planned_length_from_the_trial_or_the_workload_counts_the_compute_a_stop_saved(study_dir):
+    space = Search(space={"batch_size": [30, 30000]})
+    for workload in (Workload(train=planned_by_the_trial, eval_every=10, name="w"),
+                     Workload(train=costly, steps=40, eval_every=10, name="w")):
+        result = tune(study(study_dir, workloads=[workload], search=space, budget={"max_memory_mb": 200}),
+                      fresh=True, executor=inline)
+        small, large = sorted(result.records, key=lambda r: r.params["batch_size"])
+        assert small.steps_planned == 40 and small.status is TrialStatus.COMPLETED
+        assert large.status is TrialStatus.STOPPED and (large.steps_done, large.steps_saved) == (10, 30)
+        assert result.compute().saved_cpu_s == pytest.approx(3.0)
+
+
+def test_a_bad_planned_length_is_a_one_line_error(study_dir):
+    from frugalml import ConfigError, FrugalError
+
+    with pytest.raises(ConfigError, match="'steps'.*built-in"):
+        Workload(dataset="diabetes", algorithm="svm", steps=10)
+    with pytest.raises(ConfigError, match="workload 'steps' must be an int"):
+        Workload(train=costly, steps=0)
+
+    def plans_nonsense(trial):
+        trial.plan(2.5)
+
+    with pytest.raises(FrugalError, match=r"TrialUsageError: trial.plan\(total_steps\) needs an int"):
+        tune(study(study_dir, workloads=[Workload(train=plans_nonsense, name="p")]), executor=inline)

@@ -109,3 +109,23 @@ def note_gpu_devices(trial, steps: int = 20) -> None:
     for _ in range(steps):
         if trial.step(loss=1.0, n_samples=1):
             trial.report(val_loss=1.0)
+
+
+def sgd_logged(trial, epochs: int = 2, batch: int = 64) -> None:
+    """The user's own loop on real data (diabetes): plans its length, logs its model and reference."""
+    import pandas as pd
+    from sklearn.linear_model import SGDClassifier
+
+    frame = pd.read_csv(os.path.join(os.environ["FRUGALML_DATA_DIR"], "diabetes.csv.gz"))
+    X, y = frame.drop(columns="target"), frame["target"]
+    model = SGDClassifier(alpha=trial.params["alpha"], random_state=0)
+    batches = len(X) // batch
+    trial.plan(epochs * batches)
+    for _ in range(epochs):
+        for i in range(batches):
+            rows = slice(i * batch, (i + 1) * batch)
+            model.partial_fit(X.iloc[rows], y.iloc[rows], classes=["tested_negative", "tested_positive"])
+            if trial.step(loss=0.0, n_samples=batch):
+                trial.report(val_loss=1.0 - model.score(X, y))
+    trial.log_model(model, input_example=X.head(3))
+    trial.log_reference(X, y)

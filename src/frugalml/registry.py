@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Refit:
     profile: dict[str, float]
     link: dict[str, str]
     params: dict[str, Any]
+    model_dir: Path | None = None  # a model the trial logged itself (trial.log_model), registered as it is
 
 
 @dataclass(frozen=True)
@@ -172,30 +174,81 @@ def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, s
     )
 
 
-def _workload_spec(stored: StoredStudy, workload: str | None) -> dict[str, Any]:
-    chosen = stored.workload(workload)
-    if chosen.get("train") or not chosen.get("algorithm"):
+def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, Any], best: Any) -> Refit:
+    """The model a trial of the best feasible configuration logged (``trial.log_model``), not refitted.
+
+    Its reference is the data the trial logged (``trial.log_reference``); the profile
+    is the study's measured costs plus prediction latency on that data.
+    """
+    from frugalml.serve._model import load_predictor, reference_from_table
+
+    records = [r for r in load_result(study_dir).records
+               if r.workload == workload["name"] and r.config_id == best.config_id and r.feasible]
+    logged = [r for r in records if r.info.get("model") and Path(r.info["model"]["path"]).is_dir()]
+    if not logged:
         raise RegistryError(
-            f"workload {chosen.get('name')!r} trains with custom code; register supports built-in workloads "
-            "(dataset + algorithm) only."
+            f"the best configuration of workload {workload['name']!r} logged no model; call "
+            "trial.log_model(model) (and trial.log_reference(X, y)) at the end of your training function."
         )
-    return chosen
+    record = logged[0]
+    if not record.info.get("reference"):
+        raise RegistryError(
+            f"trial {record.trial_id} logged a model but no reference data; call trial.log_reference(X, y) "
+            "with the training inputs so serving can check drift and quality."
+        )
+    model_dir = _exported(Path(record.info["model"]["path"]))
+    model = load_predictor(model_dir, str(model_dir))
+    reference = reference_from_table(model, record.info["reference"], seed=stored.seed)
+    X = np.asarray([f.sample for f in reference.features], dtype=np.float64).T
+    profile = {
+        **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
+        **measure_latency(model, X),
+    }
+    link = {"study": stored.name, "study_dir": str(Path(study_dir).resolve()), "config_id": best.config_id,
+            "workload": str(workload["name"]), "trial": record.trial_id, "flavor": record.info["model"]["flavor"]}
+    return Refit(model, reference, profile, link, dict(best.params), model_dir)
+
+
+def _exported(saved: Path) -> Path:
+    """The MLflow model of a trial's kept model, exported once beside it (written, then renamed)."""
+    import shutil
+
+    from frugalml.flavors import export_mlflow
+
+    target = saved.with_name("mlflow-model")
+    if not (target / "MLmodel").is_file():
+        tmp = saved.with_name(f".mlflow-model.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            export_mlflow(saved, tmp)
+        except FrugalError as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RegistryError(str(error)) from None
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(tmp, target)
+    return target
 
 
 def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
-    """Refit the study's best feasible configuration; fingerprint its data; measure latency."""
+    """Refit the study's best feasible configuration; fingerprint its data; measure latency.
+
+    A workload with its own training function is not refitted: its best trial's
+    logged model is taken as it is (:func:`logged_best`).
+    """
     from frugalml.workloads import prepare_dataset, resolve_dataset  # lazy: scikit-learn (~1 s)
 
     study_dir = Path(study_dir)
     stored = stored_study(study_dir)
     name = stored.name
-    chosen = _workload_spec(stored, workload)
+    chosen = stored.workload(workload)
     best = load_result(study_dir).best_feasible(chosen["name"])
     if best is None:
         raise RegistryError(
             f"study {name!r} has no feasible configuration for workload {chosen['name']!r}: every "
             "configuration broke a budget or failed; relax the budget or widen the search."
         )
+    if chosen.get("train") or not chosen.get("algorithm"):
+        return logged_best(study_dir, stored, chosen, best)
     seed = stored.seed
     source = resolve_dataset(chosen.get("dataset"), path=chosen.get("path"), target=chosen.get("target"),
                              data_dir=stored.data_dir)
@@ -245,6 +298,20 @@ def _tags(refit: Refit) -> dict[str, str]:
     if len(schema) <= 4000:
         tags[TAG + "schema"] = schema
     return tags
+
+
+def _log_model_dir(refit: Refit, monitoring: Mapping[str, Any] | None, tmp: Path, run_id: str) -> str:
+    """Log a saved MLflow model directory, with frugalml's extra files added, as the run's ``model``."""
+    import shutil
+
+    import mlflow
+
+    copy = tmp / "model"
+    shutil.copytree(refit.model_dir, copy)
+    (copy / "extra_files").mkdir(exist_ok=True)
+    extra_files(copy / "extra_files", refit.reference, dict(monitoring) if monitoring is not None else None)
+    mlflow.log_artifacts(str(copy), artifact_path="model")
+    return f"runs:/{run_id}/model"
 
 
 def _check_alias(alias: str) -> None:
@@ -306,18 +373,21 @@ def register(
             f"{study}-registry", artifact_location=str((Path(study_dir) / "mlartifacts").resolve()))
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        features = refit.reference.feature_names
-        example = pd.DataFrame([refit.reference.means], columns=list(features))
-        signature = infer_signature(example, refit.model.predict(example.to_numpy()))
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"register {config_id}", tags=tags) as run, \
                 tempfile.TemporaryDirectory() as tmp:
             mlflow.log_params({k: v for k, v in refit.params.items()})
             mlflow.log_metrics(refit.profile)
-            info = mlflow.sklearn.log_model(
-                refit.model, name="model", signature=signature, pip_requirements=pip_requirements(),
-                extra_files=extra_files(Path(tmp), refit.reference, monitoring),
-            )
-        version = mlflow.register_model(info.model_uri, name, tags=tags)
+            if refit.model_dir is not None:
+                model_uri = _log_model_dir(refit, monitoring, Path(tmp), run.info.run_id)
+            else:
+                features = refit.reference.feature_names
+                example = pd.DataFrame([refit.reference.means], columns=list(features))
+                signature = infer_signature(example, refit.model.predict(example.to_numpy()))
+                model_uri = mlflow.sklearn.log_model(
+                    refit.model, name="model", signature=signature, pip_requirements=pip_requirements(),
+                    extra_files=extra_files(Path(tmp), refit.reference, monitoring),
+                ).model_uri
+        version = mlflow.register_model(model_uri, name, tags=tags)
         client.update_model_version(name, version.version, f"best feasible {config_id} of study {study}")
         if alias:
             client.set_registered_model_alias(name, alias, version.version)

@@ -46,6 +46,8 @@ class Workload:
         train: your own ``train(trial, **train_kwargs)`` function (or ``"module:function"``);
             replaces the built-in SGD loop.
         epochs / max_steps: how long a trial trains (``max_steps`` caps it).
+        steps: the planned length of your own training function, in steps (or call
+            ``trial.plan(n)`` from it); with it, compute saved and predicted stops work.
         eval_every: steps per evaluation window.
         data_format: ``numpy`` (memory-mapped arrays) or ``pandas`` (a DataFrame
             sliced per batch, as ``fetch_openml`` returns it).
@@ -60,6 +62,7 @@ class Workload:
     train_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 1
     max_steps: int | None = None
+    steps: int | None = None
     eval_every: int = 100
     data_format: str = "numpy"
     params: dict[str, Any] = field(default_factory=dict)
@@ -77,8 +80,12 @@ class Workload:
             )
         for key in ("epochs", "eval_every"):
             _positive_int(f"workload '{key}'", getattr(self, key))
-        if self.max_steps is not None:
-            _positive_int("workload 'max_steps'", self.max_steps)
+        if self.train is None and self.steps is not None:
+            raise ConfigError("workload 'steps' is the planned length of your own training function; a built-in "
+                              "workload plans from 'epochs' and 'max_steps': remove 'steps'.")
+        for key in ("max_steps", "steps"):
+            if getattr(self, key) is not None:
+                _positive_int(f"workload '{key}'", getattr(self, key))
         if self.data_format not in ("numpy", "pandas"):
             raise ConfigError(f"workload 'data_format' must be 'numpy' or 'pandas'. Got {self.data_format!r} instead.")
         if self.name is None:

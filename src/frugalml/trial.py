@@ -25,6 +25,8 @@ import math
 import time
 from typing import Any, Callable, Mapping
 
+from frugalml.exceptions import TrialUsageError
+
 # Slots of the shared progress array the parent's watchdog reads without a message.
 PROGRESS_STEPS = 0  # steps done
 PROGRESS_MARK = 1  # time.monotonic() at the end of the latest trial call
@@ -42,7 +44,9 @@ class Trial:
         send: callable taking one message dict (a pipe to the parent in a worker).
         progress: a writable sequence of ``PROGRESS_SIZE`` floats shared with the parent,
             or None for a private one.
-        info: facts about the workload recorded with the trial (e.g. clamped batch size).
+        steps_planned: the steps a full run takes, when known (see :meth:`plan`).
+        artifact_dir: where :meth:`log_model` and :meth:`log_reference` write (the
+            executor gives each trial its own folder in the study directory).
     """
 
     def __init__(
@@ -53,8 +57,10 @@ class Trial:
         send: Callable[[dict], None] | None = None,
         progress: Any = None,
         steps_planned: int | None = None,
+        artifact_dir: str | None = None,
     ) -> None:
         self.params = dict(params)
+        self.artifact_dir = artifact_dir
         self.eval_every = int(eval_every)
         self.steps_planned = steps_planned
         self._send = send or (lambda message: None)
@@ -72,6 +78,52 @@ class Trial:
     def steps(self) -> int:
         """Steps done so far."""
         return self._steps
+
+    def plan(self, total_steps: int) -> None:
+        """Say how many steps a full run takes (epochs x batches, boosting rounds, ...).
+
+        With a planned length the study counts the compute a stop saved, predicted
+        stops extrapolate to the end, and progress shows how far a trial got.
+        Framework adapters call it for you.
+        """
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise TrialUsageError(f"trial.plan(total_steps) needs an int >= 1, such as epochs * batches per epoch. "
+                              f"Got {total_steps!r} instead.")
+        self.steps_planned = total_steps
+        self._send({"type": "plan", "steps": total_steps})
+
+    def log_model(self, model: Any, *, input_example: Any = None) -> str:
+        """Save ``model`` as an MLflow model with this trial, for ``frugalml register``.
+
+        The flavour follows the model's type (scikit-learn, PyTorch, Keras, XGBoost,
+        LightGBM, Transformers; anything with ``predict`` as a pyfunc). Pass an
+        ``input_example`` (a few input rows) so the model gets a signature. Returns
+        the model's directory. Call it once, after training.
+        """
+        from frugalml.flavors import save_model  # lazy: MLflow takes ~3 s to import
+
+        path = save_model(model, self._artifacts("model"), input_example=input_example)
+        self._send({"type": "info", "info": {"model": {"path": str(path[0]), "flavor": path[1]}}})
+        return str(path[0])
+
+    def log_reference(self, X: Any, y: Any = None, *, task: str | None = None) -> str:
+        """Save the data the model should be checked against when served (drift, quality).
+
+        ``X``: the model's inputs (a DataFrame, or an array: columns ``x0``, ``x1``, ...);
+        ``y``: their labels or targets; ``task``: ``"classification"`` or
+        ``"regression"`` (default: from ``y``: floats are a regression target).
+        """
+        from frugalml.flavors import save_reference
+
+        path = save_reference(self._artifacts("reference"), X, y, task=task)
+        self._send({"type": "info", "info": {"reference": str(path)}})
+        return str(path)
+
+    def _artifacts(self, what: str) -> str:
+        if self.artifact_dir is None:
+            raise TrialUsageError(f"trial.log_{what} needs a trial run by frugalml.tune (it saves with the study); "
+                                  "outside a study, save with mlflow directly.")
+        return self.artifact_dir
 
     def reset_clock(self) -> None:
         """Start timing the next step now: call it after set-up (loading data, building

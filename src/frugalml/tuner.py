@@ -68,7 +68,8 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
 def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
     workload = plan.workload
     if plan.n_train is None:
-        return workload.max_steps
+        planned = workload.steps or workload.max_steps
+        return min(planned, workload.max_steps or planned) if planned else None
     from frugalml.workloads import steps_planned  # lazy: scikit-learn, as in _prepare
 
     return steps_planned(plan.n_train, int(params.get("batch_size", 1)), workload.epochs, workload.max_steps)
@@ -264,6 +265,7 @@ class Tuner:
                     train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
                     steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
                     gpus=self.study.gpus_per_trial,
+                    artifact_dir=str((self.study.path / "artifacts" / f"trial-{self._next_number:05d}").resolve()),
                 )
                 executor.submit(task)
                 self._next_number += 1

@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     serve.add_argument("--study", help="use this study directory's MLflow store as the tracking URI")
+    serve.add_argument("--reference", metavar="DATA",
+                       help="for a model not registered by frugalml: a Parquet/CSV table of its inputs "
+                            "(and an optional 'target' column) that drift and quality are measured against")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", default=os.environ.get("FRUGALML_ADMIN_TOKEN"),
@@ -93,7 +96,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
-                              body_timeout_s=args.body_timeout)
+                              body_timeout_s=args.body_timeout, reference=args.reference)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
                log_level=args.log_level, access_log=args.access_log)
     return 0

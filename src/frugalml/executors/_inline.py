@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Callable
 
 from frugalml.exceptions import FrugalError
@@ -64,7 +65,8 @@ class InProcessExecutor(Executor):
 
     def _run(self, task: TrialTask) -> TrialRecord:
         run = _InlineRun(self, task)
-        trial = Trial(task.params, eval_every=task.eval_every, send=run.receive, steps_planned=task.steps_planned)
+        trial = Trial(task.params, eval_every=task.eval_every, send=run.receive, steps_planned=task.steps_planned,
+                      artifact_dir=task.artifact_dir)
         run.trial = trial
         status, error, info = TrialStatus.COMPLETED, None, {}
         try:
@@ -76,7 +78,7 @@ class InProcessExecutor(Executor):
             status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             info["user_error"] = isinstance(exc, FrugalError)
         return trial_record(
-            task, status, steps_done=trial.steps, wall_s=time.monotonic() - run.started,
+            run.task, status, steps_done=trial.steps, wall_s=time.monotonic() - run.started,
             cpu_s=self.cpu_clock() - run.cpu_start, stop=run.stop, error=error, train_loss=tuple(run.losses),
             windows=run.windows, info={**run.info, **info},
         )
@@ -99,6 +101,9 @@ class _InlineRun:
         kind = message["type"]
         if kind == "info":
             self.info.update(message["info"])
+            return
+        if kind == "plan":
+            self.task = replace(self.task, steps_planned=int(message["steps"]))
             return
         if kind == "metrics" and self.windows:
             last = self.windows[-1]

@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -284,6 +284,8 @@ class LocalExecutor(Executor):
             running.pending_metrics.update(message["metrics"])
         elif kind == "info":
             running.info.update(message["info"])
+        elif kind == "plan":
+            running.task = replace(running.task, steps_planned=int(message["steps"]))
         elif kind in ("done", "error"):
             running.outcome = message
         if running.stop is None and running.outcome is None and kind == "window":

@@ -32,6 +32,7 @@ class TrialTask:
     steps_planned: int | None = None
     cpus: int = 1
     gpus: float = 0.0
+    artifact_dir: str | None = None  # where the trial's logged model and reference go
 
 
 def resolve_train_function(train: TrainFunction | str) -> TrainFunction:

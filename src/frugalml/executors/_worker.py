@@ -55,7 +55,7 @@ def run_worker(
         train = resolve_train_function(task.train)
         trial = Trial(
             task.params, eval_every=task.eval_every, send=connection.send, progress=progress,
-            steps_planned=task.steps_planned,
+            steps_planned=task.steps_planned, artifact_dir=task.artifact_dir,
         )
         train(trial, **task.train_kwargs)
         trial._finish()

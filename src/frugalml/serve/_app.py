@@ -180,7 +180,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config."""
     settings = settings or ServerSettings()
     config = as_monitoring_config(config if config is not None else served.monitoring)
-    state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri)))
+    state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri, settings.reference)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

@@ -1,9 +1,12 @@
-"""A servable model on disk: an MLflow sklearn model plus frugalml's extra files.
+"""A servable model: any MLflow model, plus the training-data fingerprint it is checked against.
 
-``extra_files/frugalml_reference.json`` holds the training-data fingerprint
-(:class:`Reference`); ``extra_files/frugalml_monitoring.json``, when present, the
-model's default monitoring config. Any MLflow model URI works (``models:/name@alias``,
-``models:/name/3``, ``runs:/...``) as well as a local model directory.
+``extra_files/frugalml_reference.json`` holds the fingerprint (:class:`Reference`)
+of a model registered by frugalml; ``extra_files/frugalml_monitoring.json``, when
+present, the model's default monitoring config. A model from elsewhere (any flavour
+MLflow can load as a pyfunc) is served with ``reference=`` a table of its inputs
+(and optional ``target``), from which the fingerprint is built at load time. Any
+MLflow model URI works (``models:/name@alias``, ``models:/name/3``, ``runs:/...``)
+as well as a local model directory.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frugalml.exceptions import FrugalError
+import numpy as np
+
+from frugalml.exceptions import DataError, FrugalError
 from frugalml.serve._reference import Reference
 
 REFERENCE_FILE = "frugalml_reference.json"
@@ -108,25 +113,133 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
     return path, name, version, tags
 
 
-def load_model(uri: str, tracking_uri: str | None = None) -> ServedModel:
-    """Load a model and its reference from any MLflow model URI or a local model directory."""
+class PyfuncPredictor:
+    """An MLflow pyfunc model behind the ``predict(X: ndarray) -> ndarray`` serving calls.
+
+    Rows become a DataFrame with the reference's feature names, cast to the types of
+    the model's signature when it has one. A classifier that returns one score per
+    class (a network's logits) is answered with the index of the highest score.
+    """
+
+    def __init__(self, model: Any, feature_names: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.feature_names = tuple(feature_names)
+        schema = model.metadata.get_input_schema() if model.metadata is not None else None
+        self._tensor = schema is not None and schema.is_tensor_spec()
+        self._types = schema.numpy_types() if schema is not None else None
+        names = schema.input_names() if schema is not None and schema.has_input_names() else None
+        if names and not self.feature_names:
+            self.feature_names = tuple(str(n) for n in names)
+
+    def predict(self, X: Any) -> np.ndarray:
+        import pandas as pd
+
+        X = np.asarray(X)
+        if self._tensor:
+            inputs: Any = X.astype(self._types[0]) if self._types else X
+        else:
+            inputs = pd.DataFrame(X, columns=list(self.feature_names) or None)
+            if self._types is not None and len(self._types) == inputs.shape[1]:
+                inputs = inputs.astype(dict(zip(inputs.columns, self._types)))
+        output = np.asarray(self.model.predict(inputs))
+        if output.ndim == 2 and output.shape[1] == 1:
+            return output[:, 0]
+        return output.argmax(axis=1) if output.ndim == 2 else output
+
+
+class _NamedColumns:
+    """A scikit-learn model fitted on a DataFrame, given rows as a DataFrame with its column names
+    (an array would warn on every request); other attributes (``coef_``) are the model's."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.feature_names = tuple(str(n) for n in model.feature_names_in_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        import pandas as pd
+
+        return self.model.predict(pd.DataFrame(np.asarray(X), columns=self.model.feature_names_in_))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def load_predictor(path: Path, uri: str, feature_names: tuple[str, ...] = ()) -> Any:
+    """The scikit-learn model itself (its weights are checked for NaN), else a :class:`PyfuncPredictor`."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    try:
+        if "sklearn" in Model.load(str(path)).flavors:
+            import mlflow.sklearn
+
+            model = mlflow.sklearn.load_model(str(path))
+            return _NamedColumns(model) if hasattr(model, "feature_names_in_") else model
+        return PyfuncPredictor(mlflow.pyfunc.load_model(str(path)), feature_names)
+    except Exception as error:  # corrupt or incompatible files: one line for the user
+        raise ModelLoadError(f"cannot load model {uri!r}: {type(error).__name__}: {error}") from error
+
+
+def reference_from_table(model: Any, path: str | Path, *, task: str | None = None, seed: int = 0) -> Reference:
+    """The fingerprint of a table of ``model``'s inputs (and optional ``target``) for drift and quality."""
+    from frugalml.flavors import TARGET, infer_task, read_reference
+
+    frame, stored_task = read_reference(path)
+    y = frame.pop(TARGET).to_numpy() if TARGET in frame.columns else None
+    names = tuple(str(c) for c in frame.columns)
+    wanted = getattr(model, "feature_names", ())
+    if wanted and set(wanted) != set(names):
+        raise DataError(f"reference {str(path)!r} has columns {list(names)} but the model takes {list(wanted)}; "
+                        "pass a table of exactly the model's inputs (plus an optional 'target').")
+    if wanted:
+        frame, names = frame[list(wanted)], tuple(wanted)
+    non_numeric = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
+    if non_numeric or frame.empty:
+        raise DataError(f"reference {str(path)!r} needs numeric input columns and at least one row; "
+                        f"{non_numeric or 'no rows'} cannot be fingerprinted.")
+    X = frame.to_numpy(dtype=np.float64)
+    if isinstance(model, PyfuncPredictor) and not model.feature_names:
+        model.feature_names = names
+    try:
+        predictions = np.asarray(model.predict(X))
+    except Exception as error:  # the model's own error, in one line
+        raise DataError(f"the model cannot predict on reference {str(path)!r}: {type(error).__name__}: "
+                        f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}") from None
+    task = task or stored_task or infer_task(y if y is not None else predictions)
+    classes: tuple[str, ...] = ()
+    if task == "classification":
+        seen = {str(v) for v in predictions.tolist()} | ({str(v) for v in y.tolist()} if y is not None else set())
+        classes = tuple(sorted(seen))
+    return Reference.build(X, y if y is not None else predictions, names, task=task, predictions=predictions,
+                           classes=classes, seed=seed, data={"source": str(path)})
+
+
+def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | None = None) -> ServedModel:
+    """Load a model and its reference from any MLflow model URI or a local model directory.
+
+    ``reference``: for a model without frugalml's reference file, a Parquet or CSV table
+    of its inputs (and optional ``target`` column) to fingerprint.
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     path, name, version, tags = _resolve(str(uri), tracking_uri)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if (path / "frugalml.db").is_file():
         raise ModelLoadError(f"{uri!r} is a study directory, not a model; register its best configuration with "
                              f"`frugalml register {uri} --alias champion` and serve the printed models:/ URI.")
-    if not reference_file.is_file():
+    if not (path / "MLmodel").is_file():
+        raise ModelLoadError(f"{uri!r} holds no MLflow model (no MLmodel file); pass an MLflow model directory or URI.")
+    if reference_file.is_file():
+        fingerprint = Reference.load(reference_file)
+        model = load_predictor(path, str(uri), fingerprint.feature_names)
+    elif reference is not None:
+        model = load_predictor(path, str(uri))
+        fingerprint = reference_from_table(model, reference)
+    else:
         raise ModelLoadError(
-            f"model {uri!r} has no {REFERENCE_FILE}; register it with `frugalml register` so serving "
-            "knows its training schema and statistics."
+            f"model {uri!r} has no {REFERENCE_FILE}: pass --reference DATA (a Parquet or CSV table of its inputs, "
+            "and an optional 'target' column) so serving knows its schema and training statistics, or register "
+            "it with `frugalml register`."
         )
-    import mlflow.sklearn
-
-    try:
-        model = mlflow.sklearn.load_model(str(path))
-    except Exception as error:  # corrupt or incompatible files: one line for the user
-        raise ModelLoadError(f"cannot load model {uri!r}: {type(error).__name__}: {error}") from error
     monitoring_file = path / "extra_files" / MONITORING_FILE
     monitoring = json.loads(monitoring_file.read_text()) if monitoring_file.is_file() else None
-    return ServedModel(model, Reference.load(reference_file), str(uri), path, name, version, monitoring, tags)
+    return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags)

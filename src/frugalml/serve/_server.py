@@ -62,7 +62,7 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
 
     settings = settings or ServerSettings()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    served = load_model(model_uri, settings.tracking_uri)
+    served = load_model(model_uri, settings.tracking_uri, settings.reference)
     config = as_monitoring_config(config if config is not None else served.monitoring)
     _check_port(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

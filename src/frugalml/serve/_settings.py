@@ -49,6 +49,7 @@ class ServerSettings:
     rate_limit: float | None = None
     rate_burst: float | None = None
     tracking_uri: str | None = None
+    reference: str | None = None  # inputs table for a model without frugalml's reference file
     body_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -1,0 +1,232 @@
+"""Save any trained model as an MLflow model, and the data it should be served against.
+
+The MLflow flavour follows the model's type, read from its class hierarchy without
+importing any framework: XGBoost, LightGBM, scikit-learn, PyTorch (and Lightning),
+Keras, Transformers pipelines; anything else with a ``predict`` method becomes a
+pyfunc model that calls it. In the trial a model is only pickled (MLflow is not
+imported there: its import would count against the trial's memory); it becomes an
+MLflow model when it is registered. Files are written to a temporary folder and
+renamed into place, so a trial killed mid-save leaves nothing half-written.
+
+Reference data (``reference.parquet``) is a table of the model's input columns plus
+an optional ``target`` column, the same format ``frugalml serve --reference`` reads.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from frugalml.exceptions import DataError, TrialUsageError
+
+TARGET = "target"  # the label/target column of a reference table
+REFERENCE_FILE = "reference.parquet"
+TASKS = ("classification", "regression")
+
+# class-module prefix -> (MLflow flavour module, distribution pinned in the model's requirements)
+_FLAVORS = (
+    ("xgboost", "mlflow.xgboost", "xgboost"),
+    ("lightgbm", "mlflow.lightgbm", "lightgbm"),
+    ("transformers", "mlflow.transformers", "transformers"),
+    ("keras", "mlflow.keras", "keras"),
+    ("tf_keras", "mlflow.keras", "keras"),
+    ("torch", "mlflow.pytorch", "torch"),
+    ("lightning", "mlflow.pytorch", "torch"),
+    ("pytorch_lightning", "mlflow.pytorch", "torch"),
+    ("sklearn", "mlflow.sklearn", "scikit-learn"),
+)
+
+
+def flavor_of(model: Any) -> tuple[str, str | None]:
+    """The MLflow flavour module for ``model`` and the package to pin: ``("mlflow.sklearn", "scikit-learn")``."""
+    modules = [cls.__module__ for cls in type(model).__mro__]
+    for prefix, flavor, package in _FLAVORS:
+        if any(m == prefix or m.startswith(prefix + ".") for m in modules):
+            return flavor, package
+    return "mlflow.pyfunc", None
+
+
+def _requirements(package: str | None) -> list[str]:
+    """Pinned requirements, so MLflow does not load the model in a subprocess to infer them."""
+    pins = []
+    for name in ("numpy", "pandas", "cloudpickle", *([package] if package else [])):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+class _Predictor:
+    """The pyfunc wrapper of a model that is no known flavour: ``predict`` calls the model's."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        return self.model.predict(model_input)
+
+
+def save_model(model: Any, directory: str | Path, *, input_example: Any = None) -> tuple[Path, str]:
+    """Keep ``model`` in ``directory/model`` for registration; returns that path and the MLflow flavour.
+
+    Inside the trial this is a pickle (``torch.save`` for PyTorch): importing MLflow
+    there would cost seconds and ~300 MB that the trial's memory budget would count.
+    :func:`export_mlflow` turns it into an MLflow model when it is registered.
+    """
+    flavor, _ = flavor_of(model)
+    if flavor == "mlflow.pyfunc" and not callable(getattr(model, "predict", None)):
+        raise TrialUsageError(
+            f"log_model cannot save a {type(model).__name__}: it is no scikit-learn, PyTorch, Keras, XGBoost, "
+            "LightGBM or Transformers model and has no predict method; pass the trained model (or an object "
+            "whose predict(inputs) returns its predictions)."
+        )
+    target = Path(directory) / "model"
+    tmp = target.with_name(f".model.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if flavor == "mlflow.pytorch":
+            import torch
+
+            torch.save(model, tmp / "model.pt")
+        else:
+            import cloudpickle
+
+            (tmp / "model.pkl").write_bytes(cloudpickle.dumps(model))
+        if input_example is not None:
+            import cloudpickle
+
+            (tmp / "input_example.pkl").write_bytes(cloudpickle.dumps(input_example))
+    except Exception as error:  # noqa: BLE001 - anything unpicklable: one line for the user
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrialUsageError(
+            f"log_model cannot save the {type(model).__name__}: {type(error).__name__}: {_first_line(error)}; "
+            "pass the trained model itself (defined at module level, without open files or locks)."
+        ) from None
+    (tmp / "frugalml_model.json").write_text(json.dumps({"flavor": flavor, "class": type(model).__qualname__}))
+    if target.exists():
+        shutil.rmtree(target)
+    os.rename(tmp, target)
+    return target, flavor
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def load_saved(directory: str | Path) -> tuple[Any, str, Any]:
+    """The model :func:`save_model` kept, its flavour and its input example (or None)."""
+    import cloudpickle
+
+    directory = Path(directory)
+    meta = json.loads((directory / "frugalml_model.json").read_text())
+    if (directory / "model.pt").is_file():
+        import torch
+
+        model = torch.load(directory / "model.pt", map_location="cpu", weights_only=False)
+    else:
+        model = cloudpickle.loads((directory / "model.pkl").read_bytes())
+    example_file = directory / "input_example.pkl"
+    example = cloudpickle.loads(example_file.read_bytes()) if example_file.is_file() else None
+    return model, meta["flavor"], example
+
+
+def export_mlflow(saved: str | Path, target: str | Path) -> Path:
+    """Write the model kept in ``saved`` as an MLflow model directory at ``target``, in its flavour."""
+    import mlflow.pyfunc
+
+    model, flavor, example = load_saved(saved)
+    _, package = flavor_of(model)
+    options: dict[str, Any] = {"pip_requirements": _requirements(package)}
+    if example is not None:
+        options["input_example"] = example
+    try:
+        if flavor == "mlflow.pyfunc":
+            python_model = type("FrugalmlPredictor", (_Predictor, mlflow.pyfunc.PythonModel), {})(model)
+            mlflow.pyfunc.save_model(str(target), python_model=python_model, **options)
+        else:
+            importlib.import_module(flavor).save_model(model, str(target), **options)
+    except Exception as error:  # noqa: BLE001 - each flavour raises its own kinds; one line for the user
+        raise TrialUsageError(
+            f"cannot save the {type(model).__name__} with {flavor}: {_first_line(error)}; check that the "
+            "model is trained and that its input_example is what its predict accepts."
+        ) from None
+    return Path(target)
+
+
+def infer_task(y: Any) -> str:
+    """``"regression"`` for a floating-point target, else ``"classification"``."""
+    import numpy as np
+
+    return "regression" if np.asarray(y).dtype.kind == "f" else "classification"
+
+
+def reference_frame(X: Any, y: Any = None) -> Any:
+    """``X`` (and ``y`` as the ``target`` column) as a DataFrame with string column names."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(X, pd.DataFrame):
+        frame = X.reset_index(drop=True).copy()
+        frame.columns = [str(c) for c in frame.columns]
+    else:
+        values = np.asarray(X)
+        if values.ndim == 1:
+            values = values.reshape(-1, 1)
+        if values.ndim != 2:
+            raise TrialUsageError(f"log_reference needs 2-D inputs (rows x features); got shape {values.shape}. "
+                                  "Flatten images to rows first, e.g. X.reshape(len(X), -1).")
+        frame = pd.DataFrame(values, columns=[f"x{j}" for j in range(values.shape[1])])
+    if TARGET in frame.columns:
+        raise TrialUsageError(f"log_reference: '{TARGET}' names the label column; rename that input column.")
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(frame):
+            raise TrialUsageError(f"log_reference got {len(frame)} input rows but {len(y)} labels; pass one per row.")
+        frame[TARGET] = y
+    if len(frame) == 0:
+        raise TrialUsageError("log_reference got no rows; pass the data the model was trained on.")
+    return frame
+
+
+def save_reference(directory: str | Path, X: Any, y: Any = None, *, task: str | None = None) -> Path:
+    """Write ``X`` and ``y`` to ``directory/reference.parquet`` (atomically), with the task."""
+    if task is not None and task not in TASKS:
+        raise TrialUsageError(f"log_reference task must be one of {', '.join(TASKS)}. Got {task!r} instead.")
+    frame = reference_frame(X, y)
+    if task is None and y is not None:
+        task = infer_task(frame[TARGET])
+    path = Path(directory) / REFERENCE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table_meta = {"frugalml": json.dumps({"task": task})}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **table_meta}), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_reference(path: str | Path) -> tuple[Any, str | None]:
+    """A reference table (Parquet or CSV) and the task stored with it (None when not stored)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {}).get(b"frugalml", b"{}"))
+            return table.to_pandas(), meta.get("task")
+        return pd.read_csv(path), None
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read reference data {str(path)!r}: {error}; pass a Parquet or CSV file "
+                              "of the model's input columns (and an optional 'target' column).") from None
