@@ -87,6 +87,16 @@ def positive(owner: str, name: str, value: object, *, integer: bool = False) -> 
     return check(owner, name, value, POSITIVE_INT if integer else POSITIVE)
 
 
+def printable(text: str) -> bool:
+    """True for text that encodes as UTF-8 and has no control characters: safe in a
+    metric label, a log line or a JSON answer (a lone surrogate is valid JSON but not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
 def check_keys(where: str, table: Mapping[str, Any] | Iterable[str], allowed: Iterable[str]) -> None:
     """A one-line :class:`ConfigError` naming the keys of ``table`` not in ``allowed``."""
     allowed = sorted(allowed)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError
-from frugalml.validation import Interval, check, check_keys
+from frugalml.validation import Interval, check, check_keys, printable
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
@@ -72,8 +72,9 @@ class AlertRule:
     def __post_init__(self) -> None:
         for key in ("name", "metric"):
             value = getattr(self, key)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"alert rule {key!r} must be a non-empty string. Got {value!r} instead.")
+            if not isinstance(value, str) or not value.strip() or not printable(value) or len(value) > 128:
+                raise ConfigError(f"alert rule {key!r} must be a non-empty line of printable text (at most 128 "
+                                  f"characters). Got {value!r} instead.")
         _check_metric_name(self.name, self.metric)
         if self.op not in OPS:
             raise ConfigError(f"alert rule {self.name!r}: 'op' must be one of {sorted(OPS)}. Got {self.op!r} instead.")

@@ -68,17 +68,35 @@ class ProcessCollector(Collector):
                                 memory.rss / 2**20)
 
 
+MAX_LABEL_CHARS = 128
+
+
+def label(value: object) -> str:
+    """A label value that cannot break the exposition: valid UTF-8, no control characters,
+    at most ``MAX_LABEL_CHARS``. Every label built from user input (feature names, slice
+    values, alert and custom metric names, model names) goes through here."""
+    text = str(value)[:MAX_LABEL_CHARS]
+    if text.isprintable():
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \\ud800
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)[:MAX_LABEL_CHARS]
+
+
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=labels)
     for values, value in samples:
-        family.add_metric(values, value)
+        family.add_metric([label(v) for v in values], value)
     return family
 
 
 def _counter(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for values, value in samples:
-        family.add_metric(values, value)
+        family.add_metric([label(v) for v in values], value)
     return family
 
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from frugalml.exceptions import FrugalError
+from frugalml.validation import printable
 
 
 class FeedbackError(FrugalError, ValueError):
@@ -141,5 +142,10 @@ def _slice(value: Any) -> dict[str, str]:
     for key, item in value.items():
         if isinstance(item, (dict, list)) or item is None or not str(key).isidentifier():
             raise FeedbackError(f"slice {key!r}: keys must be identifiers and values strings or numbers.")
-        out[str(key)] = str(item)[:64]
+        text = str(item)[:64]
+        if not printable(text):
+            raise FeedbackError(f"slice {key!r}: the value must be printable text (no control characters or "
+                                "lone surrogates); it becomes a Prometheus label.")
+        out[str(key)] = text
     return out
+
