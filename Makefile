@@ -17,9 +17,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/frugalml tune examples/demo.toml --fresh
 
-# Headless Chromium renders the HTML report in its test (Debian package; needs root).
+# Headless Chromium renders the HTML report in its test; promtool (the prometheus package) lints /metrics.
+# Debian packages; needs root.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report rendering test will be skipped"; }
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "prometheus (promtool) not installed: the metrics lint test will fail"; }
 
 test: install system-deps
 	$(PY) -m pytest -q

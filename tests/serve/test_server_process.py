@@ -37,12 +37,28 @@ def test_metrics_parse_with_the_prometheus_parser(server, diabetes):
     assert value(samples, "frugalml_requests_total", endpoint="/predict", code="200") >= 1
     assert value(samples, "frugalml_request_duration_seconds_count", endpoint="/predict") >= 1
     assert value(samples, "frugalml_requests_in_flight") >= 0
-    assert 1 < value(samples, "frugalml_process_memory_megabytes") < 4096
+    assert 2**20 < value(samples, "frugalml_process_memory_bytes") < 4096 * 2**20
     assert "frugalml_process_cpu_percent" in samples
     assert value(samples, "frugalml_predicted_class_total") >= 5
     assert value(samples, "frugalml_model_nonfinite_weights") == 0
     assert {s.labels["where"] for s in samples["frugalml_nonfinite_values_total"]} == {"input", "output"}
     assert value(samples, "frugalml_model_info") == 1
+
+
+def test_promtool_finds_nothing_to_lint_in_metrics(server, diabetes):
+    """The real ``promtool check metrics`` (Debian's prometheus package, installed by the Makefile)."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make system-deps` installs the prometheus package"
+    _, split = diabetes
+    server.client.post("/predict", json={"instances": split.X_test[:5].tolist()})
+    text = scrape_until(server.client, lambda s: value(s, "frugalml_predicted_class_total") >= 5) and \
+        server.client.get("/metrics").text
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), \
+        checked.stdout + checked.stderr
 
 
 MALFORMED = [

@@ -2,7 +2,8 @@
 
 Everything lives in the server's own :class:`CollectorRegistry`. Request counters
 are updated on the request path; the process and monitor families are computed only
-when ``/metrics`` is scraped. Names carry their unit; MB means 2**20 bytes.
+when ``/metrics`` is scraped. Names carry their unit, in Prometheus's base units (bytes, seconds; ``promtool check
+metrics`` is clean).
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ class ProcessCollector(Collector):
         except psutil.Error:
             return
         yield GaugeMetricFamily("frugalml_process_cpu_percent", "CPU since the previous scrape (100 = one core)", cpu)
-        yield GaugeMetricFamily("frugalml_process_memory_megabytes", "RSS minus shared memory, MB = 2**20 bytes",
-                                (memory.rss - getattr(memory, "shared", 0)) / 2**20)
-        yield GaugeMetricFamily("frugalml_process_rss_megabytes", "Resident set size, MB = 2**20 bytes",
-                                memory.rss / 2**20)
+        yield GaugeMetricFamily("frugalml_process_memory_bytes", "RSS minus shared memory of the server process",
+                                float(memory.rss - getattr(memory, "shared", 0)))
+        yield GaugeMetricFamily("frugalml_process_rss_bytes", "Resident set size of the server process",
+                                float(memory.rss))
 
 
 MAX_LABEL_CHARS = 128

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from frugalml.units import to_mb
+
 
 class FeatureRow(NamedTuple):
     name: str
@@ -61,6 +63,10 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     return lower
 
 
+def _mb(n_bytes: float | None) -> float | None:
+    return None if n_bytes is None else to_mb(n_bytes)
+
+
 def dashboard(text: str, previous: Dashboard | None = None, now: float | None = None) -> Dashboard:
     """Parse one scrape of ``/metrics`` into what the view shows."""
     now = time.time() if now is None else now
@@ -100,7 +106,7 @@ def dashboard(text: str, previous: Dashboard | None = None, now: float | None = 
         request_rate=rate, errors=by("frugalml_errors_total", "kind"),
         in_flight=max(0.0, (one("frugalml_requests_in_flight") or 0) - 1),  # less the scrape reading it
         p50_ms=None if p50 is None else p50 * 1e3, p99_ms=None if p99 is None else p99 * 1e3,
-        cpu_percent=one("frugalml_process_cpu_percent"), memory_mb=one("frugalml_process_memory_megabytes"),
+        cpu_percent=one("frugalml_process_cpu_percent"), memory_mb=_mb(one("frugalml_process_memory_bytes")),
         monitoring=bool(one("frugalml_monitoring_enabled")), windows=one("frugalml_drift_windows_total") or 0,
         flagged_windows=one("frugalml_drift_flagged_windows_total") or 0, features=features,
         prediction_psi=one("frugalml_prediction_psi"), quality=quality,
