@@ -81,3 +81,23 @@ def test_every_label_value_is_made_safe_when_exposed():
     assert len(values) == len(set(values)) == len(HOSTILE)
     assert all(v.isprintable() and len(v) <= MAX_LABEL_CHARS for v in values)
     assert "\\ud800" in values and 'quote"back\\slash' in values  # kept readable, not dropped
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data", None])
+def test_a_body_that_is_not_declared_json_gets_415(server, content_type):
+    """A cross-site form post cannot submit labels or predictions (no predict token needed for that)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    for path in ("/predict", "/feedback"):
+        response = server.client.post(path, content=b'{"instances": [[1, 2, 3, 4, 5, 6, 7, 8]]}', headers=headers)
+        assert response.status_code == 415 and response.json()["kind"] == "unsupported_media_type", response.text
+    _metrics_ok(server)
+
+
+def test_head_answers_every_get_route_and_error_series_exist_from_the_start(server):
+    for path in ("/health", "/metrics"):
+        head = server.client.head(path)
+        assert head.status_code == 200 and head.content == b""
+    text = _metrics_ok(server)
+    for kind in ("too_large", "unsupported_media_type", "rate_limited"):
+        assert f'frugalml_errors_total{{kind="{kind}"}}' in text
+    assert 'frugalml_requests_total{code="200",endpoint="/feedback"}' in text

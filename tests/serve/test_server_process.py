@@ -141,14 +141,14 @@ def test_nonfinite_inputs_can_be_imputed_with_the_training_mean(server, model):
     try:
         assert server.client.put("/admin/monitoring-config", json={**config, "nonfinite": "impute"},
                                  headers=ADMIN).status_code == 200
-        response = server.client.post("/predict", content=body)
+        response = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 200, response.text
         reference = json.loads((server.model_dir / "extra_files" / "frugalml_reference.json").read_text())
         row[3] = reference["features"][3]["mean"]
         assert response.json()["predictions"] == model.predict(np.array([row])).tolist()
     finally:
         server.client.put("/admin/monitoring-config", json=config, headers=ADMIN)
-    assert server.client.post("/predict", content=body).status_code == 422
+    assert server.client.post("/predict", content=body, headers={"Content-Type": "application/json"}).status_code == 422
 
 
 def test_admin_endpoints_need_the_token(server):

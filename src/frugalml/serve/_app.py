@@ -165,7 +165,17 @@ async def _read_body(request: Request, settings: ServerSettings) -> bytes:
                                                 f"({len(body)} bytes came).") from None
     except ClientDisconnect:  # nobody is left to answer; counted, not logged as a server error
         raise RequestError(400, "client_disconnected", "the client hung up before sending the whole body.") from None
+    if body.strip():
+        _check_json(request)
     return bytes(body)
+
+
+def _check_json(request: Request) -> None:
+    """A body must say it is JSON: a cross-site form post (form-encoded, text/plain) is refused."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise RequestError(415, "unsupported_media_type",
+                           f"send the body as JSON with Content-Type: application/json (got {media or 'none'!r}).")
 
 
 def _jsonable(predictions: np.ndarray) -> list[Any]:
@@ -282,7 +292,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             "uptime_s": round(time.time() - state.started, 3),
         }
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -305,7 +315,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         return {"model_uri": served.uri, "version": served.version,
                 "training_sha256": served.reference.training_sha256}
 
-    @app.get("/admin/monitoring-config")
+    @app.api_route("/admin/monitoring-config", methods=["GET", "HEAD"])
     async def get_config(request: Request) -> dict[str, Any]:
         admin(request)
         return state.config.to_dict()

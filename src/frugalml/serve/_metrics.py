@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from frugalml.serve._monitor import Monitor
+from frugalml.serve._validate import ERROR_KINDS
 from frugalml.serve._model import ServedModel
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -36,7 +37,11 @@ class ServerMetrics:
         self.in_flight = Gauge("frugalml_requests_in_flight", "Requests being handled", registry=self.registry)
         self.rows = Counter("frugalml_predicted_rows", "Rows predicted", registry=self.registry)
         self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
-        self._request_children: dict[tuple[str, int], Any] = {}
+        # series exist from the start at 0, so increase() and rate() count the first requests too
+        self._request_children: dict[tuple[str, int], Any] = {
+            (e, 200): self.requests.labels(e, "200") for e in (*ENDPOINTS, "other")}
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
 
     def endpoint(self, path: str) -> str:
         return path if path in self._latency_children else "other"

@@ -18,10 +18,21 @@ _NUMBERS = {int, float}
 _SHOWN = 8
 
 
+# Every kind of refused or failed request, the ``kind`` of the JSON error and the label of
+# ``frugalml_errors_total`` (pre-created at 0, so rate() sees the first errors of a kind).
+ERROR_KINDS = (
+    "bad_json", "bad_request", "bad_config", "bad_feedback", "wrong_count", "wrong_features", "wrong_type",
+    "nonfinite", "too_large", "too_many_rows", "body_timeout", "client_disconnected", "unsupported_media_type",
+    "unauthorized", "forbidden", "rate_limited", "monitoring_disabled", "model_load", "model_error", "not_found",
+    "method_not_allowed", "http_error", "internal",
+)
+
+
 class RequestError(Exception):
-    """A request the server refuses: ``status`` (4xx), ``kind`` and a one-line message."""
+    """A request the server refuses: ``status`` (4xx), ``kind`` (one of ``ERROR_KINDS``) and a one-line message."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
+        assert kind in ERROR_KINDS, kind
         super().__init__(message)
         self.status = status
         self.kind = kind
