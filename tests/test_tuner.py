@@ -58,7 +58,7 @@ def test_repeats_tpe_and_mlflow_match_the_local_store(study_dir):
         assert [(m.step, m.value) for m in sorted(val, key=lambda m: m.step)] == [
             (w.step, pytest.approx(w.values["val_loss"])) for w in record.windows
         ]
-        mem = client.get_metric_history(run.info.run_id, "memory_mb")
+        mem = client.get_metric_history(run.info.run_id, "system/memory_mb")
         assert len(mem) == len(record.windows)
 
 
@@ -86,3 +86,30 @@ def test_patience_stops_a_flat_trial_but_keeps_it_feasible(study_dir):
     assert record.status is TrialStatus.STOPPED and record.stop.rule == "patience"
     assert record.feasible and 80 <= record.stop.step <= 90 and 80 <= record.steps_done <= 90
     assert record.steps_saved == 400 - record.steps_done
+
+
+def test_mlflow_gets_artifacts_in_the_study_system_metrics_apart_and_the_study_on_the_parent_run(study_dir):
+    from mlflow.tracking import MlflowClient
+
+    from frugalml.tracking import default_uri
+
+    from test_tuner_unit import inline, study
+
+    result = tune(study(study_dir, mlflow_uri="default", budget={"max_memory_mb": 200}, repeats=2), executor=inline)
+    client = MlflowClient(tracking_uri=default_uri(study_dir))
+    experiment = client.get_experiment_by_name("unit")
+    assert experiment.artifact_location == (study_dir / "mlartifacts").resolve().as_uri()
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parent = next(r for r in runs if "frugalml.study" in r.data.tags)
+    trials = [r for r in runs if "frugalml.trial_id" in r.data.tags]
+    assert len(trials) == len(result.records) == 16
+    assert parent.data.params["budget/max_memory_mb"] == "200" and parent.data.params["repeats"] == "2"
+    best = result.best_feasible()
+    assert parent.data.tags["best/costly"] == best.config_id
+    assert parent.data.metrics["best/costly/val_loss"] == pytest.approx(best.mean["val_loss"])
+    assert parent.data.metrics["study/cpu_s_saved"] == pytest.approx(result.compute().saved_cpu_s)
+    keys = {frozenset(k for k in r.data.metrics if k.startswith("trial/")) for r in trials}
+    assert len(keys) == 1 and {"trial/cpu_s", "trial/wall_s", "trial/peak_memory_mb"} <= next(iter(keys))
+    for run in trials:
+        assert "system/memory_mb" in run.data.metrics and "system/mean_step_ms" in run.data.metrics
+        assert "memory_mb" not in run.data.metrics and "val_loss" in run.data.metrics

@@ -150,3 +150,4 @@ def test_a_bad_planned_length_is_a_one_line_error(study_dir):
 
     with pytest.raises(FrugalError, match=r"TrialUsageError: trial.plan\(total_steps\) needs an int"):
         tune(study(study_dir, workloads=[Workload(train=plans_nonsense, name="p")]), executor=inline)
+

@@ -18,7 +18,8 @@ Metric names carry their unit. Per window (every ``eval_every`` steps):
 ``gpu_memory_mb``         GPU memory used by the tree's processes (only with a GPU)
 ========================  ==============================================================
 
-MB means 2**20 bytes everywhere.
+MB means 2**20 bytes everywhere. :data:`SYSTEM_METRICS` are the system figures (the
+rest are the model's): MLflow shows them under ``system/``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+
+SYSTEM_METRICS = frozenset({
+    "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
+    "wall_s", "gpu_util_percent", "gpu_memory_mb",
+})
 
 
 class TrialStatus(str, enum.Enum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import sys
 import threading
 import warnings
 from collections import deque
@@ -158,7 +159,13 @@ class Tuner:
     def _tracker_or_none(self) -> Tracker | None:
         if self._tracker is None and self.study.mlflow_uri:
             uri = default_uri(self.study.path) if self.study.mlflow_uri == DEFAULT_MLFLOW else self.study.mlflow_uri
-            self._tracker = MlflowTracker(uri, self.study.name)
+            study = self.study
+            params = {"method": study.search.method, "repeats": study.repeats, "workers": study.workers,
+                      "seed": study.seed, "backend": study.backend, "objectives": ",".join(study.search.objectives),
+                      **{f"budget/{k}": v for k, v in study.budget.items()},
+                      **{f"stopping/{k}": v for k, v in study.stopping.items()},
+                      "workloads": ",".join(w.name for w in study.workloads)}
+            self._tracker = MlflowTracker(uri, study.name, artifact_dir=study.path / "mlartifacts", params=params)
         return self._tracker
 
     def _record(self, record: TrialRecord) -> None:
@@ -237,12 +244,20 @@ class Tuner:
         finally:
             self._tracking.put(None)
             tracking.join()
-            if self._tracker is not None:
+            if self._tracker is not None and sys.exc_info()[0] is not None:
+                self._tracker.close()
+        result = StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
+                             compute_budget.limit if compute_budget else None)
+        if self._tracker is not None:
+            try:
+                self._tracker.log_study(result)
+            except Exception as error:  # noqa: BLE001 - the store has everything; MLflow is a copy
+                self._tracking_error = self._tracking_error or error
+            finally:
                 self._tracker.close()
         if self._tracking_error is not None:
             warnings.warn(f"MLflow logging failed ({self._tracking_error}); `frugalml tune --resume` re-logs it.")
-        return StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
-                           compute_budget.limit if compute_budget else None)
+        return result
 
     def _start_next(self, plans: list[_WorkloadPlan], executor: Executor,
                     by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:

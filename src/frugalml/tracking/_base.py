@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 from frugalml.records import TrialRecord
 
@@ -13,6 +14,9 @@ class Tracker(abc.ABC):
     @abc.abstractmethod
     def log_trial(self, record: TrialRecord) -> str | None:
         """Log one finished trial, replacing an earlier copy with the same ``trial_id``."""
+
+    def log_study(self, result: Any) -> None:
+        """Log the study as a whole (a :class:`~frugalml.results.StudyResult`) once it ends."""
 
     def close(self) -> None:
         """Flush and release resources at the end of a study."""

@@ -3,6 +3,17 @@
 Per-step and per-window metrics are sent with ``log_batch`` (a synchronous
 ``log_metric`` costs ~3 ms on a sqlite store), after the trial ends, from the
 driver, so tracking never slows a trial.
+
+Names: the model's metrics as the trial reported them (``val_loss``, ``accuracy``,
+``train_loss``, per step ``train_loss_step``); system figures under ``system/``
+with their unit (``system/memory_mb``, ``system/mean_step_ms``, ...); the trial's
+account under ``trial/`` (``trial/cpu_s``, ``trial/wall_s``, ``trial/steps_done``,
+``trial/steps_saved``, ``trial/cpu_s_saved``, and ``trial/peak_memory_mb`` /
+``trial/mean_step_ms`` when measured). Every trial run has the ``trial/`` keys; a
+window series the OS or the hardware does not give (``uss_mb`` off Linux, GPU
+figures without a GPU) is not logged rather than logged as 0. The parent run holds
+the study's settings as params and, when it ends, the best feasible configuration
+of each workload and the compute account (``study/...``).
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import time
 from pathlib import Path
 
 from frugalml.exceptions import ConfigError
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import SYSTEM_METRICS, TrialRecord, TrialStatus
 from frugalml.tracking._base import Tracker
 
 TRIAL_TAG = "frugalml.trial_id"
@@ -55,18 +66,22 @@ class MlflowTracker(Tracker):
     """Logs trials to the MLflow tracking server or store at ``uri``.
 
     The experiment is named after the study; ``mlflow ui --backend-store-uri URI``
-    shows one parent run per study with a child run per trial.
+    shows one parent run per study with a child run per trial. ``artifact_dir``
+    (the study's ``mlartifacts`` folder) is where a new experiment keeps its artifacts.
     """
 
-    def __init__(self, uri: str, study_name: str) -> None:
+    def __init__(self, uri: str, study_name: str, artifact_dir: str | Path | None = None,
+                 params: dict[str, object] | None = None) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating tables
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(study_name)
+        location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
         self.experiment_id = (
-            experiment.experiment_id if experiment is not None else self.client.create_experiment(study_name)
+            experiment.experiment_id if experiment is not None
+            else self.client.create_experiment(study_name, artifact_location=location)
         )
         parents = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_name}'", max_results=1
@@ -76,6 +91,10 @@ class MlflowTracker(Tracker):
         else:
             run = self.client.create_run(self.experiment_id, run_name=study_name, tags={STUDY_TAG: study_name})
             self.parent_run_id = run.info.run_id
+            if params:
+                from mlflow.entities import Param
+
+                self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
     def runs_by_trial(self) -> dict[str, str]:
         """trial_id → run id of the trial runs already logged."""
@@ -99,8 +118,9 @@ class MlflowTracker(Tracker):
             "status": record.status.value,
             "stop_rule": record.stop.rule if record.stop else "",
         }
-        if record.stop:
-            tags["stop_reason"] = record.stop.message[:5000]
+        if record.stop:  # tags, not metrics: every trial run has the same metric keys
+            tags.update(stop_reason=record.stop.message[:5000], stop_step=str(record.stop.step),
+                        stop_value=f"{record.stop.value:g}", stop_threshold=f"{record.stop.threshold:g}")
         if record.error:
             tags["error"] = record.error[:5000]
         run = self.client.create_run(
@@ -111,16 +131,17 @@ class MlflowTracker(Tracker):
         now = int(time.time() * 1000)
         metrics = [Metric("train_loss_step", loss, now, step) for step, loss in enumerate(record.train_loss, 1)]
         for window in record.windows:
-            metrics.extend(Metric(name, value, now, window.step) for name, value in window.values.items())
+            metrics.extend(Metric(metric_name(name), value, now, window.step) for name, value in window.values.items())
         summary = {
             "steps_done": record.steps_done,
-            "cpu_seconds": record.cpu_s,
-            "wall_seconds": record.wall_s,
+            "cpu_s": record.cpu_s,
+            "wall_s": record.wall_s,
             "steps_saved": record.steps_saved,
-            "cpu_seconds_saved": record.cpu_s_saved,
+            "cpu_s_saved": record.cpu_s_saved,
         }
-        if record.stop:
-            summary.update(stop_step=record.stop.step, stop_value=record.stop.value)
+        for name, value in (("peak_memory_mb", record.peak("memory_mb")), ("mean_step_ms", record.mean("mean_step_ms"))):
+            if value is not None:
+                summary[name] = value
         metrics.extend(Metric(f"trial/{k}", float(v), now, 0) for k, v in summary.items())
         metrics = [m for m in metrics if not math.isnan(m.value)]
         self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
@@ -135,5 +156,32 @@ class MlflowTracker(Tracker):
         )
         return [r.info.run_id for r in runs]
 
+    def log_study(self, result: object) -> None:
+        """The best feasible configuration of each workload and the compute account, on the parent run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        account = result.compute()
+        metrics = {"study/trials": account.trials, "study/cpu_s_used": account.used_cpu_s,
+                   "study/cpu_s_saved": account.saved_cpu_s, "study/stopped": account.stopped,
+                   "study/skipped": account.skipped, "study/failed": account.failed}
+        tags = {}
+        for workload in sorted({r.workload for r in result.records}):
+            best = result.best_feasible(workload)
+            if best is None:
+                continue
+            tags[f"best/{workload}"] = best.config_id[:5000]
+            metrics.update({f"best/{workload}/{k}": v for k, v in best.mean.items()
+                            if v is not None and math.isfinite(v)})
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+        self.client.log_batch(self.parent_run_id, metrics=batch)
+        for key, value in tags.items():
+            self.client.set_tag(self.parent_run_id, key, value)
+
     def close(self) -> None:
         self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+
+def metric_name(name: str) -> str:
+    """The MLflow name of a window metric: system figures under ``system/``."""
+    return f"system/{name}" if name in SYSTEM_METRICS else name
