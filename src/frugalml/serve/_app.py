@@ -25,13 +25,15 @@ from starlette.requests import ClientDisconnect
 
 from frugalml.exceptions import FrugalError
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
-from frugalml.serve._metrics import MonitorCollector, ProcessCollector, ServerMetrics
+from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._quality import FeedbackError, PredictionLog
 from frugalml.serve._security import RateLimiter, check_token
 from frugalml.serve._settings import ServerSettings
-from frugalml.serve._validate import RequestError, nonfinite_counts, parse_json, parse_predict, reject_nonfinite
+from frugalml.serve._validate import (
+    RequestError, nonfinite_counts, parse_json, parse_mlflow, parse_predict, parse_v2, reject_nonfinite, v2_datatype,
+)
 
 logger = logging.getLogger("frugalml.serve")
 _JSON = "application/json"
@@ -134,7 +136,7 @@ class _Instrumentation:
                 metrics.in_flight.dec()
                 metrics.observe(endpoint, status, elapsed)
                 if state.monitor is not None:
-                    state.monitor.observe_request(elapsed if endpoint == "/predict" else None, status < 400)
+                    state.monitor.observe_request(elapsed if endpoint in PREDICT_ENDPOINTS else None, status < 400)
 
 
 _BODY_LEFT_UNREAD = frozenset({"too_large", "body_timeout"})
@@ -224,12 +226,13 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                                                  "(or FRUGALML_ADMIN_TOKEN).")
         guard(request, state.settings.token, "this admin endpoint")
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        guard(request, state.settings.predict_token, "/predict")
+    async def predict_rows(request: Request, parse: Callable[..., np.ndarray], what: str
+                           ) -> tuple[ServedModel, np.ndarray, list[str]]:
+        """Parse, check and predict one request's rows; monitored the same for every protocol."""
+        guard(request, state.settings.predict_token, what)
         body = await _read_body(request, state.settings)
         served, monitor = state.served, state.monitor
-        X = parse_predict(body, served.reference, max_rows=state.settings.max_rows)
+        X = parse(body, served.reference, max_rows=state.settings.max_rows)
         nan, inf, mask = nonfinite_counts(X)
         if mask is not None:
             if monitor is not None:
@@ -250,7 +253,56 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         ids = monitor.observe(X, predictions) if monitor is not None else state.ids.record(predictions, keep=False)
         if state.config.enabled:
             state.metrics.rows.inc(len(X))
+        return served, np.asarray(predictions), ids
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        served, predictions, ids = await predict_rows(request, parse_predict, "/predict")
         payload = {"predictions": _jsonable(predictions), "ids": ids, "model_version": served.version}
+        return Response(json.dumps(payload), media_type=_JSON)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol, as ``mlflow models serve`` answers it."""
+        _, predictions, _ = await predict_rows(request, parse_mlflow, "/invocations")
+        return Response(json.dumps({"predictions": _jsonable(predictions)}), media_type=_JSON)
+
+    def v2_model(name: str) -> ServedModel:
+        served = state.served
+        if name not in (served.name or "model", "model"):
+            raise RequestError(404, "not_found", f"no model {name[:60]!r} here; this server serves "
+                                                 f"{served.name or 'model'!r}.")
+        return served
+
+    @app.api_route("/v2/health/ready", methods=["GET", "HEAD"])
+    @app.api_route("/v2/health/live", methods=["GET", "HEAD"])
+    async def v2_health() -> dict[str, Any]:
+        return {"live": True, "ready": True}
+
+    @app.api_route("/v2/models/{name}", methods=["GET", "HEAD"])
+    async def v2_metadata(name: str) -> dict[str, Any]:
+        served = v2_model(name)
+        features = served.reference.feature_names
+        return {"name": served.name or "model", "versions": [served.version] if served.version else [],
+                "platform": "mlflow", "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(features)]},
+                                                 *({"name": f, "datatype": "FP64", "shape": [-1]} for f in features)],
+                "outputs": [{"name": "predictions", "datatype": "FP64" if served.reference.task == "regression"
+                             else "BYTES", "shape": [-1]}]}
+
+    @app.api_route("/v2/models/{name}/ready", methods=["GET", "HEAD"])
+    async def v2_ready(name: str) -> dict[str, Any]:
+        v2_model(name)
+        return {"name": name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(name: str, request: Request) -> Response:
+        """The Open Inference Protocol v2 (KServe); the prediction ids are in ``parameters``."""
+        v2_model(name)
+        served, predictions, ids = await predict_rows(request, parse_v2, "/v2/models/{name}/infer")
+        output = {"name": "predictions", "shape": [len(predictions)], "datatype": v2_datatype(predictions),
+                  "data": _jsonable(predictions)}
+        payload = {"model_name": served.name or "model", "model_version": served.version,
+                   "outputs": [output], "parameters": {"prediction_ids": ids}}
         return Response(json.dumps(payload), media_type=_JSON)
 
     @app.post("/feedback")

@@ -20,7 +20,9 @@ from frugalml.serve._validate import ERROR_KINDS
 from frugalml.serve._model import ServedModel
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-ENDPOINTS = ("/predict", "/feedback", "/health", "/metrics", "/admin/reload", "/admin/monitoring-config")
+PREDICT_ENDPOINTS = ("/predict", "/invocations", "/v2/models/{name}/infer")  # the protocols that predict
+ENDPOINTS = (*PREDICT_ENDPOINTS, "/feedback", "/health", "/metrics", "/admin/reload", "/admin/monitoring-config",
+             "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready")
 
 
 class ServerMetrics:
@@ -44,6 +46,11 @@ class ServerMetrics:
             self.errors.labels(kind)
 
     def endpoint(self, path: str) -> str:
+        """The endpoint label of ``path`` (a model name in a v2 path becomes ``{name}``: bounded labels)."""
+        if path.startswith("/v2/models/"):
+            rest = path[len("/v2/models/"):]
+            suffix = rest[rest.find("/"):] if "/" in rest else ""
+            path = "/v2/models/{name}" + suffix
         return path if path in self._latency_children else "other"
 
     def observe(self, endpoint: str, code: int, seconds: float) -> None:

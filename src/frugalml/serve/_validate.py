@@ -100,6 +100,20 @@ def _from_instances(instances: list[Any], names: tuple[str, ...]) -> list[Any]:
     return instances
 
 
+def _as_array(key: str, rows: Any, reference: Reference, max_rows: int) -> np.ndarray:
+    """``rows`` (objects of feature: value, or lists in feature order) as a float64 array."""
+    if type(rows) is not list or not rows:
+        raise RequestError(422, "bad_request", f"{key!r} must be a non-empty list.")
+    if len(rows) > max_rows:
+        raise RequestError(413, "too_many_rows", f"{len(rows)} rows is more than the limit of {max_rows} per request.")
+    names = reference.feature_names
+    values = _from_rows(rows, names) if type(rows[0]) is dict else _from_instances(rows, names)
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:
+        raise RequestError(422, "wrong_type", "a value is too large for a 64-bit float.") from None
+
+
 def parse_predict(body: bytes, reference: Reference, *, max_rows: int) -> np.ndarray:
     """The rows of a predict request as a float64 array (non-finite values still in it).
 
@@ -110,17 +124,85 @@ def parse_predict(body: bytes, reference: Reference, *, max_rows: int) -> np.nda
         raise RequestError(422, "bad_request", "body must be an object with either 'rows' (a list of "
                                                "{feature: value} objects) or 'instances' (a list of lists).")
     key = "rows" if "rows" in data else "instances"
-    rows = data[key]
-    if type(rows) is not list or not rows:
-        raise RequestError(422, "bad_request", f"{key!r} must be a non-empty list.")
-    if len(rows) > max_rows:
-        raise RequestError(413, "too_many_rows", f"{len(rows)} rows is more than the limit of {max_rows} per request.")
+    if key == "rows" and type(data[key]) is list and data[key] and type(data[key][0]) is not dict:
+        raise RequestError(422, "bad_request", f"'rows' must hold objects (feature: value); row 0 is "
+                                               f"{_type_name(data[key][0])}.")
+    return _as_array(key, data[key], reference, max_rows)
+
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def parse_mlflow(body: bytes, reference: Reference, *, max_rows: int) -> np.ndarray:
+    """A body in MLflow's scoring protocol (``mlflow models serve``'s ``/invocations``) as rows.
+
+    ``{"dataframe_split": {"columns": [...], "data": [[...]]}}``, ``{"dataframe_records":
+    [{col: v}, ...]}``, ``{"instances": [[...]] or [{col: v}]}`` or ``{"inputs": [[...]]
+    or {col: [values]}}``.
+    """
+    data = parse_json(body)
+    if type(data) is not dict or len(data.keys() & set(MLFLOW_KEYS)) != 1:
+        raise RequestError(422, "bad_request", f"body must be an object with exactly one of {', '.join(MLFLOW_KEYS)} "
+                                               "(MLflow's scoring protocol).")
+    key = next(k for k in MLFLOW_KEYS if k in data)
+    value = data[key]
+    if key == "dataframe_split":
+        if type(value) is not dict or type(value.get("data")) is not list:
+            raise RequestError(422, "bad_request", "'dataframe_split' needs 'columns' and 'data' (a list of rows).")
+        columns = value.get("columns")
+        if columns is None:
+            return _as_array(key, value["data"], reference, max_rows)
+        if type(columns) is not list or any(type(row) is not list or len(row) != len(columns) for row in value["data"]):
+            raise RequestError(422, "bad_request", "'dataframe_split' rows must each have one value per column.")
+        value = [dict(zip(map(str, columns), row)) for row in value["data"]]
+    elif key == "inputs" and type(value) is dict:
+        lengths = {len(v) if type(v) is list else -1 for v in value.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise RequestError(422, "bad_request", "'inputs' as an object needs a list of values per column, "
+                                                   "all of one length.")
+        value = [dict(zip(value, row)) for row in zip(*value.values())]
+    return _as_array(key, value, reference, max_rows)
+
+
+def parse_v2(body: bytes, reference: Reference, *, max_rows: int) -> np.ndarray:
+    """An Open Inference Protocol v2 request (KServe) as rows.
+
+    Either one input tensor of shape ``[rows, features]`` (data flat or nested), or one
+    input per feature, named after it, of shape ``[rows]``.
+    """
+    data = parse_json(body)
+    inputs = data.get("inputs") if type(data) is dict else None
+    if type(inputs) is not list or not inputs or any(type(i) is not dict for i in inputs):
+        raise RequestError(422, "bad_request", "body must be {\"inputs\": [{\"name\", \"shape\", \"datatype\", "
+                                               "\"data\"}, ...]} (Open Inference Protocol v2).")
     names = reference.feature_names
-    values = _from_rows(rows, names) if key == "rows" else _from_instances(rows, names)
-    try:
-        return np.array(values, dtype=np.float64)
-    except OverflowError:
-        raise RequestError(422, "wrong_type", "a value is too large for a 64-bit float.") from None
+    for tensor in inputs:
+        if type(tensor.get("data")) is not list or type(tensor.get("shape")) is not list:
+            raise RequestError(422, "bad_request", f"input {str(tensor.get('name'))[:40]!r} needs 'shape' and 'data'.")
+    if len(inputs) == 1:
+        tensor = inputs[0]
+        shape, flat = tensor["shape"], _flatten(tensor["data"])
+        if len(shape) != 2 or shape[1] != len(names) or len(flat) != shape[0] * shape[1]:
+            raise RequestError(422, "wrong_count", f"the input tensor must have shape [rows, {len(names)}] and as many "
+                                                   f"values; got shape {str(shape)[:40]} with {len(flat)} values.")
+        rows = [flat[i * shape[1]:(i + 1) * shape[1]] for i in range(shape[0])]
+        return _as_array("inputs", rows, reference, max_rows)
+    by_name = {str(t.get("name")): _flatten(t["data"]) for t in inputs}
+    if set(by_name) != set(names) or len({len(v) for v in by_name.values()}) != 1:
+        raise RequestError(422, "wrong_features", f"one input per feature, each of the same length: "
+                                                  f"{_names(list(names))}.")
+    rows = [dict(zip(by_name, row)) for row in zip(*by_name.values())]
+    return _as_array("inputs", rows, reference, max_rows)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if data and all(type(d) is list for d in data):
+        return [v for row in data for v in row]
+    return data
+
+
+def v2_datatype(predictions: np.ndarray) -> str:
+    return {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL"}.get(predictions.dtype.kind, "BYTES")
 
 
 def nonfinite_counts(X: np.ndarray) -> tuple[int, int, np.ndarray | None]:
