@@ -94,6 +94,28 @@ def test_windows_close_every_window_rows_and_drift_is_flagged(reference, diabete
     assert values["nonfinite.weights"] == 0 and values["process.memory_mb"] > 1
 
 
+def test_out_of_range_and_constant_inputs_are_measured_per_window_and_can_alert(reference, diabetes, model):
+    _, split = diabetes
+    events = Collect()
+    rule = {"name": "out of range", "metric": "data.out_of_range", "op": ">", "threshold": 0.1}
+    monitor = Monitor(reference, {"window_rows": 100, "alerts": [rule]}, model=model, notifiers=[events])
+    held_out = split.X_test[:100]
+    monitor.observe(held_out, model.predict(held_out))
+    monitor.process()
+    values = monitor.values()
+    assert values["data.out_of_range"] < 0.05 and values["data.constant_features"] == 0  # the training distribution
+    assert not events.events
+    odd = split.X_test[100:200].copy()
+    odd[:30, 5] = reference.features[5].max + 10.0  # mass above anything in training, in 30 rows
+    odd[:, 0] = 3.0  # preg constant in the window
+    monitor.observe(odd, model.predict(odd))
+    monitor.process()
+    values = monitor.values()
+    assert values["data.out_of_range"] >= 0.3 and values["data.out_of_range.mass"] >= 0.3
+    assert values["data.out_of_range.plas"] < 0.05 and values["data.constant_features"] == 1
+    assert [e.rule for e in events.events] == ["out of range"]
+
+
 def test_alerts_wait_for_the_duration_fire_once_and_resolve_once():
     evaluator = AlertEvaluator([AlertRule(name="slow", metric="latency.p99_ms", op=">", threshold=50, for_s=10)])
     history = {"latency.p99_ms": [80.0]}

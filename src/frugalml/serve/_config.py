@@ -88,7 +88,7 @@ class AlertRule:
 
 # Metric families of Monitor.values(); None: any suffix (per feature, slice or custom name).
 METRIC_FAMILIES: dict[str, tuple[str, ...] | None] = {
-    "drift": None, "quality": None, "custom": None,
+    "drift": None, "quality": None, "custom": None, "data": None,
     "nonfinite": ("inputs", "outputs", "weights"),
     "latency": ("p50_ms", "p99_ms"),
     "errors": ("rate",),

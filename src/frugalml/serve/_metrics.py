@@ -145,6 +145,17 @@ class MonitorCollector(Collector):
             if state.drift.prediction_ks is not None:
                 yield GaugeMetricFamily("frugalml_prediction_ks_statistic", "KS statistic of the predictions",
                                         state.drift.prediction_ks)
+        if "data.out_of_range" in state.values:
+            values = state.values
+            yield GaugeMetricFamily("frugalml_data_out_of_range_rows_ratio",
+                                    "Share of the latest window's rows with a value outside the training range",
+                                    values["data.out_of_range"])
+            yield _gauge("frugalml_data_out_of_range_ratio", "Share of a feature's values outside its training range",
+                         ["feature"], [([f.name], values.get(f"data.out_of_range.{f.name}", 0.0))
+                                       for f in served.reference.features])
+            yield GaugeMetricFamily("frugalml_data_constant_features",
+                                    "Features constant in the latest window that vary in training",
+                                    values["data.constant_features"])
         yield CounterMetricFamily("frugalml_drift_windows", "Drift windows closed", state.windows)
         yield CounterMetricFamily("frugalml_drift_flagged_windows", "Windows with at least one drifted feature",
                                   state.flagged_windows)

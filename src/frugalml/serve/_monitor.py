@@ -19,6 +19,10 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``drift.detected``                  1 when any feature drifted in the window, else 0
 ``drift.prediction_psi``            PSI of the predictions (class shares or bins)
 ``drift.prediction_ks``             KS of the predictions (regression)
+``data.out_of_range``               share of the window's rows with a value outside the
+                                    training range of its feature
+``data.out_of_range.<feature>``     share of the window's values outside that range
+``data.constant_features``          features constant in the window that vary in training
 ``nonfinite.inputs``                NaN/inf input values in the latest window
 ``nonfinite.outputs``               NaN/inf predictions in the latest window
 ``nonfinite.weights``               NaN/inf values among the model's weights
@@ -72,6 +76,19 @@ class MonitorState(NamedTuple):
     alerts_firing: dict[str, bool]
     alerts_fired: dict[str, int]
     webhook_failures: int
+
+
+def data_quality(reference: Reference, X: np.ndarray) -> dict[str, float]:
+    """Out-of-range and constant inputs of one window of finite rows, against the training data."""
+    low = np.array([f.min for f in reference.features])
+    high = np.array([f.max for f in reference.features])
+    outside = (X < low) | (X > high)
+    varied = np.array([f.std > 0 for f in reference.features])
+    constant = (X.max(axis=0) == X.min(axis=0)) & varied if len(X) > 1 else np.zeros(len(low), dtype=bool)
+    values = {"data.out_of_range": float(outside.any(axis=1).mean()), "data.constant_features": float(constant.sum())}
+    for feature, share in zip(reference.features, outside.mean(axis=0).tolist()):
+        values[f"data.out_of_range.{feature.name}"] = share
+    return values
 
 
 def weights_nonfinite(model: Any) -> int:
@@ -270,6 +287,7 @@ class Monitor:
         drift = window_drift(self.reference, X, predictions, psi_threshold=config.psi_threshold,
                              ks_alpha=config.ks_alpha, between_features=_yield_gil)
         values = {
+            **data_quality(self.reference, X),
             "drift.psi_max": max((f.psi for f in drift.features), default=0.0),
             "drift.ks_max": max((f.ks for f in drift.features), default=0.0),
             "drift.features": float(drift.drifted),
