@@ -145,6 +145,8 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
     options: dict[str, Any] = {"pip_requirements": _requirements(package)}
     if example is not None:
         options["input_example"] = example
+    if flavor == "mlflow.sklearn":  # skops (MLflow's default) refuses trees; the trial's model was a pickle already
+        options["serialization_format"] = "cloudpickle"
     try:
         if flavor == "mlflow.pyfunc":
             python_model = type("FrugalmlPredictor", (_Predictor, mlflow.pyfunc.PythonModel), {})(model)

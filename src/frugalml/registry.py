@@ -163,11 +163,20 @@ def measure_latency(model: Any, X: np.ndarray, *, single_calls: int = 200, batch
 def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, sample_size: int = 1000,
                     seed: int = 0) -> Reference:
     """The training-data fingerprint: sha256 of the fitted arrays, schema, reference statistics."""
+    from frugalml.serve._estimate import Calibration, confidences
+
     X_fit, y_fit, _, _ = data.arrays(mmap=True)
     meta = data.meta()
+    calibration = None
+    scored = confidences(model, split.X_train) if data.task == "classification" else None
+    if scored is not None:  # labels are class codes into data.classes; the model predicts the names
+        predicted, confidence = scored
+        truth = np.asarray(data.classes)[split.y_train]
+        calibration = Calibration.fit(confidence, predicted.astype(str) == truth.astype(str)).to_dict()
     return Reference.build(
         split.X_train, split.y_train, split.feature_names, task=data.task, predictions=model.predict(split.X_train),
         classes=data.classes, bins=bins, sample_size=sample_size, seed=seed, hashed=(X_fit, y_fit),
+        calibration=calibration,
         data={"dataset": data.name, "source": meta.get("source"), "source_file": meta.get("file"),
               "seed": meta.get("seed"), "test_size": meta.get("test_size"), "n_test": data.n_test,
               "substitute_for": data.substitute_for},

@@ -116,6 +116,34 @@ def test_out_of_range_and_constant_inputs_are_measured_per_window_and_can_alert(
     assert [e.rule for e in events.events] == ["out of range"]
 
 
+def test_accuracy_is_estimated_before_any_label_and_drops_under_covariate_shift(diabetes, model):
+    """CBPE: the held-out split's accuracy, estimated from calibrated confidence, then measured from labels."""
+    from frugalml.registry import build_reference
+    from frugalml.serve._estimate import confidences
+
+    data, split = diabetes
+    reference = build_reference(model, data, split)  # calibrated on the training split, not the held-out one
+    rows = len(split.X_test)
+    monitor = Monitor(reference, {"window_rows": rows, "quality_window": rows})
+    predicted, confidence = confidences(model, split.X_test)
+    assert list(predicted) == list(model.predict(split.X_test))  # one predict_proba gives both
+    ids = monitor.observe(split.X_test, predicted, confidence)
+    monitor.process()
+    estimated = monitor.values()["quality.estimated_accuracy"]
+    assert "quality.accuracy" not in monitor.values()  # no label yet
+    truth = np.asarray(model.steps[-1][1].classes_)[split.y_test]
+    for prediction_id, label in zip(ids, truth):
+        monitor.feedback(prediction_id, str(label))
+    monitor.process()
+    measured = monitor.values()["quality.accuracy"]
+    assert abs(estimated - measured) <= 0.05, (estimated, measured)
+    shifted = split.X_test.copy()
+    shifted[:, 1] += 40  # glucose up 40 mg/dl: a covariate shift, before any label of it
+    monitor.observe(shifted, *confidences(model, shifted))
+    monitor.process()
+    assert monitor.values()["quality.estimated_accuracy"] < estimated - 0.03
+
+
 def test_alerts_wait_for_the_duration_fire_once_and_resolve_once():
     evaluator = AlertEvaluator([AlertRule(name="slow", metric="latency.p99_ms", op=">", threshold=50, for_s=10)])
     history = {"latency.p99_ms": [80.0]}

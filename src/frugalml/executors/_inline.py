@@ -77,6 +77,8 @@ class InProcessExecutor(Executor):
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, the study goes on
             status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             info["user_error"] = isinstance(exc, FrugalError)
+        if run.stop is not None:  # a training function that swallowed the stop still stopped
+            status, error = TrialStatus.STOPPED, None
         return trial_record(
             run.task, status, steps_done=trial.steps, wall_s=time.monotonic() - run.started,
             cpu_s=self.cpu_clock() - run.cpu_start, stop=run.stop, error=error, train_loss=tuple(run.losses),

@@ -20,16 +20,20 @@ def require_trial(trial: Any, owner: str) -> Any:
     return trial
 
 
-def require(module: str, minimum: str, extra: str) -> Any:
-    """Import ``module`` at ``minimum`` version or later, or say how to install it (one line)."""
+def require(module: str, minimum: str, extra: str, package: str | None = None) -> Any:
+    """Import ``module`` at ``minimum`` version or later, or say how to install it (one line).
+
+    ``package``: the distribution's name where it differs from the module's (``scikit-learn``).
+    """
+    package = package or module
     try:
         imported = importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"this adapter needs {module}; install it with: pip install 'frugalml[{extra}]'") from None
+        raise ConfigError(f"this adapter needs {package}; install it with: pip install 'frugalml[{extra}]'") from None
     version = getattr(imported, "__version__", "0")
     if _release(version) < _release(minimum):
-        raise ConfigError(f"this adapter needs {module} >= {minimum}, but {version} is installed; upgrade it with: "
-                          f"pip install -U '{module}>={minimum}'")
+        raise ConfigError(f"this adapter needs {package} >= {minimum}, but {version} is installed; upgrade it with: "
+                          f"pip install -U '{package}>={minimum}'")
     return imported
 
 

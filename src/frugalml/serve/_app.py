@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from frugalml.exceptions import FrugalError
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
+from frugalml.serve._estimate import confidences
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._monitor import Monitor
@@ -240,9 +241,12 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             if state.config.nonfinite == "reject":
                 raise reject_nonfinite(mask, served.reference.feature_names)
             X = np.where(mask, served.reference.means, X)
+        confidence = None
         try:
             with np.errstate(over="raise"):
-                predictions = served.model.predict(X)
+                scored = confidences(served.model, X) if monitor is not None and served.reference.calibration \
+                    else None  # one predict_proba gives the predictions and their confidence (CBPE)
+                predictions, confidence = scored if scored is not None else (served.model.predict(X), None)
         except FloatingPointError:
             raise RequestError(422, "nonfinite", "input values overflow the model's arithmetic (a value is far "
                                                  "outside the training range); send values of a realistic size.") \
@@ -250,7 +254,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         except Exception as error:
             raise RequestError(500, "model_error", f"the model failed to predict: {type(error).__name__}: {error}") \
                 from error
-        ids = monitor.observe(X, predictions) if monitor is not None else state.ids.record(predictions, keep=False)
+        ids = monitor.observe(X, predictions, confidence) if monitor is not None \
+            else state.ids.record(predictions, keep=False)
         if state.config.enabled:
             state.metrics.rows.inc(len(X))
         return served, np.asarray(predictions), ids

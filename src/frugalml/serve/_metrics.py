@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from frugalml.serve._model import ServedModel
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._validate import ERROR_KINDS
-from frugalml.serve._model import ServedModel
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PREDICT_ENDPOINTS = ("/predict", "/invocations", "/v2/models/{name}/infer")  # the protocols that predict

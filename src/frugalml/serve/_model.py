@@ -154,11 +154,17 @@ class _NamedColumns:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.feature_names = tuple(str(n) for n in model.feature_names_in_)
+        if hasattr(model, "predict_proba"):
+            self.predict_proba = lambda X: model.predict_proba(self._frame(X))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def _frame(self, X: Any) -> Any:
         import pandas as pd
 
-        return self.model.predict(pd.DataFrame(np.asarray(X), columns=self.model.feature_names_in_))
+        return pd.DataFrame(np.asarray(X), columns=self.model.feature_names_in_)
+
+    def predict(self, X: Any) -> np.ndarray:
+
+        return self.model.predict(self._frame(X))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -28,6 +28,9 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``nonfinite.weights``               NaN/inf values among the model's weights
 ``quality.accuracy`` / ``.rmse``    over the latest labels; ``.<key>=<value>`` per slice
 ``quality.<metric>_gap.<key>``      best minus worst slice value of a slice key
+``quality.estimated_accuracy``      a classifier's expected accuracy in the latest window,
+                                    from its calibrated confidence, before any label (CBPE)
+``quality.mean_confidence``         its raw mean confidence in that window
 ``custom.<name>``                   a user metric, computed per window
 ``latency.p50_ms`` / ``p99_ms``     predict latency since the previous tick
 ``errors.rate``                     share of failed requests since the previous tick
@@ -51,6 +54,7 @@ import psutil
 from frugalml.serve._alerts import AlertEvaluator, LogNotifier, Notifier, WebhookNotifier
 from frugalml.serve._config import as_monitoring_config
 from frugalml.serve._drift import WindowDrift, window_drift
+from frugalml.serve._estimate import Calibration
 from frugalml.serve._quality import PredictionLog, QualityTracker
 from frugalml.serve._reference import Reference
 
@@ -154,6 +158,7 @@ class Monitor:
             self._notifiers = [LogNotifier(), *self._extra_notifiers, *([self._webhooks] if self._webhooks else [])]
             self._window_X: list[np.ndarray] = []
             self._window_pred: list[np.ndarray] = []
+            self._window_conf: list[np.ndarray] = []
             self._window_rows = 0
             self._window_started = time.monotonic()
             self._window_nonfinite_inputs = 0
@@ -168,7 +173,8 @@ class Monitor:
     def _init_counters(self) -> None:
         """State that lives as long as the monitor: queued rows, ids and cumulative counters."""
         self.log: PredictionLog | None = None
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._calibration = Calibration.from_dict(self.reference.calibration) if self.reference.calibration else None
         self._pending_rows = 0
         self._processed_at = time.monotonic()
         self._latencies: list[float] = []
@@ -186,11 +192,14 @@ class Monitor:
 
     # -- the request path ---------------------------------------------------------------
 
-    def observe(self, X: np.ndarray, predictions: np.ndarray) -> list[str]:
-        """Queue a batch of finite input rows and their predictions; returns prediction ids."""
+    def observe(self, X: np.ndarray, predictions: np.ndarray, confidence: np.ndarray | None = None) -> list[str]:
+        """Queue a batch of finite input rows and their predictions (and, for a classifier with
+        probabilities, each prediction's confidence); returns prediction ids."""
         ids = self.log.record(predictions)
+        if confidence is None:
+            confidence = np.full(len(X), np.nan)
         with self._lock:
-            self._pending.append((X, predictions))
+            self._pending.append((X, predictions, confidence))
             self._pending_rows += len(X)
         return ids
 
@@ -233,10 +242,11 @@ class Monitor:
         with self._lock:
             pending, self._pending, self._pending_rows = self._pending, [], 0
         if pending:  # one concatenation, however many requests were queued
-            X = np.concatenate([x for x, _ in pending])
-            predictions = np.concatenate([p for _, p in pending])
+            X = np.concatenate([x for x, _, _ in pending])
+            predictions = np.concatenate([p for _, p, _ in pending])
+            confidence = np.concatenate([c for _, _, c in pending])
             self._account_predictions(predictions)
-            self._add_to_window(X, predictions, now)
+            self._add_to_window(X, predictions, confidence, now)
         config = self.config
         if config.window_s is not None and self._window_rows >= config.min_window_rows \
                 and now - self._window_started >= config.window_s:
@@ -266,13 +276,14 @@ class Monitor:
             self._bucket_counts += counts
             self._prediction_sum += float(values[finite].sum())
 
-    def _add_to_window(self, X: np.ndarray, predictions: np.ndarray, now: float) -> None:
+    def _add_to_window(self, X: np.ndarray, predictions: np.ndarray, confidence: np.ndarray, now: float) -> None:
         size = self.config.window_rows
         start = 0
         while start < len(X):
             take = min(len(X) - start, size - self._window_rows)
             self._window_X.append(X[start:start + take])
             self._window_pred.append(predictions[start:start + take])
+            self._window_conf.append(confidence[start:start + take])
             self._window_rows += take
             start += take
             if self._window_rows >= size:
@@ -281,7 +292,8 @@ class Monitor:
     def _close_window(self, now: float) -> None:
         X = np.concatenate(self._window_X)
         predictions = np.concatenate(self._window_pred)
-        self._window_X, self._window_pred, self._window_rows = [], [], 0
+        confidence = np.concatenate(self._window_conf)
+        self._window_X, self._window_pred, self._window_conf, self._window_rows = [], [], [], 0
         self._window_started = now
         config = self.config
         drift = window_drift(self.reference, X, predictions, psi_threshold=config.psi_threshold,
@@ -297,6 +309,9 @@ class Monitor:
             "nonfinite.inputs": float(self._window_nonfinite_inputs),
             "nonfinite.outputs": float(self._nonfinite_outputs(predictions)),
         }
+        if self._calibration is not None and np.isfinite(confidence).all():  # quality before any label
+            values["quality.estimated_accuracy"] = self._calibration.expected_accuracy(confidence)
+            values["quality.mean_confidence"] = float(confidence.mean())
         if drift.prediction_ks is not None:
             values["drift.prediction_ks"] = drift.prediction_ks
         for feature in drift.features:

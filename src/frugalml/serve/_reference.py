@@ -85,6 +85,7 @@ class Reference:
     prediction: FeatureReference | None = None  # regression output statistics
     class_proportions: tuple[float, ...] = ()  # classification: predicted-class shares on train
     data: dict[str, Any] | None = None  # where the data came from (dataset, source, seed)
+    calibration: dict[str, Any] | None = None  # a classifier's confidence calibrator (serve._estimate.Calibration)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -113,6 +114,7 @@ class Reference:
         seed: int = 0,
         hashed: Sequence[np.ndarray] | None = None,
         data: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> Reference:
         """Fingerprint raw training features ``X`` and the model's ``predictions`` on them.
 
@@ -139,7 +141,7 @@ class Reference:
         return cls(
             task=task, features=features, training_sha256=sha256_arrays(*(hashed if hashed is not None else (X, y))),
             n_train=len(X), classes=tuple(str(c) for c in classes), prediction=prediction,
-            class_proportions=class_proportions, data=data,
+            class_proportions=class_proportions, data=data, calibration=calibration,
         )
 
     def to_dict(self) -> dict[str, Any]:
