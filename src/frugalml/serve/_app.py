@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from frugalml.exceptions import FrugalError
+from frugalml.serve import _schema as schema
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
 from frugalml.serve._estimate import confidences
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
@@ -201,7 +202,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         yield
         task.cancel()
 
-    app = FastAPI(title="frugalml", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="frugalml serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
     app.state.frugalml = state
     app.add_middleware(_Instrumentation, state=state)
 
@@ -260,13 +262,14 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             state.metrics.rows.inc(len(X))
         return served, np.asarray(predictions), ids
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=schema.body(schema.PREDICT, schema.PREDICTED))
     async def predict(request: Request) -> Response:
         served, predictions, ids = await predict_rows(request, parse_predict, "/predict")
         payload = {"predictions": _jsonable(predictions), "ids": ids, "model_version": served.version}
         return Response(json.dumps(payload), media_type=_JSON)
 
-    @app.post("/invocations")
+    @app.post("/invocations", openapi_extra=schema.body(schema.MLFLOW, {"type": "object", "properties": {
+        "predictions": schema.PREDICTIONS}}))
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol, as ``mlflow models serve`` answers it."""
         _, predictions, _ = await predict_rows(request, parse_mlflow, "/invocations")
@@ -299,7 +302,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         v2_model(name)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=schema.body(schema.V2_INFER))
     async def v2_infer(name: str, request: Request) -> Response:
         """The Open Inference Protocol v2 (KServe); the prediction ids are in ``parameters``."""
         v2_model(name)
@@ -310,7 +313,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                    "outputs": [output], "parameters": {"prediction_ids": ids}}
         return Response(json.dumps(payload), media_type=_JSON)
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra=schema.body(schema.FEEDBACK, {"type": "object", "properties": {
+        "accepted": {"type": "integer"}}}))
     async def feedback(request: Request) -> Response:
         guard(request, state.settings.predict_token, "/feedback")
         data = parse_json(await _read_body(request, state.settings))
@@ -353,7 +357,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload")
+    @app.post("/admin/reload", openapi_extra=schema.body(schema.RELOAD, required=False))
     async def reload(request: Request) -> dict[str, Any]:
         admin(request)
         body = await _read_body(request, state.settings)
@@ -377,7 +381,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         admin(request)
         return state.config.to_dict()
 
-    @app.put("/admin/monitoring-config")
+    @app.put("/admin/monitoring-config", openapi_extra=schema.body(schema.CONFIG))
     async def put_config(request: Request) -> dict[str, Any]:
         admin(request)
         data = parse_json(await _read_body(request, state.settings))

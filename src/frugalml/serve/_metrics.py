@@ -21,7 +21,8 @@ from frugalml.serve._validate import ERROR_KINDS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PREDICT_ENDPOINTS = ("/predict", "/invocations", "/v2/models/{name}/infer")  # the protocols that predict
-ENDPOINTS = (*PREDICT_ENDPOINTS, "/feedback", "/health", "/metrics", "/admin/reload", "/admin/monitoring-config",
+ENDPOINTS = (*PREDICT_ENDPOINTS, "/feedback", "/health", "/metrics", "/openapi.json", "/admin/reload",
+             "/admin/monitoring-config",
              "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready")
 
 

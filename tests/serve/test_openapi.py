@@ -1,0 +1,35 @@
+"""The OpenAPI schema, and Schemathesis fuzzing the live server from it (bounded): no 5xx."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+from serve_helpers import ADMIN_TOKEN
+
+
+def test_the_schema_describes_every_route_with_its_body(server):
+    response = server.client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/predict", "/invocations", "/feedback", "/v2/models/{name}/infer", "/health", "/metrics"):
+        assert path in paths, path
+    predict = paths["/predict"]["post"]
+    assert predict["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {"200", "415", "422"} <= set(predict["responses"])
+
+
+def test_schemathesis_finds_no_server_error(server, tmp_path):
+    """Every operation, fuzzed from the schema with and without the admin token, answers < 500."""
+    binary = shutil.which("schemathesis") or os.path.join(os.path.dirname(os.sys.executable), "schemathesis")
+    for headers in ([], ["-H", f"Authorization: Bearer {ADMIN_TOKEN}"]):
+        result = subprocess.run(
+            [binary, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "25",
+             "--seed", "1", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing", *headers],
+            capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        generated = re.search(r"(\d+) generated", result.stdout)
+        assert generated and int(generated.group(1)) >= 200, result.stdout[-2000:]  # it really fuzzed
+    assert server.client.get("/health").status_code == 200
