@@ -147,6 +147,8 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
         options["input_example"] = example
     if flavor == "mlflow.sklearn":  # skops (MLflow's default) refuses trees; the trial's model was a pickle already
         options["serialization_format"] = "cloudpickle"
+    if flavor == "mlflow.keras":  # MLflow 3.17's keras flavour writes the input example before making the folder
+        Path(target).mkdir(parents=True, exist_ok=True)
     try:
         if flavor == "mlflow.pyfunc":
             python_model = type("FrugalmlPredictor", (_Predictor, mlflow.pyfunc.PythonModel), {})(model)

@@ -35,6 +35,15 @@ PROGRESS_EVALUATING = 3  # 1.0 between a window's last step and its report (eval
 PROGRESS_SIZE = 4
 
 
+class TrialStopped(BaseException):
+    """Raised inside ``trial.step``/``trial.report`` when a rule stops the trial in this
+    process (the in-process executor; the process executors kill the worker instead).
+
+    A BaseException, so that a training loop's ``except Exception`` cannot swallow it;
+    framework adapters catch it to end training the framework's own way.
+    """
+
+
 class Trial:
     """What a training function sees: its parameters and the step/report calls.
 

@@ -22,11 +22,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
-from frugalml.trial import Trial
-
-
-class _Stopped(BaseException):
-    """Raised inside the training function to end it; never escapes :meth:`InProcessExecutor.poll`."""
+from frugalml.trial import Trial, TrialStopped
 
 
 class InProcessExecutor(Executor):
@@ -72,7 +68,7 @@ class InProcessExecutor(Executor):
         try:
             resolve_train_function(task.train)(trial, **task.train_kwargs)
             trial._finish()
-        except _Stopped:
+        except TrialStopped:
             status = TrialStatus.STOPPED
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, the study goes on
             status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -137,4 +133,4 @@ class _InlineRun:
         stop = check_all(executor.settings.rules, view)
         if stop is not None:
             self.stop = stop
-            raise _Stopped
+            raise TrialStopped(stop.message)

@@ -8,7 +8,15 @@
 
 Neither needs a frugalml study; both sample the trial's process from a separate
 sidecar process (:class:`Sidecar`), so the training process pays nothing per step.
-This package imports neither Ray nor Optuna: import the submodule you need.
+
+Framework adapters, thin layers over ``trial.step``/``trial.report``/``trial.plan`` for a
+training function run by :func:`frugalml.tune`: :mod:`~frugalml.integrations.torch`
+(``Batches`` for a plain loop), :mod:`~frugalml.integrations.lightning`,
+:mod:`~frugalml.integrations.keras`, :mod:`~frugalml.integrations.transformers`,
+:mod:`~frugalml.integrations.xgboost` and :mod:`~frugalml.integrations.lightgbm`
+(``FrugalmlCallback``), and :mod:`~frugalml.integrations.sklearn` (``fit`` for
+estimators without ``partial_fit``). This package imports none of the frameworks:
+import the submodule you need.
 """
 
 from frugalml.integrations._sidecar import Sidecar, SystemSampler

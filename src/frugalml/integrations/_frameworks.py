@@ -8,6 +8,13 @@ from typing import Any
 from frugalml.exceptions import ConfigError, TrialUsageError
 
 
+def is_stop(error: BaseException) -> bool:
+    """True for the stop an in-process executor raises inside ``trial.step``/``report``."""
+    from frugalml.trial import TrialStopped
+
+    return isinstance(error, TrialStopped)
+
+
 def require_trial(trial: Any, owner: str) -> Any:
     """``trial`` if it is the :class:`frugalml.Trial` a training function receives; else a one-line error."""
     from frugalml.trial import Trial
