@@ -86,6 +86,10 @@ def outside_model(tmp_path_factory):
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(2), serialization_format="cloudpickle")
     mlflow.register_model(info.model_uri, "wine")
+    unnamed = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X.to_numpy(), y)  # no column names
+    with mlflow.start_run():  # and no input_example: no signature, so no schema to serve it by
+        bare = mlflow.sklearn.log_model(unnamed, name="model", serialization_format="cloudpickle")
+    mlflow.register_model(bare.model_uri, "wine-unsigned")
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     reference = folder / "reference.parquet"
@@ -112,9 +116,24 @@ def test_a_model_trained_outside_frugalml_is_served_with_a_reference_and_drift_f
         server.stop()
 
 
-def test_serving_an_outside_model_without_a_reference_is_a_one_line_error(outside_model, tmp_path, capsys):
+def test_without_a_reference_an_outside_model_is_served_by_its_signature_with_drift_off(outside_model, tmp_path):
+    uri, _, model, held_out = outside_model
+    server = ServerProcess("models:/wine/1", "--tracking-uri", uri, log=tmp_path / "server.log").wait_ready()
+    try:
+        health = server.client.get("/health").json()
+        assert health["monitoring"] is False and health["drift"].startswith("off: the model has no reference data")
+        assert health["model"]["features"] == list(held_out.columns)  # from the MLflow signature
+        rows = held_out.head(5)
+        answer = server.client.post("/predict", json={"rows": rows.to_dict(orient="records")})
+        assert answer.json()["predictions"] == pytest.approx(model.predict(rows).tolist())
+        assert server.client.post("/feedback", json={"prediction_id": "x-1", "label": 5}).status_code == 409
+    finally:
+        server.stop()
+
+
+def test_serving_an_outside_model_without_schema_or_reference_is_a_one_line_error(outside_model, tmp_path, capsys):
     uri, reference, _, _ = outside_model
-    assert main(["serve", "models:/wine/1", "--tracking-uri", uri]) == 2
+    assert main(["serve", "models:/wine-unsigned/1", "--tracking-uri", uri]) == 2
     error = capsys.readouterr().err.strip()
     assert "--reference" in error and len(error.splitlines()) == 1
     bad = tmp_path / "bad.parquet"

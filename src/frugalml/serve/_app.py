@@ -61,8 +61,8 @@ class _State:
 
     @staticmethod
     def _new_monitor(served: ServedModel, config: MonitoringConfig) -> Monitor | None:
-        if not config.enabled:
-            return None
+        if not config.enabled or not served.reference.has_statistics:
+            return None  # no training statistics (served without --reference): nothing to monitor against
         return Monitor(served.reference, config, model=served.model, name=served.name or served.uri)
 
     def apply(self, served: ServedModel, config: MonitoringConfig) -> None:
@@ -350,6 +350,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                       "features": list(served.reference.feature_names),
                       "training_sha256": served.reference.training_sha256},
             "monitoring": state.monitor is not None,
+            **({} if served.reference.has_statistics else {
+                "drift": "off: the model has no reference data; serve it with --reference DATA to monitor it"}),
             "uptime_s": round(time.time() - state.started, 3),
         }
 

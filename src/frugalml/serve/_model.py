@@ -240,12 +240,16 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
     elif reference is not None:
         model = load_predictor(path, str(uri))
         fingerprint = reference_from_table(model, reference)
-    else:
-        raise ModelLoadError(
-            f"model {uri!r} has no {REFERENCE_FILE}: pass --reference DATA (a Parquet or CSV table of its inputs, "
-            "and an optional 'target' column) so serving knows its schema and training statistics, or register "
-            "it with `frugalml register`."
-        )
+    else:  # the signature gives the schema; without training data there is nothing to drift from
+        model = load_predictor(path, str(uri))
+        names = getattr(model, "feature_names", ())
+        if not names:
+            raise ModelLoadError(
+                f"model {uri!r} has neither {REFERENCE_FILE} nor a signature with input names: pass --reference DATA "
+                "(a Parquet or CSV table of its inputs, and an optional 'target' column), or log it with an "
+                "input_example, or register it with `frugalml register`."
+            )
+        fingerprint = Reference.schema_only(names)
     monitoring_file = path / "extra_files" / MONITORING_FILE
     monitoring = json.loads(monitoring_file.read_text()) if monitoring_file.is_file() else None
     return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags)

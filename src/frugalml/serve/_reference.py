@@ -88,6 +88,18 @@ class Reference:
     calibration: dict[str, Any] | None = None  # a classifier's confidence calibrator (serve._estimate.Calibration)
 
     @property
+    def has_statistics(self) -> bool:
+        """False for a schema-only reference (a model served without its training data): no drift."""
+        return self.n_train > 0
+
+    @classmethod
+    def schema_only(cls, feature_names: Sequence[str], task: str = "regression") -> Reference:
+        """The feature names and order alone (from a model's signature), without training statistics."""
+        features = tuple(FeatureReference(str(n), "float64", 0.0, 0.0, -np.inf, np.inf, (), (1.0,), ())
+                         for n in feature_names)
+        return cls(task=task, features=features, training_sha256="", n_train=0)
+
+    @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
