@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 
 import numpy as np
 import optuna
 
-from frugalml.integrations.optuna import SystemBudgetPruner, instrument
+from frugalml.integrations.optuna import BudgetGatedSampler, SystemBudgetPruner, instrument
+from frugalml.monitors import ProcessTreeMonitor
 
 
 @instrument
@@ -21,6 +24,22 @@ def allocating_objective(trial):
             held.append(np.ones(megabytes * 2**20 // 8))
         time.sleep(0.05)
         loss = 1.0 / (epoch + 1)
+        trial.report(loss, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return loss
+
+
+@instrument(sidecar=False)  # the read at each report is exact here: the allocation is held
+def capacity_objective(trial):
+    """A plain objective whose memory grows with a suggested size, and whose loss falls with
+    it (a bigger model is better): the best configurations lie just under a memory budget."""
+    megabytes = trial.suggest_int("megabytes", 10, 1000, log=True)
+    held, loss = [], 1.0
+    for epoch in range(6):
+        if epoch == 1:
+            held.append(np.ones(megabytes * 2**20 // 8))
+        loss = 1.0 / (epoch + 1) + 100.0 / megabytes
         trial.report(loss, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned()
@@ -48,5 +67,24 @@ def run_worker(url: str, study_name: str, megabytes: list[int]) -> None:
         study.optimize(allocating_objective, n_trials=1)
 
 
+def run_tpe(arm: str, seed: int) -> None:
+    """A seeded 30-trial TPE study of :func:`capacity_objective` with ~300 MB of memory to
+    spare, in a fresh process (what one arm allocated does not change the other's
+    baseline); prints the budget, then one JSON line per trial."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tpe = optuna.samplers.TPESampler(seed=seed)
+    sampler = BudgetGatedSampler(tpe, features=["megabytes"], seed=seed) if arm == "gated" else tpe
+    limit = ProcessTreeMonitor(os.getpid()).sample()["memory_mb"] + 300  # after the gate's scipy: the same room
+    study = optuna.create_study(sampler=sampler, pruner=SystemBudgetPruner(max_memory_mb=limit))
+    study.optimize(capacity_objective, n_trials=30)
+    print(json.dumps({"max_memory_mb": limit}))
+    for t in study.trials:
+        print(json.dumps({"number": t.number, "params": t.params, "state": t.state.name, "value": t.value,
+                          "user_attrs": t.user_attrs, "constraints": t.constraints}))
+
+
 if __name__ == "__main__":
-    run_worker(sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")])
+    if sys.argv[1] == "tpe":
+        run_tpe(sys.argv[2], int(sys.argv[3]))
+    else:
+        run_worker(sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")])
