@@ -90,17 +90,15 @@ def save_model(model: Any, directory: str | Path, *, input_example: Any = None) 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        import cloudpickle
+
         if flavor == "mlflow.pytorch":
             import torch
 
             torch.save(model, tmp / "model.pt")
         else:
-            import cloudpickle
-
             (tmp / "model.pkl").write_bytes(cloudpickle.dumps(model))
         if input_example is not None:
-            import cloudpickle
-
             (tmp / "input_example.pkl").write_bytes(cloudpickle.dumps(input_example))
     except Exception as error:  # noqa: BLE001 - anything unpicklable: one line for the user
         shutil.rmtree(tmp, ignore_errors=True)

@@ -69,7 +69,6 @@ class StudyState:
     def __init__(self, records: Iterable[TrialRecord] = ()) -> None:
         self._peers: dict[str, tuple[TrialRecord, ...]] = {}
         self.finished_cpu_s = 0.0
-        self.version = 0
         for record in records:
             self.add(record)
 
@@ -78,21 +77,16 @@ class StudyState:
         if record.status.finished:
             self._peers[record.workload] = (*self._peers.get(record.workload, ()), record)
         self.finished_cpu_s += record.cpu_s
-        self.version += 1
 
     def peers(self, workload: str) -> Sequence[TrialRecord]:
         """The finished trials of ``workload``, oldest first."""
         return self._peers.get(workload, ())
-
-    def workloads(self) -> list[str]:
-        return list(self._peers)
 
     def replace(self, finished_cpu_s: float, peers: Mapping[str, Sequence[TrialRecord]] | None = None) -> None:
         """Take figures computed elsewhere (a Ray node mirrors the driver's state)."""
         self.finished_cpu_s = finished_cpu_s
         if peers is not None:
             self._peers = {w: tuple(r) for w, r in peers.items()}
-        self.version += 1
 
 
 class Executor(abc.ABC):
