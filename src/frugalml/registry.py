@@ -5,7 +5,8 @@ on the study's training split (``partial_fit`` over sequential batches, as the s
 trained it) and wraps it with the training scaler, so the model takes raw feature
 values; it fingerprints the training data (:class:`~frugalml.serve.Reference`) and
 measures prediction latency. :func:`register` logs that to MLflow and registers a
-version, with the profile and the study link as tags.
+version, with the profile, the study link and the data's lineage (``frugalml.data.*``,
+:mod:`frugalml.lineage`) as tags.
 
 Example:
     >>> from frugalml.registry import register
@@ -28,6 +29,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from frugalml.exceptions import FrugalError
+from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, sha256_arrays
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
@@ -61,6 +63,8 @@ class Refit:
     link: dict[str, str]
     params: dict[str, Any]
     model_dir: Path | None = None  # a model the trial logged itself (trial.log_model), registered as it is
+    lineage: dict[str, Any] | None = None  # where the data came from (frugalml.lineage.data_lineage)
+    training: tuple[Any, str | None] | None = None  # (DataFrame, target column): the register run's mlflow.data input
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,18 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     }
     link = {"study": stored.name, "study_dir": str(Path(study_dir).resolve()), "config_id": best.config_id,
             "workload": str(workload["name"]), "trial": record.trial_id, "flavor": record.info["model"]["flavor"]}
-    return Refit(model, reference, profile, link, dict(best.params), model_dir)
+    from frugalml.flavors import TARGET, read_reference
+
+    frame, _ = read_reference(record.info["reference"])
+    return Refit(model, reference, profile, link, dict(best.params), model_dir,
+                 lineage=_lineage(study_dir, workload, workload.get("path")),
+                 training=(frame, TARGET if TARGET in frame.columns else None))
+
+
+def _lineage(study_dir: str | Path, workload: Mapping[str, Any], data_file: str | None) -> dict[str, Any]:
+    """The data lineage the study recorded for ``workload``; computed now for a study from before lineage.json."""
+    recorded = read_lineage(study_dir, str(workload["name"]))
+    return recorded if recorded is not None else data_lineage(data_file, dataset=workload.get("dataset"))
 
 
 def _exported(saved: Path) -> Path:
@@ -250,7 +265,8 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     stored = stored_study(study_dir)
     name = stored.name
     chosen = stored.workload(workload)
-    best = load_result(study_dir).best_feasible(chosen["name"])
+    result = load_result(study_dir)
+    best = result.best_feasible(chosen["name"])
     if best is None:
         raise RegistryError(
             f"study {name!r} has no feasible configuration for workload {chosen['name']!r}: every "
@@ -274,8 +290,21 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     link = {
         "study": name, "study_dir": str(study_dir.resolve()), "config_id": best.config_id,
         "workload": str(chosen["name"]), "algorithm": str(chosen["algorithm"]),
+        "trials": ",".join(r.trial_id for r in result.records
+                           if r.workload == chosen["name"] and r.config_id == best.config_id),
     }
-    return Refit(model, reference, profile, link, dict(best.params))
+    return Refit(model, reference, profile, link, dict(best.params),
+                 lineage=_lineage(study_dir, chosen, data.meta()["source"]),
+                 training=(_training_frame(split, data, source.target or "target"), source.target or "target"))
+
+
+def _training_frame(split: RawSplit, data: Any, target: str) -> Any:
+    """The training split in raw units, with the target as the study read it (class labels, not codes)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(split.X_train, columns=list(split.feature_names), copy=False)
+    frame[target] = np.asarray(data.classes)[split.y_train] if data.task == "classification" else split.y_train
+    return frame
 
 
 def _refit_quality(model: Any, task: str, split: RawSplit) -> dict[str, float]:
@@ -349,10 +378,15 @@ def register(
 ) -> RegisteredModel:
     """Refit the best feasible configuration and register it as a new model version.
 
+    The run and the version carry the data's lineage as ``frugalml.data.*`` tags (the
+    study's ``lineage.json``), and the run logs the training split as an ``mlflow.data``
+    input (context ``training``).
+
     Args:
         study_dir: the study's directory.
         name: the registered model's name (default ``<study>-<workload>``).
-        alias: an alias to point at the new version (e.g. ``champion``).
+        alias: an alias to point at the new version (e.g. ``champion``), recorded in the
+            model's ``frugalml.alias_history`` (:func:`frugalml.lineage.record_promotion`).
         workload: which workload's best configuration (needed when the study has several).
         monitoring: a default monitoring config stored with the model.
         tracking_uri: default: the study's own tracking URI.
@@ -373,7 +407,7 @@ def register(
     study, config_id = refit.link["study"], refit.link["config_id"]
     name = name or f"{study}-{refit.link['workload']}"
     uri = tracking_uri or study_tracking_uri(study_dir)
-    tags = _tags(refit)
+    tags = {**_tags(refit), **lineage_tags(refit.lineage or {})}
     previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     try:
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -386,6 +420,8 @@ def register(
                 tempfile.TemporaryDirectory() as tmp:
             mlflow.log_params({k: v for k, v in refit.params.items()})
             mlflow.log_metrics(refit.profile)
+            if refit.training is not None:
+                log_dataset(refit.lineage or {}, refit.training[0], "training", targets=refit.training[1])
             if refit.model_dir is not None:
                 model_uri = _log_model_dir(refit, monitoring, Path(tmp), run.info.run_id)
             else:
@@ -399,7 +435,8 @@ def register(
         version = mlflow.register_model(model_uri, name, tags=tags)
         client.update_model_version(name, version.version, f"best feasible {config_id} of study {study}")
         if alias:
-            client.set_registered_model_alias(name, alias, version.version)
+            record_promotion(client, name, alias, version.version, f"registered best feasible {config_id} of "
+                             f"study {study}", run_id=run.info.run_id)
     except MlflowException as error:
         raise RegistryError(f"cannot register model {name!r} at {uri}: {error.message.splitlines()[0]}") from error
     finally:

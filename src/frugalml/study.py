@@ -213,7 +213,8 @@ def _positive_int(what: str, value: Any) -> None:
         raise ConfigError(f"{what} must be {POSITIVE_INT}. Got {value!r} instead.")
 
 
-_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction"}
+# [gate] is read by `frugalml check --gate` (frugalml.gate), not by the study itself
+_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction", "gate"}
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",

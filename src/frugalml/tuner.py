@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor
+from frugalml.lineage import data_lineage, write_lineage
 from frugalml.prediction import ConfigGate
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
@@ -66,6 +67,11 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     return sgd_train, kwargs, data.n_train
 
 
+def _data_file(plan: _WorkloadPlan) -> str | None:
+    """The file a workload's data was read from (a built-in's cached copy), else its own ``path``."""
+    return plan.train_kwargs["data"].meta()["source"] if plan.n_train is not None else plan.workload.path
+
+
 def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
     workload = plan.workload
     if plan.n_train is None:
@@ -102,6 +108,7 @@ class Tuner:
         self.state = StudyState()
         self._tracker: Tracker | None = None
         self._store_open = False
+        self._lineage: dict[str, Any] | None = None
         self._tracking: queue.Queue[TrialRecord | None] = queue.Queue()
         self._tracking_error: Exception | None = None
 
@@ -172,6 +179,8 @@ class Tuner:
         if not self._store_open:
             self.store.open_study(self.study.name, self.study.to_dict())
             self._store_open = True
+            if self._lineage is not None:
+                write_lineage(self.study.path, self._lineage)
         self.store.save_trial(record)
         self.records.append(record)
         self.state.add(record)
@@ -217,6 +226,9 @@ class Tuner:
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
         tracking.start()
         try:
+            if not self._store_open:  # a new study: where each workload's data came from, written with the store
+                self._lineage = {p.workload.name: data_lineage(_data_file(p), dataset=p.workload.dataset)
+                                 for p in plans}
             while True:
                 budget_left = compute_budget is None or (
                     self.state.finished_cpu_s + executor.running_cpu_s() < compute_budget.limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from frugalml.exceptions import ConfigError, FrugalError
@@ -40,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--rate-limit", metavar="R/s", help="requests per second per client, e.g. 200/s")
     serve.add_argument("--body-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="answer 408 when a request body has not fully arrived by then")
+    serve.add_argument("--poll-registry", metavar="SECONDS",
+                       help="for models:/NAME@ALIAS: check the alias this often and swap in the version it "
+                            "moves to (default 30; 0: never)")
     serve.add_argument("--config", metavar="TOML", help="monitoring config (default: the model's own, else defaults)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true")
@@ -54,9 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from frugalml.cli._format import wide_console
     from rich.table import Table
 
+    from frugalml.cli._format import wide_console
     from frugalml.cli._show import study_directory
     from frugalml.registry import register
 
@@ -82,9 +86,18 @@ def run_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(text: str | None) -> float | str | None:
+    """A number given on the command line, else the text as it is (for the settings to refuse)."""
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return text
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from frugalml.serve import ServerSettings
     from frugalml.serve._server import run_server
+    from frugalml.serve._settings import registry_alias
 
     tracking_uri = args.tracking_uri
     if args.study:
@@ -96,7 +109,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
-                              body_timeout_s=args.body_timeout, reference=args.reference)
+                              body_timeout_s=args.body_timeout, reference=args.reference,
+                              poll_registry_s=_number(args.poll_registry))
+    if args.poll_registry is not None and registry_alias(args.model_uri) is None:
+        print("frugalml: note: --poll-registry is ignored: only a models:/NAME@ALIAS URI has an alias to follow.",
+              file=sys.stderr)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
                log_level=args.log_level, access_log=args.access_log)
     return 0
@@ -118,9 +135,9 @@ def _server_url(target: str) -> str:
 
 def run_monitor(args: argparse.Namespace) -> int:
     import httpx
-    from frugalml.cli._format import wide_console
     from rich.live import Live
 
+    from frugalml.cli._format import wide_console
     from frugalml.serve._watch import dashboard, render
 
     url = _server_url(args.target)

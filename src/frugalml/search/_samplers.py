@@ -48,6 +48,8 @@ class Search:
         constraints: tell TPE / NSGA-II how far each configuration broke the resource
             budgets (Optuna constraints), so they learn to stop proposing ones that
             cannot fit; ``false`` is plain search (a budget-stopped trial is just pruned).
+        points: with grid search, run exactly these configurations, in this order,
+            instead of every combination (a warm start: an earlier study's best ones).
     """
 
     method: str = "grid"
@@ -58,6 +60,7 @@ class Search:
     objectives: list[str] = field(default_factory=lambda: ["val_loss"])
     seed: int = 0
     constraints: bool = True
+    points: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +78,20 @@ class Search:
         for objective in self.objectives:
             if objective not in KNOWN_METRICS:
                 raise ConfigError(f"Unknown objective metric {objective!r}; use one of {', '.join(KNOWN_METRICS)}.")
+        if self.points is not None:
+            self._check_points()
+
+    def _check_points(self) -> None:
+        if self.method != "grid":
+            raise ConfigError("[search] 'points' lists the configurations grid search runs; use it with "
+                              "method = \"grid\", or drop it.")
+        if not isinstance(self.points, list) or not self.points or not all(isinstance(p, Mapping) for p in self.points):
+            raise ConfigError(f"[search] 'points' must be a non-empty list of tables, e.g. [{{batch_size = 30}}]. "
+                              f"Got {self.points!r} instead.")
+        for point in self.points:
+            outside = sorted(set(point) - set(self.space))
+            if outside:
+                raise ConfigError(f"[search] point {dict(point)} sets {outside}, which the space does not have.")
 
     @property
     def directions(self) -> list[str]:
@@ -83,7 +100,7 @@ class Search:
     def sampler(self, budget: Mapping[str, Any] | None = None) -> "Sampler":
         """A fresh sampler; ``budget`` (the study's) gives the constraints TPE / NSGA-II learn from."""
         if self.method == "grid":
-            return GridSampler(self.space)
+            return GridSampler(self.space, self.points)
         # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
         constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
         return OptunaSampler(self, budget if constrained else None)
@@ -104,15 +121,14 @@ class Sampler(abc.ABC):
 
 
 class GridSampler(Sampler):
-    """Every combination of the listed values, in a fixed order."""
+    """Every combination of the listed values, in a fixed order (or just ``points``, in theirs)."""
 
-    def __init__(self, space: Mapping[str, Any]) -> None:
+    def __init__(self, space: Mapping[str, Any], points: Sequence[Mapping[str, Any]] | None = None) -> None:
         fixed = fixed_values(space)
         names = [k for k in space if k not in fixed]
-        self._configs = [
-            Config(config_id({**dict(zip(names, values))}), {**fixed, **dict(zip(names, values))})
-            for values in itertools.product(*(space[n] for n in names))
-        ]
+        combinations = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))] \
+            if points is None else [{k: v for k, v in p.items() if k not in fixed} for p in points]
+        self._configs = [Config(config_id(varied), {**fixed, **varied}) for varied in combinations]
         self._done: set[str] = set()
         self._position = 0
 

@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /metrics``,
 ``POST /admin/reload``, ``GET|PUT /admin/monitoring-config``. Every refusal is a 4xx
-with a one-line JSON body ``{"error": "...", "kind": "..."}``.
+with a one-line JSON body ``{"error": "...", "kind": "..."}`` (:func:`error_body`; also what
+the HTTP layer answers to a request it cannot parse). A ``models:/NAME@ALIAS`` model follows
+its alias (:func:`_follow_alias`).
 """
 
 from __future__ import annotations
@@ -32,9 +34,16 @@ from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._quality import FeedbackError, PredictionLog
 from frugalml.serve._security import RateLimiter, check_token
-from frugalml.serve._settings import ServerSettings
+from frugalml.serve._settings import ServerSettings, registry_alias
 from frugalml.serve._validate import (
-    RequestError, nonfinite_counts, parse_json, parse_mlflow, parse_predict, parse_v2, reject_nonfinite, v2_datatype,
+    RequestError,
+    nonfinite_counts,
+    parse_json,
+    parse_mlflow,
+    parse_predict,
+    parse_v2,
+    reject_nonfinite,
+    v2_datatype,
 )
 
 logger = logging.getLogger("frugalml.serve")
@@ -97,6 +106,55 @@ async def _drive_monitor(state: _State) -> None:
                 logger.exception("monitoring failed to process a window")
 
 
+def _alias_version(tracking_uri: str | None, name: str, alias: str) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+def _one_line(error: Exception) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+async def _follow_alias(state: _State, interval: float) -> None:
+    """Every ``interval`` seconds, swap in the version the served ``models:/NAME@ALIAS`` points at once it moved.
+
+    The registry lookup and the load run in a worker thread, so the old model answers
+    requests until the swap, one assignment on the event loop between two requests: no
+    request fails. A registry or load error is logged once per distinct message and the
+    old model keeps serving.
+    """
+    reported = None
+    while True:
+        await asyncio.sleep(interval)
+        served = state.served
+        alias = registry_alias(served.uri)
+        if alias is None:  # an /admin/reload moved the server off the alias
+            continue
+        try:
+            version = await run_in_threadpool(_alias_version, state.settings.tracking_uri, *alias)
+            if version == served.version:
+                reported = None
+                continue
+            new = await run_in_threadpool(state.loader, served.uri)
+        except Exception as error:  # noqa: BLE001 - the registry's or the model's: keep serving the old one
+            state.metrics.reloads["error"].inc()
+            message = _one_line(error)
+            if message != reported:
+                logger.warning("cannot follow %s (still serving version %s): %s", served.uri,
+                               served.version or "-", message)
+                reported = message
+            continue
+        reported = None
+        if state.served is not served or new.version == served.version:
+            continue  # an /admin/reload swapped meanwhile, or the alias moved back
+        state.apply(new, state.config)
+        state.metrics.reloads["ok"].inc()
+        logger.info("%s moved: now serving version %s (was %s)", served.uri, new.version, served.version or "-")
+
+
 class _Instrumentation:
     """Pure ASGI middleware: request count, latency histogram and in-flight gauge, and
     the 500 answer to an unexpected error (answered here, it is logged once and the
@@ -144,12 +202,17 @@ class _Instrumentation:
 _BODY_LEFT_UNREAD = frozenset({"too_large", "body_timeout"})
 
 
+def error_body(kind: str, message: str) -> dict[str, str]:
+    """The one JSON error format, ``{"error": message, "kind": kind}``, as valid UTF-8."""
+    return {"error": message.encode("utf-8", "backslashreplace").decode("utf-8"),  # lone surrogates from a request
+            "kind": kind}
+
+
 def _error_response(status: int, kind: str, message: str) -> JSONResponse:
-    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from a request
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
     if kind in _BODY_LEFT_UNREAD:  # else uvicorn keeps the connection for the rest of the body, however slow
         headers = {"Connection": "close"}
-    return JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)
+    return JSONResponse(error_body(kind, message), status_code=status, headers=headers)
 
 
 async def _read_body(request: Request, settings: ServerSettings) -> bytes:
@@ -198,9 +261,12 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        task = asyncio.create_task(_drive_monitor(state))
+        interval = settings.poll_interval(state.served.uri)
+        tasks = [asyncio.create_task(_drive_monitor(state)),
+                 *([asyncio.create_task(_follow_alias(state, interval))] if interval else [])]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(title="frugalml serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
@@ -370,10 +436,13 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         try:
             served = await run_in_threadpool(state.loader, uri)
         except FrugalError as error:
+            state.metrics.reloads["error"].inc()
             raise RequestError(422, "model_load", str(error)) from None
         except Exception as error:  # MLflow's artifact stores raise what they like for a bad URI
+            state.metrics.reloads["error"].inc()
             raise RequestError(422, "model_load", f"cannot load {uri!r}: {type(error).__name__}: {error}") from None
         state.apply(served, state.config)
+        state.metrics.reloads["ok"].inc()
         logger.info("reloaded %s (version %s)", served.uri, served.version or "-")
         return {"model_uri": served.uri, "version": served.version,
                 "training_sha256": served.reference.training_sha256}

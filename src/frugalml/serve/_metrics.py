@@ -39,6 +39,9 @@ class ServerMetrics:
         self.errors = Counter("frugalml_errors", "Refused or failed requests by kind", ["kind"], registry=self.registry)
         self.in_flight = Gauge("frugalml_requests_in_flight", "Requests being handled", registry=self.registry)
         self.rows = Counter("frugalml_predicted_rows", "Rows predicted", registry=self.registry)
+        reloads = Counter("frugalml_model_reloads", "Model swaps (alias moves, /admin/reload) by result",
+                          ["result"], registry=self.registry)
+        self.reloads = {result: reloads.labels(result) for result in ("ok", "error")}
         self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
         # series exist from the start at 0, so increase() and rate() count the first requests too
         self._request_children: dict[tuple[str, int], Any] = {

@@ -1,11 +1,13 @@
 """Run the app with uvicorn, and note running servers so ``frugalml monitor NAME`` finds them.
 
 Each server writes ``<cache>/servers/<pid>.json`` (its URL and model) while it runs.
+A request uvicorn cannot parse gets the app's JSON error body (:func:`json_errors_protocol`).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -53,6 +55,38 @@ def _check_port(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}; {hint}.") from None
 
 
+_BAD_HTTP = ("the request is not valid HTTP/1.1 (a malformed request line, header or body framing, or headers "
+             "over the size limit); the connection is closed.")
+
+
+@functools.cache
+def json_errors_protocol() -> type:
+    """uvicorn's h11 protocol (what ``http="auto"`` is without httptools, pinned so the answer does not
+    depend on what else is installed), answering a request it cannot parse with the app's JSON error body."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from frugalml.serve._app import error_body
+
+    class JSONErrorsProtocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps(error_body("bad_request", _BAD_HTTP), separators=(",", ":")).encode("utf-8")
+            headers = [*self.server_state.default_headers, (b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+            try:  # h11 refuses a response where HTTP allows none (the bad bytes came after the answer began)
+                output = self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
+                output += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
+            except h11.LocalProtocolError:
+                output = b""
+            self.transport.write(output)
+            self.transport.close()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True  # the app's own answer to this request would break h11's state
+                self.cycle.message_event.set()
+
+    return JSONErrorsProtocol
+
+
 def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
                config: Any = None, log_level: str = "info", access_log: bool = False) -> None:
     """Load ``model_uri`` and serve it until interrupted."""
@@ -78,10 +112,13 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         record.write_text(json.dumps(entry))
     except OSError:
         record = None
-    print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}", file=sys.stderr, flush=True)
+    interval = settings.poll_interval(served.uri)
+    following = f", following its alias every {interval:g} s" if interval else ""
+    print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}{following}", file=sys.stderr,
+          flush=True)
     try:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                               access_log=access_log, server_header=False, log_config=None))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                               server_header=False, log_config=None, http=json_errors_protocol()))
         server.run()
         if not server.started:
             raise FrugalError(f"the server did not start on {url}; see the log above.")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from frugalml.exceptions import ConfigError
-from frugalml.validation import POSITIVE, POSITIVE_INT, check
+from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+POLL_REGISTRY_S = 30.0  # how often a models:/NAME@ALIAS server checks its alias, unless told
+_POLL_RANGE = Interval(numbers.Real, 0, 86400, closed="both")  # type: ignore[arg-type]
+
+
+def registry_alias(uri: str) -> tuple[str, str] | None:
+    """``(NAME, ALIAS)`` of a ``models:/NAME@ALIAS`` URI; None for any other URI."""
+    name, _, alias = uri[len("models:/"):].partition("@") if uri.startswith("models:/") else ("", "", "")
+    return (name, alias) if name and alias else None
 
 
 def parse_rate(text: str | float | None) -> float | None:
@@ -40,6 +49,9 @@ class ServerSettings:
         body_timeout_s: a request whose body has not fully arrived within this many
             seconds gets 408, so a client that sends less than its Content-Length does
             not hold a connection open (uvicorn has no such timeout of its own).
+        poll_registry_s: seconds between checks of a ``models:/NAME@ALIAS`` model's
+            alias; when it moved, the new version is loaded and swapped in (None:
+            ``POLL_REGISTRY_S``; 0: never). Other URIs have no alias to follow.
     """
 
     token: str | None = None
@@ -51,6 +63,7 @@ class ServerSettings:
     tracking_uri: str | None = None
     reference: str | None = None  # inputs table for a model without frugalml's reference file
     body_timeout_s: float = 10.0
+    poll_registry_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_rows"):
@@ -61,3 +74,11 @@ class ServerSettings:
                 raise ConfigError(f"{name} must be a string of at least 8 characters.")
         object.__setattr__(self, "rate_limit", parse_rate(self.rate_limit))
         check("ServerSettings", "body_timeout_s", self.body_timeout_s, POSITIVE)
+        if self.poll_registry_s is not None:
+            check("ServerSettings", "poll_registry_s", self.poll_registry_s, _POLL_RANGE)
+
+    def poll_interval(self, uri: str) -> float:
+        """Seconds between alias checks when serving ``uri`` (0: none)."""
+        if registry_alias(uri) is None:
+            return 0.0
+        return POLL_REGISTRY_S if self.poll_registry_s is None else float(self.poll_registry_s)

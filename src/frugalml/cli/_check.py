@@ -1,0 +1,73 @@
+"""``frugalml check``: a CI gate on quality and system cost, with exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from frugalml.study import STUDIES_ROOT
+
+EPILOG = """exit status: 0 no regression, 1 a regression, 2 a usage error.
+Thresholds: a [gate] table in --gate FILE (see docs/gate.md); without one every metric both sides
+measured is compared with the default tolerances."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check", help="gate a candidate model against a baseline on quality and system cost (exit 1: regression)",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("candidate", help="a study directory (its best feasible config) or a model URI")
+    parser.add_argument("--baseline", required=True, help="a model URI (e.g. models:/NAME@champion) or a study")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                        help="where models:/ URIs are registered (default $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--gate", metavar="TOML", help="a file with a [gate] table of thresholds")
+    parser.add_argument("--workload", help="which workload of a study with several")
+    parser.add_argument("--root", default=STUDIES_ROOT, help="where study names are looked up")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one test per metric)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary for a pull request")
+    parser.set_defaults(func=run_check)
+
+
+def _target(value: str, root: str) -> str:
+    from pathlib import Path
+
+    if value.startswith(("models:/", "runs:/")) or Path(value).exists():
+        return value
+    named = Path(root) / value
+    return str(named) if (named / "frugalml.db").is_file() else value
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from frugalml.cli._format import wide_console
+    from frugalml.gate import GateSettings, check, load_gate, write_atomic
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings = load_gate(args.gate) if args.gate else GateSettings()
+    result = check(_target(args.candidate, args.root), _target(args.baseline, args.root), settings=settings,
+                   tracking_uri=args.tracking_uri, workload=args.workload)
+    for path, text in ((args.json, result.to_json), (args.junit, result.to_junit),
+                       (args.markdown, result.to_markdown)):
+        if path:
+            write_atomic(path, text())
+    console = wide_console()
+    table = Table(title=f"candidate {result.candidate}  vs  baseline {result.baseline}")
+    for column in ("metric", "baseline", "candidate", "ratio", "verdict"):
+        table.add_column(column, justify="right" if column in ("baseline", "candidate", "ratio") else "left")
+    styles = {"regression": "bold red", "improved": "green"}
+    for m in result.metrics:
+        ratio = f"{m.ratio:.3f}" if math.isfinite(m.ratio) else "-"
+        table.add_row(m.metric, f"{m.baseline:.4g}", f"{m.candidate:.4g}", ratio,
+                      f"[{styles.get(m.status, '')}]{m.status}[/]: {m.reason}" if m.status in styles else
+                      f"{m.status}: {m.reason}")
+    console.print(table)
+    if result.not_measured:
+        console.print(f"not measured on both sides: {', '.join(result.not_measured)}")
+    for note in result.notes:
+        console.print(note)
+    console.print(f"verdict: {'[bold green]PASS' if result.passed else '[bold red]REGRESSION'}[/] "
+                  f"({result.confidence:.0%} one-sided confidence)")
+    return 0 if result.passed else 1

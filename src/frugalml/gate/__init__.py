@@ -1,0 +1,99 @@
+"""Performance gates: is a candidate model worse than the baseline, in quality or in cost?
+
+:func:`check` compares a candidate (a study's best feasible configuration, or a model
+version) with a baseline (the ``@champion``, or another study) on ML quality and the
+system profile: training step time and peak memory from the trials, single-row
+predict latency timed here with both models interleaved, model size. A metric is a
+regression only when a bootstrap confidence bound says the candidate is worse by
+more than the gate's tolerances, so one noisy sample on a shared runner does not
+fail a build.
+
+Example:
+    >>> from frugalml.gate import check
+    >>> result = check("studies/new", "models:/demo@champion", tracking_uri="sqlite:///mlflow.db")  # doctest: +SKIP
+    >>> result.passed, [m.metric for m in result.regressions]                                      # doctest: +SKIP
+    (False, ['mean_step_ms'])
+"""
+
+from __future__ import annotations
+
+from frugalml.exceptions import ConfigError
+from frugalml.gate._decide import IMPROVED, PASS, REGRESSION, MetricResult, decide
+from frugalml.gate._metrics import GATE_METRICS, GateMetric
+from frugalml.gate._remeasure import Recipe, step_times
+from frugalml.gate._result import CheckResult, write_atomic
+from frugalml.gate._settings import GateSettings, MetricGate, load_gate
+from frugalml.gate._sides import Side, check_schemas, resolve, time_predictions
+
+MEASURED_HERE = ("predict_p50_ms", "predict_p99_ms")  # timed by compare() itself, on both sides
+
+
+def compare(candidate: Side, baseline: Side, settings: GateSettings | None = None) -> CheckResult:
+    """Decide each gated metric for two resolved sides (timing their predictions first)."""
+    settings = settings or GateSettings()
+    check_schemas(candidate, baseline)
+    for gate in settings.metrics:  # a usage error before anything is measured
+        name = gate.metric.name
+        lacking = [label for side, label in ((candidate, "the candidate"), (baseline, "the baseline"))
+                   if not side.samples.get(name)]
+        if gate.required and lacking and name not in MEASURED_HERE:
+            raise ConfigError(f"the gate compares {name!r} but {lacking[0]} did not measure it; remove it from "
+                              "[gate] or measure it on both sides.")
+    timed = time_predictions([baseline, candidate], baseline.inputs, rounds=settings.latency_rounds,
+                             calls=settings.latency_calls, seed=settings.seed)
+    for side, found in zip((baseline, candidate), timed):
+        side.samples.update(found)
+    notes = []
+    gated = {gate.metric.name for gate in settings.metrics}
+    if settings.training_rounds and "mean_step_ms" in gated:
+        if baseline.recipe is not None and candidate.recipe is not None:
+            rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
+            baseline.samples["mean_step_ms"], candidate.samples["mean_step_ms"] = rounds
+            notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved")
+        else:
+            notes.append("step time as stored with each side (a side's study is not at hand to re-run)")
+    results, missing = [], []
+    for gate in settings.metrics:
+        name = gate.metric.name
+        if not (candidate.samples.get(name) and baseline.samples.get(name)):
+            missing.append(name)
+            continue
+        results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
+                              resamples=settings.resamples, seed=settings.seed))
+    return CheckResult(candidate.label, baseline.label, settings.confidence, tuple(results), tuple(missing),
+                       tuple(notes))
+
+
+def check(candidate: str, baseline: str, *, settings: GateSettings | None = None, tracking_uri: str | None = None,
+          workload: str | None = None) -> CheckResult:
+    """Compare ``candidate`` with ``baseline``; each a study directory or a model URI/directory.
+
+    Args:
+        candidate, baseline: a study directory, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+            ``runs:/...`` or an MLflow model directory.
+        settings: the gate (default: every metric both sides measured, default tolerances).
+        tracking_uri: where ``models:/`` URIs are registered.
+        workload: which workload of a study with several.
+    """
+    return compare(resolve(candidate, tracking_uri, workload), resolve(baseline, tracking_uri, workload), settings)
+
+
+__all__ = [
+    "GATE_METRICS",
+    "IMPROVED",
+    "PASS",
+    "REGRESSION",
+    "CheckResult",
+    "Recipe",
+    "GateMetric",
+    "GateSettings",
+    "MetricGate",
+    "MetricResult",
+    "Side",
+    "check",
+    "compare",
+    "decide",
+    "load_gate",
+    "resolve",
+    "write_atomic",
+]

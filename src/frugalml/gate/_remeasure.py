@@ -1,0 +1,56 @@
+"""Re-measure training step time for both sides here and now, interleaved.
+
+Step times stored with a study were measured on whatever machine ran it, under
+whatever else was running; a baseline tuned last month on another runner is not a
+fair comparison. So the gate re-runs each side's configuration ``rounds`` times, one
+trial at a time in this process (no worker start-up; the same way for both sides),
+alternating A B B A ..., and compares those windows. Memory is not re-measured:
+peak RSS is a property of the configuration, stable across runs, and the stored
+trials measured it from a separate worker process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from frugalml.executors import InProcessExecutor
+from frugalml.search import Search
+from frugalml.study import Study, Workload
+from frugalml.tuner import tune
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a side's configuration was trained: enough to train it again."""
+
+    workload: Mapping[str, Any]
+    params: Mapping[str, Any]
+    seed: int = 0
+    data_dir: str | None = None
+
+
+def _study(recipe: Recipe, name: str, directory: Path) -> Study:
+    workload = dict(recipe.workload)
+    workload["name"] = "gate"
+    return Study(name=name, workloads=[Workload(**workload)], search=Search(space=dict(recipe.params)), seed=recipe.seed,
+                 data_dir=recipe.data_dir, directory=str(directory / name), mlflow_uri=None)
+
+
+def step_times(recipes: Sequence[Recipe], rounds: int) -> list[list[list[float]]]:
+    """Per recipe, one group of window step times (warm-up window dropped) per round."""
+    found: list[list[list[float]]] = [[] for _ in recipes]
+    with tempfile.TemporaryDirectory(prefix="frugalml-gate-") as tmp:
+        for k in range(rounds):
+            order = list(range(len(recipes)))
+            for i in order if k % 2 == 0 else reversed(order):
+                result = tune(_study(recipes[i], f"side{i}-round{k}", Path(tmp)), executor=InProcessExecutor)
+                for record in result.records:
+                    times = [w.values["mean_step_ms"] for w in record.windows if "mean_step_ms" in w.values]
+                    if len(times) >= 3:
+                        times = times[1:]
+                    if times:
+                        found[i].append(times)
+    return found

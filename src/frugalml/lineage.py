@@ -1,0 +1,369 @@
+"""Where a model's data came from, and which version: file hashes, DVC revisions, promotions.
+
+:func:`data_lineage` describes a data file (path, size, sha256) and, when DVC tracks it
+(``dvc add``), its DVC repository, its path there, the Git commit of ``HEAD``, whether
+the working tree differs from that commit, and the md5 DVC records. A study writes it
+to ``lineage.json`` when it starts (:func:`write_lineage`); ``frugalml register`` turns
+it into ``frugalml.data.*`` tags (:func:`lineage_tags`) and an ``mlflow.data`` input
+of the register run (:func:`log_dataset`). :func:`record_promotion` points an alias
+at a version and appends the move to the model's ``frugalml.alias_history`` tag;
+:func:`model_lineage` reads it all back for ``frugalml lineage``.
+
+DVC (``pip install 'frugalml[lineage]'``) and MLflow are imported only when used: DVC
+takes about half a second to import.
+
+Example:
+    >>> from frugalml.lineage import data_lineage
+    >>> data_lineage("data/train.csv")["dvc"]["md5"]          # doctest: +SKIP
+    '7bf20319c955907d9c7d730c2efc00a1'
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from frugalml.exceptions import FrugalError
+
+LINEAGE_FILE = "lineage.json"
+DATA_TAG = "frugalml.data."
+HISTORY_TAG = "frugalml.alias_history"
+HISTORY_LIMIT = 100  # entries kept in the history tag, newest last
+HISTORY_MAX_CHARS = 5000  # the registry's tag column is 5000 characters in SQL stores
+DIGEST_CHARS = 36  # MLflow's limit on a dataset digest
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))")
+
+
+class LineageError(FrugalError, LookupError):
+    """A model URI, version or alias cannot be resolved, or an alias cannot be moved."""
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def data_lineage(path: str | os.PathLike | None, *, dataset: str | None = None) -> dict[str, Any]:
+    """Where a dataset came from: its file (path, size, sha256) and, if DVC tracks it, ``dvc``.
+
+    ``dvc`` holds ``repo`` (the DVC root), ``path`` (the file relative to it),
+    ``dvc_file``, ``md5`` (as DVC records it), ``rev`` (the Git commit of ``HEAD``),
+    ``dirty`` (the file or its ``.dvc`` file differs from that commit) and ``url`` (its
+    copy on the default remote, when there is one). A file outside a DVC repository,
+    or DVC not installed, gives no ``dvc`` key; a missing file gives ``missing: True``.
+
+    Args:
+        path: the data file, or None for a built-in dataset not (yet) on disk.
+        dataset: the built-in dataset's name, recorded as ``dataset``.
+    """
+    lineage: dict[str, Any] = {"dataset": dataset} if dataset else {}
+    if path is None:
+        return lineage
+    file = Path(os.path.abspath(Path(path).expanduser()))  # abspath, not resolve: DVC may symlink to its cache
+    if not file.is_file():  # e.g. a path your own training function never reads: noted, not an error
+        return {**lineage, "path": str(file), "missing": True}
+    lineage.update(path=str(file), size_bytes=file.stat().st_size, sha256=_sha256(file))
+    tracked = _dvc_lineage(file)
+    if tracked:
+        lineage["dvc"] = tracked
+    return lineage
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        for block in iter(lambda: stream.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dvc_lineage(file: Path) -> dict[str, Any] | None:
+    if not any((parent / ".dvc").is_dir() for parent in file.parents):  # no DVC repo: skip DVC's 0.5 s import
+        return None
+    try:
+        from dvc.exceptions import DvcException, NotDvcRepoError, OutputNotFoundError
+        from dvc.repo import Repo
+    except ImportError:
+        return None
+    try:
+        root = Repo.find_root(str(file.parent))
+    except NotDvcRepoError:
+        return None
+    try:
+        with Repo(root) as repo:
+            try:  # strict=False: a file inside a directory tracked as a whole
+                out = repo.find_outs_by_path(str(file), strict=False)[0]
+            except OutputNotFoundError:
+                return None
+            relative = Path(os.path.relpath(file, repo.root_dir)).as_posix()
+            found: dict[str, Any] = {
+                "repo": repo.root_dir, "path": relative,
+                "dvc_file": Path(os.path.relpath(out.stage.path, repo.root_dir)).as_posix(),
+                "md5": _recorded_md5(repo, out, file, relative),
+            }
+            if out.fs_path != str(file):
+                found["out"] = Path(os.path.relpath(out.fs_path, repo.root_dir)).as_posix()
+            found.update(_git_state(repo, out))
+            if repo.config["core"].get("remote"):
+                found["url"] = _remote_url(repo.root_dir, relative)
+    except DvcException as error:  # a broken repository must not stop a study; say what is missing
+        warnings.warn(f"DVC cannot describe {file} ({error}); its lineage has no DVC revision.", stacklevel=2)
+        return None
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _recorded_md5(repo: Any, out: Any, file: Path, relative: str) -> str | None:
+    """The md5 in the ``.dvc`` file; for a file in a tracked directory, its entry in the directory listing."""
+    if out.fs_path == str(file):
+        return getattr(out.hash_info, "value", None)
+    try:
+        return repo.dvcfs.info(relative)["dvc_info"].get("md5")
+    except (OSError, KeyError):  # the directory listing is not in the local cache (not pulled)
+        return None
+
+
+def _git_state(repo: Any, out: Any) -> dict[str, Any]:
+    """``rev`` (HEAD) and ``dirty``: the data differs from its ``.dvc`` record, or that record from HEAD."""
+    from dvc.exceptions import DvcException
+    from dvc.scm import NoSCM
+    from scmrepo.exceptions import SCMError  # what DVC's Git (scmrepo) raises
+
+    if isinstance(repo.scm, NoSCM):  # `dvc init --no-scm`
+        return {}
+    try:
+        rev = repo.scm.get_rev()
+    except SCMError:  # no commit yet
+        rev = None
+    try:
+        changed = bool(repo.status(targets=[out.fs_path]))
+        staged, unstaged, untracked = repo.scm.status(untracked_files="all")
+    except (DvcException, SCMError):  # e.g. another dvc process holds the lock: unknown, not an error
+        return {"rev": rev}
+    record = Path(os.path.relpath(out.stage.path, repo.scm.root_dir)).as_posix()
+    changes = {*unstaged, *untracked, *(p for paths in staged.values() for p in paths)}
+    return {"rev": rev, "dirty": changed or record in changes}
+
+
+def _remote_url(root: str, relative: str) -> str | None:
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    try:
+        return dvc.api.get_url(relative, repo=root)
+    except DvcException:
+        return None
+
+
+# -- the study's record ---------------------------------------------------------------------
+
+
+def write_lineage(study_dir: str | os.PathLike, workloads: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``{workload: lineage}`` to ``<study_dir>/lineage.json`` (a temporary file, then a rename)."""
+    directory = Path(study_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / LINEAGE_FILE
+    tmp = directory / f".{LINEAGE_FILE}.{os.getpid()}.tmp"
+    body = {"recorded_at": _now(), "workloads": {str(k): dict(v) for k, v in workloads.items()}}
+    try:
+        tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_lineage(study_dir: str | os.PathLike, workload: str) -> dict[str, Any] | None:
+    """The lineage the study recorded for ``workload``; None for a study from before lineage.json."""
+    try:
+        return json.loads((Path(study_dir) / LINEAGE_FILE).read_text())["workloads"][workload]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
+    """Flat ``frugalml.data.*`` tags: ``sha256``, ``path``, ``dvc.rev``, ``dvc.md5``, ``dvc.path`` ..."""
+    tags: dict[str, str] = {}
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                flatten(f"{prefix}{key}.", inner)
+        elif value is not None:
+            tags[prefix[:-1]] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    flatten(DATA_TAG, lineage)
+    return tags
+
+
+def _from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`lineage_tags` undone (values stay strings)."""
+    lineage: dict[str, Any] = {}
+    for key, value in sorted(tags.items()):
+        if key.startswith(DATA_TAG):
+            *parents, leaf = key[len(DATA_TAG):].split(".")
+            node = lineage
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+    return lineage
+
+
+def log_dataset(lineage: Mapping[str, Any], frame_or_arrays: Any, context: str = "training", *,
+                targets: str | None = None) -> Any:
+    """Log an ``mlflow.data`` input on the active run: the data, its source, name and digest.
+
+    The source is the file's copy on the DVC remote when there is one, else the file;
+    the digest is the file's sha256 (its first 36 characters, MLflow's limit); the
+    DVC revision and md5 are input tags.
+
+    Args:
+        lineage: from :func:`data_lineage`.
+        frame_or_arrays: a DataFrame (``targets`` names its target column), an array, or ``(X, y)``.
+        context: e.g. ``"training"``.
+    """
+    import mlflow
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.exceptions import MlflowException
+
+    tracked = lineage.get("dvc") or {}
+    source = lineage.get("path")
+    if tracked.get("url"):
+        try:
+            source = resolve_dataset_source(tracked["url"])
+        except MlflowException:  # a remote MLflow has no source type for (ssh://, gdrive://): the file
+            pass
+    name = lineage.get("dataset") or (Path(lineage["path"]).name if lineage.get("path") else None)
+    digest = str(lineage["sha256"])[:DIGEST_CHARS] if lineage.get("sha256") else None
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns about it
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        if isinstance(frame_or_arrays, pd.DataFrame):
+            dataset = mlflow.data.from_pandas(frame_or_arrays, source=source, targets=targets, name=name,
+                                              digest=digest)
+        else:
+            X, y = frame_or_arrays if isinstance(frame_or_arrays, tuple) else (frame_or_arrays, None)
+            dataset = mlflow.data.from_numpy(X, source=source, targets=y, name=name, digest=digest)
+    tags = {f"dvc.{k}": str(tracked[k])[:500] for k in ("rev", "md5", "path") if tracked.get(k)}
+    mlflow.log_input(dataset, context=context, tags=tags or None)
+    return dataset
+
+
+# -- promotions -------------------------------------------------------------------------------
+
+
+def record_promotion(client: Any, name: str, alias: str, version: str | int, reason: str,
+                     run_id: str | None = None) -> dict[str, Any]:
+    """Point ``alias`` of model ``name`` at ``version`` and append the move to ``frugalml.alias_history``.
+
+    The history is a JSON list in a registered-model tag, newest last, bounded to the
+    last 100 moves (fewer if they would pass 5000 characters). Read-modify-write: two
+    promotions of one model at the same moment may keep only one entry.
+
+    Returns:
+        the entry: ``alias``, ``version``, ``previous`` (the version it pointed at, or None),
+        ``at`` (ISO time, UTC), ``reason`` and ``run_id``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+        previous = (model.aliases or {}).get(alias)
+        entry = {"alias": alias, "version": str(version), "previous": None if previous is None else str(previous),
+                 "at": _now(), "reason": str(reason)[:300], "run_id": run_id}
+        client.set_registered_model_alias(name, alias, str(version))
+        history = _history(model.tags) + [entry]
+        client.set_registered_model_tag(name, HISTORY_TAG, _bounded(history))
+    except MlflowException as error:
+        raise LineageError(f"cannot point alias {alias!r} of model {name!r} at version {version}: "
+                           f"{error.message.splitlines()[0]}") from None
+    return entry
+
+
+def _history(tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    try:
+        history = json.loads((tags or {}).get(HISTORY_TAG) or "[]")
+    except ValueError:  # an edited, broken tag: start again rather than fail a promotion
+        return []
+    return history if isinstance(history, list) else []
+
+
+def _bounded(history: list[dict[str, Any]]) -> str:
+    """The newest entries, at most HISTORY_LIMIT of them and HISTORY_MAX_CHARS of JSON."""
+    kept = history[-HISTORY_LIMIT:]
+    text = json.dumps(kept)
+    while len(text) > HISTORY_MAX_CHARS and len(kept) > 1:
+        kept = kept[1:]
+        text = json.dumps(kept)
+    return text
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- reading it back ------------------------------------------------------------------------
+
+
+def model_lineage(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """Data → study → trial → model → alias history of ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    match = _MODEL_URI.fullmatch(model_uri)
+    if match is None:
+        raise LineageError(f"a model URI must be models:/NAME/VERSION or models:/NAME@ALIAS, but got {model_uri!r}.")
+    if not tracking_uri:  # MLflow would fall back to ./mlflow.db, creating an empty store
+        raise LineageError(f"{model_uri!r} needs the tracking store it is registered in: pass --tracking-uri "
+                           "(`frugalml register` prints it) or set MLFLOW_TRACKING_URI.")
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise LineageError(f"no MLflow store at {tracking_uri}; pass the tracking URI `frugalml register` printed.")
+    name, number, alias = match["name"], match["version"], match["alias"]
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            raise LineageError(f"no registered model {name!r} at {tracking_uri}; "
+                               "`frugalml register` prints the name it registered.") from None
+        aliases = dict(model.aliases or {})
+        if alias is not None and alias not in aliases:
+            raise LineageError(f"model {name!r} has no alias {alias!r} (its aliases: "
+                               f"{', '.join(sorted(aliases)) or 'none'}).")
+        try:
+            version = client.get_model_version(name, number or aliases[alias])
+        except MlflowException:
+            raise LineageError(f"model {name!r} has no version {number} (its versions: "
+                               f"{_versions(client, name)}).") from None
+    except MlflowException as error:
+        raise LineageError(f"cannot read {model_uri} at {tracking_uri}: {error.message.splitlines()[0]}") from None
+    tags = dict(version.tags or {})
+    params = tags.get("frugalml.params")
+    created = datetime.datetime.fromtimestamp(version.creation_timestamp / 1000, datetime.timezone.utc)
+    return {
+        "data": _from_tags(tags),
+        "study": {"name": tags.get("frugalml.study"), "dir": tags.get("frugalml.study_dir"),
+                  "workload": tags.get("frugalml.workload")},
+        "trial": {"config_id": tags.get("frugalml.config_id"), "params": json.loads(params) if params else None,
+                  "trial": tags.get("frugalml.trial") or tags.get("frugalml.trials")},
+        "model": {"name": name, "version": str(version.version), "run_id": version.run_id,
+                  "created": created.isoformat(timespec="seconds"),
+                  "aliases": sorted(a for a, v in aliases.items() if str(v) == str(version.version)),
+                  "gate": tags.get("frugalml.gate")},
+        "history": _history(model.tags),
+    }
+
+
+def _versions(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        numbers = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        return "unknown"
+    shown = ", ".join(map(str, numbers[-10:]))
+    return (f"..., {shown}" if len(numbers) > 10 else shown) or "none"

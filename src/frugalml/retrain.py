@@ -1,0 +1,199 @@
+"""Continuous training: re-tune on new data, gate the new best against the champion, promote on a pass.
+
+:func:`retrain` re-runs a study on a new data file within the same budgets. It is
+warm-started from the earlier study: only its ``top`` best feasible configurations
+run again (the best one on old data is, nearly always, among the best on drifted
+data of the same schema), and its trials feed the cost model as history. The new
+best is registered, compared with the champion by :func:`frugalml.gate.compare`, and
+the alias moves only if the gate passes; a failed gate leaves the champion serving.
+Every step is an MLflow run in the ``<model>-retrain`` experiment (trigger, data
+version, verdict) and tags on the new version.
+
+Example:
+    >>> from frugalml.retrain import retrain
+    >>> done = retrain("studies/demo", "data/new.csv", model="demo-diabetes-svm",
+    ...                tracking_uri="sqlite:///studies/demo/mlflow.db")     # doctest: +SKIP
+    >>> done.promoted, done.candidate.version                               # doctest: +SKIP
+    (True, '2')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from frugalml.exceptions import ConfigError, DataError
+from frugalml.gate import CheckResult, GateSettings, check
+from frugalml.lineage import record_promotion
+from frugalml.registry import TAG, RegisteredModel, RegistryError, register, study_tracking_uri
+from frugalml.search import Search
+from frugalml.study import Study, Workload, stored_study
+from frugalml.tuner import load_result, tune
+
+_STUDY_FIELDS = ("budget", "stopping", "workers", "repeats", "seed", "mlflow_uri", "sample_interval_s",
+                 "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial", "data_dir", "backend", "address")
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What a retrain did."""
+
+    study_dir: str
+    candidate: RegisteredModel
+    champion: str  # the version that held the alias before
+    promoted: bool
+    check: CheckResult
+    cpu_s: float
+    trials: int
+    trigger: str
+    run_id: str
+
+
+def warm_points(study_dir: str | Path, workload: str, top: int) -> list[dict[str, Any]]:
+    """The ``top`` best feasible configurations of an earlier study, best first."""
+    result = load_result(study_dir)
+    sign = 1.0 if result.search.directions[0] == "minimize" else -1.0
+    ranked = sorted((s for s in result.summaries() if s.workload == workload and s.feasible and s.objective),
+                    key=lambda s: sign * s.objective[0])
+    return [dict(s.params) for s in ranked[:top]]
+
+
+def _new_data(workload: dict[str, Any], data: str | Path, target: str | None, data_dir: str | None,
+              feature_names: tuple[str, ...]) -> str:
+    """Check the new data has the champion's schema before anything trains on it."""
+    from frugalml.workloads import prepare_dataset, resolve_dataset
+
+    path = Path(data)
+    if not path.is_file():
+        raise DataError(f"new data {str(path)!r} not found; pass a CSV/Parquet/npz file with the study's columns.")
+    source = resolve_dataset(path=str(path.resolve()), target=target or workload.get("target"), data_dir=data_dir)
+    names = tuple(prepare_dataset(source).meta().get("feature_names") or ())
+    if feature_names and names != tuple(feature_names):
+        raise DataError(f"new data {str(path)!r} has columns {list(names)[:8]} but the champion takes "
+                        f"{list(feature_names)[:8]}; retrain on data with the champion's schema.")
+    return str(path.resolve())
+
+
+def _next_name(study_dir: Path, name: str) -> str:
+    k = 1
+    while (study_dir.parent / f"{name}-retrain-{k}").exists():
+        k += 1
+    return f"{name}-retrain-{k}"
+
+
+def retrain_study(study_dir: str | Path, data: str | Path, *, feature_names: tuple[str, ...] = (),
+                  target: str | None = None, top: int = 3, cold: bool = False, out: str | Path | None = None,
+                  workload: str | None = None) -> Study:
+    """The earlier study, re-specified on ``data``: same budgets, rules and settings; warm unless ``cold``."""
+    study_dir = Path(study_dir)
+    stored = stored_study(study_dir)
+    chosen = stored.workload(workload)
+    if chosen.get("train") or not chosen.get("path") and not chosen.get("dataset"):
+        raise ConfigError(f"workload {chosen.get('name')!r} trains with its own function, which reads its own "
+                          "data; retrain re-runs built-in workloads on a new data file.")
+    if not isinstance(top, int) or top < 1:
+        raise ConfigError(f"--top must be an int >= 1. Got {top!r} instead.")
+    spec = stored.spec
+    path = _new_data(chosen, data, target, stored.data_dir, feature_names)
+    entry = {**chosen, "path": path, "dataset": None, "target": target or chosen.get("target")}
+    search = dict(spec.get("search") or {})
+    if not cold:
+        points = warm_points(study_dir, str(chosen["name"]), top)
+        if not points:
+            raise ConfigError(f"study {stored.name!r} has no feasible configuration to warm-start from; "
+                              "pass --cold to search the whole space again.")
+        space = {k: sorted({p[k] for p in points}, key=repr) for k in points[0]}
+        search.update(method="grid", n_trials=None, space=space, points=points)
+    prediction = dict(spec.get("prediction") or {})
+    if prediction:
+        prediction["history"] = [*prediction.get("history", []), str(study_dir.resolve())]
+    name = _next_name(study_dir, stored.name) if out is None else Path(out).name
+    directory = Path(out) if out is not None else study_dir.parent / name
+    return Study(name=name, workloads=[Workload(**entry)], search=Search(**search), directory=str(directory),
+                 prediction=prediction, **{k: spec[k] for k in _STUDY_FIELDS if k in spec})
+
+
+def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri: str | None = None,
+            alias: str = "champion", target: str | None = None, gate: GateSettings | None = None, top: int = 3,
+            cold: bool = False, trigger: str = "manual", out: str | Path | None = None,
+            workload: str | None = None, progress: Callable[[str], None] | None = None) -> RetrainResult:
+    """Re-tune ``study_dir`` on ``data``, register its best, and move ``alias`` only if the gate passes.
+
+    Args:
+        study_dir: the study the champion came from.
+        data: the new data file (same columns as the champion's training data).
+        model: the registered model's name; ``alias`` names its champion.
+        tracking_uri: the registry (default: the study's own store).
+        gate: the gate (default :class:`~frugalml.gate.GateSettings`).
+        top: how many of the earlier study's best configurations the warm start runs.
+        cold: search the whole space again instead.
+        trigger: why this retrain ran (``manual``, ``alert: input drift``, ``new data``), recorded.
+    """
+    import mlflow
+
+    from frugalml.serve import load_model
+
+    say = progress or (lambda message: None)
+    uri = tracking_uri or study_tracking_uri(study_dir)
+    champion = load_model(f"models:/{model}@{alias}", uri)
+    study = retrain_study(study_dir, data, feature_names=champion.reference.feature_names, target=target, top=top,
+                          cold=cold, out=out, workload=workload)
+    say(f"re-tuning {study.name} on {data} ({'cold' if cold else f'warm: top {top}'})")
+    result = tune(study)
+    account = result.compute()
+    if result.best_feasible() is None:
+        raise RegistryError(f"the retrain study {study.name!r} found no feasible configuration on the new data; "
+                            f"the champion (version {champion.version}) keeps serving.")
+    candidate = register(study.path, name=model, tracking_uri=uri)
+    say(f"registered {model} version {candidate.version}; gating it against version {champion.version}")
+    verdict = check(f"models:/{model}/{candidate.version}", f"models:/{model}/{champion.version}",
+                    settings=gate, tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = _record(client, model, study, data, trigger, candidate, champion.version, verdict, account)
+    for key, value in {"gate": verdict.verdict, "trigger": trigger, "retrained_from": champion.version,
+                       "retrain_run": run_id, "gate.regressions": ",".join(m.metric for m in verdict.regressions)
+                       }.items():
+        client.set_model_version_tag(model, candidate.version, TAG + key, value)
+    if verdict.passed:
+        record_promotion(client, model, alias, candidate.version, f"retrain ({trigger}): gate passed", run_id)
+        say(f"gate passed: {alias} -> version {candidate.version}")
+    else:
+        say(f"gate failed ({', '.join(m.metric for m in verdict.regressions)}): {alias} stays on version "
+            f"{champion.version}")
+    return RetrainResult(str(study.path), candidate, champion.version, verdict.passed, verdict,
+                         account.used_cpu_s, len(result.records), trigger, run_id)
+
+
+def _record(client: Any, model: str, study: Study, data: str | Path, trigger: str, candidate: RegisteredModel,
+            champion: str, verdict: CheckResult, account: Any) -> str:
+    """One run in ``<model>-retrain``: why it ran, on which data, what it cost, what the gate said."""
+    from frugalml.lineage import data_lineage, lineage_tags
+
+    experiment = client.get_experiment_by_name(f"{model}-retrain")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        f"{model}-retrain", artifact_location=str((study.path / "mlartifacts").resolve()))
+    tags = {TAG + "trigger": trigger, TAG + "gate": verdict.verdict, TAG + "candidate_version": candidate.version,
+            TAG + "champion_version": champion, TAG + "study_dir": str(study.path.resolve()),
+            **lineage_tags(data_lineage(str(data)))}
+    run = client.create_run(experiment_id, run_name=f"retrain -> version {candidate.version}", tags=tags)
+    client.log_param(run.info.run_id, "data", str(data))
+    metrics = {"cpu_seconds": account.used_cpu_s, "trials": account.trials, "skipped": account.skipped}
+    for m in verdict.metrics:
+        if math.isfinite(m.ratio):
+            metrics[f"gate/{m.metric}_ratio"] = m.ratio
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, float(value))
+    client.log_text(run.info.run_id, verdict.to_json(), "gate.json")
+    client.log_text(run.info.run_id, verdict.to_markdown(), "gate.md")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def alert_matches(event: Any, rules: tuple[str, ...]) -> bool:
+    """A firing alert webhook event (``AlertEvent.to_dict()``) for one of ``rules`` (any, when empty)."""
+    return isinstance(event, dict) and event.get("status") == "firing" and (not rules or event.get("rule") in rules)
+
+
+__all__ = ["RetrainResult", "alert_matches", "retrain", "retrain_study", "warm_points"]

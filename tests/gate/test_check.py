@@ -1,0 +1,145 @@
+"""``frugalml check``: real studies, a real registry, the real CLI and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from frugalml.exceptions import ConfigError, DataError
+from frugalml.gate import GATE_METRICS, GateSettings, MetricGate, Side, compare, decide
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "frugalml.cli", "check", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_candidate_whose_steps_take_half_as_long_again_is_a_regression(gate_studies, tmp_path):
+    out = tmp_path / "reports"
+    done = _cli(str(gate_studies["slow"]), "--baseline", str(gate_studies["base"]), "--json", str(out / "r.json"),
+                "--junit", str(out / "r.xml"), "--markdown", str(out / "r.md"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = json.loads((out / "r.json").read_text())
+    metrics = {m["metric"]: m for m in result["metrics"]}
+    assert result["verdict"] == "regression" and metrics["mean_step_ms"]["status"] == "regression"
+    assert metrics["mean_step_ms"]["ratio"] > 1.2
+    assert metrics["accuracy"]["status"] == "pass" and metrics["peak_memory_mb"]["status"] == "pass"
+    assert any("re-measured" in note for note in result["notes"])
+    suite = ET.parse(out / "r.xml").getroot().find("testsuite")
+    failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert failed == ["mean_step_ms"] and suite.get("failures") == "1"
+    markdown = (out / "r.md").read_text()
+    assert "**REGRESSION**" in markdown and "| mean_step_ms |" in markdown
+    assert "REGRESSION" in done.stdout
+
+
+def test_the_same_model_measured_twice_passes(gate_studies):
+    done = _cli(str(gate_studies["base"]), "--baseline", str(gate_studies["base"]))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+
+
+def test_a_registered_champion_is_measured_from_its_study(gate_studies):
+    from frugalml.registry import register
+
+    version = register(gate_studies["base"], name="gated", alias="champion")
+    done = _cli(str(gate_studies["slow"]), "--baseline", "models:/gated@champion", "--tracking-uri",
+                version.tracking_uri)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "gated version 1" in done.stdout
+
+
+@pytest.mark.parametrize("gate, message", [
+    ("[gate.latency]\nlimit = 3\n", "Unknown key(s) ['latency'] in [gate]"),
+    ("[gate.mean_step_ms]\n", "sets no threshold"),
+    ("[gate]\nmetrics = ['accuracy']\n[gate.mean_step_ms]\nlimit = 4\n", "leaves out"),
+    ("[gate.rmse]\nmax_relative_regression = 0.1\n", "did not measure it"),
+    ("[gate]\nconfidence = 2\n", "'confidence' parameter of [gate] must be"),
+    ("gate = [", "is not valid TOML"),
+])
+def test_a_bad_gate_is_one_line_and_exit_2(gate_studies, tmp_path, capsys, gate, message):
+    from frugalml.cli import main
+
+    (tmp_path / "gate.toml").write_text(gate)
+    code = main(["check", str(gate_studies["slow"]), "--baseline", str(gate_studies["base"]), "--gate",
+                 str(tmp_path / "gate.toml"), "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_a_baseline_that_does_not_exist_is_exit_2(gate_studies, tmp_path, capsys):
+    from frugalml.cli import main
+    from frugalml.tracking import default_uri
+
+    assert main(["check", str(gate_studies["slow"]), "--baseline", str(tmp_path / "nowhere")]) == 2
+    assert "neither a study directory" in capsys.readouterr().err
+    assert main(["check", str(gate_studies["slow"]), "--baseline", "models:/nobody@champion", "--tracking-uri",
+                 default_uri(gate_studies["base"])]) == 2
+    assert "cannot resolve model 'models:/nobody@champion'" in capsys.readouterr().err
+
+
+class _Echo:
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def _side(names, **samples) -> Side:
+    return Side("side", {k: v for k, v in samples.items()}, _Echo(), tuple(names), np.zeros((5, len(names))))
+
+
+def test_data_with_another_schema_is_refused_before_anything_is_measured():
+    with pytest.raises(DataError, match="different schema"):
+        compare(_side(["a", "b"]), _side(["a", "c"]))
+
+
+def _gate(name: str, **overrides) -> MetricGate:
+    metric = GATE_METRICS[name]
+    return MetricGate(metric, overrides.get("relative", metric.max_relative_regression),
+                      overrides.get("absolute", metric.max_absolute_regression), overrides.get("limit"))
+
+
+def _groups(rng, mean, trials=3, windows=12, spread=0.05):
+    return [list(rng.normal(mean, spread * mean, windows)) for _ in range(trials)]
+
+
+@pytest.mark.parametrize("factor, status", [(1.0, "pass"), (1.08, "pass"), (1.5, "regression"), (0.6, "improved")])
+def test_the_decision_calls_a_change_only_beyond_the_tolerance(factor, status):
+    rng = np.random.default_rng(3)
+    result = decide(_gate("mean_step_ms"), _groups(rng, 10.0), _groups(rng, 10.0 * factor), confidence=0.95,
+                    resamples=2000, seed=0)
+    assert result.status == status, result.reason
+    assert result.ratio_interval[0] <= result.ratio <= result.ratio_interval[1]
+
+
+def test_trials_not_windows_are_the_unit_of_noise():
+    """One trial slowed as a whole by a busy machine must not read as a sure regression."""
+    rng = np.random.default_rng(0)
+    baseline = _groups(rng, 10.0)
+    candidate = _groups(rng, 10.0)[:2] + _groups(rng, 14.0, trials=1)
+    assert decide(_gate("mean_step_ms"), baseline, candidate, confidence=0.95, resamples=2000, seed=0).status == "pass"
+
+
+def test_accuracy_is_worse_when_it_falls_and_a_limit_is_hard():
+    rng = np.random.default_rng(1)
+    drop = decide(_gate("accuracy"), [[0.80], [0.81], [0.80]], [[0.70], [0.71], [0.70]], confidence=0.95,
+                  resamples=1000, seed=0)
+    assert drop.status == "regression" and drop.worse_by == pytest.approx(0.1, abs=0.01)
+    over = decide(_gate("peak_memory_mb", limit=100.0), _groups(rng, 120.0), _groups(rng, 120.0), confidence=0.95,
+                  resamples=1000, seed=0)
+    assert over.status == "regression" and "limit 100" in over.reason
+
+
+def test_gate_settings_from_a_table():
+    settings = GateSettings.from_config({"metrics": ["accuracy", "mean_step_ms"], "training_rounds": 0,
+                                         "mean_step_ms": {"max_relative_regression": 0.3, "limit": 50}})
+    gates = {g.metric.name: g for g in settings.metrics}
+    assert set(gates) == {"accuracy", "mean_step_ms"} and all(g.required for g in gates.values())
+    assert gates["mean_step_ms"].max_relative_regression == 0.3 and gates["mean_step_ms"].limit == 50
+    with pytest.raises(ConfigError, match="unknown metric"):
+        GateSettings.from_config({"metrics": ["latency"]})
