@@ -44,14 +44,18 @@ def test_the_same_model_measured_twice_passes(gate_studies):
     assert "PASS" in done.stdout
 
 
-def test_a_registered_champion_is_measured_from_its_study(gate_studies):
+def test_a_registered_champion_is_compared_on_its_study_s_stored_trials(gate_studies, tmp_path):
     from frugalml.registry import register
 
     version = register(gate_studies["base"], name="gated", alias="champion")
+    (tmp_path / "gate.toml").write_text("[gate]\ntraining_rounds = 0\n")  # the trials as tuned: no re-run
     done = _cli(str(gate_studies["slow"]), "--baseline", "models:/gated@champion", "--tracking-uri",
-                version.tracking_uri)
+                version.tracking_uri, "--gate", str(tmp_path / "gate.toml"), "--json", str(tmp_path / "r.json"))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "gated version 1" in done.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["baseline"] == "gated version 1" and result["notes"] == []
+    step = next(m for m in result["metrics"] if m["metric"] == "mean_step_ms")
+    assert step["status"] == "regression" and step["n_baseline"] > 2 * 10  # windows of both trials
 
 
 @pytest.mark.parametrize("gate, message", [

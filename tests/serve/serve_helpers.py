@@ -9,9 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
-
 from helpers import ServerProcess, free_port  # noqa: F401 - ServerProcess re-exported for the serve tests
+from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_TOKEN = "admin-token-for-tests"
 
@@ -84,3 +83,33 @@ def value(samples: dict[str, list], metric: str, /, **labels: str) -> float:
 def mean_glucose(X: np.ndarray, predictions: np.ndarray) -> float:
     """A custom metric the test server loads by name: the window's mean of feature 1 (plas)."""
     return float(X[:, 1].mean())
+
+
+class PredictingClient(threading.Thread):
+    """Predicts one row after another (cycling through ``rows``) until stopped, at most ``limit``
+    requests; ``answers`` holds (status, model_version) of each."""
+
+    def __init__(self, url: str, rows: list[dict], limit: int = 3000) -> None:
+        super().__init__(daemon=True)
+        self.url, self.rows, self.limit = url, rows, limit
+        self.answers: list[tuple[int, str | None]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10, trust_env=False) as client:
+            while not self.stopped.is_set() and len(self.answers) < self.limit:
+                try:
+                    response = client.post("/predict", json={"rows": [self.rows[len(self.answers) % len(self.rows)]]})
+                    version = response.json().get("model_version") if response.status_code == 200 else None
+                    self.answers.append((response.status_code, version))
+                except httpx.HTTPError as error:
+                    self.answers.append((0, type(error).__name__))
+                time.sleep(0.005)
+
+    def wait_for(self, version: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.is_alive():
+            if any(v == version for _, v in self.answers[-20:]):
+                return True
+            time.sleep(0.05)
+        return False

@@ -3,14 +3,12 @@ process, and a client predicting throughout the swap."""
 
 from __future__ import annotations
 
-import threading
 import time
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from serve_helpers import ServerProcess, scrape, value
+from serve_helpers import PredictingClient, ServerProcess, scrape, value
 
 from frugalml.cli import main
 from frugalml.serve import ServerSettings
@@ -40,35 +38,6 @@ def _register(uri: str, experiment_id: str, model, X: pd.DataFrame) -> str:
     return version
 
 
-class _Client(threading.Thread):
-    """Predicts one row after another until stopped (at most ``limit`` requests): (status, model_version)."""
-
-    def __init__(self, url: str, row: dict, limit: int = 3000) -> None:
-        super().__init__(daemon=True)
-        self.url, self.row, self.limit = url, row, limit
-        self.answers: list[tuple[int, str | None]] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10, trust_env=False) as client:
-            while not self.stopped.is_set() and len(self.answers) < self.limit:
-                try:
-                    response = client.post("/predict", json={"rows": [self.row]})
-                    version = response.json().get("model_version") if response.status_code == 200 else None
-                    self.answers.append((response.status_code, version))
-                except httpx.HTTPError as error:
-                    self.answers.append((0, type(error).__name__))
-                time.sleep(0.005)
-
-    def wait_for(self, version: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.is_alive():
-            if any(v == version for _, v in self.answers[-20:]):
-                return True
-            time.sleep(0.05)
-        return False
-
-
 def test_the_server_follows_its_alias_without_failing_a_request(tmp_path):
     import mlflow
     from sklearn.linear_model import LogisticRegression
@@ -83,7 +52,7 @@ def test_the_server_follows_its_alias_without_failing_a_request(tmp_path):
 
     server = ServerProcess(f"models:/{NAME}@champion", "--tracking-uri", uri, "--poll-registry", "0.5",
                            log=tmp_path / "server.log").wait_ready()
-    client = _Client(server.url, {"a": 0.5, "b": -0.1, "c": 2.0})
+    client = PredictingClient(server.url, [{"a": 0.5, "b": -0.1, "c": 2.0}])
     try:
         client.start()
         assert client.wait_for("1", timeout=10), client.answers[-5:]
@@ -107,7 +76,7 @@ def test_the_server_follows_its_alias_without_failing_a_request(tmp_path):
         while value(scrape(server.client), "frugalml_model_reloads_total", result="error") < 2:
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.2)
-        answer = server.client.post("/predict", json={"rows": [client.row]})
+        answer = server.client.post("/predict", json={"rows": client.rows[:1]})
         assert answer.status_code == 200 and answer.json()["model_version"] == "2"  # the old model keeps serving
         assert server.log().count("cannot follow") == 1, server.log()  # the same error is logged once
     finally:

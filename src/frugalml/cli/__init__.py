@@ -17,7 +17,8 @@ import typing
 from frugalml.exceptions import FrugalError
 
 COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve", "frugalml.cli._report",
-                   "frugalml.cli._evaluate", "frugalml.cli._check", "frugalml.cli._lineage"]
+                   "frugalml.cli._evaluate", "frugalml.cli._check",
+                   "frugalml.cli._retrain", "frugalml.cli._lineage"]
 
 
 class _Parser(argparse.ArgumentParser):

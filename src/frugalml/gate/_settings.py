@@ -6,7 +6,7 @@
     confidence = 0.95          # one-sided: a regression is called only this sure
     latency_rounds = 20        # interleaved rounds of predict timing per model
     latency_calls = 100        # single-row predictions per round
-    training_rounds = 3        # re-run each side's configuration this often, interleaved (0: use the stored trials)
+    training_rounds = 5        # re-run each side's configuration this often, interleaved (0: use the stored trials)
     metrics = ["accuracy", "mean_step_ms"]   # optional: compare only these
 
     [gate.mean_step_ms]        # naming a metric makes it required on both sides
@@ -52,7 +52,7 @@ class GateSettings:
     confidence: float = 0.95
     latency_rounds: int = 20
     latency_calls: int = 100
-    training_rounds: int = 3
+    training_rounds: int = 5
     resamples: int = 2000
     seed: int = 0
     metrics: tuple[MetricGate, ...] = field(default_factory=lambda: tuple(
@@ -68,7 +68,7 @@ class GateSettings:
         confidence = check(owner, "confidence", table.get("confidence", 0.95), Interval(float, 0.5, 1, closed="left"))
         rounds = check(owner, "latency_rounds", table.get("latency_rounds", 20), Interval(int, 3, 1000, closed="both"))
         calls = check(owner, "latency_calls", table.get("latency_calls", 100), Interval(int, 10, 100_000, closed="both"))
-        training = check(owner, "training_rounds", table.get("training_rounds", 3), Interval(int, 0, 100, closed="both"))
+        training = check(owner, "training_rounds", table.get("training_rounds", 5), Interval(int, 0, 100, closed="both"))
         resamples = check(owner, "resamples", table.get("resamples", 2000), Interval(int, 100, 100_000, closed="both"))
         seed = check(owner, "seed", table.get("seed", 0), Interval(int, 0, 2**32))
         chosen = table.get("metrics")
