@@ -65,6 +65,7 @@ class Refit:
     model_dir: Path | None = None  # a model the trial logged itself (trial.log_model), registered as it is
     lineage: dict[str, Any] | None = None  # where the data came from (frugalml.lineage.data_lineage)
     training: tuple[Any, str | None] | None = None  # (DataFrame, target column): the register run's mlflow.data input
+    recipe: dict[str, Any] | None = None  # the workload, params, seed and data_dir: enough to train it again
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,8 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     frame, _ = read_reference(record.info["reference"])
     return Refit(model, reference, profile, link, dict(best.params), model_dir,
                  lineage=_lineage(study_dir, workload, workload.get("path")),
-                 training=(frame, TARGET if TARGET in frame.columns else None))
+                 training=(frame, TARGET if TARGET in frame.columns else None),
+                 recipe=_recipe(stored, workload, best.params))
 
 
 def _lineage(study_dir: str | Path, workload: Mapping[str, Any], data_file: str | None) -> dict[str, Any]:
@@ -295,7 +297,12 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     }
     return Refit(model, reference, profile, link, dict(best.params),
                  lineage=_lineage(study_dir, chosen, data.meta()["source"]),
-                 training=(_training_frame(split, data, source.target or "target"), source.target or "target"))
+                 training=(_training_frame(split, data, source.target or "target"), source.target or "target"),
+                 recipe=_recipe(stored, chosen, best.params))
+
+
+def _recipe(stored: StoredStudy, workload: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"workload": dict(workload), "params": dict(params), "seed": stored.seed, "data_dir": stored.data_dir}
 
 
 def _training_frame(split: RawSplit, data: Any, target: str) -> Any:
@@ -335,6 +342,8 @@ def _tags(refit: Refit) -> dict[str, str]:
     }
     if len(schema) <= 4000:
         tags[TAG + "schema"] = schema
+    if refit.recipe is not None and len(recipe := json.dumps(refit.recipe, sort_keys=True, default=str)) <= 4000:
+        tags[TAG + "recipe"] = recipe  # how to train it again where its study folder is not at hand (frugalml check)
     return tags
 
 

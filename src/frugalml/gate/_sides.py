@@ -8,6 +8,7 @@ from the profile ``frugalml register`` stored in its tags (one value per metric)
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -109,6 +110,9 @@ def from_model(uri: str, tracking_uri: str | None = None) -> Side:
         samples = trial_samples(records)
         if records:
             recipe = _recipe(study_dir, records[0].workload, records[0].params)
+    if recipe is None and tags.get(TAG + "recipe"):  # its study is elsewhere: train it again from the tag
+        stored = json.loads(tags[TAG + "recipe"])
+        recipe = Recipe(stored["workload"], stored["params"], int(stored.get("seed", 0)), stored.get("data_dir"))
     for key, value in tags.items():  # the profile stored at registration fills what the study cannot
         name = key.removeprefix(TAG + "profile.study_")
         if key.startswith(TAG + "profile.study_") and name not in samples:
