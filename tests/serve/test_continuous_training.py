@@ -29,7 +29,7 @@ op = ">="
 threshold = 1
 window = 2
 """
-GATE = "[gate]\ntraining_rounds = 4\nlatency_rounds = 6\n"
+GATE = "[gate]\ntraining_rounds = 3\nlatency_rounds = 6\n"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,8 @@ def test_drift_retrains_gates_promotes_and_the_server_switches_without_a_failed_
         assert promoted["frugalml.gate"] == "pass" and promoted["frugalml.trigger"] == "alert: input drift"
         assert promoted["frugalml.retrained_from"] == "1"
 
-        worse = subprocess.run(_retrain(folder, study, uri, "bad.csv"), capture_output=True, text=True, timeout=240)
+        worse = subprocess.run([*_retrain(folder, study, uri, "bad.csv"), "--top", "1"], capture_output=True,
+                               text=True, timeout=240)
         assert worse.returncode == 1, worse.stdout + worse.stderr
         assert "not promoted: @champion stays on version 2" in worse.stdout
         assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "2"
