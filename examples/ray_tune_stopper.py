@@ -5,7 +5,7 @@ import time
 import numpy as np
 from ray import tune
 
-from frugalml.integrations.ray_tune import SystemBudgetStopper, with_system_metrics
+from frugalml.integrations.ray_tune import SystemBudgetStopper, best_feasible_result, with_system_metrics
 
 
 def train(config):                          # an unmodified function trainable
@@ -24,4 +24,5 @@ tuner = tune.Tuner(
     run_config=tune.RunConfig(stop=stopper),
 )
 results = tuner.fit()
+print(best_feasible_result(results, metric="loss", mode="min").config)  # over-budget trials left out
 print(stopper.stops)                        # trial_id -> StopInfo(rule='max_memory_mb', value=..., ...)

@@ -52,5 +52,6 @@ def test_optuna_example_prunes_the_trials_over_the_memory_budget(tmp_path):
 def test_ray_tune_example_stops_the_trial_over_the_memory_budget(tmp_path):
     result = _run("ray_tune_stopper.py", tmp_path)
     assert result.returncode == 0, result.stderr
-    stops = result.stdout.strip().splitlines()[-1]
+    best, stops = result.stdout.strip().splitlines()[-2:]
     assert stops.count("StopInfo(rule='max_memory_mb'") == 1 and "threshold=500.0" in stops
+    assert best == "{'megabytes': 20}"

@@ -151,3 +151,17 @@ def test_a_bad_planned_length_is_a_one_line_error(study_dir):
     with pytest.raises(FrugalError, match=r"TrialUsageError: trial.plan\(total_steps\) needs an int"):
         tune(study(study_dir, workloads=[Workload(train=plans_nonsense, name="p")]), executor=inline)
 
+
+
+def test_grid_points_run_exactly_those_configurations_in_their_order(study_dir):
+    from frugalml.exceptions import ConfigError
+
+    points = [{"batch_size": 3000, "offset": 0.5}, {"batch_size": 30, "offset": 0.0}]
+    result = tune(study(study_dir, search=Search(space={"batch_size": [30, 3000], "offset": [0.0, 0.5]},
+                                                 points=points)), executor=inline)
+    assert [dict(r.params) for r in result.records] == points
+    for bad, message in (({"points": [{"width": 3}]}, "the space does not have"),
+                         ({"points": []}, "non-empty list"),
+                         ({"points": points, "method": "random", "n_trials": 2}, "use it with")):
+        with pytest.raises(ConfigError, match=message):
+            Search(space={"batch_size": [30, 3000], "offset": [0.0, 0.5]}, **bad)

@@ -40,6 +40,11 @@ _FLAVORS = (
     ("sklearn", "mlflow.sklearn", "scikit-learn"),
 )
 
+# How scikit-learn models are written (MLflow 3 defaults to skops, which refuses many estimators, e.g. trees,
+# and whose import walks all of scikit-learn and imports torch: +6 s per model logged). frugalml logs only
+# models it trained itself; load untrusted models with care whatever the format.
+SKLEARN_SERIALIZATION = "cloudpickle"
+
 
 def flavor_of(model: Any) -> tuple[str, str | None]:
     """The MLflow flavour module for ``model`` and the package to pin: ``("mlflow.sklearn", "scikit-learn")``."""
@@ -143,8 +148,8 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
     options: dict[str, Any] = {"pip_requirements": _requirements(package)}
     if example is not None:
         options["input_example"] = example
-    if flavor == "mlflow.sklearn":  # skops (MLflow's default) refuses trees; the trial's model was a pickle already
-        options["serialization_format"] = "cloudpickle"
+    if flavor == "mlflow.sklearn":
+        options["serialization_format"] = SKLEARN_SERIALIZATION
     if flavor == "mlflow.keras":  # MLflow 3.17's keras flavour writes the input example before making the folder
         Path(target).mkdir(parents=True, exist_ok=True)
     try:

@@ -29,6 +29,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from frugalml.exceptions import FrugalError
+from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, sha256_arrays
@@ -440,6 +441,7 @@ def register(
                 model_uri = mlflow.sklearn.log_model(
                     refit.model, name="model", signature=signature, pip_requirements=pip_requirements(),
                     extra_files=extra_files(Path(tmp), refit.reference, monitoring),
+                    serialization_format=SKLEARN_SERIALIZATION,
                 ).model_uri
         version = mlflow.register_model(model_uri, name, tags=tags)
         client.update_model_version(name, version.version, f"best feasible {config_id} of study {study}")

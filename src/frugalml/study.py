@@ -14,7 +14,6 @@ A study is usually written as a TOML file (see README) and loaded with
 from __future__ import annotations
 
 import math
-import tomllib
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -26,7 +25,7 @@ from frugalml.prediction import BUDGET_METRICS, PredictionSettings
 from frugalml.search import Search
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
 from frugalml.store import ResultStore
-from frugalml.validation import POSITIVE_INT, check_keys
+from frugalml.validation import POSITIVE_INT, check_keys, read_toml
 
 DEFAULT_MLFLOW = "default"
 STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
@@ -320,12 +319,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
 def load_study(path: str | Path) -> Study:
     """Load and validate a TOML study file; errors are one-line :class:`ConfigError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Study file {path} not found; pass the path of a .toml study file.")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+    data = read_toml(path, "Study file", "pass the path of a .toml study file")
     study = study_from_dict(data, base_dir=path.parent)
     if study.directory and not Path(study.directory).is_absolute():
         study.directory = str(path.parent / study.directory)

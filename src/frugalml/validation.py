@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from frugalml.exceptions import ConfigError
@@ -103,3 +105,17 @@ def check_keys(where: str, table: Mapping[str, Any] | Iterable[str], allowed: It
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in {where}; allowed: {', '.join(allowed)}.")
+
+
+def read_toml(path: str | Path, what: str, hint: str) -> dict[str, Any]:
+    """The tables of a TOML file; a one-line :class:`ConfigError` naming ``what`` (e.g. "study file")
+    when it is missing, unreadable or malformed, with ``hint`` saying what to pass instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found; {hint}.")
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{what} {path} is not valid TOML: {error}.") from None

@@ -17,14 +17,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from frugalml.exceptions import ConfigError
 from frugalml.gate._metrics import GATE_METRICS, GateMetric
-from frugalml.validation import Interval, check, check_keys
+from frugalml.validation import Interval, check, check_keys, read_toml
 
 _TOP_KEYS = ("confidence", "latency_rounds", "latency_calls", "training_rounds", "resamples", "seed", "metrics")
 _METRIC_KEYS = ("max_relative_regression", "max_absolute_regression", "limit")
@@ -109,12 +108,7 @@ class GateSettings:
 def load_gate(path: str | Path) -> GateSettings:
     """The ``[gate]`` table of a TOML file (a gate file, or a study file that holds one)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"gate file {path} not found; pass a TOML file with a [gate] table.")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+    data = read_toml(path, "gate file", "pass a TOML file with a [gate] table")
     if "gate" not in data:
         raise ConfigError(f"{path} has no [gate] table; add one (see `frugalml check --help`).")
     return GateSettings.from_config(data["gate"])

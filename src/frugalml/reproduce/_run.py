@@ -13,12 +13,12 @@ from typing import Any, Callable, NamedTuple
 import pandas as pd
 
 from frugalml.exceptions import ConfigError, StoreError
-from frugalml.records import TrialRecord
+from frugalml.records import TrialRecord, TrialStatus
 from frugalml.report import trials_frame, windows_frame, write_report
 from frugalml.reproduce._design import (
     MEMORY_BUDGET_MB, design, expected_seconds, resolve_wave_energy, thesis_studies, workload_meta,
 )
-from frugalml.reproduce._findings import Finding, thesis_findings
+from frugalml.reproduce._findings import THESIS_NUMBERS, Finding, thesis_findings
 from frugalml.store import ResultStore
 from frugalml.study import Study
 from frugalml.tuner import tune
@@ -33,6 +33,49 @@ class ThesisRun(NamedTuple):
     substitute_note: str | None
     summary_path: Path
     report_path: Path
+
+
+class WorkloadProgress(NamedTuple):
+    """How far one workload of a stored study is."""
+
+    study: str
+    workload: str
+    done: int
+    planned: int
+
+    @property
+    def left(self) -> int:
+        return max(0, self.planned - self.done)
+
+    def __str__(self) -> str:
+        return f"{self.study} {self.workload}: {self.done}/{self.planned} trials done, {self.left} left"
+
+
+def resume_progress(study: Study) -> list[WorkloadProgress]:
+    """Per workload: trials already in the study's store, and trials planned (the grid's
+    configurations x repeats; ``n_trials`` x repeats for other searches). A configuration
+    with a skipped trial counts as all its repeats done, as the tuner treats it."""
+    store = ResultStore(study.path)
+    records = store.trials(with_steps=False) if store.exists else []
+    configs = len(study.search.sampler()) if study.search.method == "grid" else study.search.n_trials or 0
+    progress = []
+    for workload in study.workloads:
+        by_config: dict[str, list[TrialRecord]] = {}
+        for record in records:
+            if record.workload == workload.name:
+                by_config.setdefault(record.config_id, []).append(record)
+        done = sum(study.repeats if any(r.status is TrialStatus.SKIPPED for r in group)
+                   else min(len(group), study.repeats) for group in by_config.values())
+        progress.append(WorkloadProgress(study.name, workload.name, done, configs * study.repeats))
+    return progress
+
+
+def _echo_progress(progress: list[WorkloadProgress], echo: Printer) -> None:
+    """Before a resumed run: per workload, how many trials are done and how many are left."""
+    done, planned = sum(p.done for p in progress), sum(p.planned for p in progress)
+    echo(f"resuming: {done}/{planned} trials done, {planned - done} left (stored trials are kept, not re-run)")
+    for item in progress:
+        echo(f"  {item}")
 
 
 def findings_frame(records: list[TrialRecord], study: Study) -> pd.DataFrame:
@@ -73,7 +116,8 @@ def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, ma
                   "1000 steps with windows of 100.", ""]
     lines += ["| # | finding | verdict | evidence |", "|---|---|---|---|"]
     for number, finding in enumerate(findings, start=1):
-        lines.append(f"| {number} | {finding.claim} | **{finding.verdict.value}** | {finding.evidence} |")
+        label = THESIS_NUMBERS.get(finding.key, number)
+        lines.append(f"| {label} | {finding.claim} | **{finding.verdict.value}** | {finding.evidence} |")
     lines += ["", "Each verdict is a pure function of the measured data (`frugalml.reproduce.thesis_findings`); "
               "the thresholds are in its docstrings.", "", "## Figures", ""]
     lines += [f"- [{Path(f).name}]({f})" for f in figures]
@@ -113,9 +157,12 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     echo(f"{'quick' if quick else 'full'} thesis design: {trials} trials in {len(studies)} studies under {out}; "
          f"expected time ~{expected_seconds(studies) / 60:.0f} min on {workers} workers"
          + ("" if quick else " (rough model; interrupt any time and continue with --resume)"))
+    stored = {study.name: resume_progress(study) for study in studies} if resume else {}
+    if resume:
+        _echo_progress([item for items in stored.values() for item in items], echo)
     results = []
     for study in studies:
-        done = [0]
+        done = [sum(item.done for item in stored.get(study.name, ()))]  # resumed trials count on from there
 
         def progress(event: str, payload: Any, study: Study = study, done: list[int] = done) -> None:
             if event == "end":
@@ -145,6 +192,7 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
          for f in findings], indent=2, default=str))
     echo("")
     for number, finding in enumerate(findings, start=1):
-        echo(f"{number}. {finding.claim}\n   → {finding.verdict.value.upper()}: {finding.evidence}")
+        label = THESIS_NUMBERS.get(finding.key, number)
+        echo(f"{label}. {finding.claim}\n   → {finding.verdict.value.upper()}: {finding.evidence}")
     echo(f"\nsummary: {summary_path}   report: {files.html}   ({seconds / 60:.1f} min)")
     return ThesisRun(out, findings, seconds, note, summary_path, files.html)

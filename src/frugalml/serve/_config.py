@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError
-from frugalml.validation import Interval, check, check_keys, printable
+from frugalml.validation import Interval, check, check_keys, printable, read_toml
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
@@ -201,13 +200,7 @@ def as_monitoring_config(value: MonitoringConfig | Mapping[str, Any] | str | Pat
     if isinstance(value, MonitoringConfig):
         return value
     if isinstance(value, (str, Path)):
-        path = Path(value)
-        try:
-            value = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read monitoring config {str(path)!r}: {error.strerror}.") from error
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"monitoring config {str(path)!r} is not valid TOML: {error}.") from error
+        value = read_toml(value, "monitoring config", "pass a TOML file of monitoring settings (see docs/serving.md)")
     if not isinstance(value, Mapping):
         raise ConfigError(f"a monitoring config must be a table/dict. Got {type(value).__name__} instead.")
     check_keys("the monitoring config", value, [f.name for f in fields(MonitoringConfig)])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.exceptions import DataError, FrugalError
+from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.serve._reference import Reference
 
 REFERENCE_FILE = "frugalml_reference.json"
@@ -69,7 +70,7 @@ def save_model(model: Any, reference: Reference, path: str | Path, monitoring: d
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.sklearn.save_model(model, str(path), extra_files=extra_files(Path(tmp), reference, monitoring),
-                                  pip_requirements=pip_requirements())
+                                  pip_requirements=pip_requirements(), serialization_format=SKLEARN_SERIALIZATION)
     return path
 
 

@@ -1,0 +1,44 @@
+"""``frugalml reproduce thesis --resume`` says per workload what is done and what is left,
+and the rest runs. In-process (no worker processes, no datasets): about a second."""
+
+from __future__ import annotations
+
+import pytest
+
+from frugalml import Search, Study, Workload
+from frugalml.executors import InProcessExecutor
+from frugalml.reproduce import resume_progress
+from frugalml.tuner import Tuner, tune
+
+
+def steady(trial) -> None:
+    for step in range(20):
+        if trial.step(loss=1.0 / (1 + step), n_samples=trial.params["batch_size"]):
+            trial.report(val_loss=1.0 / (1 + step), memory_mb=100.0)
+
+
+def two_workloads(directory) -> Study:
+    workloads = [Workload(train=steady, max_steps=20, eval_every=10, name=name) for name in ("first", "second")]
+    return Study(name="resume", workloads=workloads, search=Search(space={"batch_size": [30, 300, 3000]}),
+                 repeats=2, workers=1, directory=str(directory), mlflow_uri=None)
+
+
+def test_resume_counts_done_and_left_per_workload_and_finishes_a_partial_one(study_dir):
+    assert [(p.workload, p.done, p.left) for p in resume_progress(two_workloads(study_dir))] == [
+        ("first", 0, 6), ("second", 0, 6)]
+    ended = []
+
+    def interrupt_after_eight(event, payload):
+        if event == "end":
+            ended.append(payload.trial_id)
+            if len(ended) == 8:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Tuner(two_workloads(study_dir), progress=interrupt_after_eight, executor=InProcessExecutor).run()
+    progress = resume_progress(two_workloads(study_dir))
+    assert sum(p.done for p in progress) == 8 and all(p.planned == 6 for p in progress)
+    assert any(0 < p.done < p.planned for p in progress)  # a partially finished workload
+    assert str(progress[1]) == f"resume second: {progress[1].done}/6 trials done, {progress[1].left} left"
+    tune(two_workloads(study_dir), resume=True, executor=InProcessExecutor)
+    assert [(p.done, p.left) for p in resume_progress(two_workloads(study_dir))] == [(6, 0), (6, 0)]
