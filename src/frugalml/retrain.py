@@ -61,7 +61,7 @@ def warm_points(study_dir: str | Path, workload: str, top: int) -> list[dict[str
 
 
 def _new_data(workload: dict[str, Any], data: str | Path, target: str | None, data_dir: str | None,
-              feature_names: tuple[str, ...]) -> str:
+              feature_names: tuple[str, ...], seed: int) -> str:
     """Check the new data has the champion's schema before anything trains on it."""
     from frugalml.workloads import prepare_dataset, resolve_dataset
 
@@ -69,7 +69,7 @@ def _new_data(workload: dict[str, Any], data: str | Path, target: str | None, da
     if not path.is_file():
         raise DataError(f"new data {str(path)!r} not found; pass a CSV/Parquet/npz file with the study's columns.")
     source = resolve_dataset(path=str(path.resolve()), target=target or workload.get("target"), data_dir=data_dir)
-    names = tuple(prepare_dataset(source).meta().get("feature_names") or ())
+    names = tuple(prepare_dataset(source, seed=seed).meta().get("feature_names") or ())  # cached for the tune
     if feature_names and names != tuple(feature_names):
         raise DataError(f"new data {str(path)!r} has columns {list(names)[:8]} but the champion takes "
                         f"{list(feature_names)[:8]}; retrain on data with the champion's schema.")
@@ -96,7 +96,7 @@ def retrain_study(study_dir: str | Path, data: str | Path, *, feature_names: tup
     if not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top must be an int >= 1. Got {top!r} instead.")
     spec = stored.spec
-    path = _new_data(chosen, data, target, stored.data_dir, feature_names)
+    path = _new_data(chosen, data, target, stored.data_dir, feature_names, stored.seed)
     entry = {**chosen, "path": path, "dataset": None, "target": target or chosen.get("target")}
     search = dict(spec.get("search") or {})
     if not cold:

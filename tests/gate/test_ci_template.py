@@ -25,7 +25,7 @@ def test_the_shell_gate_registers_a_first_champion_then_gates_the_next_candidate
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert "no champion yet" in (tmp_path / "gate" / "summary.md").read_text()
 
-    second = _gate(tmp_path)  # the same study again: the same model, measured twice
+    second = _gate(tmp_path)  # the same study again: the same model, measured twice, must pass
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     summary = (tmp_path / "gate" / "summary.md").read_text()
     assert "**PASS**" in summary and "| mean_step_ms |" in summary and "ci-diabetes version 1" in summary
