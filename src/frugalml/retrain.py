@@ -4,8 +4,9 @@
 warm-started from the earlier study: only its ``top`` best feasible configurations
 run again (the best one on old data is, nearly always, among the best on drifted
 data of the same schema), and its trials feed the cost model as history. The new
-best is registered, compared with the champion by :func:`frugalml.gate.compare`, and
-the alias moves only if the gate passes; a failed gate leaves the champion serving.
+best is compared with the champion by :func:`frugalml.gate.check`, registered (a gate
+that cannot run registers nothing), and the alias moves only if the gate passed; a
+failed gate leaves the champion serving.
 Every step is an MLflow run in the ``<model>-retrain`` experiment (trigger, data
 version, verdict) and tags on the new version.
 
@@ -146,10 +147,10 @@ def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri
     if result.best_feasible() is None:
         raise RegistryError(f"the retrain study {study.name!r} found no feasible configuration on the new data; "
                             f"the champion (version {champion.version}) keeps serving.")
-    candidate = register(study.path, name=model, tracking_uri=uri)
-    say(f"registered {model} version {candidate.version}; gating it against version {champion.version}")
-    verdict = check(f"models:/{model}/{candidate.version}", f"models:/{model}/{champion.version}",
-                    settings=gate, tracking_uri=uri)
+    say(f"gating the new best against {model} version {champion.version}")
+    verdict = check(str(study.path), f"models:/{model}/{champion.version}", settings=gate, tracking_uri=uri)
+    candidate = register(study.path, name=model, tracking_uri=uri)  # a failed gate is registered too: the history
+    say(f"registered {model} version {candidate.version} (gate: {verdict.verdict})")
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     run_id = _record(client, model, study, data, trigger, candidate, champion.version, verdict, account)
     for key, value in {"gate": verdict.verdict, "trigger": trigger, "retrained_from": champion.version,
