@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from frugalml.exceptions import FrugalError
+from frugalml.files import sha256_file, write_atomic
 
 LINEAGE_FILE = "lineage.json"
 DATA_TAG = "frugalml.data."
@@ -37,7 +37,14 @@ HISTORY_TAG = "frugalml.alias_history"
 HISTORY_LIMIT = 100  # entries kept in the history tag, newest last
 HISTORY_MAX_CHARS = 5000  # the registry's tag column is 5000 characters in SQL stores
 DIGEST_CHARS = 36  # MLflow's limit on a dataset digest
-_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))")
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))?")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``(name, version, alias)`` of ``models:/NAME``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``
+    (the parts it lacks are None); None for any other URI."""
+    match = _MODEL_URI.fullmatch(uri)
+    return (match["name"], match["version"], match["alias"]) if match else None
 
 
 class LineageError(FrugalError, LookupError):
@@ -66,19 +73,11 @@ def data_lineage(path: str | os.PathLike | None, *, dataset: str | None = None) 
     file = Path(os.path.abspath(Path(path).expanduser()))  # abspath, not resolve: DVC may symlink to its cache
     if not file.is_file():  # e.g. a path your own training function never reads: noted, not an error
         return {**lineage, "path": str(file), "missing": True}
-    lineage.update(path=str(file), size_bytes=file.stat().st_size, sha256=_sha256(file))
+    lineage.update(path=str(file), size_bytes=file.stat().st_size, sha256=sha256_file(file))
     tracked = _dvc_lineage(file)
     if tracked:
         lineage["dvc"] = tracked
     return lineage
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as stream:
-        for block in iter(lambda: stream.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dvc_lineage(file: Path) -> dict[str, Any] | None:
@@ -163,17 +162,8 @@ def _remote_url(root: str, relative: str) -> str | None:
 
 def write_lineage(study_dir: str | os.PathLike, workloads: Mapping[str, Mapping[str, Any]]) -> Path:
     """Write ``{workload: lineage}`` to ``<study_dir>/lineage.json`` (a temporary file, then a rename)."""
-    directory = Path(study_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / LINEAGE_FILE
-    tmp = directory / f".{LINEAGE_FILE}.{os.getpid()}.tmp"
     body = {"recorded_at": _now(), "workloads": {str(k): dict(v) for k, v in workloads.items()}}
-    try:
-        tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write_atomic(Path(study_dir) / LINEAGE_FILE, json.dumps(body, indent=1, sort_keys=True))
 
 
 def read_lineage(study_dir: str | os.PathLike, workload: str) -> dict[str, Any] | None:
@@ -314,15 +304,15 @@ def model_lineage(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    match = _MODEL_URI.fullmatch(model_uri)
-    if match is None:
+    parsed = parse_model_uri(model_uri)
+    if parsed is None or parsed[1] is parsed[2] is None or not (parsed[1] or "0").isdigit():
         raise LineageError(f"a model URI must be models:/NAME/VERSION or models:/NAME@ALIAS, but got {model_uri!r}.")
     if not tracking_uri:  # MLflow would fall back to ./mlflow.db, creating an empty store
         raise LineageError(f"{model_uri!r} needs the tracking store it is registered in: pass --tracking-uri "
                            "(`frugalml register` prints it) or set MLFLOW_TRACKING_URI.")
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         raise LineageError(f"no MLflow store at {tracking_uri}; pass the tracking URI `frugalml register` printed.")
-    name, number, alias = match["name"], match["version"], match["alias"]
+    name, number, alias = parsed
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         try:

@@ -214,7 +214,7 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     model_dir = _exported(Path(record.info["model"]["path"]))
     model = load_predictor(model_dir, str(model_dir))
     reference = reference_from_table(model, record.info["reference"], seed=stored.seed)
-    X = np.asarray([f.sample for f in reference.features], dtype=np.float64).T
+    X = reference.sample_inputs
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
         **measure_latency(model, X),

@@ -54,10 +54,10 @@ def summarize(records: Sequence[TrialRecord], search: Search | None = None) -> l
     return summaries
 
 
-def best_feasible(
+def ranked_feasible(
     records: Sequence[TrialRecord], search: Search | None = None, workload: str | None = None
-) -> ConfigSummary | None:
-    """The configuration with the best first objective among those whose repeats all met the budgets.
+) -> list[ConfigSummary]:
+    """The configurations whose repeats all met the budgets, best first objective first.
 
     Trials cut short by the study's compute budget (the budgeted mode) are incomplete, not candidates.
     """
@@ -68,7 +68,15 @@ def best_feasible(
         s for s in summarize(records, search)
         if s.feasible and s.objective is not None and (workload is None or s.workload == workload)
     ]
-    return min(candidates, key=lambda s: sign * s.objective[0], default=None)
+    return sorted(candidates, key=lambda s: sign * s.objective[0])
+
+
+def best_feasible(
+    records: Sequence[TrialRecord], search: Search | None = None, workload: str | None = None
+) -> ConfigSummary | None:
+    """The configuration with the best first objective among those whose repeats all met the budgets."""
+    ranked = ranked_feasible(records, search, workload)
+    return ranked[0] if ranked else None
 
 
 MECHANISMS = ("hard budget stop", "predicted stop", "skip", "learning rule", "study budget")

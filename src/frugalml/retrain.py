@@ -29,6 +29,7 @@ from frugalml.exceptions import ConfigError, DataError
 from frugalml.gate import CheckResult, GateSettings, check
 from frugalml.lineage import record_promotion
 from frugalml.registry import TAG, RegisteredModel, RegistryError, register, study_tracking_uri
+from frugalml.results import ranked_feasible
 from frugalml.search import Search
 from frugalml.study import Study, Workload, stored_study
 from frugalml.tuner import load_result, tune
@@ -55,10 +56,7 @@ class RetrainResult:
 def warm_points(study_dir: str | Path, workload: str, top: int) -> list[dict[str, Any]]:
     """The ``top`` best feasible configurations of an earlier study, best first."""
     result = load_result(study_dir)
-    sign = 1.0 if result.search.directions[0] == "minimize" else -1.0
-    ranked = sorted((s for s in result.summaries() if s.workload == workload and s.feasible and s.objective),
-                    key=lambda s: sign * s.objective[0])
-    return [dict(s.params) for s in ranked[:top]]
+    return [dict(s.params) for s in ranked_feasible(result.records, result.search, workload)[:top]]
 
 
 def _new_data(workload: dict[str, Any], data: str | Path, target: str | None, data_dir: str | None,

@@ -43,7 +43,8 @@ def run_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from frugalml.cli._format import wide_console
-    from frugalml.gate import GateSettings, check, load_gate, write_atomic
+    from frugalml.files import write_atomic
+    from frugalml.gate import GateSettings, check, load_gate
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = load_gate(args.gate) if args.gate else GateSettings()

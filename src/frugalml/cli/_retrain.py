@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _retrain_once(args: argparse.Namespace, trigger: str) -> int:
     from frugalml.cli._format import wide_console
     from frugalml.cli._show import study_directory
-    from frugalml.gate import GateSettings, load_gate, write_atomic
+    from frugalml.files import write_atomic
+    from frugalml.gate import GateSettings, load_gate
     from frugalml.retrain import retrain
 
     console = wide_console()

@@ -21,7 +21,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.gate._decide import IMPROVED, PASS, REGRESSION, MetricResult, decide
 from frugalml.gate._metrics import GATE_METRICS, GateMetric
 from frugalml.gate._remeasure import Recipe, step_times
-from frugalml.gate._result import CheckResult, write_atomic
+from frugalml.gate._result import CheckResult
 from frugalml.gate._settings import GateSettings, MetricGate, load_gate
 from frugalml.gate._sides import Side, check_schemas, resolve, time_predictions
 
@@ -95,5 +95,4 @@ __all__ = [
     "decide",
     "load_gate",
     "resolve",
-    "write_atomic",
 ]

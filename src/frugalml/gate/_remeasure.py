@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from frugalml.executors import InProcessExecutor
+from frugalml.records import TrialRecord
 from frugalml.search import Search
 from frugalml.study import Study, Workload
 from frugalml.tuner import tune
@@ -31,6 +32,12 @@ class Recipe:
     params: Mapping[str, Any]
     seed: int = 0
     data_dir: str | None = None
+
+
+def steady_step_times(record: TrialRecord) -> list[float]:
+    """A trial's window step times without its first window (warm-up: imports, caches) when it has three or more."""
+    times = [w.values["mean_step_ms"] for w in record.windows if "mean_step_ms" in w.values]
+    return times[1:] if len(times) >= 3 else times
 
 
 def _study(recipe: Recipe, name: str, directory: Path) -> Study:
@@ -52,9 +59,6 @@ def step_times(recipes: Sequence[Recipe], rounds: int) -> list[list[list[float]]
             for i in order if k % 2 == 0 else reversed(order):
                 result = tune(_study(recipes[i], f"side{i}-round{k}", Path(tmp)), executor=InProcessExecutor)
                 for record in result.records:
-                    times = [w.values["mean_step_ms"] for w in record.windows if "mean_step_ms" in w.values]
-                    if len(times) >= 3:
-                        times = times[1:]
-                    if times:
+                    if times := steady_step_times(record):
                         found[i].append([statistics.median(times)])
     return found

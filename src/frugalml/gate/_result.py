@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 from frugalml.gate._decide import IMPROVED, REGRESSION, MetricResult
 
@@ -89,13 +87,3 @@ def _ratio(result: MetricResult) -> str:
 def _line(result: MetricResult) -> str:
     return (f"{result.metric}: baseline {_fmt(result.baseline, result.unit)}, candidate "
             f"{_fmt(result.candidate, result.unit)}, ratio {_ratio(result)}: {result.reason}")
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from frugalml.exceptions import ConfigError, DataError
-from frugalml.gate._remeasure import Recipe
+from frugalml.gate._remeasure import Recipe, steady_step_times
 from frugalml.records import TrialRecord
 from frugalml.registry import TAG, refit_best
 from frugalml.study import stored_study
@@ -52,10 +52,9 @@ def trial_samples(records: Sequence[TrialRecord]) -> dict[str, Groups]:
         finals = [[value] for r in records if (value := r.last(name)) is not None and math.isfinite(value)]
         if finals:
             samples[name] = finals
-    steps = [[w.values["mean_step_ms"] for w in r.windows if "mean_step_ms" in w.values] for r in records]
-    steps = [g[1:] if len(g) >= 3 else g for g in steps]  # the first window is warm-up (imports, caches)
-    if any(steps):
-        samples["mean_step_ms"] = [g for g in steps if g]
+    steps = [times for r in records if (times := steady_step_times(r))]
+    if steps:
+        samples["mean_step_ms"] = steps
     peaks = [[peak] for r in records if (peak := r.peak("memory_mb")) is not None]
     if peaks:
         samples["peak_memory_mb"] = peaks
@@ -70,10 +69,6 @@ def _best_records(study_dir: Path, workload: str, config_id: str) -> list[TrialR
 def _recipe(study_dir: Path, workload: str, params: Any) -> Recipe:
     stored = stored_study(study_dir)
     return Recipe(stored.workload(workload), dict(params), stored.seed, stored.data_dir)
-
-
-def _sample_inputs(reference: Any) -> np.ndarray:
-    return np.asarray([f.sample for f in reference.features], dtype=np.float64).T
 
 
 def from_study(study_dir: str | Path, workload: str | None = None) -> Side:
@@ -91,7 +86,7 @@ def from_study(study_dir: str | Path, workload: str | None = None) -> Side:
             size = _size_mb(save_model(refit.model, refit.reference, Path(tmp) / "model"))
     samples["model_size_mb"] = [[size]]
     label = f"study {refit.link['study']} ({refit.link['config_id']})"
-    return Side(label, samples, refit.model, refit.reference.feature_names, _sample_inputs(refit.reference),
+    return Side(label, samples, refit.model, refit.reference.feature_names, refit.reference.sample_inputs,
                 {"study_dir": str(study_dir.resolve()), **refit.link},
                 _recipe(study_dir, refit.link["workload"], refit.params))
 
@@ -124,7 +119,7 @@ def from_model(uri: str, tracking_uri: str | None = None) -> Side:
     label = f"{served.name} version {served.version}" if served.version else uri
     info = {"uri": uri, **({"version": served.version} if served.version else {}),
             **({"study_dir": str(study_dir)} if str(study_dir) != "." else {})}
-    return Side(label, samples, served.model, served.reference.feature_names, _sample_inputs(served.reference), info,
+    return Side(label, samples, served.model, served.reference.feature_names, served.reference.sample_inputs, info,
                 recipe)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from frugalml.exceptions import DataError, FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
+from frugalml.lineage import parse_model_uri
 from frugalml.serve._reference import Reference
 
 REFERENCE_FILE = "frugalml_reference.json"
@@ -94,14 +95,11 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
     try:
         if uri.startswith("models:/"):
             client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            name, _, ref = uri[len("models:/"):].partition("@")
-            if ref:
-                found = client.get_model_version_by_alias(name, ref)
-            elif "/" in name:
-                name, _, number = name.partition("/")
-                found = client.get_model_version(name, number) if number.isdigit() else None
+            name, number, alias = parse_model_uri(uri) or ("", None, None)
+            if alias:
+                found = client.get_model_version_by_alias(name, alias)
             else:
-                found = None
+                found = client.get_model_version(name, number) if number and number.isdigit() else None
             if found is not None:
                 version, tags = str(found.version), dict(found.tags)
         if tracking_uri:

@@ -111,6 +111,12 @@ class Reference:
     def means(self) -> np.ndarray:
         return np.array([f.mean for f in self.features])
 
+    @property
+    def sample_inputs(self) -> np.ndarray:
+        """Rows of training-range values, one column per feature, to time predictions on. Each
+        column is that feature's sorted sample, so a row is not a training row: not for statistics."""
+        return np.asarray([f.sample for f in self.features], dtype=np.float64).T
+
     @classmethod
     def build(
         cls,

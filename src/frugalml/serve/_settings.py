@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass
 
 from frugalml.exceptions import ConfigError
+from frugalml.lineage import parse_model_uri
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
@@ -16,8 +17,8 @@ _POLL_RANGE = Interval(numbers.Real, 0, 86400, closed="both")  # type: ignore[ar
 
 def registry_alias(uri: str) -> tuple[str, str] | None:
     """``(NAME, ALIAS)`` of a ``models:/NAME@ALIAS`` URI; None for any other URI."""
-    name, _, alias = uri[len("models:/"):].partition("@") if uri.startswith("models:/") else ("", "", "")
-    return (name, alias) if name and alias else None
+    parsed = parse_model_uri(uri)
+    return (parsed[0], parsed[2]) if parsed and parsed[2] else None
 
 
 def parse_rate(text: str | float | None) -> float | None:

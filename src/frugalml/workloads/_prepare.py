@@ -25,6 +25,7 @@ import pandas as pd
 import psutil
 
 from frugalml.exceptions import ConfigError, DataError
+from frugalml.files import sha256_file
 from frugalml.workloads._openml import fetch_to_cache
 from frugalml.workloads._sources import DatasetSource, cache_root, file_format
 
@@ -219,11 +220,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     stat = path.stat()
     if stat.st_size > _HASH_LIMIT_BYTES:
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest()}
+    return {"sha256": sha256_file(path)}
 
 
 def _one_line(error: BaseException) -> str:
