@@ -172,16 +172,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000, help="calls per adapter in the per-call measurement")
     args = parser.parse_args()
 
-    from frugalml.executors import LocalExecutor, TrialTask
+    from _watched import run_watched
 
-    executor = LocalExecutor(1, sample_interval_s=0.1, pin=True)
-    kwargs = {"rounds": args.rounds, "repeats": args.repeats, "rows": args.rows, "calls": args.calls}
-    executor.submit(TrialTask("bench/c/r0", 0, "bench", "c", 0, {}, bench_train, kwargs, eval_every=100))
-    records = []
-    while not records:
-        records = executor.poll(1.0)
-    record = records[0]
-    assert record.status.value == "completed", record.error
+    record = run_watched(bench_train, {"rounds": args.rounds, "repeats": args.repeats, "rows": args.rows,
+                                       "calls": args.calls})
     m = {name: record.last(name) for name in record.windows[-1].values}
 
     print(f"whole loop, {args.rounds} rounds on {args.rows} casp_protein rows, median of {args.repeats} "

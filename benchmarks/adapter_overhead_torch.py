@@ -296,16 +296,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="A/B pairs per framework")
     args = parser.parse_args()
 
-    from frugalml.executors import LocalExecutor, TrialTask
+    from _watched import run_watched
 
-    executor = LocalExecutor(1, sample_interval_s=0.1, pin=True)
-    kwargs = {"calls": args.calls, "steps": args.steps, "repeats": args.repeats}
-    executor.submit(TrialTask("bench/c/r0", 0, "bench", "c", 0, {}, bench_train, kwargs, eval_every=100))
-    records = []
-    while not records:
-        records = executor.poll(1.0)
-    record = records[0]
-    assert record.status.value == "completed", record.error
+    record = run_watched(bench_train, {"calls": args.calls, "steps": args.steps, "repeats": args.repeats})
     m = {name: record.last(name) for name in record.windows[-1].values}
 
     print(f"the adapter alone, inside the watched trial ({args.calls} calls per hook; eval_every=100): what its "

@@ -78,16 +78,9 @@ def run_bare(kwargs) -> float:
 
 
 def run_frugal(kwargs) -> float:
-    from frugalml.executors import LocalExecutor, TrialTask
+    from _watched import run_watched
 
-    executor = LocalExecutor(1, sample_interval_s=0.1, pin=True)
-    executor.submit(TrialTask("bench/c/r0", 0, "bench", "c", 0, {}, frugal_train, kwargs, eval_every=100))
-    records = []
-    while not records:
-        records = executor.poll(1.0)
-    record = records[0]
-    assert record.status.value == "completed", record.error
-    return record.last("loop_s")
+    return run_watched(frugal_train, kwargs).last("loop_s")
 
 
 def step_cost_train(trial, calls: int) -> None:
