@@ -139,3 +139,18 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def halving_study(directory, **execution):
+    """The RANKED_POINTS under a 150 MB budget with ASHA (rungs at 10, 20, 40 steps; keep 1 in 2)."""
+    import trainers
+    from frugalml import Search, Study, Workload
+
+    return Study(
+        name="halving",
+        workloads=[Workload(train=trainers.ranked, eval_every=10, max_steps=80, steps=80, name="ranked")],
+        search=Search(space={"quality": sorted({q for q, _ in trainers.RANKED_POINTS}), "megabytes": [0, 300]},
+                      points=[{"quality": q, "megabytes": m} for q, m in trainers.RANKED_POINTS]),
+        budget={"max_memory_mb": 150}, stopping={"halving": {"min_steps": 10, "reduction_factor": 2}},
+        sample_interval_s=0.05, directory=str(directory), mlflow_uri=None, **{"workers": 1, **execution},
+    )

@@ -129,3 +129,21 @@ def sgd_logged(trial, epochs: int = 2, batch: int = 64) -> None:
                 trial.report(val_loss=1.0 - model.score(X, y))
     trial.log_model(model, input_example=X.head(3))
     trial.log_reference(X, y)
+
+
+# (quality, megabytes) for ``ranked``: the first two have the best val_loss but allocate 300 MB at
+# step 25 (over a 150 MB budget), after rungs at 10 and 20 steps
+RANKED_POINTS = [(0.0, 300), (0.05, 300), (0.5, 0), (0.3, 0), (0.9, 0), (0.4, 0), (0.2, 0), (0.7, 0)]
+
+
+def ranked(trial, steps: int = 80, alloc_at: int = 25, sleep_s: float = 0.01) -> None:
+    """val_loss = params['quality'] + 1/step (lower quality is better); allocates and
+    touches params['megabytes'] MB at ``alloc_at`` (0: none), for budget tests of halving."""
+    quality, megabytes = trial.params["quality"], trial.params.get("megabytes", 0)
+    held = []
+    for step in range(1, steps + 1):
+        if step == alloc_at and megabytes:
+            held.append(np.ones(megabytes * 2**20 // 8))
+        time.sleep(sleep_s)
+        if trial.step(loss=quality + 1.0 / step, n_samples=1):
+            trial.report(val_loss=quality + 1.0 / step)

@@ -19,7 +19,8 @@ Metric names carry their unit. Per window (every ``eval_every`` steps):
 ========================  ==============================================================
 
 MB means 2**20 bytes everywhere. :data:`SYSTEM_METRICS` are the system figures (the
-rest are the model's): MLflow shows them under ``system/``.
+rest are the model's): MLflow shows them under ``system/``. :data:`MAXIMISED` are the
+metrics where higher is better (searches and halving maximise them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 
+MAXIMISED = frozenset({"accuracy", "throughput_sps"})
 SYSTEM_METRICS = frozenset({
     "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
     "wall_s", "gpu_util_percent", "gpu_memory_mb",

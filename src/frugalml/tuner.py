@@ -7,6 +7,7 @@ MLflow any stored trial that did not reach it.
 
 from __future__ import annotations
 
+import functools
 import queue
 import shutil
 import sys
@@ -70,6 +71,12 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
 def _data_file(plan: _WorkloadPlan) -> str | None:
     """The file a workload's data was read from (a built-in's cached copy), else its own ``path``."""
     return plan.train_kwargs["data"].meta()["source"] if plan.n_train is not None else plan.workload.path
+
+
+def _screen(plan: _WorkloadPlan, params: Mapping[str, Any]) -> Mapping[str, float] | None:
+    """The workload's predicted budget violations of a candidate, for a screening sampler."""
+    params = {**plan.workload.params, **params}
+    return plan.gate.violations(params, _steps_planned(plan, params))
 
 
 def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
@@ -137,12 +144,15 @@ class Tuner:
         plans = []
         for workload in self.study.workloads:
             train, kwargs, n_train = _prepare(workload, self.study)
-            sampler = self.study.search.sampler(self.study.budget)
-            plan = _WorkloadPlan(workload, sampler, train, kwargs, n_train, deque(), {})
+            plan = _WorkloadPlan(workload, None, train, kwargs, n_train, deque(), {})
+            screen = None
             if self.study.prediction:
                 plan.gate = ConfigGate.for_study(
                     self.study, workload, kwargs.get("data"), lambda name=workload.name: self.state.peers(name),
                 )
+                if plan.gate.settings.screen:
+                    screen = functools.partial(_screen, plan)
+            sampler = plan.sampler = self.study.search.sampler(self.study.budget, screen)
             mine = [r for r in self.records if r.workload == workload.name]
             by_config: dict[str, list[TrialRecord]] = {}
             for record in mine:

@@ -34,7 +34,7 @@ from frugalml.exceptions import ConfigError  # noqa: E402
 from frugalml.executors._ray import ShippedData, connect, localize, ship  # noqa: E402
 from frugalml.records import TrialStatus  # noqa: E402
 from frugalml.tracking import default_uri  # noqa: E402
-from helpers import TESTS, cli, free_port, mlflow_trial_runs, write_study  # noqa: E402
+from helpers import TESTS, cli, free_port, halving_study, mlflow_trial_runs, write_study  # noqa: E402
 
 
 def _cluster_processes(tag: str) -> list[psutil.Process]:
@@ -190,6 +190,22 @@ def test_the_study_compute_budget_counts_trials_running_on_other_nodes(cluster, 
     assert max(r.stop.value - r.cpu_s for r in stopped) > 0.3
     # Each node acts on the other's figure up to ~1.5 s late; without it, 4 x 6 CPU-s would run.
     assert sum(r.cpu_s for r in result.records) < 3.0 + 3.0
+
+
+def test_halving_on_ray_promotes_among_feasible_trials_only(cluster, tmp_path):
+    address, _ = cluster
+    result = tune(halving_study(tmp_path / "out", workers=2, backend="ray", address=address))
+    records = list(result.records)
+    assert len(records) == len(trainers.RANKED_POINTS)
+    over = [r for r in records if r.params["megabytes"]]
+    assert all(r.stop.rule == "max_memory_mb" for r in over)
+    halved = [r for r in records if r.stop is not None and r.stop.rule == "halving"]
+    assert halved and all(r.feasible for r in halved)
+    # over-budget trials scored <= 0.05 + 1/step at their rungs, feasible ones >= 0.2 + 1/step:
+    # no cutoff came from a trial that broke the budget
+    assert all(r.stop.threshold >= 0.2 for r in halved)
+    best = min((r for r in records if r.feasible), key=lambda r: r.params["quality"])
+    assert best.status is TrialStatus.COMPLETED
 
 
 RAY_STUDY = """

@@ -212,6 +212,13 @@ class _StudyFigures:
         self._pending: Any = None
         self._due = 0.0
 
+    def fetch(self) -> None:
+        """Wait for the figures once, before the trial starts: its first windows are checked
+        against the peers the driver had when it submitted the trial, not against none."""
+        others_cpu_s, self.version, peers = import_ray().get(
+            self.channel.exchange.remote(self.trial_id, {"cpu_s": 0.0, "steps": 0}, self.version))
+        self.state.replace(others_cpu_s, peers)
+
     def sync(self, executor: LocalExecutor) -> None:
         ray = import_ray()
         if self._pending is not None:
@@ -266,6 +273,7 @@ def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: Exec
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by Ray for this task: its GPUs, or none
         train = functools.partial(_call_with_env, {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}, train)
     figures = _StudyFigures(channel, task.trial_id)
+    figures.fetch()
     executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
     with _main_not_rerun():
         executor.submit(replace(task, train=train, train_kwargs=kwargs, gpus=0.0))  # Ray chose the devices
@@ -377,6 +385,7 @@ class RayExecutor(Executor):
     def submit(self, task: TrialTask) -> None:
         """Start ``task`` on the cluster; its data goes to the object store once per workload."""
         self._check_slot()
+        self._publish(task.workload)  # the channel has every finished peer before the task asks
         options: dict[str, Any] = {"num_cpus": task.cpus, "name": f"frugalml-trial-{task.number}"}
         gpus = task.gpus or self.gpus_per_trial
         if gpus:
@@ -449,15 +458,17 @@ class RayExecutor(Executor):
             wall_s=time.monotonic() - submitted.started, cpu_s=float(last.get("cpu_s", 0.0)), error=message, info=info,
         )
 
-    def _publish(self) -> None:
-        """Send the channel what changed: finished CPU-seconds and, if rules need them, peers."""
-        if not self._running:
+    def _publish(self, starting: str | None = None) -> None:
+        """Send the channel what changed: finished CPU-seconds and, if rules need them, the
+        peers of the running workloads (and of ``starting``, a trial's about to be submitted)."""
+        workloads = {s.task.workload for s in self._running.values()} | ({starting} if starting else set())
+        if not workloads:
             return
         finished_cpu_s = self.state.finished_cpu_s
         published_cpu_s, counts = self._published
         peers: dict[str, list[TrialRecord]] = {}
         if self._needs_peers:
-            for workload in {s.task.workload for s in self._running.values()}:
+            for workload in workloads:
                 records = self.state.peers(workload)
                 if len(records) != counts.get(workload):
                     counts[workload] = len(records)

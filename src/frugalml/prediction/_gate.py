@@ -4,6 +4,7 @@ Settings come from the study file's ``[prediction]`` table::
 
     [prediction]
     skip = true                 # false: predict and re-check, never skip
+    screen = false              # true: TPE/NSGA-II/random never propose what would be skipped
     confidence = 0.9            # skip only when the lower bound breaks a budget
     min_observations = 4        # trials of the workload needed before anything is skipped
     features = ["batch_size"]   # parameters the cost depends on (see CostModel)
@@ -32,6 +33,7 @@ class PredictionSettings:
     """The ``[prediction]`` table of a study; see the module docstring."""
 
     skip: bool = True
+    screen: bool = False
     confidence: float = 0.9
     min_observations: int = 4
     features: tuple[str, ...] = ("batch_size",)
@@ -41,8 +43,9 @@ class PredictionSettings:
     def from_config(cls, table: Mapping[str, Any]) -> PredictionSettings:
         check_keys("[prediction]", table, [f.name for f in fields(cls)])
         values = dict(table)
-        if not isinstance(values.get("skip", True), bool):
-            raise ConfigError(f"[prediction] 'skip' must be true or false. Got {values['skip']!r} instead.")
+        for key in ("skip", "screen"):
+            if not isinstance(values.get(key, True), bool):
+                raise ConfigError(f"[prediction] '{key}' must be true or false. Got {values[key]!r} instead.")
         for key in ("features", "history"):
             if key in values:
                 if isinstance(values[key], str) or not all(isinstance(v, str) for v in values[key]):
@@ -140,6 +143,22 @@ class ConfigGate:
             steps_planned=steps_planned, steps_saved=(steps_planned or 0) * repeats, cpu_s_saved=saved,
             stop=stop, info={"reason": SKIP_REASON, "prediction": prediction},
         )
+
+    def violations(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, float] | None:
+        """``predicted / limit - 1`` of each budget ``params`` is more likely to break than not
+        (or that a configuration of the same cost features broke), else None: the a-priori
+        constraint a screening sampler rejects candidates on (HyperPower).
+
+        Screening decides on the point prediction, not on the lower bound :meth:`skip`
+        waits for: a rejected candidate costs the sampler one more draw, while a skipped
+        configuration is lost to the study.
+        """
+        predictions = self.predict(params, steps_planned)
+        broken = {key: predictions[metric].value / limit - 1.0 for key, limit in self.budget.items()
+                  if (metric := BUDGET_METRICS[key]) in predictions and predictions[metric].value > limit}
+        if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
+            broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
+        return broken or None
 
     def _over_budget(self, predictions: dict[str, Estimate]) -> dict[str, Any] | None:
         broken = [

@@ -6,22 +6,25 @@ import abc
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
 from frugalml.budgets import per_config
 from frugalml.exceptions import ConfigError
 from frugalml.prediction import constraint_values
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import MAXIMISED, TrialRecord, TrialStatus
 from frugalml.search._space import config_id, fixed_values, to_distributions, validate_space
 
 METHODS = ("grid", "random", "tpe", "nsga2")
-MAXIMISED = {"accuracy", "throughput_sps"}
 KNOWN_METRICS = (
     "val_loss", "accuracy", "rmse", "train_loss", "mean_step_ms", "memory_mb", "cpu_percent",
     "throughput_sps", "wall_s",
 )
+
+
+#: params -> predicted relative violation per budget (``value / limit - 1``), or None if predicted to fit
+Screen = Callable[[Mapping[str, Any]], "Mapping[str, float] | None"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,15 @@ class Search:
     def directions(self) -> list[str]:
         return ["maximize" if o in MAXIMISED else "minimize" for o in self.objectives]
 
-    def sampler(self, budget: Mapping[str, Any] | None = None) -> "Sampler":
-        """A fresh sampler; ``budget`` (the study's) gives the constraints TPE / NSGA-II learn from."""
+    def sampler(self, budget: Mapping[str, Any] | None = None, screen: Screen | None = None) -> "Sampler":
+        """A fresh sampler; ``budget`` (the study's) gives the constraints TPE / NSGA-II learn
+        from; ``screen`` rejects candidates predicted over it before they are proposed
+        (random, TPE and NSGA-II; grid search runs its grid)."""
         if self.method == "grid":
             return GridSampler(self.space, self.points)
         # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
         constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
-        return OptunaSampler(self, budget if constrained else None)
+        return OptunaSampler(self, budget if constrained else None, screen)
 
 
 class Sampler(abc.ABC):
@@ -163,9 +168,18 @@ def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) 
 
 
 class OptunaSampler(Sampler):
-    """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface."""
+    """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface.
 
-    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None) -> None:
+    With a ``screen`` (the cost model's a-priori constraint, as in HyperPower), a
+    candidate predicted over a budget is told to Optuna as infeasible, with the
+    predicted violation, and never proposed; at most ``MAX_SCREENED`` in a row, then
+    the next candidate is proposed anyway (the tuner's skip still catches it).
+    ``screened`` counts the rejected candidates.
+    """
+
+    MAX_SCREENED = 50
+
+    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None, screen: Screen | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.search = search
         self.budget = per_config(budget)
@@ -182,12 +196,27 @@ class OptunaSampler(Sampler):
         self._remaining = search.n_trials or 0
         self.multi = multi
         self._worst: list[float] | None = None  # placeholder objective values of infeasible trials
+        self.screen = screen
+        self.screened = 0
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
             return None
         self._remaining -= 1
-        trial = self.study.ask(self.distributions)
+        for _ in range(self.MAX_SCREENED):
+            trial = self.study.ask(self.distributions)
+            violations = self.screen({**self.fixed, **trial.params}) if self.screen is not None else None
+            if not violations:
+                break
+            if self.budget:  # infeasible, by how much: the constraints rank it below every feasible trial
+                for key in self.budget:
+                    trial.set_constraint(key, float(violations.get(key, 0.0)))
+                self.study.tell(trial, self._placeholder(()))
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.screened += 1
+        else:
+            trial = self.study.ask(self.distributions)
         params = {**self.fixed, **trial.params}
         config = Config(f"t{trial.number:04d}:" + config_id(trial.params), params)
         self._asked[config.config_id] = trial

@@ -1,5 +1,6 @@
 """Composable stopping rules: system budgets and learning rules.
 
+Successive halving and Hyperband (:class:`SuccessiveHalving`) are a learning rule too.
 Rules are small stateless classes with one method, ``check(view) -> StopInfo | None``.
 System budgets (``kind="system"``) make a trial infeasible; learning rules
 (``kind="ml"``) end it early but keep its result.
@@ -11,6 +12,7 @@ from frugalml.stopping._budget import (
     budget_rule,
 )
 from frugalml.stopping._convert import FunctionRule, as_rules, rules_from_config
+from frugalml.stopping._halving import SuccessiveHalving
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
 from frugalml.stopping._predicted import PredictedBudget
 
@@ -29,6 +31,7 @@ __all__ = [
     "StepTimeBudget",
     "StoppingRule",
     "StudyBudget",
+    "SuccessiveHalving",
     "StudyComputeBudget",
     "TrialView",
     "WallTimeBudget",

@@ -9,6 +9,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.records import StopInfo
 from frugalml.stopping._base import ML, StoppingRule, TrialView
 from frugalml.stopping._budget import budget_rule
+from frugalml.stopping._halving import SuccessiveHalving
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
 from frugalml.stopping._predicted import PredictedBudget
 
@@ -43,6 +44,7 @@ STOPPING_KEYS: dict[str, Callable[[Any], StoppingRule | None]] = {
     "patience": _patience,
     "median": _median,
     "divergence": _divergence,
+    "halving": SuccessiveHalving.from_config,
     "predicted": PredictedBudget.from_config,  # also given the [budget] table
 }
 
