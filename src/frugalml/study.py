@@ -29,7 +29,7 @@ from frugalml.validation import POSITIVE_INT, check_keys, read_toml
 
 DEFAULT_MLFLOW = "default"
 STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
-BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate"})
+BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate", "alpha"})  # what sgd_train reads
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
 
@@ -165,10 +165,13 @@ class Study:
         self._check_builtin_params()
         self.stopping_rules()  # validates budgets and rules now, before anything runs
         self.prediction_settings()
+        if self.search.cost_aware and not self.prediction:
+            raise ConfigError("[search] cost_aware weighs candidates by the cost model's predictions; add a "
+                              "[prediction] table (e.g. min_observations = 4) or drop cost_aware.")
 
     def _check_builtin_params(self) -> None:
-        """Built-in workloads read batch_size and learning_rate only: anything else would be
-        recorded as a parameter and silently ignored."""
+        """Built-in workloads read batch_size, learning_rate and alpha only: anything else
+        would be recorded as a parameter and silently ignored."""
         builtin = [w for w in self.workloads if w.train is None]
         space = set(self.search.space) if isinstance(self.search.space, Mapping) else set()
         for workload in builtin:
@@ -177,7 +180,7 @@ class Study:
             if unknown:
                 raise ConfigError(
                     f"Workload '{workload.name}' (built-in {workload.algorithm}) reads only "
-                    f"{' and '.join(sorted(BUILTIN_PARAMS))}, not {unknown}; remove them or train with your own "
+                    f"{', '.join(sorted(BUILTIN_PARAMS))}, not {unknown}; remove them or train with your own "
                     "function (train = \"module:function\")."
                 )
 

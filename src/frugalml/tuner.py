@@ -79,6 +79,12 @@ def _screen(plan: _WorkloadPlan, params: Mapping[str, Any]) -> Mapping[str, floa
     return plan.gate.violations(params, _steps_planned(plan, params))
 
 
+def _trial_cost(plan: _WorkloadPlan, params: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A candidate's predicted CPU-s and the median trial's, for a cost-aware sampler."""
+    params = {**plan.workload.params, **params}
+    return plan.gate.trial_cost(params, _steps_planned(plan, params))
+
+
 def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
     workload = plan.workload
     if plan.n_train is None:
@@ -145,14 +151,15 @@ class Tuner:
         for workload in self.study.workloads:
             train, kwargs, n_train = _prepare(workload, self.study)
             plan = _WorkloadPlan(workload, None, train, kwargs, n_train, deque(), {})
-            screen = None
+            screen = cost = None
             if self.study.prediction:
                 plan.gate = ConfigGate.for_study(
                     self.study, workload, kwargs.get("data"), lambda name=workload.name: self.state.peers(name),
                 )
                 if plan.gate.settings.screen:
                     screen = functools.partial(_screen, plan)
-            sampler = plan.sampler = self.study.search.sampler(self.study.budget, screen)
+                cost = functools.partial(_trial_cost, plan)
+            sampler = plan.sampler = self.study.search.sampler(self.study.budget, screen, cost, self._spent)
             mine = [r for r in self.records if r.workload == workload.name]
             by_config: dict[str, list[TrialRecord]] = {}
             for record in mine:
@@ -170,6 +177,11 @@ class Tuner:
             sampler.restore(finished, incomplete)
             plans.append(plan)
         return plans
+
+    def _spent(self) -> float:
+        """The share of the study's compute budget used by finished trials (0 without one)."""
+        limit = self.study.budget.get("max_study_cpu_seconds")
+        return self.state.finished_cpu_s / float(limit) if limit else 0.0
 
     # -- recording ----------------------------------------------------------------------
 

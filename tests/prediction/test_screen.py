@@ -56,3 +56,34 @@ def test_a_seeded_40_trial_tpe_study_at_least_halves_its_over_budget_proposals_i
     assert second <= first / 2, f"first half {first}/20 over budget, second half {second}/20"
     best = min((r for r in records if r.feasible), key=lambda r: r.last("val_loss"))
     assert best.params["batch_size"] > 2000  # it still found the large batches that fit
+
+
+def test_cost_aware_sampling_proposes_cheap_candidates_first_and_cools_to_plain_sampling():
+    """Cost ~ batch size, the median trial's at batch 1000: over four seeds, proposals dearer
+    than the median are rarer in the first half than plain random search's, and come back
+    as the search's budget is spent (measured: 16 vs 28 early, 30 vs 37 late)."""
+    early, late, plain_early, deferred = 0, 0, 0, 0
+    for seed in range(4):
+        aware = Search(method="random", space=SPACE, n_trials=40, seed=seed, cost_aware=True).sampler(
+            cost=lambda p: (p["batch_size"] / 100.0, 10.0))
+        plain = Search(method="random", space=SPACE, n_trials=40, seed=seed).sampler()
+        cheap = [aware.ask().params["batch_size"] for _ in range(40)]
+        assert aware.ask() is None  # deferred candidates do not use up n_trials
+        failed = [t for t in aware.study.trials if t.state.name == "FAIL"]
+        assert len(failed) == aware.deferred  # told as failed: TPE's model ignores them
+        dear = [plain.ask().params["batch_size"] for _ in range(40)]
+        early += sum(b > 1000 for b in cheap[:20])
+        late += sum(b > 1000 for b in cheap[20:])
+        plain_early += sum(b > 1000 for b in dear[:20])
+        deferred += aware.deferred
+    assert deferred > 0 and early <= 0.7 * plain_early and early < late
+
+
+def test_cost_aware_needs_a_cost_model_and_a_sampler_that_proposes():
+    with pytest.raises(ConfigError, match=r"cost_aware weighs candidates by the cost model's predictions; add a \[prediction\]"):
+        Study(name="x", workloads=[Workload(dataset="diabetes", algorithm="svm")],
+              search=Search(method="tpe", space=SPACE, n_trials=4, cost_aware=True))
+    with pytest.raises(ConfigError, match="grid search runs every configuration"):
+        Search(method="grid", cost_aware=True)
+    with pytest.raises(ConfigError, match=r"\[search\] 'cost_aware' must be true or false. Got 'yes' instead."):
+        Search(method="tpe", space=SPACE, n_trials=4, cost_aware="yes")

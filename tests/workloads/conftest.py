@@ -57,6 +57,8 @@ def train() -> Callable[..., tuple[Trial, list[dict]]]:
     ) -> tuple[Trial, list[dict]]:
         messages: list[dict] = []
         params = {"batch_size": batch_size, "learning_rate": learning_rate}
+        if "alpha" in kwargs:
+            params["alpha"] = kwargs.pop("alpha")
         trial = Trial(params, eval_every=eval_every, send=messages.append)
         sgd_train(trial, data, algorithm=algorithm, **kwargs)
         return trial, messages

@@ -69,6 +69,7 @@ def test_steps_planned():
         ({"batch_size": None}, {}, "'batch_size' parameter"),
         ({"learning_rate": 0}, {}, r"'learning_rate' parameter of sgd_train must be a float in the range \(0, inf\)"),
         ({"learning_rate": -0.1}, {}, "'learning_rate' parameter"),
+        ({}, {"alpha": -1.0}, r"'alpha' parameter of sgd_train must be a number in the range \[0, inf\)"),
         ({}, {"data_format": "arrow"}, "data_format must be one of"),
         ({}, {"epochs": 0}, "'epochs' parameter"),
         ({}, {"algorithm": "linear_regression"}, "is for regression but dataset 'diabetes'"),
@@ -78,6 +79,14 @@ def test_invalid_configuration_raises_config_error(train, diabetes, params, kwar
     kwargs = {"algorithm": "svm", **kwargs}
     with pytest.raises(ConfigError, match=match):
         train(diabetes, kwargs.pop("algorithm"), **params, **kwargs)
+
+
+def test_alpha_is_the_l2_strength(train, diabetes):
+    strong = windows(train(diabetes, "svm", epochs=3, alpha=1.0)[1])[-1]["metrics"]["val_loss"]
+    weak = windows(train(diabetes, "svm", epochs=3, alpha=1e-6)[1])[-1]["metrics"]["val_loss"]
+    default = windows(train(diabetes, "svm", epochs=3)[1])[-1]["metrics"]["val_loss"]
+    assert strong > weak + 0.05  # weights shrunk towards zero fit worse (measured 0.61 vs 0.51)
+    assert default == windows(train(diabetes, "svm", epochs=3, alpha=0.0001)[1])[-1]["metrics"]["val_loss"]
 
 
 def test_divergence_is_reported_not_raised(train, red_wine):

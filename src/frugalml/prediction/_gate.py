@@ -14,6 +14,7 @@ Settings come from the study file's ``[prediction]`` table::
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -159,6 +160,16 @@ class ConfigGate:
         if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
             broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
         return broken or None
+
+    def trial_cost(self, params: Mapping[str, Any], steps_planned: int | None) -> tuple[float, float] | None:
+        """(predicted CPU-s of a trial of ``params``, the median CPU-s of the workload's
+        completed trials), or None while the model or the steps cannot tell."""
+        cpu = self.predict(params, steps_planned).get("cpu_ms_per_step")
+        finished = [r.cpu_s for r in [*self.history, *self.records()]
+                    if r.status is TrialStatus.COMPLETED and math.isfinite(r.cpu_s) and r.cpu_s > 0]
+        if cpu is None or not steps_planned or not finished:
+            return None
+        return cpu.value * steps_planned / 1000.0, statistics.median(finished)
 
     def _over_budget(self, predictions: dict[str, Estimate]) -> dict[str, Any] | None:
         broken = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import itertools
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,6 +26,8 @@ KNOWN_METRICS = (
 
 #: params -> predicted relative violation per budget (``value / limit - 1``), or None if predicted to fit
 Screen = Callable[[Mapping[str, Any]], "Mapping[str, float] | None"]
+#: params -> (predicted CPU-s of the trial, the median finished trial's), or None before the model can tell
+Cost = Callable[[Mapping[str, Any]], "tuple[float, float] | None"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class Search:
             cannot fit; ``false`` is plain search (a budget-stopped trial is just pruned).
         points: with grid search, run exactly these configurations, in this order,
             instead of every combination (a warm start: an earlier study's best ones).
+        cost_aware: with random / TPE / NSGA-II and a ``[prediction]`` cost model, favour
+            configurations predicted cheap (cost cooling, Lee et al. 2020): a candidate
+            predicted to cost ``c`` CPU-s against the median finished trial's ``m`` is
+            proposed with probability ``min(1, m / c) ** (1 - progress)``, where progress is
+            the share of ``n_trials`` proposed (or of ``max_study_cpu_seconds`` spent, if
+            larger); a deferred candidate is dropped from the sampler's model, not told as bad.
     """
 
     method: str = "grid"
@@ -64,6 +73,7 @@ class Search:
     seed: int = 0
     constraints: bool = True
     points: list[dict[str, Any]] | None = None
+    cost_aware: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,6 +93,12 @@ class Search:
                 raise ConfigError(f"Unknown objective metric {objective!r}; use one of {', '.join(KNOWN_METRICS)}.")
         if self.points is not None:
             self._check_points()
+        for flag in ("constraints", "cost_aware"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"[search] '{flag}' must be true or false. Got {getattr(self, flag)!r} instead.")
+        if self.cost_aware and self.method == "grid":
+            raise ConfigError("[search] cost_aware weighs the proposals of random, tpe or nsga2; grid search runs "
+                              "every configuration. Use another method or drop cost_aware.")
 
     def _check_points(self) -> None:
         if self.method != "grid":
@@ -100,15 +116,17 @@ class Search:
     def directions(self) -> list[str]:
         return ["maximize" if o in MAXIMISED else "minimize" for o in self.objectives]
 
-    def sampler(self, budget: Mapping[str, Any] | None = None, screen: Screen | None = None) -> "Sampler":
+    def sampler(self, budget: Mapping[str, Any] | None = None, screen: Screen | None = None,
+                cost: Cost | None = None, spent: Callable[[], float] | None = None) -> "Sampler":
         """A fresh sampler; ``budget`` (the study's) gives the constraints TPE / NSGA-II learn
-        from; ``screen`` rejects candidates predicted over it before they are proposed
-        (random, TPE and NSGA-II; grid search runs its grid)."""
+        from; ``screen`` rejects candidates predicted over it before they are proposed, and
+        ``cost`` (with ``spent``, the share of the compute budget used) weighs them by cost
+        when ``cost_aware`` (random, TPE and NSGA-II; grid search runs its grid)."""
         if self.method == "grid":
             return GridSampler(self.space, self.points)
         # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
         constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
-        return OptunaSampler(self, budget if constrained else None, screen)
+        return OptunaSampler(self, budget if constrained else None, screen, cost if self.cost_aware else None, spent)
 
 
 class Sampler(abc.ABC):
@@ -174,12 +192,15 @@ class OptunaSampler(Sampler):
     candidate predicted over a budget is told to Optuna as infeasible, with the
     predicted violation, and never proposed; at most ``MAX_SCREENED`` in a row, then
     the next candidate is proposed anyway (the tuner's skip still catches it).
-    ``screened`` counts the rejected candidates.
+    ``screened`` counts the rejected candidates. With a ``cost``, candidates are also
+    weighed by predicted cost (see ``Search.cost_aware``); ``deferred`` counts those not
+    proposed, which are told to Optuna as failed so that its model ignores them.
     """
 
     MAX_SCREENED = 50
 
-    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None, screen: Screen | None = None) -> None:
+    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None, screen: Screen | None = None,
+                 cost: Cost | None = None, spent: Callable[[], float] | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.search = search
         self.budget = per_config(budget)
@@ -198,6 +219,10 @@ class OptunaSampler(Sampler):
         self._worst: list[float] | None = None  # placeholder objective values of infeasible trials
         self.screen = screen
         self.screened = 0
+        self.cost = cost
+        self.spent = spent or (lambda: 0.0)
+        self.deferred = 0
+        self._coin = random.Random(search.seed)
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
@@ -205,9 +230,14 @@ class OptunaSampler(Sampler):
         self._remaining -= 1
         for _ in range(self.MAX_SCREENED):
             trial = self.study.ask(self.distributions)
-            violations = self.screen({**self.fixed, **trial.params}) if self.screen is not None else None
+            params = {**self.fixed, **trial.params}
+            violations = self.screen(params) if self.screen is not None else None
             if not violations:
-                break
+                if not self._defer(params):
+                    break
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.deferred += 1
+                continue
             if self.budget:  # infeasible, by how much: the constraints rank it below every feasible trial
                 for key in self.budget:
                     trial.set_constraint(key, float(violations.get(key, 0.0)))
@@ -221,6 +251,16 @@ class OptunaSampler(Sampler):
         config = Config(f"t{trial.number:04d}:" + config_id(trial.params), params)
         self._asked[config.config_id] = trial
         return config
+
+    def _defer(self, params: Mapping[str, Any]) -> bool:
+        """Cost cooling: leave a candidate predicted dearer than the median trial for later,
+        with a chance that shrinks to nothing as the search's budget is spent."""
+        estimate = self.cost(params) if self.cost is not None else None
+        if estimate is None or estimate[0] <= estimate[1]:
+            return False
+        n_trials = self.search.n_trials or 1
+        progress = min(1.0, max((n_trials - self._remaining - 1) / n_trials, self.spent()))
+        return self._coin.random() > (estimate[1] / estimate[0]) ** (1.0 - progress)
 
     def tell(self, config: Config, records: Sequence[TrialRecord]) -> None:
         trial = self._asked.pop(config.config_id, None)

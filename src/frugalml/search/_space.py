@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 import optuna
 
 from frugalml.exceptions import ConfigError
-from frugalml.validation import POSITIVE, POSITIVE_INT, check
+from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 
 _RANGE_KEYS = {"low", "high", "log", "int", "step"}
 
@@ -76,7 +77,7 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
         _check_known(name, values)
 
 
-_KNOWN = {"batch_size": POSITIVE_INT, "learning_rate": POSITIVE}  # what the built-in workloads accept
+_KNOWN = {"batch_size": POSITIVE_INT, "learning_rate": POSITIVE, "alpha": Interval(numbers.Real, 0, None)}  # what the built-in workloads accept
 
 
 def _check_known(name: str, values: list[Any]) -> None:

@@ -37,7 +37,8 @@ def _loss_name(algorithm: str, task: str, dataset: str | None = None) -> tuple[s
 
 
 def make_estimator(
-    algorithm: str, task: str, learning_rate: float, seed: int = 0, *, dataset: str | None = None
+    algorithm: str, task: str, learning_rate: float, seed: int = 0, *, dataset: str | None = None,
+    alpha: float = 0.0001,
 ) -> Any:
     """A scikit-learn SGD estimator with a constant learning rate.
 
@@ -47,6 +48,7 @@ def make_estimator(
         learning_rate: the constant step size ``eta0``.
         seed: ``random_state``.
         dataset: named in the error message when the algorithm does not fit the task.
+        alpha: the L2 regularisation strength (scikit-learn's default).
 
     Example::
 
@@ -57,7 +59,7 @@ def make_estimator(
 
     class_name, loss = _loss_name(algorithm, task, dataset)
     cls = SGDClassifier if class_name == "SGDClassifier" else SGDRegressor
-    return cls(loss=loss, learning_rate="constant", eta0=learning_rate, random_state=seed)
+    return cls(loss=loss, learning_rate="constant", eta0=learning_rate, random_state=seed, alpha=alpha)
 
 
 def algorithm_loss(estimator: Any, algorithm: str, task: str, X: Any, y: np.ndarray) -> float:

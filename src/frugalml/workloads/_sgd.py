@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ def sgd_train(
 ) -> None:
     """Train an SGD model on ``data`` one batch per ``trial.step``, as in the thesis.
 
-    Reads ``trial.params["batch_size"]`` and ``trial.params["learning_rate"]``. Batches
+    Reads ``trial.params["batch_size"]``, ``trial.params["learning_rate"]`` and, when
+    given, ``trial.params["alpha"]`` (the L2 strength; default 0.0001). Batches
     are sequential slices of the (already shuffled) training split, with no per-epoch
     shuffle. When a window ends, reports ``val_loss`` and ``accuracy`` (classification)
     or ``rmse`` (regression) on the whole test split; a final partial window is
@@ -68,6 +70,7 @@ def sgd_train(
     batch_size = _check_int("batch_size", trial.params.get("batch_size"), 1)
     learning_rate = check("sgd_train", "learning_rate", trial.params.get("learning_rate"),
                           Interval(float, 0, None, closed="neither"))
+    alpha = check("sgd_train", "alpha", trial.params.get("alpha", 0.0001), Interval(numbers.Real, 0, None))
     epochs = _check_int("epochs", epochs, 1)
     if max_steps is not None:
         max_steps = _check_int("max_steps", max_steps, 1)
@@ -75,7 +78,7 @@ def sgd_train(
         raise ConfigError(f"data_format must be one of {DATA_FORMATS}, but got {data_format!r}.")
     task = data.task
     loss = _loss_name(algorithm, task, data.name)[1]
-    estimator = make_estimator(algorithm, task, float(learning_rate), seed, dataset=data.name)
+    estimator = make_estimator(algorithm, task, float(learning_rate), seed, dataset=data.name, alpha=float(alpha))
 
     n_train = data.n_train
     batch = min(batch_size, n_train)

@@ -1,0 +1,506 @@
+"""Compute until the best feasible configuration is found: frugalml next to Optuna and Ray Tune.
+
+One workload (a built-in SGD model trained batch by batch, the same ``sgd_train`` loop in
+every arm), one space, one memory budget, the same number of workers and trials, over
+several seeds. The arms:
+
+* ``frugalml``: its defaults: TPE told the budget violations as constraints, trials
+  stopped by the watchdog when they break the budget;
+* ``frugalml+``: the same, plus successive halving among feasible trials (``[stopping]
+  halving``), predicted budget stops (``[stopping] predicted``) and a screening sampler
+  (``[prediction] screen``: the cost model rejects candidates predicted over budget);
+* ``optuna``: Optuna's TPE with ``MedianPruner`` and ``trial.set_constraint`` on the peak
+  memory the objective measured (RSS - shared, psutil, at every report), two worker
+  processes sharing a journal storage: how an Optuna user would add a memory budget;
+* ``ray``: Ray Tune (random search), ``ASHAScheduler`` on ``val_loss`` and a stopper on the
+  memory each report carries: how a Ray user would do it;
+* ``random``: random search, every trial run in full (Optuna's ``RandomSampler``, no pruner).
+
+For each run: trials in the order they finished, each with its CPU-seconds (the worker's
+own, measured in the trial), whether it broke the budget, and its final ``val_loss``. The
+target is the best feasible ``val_loss`` seen by any arm in any run (with ``--space grid``
+and ``--exhaustive``, the exhaustive grid's); a run *finds* it when a feasible trial
+comes within ``--tolerance`` (1%) of it. Printed per arm: median over seeds of CPU-seconds
+and wall seconds until found (the CPU of trials that finished by then), trials that ran
+over budget, and the ratio to each peer; then one line ``ratio to best peer: R``: arm
+``frugalml+``'s CPU-seconds to the best over the better of ``optuna`` and ``ray``, median
+over seeds. A run that never finds the target counts its whole CPU and says so.
+
+    python benchmarks/search_vs_peers.py [--dataset mnist_784 | --dataset PATH --target COL]
+        [--space continuous|grid] [--seeds 3] [--trials 30] [--steps 60] [--budget-mb 200]
+        [--arms frugalml,frugalml+,optuna,ray,random] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from frugalml import Search, Study, Workload, tune
+from frugalml.records import TrialStatus
+from frugalml.trial import Trial
+from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
+
+ARMS = ("frugalml", "frugalml+", "optuna", "ray", "random")
+PEERS = ("optuna", "ray")
+GRID = {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001, 0.0001]}
+CONTINUOUS = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
+              "learning_rate": {"low": 1e-5, "high": 1.0, "log": True},
+              "alpha": {"low": 1e-6, "high": 1e-2, "log": True}}
+
+
+@dataclass
+class Finished:
+    """One trial, as the benchmark scores it."""
+
+    finished_s: float  # from the start of the run
+    cpu_s: float
+    val_loss: float | None  # final; None when it failed or broke the budget before reporting
+    feasible: bool  # as the arm itself saw it
+    over_budget: bool  # it ran and the arm saw its memory go over the budget
+    batch_size: int = 0
+    peak_mb: float | None = None  # the largest memory the arm measured
+    measured_by_watchdog: bool = False  # frugalml's: sampled from the parent, transient peaks included
+
+
+@dataclass
+class Workbench:
+    """What every arm trains: the dataset, data path, steps and budget."""
+
+    dataset: str
+    path: str | None
+    target: str | None
+    algorithm: str
+    data_format: str
+    steps: int
+    eval_every: int
+    budget_mb: float
+
+    def data(self):
+        return prepare_dataset(resolve_dataset(self.dataset, path=self.path, target=self.target))
+
+
+def memory_mb() -> float:
+    """RSS - shared of this process, the thesis's (and frugalml's) memory figure."""
+    info = psutil.Process().memory_info()
+    return (info.rss - getattr(info, "shared", 0)) / 2**20
+
+
+class _Stop(Exception):
+    pass
+
+
+def train_plain(params: dict, data: Any, bench: Workbench, on_window: Callable[[int, float, float], bool]) -> None:
+    """frugalml's own SGD loop, run outside frugalml: ``on_window(step, val_loss, memory_mb)``
+    is called at each evaluation and returns True to stop."""
+
+    def send(message: dict) -> None:
+        if message.get("type") == "window" and "val_loss" in message["metrics"]:
+            if on_window(message["step"], message["metrics"]["val_loss"], memory_mb()):
+                raise _Stop
+
+    trial = Trial(params, eval_every=bench.eval_every, send=send)
+    try:
+        sgd_train(trial, data, algorithm=bench.algorithm, epochs=10_000, max_steps=bench.steps,
+                  data_format=bench.data_format)
+    except _Stop:
+        pass
+
+
+# -- frugalml -------------------------------------------------------------------------------
+
+
+@dataclass
+class Plus:
+    """The settings of arm ``frugalml+``."""
+
+    min_steps: int | None = None  # first rung; default: the first window
+    reduction_factor: int = 3
+    cost_aware: bool = True
+
+
+PLUS = Plus()
+
+
+def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, plus: bool, workers: int) -> list[Finished]:
+    stopping: dict[str, Any] = {}
+    prediction: dict[str, Any] = {}
+    if plus:
+        stopping = {"halving": {"min_steps": PLUS.min_steps, "reduction_factor": PLUS.reduction_factor},
+                    "predicted": True}
+        if PLUS.min_steps is None:
+            del stopping["halving"]["min_steps"]
+        prediction = {"screen": True, "min_observations": 4}
+    started = time.monotonic()
+    done: list[Finished] = []
+
+    def progress(event: str, record: Any) -> None:
+        if event == "end":
+            value = record.last("val_loss")
+            broke = record.stop is not None and record.stop.rule == "max_memory_mb"
+            peaks = [v for v in (record.peak("memory_mb"), record.stop.value if broke else None) if v is not None]
+            done.append(Finished(time.monotonic() - started, record.cpu_s,
+                                 value if value is not None and math.isfinite(value) else None,
+                                 record.feasible and record.status is not TrialStatus.FAILED, broke,
+                                 int(record.params["batch_size"]), max(peaks) if peaks else None,
+                                 record.status is not TrialStatus.SKIPPED))
+
+    with tempfile.TemporaryDirectory(prefix="frugalml-peers-") as directory:
+        study = Study(
+            name="search-vs-peers", directory=directory, workers=workers, mlflow_uri=None, seed=seed,
+            workloads=[Workload(dataset=bench.dataset, path=bench.path, target=bench.target,
+                                algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
+                                max_steps=bench.steps, eval_every=bench.eval_every)],
+            search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware=plus and PLUS.cost_aware),
+            budget={"max_memory_mb": bench.budget_mb}, stopping=stopping, prediction=prediction,
+        )
+        tune(study, progress=progress)
+    return done
+
+
+# -- Optuna ---------------------------------------------------------------------------------
+
+
+def _optuna_distributions(space: dict) -> dict:
+    from frugalml.search import to_distributions
+
+    return to_distributions(space)
+
+
+def suggest(trial: Any, name: str, distribution: Any) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution, as an Optuna user writes it."""
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+
+
+def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: dict, n_trials: int,
+                   seed: int, sampler_name: str, out: Any, index: int) -> None:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(storage_path))
+    worker_seed = seed * 100 + index  # each worker its own stream, the same every run
+    sampler = (optuna.samplers.TPESampler(seed=worker_seed) if sampler_name == "tpe"
+               else optuna.samplers.RandomSampler(seed=worker_seed))
+    pruner = optuna.pruners.MedianPruner() if sampler_name == "tpe" else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+    data = bench.data()
+    distributions = _optuna_distributions(space)
+    started = out["started"]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: suggest(trial, name, d) for name, d in distributions.items()}
+        cpu0, peak, last = time.process_time(), 0.0, [math.nan]
+
+        def on_window(step: int, val_loss: float, memory: float) -> bool:
+            nonlocal peak
+            peak, last[0] = max(peak, memory), val_loss
+            trial.report(val_loss, step)
+            return trial.should_prune()
+
+        try:
+            train_plain(params, data, bench, on_window)
+        finally:
+            cpu = time.process_time() - cpu0
+            trial.set_user_attr("cpu_s", cpu)
+            trial.set_user_attr("peak_mb", peak)
+            trial.set_constraint("max_memory_mb", peak / bench.budget_mb - 1.0)
+            out["trials"].append(asdict(Finished(time.time() - started, cpu, last[0] if math.isfinite(last[0]) else None,
+                                                 peak <= bench.budget_mb, peak > bench.budget_mb,
+                                                 int(params["batch_size"]), peak)))
+        if trial.should_prune():
+            raise optuna.TrialPruned
+        return last[0]
+
+    study.optimize(objective, n_trials=n_trials, catch=(Exception,))
+
+
+def run_optuna(bench: Workbench, space: dict, trials: int, seed: int, sampler: str, workers: int) -> list[Finished]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    with tempfile.TemporaryDirectory(prefix="frugalml-peers-optuna-") as directory:
+        path = str(Path(directory) / "journal.log")
+        optuna.create_study(study_name="peers", storage=JournalStorage(JournalFileBackend(path)))
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager:
+            out = manager.dict(started=time.time(), trials=manager.list())
+            share = [trials // workers + (i < trials % workers) for i in range(workers)]
+            processes = [context.Process(target=_optuna_worker,
+                                         args=(path, "peers", bench, space, n, seed, sampler, out, i))
+                         for i, n in enumerate(share)]
+            for p in processes:
+                p.start()
+            for p in processes:
+                p.join()
+            done = [Finished(**t) for t in out["trials"]]
+    return sorted(done, key=lambda f: f.finished_s)
+
+
+# -- Ray Tune -------------------------------------------------------------------------------
+
+
+def _ray_space(space: dict) -> dict:
+    from ray import tune as ray_tune
+
+    converted = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            converted[name] = ray_tune.choice(spec)
+        elif spec.get("int"):
+            converted[name] = ray_tune.lograndint(spec["low"], spec["high"] + 1) if spec.get("log") \
+                else ray_tune.randint(spec["low"], spec["high"] + 1)
+        else:
+            converted[name] = ray_tune.loguniform(spec["low"], spec["high"]) if spec.get("log") \
+                else ray_tune.uniform(spec["low"], spec["high"])
+    return converted
+
+
+def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    started = time.time()
+
+    def trainable(config: dict) -> None:
+        data = bench.data()
+        cpu0 = time.process_time()
+
+        def on_window(step: int, val_loss: float, memory: float) -> bool:
+            ray_tune.report({"val_loss": val_loss, "memory_mb": memory, "cpu_s": time.process_time() - cpu0,
+                             "finished_at": time.time(), "step": step})
+            return False
+
+        train_plain(dict(config), data, bench, on_window)
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="frugalml-peers-ray-") as directory:
+            tuner = ray_tune.Tuner(
+                trainable, param_space=_ray_space(space),
+                tune_config=ray_tune.TuneConfig(
+                    num_samples=trials,
+                    scheduler=ASHAScheduler(metric="val_loss", mode="min", time_attr="step",
+                                            max_t=bench.steps, grace_period=bench.eval_every, reduction_factor=3),
+                    search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=workers),
+                ),
+                run_config=ray_tune.RunConfig(storage_path=directory, verbose=0,
+                                              stop=lambda _, result: result["memory_mb"] > bench.budget_mb),
+            )
+            results = tuner.fit()
+            done = []
+            for result in results:
+                frame = result.metrics_dataframe
+                if frame is None or frame.empty:
+                    done.append(Finished(time.time() - started, 0.0, None, False, False))
+                    continue
+                peak = float(frame["memory_mb"].max())
+                last = frame.iloc[-1]
+                done.append(Finished(float(last["finished_at"]) - started, float(last["cpu_s"]),
+                                     float(last["val_loss"]), peak <= bench.budget_mb, peak > bench.budget_mb,
+                                     int(result.config["batch_size"]), peak))
+    finally:
+        ray.shutdown()
+    return sorted(done, key=lambda f: f.finished_s)
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
+    if arm in ("frugalml", "frugalml+"):
+        return run_frugalml(bench, space, trials, seed, arm == "frugalml+", workers)
+    if arm == "optuna":
+        return run_optuna(bench, space, trials, seed, "tpe", workers)
+    if arm == "random":
+        return run_optuna(bench, space, trials, seed, "random", workers)
+    return run_ray(bench, space, trials, seed, workers)
+
+
+class MemoryOracle:
+    """One memory yardstick for every arm: peak memory as frugalml's watchdog measured it,
+    fitted as linear in the batch size (on its trials that were not stopped on the way up).
+
+    The peers measure memory where their users would, at each report, between batches,
+    when a batch's copy is already freed: they miss the transient peak and believe
+    over-budget configurations fit. Scored on their own figures they would "find" bests
+    that do not fit; so every trial is judged by this one yardstick.
+    """
+
+    def __init__(self, runs: dict[str, list[list[Finished]]], budget_mb: float) -> None:
+        import numpy as np
+
+        points = [(f.batch_size, f.peak_mb) for per_seed in runs.values() for done in per_seed for f in done
+                  if f.measured_by_watchdog and f.peak_mb is not None and not f.over_budget]
+        self.budget_mb = budget_mb
+        self.fit = None
+        if len({b for b, _ in points}) >= 3:
+            slope, intercept = np.polyfit([b for b, _ in points], [m for _, m in points], 1)
+            self.fit = (float(intercept), float(slope))
+
+    def peak(self, trial: Finished) -> float | None:
+        if trial.measured_by_watchdog:
+            return trial.peak_mb
+        return None if self.fit is None else self.fit[0] + self.fit[1] * trial.batch_size
+
+    def judge(self, trial: Finished) -> Finished:
+        """``trial`` with ``feasible`` and ``over_budget`` as the yardstick sees them."""
+        peak = self.peak(trial)
+        if peak is None or trial.measured_by_watchdog:
+            return trial
+        over = peak > self.budget_mb
+        return replace(trial, feasible=trial.feasible and not over, over_budget=trial.over_budget or over)
+
+    def __str__(self) -> str:
+        if self.fit is None:
+            return "no memory yardstick (too few frugalml trials): peers judged on their own figures"
+        a, c = self.fit
+        return (f"memory yardstick: peak = {a:.0f} MB + {c * 1000:.2f} MB per 1000 rows of batch "
+                f"(over {self.budget_mb:g} MB above batch {((self.budget_mb - a) / c) if c > 0 else math.inf:.0f})")
+
+
+def until_found(done: list[Finished], target: float) -> dict[str, Any]:
+    """CPU-s and wall-s until a feasible trial first reached ``target`` (else all of it)."""
+    cpu = 0.0
+    for trial in sorted(done, key=lambda f: f.finished_s):
+        cpu += trial.cpu_s
+        if trial.feasible and trial.val_loss is not None and trial.val_loss <= target:
+            return {"found": True, "cpu_s": cpu, "wall_s": trial.finished_s}
+    return {"found": False, "cpu_s": cpu, "wall_s": max((f.finished_s for f in done), default=0.0)}
+
+
+def best_feasible(done: list[Finished]) -> float:
+    values = [f.val_loss for f in done if f.feasible and f.val_loss is not None]
+    return min(values) if values else math.inf
+
+
+def exhaustive_optimum(bench: Workbench, space: dict, workers: int) -> float:
+    """Every grid point trained in full by frugalml with no budget; the best whose peak (as
+    the watchdog sampled it) fits the budget."""
+    with tempfile.TemporaryDirectory(prefix="frugalml-peers-grid-") as directory:
+        study = Study(
+            name="exhaustive", directory=directory, workers=workers, mlflow_uri=None,
+            workloads=[Workload(dataset=bench.dataset, path=bench.path, target=bench.target,
+                                algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
+                                max_steps=bench.steps, eval_every=bench.eval_every)],
+            search=Search(method="grid", space=space),
+        )
+        records = tune(study).records
+    values = [r.last("val_loss") for r in records if (r.peak("memory_mb") or 0.0) <= bench.budget_mb]
+    return min((v for v in values if v is not None and math.isfinite(v)), default=math.inf)
+
+
+def report(runs: dict[str, list[list[Finished]]], target: float, tolerance: float) -> dict[str, Any]:
+    goal = target * (1 + tolerance) if target > 0 else target * (1 - tolerance)
+    summary: dict[str, Any] = {"target": target, "goal": goal, "arms": {}}
+    print(f"\ntarget: best feasible val_loss {target:.5g}; found = within {tolerance:.0%} ({goal:.5g})")
+    print(f"{'arm':<11} {'found':>6} {'CPU-s to best':>14} {'wall-s to best':>15} {'over budget':>12} {'CPU-s total':>12}")
+    for arm, per_seed in runs.items():
+        scores = [until_found(done, goal) for done in per_seed]
+        row = {
+            "found": sum(s["found"] for s in scores), "seeds": len(scores),
+            "cpu_s_to_best": statistics.median(s["cpu_s"] for s in scores),
+            "wall_s_to_best": statistics.median(s["wall_s"] for s in scores),
+            "over_budget": statistics.median(sum(f.over_budget for f in done) for done in per_seed),
+            "cpu_s_total": statistics.median(sum(f.cpu_s for f in done) for done in per_seed),
+            "per_seed_cpu_s": [s["cpu_s"] for s in scores],
+        }
+        summary["arms"][arm] = row
+        print(f"{arm:<11} {row['found']:>3}/{row['seeds']:<2} {row['cpu_s_to_best']:>14.1f} {row['wall_s_to_best']:>15.1f} "
+              f"{row['over_budget']:>12g} {row['cpu_s_total']:>12.1f}")
+    arms = summary["arms"]
+    if "frugalml+" in arms:
+        for peer in (a for a in arms if a != "frugalml+"):
+            ratio = arms["frugalml+"]["cpu_s_to_best"] / max(arms[peer]["cpu_s_to_best"], 1e-9)
+            print(f"frugalml+ / {peer}: CPU-s to best {ratio:.2f}")
+        peers = [a for a in PEERS if a in arms]
+        if peers:
+            ratios = []
+            for i, ours in enumerate(arms["frugalml+"]["per_seed_cpu_s"]):
+                best_peer = min(arms[p]["per_seed_cpu_s"][i] for p in peers)
+                ratios.append(ours / max(best_peer, 1e-9))
+            summary["ratio_to_best_peer"] = statistics.median(ratios)
+            print(f"ratio to best peer: {summary['ratio_to_best_peer']:.2f}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="mnist_784")
+    parser.add_argument("--path", help="a CSV/parquet/npz file instead of a built-in dataset")
+    parser.add_argument("--target", help="the target column of --path")
+    parser.add_argument("--algorithm", default="svm")
+    parser.add_argument("--data-format", default="pandas", choices=("numpy", "pandas"))
+    parser.add_argument("--space", default="continuous", choices=("continuous", "grid"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=None, help="default: 16 (grid), 30 (continuous)")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--budget-mb", type=float, default=200.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--exhaustive", action="store_true", help="with --space grid: target = the grid's optimum")
+    parser.add_argument("--json", help="write the per-trial results and the summary here")
+    parser.add_argument("--halving-min-steps", type=int, help="frugalml+: steps to the first rung (default: a window)")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
+    parser.add_argument("--no-cost-aware", action="store_true", help="frugalml+ without cost-aware sampling")
+    args = parser.parse_args()
+    PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
+        args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arm(s) {unknown}; use {', '.join(ARMS)}")
+    dataset = Path(args.path).stem.split(".")[0] if args.path else args.dataset
+    bench = Workbench(dataset, args.path, args.target, args.algorithm, args.data_format, args.steps,
+                      args.eval_every, args.budget_mb)
+    space = GRID if args.space == "grid" else CONTINUOUS
+    trials = args.trials or (16 if args.space == "grid" else 30)
+    print(f"{dataset} ({args.algorithm}, {args.data_format} path), {args.space} space, {trials} trials x "
+          f"{args.seeds} seeds, {args.steps} steps, budget {args.budget_mb:g} MB, {args.workers} workers")
+    runs: dict[str, list[list[Finished]]] = {arm: [] for arm in arms}
+    for seed in range(args.seeds):
+        for arm in arms:  # arms alternate within a seed, so load drifts hit them alike
+            t0 = time.monotonic()
+            done = run_arm(arm, bench, space, trials, seed, args.workers)
+            runs[arm].append(done)
+            print(f"  seed {seed} {arm:<10} {len(done)} trials, {sum(f.cpu_s for f in done):7.1f} CPU-s, "
+                  f"{time.monotonic() - t0:6.1f} s, best feasible {best_feasible(done):.5g}, "
+                  f"{sum(f.over_budget for f in done)} over budget", flush=True)
+    oracle = MemoryOracle(runs, bench.budget_mb)
+    print(oracle)
+    runs = {arm: [[oracle.judge(f) for f in done] for done in per_seed] for arm, per_seed in runs.items()}
+    target = exhaustive_optimum(bench, space, args.workers) if args.exhaustive and args.space == "grid" else \
+        min(best_feasible(done) for per_seed in runs.values() for done in per_seed)
+    summary = report(runs, target, args.tolerance)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "summary": summary,
+             "runs": {arm: [[asdict(f) for f in done] for done in per_seed] for arm, per_seed in runs.items()}},
+            indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
