@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and their content hashes."""
+"""Files written whole or not at all, their content hashes, and where frugalml caches files."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: stream.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The frugalml cache: ``cache_dir``, else ``$FRUGALML_CACHE_DIR``, else ``~/.cache/frugalml``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("FRUGALML_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "frugalml"

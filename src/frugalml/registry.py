@@ -34,7 +34,7 @@ from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_linea
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, sha256_arrays
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
-from frugalml.tracking import default_uri
+from frugalml.tracking import default_uri, seed_sqlite_store
 from frugalml.tuner import load_result
 
 TAG = "frugalml."
@@ -420,6 +420,7 @@ def register(
     tags = {**_tags(refit), **lineage_tags(refit.lineage or {})}
     previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     try:
+        seed_sqlite_store(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment = client.get_experiment_by_name(f"{study}-registry")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(

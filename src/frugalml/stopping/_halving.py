@@ -57,6 +57,7 @@ class SuccessiveHalving(StoppingRule):
     name = "halving"
     kind = ML
     per_sample = False
+    MEMO_SIZE = 4096
 
     def __init__(self, *, min_steps: int | None = None, reduction_factor: int = 3, brackets: int = 1,
                  min_early_stopping_rate: int = 0, metric: str = "val_loss") -> None:
@@ -122,6 +123,8 @@ class SuccessiveHalving(StoppingRule):
 
         key = (peer.trial_id, first_rung)
         if key not in self._frozen:
+            if len(self._frozen) >= self.MEMO_SIZE:
+                self._frozen.clear()
             values = self._values(peer.windows)
             self._frozen[key] = optuna.trial.create_trial(
                 state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(values),

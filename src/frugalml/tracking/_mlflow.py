@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 from frugalml.exceptions import ConfigError
+from frugalml.files import cache_root
 from frugalml.records import SYSTEM_METRICS, TrialRecord, TrialStatus
 from frugalml.tracking._base import Tracker
 
@@ -40,6 +44,44 @@ _RUN_STATUS = {
 
 def default_uri(study_dir: str | Path) -> str:
     return "sqlite:///" + str((Path(study_dir) / "mlflow.db").resolve())
+
+
+def seed_sqlite_store(uri: str) -> None:
+    """Create a new ``sqlite:///`` store by copying an empty, migrated one from the cache.
+
+    MLflow builds a new SQLite store migration by migration (2-5 s here); a copy takes
+    ~0.1 s. The template is made once per MLflow version, in the frugalml cache. Its
+    ``Default`` experiment is pointed at ``./mlruns/0`` of this directory, as MLflow
+    would have done. Other URIs, and files that exist, are left alone.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    import mlflow
+
+    template = cache_root() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    if not template.is_file():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri="sqlite:///" + str(tmp)).search_experiments(max_results=1)
+            os.replace(tmp, template)
+        finally:
+            tmp.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(template, tmp)
+        with closing(sqlite3.connect(tmp)) as connection, connection:
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                               (os.path.abspath(os.path.join("mlruns", "0")),))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_uri(uri: str) -> None:
@@ -76,6 +118,7 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        seed_sqlite_store(uri)
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(study_name)
         location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from frugalml.exceptions import ConfigError, DataError
+from frugalml.files import cache_root
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet", ".npz")
 TASKS = ("classification", "regression")
@@ -70,14 +71,6 @@ class DatasetSource:
     task: str | None
     substitute_for: str | None = None
     openml_name: str | None = None
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The frugalml cache: ``cache_dir``, else ``$FRUGALML_CACHE_DIR``, else ``~/.cache/frugalml``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("FRUGALML_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "frugalml"
 
 
 def is_offline() -> bool:
