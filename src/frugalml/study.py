@@ -41,7 +41,9 @@ class Workload:
         dataset: a built-in dataset name (``mnist_784``, ``diabetes``, ``wave_energy``,
             ``red_wine``, ``casp_protein``), or None with ``path``.
         path: a CSV/Parquet/npz file; ``target`` names its target column.
-        algorithm: ``linear_regression``, ``perceptron``, ``logistic_regression`` or ``svm``.
+        algorithm: ``linear_regression``, ``perceptron``, ``logistic_regression`` or ``svm``
+            (SGD, as in the thesis), or ``mlp`` / ``cnn`` (PyTorch networks; their
+            architecture parameters go in the search space, see ``frugalml.workloads``).
         train: your own ``train(trial, **train_kwargs)`` function (or ``"module:function"``);
             replaces the built-in SGD loop.
         epochs / max_steps: how long a trial trains (``max_steps`` caps it).
@@ -75,7 +77,7 @@ class Workload:
             raise ConfigError("A workload needs exactly one of 'dataset' or 'path' (or a 'train' function).")
         if self.train is None and self.algorithm is None:
             raise ConfigError(
-                "A workload needs 'algorithm' (linear_regression, perceptron, logistic_regression or svm)."
+                "A workload needs 'algorithm' (linear_regression, perceptron, logistic_regression, svm, mlp or cnn)."
             )
         for key in ("epochs", "eval_every"):
             _positive_int(f"workload '{key}'", getattr(self, key))
@@ -174,13 +176,16 @@ class Study:
         would be recorded as a parameter and silently ignored."""
         builtin = [w for w in self.workloads if w.train is None]
         space = set(self.search.space) if isinstance(self.search.space, Mapping) else set()
+        if builtin:
+            from frugalml.workloads._networks import NETWORK_PARAMS  # lazy: pandas, for built-in workloads only
         for workload in builtin:
             names = set(workload.params) | (space if len(builtin) == len(self.workloads) else set())
-            unknown = sorted(names - BUILTIN_PARAMS)
+            known = NETWORK_PARAMS.get(workload.algorithm, BUILTIN_PARAMS)
+            unknown = sorted(names - known)
             if unknown:
                 raise ConfigError(
                     f"Workload '{workload.name}' (built-in {workload.algorithm}) reads only "
-                    f"{', '.join(sorted(BUILTIN_PARAMS))}, not {unknown}; remove them or train with your own "
+                    f"{', '.join(sorted(known))}, not {unknown}; remove them or train with your own "
                     "function (train = \"module:function\")."
                 )
 

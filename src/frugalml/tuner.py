@@ -52,20 +52,38 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     if workload.train is not None:
         return workload.train, dict(workload.train_kwargs), None
     # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
-    from frugalml.workloads import make_estimator, prepare_dataset, resolve_dataset, sgd_train
+    from frugalml.workloads import (
+        NETWORKS, check_network, make_estimator, network_train, prepare_dataset, resolve_dataset, sgd_train,
+    )
 
     if study.data_dir and not Path(study.data_dir).expanduser().is_dir():
         raise ConfigError(f"[study] data_dir {study.data_dir!r} is not a folder; fix the path or remove data_dir.")
     source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
     data = prepare_dataset(source, seed=study.seed)
-    make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
+    if workload.algorithm in NETWORKS:  # every listed architecture must build on this data: fail now
+        for params in _listed_values(study.search.space, workload.params):
+            check_network(workload.algorithm, params, data.n_features)
+        train = network_train
+    else:
+        make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
+        train = sgd_train
     if workload.data_format == "pandas":
         data.frame()  # writes the column-ordered copy once, not in the first trial
     kwargs = dict(
         data=data, algorithm=workload.algorithm, epochs=workload.epochs, max_steps=workload.max_steps,
         data_format=workload.data_format, seed=study.seed,
     )
-    return sgd_train, kwargs, data.n_train
+    return train, kwargs, data.n_train
+
+
+def _listed_values(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One configuration per listed value (or range bound) of each parameter, the rest fixed:
+    enough to find a value that cannot be built."""
+    configs = [dict(fixed)]
+    for name, spec in space.items():
+        values = spec if isinstance(spec, list) else [spec["low"], spec["high"]] if isinstance(spec, Mapping) else [spec]
+        configs += [{**fixed, name: value} for value in values]
+    return configs
 
 
 def _data_file(plan: _WorkloadPlan) -> str | None:

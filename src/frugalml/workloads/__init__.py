@@ -1,4 +1,5 @@
-"""Workloads: datasets (files, data dirs, the cache, OpenML) and the thesis's SGD training.
+"""Workloads: datasets (files, data dirs, the cache, OpenML), the thesis's SGD training and
+built-in PyTorch networks (``mlp``, ``cnn``; torch is imported only when one trains).
 
 Example::
 
@@ -11,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
+from frugalml.workloads._networks import NETWORK_PARAMS, NETWORKS, build_network, check_network, network_train
 from frugalml.workloads._prepare import PreparedData, prepare_dataset
 from frugalml.workloads._sgd import DATA_FORMATS, sgd_train, steps_planned
 from frugalml.workloads._sources import BUILTIN_DATASETS, DatasetSource, resolve_dataset
@@ -20,9 +22,14 @@ __all__ = [
     "BUILTIN_DATASETS",
     "DATA_FORMATS",
     "DatasetSource",
+    "NETWORKS",
+    "NETWORK_PARAMS",
     "PreparedData",
     "algorithm_loss",
+    "build_network",
+    "check_network",
     "make_estimator",
+    "network_train",
     "prepare_dataset",
     "resolve_dataset",
     "sgd_train",

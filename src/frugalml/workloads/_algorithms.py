@@ -22,7 +22,8 @@ _ESTIMATORS: dict[tuple[str, str], tuple[str, str]] = {
 
 def _loss_name(algorithm: str, task: str, dataset: str | None = None) -> tuple[str, str]:
     if algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)} (SGD) "
+                          "or mlp, cnn (PyTorch networks).")
     if task not in ("classification", "regression"):
         raise ConfigError(f"task must be 'classification' or 'regression', but got {task!r}.")
     if (algorithm, task) not in _ESTIMATORS:

@@ -1,0 +1,201 @@
+"""Built-in PyTorch networks: an MLP and a small CNN, trained one optimiser step per ``trial.step``.
+
+Architecture and training parameters come from the configuration:
+
+========  ============================================================  =========
+network   parameters (default)                                          checked
+========  ============================================================  =========
+``mlp``   ``depth`` (2) hidden layers of ``width`` (128) units,         width, depth >= 1;
+          ``activation`` (relu | tanh | gelu | sigmoid), ``dropout``    dropout in [0, 1)
+          (0.0)
+``cnn``   ``depth`` (2) blocks of conv(``channels`` (16), ``kernel``    kernel <= image side
+          (3), same padding) + ReLU + 2x2 max-pool while the image is
+          at least 2 pixels wide; then a linear layer
+both      ``batch_size``, ``learning_rate``, ``optimizer`` (adam | sgd
+          | adamw; sgd has momentum 0.9)
+========  ============================================================  =========
+
+A CNN reads each row as an image: ``n_features`` must be ``side**2`` (one channel, as
+mnist_784) or ``3 * side**2`` (RGB, channels first). Training runs on CUDA when
+it is available, else on the CPU; ``trial.set_info(device=...)`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from frugalml.exceptions import ConfigError
+from frugalml.trial import Trial
+from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
+from frugalml.workloads._prepare import PreparedData
+
+NETWORKS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"depth": 2, "width": 128, "activation": "relu", "dropout": 0.0},
+    "cnn": {"depth": 2, "channels": 16, "kernel": 3},
+}
+COMMON = {"batch_size": 64, "learning_rate": 0.001, "optimizer": "adam"}
+#: every parameter a network workload reads
+NETWORK_PARAMS = {name: frozenset({*defaults, *COMMON}) for name, defaults in DEFAULTS.items()}
+_CHECKS = {"depth": POSITIVE_INT, "width": POSITIVE_INT, "channels": POSITIVE_INT, "kernel": POSITIVE_INT,
+           "dropout": Interval(float, 0, 1, closed="left"), "batch_size": POSITIVE_INT,
+           "learning_rate": POSITIVE}
+_CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+
+
+def image_shape(n_features: int) -> tuple[int, int, int] | None:
+    """(channels, side, side) when a row of ``n_features`` values is a square image, else None."""
+    for channels in (1, 3):
+        side = math.isqrt(n_features // channels)
+        if n_features % channels == 0 and side * side * channels == n_features:
+            return channels, side, side
+    return None
+
+
+def check_network(algorithm: str, params: Mapping[str, Any], n_features: int | None = None) -> dict[str, Any]:
+    """The configuration with defaults filled in; a one-line ConfigError for one that cannot be built."""
+    if algorithm not in NETWORKS:
+        raise ConfigError(f"unknown network {algorithm!r}; choose one of {', '.join(NETWORKS)}.")
+    config = {**COMMON, **DEFAULTS[algorithm], **{k: v for k, v in params.items() if k in NETWORK_PARAMS[algorithm]}}
+    for name, value in config.items():
+        if name in _CHECKS:
+            check(f"the {algorithm} network", name, value, _CHECKS[name])
+        elif name in _CHOICES and value not in _CHOICES[name]:
+            raise ConfigError(f"The '{name}' parameter of the {algorithm} network must be one of "
+                              f"{', '.join(_CHOICES[name])}. Got {value!r} instead.")
+    if algorithm == "cnn" and n_features is not None:
+        shape = image_shape(n_features)
+        if shape is None:
+            raise ConfigError(f"The cnn network reads each row as a square image, but rows have {n_features} values "
+                              "(not side**2 or 3 * side**2); use algorithm = \"mlp\" for this dataset.")
+        if config["kernel"] > shape[1]:
+            raise ConfigError(f"The 'kernel' parameter of the cnn network must be at most the image side "
+                              f"({shape[1]}). Got {config['kernel']} instead.")
+    return config
+
+
+def build_network(algorithm: str, config: Mapping[str, Any], n_features: int, n_outputs: int) -> Any:
+    """The ``torch.nn.Module`` of a checked configuration."""
+    import torch.nn as nn
+
+    if algorithm == "mlp":
+        activation = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}[config["activation"]]
+        layers: list[Any] = []
+        inputs = n_features
+        for _ in range(config["depth"]):
+            layers += [nn.Linear(inputs, config["width"]), activation()]
+            if config["dropout"] > 0:
+                layers.append(nn.Dropout(config["dropout"]))
+            inputs = config["width"]
+        return nn.Sequential(*layers, nn.Linear(inputs, n_outputs))
+    channels, side, _ = image_shape(n_features)
+    layers = [nn.Unflatten(1, (channels, side, side))]
+    for _ in range(config["depth"]):
+        layers += [nn.Conv2d(channels, config["channels"], config["kernel"], padding="same"), nn.ReLU()]
+        channels = config["channels"]
+        if side >= 2:
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * side * side, n_outputs))
+
+
+def parameter_count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def network_train(
+    trial: Trial,
+    data: PreparedData,
+    *,
+    algorithm: str,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    data_format: str = "numpy",
+    seed: int = 0,
+) -> None:
+    """Train an MLP or CNN on ``data``, one optimiser step per ``trial.step``.
+
+    Batches are sequential slices of the (already shuffled, standardised) training split;
+    at each window's end it reports ``val_loss`` (cross-entropy, or mean squared error
+    for regression) and ``accuracy`` (classification) or ``rmse`` on the test split,
+    evaluated in chunks of 1024 rows (a CNN's activations stay small). A non-finite loss
+    is reported and ends training.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from frugalml.workloads._sgd import steps_planned
+
+    config = check_network(algorithm, trial.params, data.n_features)
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    classification = data.task == "classification"
+    n_outputs = len(data.classes) if classification else 1
+    model = build_network(algorithm, config, data.n_features, n_outputs).to(device)
+    optimizer = {
+        "adam": lambda p: torch.optim.Adam(p, lr=config["learning_rate"]),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=config["learning_rate"]),
+        "sgd": lambda p: torch.optim.SGD(p, lr=config["learning_rate"], momentum=0.9),
+    }[config["optimizer"]](model.parameters())
+    trial.set_info(device=device.type, parameters=parameter_count(model))
+
+    X_train, y_train, X_test, y_test = data.arrays(mmap=True)
+    rows = data.frame().iloc if data_format == "pandas" else X_train
+    n_train = data.n_train
+    batch = min(int(config["batch_size"]), n_train)
+    planned = steps_planned(n_train, batch, epochs, max_steps)
+
+    def tensors(X: Any, y: np.ndarray) -> tuple[Any, Any]:
+        # float32 copies: the memory-mapped split is read-only, and a network wants float32 anyway
+        target = torch.from_numpy(np.array(y)).to(device)
+        features = torch.from_numpy(np.array(X, dtype=np.float32)).to(device)
+        return features, (target.long() if classification else target.float().view(-1, 1))
+
+    def loss_of(output: Any, target: Any) -> Any:
+        return F.cross_entropy(output, target) if classification else F.mse_loss(output, target)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        total, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(y_test), 1024):
+                X, target = tensors(X_test[start : start + 1024], y_test[start : start + 1024])
+                output = model(X)
+                total += float(loss_of(output, target)) * len(target)
+                if classification:
+                    correct += int((output.argmax(dim=1) == target).sum())
+        model.train()
+        val_loss = total / len(y_test)
+        if classification:
+            return {"val_loss": val_loss, "accuracy": correct / len(y_test)}
+        return {"val_loss": val_loss, "rmse": math.sqrt(val_loss)}
+
+    step = 0
+    pending = False
+    trial.reset_clock()
+    while step < planned:
+        for start in range(0, n_train, batch):
+            if step >= planned:
+                break
+            X, target = tensors(rows[start : start + batch], y_train[start : start + batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of(model(X), target)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                trial.set_info(diverged=True)
+                trial.step(math.inf, len(target))
+                trial.report(val_loss=math.inf, **({"accuracy": math.nan} if classification else {"rmse": math.inf}))
+                return
+            pending = not trial.step(value, len(target))
+            if not pending:
+                trial.report(**evaluate())
+    if pending:
+        trial.report(**evaluate())

@@ -1,0 +1,92 @@
+"""The built-in PyTorch networks: checked architectures, real CPU training on mnist_784."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from frugalml import ConfigError, Search, Study, TrialStatus, Workload, tune
+from frugalml.trial import Trial
+from frugalml.workloads import build_network, check_network, network_train
+
+
+@pytest.mark.parametrize("algorithm, params, n_features, message", [
+    ("mlp", {"width": 0}, 784, "The 'width' parameter of the mlp network must be an int in the range [1, inf). Got 0"),
+    ("mlp", {"depth": 2.5}, 784, "'depth' parameter of the mlp network"),
+    ("mlp", {"dropout": 1.0}, 784, "'dropout' parameter of the mlp network must be a float in the range [0, 1)"),
+    ("mlp", {"activation": "swish"}, 784, "must be one of relu, tanh, gelu, sigmoid. Got 'swish'"),
+    ("mlp", {"optimizer": "lbfgs"}, 784, "must be one of adam, sgd, adamw. Got 'lbfgs'"),
+    ("cnn", {"kernel": 29}, 784, "'kernel' parameter of the cnn network must be at most the image side (28). Got 29"),
+    ("cnn", {}, 8, "reads each row as a square image, but rows have 8 values"),
+    ("rnn", {}, 784, "unknown network 'rnn'; choose one of mlp, cnn"),
+])
+def test_an_architecture_that_cannot_be_built_is_a_one_line_error(algorithm, params, n_features, message):
+    with pytest.raises(ConfigError) as error:
+        check_network(algorithm, params, n_features)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_networks_are_built_as_configured():
+    mlp = build_network("mlp", check_network("mlp", {"width": 128, "depth": 2}), 784, 10)
+    assert sum(p.numel() for p in mlp.parameters()) == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    cnn = build_network("cnn", check_network("cnn", {"channels": 8, "kernel": 5, "depth": 3}, 784), 784, 10)
+    assert cnn(torch.zeros(4, 784)).shape == (4, 10)  # 28 -> 14 -> 7 -> 3 after three pooled blocks
+    rgb = build_network("cnn", check_network("cnn", {"depth": 1}, 3 * 32 * 32), 3 * 32 * 32, 2)
+    assert rgb(torch.zeros(2, 3 * 32 * 32)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("algorithm, architecture", [("mlp", {"depth": 1}), ("cnn", {"depth": 1, "channels": 4})])
+def test_a_network_learns_mnist_on_the_cpu_one_optimiser_step_per_trial_step(mnist, algorithm, architecture):
+    messages: list[dict] = []
+    trial = Trial({"batch_size": 64, "learning_rate": 0.002, **architecture}, eval_every=20, send=messages.append)
+    network_train(trial, mnist, algorithm=algorithm, max_steps=60)
+    windows = [m for m in messages if m["type"] == "window"]
+    assert trial.steps == 60 and [w["step"] for w in windows] == [20, 40, 60]
+    assert {"device": "cpu"}.items() <= next(m["info"] for m in messages if m["type"] == "info").items()
+    assert all(w["samples"] == 20 * 64 for w in windows)
+    first, last = windows[0]["metrics"], windows[-1]["metrics"]
+    assert last["val_loss"] < first["val_loss"] and last["accuracy"] > 0.6  # ten classes: chance is 0.1
+    assert all(math.isfinite(x) for w in windows for x in w["losses"])
+
+
+def test_a_search_space_with_an_impossible_architecture_fails_before_anything_runs(tmp_path):
+    study = Study(name="bad-cnn", workloads=[Workload(dataset="mnist_784", algorithm="cnn", max_steps=10)],
+                  search=Search(space={"kernel": [3, 31]}), directory=str(tmp_path / "s"), mlflow_uri=None)
+    with pytest.raises(ConfigError, match=r"at most the image side \(28\). Got 31 instead"):
+        tune(study)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match=r"reads only .*not \['units'\]"):
+        Study(name="bad-mlp", workloads=[Workload(dataset="mnist_784", algorithm="mlp")],
+              search=Search(space={"units": [3]}))
+
+
+def _mlp_study(directory, points, budget, name):
+    return Study(
+        name=name, workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=40, eval_every=20)],
+        search=Search(space={"width": sorted({p["width"] for p in points}), "depth": sorted({p["depth"] for p in points})},
+                      points=points),
+        budget=budget, workers=1, sample_interval_s=0.05, directory=str(directory), mlflow_uri=None,
+    )
+
+
+def test_a_memory_budget_stops_the_widest_network_mid_training_and_a_step_time_budget_the_deepest(tmp_path):
+    """Real MLP trials in worker processes. A narrow, shallow network sets the yardstick.
+    The widest (20 M parameters) fits a budget of base + 200 MB as built (80 MB of weights)
+    but not once it trains: its gradients and Adam's two states add ~240 MB during the first
+    optimiser step, and it is stopped there. The deepest (64 layers) breaks a step-time
+    budget of 4x the base's."""
+    (base,) = tune(_mlp_study(tmp_path / "base", [{"width": 32, "depth": 1}], {}, "base")).records
+    assert base.status is TrialStatus.COMPLETED
+    base_mb, base_ms = base.peak("memory_mb"), base.mean("mean_step_ms")
+
+    (wide,) = tune(_mlp_study(tmp_path / "wide", [{"width": 4096, "depth": 2}],
+                              {"max_memory_mb": base_mb + 200}, "wide")).records
+    assert wide.status is TrialStatus.STOPPED and wide.stop.rule == "max_memory_mb" and not wide.feasible
+    assert wide.stop.value > base_mb + 200 and wide.stop.step <= 1 and wide.steps_saved >= 39
+
+    deep, shallow = tune(_mlp_study(tmp_path / "deep", [{"width": 32, "depth": 64}, {"width": 32, "depth": 1}],
+                                    {"max_mean_step_ms": 4 * base_ms}, "deep")).records
+    assert deep.stop is not None and deep.stop.rule == "max_mean_step_ms", (deep.mean("mean_step_ms"), base_ms)
+    assert shallow.status is TrialStatus.COMPLETED and shallow.steps_done == 40
