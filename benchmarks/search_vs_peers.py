@@ -14,7 +14,9 @@ several seeds. The arms:
   processes sharing a journal storage: how an Optuna user would add a memory budget;
 * ``ray``: Ray Tune (random search), ``ASHAScheduler`` on ``val_loss`` and a stopper on the
   memory each report carries: how a Ray user would do it;
-* ``random``: random search, every trial run in full (Optuna's ``RandomSampler``, no pruner).
+* ``random``: random search, every trial run in full (Optuna's ``RandomSampler``, no pruner);
+* ``frugalml+nocost`` (not run by default): ``frugalml+`` without cost-aware sampling, to
+  see what cost-aware sampling adds.
 
 For each run: trials in the order they finished, each with its CPU-seconds (the worker's
 own, measured in the trial), whether it broke the budget, and its final ``val_loss``. The
@@ -28,7 +30,7 @@ over seeds. A run that never finds the target counts its whole CPU and says so.
 
     python benchmarks/search_vs_peers.py [--dataset mnist_784 | --dataset PATH --target COL]
         [--space continuous|grid] [--seeds 3] [--trials 30] [--steps 60] [--budget-mb 200]
-        [--arms frugalml,frugalml+,optuna,ray,random] [--json out.json]
+        [--arms frugalml,frugalml+,optuna,ray,random] [--json out.json] [--target-value V]
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from frugalml.records import TrialStatus
 from frugalml.trial import Trial
 from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
 
-ARMS = ("frugalml", "frugalml+", "optuna", "ray", "random")
+ARMS = ("frugalml", "frugalml+", "optuna", "ray", "random", "frugalml+nocost")
 PEERS = ("optuna", "ray")
 GRID = {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001, 0.0001]}
 CONTINUOUS = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
@@ -329,8 +331,15 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int)
 
 
 def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
-    if arm in ("frugalml", "frugalml+"):
-        return run_frugalml(bench, space, trials, seed, arm == "frugalml+", workers)
+    if arm.startswith("frugalml"):
+        plus = arm != "frugalml"
+        if arm == "frugalml+nocost":
+            saved, PLUS.cost_aware = PLUS.cost_aware, False
+            try:
+                return run_frugalml(bench, space, trials, seed, True, workers)
+            finally:
+                PLUS.cost_aware = saved
+        return run_frugalml(bench, space, trials, seed, plus, workers)
     if arm == "optuna":
         return run_optuna(bench, space, trials, seed, "tpe", workers)
     if arm == "random":
@@ -460,8 +469,9 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default=",".join(ARMS[:5]))
     parser.add_argument("--exhaustive", action="store_true", help="with --space grid: target = the grid's optimum")
+    parser.add_argument("--target-value", type=float, help="score against this val_loss (e.g. an earlier run's target)")
     parser.add_argument("--json", help="write the per-trial results and the summary here")
     parser.add_argument("--halving-min-steps", type=int, help="frugalml+: steps to the first rung (default: a window)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
@@ -492,8 +502,12 @@ def main() -> None:
     oracle = MemoryOracle(runs, bench.budget_mb)
     print(oracle)
     runs = {arm: [[oracle.judge(f) for f in done] for done in per_seed] for arm, per_seed in runs.items()}
-    target = exhaustive_optimum(bench, space, args.workers) if args.exhaustive and args.space == "grid" else \
-        min(best_feasible(done) for per_seed in runs.values() for done in per_seed)
+    if args.target_value is not None:
+        target = args.target_value
+    elif args.exhaustive and args.space == "grid":
+        target = exhaustive_optimum(bench, space, args.workers)
+    else:
+        target = min(best_feasible(done) for per_seed in runs.values() for done in per_seed)
     summary = report(runs, target, args.tolerance)
     if args.json:
         Path(args.json).write_text(json.dumps(

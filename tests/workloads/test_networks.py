@@ -62,12 +62,12 @@ def test_a_search_space_with_an_impossible_architecture_fails_before_anything_ru
               search=Search(space={"units": [3]}))
 
 
-def _mlp_study(directory, points, budget, name):
+def _mlp_study(directory, points, budget, name, workers=1):
     return Study(
         name=name, workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=40, eval_every=20)],
         search=Search(space={"width": sorted({p["width"] for p in points}), "depth": sorted({p["depth"] for p in points})},
                       points=points),
-        budget=budget, workers=1, sample_interval_s=0.05, directory=str(directory), mlflow_uri=None,
+        budget=budget, workers=workers, sample_interval_s=0.05, directory=str(directory), mlflow_uri=None,
     )
 
 
@@ -86,7 +86,9 @@ def test_a_memory_budget_stops_the_widest_network_mid_training_and_a_step_time_b
     assert wide.status is TrialStatus.STOPPED and wide.stop.rule == "max_memory_mb" and not wide.feasible
     assert wide.stop.value > base_mb + 200 and wide.stop.step <= 1 and wide.steps_saved >= 39
 
-    deep, shallow = tune(_mlp_study(tmp_path / "deep", [{"width": 32, "depth": 64}, {"width": 32, "depth": 1}],
-                                    {"max_mean_step_ms": 4 * base_ms}, "deep")).records
+    by_depth = {r.params["depth"]: r for r in tune(_mlp_study(
+        tmp_path / "deep", [{"width": 32, "depth": 64}, {"width": 32, "depth": 1}],
+        {"max_mean_step_ms": 4 * base_ms}, "deep", workers=2)).records}
+    deep, shallow = by_depth[64], by_depth[1]
     assert deep.stop is not None and deep.stop.rule == "max_mean_step_ms", (deep.mean("mean_step_ms"), base_ms)
     assert shallow.status is TrialStatus.COMPLETED and shallow.steps_done == 40
