@@ -31,6 +31,7 @@ over seeds. A run that never finds the target counts its whole CPU and says so.
     python benchmarks/search_vs_peers.py [--dataset mnist_784 | --dataset PATH --target COL]
         [--space continuous|grid] [--seeds 3] [--trials 30] [--steps 60] [--budget-mb 200]
         [--arms frugalml,frugalml+,optuna,ray,random] [--json out.json] [--target-value V]
+    python benchmarks/search_vs_peers.py --rescore run1.json [run2.json ...] [--tolerances 0.01,0.05]
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, plus: bo
     with tempfile.TemporaryDirectory(prefix="frugalml-peers-") as directory:
         study = Study(
             name="search-vs-peers", directory=directory, workers=workers, mlflow_uri=None, seed=seed,
-            workloads=[Workload(dataset=bench.dataset, path=bench.path, target=bench.target,
+            workloads=[Workload(dataset=None if bench.path else bench.dataset, path=bench.path, target=bench.target,
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
             search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware=plus and PLUS.cost_aware),
@@ -410,7 +411,7 @@ def exhaustive_optimum(bench: Workbench, space: dict, workers: int) -> float:
     with tempfile.TemporaryDirectory(prefix="frugalml-peers-grid-") as directory:
         study = Study(
             name="exhaustive", directory=directory, workers=workers, mlflow_uri=None,
-            workloads=[Workload(dataset=bench.dataset, path=bench.path, target=bench.target,
+            workloads=[Workload(dataset=None if bench.path else bench.dataset, path=bench.path, target=bench.target,
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
             search=Search(method="grid", space=space),
@@ -454,6 +455,20 @@ def report(runs: dict[str, list[list[Finished]]], target: float, tolerance: floa
     return summary
 
 
+def rescore(paths: list[str], tolerances: list[float], target: float | None) -> None:
+    """Score stored runs again (``--json`` files, merged by arm) at other tolerances."""
+    runs: dict[str, list[list[Finished]]] = {}
+    targets = []
+    for path in paths:
+        stored = json.loads(Path(path).read_text())
+        targets.append(stored["summary"]["target"])
+        for arm, per_seed in stored["runs"].items():
+            runs.setdefault(arm, []).extend([[Finished(**f) for f in done] for done in per_seed])
+    target = min(targets) if target is None else target
+    for tolerance in tolerances:
+        report(runs, target, tolerance)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist_784")
@@ -476,7 +491,12 @@ def main() -> None:
     parser.add_argument("--halving-min-steps", type=int, help="frugalml+: steps to the first rung (default: a window)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
     parser.add_argument("--no-cost-aware", action="store_true", help="frugalml+ without cost-aware sampling")
+    parser.add_argument("--rescore", nargs="+", metavar="JSON", help="score earlier --json runs again (no runs)")
+    parser.add_argument("--tolerances", default="0.01,0.03,0.05", help="with --rescore")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.rescore, [float(t) for t in args.tolerances.split(",")], args.target_value)
+        return
     PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
         args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
     arms = [a for a in args.arms.split(",") if a]
