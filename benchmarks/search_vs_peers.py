@@ -161,7 +161,9 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, plus: bo
 
     with tempfile.TemporaryDirectory(prefix="frugalml-peers-") as directory:
         study = Study(
-            name="search-vs-peers", directory=directory, workers=workers, mlflow_uri=None, seed=seed,
+            # the study's seed splits the data and seeds the model, as bench.data() and sgd_train
+            # do for the peers: 0 for every arm; only the search's seed varies
+            name="search-vs-peers", directory=directory, workers=workers, mlflow_uri=None, seed=0,
             workloads=[Workload(dataset=None if bench.path else bench.dataset, path=bench.path, target=bench.target,
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
