@@ -167,6 +167,9 @@ class Study:
         self._check_builtin_params()
         self.stopping_rules()  # validates budgets and rules now, before anything runs
         self.prediction_settings()
+        if self.prediction.get("screen") and self.search.method == "grid":
+            raise ConfigError("[prediction] screen rejects the candidates of random, tpe or nsga2 before they are "
+                              "proposed; grid search runs its grid (skip = true skips within it). Drop screen.")
         if self.search.cost_aware and not self.prediction:
             raise ConfigError("[search] cost_aware weighs candidates by the cost model's predictions; add a "
                               "[prediction] table (e.g. min_observations = 4) or drop cost_aware.")

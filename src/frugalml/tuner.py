@@ -61,7 +61,7 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
     data = prepare_dataset(source, seed=study.seed)
     if workload.algorithm in NETWORKS:  # every listed architecture must build on this data: fail now
-        for params in _listed_values(study.search.space, workload.params):
+        for params in _listed_values(study.search, workload.params):
             check_network(workload.algorithm, params, data.n_features)
         train = network_train
     else:
@@ -76,13 +76,18 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     return train, kwargs, data.n_train
 
 
-def _listed_values(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One configuration per listed value (or range bound) of each parameter, the rest fixed:
-    enough to find a value that cannot be built."""
+def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One configuration per listed value (or range bound: a float unless the range is
+    ``int``) of each parameter, and each grid point, the rest fixed: enough to find a
+    value that cannot be built."""
     configs = [dict(fixed)]
-    for name, spec in space.items():
-        values = spec if isinstance(spec, list) else [spec["low"], spec["high"]] if isinstance(spec, Mapping) else [spec]
+    for name, spec in search.space.items():
+        if isinstance(spec, Mapping):
+            values = [spec["low"], spec["high"]] if spec.get("int") else [float(spec["low"]), float(spec["high"])]
+        else:
+            values = spec if isinstance(spec, list) else [spec]
         configs += [{**fixed, name: value} for value in values]
+    configs += [{**fixed, **point} for point in search.points or ()]
     return configs
 
 
@@ -108,9 +113,11 @@ def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None
     if plan.n_train is None:
         planned = workload.steps or workload.max_steps
         return min(planned, workload.max_steps or planned) if planned else None
-    from frugalml.workloads import steps_planned  # lazy: scikit-learn, as in _prepare
+    from frugalml.workloads import NETWORKS, steps_planned  # lazy: scikit-learn, as in _prepare
+    from frugalml.workloads._networks import COMMON
 
-    return steps_planned(plan.n_train, int(params.get("batch_size", 1)), workload.epochs, workload.max_steps)
+    default = COMMON["batch_size"] if workload.algorithm in NETWORKS else 1
+    return steps_planned(plan.n_train, int(params.get("batch_size", default)), workload.epochs, workload.max_steps)
 
 
 class Tuner:

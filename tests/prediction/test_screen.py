@@ -87,3 +87,26 @@ def test_cost_aware_needs_a_cost_model_and_a_sampler_that_proposes():
         Search(method="grid", cost_aware=True)
     with pytest.raises(ConfigError, match=r"\[search\] 'cost_aware' must be true or false. Got 'yes' instead."):
         Search(method="tpe", space=SPACE, n_trials=4, cost_aware="yes")
+
+
+def test_after_a_resume_new_proposals_never_reuse_a_stored_configurations_id():
+    """Screened candidates use up Optuna trial numbers, so a resumed sampler's numbers run
+    behind the stored ids; new ids must still come after them."""
+    from frugalml.records import TrialRecord, Window
+    from frugalml.search import Config
+
+    search = Search(method="tpe", space={"batch_size": [30, 300]}, n_trials=6, seed=0)
+    stored = [Config(f"t{n:04d}:batch_size=30", {"batch_size": 30}) for n in (0, 7)]
+    records = [[TrialRecord(trial_id=f"w/{c.config_id}/r0", number=i, workload="w", config_id=c.config_id, repeat=0,
+                            params=dict(c.params), status=TrialStatus.COMPLETED, windows=(Window(1, {"val_loss": 1.0}),))]
+               for i, c in enumerate(stored)]
+    sampler = search.sampler()
+    sampler.restore(list(zip(stored, records)), [])
+    new = [sampler.ask() for _ in range(4)]
+    assert [int(c.config_id[1:5]) for c in new] == [8, 9, 10, 11]
+
+
+def test_screening_is_for_samplers_that_propose():
+    with pytest.raises(ConfigError, match=r"\[prediction\] screen rejects the candidates of random, tpe or nsga2"):
+        Study(name="x", workloads=[Workload(dataset="diabetes", algorithm="svm")], budget={"max_memory_mb": 300},
+              prediction={"screen": True})

@@ -92,3 +92,12 @@ def test_a_memory_budget_stops_the_widest_network_mid_training_and_a_step_time_b
     deep, shallow = by_depth[64], by_depth[1]
     assert deep.stop is not None and deep.stop.rule == "max_mean_step_ms", (deep.mean("mean_step_ms"), base_ms)
     assert shallow.status is TrialStatus.COMPLETED and shallow.steps_done == 40
+
+
+def test_a_float_range_for_an_integer_architecture_parameter_fails_before_anything_runs(tmp_path):
+    study = Study(name="bad-range", workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=10)],
+                  search=Search(method="tpe", n_trials=2, space={"depth": {"low": 1, "high": 4}}),
+                  directory=str(tmp_path / "s"), mlflow_uri=None)
+    with pytest.raises(ConfigError, match="The 'depth' parameter of the mlp network must be an int"):
+        tune(study)
+    assert not (tmp_path / "s").exists()

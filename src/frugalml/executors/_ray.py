@@ -263,8 +263,10 @@ def _main_not_rerun() -> Iterator[None]:
 
 
 def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: ExecutorSettings,
-                channel: Any) -> TrialRecord:
-    """The Ray task: run ``task`` in a watched worker process on this node."""
+                channel: Any, published: Any = None) -> TrialRecord:
+    """The Ray task: run ``task`` in a watched worker process on this node. ``published``
+    is the driver's latest publish to the channel: as an argument, Ray finishes it before
+    the task starts, so the peers the task fetches first are the driver's."""
     ray = import_ray()
     node = {"ip": ray.util.get_node_ip_address(), "id": ray.get_runtime_context().get_node_id()}
     channel.started.remote(task.trial_id, node)
@@ -346,6 +348,7 @@ class RayExecutor(Executor):
         # and the driver needs them to tell how far a trial got when its worker is killed.
         ray.get(self._channel.running_cpu_s.remote(), timeout=120)
         self._remote = ray.remote(max_retries=0)(run_on_node)
+        self._last_publish: Any = None
         self._running: dict[Any, _Submitted] = {}
         self._kwargs: dict[int, tuple[Mapping[str, Any], Any]] = {}
         self._published: tuple[float, dict[str, int]] = (-1.0, {})
@@ -391,7 +394,8 @@ class RayExecutor(Executor):
         if gpus:
             options["num_gpus"] = gpus
         ref = self._remote.options(**options).remote(
-            replace(task, train_kwargs={}), self._kwargs_ref(task.train_kwargs), self.settings, self._channel
+            replace(task, train_kwargs={}), self._kwargs_ref(task.train_kwargs), self.settings, self._channel,
+            self._last_publish,
         )
         self._running[ref] = _Submitted(task)
 
@@ -474,7 +478,7 @@ class RayExecutor(Executor):
                     counts[workload] = len(records)
                     peers[workload] = [replace(r, train_loss=()) for r in records]  # rules read windows only
         if peers or finished_cpu_s != published_cpu_s:
-            self._channel.publish.remote(finished_cpu_s, peers)
+            self._last_publish = self._channel.publish.remote(finished_cpu_s, peers)
             self._published = (finished_cpu_s, counts)
 
     def shutdown(self) -> None:

@@ -6,6 +6,7 @@ import abc
 import itertools
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -217,6 +218,7 @@ class OptunaSampler(Sampler):
         self._remaining = search.n_trials or 0
         self.multi = multi
         self._worst: list[float] | None = None  # placeholder objective values of infeasible trials
+        self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
         self.screen = screen
         self.screened = 0
         self.cost = cost
@@ -248,7 +250,7 @@ class OptunaSampler(Sampler):
         else:
             trial = self.study.ask(self.distributions)
         params = {**self.fixed, **trial.params}
-        config = Config(f"t{trial.number:04d}:" + config_id(trial.params), params)
+        config = Config(f"t{trial.number + self._offset:04d}:" + config_id(trial.params), params)
         self._asked[config.config_id] = trial
         return config
 
@@ -325,6 +327,9 @@ class OptunaSampler(Sampler):
                 )
             )
         self._remaining = max(0, (self.search.n_trials or 0) - len(finished) - len(incomplete))
+        numbers = [int(m.group(1)) for c in [*(c for c, _ in finished), *incomplete]
+                   if (m := re.match(r"t(\d+):", c.config_id))]
+        self._offset = max(0, max(numbers, default=-1) + 1 - len(finished))
         for config in incomplete:
             self.study.enqueue_trial({k: v for k, v in config.params.items() if k in self.distributions})
             self._asked[config.config_id] = self.study.ask(self.distributions)

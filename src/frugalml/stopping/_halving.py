@@ -126,11 +126,12 @@ class SuccessiveHalving(StoppingRule):
             if len(self._frozen) >= self.MEMO_SIZE:
                 self._frozen.clear()
             values = self._values(peer.windows)
-            self._frozen[key] = optuna.trial.create_trial(
+            frozen = self._frozen[key] = optuna.trial.create_trial(
                 state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(values),
                 system_attrs=rung_values(values, first_rung, self.reduction_factor),
             )
-        return self._frozen[key]
+            return frozen
+        return self._frozen.get(key) or self._peer(peer, first_rung)
 
     def competitors(self, view: TrialView) -> list[TrialRecord]:
         """Finished peers that compete with ``view``'s trial: feasible ones of its bracket."""
@@ -147,8 +148,13 @@ class SuccessiveHalving(StoppingRule):
             return None
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction=self.direction)
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per check
+        try:
+            study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction=self.direction,
+                                        sampler=optuna.samplers.RandomSampler())
+        finally:
+            optuna.logging.set_verbosity(level)
         peers = self.competitors(view)
         study.add_trials([self._peer(p, first_rung) for p in peers])
         study.add_trial(optuna.trial.create_trial(

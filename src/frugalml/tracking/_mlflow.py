@@ -62,26 +62,31 @@ def seed_sqlite_store(uri: str) -> None:
     import mlflow
 
     template = cache_root() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
-    if not template.is_file():
-        template.parent.mkdir(parents=True, exist_ok=True)
-        tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-        try:
-            from mlflow.tracking import MlflowClient
+    try:
+        if not template.is_file():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+            try:
+                from mlflow.tracking import MlflowClient
 
-            MlflowClient(tracking_uri="sqlite:///" + str(tmp)).search_experiments(max_results=1)
-            os.replace(tmp, template)
+                MlflowClient(tracking_uri="sqlite:///" + str(tmp)).search_experiments(max_results=1)
+                os.replace(tmp, template)
+            finally:
+                tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(template, tmp)
+            with closing(sqlite3.connect(tmp)) as connection, connection:
+                connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                                   (os.path.abspath(os.path.join("mlruns", "0")),))
+            os.link(tmp, path)  # never over a store another process created meanwhile
+        except FileExistsError:
+            pass
         finally:
             tmp.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(template, tmp)
-        with closing(sqlite3.connect(tmp)) as connection, connection:
-            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                               (os.path.abspath(os.path.join("mlruns", "0")),))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error):
+        return  # an unwritable cache or folder: MLflow creates the store itself, slowly
 
 
 def check_uri(uri: str) -> None:

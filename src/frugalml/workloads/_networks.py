@@ -149,6 +149,7 @@ def network_train(
     n_train = data.n_train
     batch = min(int(config["batch_size"]), n_train)
     planned = steps_planned(n_train, batch, epochs, max_steps)
+    trial.plan(planned)
 
     def tensors(X: Any, y: np.ndarray) -> tuple[Any, Any]:
         # float32 copies: the memory-mapped split is read-only, and a network wants float32 anyway
