@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import optuna
 import pytest
@@ -23,7 +24,12 @@ def record(name: str, values: list[float], *, every: int = 10, feasible: bool = 
                        steps_done=len(values) * every, windows=windows)
 
 
-def view(values: list[float], peers: list[TrialRecord], *, every: int = 10, name: str = "me") -> TrialView:
+_names = itertools.count()
+
+
+def view(values: list[float], peers: list[TrialRecord], *, every: int = 10, name: str | None = None) -> TrialView:
+    """A running trial's snapshot; a new trial each time unless ``name`` says which."""
+    name = name or f"me{next(_names)}"
     windows = tuple(Window((i + 1) * every, {"val_loss": v}) for i, v in enumerate(values))
     return TrialView(trial_id=f"w/{name}/r0", workload="w", eval_every=every, steps_done=len(values) * every,
                      windows=windows, peers=tuple(peers), steps_planned=1000)
@@ -51,6 +57,15 @@ def test_a_trial_outside_the_best_third_at_a_rung_is_stopped_and_the_best_goes_o
     assert rule.check(view([0.05], peers[:1])) is None
 
 
+def test_windows_that_arrive_together_are_each_decided_in_order():
+    peers = [record(f"p{i}", [0.1, 0.1]) for i in range(3)]
+    rule = SuccessiveHalving(min_steps=10, reduction_factor=2)
+    stop = rule.check(view([0.9, 0.05], peers))  # rung 10 lost (0.9), though rung 20 would have passed
+    assert stop is not None and stop.value == 0.9 and "rung 0" in stop.message
+    assert rule.check(view([0.05], peers, name="same")) is None
+    assert rule.check(view([0.05, 0.9], peers, name="same")) is not None  # only the new window: rung 20
+
+
 def test_budget_stopped_trials_never_occupy_a_rung():
     fits = record("fits", [0.5])
     over = [record(f"over{i}", [0.01 * i], feasible=False) for i in range(4)]
@@ -65,8 +80,10 @@ def test_rungs_grow_by_the_reduction_factor_and_only_trials_that_reached_a_rung_
     rule = SuccessiveHalving(min_steps=10, reduction_factor=2)
     short = [record(f"s{i}", [0.1, 0.1]) for i in range(3)]  # 20 steps: rungs 10 and 20 only
     long = record("long", [0.9, 0.9, 0.9, 0.5])  # 40 steps: rung 40 too
-    assert rule.check(view([0.2, 0.2], [*short, long])) is not None  # rung 20: 3 of 5 better than 0.2
-    assert rule.check(view([0.2, 0.2, 0.2], [*short, long])) is None  # 30 steps: no rung, no decision
+    assert rule.check(view([0.15], [long], name="t")) is None  # rung 10: beats the only one there
+    assert rule.check(view([0.15, 0.2], [*short, long], name="t")) is not None  # rung 20: 3 of 5 beat 0.2
+    assert rule.check(view([0.15], [long], name="u")) is None
+    assert rule.check(view([0.15, 0.2, 0.2], [long], name="u")) is None  # rung 20 passed; 30 steps: no rung
     assert rule.check(view([0.9, 0.9, 0.9, 0.4], [long])) is None  # rung 40: beats the only one there
     assert rule.check(view([0.05, 0.05, 0.05, 0.6], [*short, long])) is not None  # 0.6 > 0.5 at rung 40
 

@@ -3,9 +3,10 @@
 Promotion is Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner`, asked on an
 in-memory Optuna study built at each check from the workload's finished *feasible*
 peers: a trial stopped for breaking a budget never occupies a rung, so it neither
-takes a promotion slot nor raises the bar for the trials that fit. The rule keeps no
-state between checks (the peers are the state), so it decides the same way in the
-driver, on a Ray node, and after a resume.
+takes a promotion slot nor raises the bar for the trials that fit. The peers are its
+state (it remembers only each running trial's last window decided on, so windows that
+arrive together are each decided), so it decides the same way in the driver, on a Ray
+node, and after a resume.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class SuccessiveHalving(StoppingRule):
         self.metric = metric
         self.direction = "maximize" if metric in MAXIMISED else "minimize"
         self._frozen: dict[tuple[str, int], Any] = {}  # (trial id, first rung) -> FrozenTrial; peers are final
+        self._decided: dict[str, int] = {}  # running trial id -> the last window step decided on
 
     @classmethod
     def from_config(cls, value: Any) -> SuccessiveHalving | None:
@@ -143,6 +145,18 @@ class SuccessiveHalving(StoppingRule):
         values = self._values(view.windows)
         if not values or not view.windows or values[-1][0] != view.windows[-1].step:
             return None  # no metric yet, or the latest one is not finite (Divergence's business)
+        # windows can arrive together on a busy machine: decide at each one not yet seen, in
+        # order, so no rung is skipped (the only per-trial memory: the last window decided)
+        if len(self._decided) >= self.MEMO_SIZE:
+            self._decided.clear()
+        last = self._decided.get(view.trial_id, 0)
+        self._decided[view.trial_id] = values[-1][0]
+        for end, (step, _) in enumerate(values, start=1):
+            if step > last and (stop := self._decide(view, values[:end])) is not None:
+                return stop
+        return None
+
+    def _decide(self, view: TrialView, values: list[tuple[int, float]]) -> StopInfo | None:
         first_rung = self.first_rung(view.trial_id, view.eval_every)
         if values[-1][0] < first_rung:
             return None
