@@ -96,16 +96,11 @@ def _data_file(plan: _WorkloadPlan) -> str | None:
     return plan.train_kwargs["data"].meta()["source"] if plan.n_train is not None else plan.workload.path
 
 
-def _screen(plan: _WorkloadPlan, params: Mapping[str, Any]) -> Mapping[str, float] | None:
-    """The workload's predicted budget violations of a candidate, for a screening sampler."""
+def _ask_gate(method: str, plan: _WorkloadPlan, params: Mapping[str, Any]) -> Any:
+    """``plan.gate.<method>`` of a candidate, with the workload's fixed params and planned steps:
+    ``violations`` for a screening sampler, ``trial_cost`` for a cost-aware one."""
     params = {**plan.workload.params, **params}
-    return plan.gate.violations(params, _steps_planned(plan, params))
-
-
-def _trial_cost(plan: _WorkloadPlan, params: Mapping[str, Any]) -> tuple[float, float] | None:
-    """A candidate's predicted CPU-s and the median trial's, for a cost-aware sampler."""
-    params = {**plan.workload.params, **params}
-    return plan.gate.trial_cost(params, _steps_planned(plan, params))
+    return getattr(plan.gate, method)(params, _steps_planned(plan, params))
 
 
 def _steps_planned(plan: _WorkloadPlan, params: Mapping[str, Any]) -> int | None:
@@ -182,8 +177,8 @@ class Tuner:
                     self.study, workload, kwargs.get("data"), lambda name=workload.name: self.state.peers(name),
                 )
                 if plan.gate.settings.screen:
-                    screen = functools.partial(_screen, plan)
-                cost = functools.partial(_trial_cost, plan)
+                    screen = functools.partial(_ask_gate, "violations", plan)
+                cost = functools.partial(_ask_gate, "trial_cost", plan)
             sampler = plan.sampler = self.study.search.sampler(self.study.budget, screen, cost, self._spent)
             mine = [r for r in self.records if r.workload == workload.name]
             by_config: dict[str, list[TrialRecord]] = {}

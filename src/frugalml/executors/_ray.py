@@ -41,6 +41,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._local import LocalExecutor
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
+from frugalml.files import cache_root
 from frugalml.records import TrialRecord, TrialStatus
 
 SYNC_INTERVAL_S = 0.5  # how often a running trial and the driver exchange study figures
@@ -138,7 +139,6 @@ def localize(value: Any) -> Any:
     import numpy as np
 
     from frugalml.workloads import PreparedData  # lazy: scikit-learn, on a node that needs the data
-    from frugalml.workloads._sources import cache_root
 
     target = cache_root() / "prepared" / Path(value.data.directory).name
     if not (target / "meta.json").is_file():

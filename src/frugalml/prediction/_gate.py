@@ -154,9 +154,7 @@ class ConfigGate:
         waits for: a rejected candidate costs the sampler one more draw, while a skipped
         configuration is lost to the study.
         """
-        predictions = self.predict(params, steps_planned)
-        broken = {key: predictions[metric].value / limit - 1.0 for key, limit in self.budget.items()
-                  if (metric := BUDGET_METRICS[key]) in predictions and predictions[metric].value > limit}
+        broken = {key: ratio - 1.0 for key, ratio in self._broken(self.predict(params, steps_planned), "value").items()}
         if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
             broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
         return broken or None
@@ -171,15 +169,18 @@ class ConfigGate:
             return None
         return cpu.value * steps_planned / 1000.0, statistics.median(finished)
 
+    def _broken(self, predictions: dict[str, Estimate], bound: str) -> dict[str, float]:
+        """Budget key -> ``bound`` (``"low"`` or ``"value"``) of its metric's prediction over the
+        limit, for each budget that bound breaks."""
+        return {key: getattr(predictions[metric], bound) / limit for key, limit in self.budget.items()
+                if (metric := BUDGET_METRICS[key]) in predictions and getattr(predictions[metric], bound) > limit}
+
     def _over_budget(self, predictions: dict[str, Estimate]) -> dict[str, Any] | None:
-        broken = [
-            (predictions[metric].low / limit, key, metric)
-            for key, limit in self.budget.items()
-            if (metric := BUDGET_METRICS[key]) in predictions and predictions[metric].low > limit
-        ]
+        broken = self._broken(predictions, "low")
         if not broken:
             return None
-        _, key, metric = max(broken)
+        key = max(broken, key=lambda k: (broken[k], k))
+        metric = BUDGET_METRICS[key]
         return {
             "budget": key, "metric": metric, "threshold": self.budget[key], **_as_dict(predictions[metric]),
             "confidence": self.settings.confidence, "observations": self.model.n_observations_,

@@ -19,13 +19,13 @@ from typing import Any
 import psutil
 
 from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.files import cache_root
 from frugalml.serve._config import as_monitoring_config
 from frugalml.serve._model import load_model
 from frugalml.serve._settings import ServerSettings
 
 
 def servers_dir() -> Path:
-    from frugalml.workloads._sources import cache_root  # lazy: scikit-learn (~1 s) at server start-up
 
     return cache_root() / "servers"
 

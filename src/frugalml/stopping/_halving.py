@@ -124,7 +124,8 @@ class SuccessiveHalving(StoppingRule):
         import optuna
 
         key = (peer.trial_id, first_rung)
-        if key not in self._frozen:
+        frozen = self._frozen.get(key)
+        if frozen is None:
             if len(self._frozen) >= self.MEMO_SIZE:
                 self._frozen.clear()
             values = self._values(peer.windows)
@@ -132,8 +133,7 @@ class SuccessiveHalving(StoppingRule):
                 state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(values),
                 system_attrs=rung_values(values, first_rung, self.reduction_factor),
             )
-            return frozen
-        return self._frozen.get(key) or self._peer(peer, first_rung)
+        return frozen
 
     def competitors(self, view: TrialView) -> list[TrialRecord]:
         """Finished peers that compete with ``view``'s trial: feasible ones of its bracket."""

@@ -25,9 +25,9 @@ import pandas as pd
 import psutil
 
 from frugalml.exceptions import ConfigError, DataError
-from frugalml.files import sha256_file
+from frugalml.files import cache_root, sha256_file
 from frugalml.workloads._openml import fetch_to_cache
-from frugalml.workloads._sources import DatasetSource, cache_root, file_format
+from frugalml.workloads._sources import DatasetSource, file_format
 
 _FORMAT_VERSION = 1
 _DTYPES = ("float64", "float32")
