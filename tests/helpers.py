@@ -64,7 +64,8 @@ def mlflow_trial_runs(uri: str, study: str) -> dict:
 
 
 class FakeNvml(types.ModuleType):
-    """Stands in for ``pynvml``: devices are lists of (pid, used bytes) plus a utilisation."""
+    """Stands in for ``pynvml``: devices are lists of (pid, used bytes) plus a utilisation
+    and, optionally, an energy counter (``energy_mj``)."""
 
     class NVMLError(Exception):
         pass
@@ -98,6 +99,12 @@ class FakeNvml(types.ModuleType):
 
     def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:
         return SimpleNamespace(gpu=handle["util"], memory=0)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: dict) -> int:
+        """The device's ``energy_mj`` (a test raises it between samples); absent: not supported."""
+        if "energy_mj" not in handle:
+            raise self.NVMLError("Not Supported")
+        return handle["energy_mj"]
 
 
 class ServerProcess:

@@ -51,7 +51,11 @@ SCENARIOS = {
     "max_mean_step_ms": dict(limit=5, train=trainers.steady, kwargs={"steps": 200, "step_s": 0.01}),
     "max_trial_seconds": dict(limit=0.5, train=trainers.steady, kwargs={"steps": 400, "step_s": 0.005}),
     "max_study_cpu_seconds": dict(limit=50, train=trainers.steady, kwargs={"steps": 400, "step_s": 0.005},
-                                  finished_cpu_s=49.7),  # the trial itself breaks it after ~0.3 CPU-s
+                                  state={"finished_cpu_s": 49.7}),  # the trial itself breaks it after ~0.3 CPU-s
+    # Estimated joules here (no RAPL): 10 W per core, so ~3 J after ~0.3 CPU-s.
+    "max_trial_joules": dict(limit=3, train=trainers.steady, kwargs={"steps": 400, "step_s": 0.005}),
+    "max_study_joules": dict(limit=50, train=trainers.steady, kwargs={"steps": 400, "step_s": 0.005},
+                             state={"finished_energy_j": 47.0}),
 }
 IDS = [f"{key}-fake-nvml" if SCENARIOS[key].get("gpu") else key for key in SCENARIOS]
 
@@ -67,6 +71,7 @@ def stopped(request, monkeypatch, tmp_path):
     scenario = SCENARIOS[key]
     if scenario.get("gpu"):
         monkeypatch.setitem(os.sys.modules, "pynvml", TreeOnGpu([{"compute": [], "util": 40}]))
+    monkeypatch.setenv("FRUGALML_WATTS_PER_CORE", "10")
     path = tmp_path / "study.toml"
     predict = "[stopping]\npredicted = true\n" if BUDGETS[key].per_config else ""
     path.write_text(f'[study]\nname = "b"\n[[workloads]]\ntrain = "trainers:steady"\n'
@@ -79,7 +84,8 @@ def stopped(request, monkeypatch, tmp_path):
     else:
         assert not predicted
     state = StudyState()
-    state.finished_cpu_s = scenario.get("finished_cpu_s", 0.0)
+    for name, value in scenario.get("state", {}).items():
+        setattr(state, name, value)
     executor = LocalExecutor(1, state, rules=rules[:1], sample_interval_s=0.05)
     steps = scenario["kwargs"]["steps"]
     executor.submit(TrialTask(f"w/{uuid.uuid4().hex[:6]}/r0", 0, "w", "c", 0, {"batch_size": 32},
@@ -97,6 +103,7 @@ def test_the_watchdog_enforces_each_budget_on_a_real_worker(stopped):
     assert record.stop.kind == ("study" if BUDGETS[key].scope == STUDY else "system")
     assert record.feasible is (BUDGETS[key].scope == STUDY)  # only a resource budget makes a trial infeasible
     assert record.steps_done < record.steps_planned and record.cpu_s_saved > 0
+    assert record.energy_source == "estimate" and record.energy_j_saved > 0  # no RAPL here
 
 
 def test_each_budget_is_reported(stopped):

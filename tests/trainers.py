@@ -147,3 +147,16 @@ def ranked(trial, steps: int = 80, alloc_at: int = 25, sleep_s: float = 0.01) ->
         time.sleep(sleep_s)
         if trial.step(loss=quality + 1.0 / step, n_samples=1):
             trial.report(val_loss=quality + 1.0 / step)
+
+
+def fake_cuda_oom(trial, steps: int = 30, message: str = "CUDA out of memory. Tried to allocate 2.00 GiB") -> None:
+    """Reports GPU memory of 2 MB per row of its batch; a batch over 1000 rows raises, in step
+    15, the real ``torch.OutOfMemoryError`` a CUDA allocation raises (no GPU is needed for that)."""
+    batch = trial.params["batch_size"]
+    for step in range(1, steps + 1):
+        if batch > 1000 and step == 15:
+            import torch
+
+            raise torch.OutOfMemoryError(message)
+        if trial.step(loss=1.0 / step, n_samples=batch):
+            trial.report(val_loss=1.0 / step, gpu_memory_mb=2.0 * batch)

@@ -10,10 +10,11 @@ How a budget is applied depends on its ``scope``:
 
 ==========  ================================================================
 ``sample``  every watchdog sample of the worker's tree; the peak over the run
-            (memory: a single long step that allocates past it is stopped)
+            (memory: a single long step that allocates past it is stopped; a
+            running total such as the trial's joules: its peak is the total so far)
 ``window``  the mean of each evaluation window (step time)
 ``trial``   the trial's wall time
-``study``   the whole study's CPU-seconds (stops the study, not a config)
+``study``   the whole study's CPU-seconds or joules (stops the study, not a config)
 ==========  ================================================================
 
 Example:
@@ -22,7 +23,7 @@ Example:
     >>> budget("max_memory_gb")
     Traceback (most recent call last):
     ...
-    frugalml.exceptions.ConfigError: Unknown budget rule 'max_memory_gb' in [budget]; known: max_gpu_memory_mb, max_mean_step_ms, max_memory_mb, max_study_cpu_seconds, max_trial_seconds.
+    frugalml.exceptions.ConfigError: Unknown budget rule 'max_memory_gb' in [budget]; known: max_gpu_memory_mb, max_mean_step_ms, max_memory_mb, max_study_cpu_seconds, max_study_joules, max_trial_joules, max_trial_seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Budget:
         key: its name in ``[budget]`` and its stop rule's name (``StopInfo.rule``).
         unit: the unit of the limit, as messages print it.
         metric: the measured metric it limits: a sample/window metric for ``sample``
-            and ``window`` scopes, ``wall_s`` or ``cpu_s`` for ``trial``/``study``.
+            and ``window`` scopes, ``wall_s`` for ``trial``, ``cpu_s`` or ``energy_j`` for ``study``.
         what: words for messages ("memory", "mean step time").
         scope: ``sample``, ``window``, ``trial`` or ``study`` (see the module docstring).
         predicted: the cost model's metric for a configuration (``peak_memory_mb``),
@@ -87,8 +88,12 @@ BUDGETS: dict[str, Budget] = {
                "mean step time (ms)", param="max_ms"),
         Budget("max_trial_seconds", "s", "wall_s", "trial time", TRIAL, "trial_seconds",
                "trial wall time (s)", param="max_s"),
+        Budget("max_trial_joules", "J", "energy_j", "trial energy", SAMPLE, "trial_energy_j",
+               "trial energy (J)", param="max_j"),
         Budget("max_study_cpu_seconds", "CPU-s", "cpu_s", "study compute", STUDY, None,
                "study compute (CPU-s)", param="max_cpu_s"),
+        Budget("max_study_joules", "J", "energy_j", "study energy", STUDY, None,
+               "study energy (J)", param="max_j"),
     )
 }
 

@@ -16,6 +16,8 @@ Metric names carry their unit. Per window (every ``eval_every`` steps):
 ``wall_s``                seconds since the trial started
 ``gpu_util_percent``      GPU utilisation (only when an NVIDIA GPU is present)
 ``gpu_memory_mb``         GPU memory used by the tree's processes (only with a GPU)
+``energy_j``              joules the trial used so far: measured (RAPL, NVML) or
+                          estimated, as ``TrialRecord.energy_source`` says
 ========================  ==============================================================
 
 MB means 2**20 bytes everywhere. :data:`SYSTEM_METRICS` are the system figures (the
@@ -34,7 +36,7 @@ from typing import Any, Mapping
 MAXIMISED = frozenset({"accuracy", "throughput_sps"})
 SYSTEM_METRICS = frozenset({
     "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
-    "wall_s", "gpu_util_percent", "gpu_memory_mb",
+    "wall_s", "gpu_util_percent", "gpu_memory_mb", "energy_j",
 })
 
 
@@ -91,6 +93,8 @@ class TrialRecord:
     """Everything persisted about one trial.
 
     ``trial_id`` is stable across resumes: ``"<workload>/<config_id>/r<repeat>"``.
+    Its joules live in ``info`` (``energy_j``, ``energy_source``, ``energy_assumption``),
+    read through :attr:`energy_j`, :attr:`energy_source` and :attr:`energy_j_saved`.
     """
 
     trial_id: str
@@ -118,6 +122,26 @@ class TrialRecord:
         if self.status is TrialStatus.COMPLETED:
             return True
         return self.status is TrialStatus.STOPPED and self.stop is not None and not self.stop.is_system
+
+    @property
+    def energy_j(self) -> float | None:
+        """Joules the trial used; None where not monitored (skipped trials, in-process runs)."""
+        value = self.info.get("energy_j")
+        return float(value) if value is not None else None
+
+    @property
+    def energy_source(self) -> str | None:
+        """How :attr:`energy_j` was got: ``rapl``, ``nvml``, ``rapl+nvml``, or ``estimate...``
+        (then ``info["energy_assumption"]`` states the watts assumed)."""
+        return self.info.get("energy_source")
+
+    @property
+    def energy_j_saved(self) -> float | None:
+        """Joules early stopping saved, estimated as ``cpu_s_saved`` × the trial's joules per CPU-second."""
+        energy = self.energy_j
+        if energy is None or self.cpu_s <= 0:
+            return None
+        return energy * self.cpu_s_saved / self.cpu_s
 
     def last(self, name: str) -> float | None:
         """Value of ``name`` in the latest window that has it."""

@@ -99,6 +99,9 @@ class ComputeAccount:
 
     ``full_cpu_s`` estimates running every configuration tried in full: what was used
     plus what each early stop or skip saved (a skip saves its predicted cost).
+    ``used_energy_j``/``saved_energy_j`` are the joules of the trials that know theirs
+    (None when none does); ``energy_sources`` says how they were got (``estimate...``:
+    not measured, see :class:`~frugalml.monitors.EnergyMonitor`).
     """
 
     used_cpu_s: float
@@ -109,6 +112,14 @@ class ComputeAccount:
     failed: int = 0
     skipped: int = 0
     saved_by_mechanism: Mapping[str, float] = field(default_factory=dict)
+    used_energy_j: float | None = None
+    saved_energy_j: float | None = None
+    energy_sources: tuple[str, ...] = ()
+
+    @property
+    def energy_estimated(self) -> bool:
+        """True when some of the joules are estimates, not measurements."""
+        return any("estimate" in source for source in self.energy_sources)
 
     @property
     def full_cpu_s(self) -> float:
@@ -123,6 +134,7 @@ class ComputeAccount:
 def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
     saved_by_rule: dict[str, float] = {}
     saved_by_mechanism: dict[str, float] = {}
+    metered = [r for r in records if r.energy_j is not None]
     for record in records:
         if record.stop is not None:
             saved_by_rule[record.stop.rule] = saved_by_rule.get(record.stop.rule, 0.0) + record.cpu_s_saved
@@ -137,6 +149,9 @@ def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
         failed=sum(r.status is TrialStatus.FAILED for r in records),
         skipped=sum(r.status is TrialStatus.SKIPPED for r in records),
         saved_by_mechanism=saved_by_mechanism,
+        used_energy_j=sum(r.energy_j for r in metered) if metered else None,
+        saved_energy_j=sum(r.energy_j_saved or 0.0 for r in metered) if metered else None,
+        energy_sources=tuple(sorted({r.energy_source or "unknown" for r in metered})),
     )
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
-from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor
+from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload
 from frugalml.lineage import data_lineage, write_lineage
+from frugalml.monitors import energy_estimate_warning
 from frugalml.prediction import ConfigGate
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
@@ -64,6 +65,7 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
         for params in _listed_values(study.search, workload.params):
             check_network(workload.algorithm, params, data.n_features)
         train = network_train
+        preload("torch")  # every network worker needs it: import it once, in the forkserver
     else:
         make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
         train = sgd_train
@@ -256,7 +258,10 @@ class Tuner:
             check_uri(self.study.mlflow_uri)
         self._sync_tracking()
         rules = self.study.stopping_rules()
-        compute_budget = next((r for r in rules if isinstance(r, StudyBudget)), None)
+        study_budgets = [r for r in rules if isinstance(r, StudyBudget)]
+        compute_budget = next((r for r in study_budgets if r.budget.metric == "cpu_s"), None)
+        if (warning := energy_estimate_warning(self.study.budget)) is not None:
+            warnings.warn(warning, stacklevel=2)
         study = self.study
         settings = ExecutorSettings(
             workers=study.workers, rules=tuple(rules), sample_interval_s=study.sample_interval_s, pin=study.pin,
@@ -272,8 +277,9 @@ class Tuner:
                 self._lineage = {p.workload.name: data_lineage(_data_file(p), dataset=p.workload.dataset)
                                  for p in plans}
             while True:
-                budget_left = compute_budget is None or (
-                    self.state.finished_cpu_s + executor.running_cpu_s() < compute_budget.limit
+                budget_left = all(
+                    self.state.finished(r.budget.metric) + executor.running_used(r.budget.metric) < r.limit
+                    for r in study_budgets
                 )
                 while executor.free_slots > 0 and budget_left:
                     if not self._start_next(plans, executor, by_task):

@@ -7,6 +7,7 @@ import pytest
 
 from frugalml.monitors import (
     CompositeMonitor,
+    EnergyMonitor,
     FunctionMonitor,
     GpuMonitor,
     Monitor,
@@ -63,17 +64,18 @@ def test_base_monitor_defaults_detailed_to_sample():
         assert monitor.sample_detailed() == {"x": 1.0}
 
 
-def test_default_monitors_without_gpu_is_the_process_tree_monitor(monkeypatch):
+def test_default_monitors_without_gpu_are_the_process_tree_and_energy_monitors(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monitors = default_monitors(os.getpid())
-    assert [type(m) for m in monitors] == [ProcessTreeMonitor]
-    assert "memory_mb" in CompositeMonitor(monitors).sample()
+    assert [type(m) for m in monitors] == [ProcessTreeMonitor, EnergyMonitor]
+    sample = CompositeMonitor(monitors).sample()
+    assert "memory_mb" in sample and "energy_j" in sample
 
 
 def test_default_monitors_with_fake_nvml_share_the_tree_listing(fake_nvml):
     fake_nvml([{"compute": [(os.getpid(), 2**20)], "util": 7}])
     monitors = default_monitors(os.getpid())
-    assert [type(m) for m in monitors] == [ProcessTreeMonitor, GpuMonitor]
+    assert [type(m) for m in monitors] == [ProcessTreeMonitor, GpuMonitor, EnergyMonitor]
     with CompositeMonitor(monitors) as monitor:
         sample = monitor.sample()
     assert sample["gpu_memory_mb"] == 1.0 and sample["gpu_util_percent"] == 7.0

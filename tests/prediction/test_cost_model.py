@@ -100,3 +100,23 @@ def test_the_gate_skips_what_the_model_puts_over_budget_at_the_confidence():
     # skip = false: predict (for the re-check) but never skip
     assert gate(records, {"max_memory_mb": 250}, skip=False).skip(
         config_id="30000", params={"batch_size": 30000}, steps_planned=40, number=9) is None
+
+
+def _network_record(width: int, memory: float) -> TrialRecord:
+    windows = tuple(Window(10 * i, {"mean_step_ms": 5.0 + width / 100, "memory_mb": memory}) for i in range(1, 4))
+    return TrialRecord(trial_id=f"w/{width}/r0", number=0, workload="w", config_id=str(width), repeat=0,
+                       params={"width": width, "batch_size": 64}, status=TrialStatus.COMPLETED, steps_done=30,
+                       steps_planned=30, cpu_s=1.0, windows=windows)
+
+
+def test_derived_features_predict_and_ones_the_data_cannot_tell_apart_are_dropped():
+    """Memory = 100 + 2 x weights MB. With the batch never varied, 'activations' (width x
+    batch) moves with 'width_units' exactly: the fit drops the later one instead of failing."""
+    derive = lambda p: {"weights_mb": p["width"] ** 2 / 1000, "width_units": float(p["width"]),  # noqa: E731
+                        "activations": p["width"] * p["batch_size"] / 64}
+    records = [_network_record(w, 100 + 2 * w**2 / 1000) for w in (16, 32, 64, 128, 256)]
+    model = CostModel(("weights_mb", "width_units", "activations"), min_observations=3, derive=derive).fit(records)
+    predicted = model.predict({"width": 1024, "batch_size": 64})["peak_memory_mb"]
+    assert predicted.value == pytest.approx(100 + 2 * 1024**2 / 1000, rel=0.01)
+    assert model.fits_["peak_memory_mb"].beta[3] == 0.0  # the dependent column
+    assert CostModel(("width",), min_observations=3).fit(records).predict({"width": 1024})  # a plain parameter still works

@@ -9,7 +9,7 @@ import torch
 
 from frugalml import ConfigError, Search, Study, TrialStatus, Workload, tune
 from frugalml.trial import Trial
-from frugalml.workloads import build_network, check_network, network_train
+from frugalml.workloads import build_network, check_network, network_features, network_train
 
 
 @pytest.mark.parametrize("algorithm, params, n_features, message", [
@@ -101,3 +101,55 @@ def test_a_float_range_for_an_integer_architecture_parameter_fails_before_anythi
     with pytest.raises(ConfigError, match="The 'depth' parameter of the mlp network must be an int"):
         tune(study)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_allocators_peak_is_recorded_beside_nvml(mnist):
+    messages: list[dict] = []
+    trial = Trial({"batch_size": 256, "width": 1024, "depth": 2}, eval_every=20, send=messages.append)
+    network_train(trial, mnist, algorithm="mlp", max_steps=40)
+    info = {k: v for m in messages if m["type"] == "info" for k, v in m["info"].items()}
+    assert info["device"] == "cuda" and 0 < info["torch_gpu_peak_allocated_mb"] < 2000
+
+
+def test_network_cost_features_are_counted_from_the_module_before_it_runs():
+    features = network_features("mlp", 784, 10)
+    small = features({"width": 128, "depth": 2, "batch_size": 100})
+    parameters = 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    assert small["weights_mb"] == pytest.approx(parameters * 4 * 4 / 2**20)  # weights, gradients, Adam's two states
+    assert features({"width": 128, "depth": 2, "optimizer": "sgd"})["weights_mb"] == pytest.approx(parameters * 12 / 2**20)
+    # per sample the forward pass is 2 FLOPs per weight, the backward pass 2-4 more
+    assert 4 * parameters * 100 / 1e9 <= small["gflops"] <= 6.1 * parameters * 100 / 1e9
+    assert features({"width": 128, "depth": 2, "batch_size": 400})["gflops"] == pytest.approx(4 * small["gflops"])
+    assert small["activations_mb"] == pytest.approx((2 * 128 + 2 * 128 + 10) * 100 * 4 / 2**20)  # Linear and ReLU outputs
+    assert features({"width": 128})["batch_size"] == 64  # the default batch filled in
+    assert features({"width": 0}) == {}  # cannot be built: nothing to predict from
+    cnn = network_features("cnn", 784, 10)({"channels": 8, "kernel": 3, "depth": 1, "batch_size": 10})
+    assert cnn["activations_mb"] == pytest.approx((8 * 28 * 28 * 2 + 8 * 14 * 14 + 8 * 14 * 14 + 10 + 784) * 10 * 4 / 2**20)
+
+
+def test_a_network_predicted_over_the_memory_budget_is_skipped_before_it_runs(tmp_path):
+    """Six MLPs up to 1024 wide train (real worker processes, a few steps each). A second
+    study reads them as history: its cost model on the weights (a derived feature, computed
+    from the module) predicts the 4096 x 3 network (37 M parameters: ~560 MB of weights,
+    gradients and Adam's state) over a base + 200 MB budget, and it never starts; a narrow
+    one still trains. One feature, because six observations bound a 50x extrapolation of
+    one slope, not of four."""
+    def study(name, points, **options):
+        return Study(name=name, workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=6, eval_every=3)],
+                     search=Search(space={"width": sorted({p["width"] for p in points}),
+                                          "depth": sorted({p["depth"] for p in points})}, points=points),
+                     workers=1, directory=str(tmp_path / name), mlflow_uri=None, **options)
+
+    seen = [{"width": w, "depth": d} for w, d in ((16, 1), (64, 1), (256, 1), (32, 2), (128, 2), (1024, 2))]
+    history = tune(study("seen", seen)).records
+    base = max(r.peak("memory_mb") for r in history)
+    records = tune(study("new", [{"width": 4096, "depth": 3}, {"width": 32, "depth": 1}],
+                         budget={"max_memory_mb": round(base + 200)},
+                         prediction={"min_observations": 6, "history": [str(tmp_path / "seen")],
+                                     "features": ["weights_mb"]})).records
+    huge, narrow = sorted(records, key=lambda r: -r.params["width"])
+    assert huge.status is TrialStatus.SKIPPED and huge.stop.rule == "skipped_max_memory_mb", huge
+    assert huge.info["prediction"]["low"] > base + 200 and huge.info["prediction"]["observations"] >= 6
+    assert narrow.status is TrialStatus.COMPLETED

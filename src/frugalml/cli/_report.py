@@ -19,9 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--no-png", action="store_true", help="skip the PNG figures")
     report.set_defaults(func=run_report)
     reproduce = subparsers.add_parser("reproduce", help="reproduce the thesis's experiments and judge its findings")
-    reproduce.add_argument("design", choices=["thesis"])
+    reproduce.add_argument("design", choices=["thesis", "nas"],
+                           help="thesis: the SGD grid; nas: MLP architecture search under budgets")
     reproduce.add_argument("--quick", action="store_true", help="small design that finishes in minutes")
-    reproduce.add_argument("--out", help="output folder (default: thesis-quick or thesis-full)")
+    reproduce.add_argument("--out", help="output folder (default: <design>-quick or <design>-full)")
     reproduce.add_argument("--resume", action="store_true", help="continue an interrupted reproduction")
     reproduce.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     reproduce.add_argument("--workers", type=int, default=2)
@@ -47,12 +48,13 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from frugalml.reproduce import run_thesis
+    from frugalml.reproduce import run_nas, run_thesis
 
     check("reproduce", "workers", args.workers, POSITIVE_INT)
-    out = args.out or ("thesis-quick" if args.quick else "thesis-full")
-    run_thesis(Path(out), quick=args.quick, resume=args.resume, fresh=args.fresh, workers=args.workers,
-               echo=lambda line: print(line, flush=True))
+    out = args.out or f"{args.design}-{'quick' if args.quick else 'full'}"
+    run = run_nas if args.design == "nas" else run_thesis
+    run(Path(out), quick=args.quick, resume=args.resume, fresh=args.fresh, workers=args.workers,
+        echo=lambda line: print(line, flush=True))
     return 0
 
 

@@ -70,6 +70,13 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _joules(value: float | None, source: str | None) -> str:
+    """Joules with ``~`` in front of an estimate, so it is never read as a measurement."""
+    if value is None:
+        return "-"
+    return ("~" if source and "estimate" in source else "") + fmt(value, 3)
+
+
 def run_show(args: argparse.Namespace) -> int:
     result = load_result(study_directory(args.study, args.root))
     rows = trial_rows(result.records)
@@ -83,7 +90,7 @@ def run_show(args: argparse.Namespace) -> int:
     table = Table(title=f"study {result.name}")
     params = sorted({k for r in result.records for k in r.params})
     columns = ["#", "workload", *params, "rep", "status", "stop", "val_loss", "acc/rmse", "step ms", "mem MB",
-               "cpu-s", "saved cpu-s"]
+               "cpu-s", "saved cpu-s", "J", "saved J"]
     for column in columns:
         table.add_column(column, overflow="fold")
     for record, row in zip(result.records, rows):
@@ -92,7 +99,8 @@ def run_show(args: argparse.Namespace) -> int:
             str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
             record.status.value, (row["stop_reason"] or "-")[:60], fmt(row["val_loss"]), fmt(quality),
             fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), fmt(record.cpu_s, 3),
-            fmt(record.cpu_s_saved, 3),
+            fmt(record.cpu_s_saved, 3), _joules(record.energy_j, record.energy_source),
+            _joules(record.energy_j_saved, record.energy_source),
         )
     console.print(table)
     best = result.best_feasible()

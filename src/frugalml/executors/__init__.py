@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._inline import InProcessExecutor
-from frugalml.executors._local import LocalExecutor, kill_tree, worker_context
+from frugalml.executors._local import LocalExecutor, kill_tree, preload, worker_context
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "make_executor",
     "resolve_train_function",
     "trial_record",
+    "preload",
     "worker_context",
 ]
 

@@ -56,8 +56,8 @@ class ExecutorSettings:
 class StudyState:
     """What a running trial's rules know of the rest of the study, updated once per finished trial.
 
-    Finished peers per workload (for median stopping) and the CPU-seconds finished
-    trials used (for the study's compute budget); the watchdog reads both on every
+    Finished peers per workload (for median stopping) and the CPU-seconds and joules
+    finished trials used (for the study's budgets); the watchdog reads them on every
     sample without scanning the records.
 
     Example:
@@ -69,6 +69,7 @@ class StudyState:
     def __init__(self, records: Iterable[TrialRecord] = ()) -> None:
         self._peers: dict[str, tuple[TrialRecord, ...]] = {}
         self.finished_cpu_s = 0.0
+        self.finished_energy_j = 0.0
         for record in records:
             self.add(record)
 
@@ -77,6 +78,11 @@ class StudyState:
         if record.status.finished:
             self._peers[record.workload] = (*self._peers.get(record.workload, ()), record)
         self.finished_cpu_s += record.cpu_s
+        self.finished_energy_j += record.energy_j or 0.0
+
+    def finished(self, metric: str) -> float:
+        """What finished trials used of a study budget's metric (``cpu_s`` or ``energy_j``)."""
+        return {"cpu_s": self.finished_cpu_s, "energy_j": self.finished_energy_j}[metric]
 
     def peers(self, workload: str) -> Sequence[TrialRecord]:
         """The finished trials of ``workload``, oldest first."""
@@ -124,6 +130,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def running_cpu_s(self) -> float:
         """CPU-seconds the running trials used so far."""
+
+    def running_used(self, metric: str) -> float:
+        """What the running trials used so far of a study budget's metric (``cpu_s``, ``energy_j``);
+        0 for a metric this executor does not sample."""
+        return self.running_cpu_s() if metric == "cpu_s" else 0.0
 
     @abc.abstractmethod
     def shutdown(self) -> None:

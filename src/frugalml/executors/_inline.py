@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
+from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
@@ -71,8 +72,14 @@ class InProcessExecutor(Executor):
         except TrialStopped:
             status = TrialStatus.STOPPED
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, the study goes on
-            status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            info["user_error"] = isinstance(exc, FrugalError)
+            if (oom := gpu_out_of_memory(exc)) is not None:  # out of GPU memory: a budget stop, not a crash
+                status = TrialStatus.STOPPED
+                peak_mb = peak_gpu_memory_mb(w.values for w in run.windows)  # what the function reported
+                limit_mb = gpu_memory_limit(self.settings.rules)
+                run.stop = gpu_oom_stop(oom, step=trial.steps, peak_mb=peak_mb, limit_mb=limit_mb)
+            else:
+                status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                info["user_error"] = isinstance(exc, FrugalError)
         if run.stop is not None:  # a training function that swallowed the stop still stopped
             status, error = TrialStatus.STOPPED, None
         return trial_record(

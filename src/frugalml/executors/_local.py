@@ -23,10 +23,13 @@ from typing import Any
 import psutil
 
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
+from frugalml.executors._gpu import (
+    gpu_memory_limit, gpu_oom_stop, peak_gpu_memory_mb, warn_if_gpu_budget_unmeasurable, why_no_gpu_here,
+)
 from frugalml.executors._task import TrialTask, trial_record
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
-from frugalml.monitors import GpuMonitor, ProcessTreeMonitor
+from frugalml.monitors import EnergyMonitor, GpuMonitor, ProcessTreeMonitor
 from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
@@ -37,6 +40,12 @@ DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fa
 REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
 _context: multiprocessing.context.BaseContext | None = None
+
+
+def preload(*modules: str) -> None:
+    """Have the forkserver import ``modules`` too, so that each worker does not (torch takes
+    2-5 s a worker). No effect once the forkserver runs: it starts with the first worker."""
+    PRELOAD.extend(m for m in modules if m not in PRELOAD)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -131,6 +140,7 @@ class _Running:
     started: float
     monitor: ProcessTreeMonitor | None = None
     gpu: GpuMonitor | None = None
+    energy: EnergyMonitor | None = None
     windows: tuple[Window, ...] = ()  # a tuple: each sample's view shares it, no copy
     train_loss: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +181,7 @@ class LocalExecutor(Executor):
         self._last_sample = 0.0
         self._visible_gpus: list[str] | None = None
         self._gpu_devices(0, self.gpus_per_trial)  # fail now, before any trial, when none can be had
+        warn_if_gpu_budget_unmeasurable(self.rules, why_no_gpu_here)
 
     def _gpu_devices(self, slot: int, gpus: float) -> str | None:
         """The ``CUDA_VISIBLE_DEVICES`` of worker ``slot`` for a trial wanting ``gpus``."""
@@ -192,6 +203,9 @@ class LocalExecutor(Executor):
 
     def running_cpu_s(self) -> float:
         return sum(r.sample.get("cpu_s", 0.0) for r in self._running.values())
+
+    def running_used(self, metric: str) -> float:
+        return sum(r.sample.get(metric, 0.0) for r in self._running.values())
 
     def running_steps(self) -> dict[str, int]:
         """Steps done so far by each running trial, by trial id (read from shared memory)."""
@@ -224,7 +238,8 @@ class LocalExecutor(Executor):
         running.last_window_wall = running.started
         try:
             monitor = running.monitor = ProcessTreeMonitor(process.pid)
-            running.gpu = GpuMonitor(lambda: monitor.pids)  # the tree as the latest sample walked it
+            gpu = running.gpu = GpuMonitor(lambda: monitor.pids)  # the tree as the latest sample walked it
+            running.energy = EnergyMonitor(lambda: monitor.cpu_s, (lambda: gpu.devices) if gpu.available else None)
         except psutil.NoSuchProcess:
             pass
         self._running[task.trial_id] = running
@@ -286,7 +301,7 @@ class LocalExecutor(Executor):
             running.info.update(message["info"])
         elif kind == "plan":
             running.task = replace(running.task, steps_planned=int(message["steps"]))
-        elif kind in ("done", "error"):
+        elif kind in ("done", "error", "gpu_oom"):
             running.outcome = message
         if running.stop is None and running.outcome is None and kind == "window":
             self._check(running, time.monotonic())
@@ -319,7 +334,7 @@ class LocalExecutor(Executor):
         for name in ("uss_mb", "peak_rss_mb"):
             if name in running.detailed:
                 values[name] = running.detailed[name]
-        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb"):
+        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j"):
             if name in sample:
                 values[name] = sample[name]
         running.pending_metrics = {}
@@ -334,6 +349,8 @@ class LocalExecutor(Executor):
             sample = running.monitor.sample()
             if running.gpu is not None:
                 sample.update(running.gpu.sample())
+            if running.energy is not None and sample:  # {}: the tree is gone, keep the last sample
+                sample.update(running.energy.sample())
         except psutil.Error:
             return
         if sample:
@@ -371,6 +388,7 @@ class LocalExecutor(Executor):
             window_train_s=progress[PROGRESS_WINDOW_S],
             peers=self.state.peers(running.task.workload),
             study_cpu_s=self.state.finished_cpu_s + self.running_cpu_s(),
+            study_energy_j=self.state.finished_energy_j + self.running_used("energy_j"),
             steps_planned=running.task.steps_planned,
         )
 
@@ -394,8 +412,12 @@ class LocalExecutor(Executor):
         steps_done = int(running.progress[PROGRESS_STEPS])
         outcome = running.outcome or {}
         cpu_s = outcome.get("cpu_s") or running.sample.get("cpu_s", 0.0)
-        error = None
+        error, stop = None, running.stop
         info = dict(running.info)
+        if running.energy is not None:
+            if "energy_j" in running.sample:
+                info.update(energy_j=running.sample["energy_j"], **running.energy.labels())
+            running.energy.close()
         if running.stop is not None:
             status = TrialStatus.STOPPED
         elif running.failure is not None:
@@ -406,6 +428,11 @@ class LocalExecutor(Executor):
             status, error = TrialStatus.FAILED, outcome["error"]
             info["traceback"] = outcome["traceback"]
             info["user_error"] = outcome["user_error"]
+        elif outcome.get("type") == "gpu_oom":  # out of GPU memory: a budget stop, not a crash
+            status = TrialStatus.STOPPED
+            peak_mb = peak_gpu_memory_mb([*(w.values for w in running.windows), running.sample])
+            stop = gpu_oom_stop(outcome["oom"], step=steps_done, peak_mb=peak_mb, limit_mb=gpu_memory_limit(self.rules))
+            info["traceback"] = outcome["traceback"]
         else:
             status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
         windows = running.windows
@@ -413,7 +440,7 @@ class LocalExecutor(Executor):
             windows = (*windows, self._final_window(running, steps_done))
         return trial_record(
             task, status, steps_done=steps_done, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
-            stop=running.stop, error=error, train_loss=tuple(running.train_loss), windows=windows, info=info,
+            stop=stop, error=error, train_loss=tuple(running.train_loss), windows=windows, info=info,
         )
 
     @staticmethod
@@ -422,7 +449,7 @@ class LocalExecutor(Executor):
         sample = running.sample
         values = {"memory_mb": max(running.window_peak_mb, sample.get("memory_mb", 0.0)),
                   "wall_s": time.monotonic() - running.started}
-        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb"):
+        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j"):
             if name in sample:
                 values[name] = sample[name]
         return Window(steps_done, values)

@@ -33,12 +33,14 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
+from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable
 from frugalml.executors._local import LocalExecutor
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 from frugalml.files import cache_root
@@ -276,7 +278,9 @@ def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: Exec
         train = functools.partial(_call_with_env, {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}, train)
     figures = _StudyFigures(channel, task.trial_id)
     figures.fetch()
-    executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
+    with warnings.catch_warnings():  # a GPU budget no node can measure: the driver warned once already
+        warnings.simplefilter("ignore")
+        executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
     with _main_not_rerun():
         executor.submit(replace(task, train=train, train_kwargs=kwargs, gpus=0.0))  # Ray chose the devices
     try:
@@ -340,6 +344,7 @@ class RayExecutor(Executor):
         self._started_ray = connect(address, self.workers, runtime_env)
         ray = self._ray = import_ray()
         self._check_gpus(gpus_per_trial)
+        warn_if_gpu_budget_unmeasurable(self.settings.rules, self._why_no_gpu)
         self.ship_data = self._spans_hosts() if ship_data is None else ship_data
         here = ray.get_runtime_context().get_node_id()
         affinity = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=True)
@@ -366,6 +371,11 @@ class RayExecutor(Executor):
                 f"gpus_per_trial = {gpus_per_trial:g} but no node of the Ray cluster has that many GPUs "
                 f"(most on one node: {most:g}); lower [execution] gpus_per_trial or add GPU nodes."
             )
+
+    def _why_no_gpu(self) -> str | None:
+        if any(node["Alive"] and node.get("Resources", {}).get("GPU", 0.0) > 0 for node in self._ray.nodes()):
+            return None
+        return "no node of the Ray cluster has a GPU"
 
     def _spans_hosts(self) -> bool:
         here = self._ray.util.get_node_ip_address()

@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from frugalml.exceptions import FrugalError
+from frugalml.executors._gpu import gpu_out_of_memory
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.trial import Trial
 
@@ -61,10 +62,12 @@ def run_worker(
         trial._finish()
         connection.send({"type": "done", "steps": trial.steps, "cpu_s": _cpu_seconds()})
     except BaseException as error:  # noqa: BLE001 - every failure must reach the parent
+        oom = gpu_out_of_memory(error)  # here, where the exception is: the parent sees one line of it
         connection.send(
             {
-                "type": "error",
+                "type": "error" if oom is None else "gpu_oom",
                 "error": f"{type(error).__name__}: {error}".splitlines()[0][:500],
+                "oom": oom,
                 "user_error": isinstance(error, FrugalError),
                 "traceback": traceback.format_exc(),
                 "cpu_s": _cpu_seconds(),

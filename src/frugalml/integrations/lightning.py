@@ -21,7 +21,9 @@ raised by the in-process executor sets ``trainer.should_stop`` so Lightning ends
 fit its own way (honouring ``min_epochs``/``min_steps``), and is raised again from
 ``on_train_end`` so the trial is recorded as stopped. Per step: ``loss.item()`` (a sync
 on a GPU), the batch's size and ``Trial.step``, 6-15 us on a 2-core CPU VM (0.1-0.3 % of
-a 5 ms step; benchmarks/adapter_overhead_torch.py).
+a 5 ms step; benchmarks/adapter_overhead_torch.py). On a CUDA module, PyTorch's allocator
+peak since the fit started is recorded after each validation as
+``torch_gpu_peak_allocated_mb`` in the trial's info (see :mod:`frugalml.integrations.torch`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import math
 from typing import Any, Mapping
 
 from frugalml.integrations._frameworks import require
-from frugalml.integrations.torch import _batch_size, _scalar, _TrialCalls, _validation_metrics
+from frugalml.integrations.torch import (
+    _batch_size, _record_cuda_peak, _reset_cuda_peak, _scalar, _TrialCalls, _validation_metrics,
+)
 
 _lightning = require("lightning", "2.2", "lightning")
 
@@ -49,6 +53,7 @@ class FrugalmlCallback(_lightning.pytorch.Callback):
         self._global_step = 0
         self._loss = 0.0
         self._samples = 0
+        self._cuda = False
 
     @property
     def trial(self) -> Any:
@@ -57,6 +62,7 @@ class FrugalmlCallback(_lightning.pytorch.Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._global_step = trainer.global_step
         self._loss, self._samples = 0.0, 0
+        self._cuda = pl_module.device.type == "cuda" and _reset_cuda_peak()
         self._calls.plan(trainer.estimated_stepping_batches - trainer.global_step)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -74,6 +80,8 @@ class FrugalmlCallback(_lightning.pytorch.Callback):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
+        if self._cuda:
+            _record_cuda_peak(self.trial)
         self._calls.report(_validation_metrics(trainer.callback_metrics, "val_"))
         if self._calls.stop is not None:
             trainer.should_stop = True

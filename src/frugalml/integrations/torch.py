@@ -18,7 +18,14 @@ Per step this is ``loss.item()`` (a device sync on a GPU), the batch's ``len`` a
 ``Trial.step``: 7-25 us on a 2-core CPU VM, 0.1-0.5 % of a 5 ms step
 (benchmarks/adapter_overhead_torch.py). A budget needs nothing from the loop: the
 watchdog stops the worker; with the in-process executor the stop is raised from
-``batches.step`` (or your ``trial.report``) and ends the loop.
+``batches.step`` (or your ``trial.report``) and ends the loop. A CUDA out-of-memory
+error needs nothing either: every executor records it as a ``max_gpu_memory_mb`` stop.
+
+When the process already uses CUDA as the loop starts, PyTorch's allocator peak
+(``torch.cuda.max_memory_allocated`` on the current device, MB, reset at the start) is
+recorded at every window end as ``trial.set_info(torch_gpu_peak_allocated_mb=...)``,
+beside the watchdog's NVML ``gpu_memory_mb``, which is larger: NVML's per-process
+memory includes the CUDA context and the allocator's cached, unallocated blocks.
 
 This module also holds what the Lightning, Keras and Transformers callbacks share
 (:class:`_TrialCalls`); it imports PyTorch only when a :class:`Batches` is made.
@@ -68,18 +75,22 @@ class Batches:
         self.steps_per_epoch = check("Batches", "steps_per_epoch", steps_per_epoch, POSITIVE_INT)
         self.epoch = 0
         self._n_samples = 1
+        self._cuda = False  # the process used CUDA when the loop started: its allocator peak is recorded
 
     def __len__(self) -> int:
         return self.epochs * self.steps_per_epoch
 
     def __iter__(self) -> Iterator[Any]:
         self.trial.plan(len(self))
+        self._cuda = _reset_cuda_peak()
         self.trial.reset_clock()
         for epoch in range(self.epochs):
             self.epoch = epoch
             for batch in itertools.islice(self.loader, self.steps_per_epoch):
                 self._n_samples = _batch_size(batch)
                 yield batch
+        if self._cuda:
+            _record_cuda_peak(self.trial)
 
     def step(self, loss: Any, n_samples: int | None = None) -> bool:
         """Count the step of the batch just yielded; ``loss``: a scalar tensor or a float.
@@ -87,7 +98,29 @@ class Batches:
         ``n_samples`` defaults to the batch's length (its first tensor's, for a tuple
         or dict). Returns True when an evaluation window ends: call ``trial.report``.
         """
-        return self.trial.step(_scalar(loss), self._n_samples if n_samples is None else n_samples)
+        due = self.trial.step(_scalar(loss), self._n_samples if n_samples is None else n_samples)
+        if due and self._cuda:
+            _record_cuda_peak(self.trial)
+        return due
+
+
+def _reset_cuda_peak() -> bool:
+    """Reset PyTorch's peak-memory statistics of the current CUDA device; False (and nothing
+    done) when this process has not initialised CUDA."""
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
+def _record_cuda_peak(trial: Any) -> None:
+    """``trial.set_info(torch_gpu_peak_allocated_mb=...)``: the allocator's peak since the reset
+    (a host-side counter, no device sync)."""
+    import torch
+
+    trial.set_info(torch_gpu_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20)
 
 
 def _scalar(loss: Any) -> float:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._composite import CompositeMonitor, MonitorLike, as_monitor, default_monitors
+from frugalml.monitors._energy import EnergyMonitor, energy_estimate_warning
 from frugalml.monitors._function import FunctionMonitor
 from frugalml.monitors._gpu import GpuMonitor
 from frugalml.monitors._process_tree import ProcessTreeMonitor
 
 __all__ = [
     "CompositeMonitor",
+    "EnergyMonitor",
     "FunctionMonitor",
     "GpuMonitor",
     "Monitor",
@@ -28,4 +30,5 @@ __all__ = [
     "ProcessTreeMonitor",
     "as_monitor",
     "default_monitors",
+    "energy_estimate_warning",
 ]

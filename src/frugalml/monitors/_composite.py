@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping, Union
 
 from frugalml.monitors._base import Monitor
+from frugalml.monitors._energy import EnergyMonitor
 from frugalml.monitors._function import FunctionMonitor
 from frugalml.monitors._gpu import GpuMonitor
 from frugalml.monitors._process_tree import ProcessTreeMonitor
@@ -63,14 +64,15 @@ class CompositeMonitor(Monitor):
 
 
 def default_monitors(pid: int) -> list[Monitor]:
-    """The process-tree monitor of ``pid``, plus a GPU monitor where NVML finds a GPU.
+    """The process-tree monitor of ``pid``, a GPU monitor where NVML finds a GPU, and the
+    tree's :class:`EnergyMonitor`.
 
-    The GPU monitor reuses the tree listing of the process-tree monitor, so put them in
-    this order in a :class:`CompositeMonitor`.
+    The GPU and energy monitors reuse what the process-tree monitor (and the GPU monitor)
+    read at their latest sample, so put them in this order in a :class:`CompositeMonitor`.
     """
     tree = ProcessTreeMonitor(pid)
     gpu = GpuMonitor(lambda: tree.pids)
     if not gpu.available:
         gpu.close()
-        return [tree]
-    return [tree, gpu]
+        return [tree, EnergyMonitor(lambda: tree.cpu_s)]
+    return [tree, gpu, EnergyMonitor(lambda: tree.cpu_s, lambda: gpu.devices)]

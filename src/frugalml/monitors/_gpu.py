@@ -10,13 +10,15 @@ from frugalml.monitors._tree import tree_pids
 from frugalml.units import to_mb
 
 
-def _nvml_handles() -> tuple[Any, list[Any]]:
+def _nvml_handles(pynvml: Any = None) -> tuple[Any, list[Any]]:
     """``(pynvml, device handles)`` with NVML initialised, or ``(None, [])`` (and NVML shut
-    down again) when the library, the driver or a device is missing."""
-    try:
-        import pynvml  # lazy: optional dependency, and nvmlInit costs ~50 ms
-    except ImportError:
-        return None, []
+    down again) when the library, the driver or a device is missing. ``pynvml``: the module
+    to use (a test's fake); default: imported."""
+    if pynvml is None:
+        try:
+            import pynvml  # lazy: optional dependency, and nvmlInit costs ~50 ms
+        except ImportError:
+            return None, []
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:  # no driver or library
@@ -52,6 +54,7 @@ class GpuMonitor(Monitor):
     (GPU memory used by the tree's processes). Both are left out, never 0, when NVML or
     a GPU is missing (:attr:`available` is False) and while no process of the tree is on
     a GPU: NVML reports host pids, which inside a container's pid namespace match none.
+    :attr:`devices` holds the NVML indices the tree was on at the latest sample.
 
     Args:
         pids: the root pid of the tree, or a callable returning the tree's pids (lets a
@@ -74,6 +77,7 @@ class GpuMonitor(Monitor):
                 f"`pids` must be an int pid or a callable returning pids, but got {pids!r}."
             )
         self._nvml, self._handles = _nvml_handles()
+        self.devices: tuple[int, ...] = ()  # NVML indices the tree was on at the latest sample
 
     @property
     def available(self) -> bool:
@@ -87,7 +91,8 @@ class GpuMonitor(Monitor):
         nvml, pids = self._nvml, set(self._pids())
         memory_bytes: int | None = None
         utils: list[float] = []
-        for handle in self._handles:
+        devices: list[int] = []
+        for index, handle in enumerate(self._handles):
             used: dict[int, int | None] = {}
             for list_processes in (
                 nvml.nvmlDeviceGetComputeRunningProcesses,
@@ -103,6 +108,7 @@ class GpuMonitor(Monitor):
                         used[process.pid] = process.usedGpuMemory  # None under WDDM or MIG
             if not used:
                 continue
+            devices.append(index)
             known = [value for value in used.values() if value is not None]
             if known:
                 memory_bytes = (memory_bytes or 0) + sum(known)
@@ -110,6 +116,7 @@ class GpuMonitor(Monitor):
                 utils.append(float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
             except nvml.NVMLError:
                 pass
+        self.devices = tuple(devices)
         metrics: dict[str, float] = {}
         if utils:
             metrics["gpu_util_percent"] = sum(utils) / len(utils)

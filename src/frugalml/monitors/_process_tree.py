@@ -70,11 +70,17 @@ class ProcessTreeMonitor(Monitor):
             self._io_supported = False  # no baseline to count from
         self._io_base = (totals.read or 0, totals.write or 0) if totals else (0, 0)
         self._io_mb = (0.0, 0.0)
+        self._sampled = totals is not None
 
     @property
     def pids(self) -> tuple[int, ...]:
         """Pids of the tree's processes read at the latest sample."""
         return tuple(self._procs)
+
+    @property
+    def cpu_s(self) -> float | None:
+        """CPU-seconds of the tree at the latest sample; None before any."""
+        return self._cpu_s if self._sampled else None
 
     def sample(self) -> dict[str, float]:
         """Return the fast metrics of the tree, or ``{}`` once the root process has ended."""
@@ -93,6 +99,7 @@ class ProcessTreeMonitor(Monitor):
             return {}
         now = time.monotonic()
         self._cpu_s = max(self._cpu_s, totals.cpu_s)
+        self._sampled = True
         metrics = {
             "memory_mb": to_mb(totals.memory),
             "rss_mb": to_mb(totals.rss),

@@ -15,6 +15,15 @@ The prediction interval is the textbook one for that model (Student t with
 ``MIN_RELATIVE_SPREAD`` on the residual spread so a lucky, perfect fit is not
 taken as certainty.
 
+A network's costs depend on its architecture, which no single hyperparameter says:
+``derive`` turns a configuration into derived features (for the built-in networks,
+``weights_mb``, ``activations_mb`` and ``gflops`` computed from the module, see
+:func:`frugalml.workloads.network_features`), and ``features`` may name them like
+parameters. Memory is then weights + activations, step time FLOPs + optimiser
+traffic, each with a fixed part. Features the observations cannot tell apart (a
+batch size never varied, so activations and FLOPs move together) are dropped from
+that fit, in the order given, rather than making it singular.
+
 Observations come from finished and stopped trials. A trial stopped for breaking a
 budget only shows a lower bound of the cost it broke (it was killed on the way up),
 so that cost is left out of the fit; its other costs count.
@@ -31,7 +40,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -87,7 +96,7 @@ def observed_costs(record: TrialRecord) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Fit:
-    beta: np.ndarray
+    beta: np.ndarray  # 0 for the columns the observations could not tell apart
     covariance: np.ndarray  # of beta
     sigma: float  # relative residual spread
     dof: int
@@ -102,10 +111,13 @@ class CostModel:
             batch MB (clamped to the training split) when the shape is known.
         min_observations: trials needed before the model predicts anything.
         confidence: one-sided confidence of the predicted bounds.
+        derive: returns derived features of a configuration (``{}`` when it cannot
+            tell); a feature is looked up there before the configuration itself.
     """
 
     def __init__(self, features: Sequence[str] = ("batch_size",), *, min_observations: int = 4,
-                 confidence: float = 0.9) -> None:
+                 confidence: float = 0.9,
+                 derive: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None) -> None:
         if isinstance(features, str) or not features or not all(isinstance(f, str) for f in features):
             raise ConfigError(
                 f"The 'features' parameter of CostModel must be a non-empty list of names. Got {features!r} instead."
@@ -114,13 +126,15 @@ class CostModel:
         self.features = tuple(features)
         self.min_observations = min_observations
         self.confidence = check_confidence("CostModel", confidence)
+        self.derive = derive
 
     def design(self, params: Mapping[str, Any]) -> list[float] | None:
         """The regressors of a configuration: [1, feature values...]; None if one is missing."""
         shape = getattr(self, "shape_", DatasetShape())
+        derived = self.derive(params) if self.derive is not None else {}
         row = [1.0]
         for name in self.features:
-            value = params.get(name)
+            value = derived.get(name, params.get(name))
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return None
             if name == "batch_size" and shape.n_features:
@@ -159,15 +173,19 @@ class CostModel:
 
     @staticmethod
     def _fit(X: np.ndarray, y: np.ndarray) -> _Fit | None:
-        n, p = X.shape
-        if n - p < 1 or np.linalg.matrix_rank(X) < p:
+        n = X.shape[0]
+        kept = _independent_columns(X)
+        p = len(kept)
+        if n - p < 1:
             return None
         sqrt_w = 1.0 / y
-        Xw, yw = X * sqrt_w[:, None], y * sqrt_w
-        beta, *_ = np.linalg.lstsq(Xw, yw, rcond=None)
-        residual = yw - Xw @ beta
+        Xw, yw = X[:, kept] * sqrt_w[:, None], y * sqrt_w
+        coefficients, *_ = np.linalg.lstsq(Xw, yw, rcond=None)
+        residual = yw - Xw @ coefficients
         sigma = max(math.sqrt(float(residual @ residual) / (n - p)), MIN_RELATIVE_SPREAD)
-        covariance = sigma**2 * np.linalg.pinv(Xw.T @ Xw)
+        beta, covariance = np.zeros(X.shape[1]), np.zeros((X.shape[1], X.shape[1]))
+        beta[kept] = coefficients
+        covariance[np.ix_(kept, kept)] = sigma**2 * np.linalg.pinv(Xw.T @ Xw)
         return _Fit(beta, covariance, sigma, n - p, n)
 
     def predict(self, params: Mapping[str, Any]) -> dict[str, Estimate]:
@@ -191,3 +209,15 @@ class CostModel:
     @property
     def ready(self) -> bool:
         return bool(getattr(self, "fits_", None))
+
+
+def _independent_columns(X: np.ndarray) -> list[int]:
+    """The columns of ``X``, in order, that are not linear combinations of those before them
+    (judged on columns scaled to a maximum of 1, so a feature's unit does not matter)."""
+    scale = np.abs(X).max(axis=0)
+    scaled = X / np.where(scale > 0, scale, 1.0)
+    kept: list[int] = []
+    for j in range(X.shape[1]):
+        if scale[j] > 0 and np.linalg.matrix_rank(scaled[:, [*kept, j]], tol=1e-8 * math.sqrt(X.shape[0])) > len(kept):
+            kept.append(j)
+    return kept

@@ -7,7 +7,8 @@ Settings come from the study file's ``[prediction]`` table::
     screen = false              # true: TPE/NSGA-II/random never propose what would be skipped
     confidence = 0.9            # skip only when the lower bound breaks a budget
     min_observations = 4        # trials of the workload needed before anything is skipped
-    features = ["batch_size"]   # parameters the cost depends on (see CostModel)
+    features = ["batch_size"]   # parameters the cost depends on (see CostModel); for the
+                                # built-in networks: batch_size, weights_mb, activations_mb, gflops
     history = ["studies/old"]   # earlier studies of the same workloads, used as observations
 """
 
@@ -71,33 +72,50 @@ class ConfigGate:
         shape: the training split's shape, for batch MB.
         records: returns this workload's trials so far (the model refits when they change).
         history: trials of the same workload from earlier studies.
+        derive: derived cost features of a configuration (see :class:`CostModel`).
+        features: the cost model's features, when not the settings' own.
     """
 
     def __init__(self, settings: PredictionSettings, budget: Mapping[str, float], workload: str,
                  shape: DatasetShape, records: Callable[[], Sequence[TrialRecord]],
-                 history: Sequence[TrialRecord] = ()) -> None:
+                 history: Sequence[TrialRecord] = (),
+                 derive: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
+                 features: Sequence[str] | None = None) -> None:
         self.settings = settings
         self.budget = {k: float(v) for k, v in budget.items() if k in BUDGET_METRICS}
         self.workload = workload
         self.shape = shape
         self.records = records
         self.history = tuple(history)
-        self.model = CostModel(settings.features, min_observations=settings.min_observations,
-                               confidence=settings.confidence)
+        self.model = CostModel(features or settings.features, min_observations=settings.min_observations,
+                               confidence=settings.confidence, derive=derive)
         self._fitted_on = -1
         self._predictions: dict[str, dict[str, Estimate]] = {}
 
     @classmethod
     def for_study(cls, study: Any, workload: Any, data: Any,
                   records: Callable[[], Sequence[TrialRecord]]) -> ConfigGate | None:
-        """The gate of ``workload`` in ``study``, or None when the study does not predict."""
+        """The gate of ``workload`` in ``study``, or None when the study does not predict.
+
+        A built-in network's configurations are predicted from its architecture
+        (``weights_mb``, ``activations_mb``, ``gflops`` beside ``batch_size``) unless
+        ``[prediction] features`` names others.
+        """
         settings = study.prediction_settings()
         if settings is None:
             return None
         shape = DatasetShape(data.n_train, data.n_features) if data is not None else DatasetShape()
         history = [r for directory in settings.history for r in _load_history(directory)
                    if r.workload == workload.name]
-        return cls(settings, study.budget, workload.name, shape, records, history)
+        derive = features = None
+        if data is not None:
+            from frugalml.workloads import NETWORK_FEATURES, NETWORKS, network_features
+
+            if workload.algorithm in NETWORKS:
+                derive = network_features(workload.algorithm, data.n_features, len(data.classes) or 1)
+                if settings.features == PredictionSettings.features:
+                    features = ("batch_size", *NETWORK_FEATURES)
+        return cls(settings, study.budget, workload.name, shape, records, history, derive, features)
 
     def predict(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, Estimate]:
         """Predicted costs of ``params``; empty until the model has enough observations."""

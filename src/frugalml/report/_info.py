@@ -131,6 +131,8 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "memory_mb": summary["peak_memory_mb"], "gpu_memory_mb": record.peak("gpu_memory_mb"),
             "steps_done": record.steps_done,
             "steps_planned": record.steps_planned, "cpu_s": record.cpu_s, "cpu_s_saved": record.cpu_s_saved,
+            "energy_j": record.energy_j, "energy_j_saved": record.energy_j_saved,
+            "energy_source": record.energy_source,
         })
     frame = pd.DataFrame(rows)
     for column in EFFECT_METRICS:
@@ -287,4 +289,8 @@ def compute_rows(account: ComputeAccount) -> list[dict[str, Any]]:
         {"item": "saved fraction of running every trial in full", "value": f"{account.saved_fraction:.1%}"},
     ]
     rows += [{"item": f"CPU-s saved by {rule}", "value": round(cpu, 2)} for rule, cpu in sorted(account.saved_by_rule.items())]
+    if account.used_energy_j is not None:
+        how = f" ({', '.join(account.energy_sources)})"
+        rows += [{"item": f"joules used{how}", "value": round(account.used_energy_j, 2)},
+                 {"item": f"joules saved by stopping rules{how}", "value": round(account.saved_energy_j or 0.0, 2)}]
     return rows

@@ -1,5 +1,6 @@
-"""Reproduce the thesis: its design as frugalml studies, and its findings as pure
-functions of the measured data (verdict: holds / does not hold / inconclusive).
+"""Reproduce the thesis, and its draft's architecture search: each design as frugalml
+studies, each finding a pure function of the measured data (verdict: holds / does not
+hold / inconclusive).
 
 Example:
     >>> from frugalml.reproduce import run_thesis
@@ -24,6 +25,7 @@ from frugalml.reproduce._findings import (
     simulate_memory_budget,
     thesis_findings,
 )
+from frugalml.reproduce._nas import NasDesign, NasRun, held_out_errors, in_range_budget, nas_design, nas_findings, run_nas
 from frugalml.reproduce._prediction import (
     ErrorRow, cross_config_errors, evaluate_prediction, in_trial_errors, learning_rate_effect,
 )
@@ -36,6 +38,8 @@ __all__ = [
     "ErrorRow",
     "Finding",
     "MEMORY_BUDGET_MB",
+    "NasDesign",
+    "NasRun",
     "THESIS_NUMBERS",
     "ThesisRun",
     "Verdict",
@@ -55,9 +59,14 @@ __all__ = [
     "finding_memory_budget_thesis",
     "finding_memory_rises_then_levels",
     "findings_frame",
+    "held_out_errors",
+    "in_range_budget",
     "in_trial_errors",
     "learning_rate_effect",
+    "nas_design",
+    "nas_findings",
     "resume_progress",
+    "run_nas",
     "run_thesis",
     "simulate_memory_budget",
     "summary_markdown",

@@ -32,6 +32,7 @@ class TrialView:
         window_train_s: training seconds in the current, unfinished window.
         peers: finished trials of the same workload (for median stopping).
         study_cpu_s: CPU seconds used by the whole study so far, this trial included.
+        study_energy_j: joules used by the whole study so far, this trial included.
         steps_planned: steps the trial would run in full, when known.
     """
 
@@ -49,6 +50,7 @@ class TrialView:
     peers: Sequence[TrialRecord] = ()
     study_cpu_s: float = 0.0
     steps_planned: int | None = None
+    study_energy_j: float = 0.0
 
     @property
     def window_length(self) -> int:
@@ -62,6 +64,10 @@ class TrialView:
     def at_end(self) -> bool:
         """True once every planned step is done."""
         return self.steps_planned is not None and self.steps_done >= self.steps_planned
+
+    def study_used(self, metric: str) -> float:
+        """The whole study's use of a study budget's metric (``cpu_s`` or ``energy_j``)."""
+        return {"cpu_s": self.study_cpu_s, "energy_j": self.study_energy_j}[metric]
 
     def values(self, name: str) -> list[float]:
         return [w.values[name] for w in self.windows if name in w.values]

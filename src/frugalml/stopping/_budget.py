@@ -81,14 +81,14 @@ class TrialTimeBudget(ResourceBudget):
 
 
 class StudyBudget(ResourceBudget):
-    """Stop running trials (and start no more) once the study used the limit in CPU-seconds."""
+    """Stop running trials (and start no more) once the study used the limit (CPU-seconds, joules)."""
 
     kind = STUDY_KIND
 
     def check(self, view: TrialView) -> StopInfo | None:
-        if view.study_cpu_s > self.limit:
-            return self._over(view, view.study_cpu_s, f"study used {view.study_cpu_s:.1f} CPU-s > budget "
-                                                      f"{self.limit:g} CPU-s")
+        used, unit = view.study_used(self.budget.metric), self.budget.unit
+        if used > self.limit:
+            return self._over(view, used, f"study used {used:.1f} {unit} > budget {self.limit:g} {unit}")
         return None
 
 

@@ -9,7 +9,8 @@ Names: the model's metrics as the trial reported them (``val_loss``, ``accuracy`
 with their unit (``system/memory_mb``, ``system/mean_step_ms``, ...); the trial's
 account under ``trial/`` (``trial/cpu_s``, ``trial/wall_s``, ``trial/steps_done``,
 ``trial/steps_saved``, ``trial/cpu_s_saved``, and ``trial/peak_memory_mb`` /
-``trial/mean_step_ms`` when measured). Every trial run has the ``trial/`` keys; a
+``trial/mean_step_ms`` / ``trial/energy_j`` / ``trial/energy_j_saved`` when known; how the
+joules were got, measured or estimated, in the ``energy_source`` and ``energy_assumption`` tags). Every trial run has the ``trial/`` keys; a
 window series the OS or the hardware does not give (``uss_mb`` off Linux, GPU
 figures without a GPU) is not logged rather than logged as 0. The parent run holds
 the study's settings as params and, when it ends, the best feasible configuration
@@ -171,6 +172,9 @@ class MlflowTracker(Tracker):
                         stop_value=f"{record.stop.value:g}", stop_threshold=f"{record.stop.threshold:g}")
         if record.error:
             tags["error"] = record.error[:5000]
+        for name in ("energy_source", "energy_assumption"):
+            if record.info.get(name):
+                tags[name] = str(record.info[name])[:5000]
         run = self.client.create_run(
             self.experiment_id, run_name=f"{record.number}:{record.trial_id}", tags=tags
         )
@@ -187,7 +191,8 @@ class MlflowTracker(Tracker):
             "steps_saved": record.steps_saved,
             "cpu_s_saved": record.cpu_s_saved,
         }
-        for name, value in (("peak_memory_mb", record.peak("memory_mb")), ("mean_step_ms", record.mean("mean_step_ms"))):
+        for name, value in (("peak_memory_mb", record.peak("memory_mb")), ("mean_step_ms", record.mean("mean_step_ms")),
+                            ("energy_j", record.energy_j), ("energy_j_saved", record.energy_j_saved)):
             if value is not None:
                 summary[name] = value
         metrics.extend(Metric(f"trial/{k}", float(v), now, 0) for k, v in summary.items())
@@ -214,6 +219,9 @@ class MlflowTracker(Tracker):
                    "study/cpu_s_saved": account.saved_cpu_s, "study/stopped": account.stopped,
                    "study/skipped": account.skipped, "study/failed": account.failed}
         tags = {}
+        if account.used_energy_j is not None:
+            metrics.update({"study/energy_j_used": account.used_energy_j, "study/energy_j_saved": account.saved_energy_j})
+            tags["energy_source"] = ",".join(account.energy_sources)
         for workload in sorted({r.workload for r in result.records}):
             best = result.best_feasible(workload)
             if best is None:

@@ -12,7 +12,9 @@ Example::
 from __future__ import annotations
 
 from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
-from frugalml.workloads._networks import NETWORK_PARAMS, NETWORKS, build_network, check_network, network_train
+from frugalml.workloads._networks import (
+    NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features, network_train,
+)
 from frugalml.workloads._prepare import PreparedData, prepare_dataset
 from frugalml.workloads._sgd import DATA_FORMATS, sgd_train, steps_planned
 from frugalml.workloads._sources import BUILTIN_DATASETS, DatasetSource, resolve_dataset
@@ -23,12 +25,14 @@ __all__ = [
     "DATA_FORMATS",
     "DatasetSource",
     "NETWORKS",
+    "NETWORK_FEATURES",
     "NETWORK_PARAMS",
     "PreparedData",
     "algorithm_loss",
     "build_network",
     "check_network",
     "make_estimator",
+    "network_features",
     "network_train",
     "prepare_dataset",
     "resolve_dataset",

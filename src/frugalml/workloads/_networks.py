@@ -23,7 +23,7 @@ it is available, else on the CPU; ``trial.set_info(device=...)`` says which.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -108,6 +108,65 @@ def parameter_count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+#: the architecture-aware cost features :func:`network_features` derives, in MB, MB and GFLOP
+NETWORK_FEATURES = ("weights_mb", "activations_mb", "gflops")
+_STATE_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}  # float32 tensors the optimiser keeps per parameter
+
+
+def network_features(algorithm: str, n_features: int, n_outputs: int) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """A function of a configuration giving its network's cost features before it runs.
+
+    Each is computed from the module itself, built on torch's ``meta`` device (shapes
+    only, nothing allocated), once per architecture:
+
+    * ``weights_mb``: float32 weights, their gradients and the optimiser's state
+      (Adam keeps two tensors per parameter, SGD with momentum one);
+    * ``activations_mb``: the elements every leaf module outputs for one sample
+      (what autograd keeps for the backward pass), times the batch, in float32;
+    * ``gflops``: the forward and backward FLOPs of one optimiser step, counted by
+      ``torch.utils.flop_counter.FlopCounterMode`` for one sample, times the batch.
+
+    It also gives the configuration's ``batch_size``, the default filled in. A
+    configuration that cannot be built gives ``{}`` (the cost model then does not
+    predict it; the tuner reports why before it runs).
+    """
+    per_architecture: dict[tuple, tuple[int, int, int]] = {}
+
+    def features(params: Mapping[str, Any]) -> dict[str, float]:
+        try:
+            config = check_network(algorithm, params, n_features)
+        except ConfigError:
+            return {}
+        key = tuple(sorted((k, v) for k, v in config.items() if k in DEFAULTS[algorithm]))
+        if key not in per_architecture:
+            per_architecture[key] = _measure(algorithm, config, n_features, n_outputs)
+        parameters, activations, flops = per_architecture[key]
+        batch = int(config["batch_size"])
+        return {
+            "batch_size": batch,  # the network's default when the configuration leaves it out
+            "weights_mb": parameters * 4 * (2 + _STATE_SLOTS[config["optimizer"]]) / 2**20,
+            "activations_mb": activations * batch * 4 / 2**20,
+            "gflops": flops * batch / 1e9,
+        }
+
+    return features
+
+
+def _measure(algorithm: str, config: Mapping[str, Any], n_features: int, n_outputs: int) -> tuple[int, int, int]:
+    """(parameters, activation elements per sample, forward+backward FLOPs per sample)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        module = build_network(algorithm, config, n_features, n_outputs)
+        outputs: list[int] = []
+        for leaf in (m for m in module.modules() if not any(True for _ in m.children())):
+            leaf.register_forward_hook(lambda _m, _i, output: outputs.append(output.numel()))
+        with FlopCounterMode(display=False) as counter:
+            module(torch.empty(1, n_features)).sum().backward()
+    return parameter_count(module), sum(outputs), counter.get_total_flops()
+
+
 def network_train(
     trial: Trial,
     data: PreparedData,
@@ -125,6 +184,13 @@ def network_train(
     for regression) and ``accuracy`` (classification) or ``rmse`` on the test split,
     evaluated in chunks of 1024 rows (a CNN's activations stay small). A non-finite loss
     is reported and ends training.
+
+    On CUDA it resets the allocator's peak statistics first and records, at every
+    evaluation, ``trial.set_info(torch_gpu_peak_allocated_mb=...)``: the peak of
+    ``torch.cuda.max_memory_allocated`` (MB) so far, beside the watchdog's NVML
+    ``gpu_memory_mb``. NVML's per-process memory includes the CUDA context (hundreds of MB)
+    and the caching allocator's reserved but unallocated blocks, so it exceeds the
+    allocator's peak; a GPU budget is held to NVML's figure (what the device gives up).
     """
     import torch
     import torch.nn.functional as F
@@ -134,6 +200,8 @@ def network_train(
     config = check_network(algorithm, trial.params, data.n_features)
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # a trial's own peak, also in a reused (in-process) worker
     classification = data.task == "classification"
     n_outputs = len(data.classes) if classification else 1
     model = build_network(algorithm, config, data.n_features, n_outputs).to(device)
@@ -171,6 +239,8 @@ def network_train(
                 if classification:
                     correct += int((output.argmax(dim=1) == target).sum())
         model.train()
+        if device.type == "cuda":  # a host-side counter: no device sync
+            trial.set_info(torch_gpu_peak_allocated_mb=torch.cuda.max_memory_allocated(device) / 2**20)
         val_loss = total / len(y_test)
         if classification:
             return {"val_loss": val_loss, "accuracy": correct / len(y_test)}
