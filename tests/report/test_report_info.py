@@ -57,3 +57,19 @@ def test_report_info_has_compute_table_and_stops(report_study):
 def test_pareto_front_is_the_non_dominated_set():
     assert pareto_front([1, 2, 3, 2], [3, 2, 1, 3]) == [True, True, True, False]
     assert pareto_front([1, math.nan], [1, 0]) == [True, False]
+
+
+def test_estimated_joules_are_charted_apart_from_measured_ones():
+    from frugalml import TrialRecord, TrialStatus, Window
+    from frugalml.report import trials_frame, windows_frame
+
+    def record(source):
+        return TrialRecord(trial_id=f"w/{source}/r0", number=0, workload="w", config_id=source, repeat=0,
+                           params={"batch_size": 1}, status=TrialStatus.COMPLETED,
+                           windows=(Window(10, {"energy_j": 5.0}),), info={"energy_j": 5.0, "energy_source": source})
+
+    records = [record("rapl"), record("estimate")]
+    windows, trials = windows_frame(records).set_index("config_id"), trials_frame(records).set_index("config_id")
+    for frame in (windows, trials):
+        assert frame.loc["rapl", "energy_j"] == 5.0 and math.isnan(frame.loc["rapl", "energy_estimated_j"])
+        assert frame.loc["estimate", "energy_estimated_j"] == 5.0 and math.isnan(frame.loc["estimate", "energy_j"])

@@ -19,7 +19,9 @@ from frugalml.results import ComputeAccount, compute_account
 from frugalml.store import ResultStore
 from frugalml.study import stored_study
 
-_BUDGETED = tuple(b.metric for b in BUDGETS.values() if b.plotted)  # memory, GPU memory, step time
+#: A trial's estimated joules are charted as their own metric, never on the measured ones' axis.
+ESTIMATED_ENERGY = "energy_estimated_j"
+_BUDGETED = (*(b.metric for b in BUDGETS.values() if b.plotted), ESTIMATED_ENERGY)  # memory, step time, joules
 #: Metrics drawn over training steps, in order (the quality metric is accuracy or rmse).
 CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "cpu_percent", *_BUDGETED)
 #: Per-trial metrics whose response to each hyperparameter is drawn.
@@ -29,7 +31,13 @@ BUDGET_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
 LABELS = {
     "train_loss": "train loss", "val_loss": "val loss", "accuracy": "accuracy", "rmse": "RMSE",
     "cpu_percent": "CPU (%)", **{b.metric: b.label for b in BUDGETS.values() if b.plotted},
+    ESTIMATED_ENERGY: "trial energy, ESTIMATED (J)",
 }
+
+
+def _energy_column(record: TrialRecord) -> str:
+    """Where a record's joules go in a frame: ``energy_j`` when measured, else the estimated column."""
+    return ESTIMATED_ENERGY if "estimate" in (record.energy_source or "") else "energy_j"
 
 
 class CurvesInfo(NamedTuple):
@@ -107,8 +115,12 @@ def windows_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     for record in records:
         base = {"workload": record.workload, "config_id": record.config_id, "trial_id": record.trial_id,
                 "repeat": record.repeat, "status": record.status.value, **dict(record.params)}
+        energy = _energy_column(record)
         for index, window in enumerate(record.windows):
-            rows.append({**base, "window": index, "step": window.step, **dict(window.values)})
+            values = dict(window.values)
+            if energy != "energy_j" and "energy_j" in values:
+                values[energy] = values.pop("energy_j")
+            rows.append({**base, "window": index, "step": window.step, **values})
     return pd.DataFrame(rows)
 
 
@@ -131,7 +143,8 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "memory_mb": summary["peak_memory_mb"], "gpu_memory_mb": record.peak("gpu_memory_mb"),
             "steps_done": record.steps_done,
             "steps_planned": record.steps_planned, "cpu_s": record.cpu_s, "cpu_s_saved": record.cpu_s_saved,
-            "energy_j": record.energy_j, "energy_j_saved": record.energy_j_saved,
+            "energy_j": None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
+            "energy_j_saved": record.energy_j_saved,
             "energy_source": record.energy_source,
         })
     frame = pd.DataFrame(rows)
