@@ -17,7 +17,10 @@ package index). It prints, and writes ``$OUT/gpu_check.json`` when ``OUT`` is se
    study must complete;
 5. the built-in MLP (``network_train``) on synthetic data in a real study: PyTorch's
    ``torch_gpu_peak_allocated_mb`` (trial info) beside the watchdog's NVML per-process
-   ``gpu_memory_mb`` peak (NVML adds the CUDA context and the allocator's cache).
+   ``gpu_memory_mb`` peak (NVML adds the CUDA context and the allocator's cache);
+6. energy during step 3's matrix products: ``EnergyMonitor``'s GPU joules for the
+   child's tree and the device's energy counter, against power x time integrated from
+   ``nvmlDeviceGetPowerUsage`` sampled independently every 50 ms (target: within 10 %).
 
 Run: ``PYTHONPATH=src python benchmarks/gpu_check.py`` (about a minute).
 """
@@ -147,10 +150,36 @@ def main() -> dict:
                                      "torch_max_allocated_mb": float(peak), "monitor": monitor.sample()})
         child.stdin.write("\n")
         child.stdin.flush()
-    samples = []
+    from frugalml.monitors import EnergyMonitor, ProcessTreeMonitor
+
+    tree = ProcessTreeMonitor(child.pid)
+    tree.sample()
+    energy = EnergyMonitor(lambda: tree.cpu_s, lambda: [0])
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    counter_start, started = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.monotonic()
+    samples, power_j, last = [], 0.0, started
+    next_util = started
     while child.poll() is None:
-        samples.append(monitor.sample().get("gpu_util_percent"))
-        time.sleep(0.2)
+        now = time.monotonic()
+        power_j += pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0 * (now - last)  # mW over the last interval
+        last = now
+        if now >= next_util:
+            samples.append(monitor.sample().get("gpu_util_percent"))
+            tree.sample()
+            energy.sample()
+            next_util = now + 0.2
+        time.sleep(0.05)
+    tree.sample()
+    energy.sample()
+    counter_j = (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - counter_start) / 1000.0
+    monitor_gpu_j = energy._gpu_j  # the GPU part of the trial's joules
+    found["energy"] = {"seconds": last - started, "power_x_time_j": power_j, "nvml_counter_j": counter_j,
+                       "energy_monitor_gpu_j": monitor_gpu_j, "source": energy.source,
+                       "counter_vs_power": counter_j / power_j - 1 if power_j else None,
+                       "monitor_vs_power": monitor_gpu_j / power_j - 1 if power_j else None,
+                       "ok": bool(power_j) and abs(counter_j / power_j - 1) <= 0.10}
+    energy.close()
+    tree.close()
     found["utilisation"] = max((s for s in samples if s is not None), default=None)
     monitor.close()
     with tempfile.TemporaryDirectory(prefix="frugalml-gpu-check-") as tmp:
@@ -179,6 +208,10 @@ if __name__ == "__main__":
         print(f"MLP {row['params']}: torch max_memory_allocated {row['torch_gpu_peak_allocated_mb']} MB, "
               f"NVML per-process peak {row['nvml_peak_gpu_memory_mb']} MB (NVML - torch: {row['nvml_minus_torch_mb']})")
     print(f"MLP memory check ok={result['mlp_memory']['ok']} {result['mlp_memory'].get('error', '')}")
+    e = result["energy"]
+    print(f"energy over {e['seconds']:.1f} s of matmuls: power x time {e['power_x_time_j']:.1f} J, NVML counter "
+          f"{e['nvml_counter_j']:.1f} J ({e['counter_vs_power']:+.1%}), EnergyMonitor GPU part "
+          f"{e['energy_monitor_gpu_j']:.1f} J ({e['monitor_vs_power']:+.1%}), source {e['source']}; ok={e['ok']}")
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "gpu_check.json"), "w") as out:
             json.dump(result, out, indent=2)

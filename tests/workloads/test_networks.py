@@ -137,7 +137,7 @@ def test_a_network_predicted_over_the_memory_budget_is_skipped_before_it_runs(tm
     one still trains. One feature, because six observations bound a 50x extrapolation of
     one slope, not of four."""
     def study(name, points, **options):
-        return Study(name=name, workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=6, eval_every=3)],
+        return Study(name=name, workloads=[Workload(dataset="mnist_784", algorithm="mlp", max_steps=6, eval_every=6)],
                      search=Search(space={"width": sorted({p["width"] for p in points}),
                                           "depth": sorted({p["depth"] for p in points})}, points=points),
                      workers=1, directory=str(tmp_path / name), mlflow_uri=None, **options)
