@@ -44,6 +44,9 @@ def main() -> None:
         print(f"{metric:<24}{a:>20.1%}{b:>18.1%}{a / b:>8.2f}{target:>8.0%}")
     a, b = above[FEATURES]["peak_memory_mb"], above[("batch_size",)]["peak_memory_mb"]
     print(f"{'memory above the base':<24}{a:>20.1%}{b:>18.1%}{a / b:>8.2f}{'':>8}  (the part the architecture adds)")
+    noise = next(f for f in run.findings if f.key == "nas_predict_before_run").numbers["remeasured"]
+    print(f"{'re-measured (floor)':<24}{noise['peak_memory_mb']:>20.1%}{'':>18}{'':>8}{'':>8}  memory; step time "
+          f"{noise['mean_step_ms']:.1%}: the same architectures, measured again by the budgeted run")
     compute = next(f for f in run.findings if f.key == "nas_compute_saved").numbers
     best = next(f for f in run.findings if f.key == "nas_same_best")
     print(f"budgeted / exhaustive CPU-s: {compute['share']:.2f} ({compute['cpu_s_budgeted']:.0f} / "
