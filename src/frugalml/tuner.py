@@ -65,7 +65,9 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
         for params in _listed_values(study.search, workload.params):
             check_network(workload.algorithm, params, data.n_features)
         train = network_train
-        preload("torch")  # every network worker needs it: import it once, in the forkserver
+        # every network worker needs torch, and its optimisers import torch._dynamo (1.5 CPU-s):
+        # import both once, in the forkserver (imports start no threads, so forking stays safe)
+        preload("torch", "torch._dynamo")
     else:
         make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
         train = sgd_train
