@@ -39,19 +39,28 @@ def main() -> None:
     print(f"{'median held-out error':<24}{'architecture-aware':>20}{'batch size only':>18}{'ratio':>8}{'target':>8}")
     above = {features: held_out_errors(records, features=features, above_base=True)
              for features in (FEATURES, ("batch_size",))}
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "n/a" if a is None or not b else f"{a / b:.2f}"
+
     for metric, target in (("peak_memory_mb", 0.10), ("mean_step_ms", 0.15)):
         a, b = aware[metric], batch_only[metric]
-        print(f"{metric:<24}{a:>20.1%}{b:>18.1%}{a / b:>8.2f}{target:>8.0%}")
+        print(f"{metric:<24}{pct(a):>20}{pct(b):>18}{ratio(a, b):>8}{target:>8.0%}")
     a, b = above[FEATURES]["peak_memory_mb"], above[("batch_size",)]["peak_memory_mb"]
-    print(f"{'memory above the base':<24}{a:>20.1%}{b:>18.1%}{a / b:>8.2f}{'':>8}  (the part the architecture adds)")
+    print(f"{'memory above the base':<24}{pct(a):>20}{pct(b):>18}{ratio(a, b):>8}{'':>8}  (the part the architecture adds)")
     noise = next(f for f in run.findings if f.key == "nas_predict_before_run").numbers["remeasured"]
-    print(f"{'re-measured (floor)':<24}{noise['peak_memory_mb']:>20.1%}{'':>18}{'':>8}{'':>8}  memory; step time "
-          f"{noise['mean_step_ms']:.1%}: the same architectures, measured again by the budgeted run")
+    print(f"{'re-measured (floor)':<24}{pct(noise['peak_memory_mb']):>20}{'':>18}{'':>8}{'':>8}  memory; step time "
+          f"{pct(noise['mean_step_ms'])}: the same architectures, measured again by the budgeted run")
     compute = next(f for f in run.findings if f.key == "nas_compute_saved").numbers
     best = next(f for f in run.findings if f.key == "nas_same_best")
-    print(f"budgeted / exhaustive CPU-s: {compute['share']:.2f} ({compute['cpu_s_budgeted']:.0f} / "
-          f"{compute['cpu_s_exhaustive']:.0f}; target <= 0.30; an oracle running only what fits: "
-          f"{compute['oracle_share']:.2f}); {compute['stopped']} stopped, {compute['skipped']} skipped")
+    if compute.get("share") is None:
+        print("budgeted / exhaustive CPU-s: n/a (no CPU measured)")
+    else:
+        print(f"budgeted / exhaustive CPU-s: {compute['share']:.2f} ({compute['cpu_s_budgeted']:.0f} / "
+              f"{compute['cpu_s_exhaustive']:.0f}; target <= 0.30; an oracle running only what fits: "
+              f"{compute['oracle_share']:.2f}); {compute['stopped']} stopped, {compute['skipped']} skipped")
     print(f"same best feasible architecture: {best.verdict.value} ({best.evidence})")
 
 

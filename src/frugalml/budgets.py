@@ -54,6 +54,8 @@ class Budget:
         label: the axis label of reports.
         param: the limit's argument name in its rule's constructor (as error messages say it).
         needs_peers: its rule reads finished peer trials (none of the budgets does).
+        cumulative: its metric is a running total (joules): a trial stopped early shows
+            only part of it.
     """
 
     key: str
@@ -65,6 +67,7 @@ class Budget:
     label: str
     param: str = "limit"
     needs_peers: bool = False
+    cumulative: bool = False
 
     @property
     def per_config(self) -> bool:
@@ -89,7 +92,7 @@ BUDGETS: dict[str, Budget] = {
         Budget("max_trial_seconds", "s", "wall_s", "trial time", TRIAL, "trial_seconds",
                "trial wall time (s)", param="max_s"),
         Budget("max_trial_joules", "J", "energy_j", "trial energy", SAMPLE, "trial_energy_j",
-               "trial energy (J)", param="max_j"),
+               "trial energy (J)", param="max_j", cumulative=True),
         Budget("max_study_cpu_seconds", "CPU-s", "cpu_s", "study compute", STUDY, None,
                "study compute (CPU-s)", param="max_cpu_s"),
         Budget("max_study_joules", "J", "energy_j", "study energy", STUDY, None,

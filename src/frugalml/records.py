@@ -65,6 +65,9 @@ class Window:
         return self.values.get(name, default)
 
 
+MIN_VIOLATION = 1e-6
+
+
 @dataclass(frozen=True)
 class StopInfo:
     """Which rule stopped a trial, where, and by how much.
@@ -86,6 +89,14 @@ class StopInfo:
     @property
     def is_system(self) -> bool:
         return self.kind == "system"
+
+    @property
+    def violation(self) -> float:
+        """``value / threshold - 1``: how far over its budget a system stop was, as Optuna's
+        constraints read it (> 0: infeasible). At least 1e-6, also where the value is
+        unknown or was read below the limit (a CUDA out-of-memory on a shared device)."""
+        ratio = self.value / self.threshold - 1.0 if self.threshold and self.threshold > 0 else math.nan
+        return max(ratio, MIN_VIOLATION) if math.isfinite(ratio) else MIN_VIOLATION
 
 
 @dataclass(frozen=True)

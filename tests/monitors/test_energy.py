@@ -82,9 +82,11 @@ def test_fake_nvml_energy_goes_to_the_devices_the_trial_is_on(tmp_path, monkeypa
     on = [0]
     tree = Clock(1.0)
     monitor = EnergyMonitor(tree, lambda: on, nvml=nvml, powercap_root=tmp_path / "none")
-    assert monitor.source == "estimate+nvml" and "10 W per core" in monitor.assumption
+    assert monitor.source == "estimate" and "10 W per core" in monitor.assumption  # no GPU joules charged yet
     nvml.devices[0]["energy_mj"], nvml.devices[1]["energy_mj"] = 4_000, 9_000  # +3 J on ours, +4 J elsewhere
+    tree.value = 2.0  # one CPU-second since the monitor started (the one before it is not the trial's to count)
     assert monitor.sample()["energy_j"] == pytest.approx(10.0 + 3.0)
+    assert monitor.source == "estimate+nvml"
     on[:] = [0, 1]
     nvml.devices[0]["energy_mj"], nvml.devices[1]["energy_mj"] = 5_000, 11_000
     assert monitor.sample()["energy_j"] == pytest.approx(10.0 + 3.0 + 1.0 + 2.0)
@@ -95,8 +97,15 @@ def test_fake_nvml_energy_goes_to_the_devices_the_trial_is_on(tmp_path, monkeypa
 
 def test_fake_rapl_with_fake_nvml_is_all_measured(tmp_path):
     nvml = FakeNvml([{"compute": [], "util": 0, "energy_mj": 0}])
-    monitor = EnergyMonitor(Clock(), lambda: [0], nvml=nvml, powercap_root=fake_powercap(tmp_path))
-    assert monitor.source == "rapl+nvml" and monitor.assumption is None
+    on: list[int] = []  # a tree NVML does not see on the device (a container's pid namespace)
+    monitor = EnergyMonitor(Clock(), lambda: on, nvml=nvml, powercap_root=fake_powercap(tmp_path))
+    nvml.devices[0]["energy_mj"] = 2_000
+    monitor.sample()
+    assert monitor.source == "rapl" and monitor.assumption is None  # no GPU joules: not labelled as measured
+    on.append(0)
+    nvml.devices[0]["energy_mj"] = 3_000
+    monitor.sample()
+    assert monitor.source == "rapl+nvml"
 
 
 def test_bad_watts_per_core_and_bad_energy_budgets_are_one_line_config_errors(monkeypatch):

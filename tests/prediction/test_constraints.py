@@ -70,3 +70,13 @@ def test_resume_restores_the_constraints():
     sampler.restore([(config, [stopped])], [])
     (restored,) = sampler.study.trials
     assert restored.constraints["max_memory_mb"] == pytest.approx(0.5) and restored.state.name == "COMPLETE"
+
+
+@pytest.mark.parametrize("value, threshold", [(10_240.0, 40_000.0), (float("nan"), 81_920.0), (500.0, float("nan"))])
+def test_a_gpu_out_of_memory_stop_is_infeasible_even_when_read_below_the_limit(value, threshold):
+    """A CUDA OOM on a shared device: the memory in use plus the failed request can be
+    below the budget, or unknown; the stop still breaks it."""
+    stop = StopInfo("max_gpu_memory_mb", "system", 3, value, threshold, "GPU memory ran out")
+    record = TrialRecord(trial_id="w/c/r0", number=0, workload="w", config_id="c", repeat=0, params={},
+                         status=TrialStatus.STOPPED, stop=stop)
+    assert stop.violation > 0 and constraint_values([record], {"max_gpu_memory_mb": 40_000})["max_gpu_memory_mb"] > 0

@@ -119,4 +119,6 @@ def test_derived_features_predict_and_ones_the_data_cannot_tell_apart_are_droppe
     predicted = model.predict({"width": 1024, "batch_size": 64})["peak_memory_mb"]
     assert predicted.value == pytest.approx(100 + 2 * 1024**2 / 1000, rel=0.01)
     assert model.fits_["peak_memory_mb"].beta[3] == 0.0  # the dependent column
+    # the batch never varied: where activations no longer follow the width, nothing is predicted
+    assert model.predict({"width": 1024, "batch_size": 256}) == {}
     assert CostModel(("width",), min_observations=3).fit(records).predict({"width": 1024})  # a plain parameter still works

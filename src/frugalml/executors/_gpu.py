@@ -148,9 +148,8 @@ def gpu_oom_stop(oom: GpuOutOfMemory, *, step: int, peak_mb: float | None, limit
     (``peak_mb``, per-process NVML memory) and what the error says it held plus asked
     for, NaN when neither is known. ``threshold`` is the limit it hit: the study's budget
     ``limit_mb``, or the device's capacity where that is smaller or no budget is set,
-    NaN when neither is known. Readers of a system stop take ``value > threshold`` as
-    the budget broken (Optuna constraints, the skip gate): counting the failed request
-    keeps that true.
+    NaN when neither is known. On a shared device the value can be below the threshold;
+    readers take the stop itself as the violation (:attr:`StopInfo.violation` > 0).
     """
     reached = [v for v in (peak_mb, oom.reached_mb) if v is not None and math.isfinite(v)]
     value = max(reached) if reached else math.nan

@@ -30,6 +30,7 @@ from frugalml.executors._task import TrialTask, trial_record
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import EnergyMonitor, GpuMonitor, ProcessTreeMonitor
+from frugalml.monitors._energy import default_watts_per_core
 from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
@@ -182,6 +183,7 @@ class LocalExecutor(Executor):
         self._visible_gpus: list[str] | None = None
         self._gpu_devices(0, self.gpus_per_trial)  # fail now, before any trial, when none can be had
         warn_if_gpu_budget_unmeasurable(self.rules, why_no_gpu_here)
+        self._watts_per_core = default_watts_per_core()  # a bad FRUGALML_WATTS_PER_CORE fails now, not mid-start
 
     def _gpu_devices(self, slot: int, gpus: float) -> str | None:
         """The ``CUDA_VISIBLE_DEVICES`` of worker ``slot`` for a trial wanting ``gpus``."""
@@ -239,7 +241,8 @@ class LocalExecutor(Executor):
         try:
             monitor = running.monitor = ProcessTreeMonitor(process.pid)
             gpu = running.gpu = GpuMonitor(lambda: monitor.pids)  # the tree as the latest sample walked it
-            running.energy = EnergyMonitor(lambda: monitor.cpu_s, (lambda: gpu.devices) if gpu.available else None)
+            running.energy = EnergyMonitor(lambda: monitor.cpu_s, (lambda: gpu.devices) if gpu.available else None,
+                                           watts_per_core=self._watts_per_core)
         except psutil.NoSuchProcess:
             pass
         self._running[task.trial_id] = running

@@ -238,7 +238,7 @@ class SystemMetrics:
             if stop is not None:
                 self.trial.set_user_attr(STOP_ATTR, asdict(stop))
                 if _HAS_CONSTRAINTS and stop.is_system and stop.rule in BUDGETS and BUDGETS[stop.rule].per_config:
-                    self.trial.set_constraint(stop.rule, stop.value / stop.threshold - 1.0)
+                    self.trial.set_constraint(stop.rule, stop.violation)
         return True
 
     def flush(self) -> None:
@@ -402,7 +402,7 @@ class BudgetGatedSampler(BaseSampler):
                 state=optuna.trial.TrialState.PRUNED, params={**trial.params, **proposal},
                 distributions={**trial.distributions, **{name: search_space[name] for name in proposal}},
                 user_attrs={STOP_ATTR: asdict(stop)},
-                **({"constraints": {stop.rule.removeprefix("skipped_"): stop.value / stop.threshold - 1.0}}
+                **({"constraints": {stop.rule.removeprefix("skipped_"): stop.violation}}
                    if _HAS_CONSTRAINTS else {}),
             ))
 

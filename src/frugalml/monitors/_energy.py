@@ -112,7 +112,8 @@ class EnergyMonitor(Monitor):
         busy_cpu_s: the machine's busy CPU-seconds so far (a test passes a fake).
 
     Example:
-        >>> monitor = EnergyMonitor(lambda: 2.0, watts_per_core=10.0, powercap_root="/nonexistent")
+        >>> cpu_seconds = iter([1.0, 3.0]).__next__   # the tree's CPU-s at the start, then now
+        >>> monitor = EnergyMonitor(cpu_seconds, watts_per_core=10.0, powercap_root="/nonexistent")
         >>> monitor.source, monitor.sample()
         ('estimate', {'energy_j': 20.0})
     """
@@ -125,6 +126,7 @@ class EnergyMonitor(Monitor):
         self._wraps_at = [_read_int(zone / "max_energy_range_uj") or 2**32 for zone in self._zones]
         self._uj = [_read_int(zone / "energy_uj") or 0 for zone in self._zones]
         self._busy, self._tree = busy_cpu_s(), cpu_s() or 0.0
+        self._tree_at_start = self._tree  # CPU spent before the monitor started is not its to count
         self.watts_per_core = None if self._zones else (watts_per_core or default_watts_per_core())
         self._nvml, handles = _nvml_handles(nvml) if gpu_devices is not None else (None, [])
         self._mj = {i: mj for i, handle in enumerate(handles) if (mj := self._gpu_mj(handle)) is not None}
@@ -135,8 +137,9 @@ class EnergyMonitor(Monitor):
 
     @property
     def source(self) -> str:
-        """``rapl`` or ``estimate`` for the CPUs, ``+nvml`` where GPU energy is measured."""
-        return ("rapl" if self._zones else "estimate") + ("+nvml" if self._handles else "")
+        """``rapl`` or ``estimate`` for the CPUs, ``+nvml`` once GPU joules were charged (a tree
+        NVML never saw on a device, as in a container's pid namespace, gets none)."""
+        return ("rapl" if self._zones else "estimate") + ("+nvml" if self._gpu_j > 0 else "")
 
     @property
     def estimated(self) -> bool:
@@ -158,7 +161,7 @@ class EnergyMonitor(Monitor):
             return {}
         tree = max(tree or 0.0, self._tree)
         if self.watts_per_core is not None:
-            self._cpu_j = tree * self.watts_per_core
+            self._cpu_j = (tree - self._tree_at_start) * self.watts_per_core
         else:
             uj = [_read_int(zone / "energy_uj") for zone in self._zones]
             joules = sum(counter_delta(old, new, wraps) for old, new, wraps in zip(self._uj, uj, self._wraps_at)

@@ -36,8 +36,8 @@ def constraint_values(records: Sequence[TrialRecord], budget: Mapping[str, float
         for record in records:
             stop = record.stop
             broke_it = stop is not None and stop.kind == "system" and budget_of_rule(stop.rule) is BUDGETS[key]
-            if broke_it and stop.threshold > 0:
-                value = stop.value / stop.threshold - 1.0
+            if broke_it:
+                value = stop.violation
             elif (value_measured := measured(record, key)) is not None:
                 value = value_measured / float(limit) - 1.0
             else:

@@ -22,7 +22,8 @@ A network's costs depend on its architecture, which no single hyperparameter say
 parameters. Memory is then weights + activations, step time FLOPs + optimiser
 traffic, each with a fixed part. Features the observations cannot tell apart (a
 batch size never varied, so activations and FLOPs move together) are dropped from
-that fit, in the order given, rather than making it singular.
+that fit, in the order given, rather than making it singular; a configuration
+where such a feature no longer follows the others is then not predicted.
 
 Observations come from finished and stopped trials. A trial stopped for breaking a
 budget only shows a lower bound of the cost it broke (it was killed on the way up),
@@ -82,11 +83,14 @@ def broken_metric(record: TrialRecord) -> str | None:
 
 def observed_costs(record: TrialRecord) -> dict[str, float]:
     """The costs a trial measured: steady step time, the peak of each sampled budget metric
-    (memory, GPU memory), CPU-ms per step."""
+    (memory, GPU memory; a running total such as joules only from a completed trial),
+    CPU-ms per step."""
     costs: dict[str, float] = {}
     if (step := steady_step_ms(record)) is not None and step > 0:
         costs["mean_step_ms"] = step
     for b in BUDGETS.values():
+        if b.cumulative and record.status is not TrialStatus.COMPLETED:
+            continue  # a running total of a trial that stopped early is part of the whole
         if b.scope == SAMPLE and (peak := record.peak(b.metric)) is not None and math.isfinite(peak) and peak > 0:
             costs[b.predicted] = peak
     if record.steps_done and record.cpu_s > 0:
@@ -101,6 +105,9 @@ class _Fit:
     sigma: float  # relative residual spread
     dof: int
     n: int
+    kept: tuple[int, ...] = ()  # the columns fitted
+    # per dropped column: (index, its coefficients on the kept columns, the column's scale)
+    dropped: tuple[tuple[int, np.ndarray, float], ...] = ()
 
 
 class CostModel:
@@ -186,7 +193,10 @@ class CostModel:
         beta, covariance = np.zeros(X.shape[1]), np.zeros((X.shape[1], X.shape[1]))
         beta[kept] = coefficients
         covariance[np.ix_(kept, kept)] = sigma**2 * np.linalg.pinv(Xw.T @ Xw)
-        return _Fit(beta, covariance, sigma, n - p, n)
+        # how each dropped column followed the kept ones here: a query that breaks it is unseen ground
+        dropped = tuple((j, np.linalg.lstsq(X[:, kept], X[:, j], rcond=None)[0], float(np.abs(X[:, j]).max()) or 1.0)
+                        for j in range(X.shape[1]) if j not in kept)
+        return _Fit(beta, covariance, sigma, n - p, n, tuple(kept), dropped)
 
     def predict(self, params: Mapping[str, Any]) -> dict[str, Estimate]:
         """Predicted costs of ``params`` (metrics the model cannot predict yet are left out)."""
@@ -198,6 +208,8 @@ class CostModel:
         x0 = np.array(x)
         predictions = {}
         for metric, fit in self.fits_.items():
+            if any(abs(float(x0[list(fit.kept)] @ c) - x0[j]) > 1e-6 * scale for j, c, scale in fit.dropped):
+                continue  # a feature the observations never varied apart from the others varies here
             value = float(x0 @ fit.beta)
             if value <= 0:
                 continue  # extrapolated below zero: the linear form does not hold there
