@@ -204,6 +204,8 @@ def test_bad_pruner_arguments_are_one_line_config_errors():
         SystemBudgetPruner(max_ram=400)
     with pytest.raises(ConfigError, match="budget must be a dict"):
         SystemBudgetPruner(400)
+    with pytest.raises(ConfigError, match="does not measure joules, so 'max_study_joules' would never stop anything"):
+        SystemBudgetPruner(max_study_joules=5000)
     with pytest.raises(ConfigError, match="'flush_every' parameter of SystemMetrics must be an int"):
         SystemMetrics(optuna.create_study().ask(), flush_every=0)
     with pytest.raises(ConfigError, match="'features' parameter of BudgetGatedSampler must be a non-empty list"):

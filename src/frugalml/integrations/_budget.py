@@ -22,6 +22,9 @@ def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[
     merged = {**dict(budget or {}), **budgets}
     if not merged:
         raise ConfigError(f"{owner} needs at least one budget: {names()}.")
+    if "max_study_joules" in merged:  # nothing measures a study's joules here: the budget would never act
+        raise ConfigError(f"{owner} does not measure joules, so 'max_study_joules' would never stop anything; "
+                          "use `frugalml tune` for energy budgets, or report energy_j and set max_trial_joules.")
     return rules_from_config(merged, None)
 
 
