@@ -68,6 +68,11 @@ class Window:
 MIN_VIOLATION = 1e-6
 
 
+def is_estimate(energy_source: str | None) -> bool:
+    """True when an ``energy_source`` says its joules are (partly) estimated, not measured."""
+    return "estimate" in (energy_source or "")
+
+
 @dataclass(frozen=True)
 class StopInfo:
     """Which rule stopped a trial, where, and by how much.

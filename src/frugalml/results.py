@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import TrialRecord, TrialStatus, is_estimate
 from frugalml.search import Search, objective_values
 
 KEY_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "peak_memory_mb", "cpu_percent")
@@ -119,7 +119,7 @@ class ComputeAccount:
     @property
     def energy_estimated(self) -> bool:
         """True when some of the joules are estimates, not measurements."""
-        return any("estimate" in source for source in self.energy_sources)
+        return any(is_estimate(source) for source in self.energy_sources)
 
     @property
     def full_cpu_s(self) -> float:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
+from frugalml.records import is_estimate
 from frugalml.results import compute_account
 from frugalml.store import ResultStore, find_stores
 from frugalml.study import STUDIES_ROOT
@@ -74,7 +75,7 @@ def _joules(value: float | None, source: str | None) -> str:
     """Joules with ``~`` in front of an estimate, so it is never read as a measurement."""
     if value is None:
         return "-"
-    return ("~" if source and "estimate" in source else "") + fmt(value, 3)
+    return ("~" if is_estimate(source) else "") + fmt(value, 3)
 
 
 def run_show(args: argparse.Namespace) -> int:

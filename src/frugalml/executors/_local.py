@@ -30,6 +30,7 @@ from frugalml.executors._task import TrialTask, trial_record
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import EnergyMonitor, GpuMonitor, ProcessTreeMonitor
+from frugalml.monitors._composite import tree_monitors
 from frugalml.monitors._energy import default_watts_per_core
 from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
@@ -204,7 +205,7 @@ class LocalExecutor(Executor):
         return [r.task for r in self._running.values()]
 
     def running_cpu_s(self) -> float:
-        return sum(r.sample.get("cpu_s", 0.0) for r in self._running.values())
+        return self.running_used("cpu_s")
 
     def running_used(self, metric: str) -> float:
         return sum(r.sample.get(metric, 0.0) for r in self._running.values())
@@ -239,10 +240,8 @@ class LocalExecutor(Executor):
         running = _Running(task, process, receiver, progress, slot, time.monotonic())
         running.last_window_wall = running.started
         try:
-            monitor = running.monitor = ProcessTreeMonitor(process.pid)
-            gpu = running.gpu = GpuMonitor(lambda: monitor.pids)  # the tree as the latest sample walked it
-            running.energy = EnergyMonitor(lambda: monitor.cpu_s, (lambda: gpu.devices) if gpu.available else None,
-                                           watts_per_core=self._watts_per_core)
+            running.monitor, running.gpu, running.energy = tree_monitors(
+                process.pid, watts_per_core=self._watts_per_core)
         except psutil.NoSuchProcess:
             pass
         self._running[task.trial_id] = running

@@ -63,16 +63,23 @@ class CompositeMonitor(Monitor):
             raise error
 
 
-def default_monitors(pid: int) -> list[Monitor]:
-    """The process-tree monitor of ``pid``, a GPU monitor where NVML finds a GPU, and the
-    tree's :class:`EnergyMonitor`.
-
-    The GPU and energy monitors reuse what the process-tree monitor (and the GPU monitor)
-    read at their latest sample, so put them in this order in a :class:`CompositeMonitor`.
-    """
+def tree_monitors(pid: int, *, watts_per_core: float | None = None) -> tuple[ProcessTreeMonitor, GpuMonitor, EnergyMonitor]:
+    """The process-tree, GPU and energy monitors of ``pid``'s tree, wired together: the GPU
+    monitor reads the tree's pids and the energy monitor its CPU-seconds and devices as
+    their latest samples left them, so sample them in this order."""
     tree = ProcessTreeMonitor(pid)
     gpu = GpuMonitor(lambda: tree.pids)
+    energy = EnergyMonitor(lambda: tree.cpu_s, (lambda: gpu.devices) if gpu.available else None,
+                           watts_per_core=watts_per_core)
+    return tree, gpu, energy
+
+
+def default_monitors(pid: int) -> list[Monitor]:
+    """The process-tree monitor of ``pid``, a GPU monitor where NVML finds a GPU, and the
+    tree's :class:`EnergyMonitor` (:func:`tree_monitors`), in the order a
+    :class:`CompositeMonitor` must sample them."""
+    tree, gpu, energy = tree_monitors(pid)
     if not gpu.available:
         gpu.close()
-        return [tree, EnergyMonitor(lambda: tree.cpu_s)]
-    return [tree, gpu, EnergyMonitor(lambda: tree.cpu_s, lambda: gpu.devices)]
+        return [tree, energy]
+    return [tree, gpu, energy]

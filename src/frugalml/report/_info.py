@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from frugalml.budgets import BUDGETS
-from frugalml.records import TrialRecord
+from frugalml.records import TrialRecord, is_estimate
 from frugalml.results import ComputeAccount, compute_account
 from frugalml.store import ResultStore
 from frugalml.study import stored_study
@@ -37,7 +37,7 @@ LABELS = {
 
 def _energy_column(record: TrialRecord) -> str:
     """Where a record's joules go in a frame: ``energy_j`` when measured, else the estimated column."""
-    return ESTIMATED_ENERGY if "estimate" in (record.energy_source or "") else "energy_j"
+    return ESTIMATED_ENERGY if is_estimate(record.energy_source) else "energy_j"
 
 
 class CurvesInfo(NamedTuple):

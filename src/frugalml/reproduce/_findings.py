@@ -246,15 +246,16 @@ def finding_learning_rate_no_effect(windows: pd.DataFrame) -> Finding:
     return Finding("learning_rate_no_effect", claim, verdict, evidence, {"no_effect_share": shares})
 
 
-def eta_squared(windows: pd.DataFrame, metric: str) -> float:
-    """Share of the metric's window-to-window variance explained by the configuration."""
-    data = windows[["config_id", metric]].assign(**{metric: pd.to_numeric(windows[metric], errors="coerce")})
+def eta_squared(windows: pd.DataFrame, metric: str, by: str = "config_id") -> float:
+    """Share of the metric's row-to-row variance explained by the groups of ``by`` (the
+    configuration, by default; any parameter's levels for a main effect)."""
+    data = windows[[by, metric]].assign(**{metric: pd.to_numeric(windows[metric], errors="coerce")})
     data = data[np.isfinite(data[metric])]
-    if data["config_id"].nunique() < 2:
+    if data[by].nunique() < 2:
         return math.nan
     values = data[metric].astype(float)
     total = float(((values - values.mean()) ** 2).sum())
-    means = data.groupby("config_id")[metric].transform("mean").astype(float)
+    means = data.groupby(by)[metric].transform("mean").astype(float)
     between = float(((means - values.mean()) ** 2).sum())
     return between / total if total > 0 else 0.0
 

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 
 from frugalml.prediction import CostModel, DatasetShape, observed_costs
 from frugalml.records import TrialRecord, TrialStatus
-from frugalml.reproduce._findings import Finding, Verdict
+from frugalml.reproduce._findings import Finding, Verdict, eta_squared
 from frugalml.reproduce._prediction import in_trial_errors
 from frugalml.search import Search
 from frugalml.study import Study, Workload
@@ -126,18 +127,10 @@ def drivers(records: Sequence[TrialRecord]) -> dict[str, dict[str, float]]:
     rows = [(r, observed_costs(r)) for r in records if r.status is TrialStatus.COMPLETED]
     effects: dict[str, dict[str, float]] = {}
     for metric in ("peak_memory_mb", "mean_step_ms"):
-        points = [(r.params, math.log(c[metric])) for r, c in rows if c.get(metric, 0) > 0]
-        if len(points) < 3:
-            continue
-        values = np.array([v for _, v in points])
-        total = float(((values - values.mean()) ** 2).sum())
-        effects[metric] = {}
-        for parameter in ARCHITECTURE:
-            levels: dict[Any, list[float]] = {}
-            for params, value in points:
-                levels.setdefault(params[parameter], []).append(value)
-            between = sum(len(v) * (statistics.fmean(v) - values.mean()) ** 2 for v in levels.values())
-            effects[metric][parameter] = between / total if total > 0 else 0.0
+        points = pd.DataFrame([{**{p: r.params[p] for p in ARCHITECTURE}, "log_cost": math.log(c[metric])}
+                               for r, c in rows if c.get(metric, 0) > 0])
+        if len(points) >= 3:
+            effects[metric] = {p: eta_squared(points, "log_cost", by=p) for p in ARCHITECTURE}
     return effects
 
 
