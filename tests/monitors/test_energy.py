@@ -145,10 +145,12 @@ def test_estimated_joules_are_labelled_and_max_trial_joules_stops_a_real_trial_m
 
 def test_max_study_joules_ends_a_real_study(study_dir, monkeypatch):
     monkeypatch.setenv("FRUGALML_WATTS_PER_CORE", "10")
-    study = _study(study_dir, {"max_study_joules": 10}, {"offset": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}, steps=200)
+    # each trial ~0.8 CPU-s (8 J): the second crosses 10 J a quarter of the way in, however
+    # much CPU start-up takes on a loaded machine; six would use ~48 J
+    study = _study(study_dir, {"max_study_joules": 10}, {"offset": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}, steps=400)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = tune(study)  # each trial ~0.4 CPU-s (4 J): six would use ~24 J
+        result = tune(study)
     assert len(result.records) < 6
     assert any(r.stop is not None and r.stop.rule == "max_study_joules" for r in result.records)
-    assert result.budget_exhausted and result.compute().used_energy_j < 16
+    assert result.budget_exhausted and result.compute().used_energy_j < 20

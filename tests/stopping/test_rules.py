@@ -29,13 +29,55 @@ def test_memory_budget_fires_only_above_the_limit():
 
 
 def test_step_time_budget_uses_windows_and_the_unfinished_window():
-    rule = StepTimeBudget(10)
+    rule = StepTimeBudget(10, warmup_windows=0)
     assert rule.check(view(windows=windows("mean_step_ms", [9.0]))) is None
     assert rule.check(view(windows=windows("mean_step_ms", [11.0]))).value == 11.0
     # 100-step windows: 0.6 s done + 0.5 s in one step > 10 ms * 100
     stop = rule.check(view(eval_every=100, window_train_s=0.6, step_in_progress_s=0.5))
     assert stop is not None and stop.value == pytest.approx(11.0)
     assert rule.check(view(eval_every=100, window_train_s=0.6, step_in_progress_s=0.3)) is None
+
+
+def test_step_time_budget_gives_the_warm_up_window_twice_the_limit_by_default():
+    rule = StepTimeBudget(10)
+    slow_start = windows("mean_step_ms", [17.0])  # a network's first window: ~1.7x a steady one
+    assert rule.check(view(windows=slow_start, steps_done=100, steps_planned=1000)) is None
+    stop = rule.check(view(windows=windows("mean_step_ms", [21.0]), steps_done=100, steps_planned=1000))
+    assert stop.value == 21.0 and stop.threshold == 10 and "2 × budget 10 ms" in stop.message
+    # in the warm-up window, 1.5 s into its 100 steps is under 2 x 10 ms x 100; 2.1 s is over
+    assert rule.check(view(eval_every=100, window_train_s=1.5, steps_planned=1000)) is None
+    assert rule.check(view(eval_every=100, window_train_s=2.1, steps_planned=1000)).value == pytest.approx(21.0)
+    # after it, the plain limit, for finished and unfinished windows
+    assert rule.check(view(windows=windows("mean_step_ms", [17.0, 9.0]), steps_planned=1000)) is None
+    assert rule.check(view(windows=windows("mean_step_ms", [9.0, 11.0]), steps_planned=1000)).value == 11.0
+    stop = rule.check(view(windows=slow_start, eval_every=100, window_train_s=1.1, steps_planned=1000))
+    assert stop is not None and stop.value == pytest.approx(11.0) and "allowance" not in stop.message
+
+
+def test_a_trial_with_no_window_after_its_warm_up_is_held_to_the_limit():
+    rule = StepTimeBudget(10)
+    assert rule.check(view(windows=windows("mean_step_ms", [11.0]), steps_done=100, steps_planned=100)).value == 11.0
+    stop = rule.check(view(eval_every=100, steps_planned=50, window_train_s=0.6))  # plans 50 steps: one window
+    assert stop is not None and stop.value == pytest.approx(12.0)
+    assert rule.within(windows("mean_step_ms", [19.0, 9.0, 8.0]))
+    assert not rule.within(windows("mean_step_ms", [21.0, 9.0]))
+    assert not rule.within(windows("mean_step_ms", [11.0]))  # its only window: no allowance
+    assert not StepTimeBudget(10, warmup_windows=0).within(windows("mean_step_ms", [17.0, 9.0]))
+
+
+def test_step_time_warm_up_is_a_stopping_setting_with_a_one_line_error():
+    [rule] = rules_from_config({"max_mean_step_ms": 50}, {"step_time_warmup_windows": 2})
+    assert rule.warmup_windows == 2
+    [memory] = rules_from_config({"max_memory_mb": 50}, {"step_time_warmup_windows": 0})
+    assert not hasattr(memory, "warmup_windows")
+    with pytest.raises(ConfigError, match=r"'step_time_warmup_windows' parameter of \[stopping\] must be an int "
+                                          r"in the range \[0, inf\)\. Got -1 instead"):
+        rules_from_config({}, {"step_time_warmup_windows": -1})
+    with pytest.raises(ConfigError, match="warmup_windows"):
+        StepTimeBudget(5, warmup_windows=1.5)
+    with pytest.raises(ConfigError, match=r"'warmup_allowance' parameter of StepTimeBudget must be a float in the "
+                                          r"range \[1, inf\)"):
+        StepTimeBudget(5, warmup_allowance=0.5)
 
 
 def test_wall_and_study_budgets():

@@ -25,7 +25,9 @@ def budget_rules(owner: str, budget: Mapping[str, Any] | None, budgets: Mapping[
     if "max_study_joules" in merged:  # nothing measures a study's joules here: the budget would never act
         raise ConfigError(f"{owner} does not measure joules, so 'max_study_joules' would never stop anything; "
                           "use `frugalml tune` for energy budgets, or report energy_j and set max_trial_joules.")
-    return rules_from_config(merged, None)
+    # each report is judged: the adapters' view holds the latest report only, with no
+    # window history to leave a warm-up out of (a user who wants one reports after it)
+    return rules_from_config(merged, {"step_time_warmup_windows": 0})
 
 
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from frugalml.records import TrialRecord, TrialStatus
 from frugalml.reproduce._findings import Finding, Verdict, eta_squared
 from frugalml.reproduce._prediction import in_trial_errors
 from frugalml.search import Search
+from frugalml.stopping import StepTimeBudget
 from frugalml.study import Study, Workload
 
 Printer = Callable[[str], None]
@@ -108,11 +109,10 @@ def _label(key: tuple[int, ...] | None) -> str:
 
 def fits(record: TrialRecord, budget: dict[str, float]) -> bool:
     """True when a completed trial stayed within the budgets as the watchdog applies them:
-    peak memory, and every window's mean step time (the warm-up window's too)."""
-    steps = [w.values["mean_step_ms"] for w in record.windows if "mean_step_ms" in w.values]
-    return (record.status is TrialStatus.COMPLETED and bool(steps)
+    peak memory, and each window's mean step time (the warm-up window's with its allowance)."""
+    return (record.status is TrialStatus.COMPLETED and any("mean_step_ms" in w.values for w in record.windows)
             and (record.peak("memory_mb") or math.inf) <= budget["max_memory_mb"]
-            and max(steps) <= budget["max_mean_step_ms"])
+            and StepTimeBudget(budget["max_mean_step_ms"]).within(record.windows))
 
 
 def _best_feasible(records: Sequence[TrialRecord], budget: dict[str, float]) -> tuple[int, ...] | None:
@@ -205,8 +205,8 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
     * **no false stop**: no architecture the exhaustive run measured within budget was
       stopped or skipped by the budgeted run.
 
-    "Within budget" is as the watchdog applies it (:func:`fits`): peak memory, and every
-    window's mean step time, the warm-up window's included. The compute finding also
+    "Within budget" is as the watchdog applies it (:func:`fits`): peak memory, and each
+    window's mean step time, the warm-up window's with its allowance. The compute finding also
     gives an oracle's share: the fitting architectures' CPU-seconds, run in full.
 
     A verdict is inconclusive when its figures cannot be computed (too few trials).

@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from frugalml.budgets import SAMPLE, STUDY, TRIAL, WINDOW, Budget, budget
-from frugalml.records import StopInfo
+from frugalml.records import StopInfo, Window
 from frugalml.stopping._base import STUDY as STUDY_KIND
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
-from frugalml.validation import positive
+from frugalml.validation import NON_NEGATIVE_INT, Interval, check, positive
+
+AT_LEAST_ONE = Interval(float, 1, None)
 
 
 class ResourceBudget(StoppingRule):
@@ -29,7 +33,11 @@ class ResourceBudget(StoppingRule):
         return self._stop(view, value, self.limit, message or f"{b.what} {value:.4g} {b.unit} > budget {self.limit:g} {b.unit}")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.budget.key}={self.limit:g})"
+        extra = "".join(f", {k}={v!r}" for k, v in self._options().items())
+        return f"{type(self).__name__}({self.budget.key}={self.limit:g}{extra})"
+
+    def _options(self) -> dict:
+        return {}
 
 
 class SampleBudget(ResourceBudget):
@@ -53,22 +61,61 @@ class WindowBudget(ResourceBudget):
     Between reports the watchdog also knows the time spent in the unfinished
     window; once that alone exceeds the limit times the window length, the
     window's mean must break the budget, and the trial is stopped without waiting.
+
+    The first ``warmup_windows`` windows (default 1) carry the warm-up (imports, the
+    allocator, caches: a network's first window takes ~1.7× a steady one), while the
+    budget is on the steady step time, as the cost model predicts it. They are held to
+    ``warmup_allowance`` times the limit (default 2), so a configuration many times too
+    slow still stops in its first steps. A trial with no window after its warm-up is
+    held to the limit throughout: those windows are all it costs.
     """
+
+    def __init__(self, key: str, limit: float, *, owner: str | None = None, warmup_windows: int = 1,
+                 warmup_allowance: float = 2.0) -> None:
+        super().__init__(key, limit, owner=owner)
+        owner = owner or type(self).__name__
+        self.warmup_windows = int(check(owner, "warmup_windows", warmup_windows, NON_NEGATIVE_INT))
+        self.warmup_allowance = float(check(owner, "warmup_allowance", warmup_allowance, AT_LEAST_ONE))
+
+    def _options(self) -> dict:
+        return {"warmup_windows": self.warmup_windows}
+
+    def held_to(self, index: int, *, steady_follows: bool) -> float:
+        """The most window ``index`` (0-based) may average: the limit, times the allowance
+        for a warm-up window that steady windows follow."""
+        warm_up = index < self.warmup_windows and steady_follows
+        return self.limit * self.warmup_allowance if warm_up else self.limit
+
+    def within(self, windows: Sequence[Window]) -> bool:
+        """True when a finished trial's windows all kept to the budget as :meth:`check` holds them."""
+        steady = len(windows) > self.warmup_windows
+        return all(w.values.get(self.budget.metric, 0.0) <= self.held_to(i, steady_follows=steady)
+                   for i, w in enumerate(windows))
 
     def check(self, view: TrialView) -> StopInfo | None:
         b = self.budget
+        planned = view.steps_planned
+        steady = planned is None or planned > self.warmup_windows * view.eval_every
         if view.windows:
             mean = view.windows[-1].values.get(b.metric)
-            if mean is not None and mean > self.limit:
-                return self._over(view, mean, f"mean step {mean:.2f} {b.unit} > budget {self.limit:g} {b.unit}")
+            held = self.held_to(len(view.windows) - 1, steady_follows=steady)
+            if mean is not None and mean > held:
+                return self._over(view, mean, f"mean step {mean:.2f} {b.unit} > {self._held(held)}")
         if view.at_end:
             return None
+        held = self.held_to(len(view.windows), steady_follows=steady)
         unfinished_ms = (view.window_train_s + view.step_in_progress_s) * 1000.0
-        if unfinished_ms > self.limit * view.window_length:
+        if unfinished_ms > held * view.window_length:
             lower_bound = unfinished_ms / view.window_length
             return self._over(view, lower_bound, f"mean step already >= {lower_bound:.2f} ms in the unfinished "
-                                                 f"window > budget {self.limit:g} ms")
+                                                 f"window > {self._held(held)}")
         return None
+
+    def _held(self, held: float) -> str:
+        unit = self.budget.unit
+        if held == self.limit:
+            return f"budget {self.limit:g} {unit}"
+        return f"{self.warmup_allowance:g} × budget {self.limit:g} {unit} (the warm-up window's allowance)"
 
 
 class TrialTimeBudget(ResourceBudget):
@@ -97,9 +144,13 @@ _BY_SCOPE: dict[str, type[ResourceBudget]] = {
 }
 
 
-def budget_rule(key: str, limit: float) -> ResourceBudget:
-    """The stopping rule of budget ``key`` at ``limit`` (a one-line error for bad input)."""
-    return _BY_SCOPE[budget(key).scope](key, limit, owner=f"budget '{key}'")
+def budget_rule(key: str, limit: float, *, warmup_windows: int = 1) -> ResourceBudget:
+    """The stopping rule of budget ``key`` at ``limit`` (a one-line error for bad input);
+    ``warmup_windows`` applies to window budgets (step time) only."""
+    owner = f"budget '{key}'"
+    if budget(key).scope == WINDOW:
+        return WindowBudget(key, limit, owner=owner, warmup_windows=warmup_windows)
+    return _BY_SCOPE[budget(key).scope](key, limit, owner=owner)
 
 
 class MemoryBudget(SampleBudget):
@@ -122,10 +173,17 @@ class GpuMemoryBudget(SampleBudget):
 
 
 class StepTimeBudget(WindowBudget):
-    """Stop a trial whose mean training step time over a window exceeds ``max_ms``."""
+    """Stop a trial whose mean training step time over a window exceeds ``max_ms``
+    (its first ``warmup_windows`` windows: twice that, see :class:`WindowBudget`).
 
-    def __init__(self, max_ms: float) -> None:
-        super().__init__("max_mean_step_ms", max_ms)
+    Example:
+        >>> StepTimeBudget(50, warmup_windows=0)
+        StepTimeBudget(max_mean_step_ms=50, warmup_windows=0)
+    """
+
+    def __init__(self, max_ms: float, *, warmup_windows: int = 1, warmup_allowance: float = 2.0) -> None:
+        super().__init__("max_mean_step_ms", max_ms, warmup_windows=warmup_windows,
+                         warmup_allowance=warmup_allowance)
 
 
 class WallTimeBudget(TrialTimeBudget):

@@ -12,6 +12,7 @@ from frugalml.stopping._budget import budget_rule
 from frugalml.stopping._halving import SuccessiveHalving
 from frugalml.stopping._learning import Divergence, MedianStopping, Patience
 from frugalml.stopping._predicted import PredictedBudget
+from frugalml.validation import NON_NEGATIVE_INT, check
 
 
 
@@ -63,18 +64,26 @@ class FunctionRule(StoppingRule):
         return None if reason is None else self._stop(view, float("nan"), float("nan"), str(reason))
 
 
+WARMUP_KEY = "step_time_warmup_windows"  # a [stopping] setting of the step-time budget, not a rule
+
+
 def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, Any] | None) -> list[StoppingRule]:
-    """Build rules from a study file's ``[budget]`` and ``[stopping]`` tables."""
+    """Build rules from a study file's ``[budget]`` and ``[stopping]`` tables.
+
+    ``[stopping] step_time_warmup_windows`` (default 1) is how many first windows the
+    step-time budget leaves unjudged (see :class:`~frugalml.stopping.WindowBudget`).
+    """
     rules: list[StoppingRule] = []
+    stopping = dict(stopping or {})
+    warmup = check("[stopping]", WARMUP_KEY, stopping.pop(WARMUP_KEY, 1), NON_NEGATIVE_INT)
     for table, known in (("budget", BUDGETS), ("stopping", STOPPING_KEYS)):
         for key, value in dict((budget if table == "budget" else stopping) or {}).items():
             if key not in known:
-                raise ConfigError(
-                    f"Unknown {table} rule '{key}' in [{table}]; known: {', '.join(sorted(known))}."
-                )
+                choices = sorted(known) if table == "budget" else sorted([*known, WARMUP_KEY])
+                raise ConfigError(f"Unknown {table} rule '{key}' in [{table}]; known: {', '.join(choices)}.")
             try:
                 if table == "budget":
-                    rule = budget_rule(key, value)
+                    rule = budget_rule(key, value, warmup_windows=warmup)
                 else:
                     rule = PredictedBudget.from_config(value, budget or {}) if key == "predicted" else known[key](value)
             except TypeError as error:
