@@ -165,3 +165,15 @@ def test_grid_points_run_exactly_those_configurations_in_their_order(study_dir):
                          ({"points": points, "method": "random", "n_trials": 2}, "use it with")):
         with pytest.raises(ConfigError, match=message):
             Search(space={"batch_size": [30, 3000], "offset": [0.0, 0.5]}, **bad)
+
+
+def test_in_process_trials_record_estimated_joules_and_energy_budgets_act_on_them(study_dir, recwarn):
+    # no RAPL here: the estimate is the trial's CPU-seconds x 10 W per core (4 CPU-s, 40 J a trial)
+    run = functools.partial(InProcessExecutor, cpu_clock=lambda: CPU[0], watts_per_core=10.0)
+    result = tune(study(study_dir / "trial", workers=1, budget={"max_trial_joules": 25}), executor=run)
+    assert all(r.stop.rule == "max_trial_joules" and r.steps_done == 30 for r in result.records)  # 30 J > 25 J
+    assert all(r.energy_j == pytest.approx(30.0) and r.energy_source == "estimate" for r in result.records)
+    assert all(r.windows[0].values["energy_j"] == pytest.approx(10.0) for r in result.records)
+    result = tune(study(study_dir / "study", workers=1, budget={"max_study_joules": 100}), executor=run)
+    assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2 + [TrialStatus.STOPPED]
+    assert result.records[-1].stop.rule == "max_study_joules" and result.records[-1].steps_done == 30

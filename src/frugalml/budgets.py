@@ -101,6 +101,10 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+STUDY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(b.metric for b in BUDGETS.values() if b.scope == STUDY))
+"""The metrics study budgets sum over trials: ``("cpu_s", "energy_j")``."""
+
+
 def budget(key: str) -> Budget:
     """The registry entry of ``key``; a one-line :class:`ConfigError` naming the known ones."""
     try:

@@ -192,6 +192,24 @@ def test_the_study_compute_budget_counts_trials_running_on_other_nodes(cluster, 
     assert sum(r.cpu_s for r in result.records) < 3.0 + 3.0
 
 
+def test_the_study_energy_budget_counts_joules_of_trials_running_on_other_nodes(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(
+        name="energy", directory=str(tmp_path / "out"), workers=2, backend="ray", address=address,
+        workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 3000, "step_s": 0.002}, name="steady")],
+        search=Search(space={"offset": [0.0, 0.1, 0.2, 0.3]}), budget={"max_study_joules": 60.0}, mlflow_uri=None,
+    )
+    with pytest.warns(UserWarning, match="estimated joules"):
+        result = tune(study)  # no RAPL here: joules are CPU-s x a stated power per core
+    watts = {round(r.energy_j / r.cpu_s, 1) for r in result.records if r.cpu_s > 0.5}
+    assert len(watts) == 1 and all(r.energy_source == "estimate" for r in result.records)
+    stopped = [r for r in result.records if r.stop is not None and r.stop.rule == "max_study_joules"]
+    assert stopped and len(result.records) < 4
+    # The study total a node acted on included the joules of the trial running on the other node.
+    assert max(r.stop.value - r.energy_j for r in stopped) > 0.3 * watts.pop()
+    assert sum(r.energy_j for r in result.records) < 60.0 + 60.0
+
+
 def test_halving_on_ray_promotes_among_feasible_trials_only(cluster, tmp_path):
     address, _ = cluster
     result = tune(halving_study(tmp_path / "out", workers=2, backend="ray", address=address))

@@ -122,3 +122,23 @@ def test_derived_features_predict_and_ones_the_data_cannot_tell_apart_are_droppe
     # the batch never varied: where activations no longer follow the width, nothing is predicted
     assert model.predict({"width": 1024, "batch_size": 256}) == {}
     assert CostModel(("width",), min_observations=3).fit(records).predict({"width": 1024})  # a plain parameter still works
+
+
+def test_a_network_study_predicts_from_its_architecture_unless_it_names_its_features(tmp_path):
+    from types import SimpleNamespace
+
+    from frugalml import Study, Workload
+    from frugalml.prediction import ConfigGate
+
+    mnist = SimpleNamespace(n_train=49000, n_features=784, classes=tuple(range(10)))  # the prepared data's shape
+
+    def gate(**prediction):
+        study = Study(name="g", workloads=[Workload(dataset="mnist_784", algorithm="mlp")], mlflow_uri=None,
+                      budget={"max_memory_mb": 500}, prediction={"min_observations": 4, **prediction},
+                      directory=str(tmp_path))
+        return ConfigGate.for_study(study, study.workloads[0], mnist, lambda: [])
+
+    assert gate().model.features == ("batch_size", "weights_mb", "activations_mb", "gflops")
+    assert gate(features=["batch_size"]).model.features == ("batch_size",)  # the user's choice, though the default's
+    with pytest.raises(ConfigError):
+        gate(features=[])

@@ -82,15 +82,21 @@ class StudyState:
 
     def finished(self, metric: str) -> float:
         """What finished trials used of a study budget's metric (``cpu_s`` or ``energy_j``)."""
-        return {"cpu_s": self.finished_cpu_s, "energy_j": self.finished_energy_j}[metric]
+        return self.totals()[metric]
 
     def peers(self, workload: str) -> Sequence[TrialRecord]:
         """The finished trials of ``workload``, oldest first."""
         return self._peers.get(workload, ())
 
-    def replace(self, finished_cpu_s: float, peers: Mapping[str, Sequence[TrialRecord]] | None = None) -> None:
-        """Take figures computed elsewhere (a Ray node mirrors the driver's state)."""
-        self.finished_cpu_s = finished_cpu_s
+    def totals(self) -> dict[str, float]:
+        """What finished trials used of every study budget's metric (:data:`~frugalml.budgets.STUDY_METRICS`)."""
+        return {"cpu_s": self.finished_cpu_s, "energy_j": self.finished_energy_j}
+
+    def replace(self, finished: Mapping[str, float], peers: Mapping[str, Sequence[TrialRecord]] | None = None) -> None:
+        """Take figures computed elsewhere (a Ray node mirrors the driver's state): ``finished``
+        as :meth:`totals` gives them."""
+        self.finished_cpu_s = float(finished.get("cpu_s", 0.0))
+        self.finished_energy_j = float(finished.get("energy_j", 0.0))
         if peers is not None:
             self._peers = {w: tuple(r) for w, r in peers.items()}
 

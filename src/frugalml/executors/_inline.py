@@ -2,7 +2,8 @@
 
 For tests and debugging (like Optuna's ``n_jobs=1``): no worker process, no OS
 sampling, no watchdog. Rules are checked at the end of every window against that
-window's metrics, which double as the trial's latest "sample", so a training
+window's metrics and the trial's joules so far (RAPL, else CPU-seconds × a stated power
+per core, as in the process executors), which double as the trial's latest "sample", so a training
 function that reports its own system figures (``trial.report(memory_mb=...)``)
 is held to budgets on them. A rule that fires ends training by raising inside the
 trial's ``step``/``report`` call. The tuner's scheduling, resume, repeats, skipping
@@ -21,6 +22,7 @@ from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
+from frugalml.monitors._energy import EnergyMonitor, default_watts_per_core
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
 from frugalml.trial import Trial, TrialStopped
@@ -35,12 +37,16 @@ class InProcessExecutor(Executor):
         state: the study's finished trials, as rules read them.
         cpu_clock: the clock a trial's CPU-seconds are read from (default
             ``time.process_time``); injectable so tests can charge exact costs.
+        watts_per_core: the energy estimate's power per busy core (default
+            :func:`~frugalml.monitors.default_watts_per_core`).
     """
 
     def __init__(self, settings: ExecutorSettings | int = 1, state: StudyState | None = None, *,
-                 cpu_clock: Callable[[], float] = time.process_time, **options: Any) -> None:
+                 cpu_clock: Callable[[], float] = time.process_time, watts_per_core: float | None = None,
+                 **options: Any) -> None:
         super().__init__(ExecutorSettings.coerce(settings, options), state)
         self.cpu_clock = cpu_clock
+        self.watts_per_core = watts_per_core or default_watts_per_core()
         self._queue: deque[TrialTask] = deque()
 
     @property
@@ -82,6 +88,7 @@ class InProcessExecutor(Executor):
                 info["user_error"] = isinstance(exc, FrugalError)
         if run.stop is not None:  # a training function that swallowed the stop still stopped
             status, error = TrialStatus.STOPPED, None
+        info.update(energy_j=run.energy.sample()["energy_j"], **run.energy.labels())
         return trial_record(
             run.task, status, steps_done=trial.steps, wall_s=time.monotonic() - run.started,
             cpu_s=self.cpu_clock() - run.cpu_start, stop=run.stop, error=error, train_loss=tuple(run.losses),
@@ -101,6 +108,8 @@ class _InlineRun:
         self.stop: StopInfo | None = None
         self.started = time.monotonic()
         self.cpu_start = executor.cpu_clock()
+        self.energy = EnergyMonitor(executor.cpu_clock, watts_per_core=executor.watts_per_core)
+        self.energy_j = 0.0
 
     def receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -121,6 +130,8 @@ class _InlineRun:
                 "throughput_sps": message["samples"] / train_s if train_s > 0 else math.nan,
                 "wall_s": message["wall_s"],
             }
+            if "energy_j" not in values:
+                self.energy_j = values["energy_j"] = self.energy.sample()["energy_j"]
             self.windows = (*self.windows, Window(message["step"], values))
             self.losses.extend(message["losses"])
         else:
@@ -135,6 +146,7 @@ class _InlineRun:
             cpu_s=executor.cpu_clock() - self.cpu_start, windows=self.windows, sample=self.windows[-1].values,
             peers=executor.state.peers(task.workload),
             study_cpu_s=executor.state.finished_cpu_s + executor.cpu_clock() - self.cpu_start,
+            study_energy_j=executor.state.finished_energy_j + self.windows[-1].values.get("energy_j", self.energy_j),
             steps_planned=task.steps_planned,
         )
         stop = check_all(executor.settings.rules, view)

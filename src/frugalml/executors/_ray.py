@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from frugalml.budgets import STUDY_METRICS
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable
@@ -171,14 +172,14 @@ class Channel:
     """Study figures shared by the driver and the nodes (a Ray actor, no CPU reserved)."""
 
     def __init__(self) -> None:
-        self.finished_cpu_s = 0.0
+        self.finished = dict.fromkeys(STUDY_METRICS, 0.0)
         self.peers: dict[str, list[TrialRecord]] = {}
         self.version = 0
         self.running: dict[str, dict[str, Any]] = {}
         self.forgotten: set[str] = set()  # a late message from an ended trial must not revive it
 
-    def publish(self, finished_cpu_s: float, peers: Mapping[str, list[TrialRecord]]) -> None:
-        self.finished_cpu_s = finished_cpu_s
+    def publish(self, finished: Mapping[str, float], peers: Mapping[str, list[TrialRecord]]) -> None:
+        self.finished = dict(finished)
         if peers:
             self.peers.update(peers)
             self.version += 1
@@ -187,18 +188,20 @@ class Channel:
         if trial_id not in self.forgotten:
             self.running.setdefault(trial_id, {})["node"] = node
 
-    def exchange(self, trial_id: str, state: dict[str, Any], version: int) -> tuple[float, int, dict | None]:
-        """Store a trial's progress; return the others' CPU-seconds and, if newer, the peers."""
+    def exchange(self, trial_id: str, state: dict[str, Any], version: int) -> tuple[dict[str, float], int, dict | None]:
+        """Store a trial's progress; return what the rest of the study used (finished trials
+        and the other running ones: CPU-seconds, joules) and, if newer, the peers."""
         if trial_id not in self.forgotten:
             self.running.setdefault(trial_id, {}).update(state)
-        others = sum(s.get("cpu_s", 0.0) for t, s in self.running.items() if t != trial_id)
-        return self.finished_cpu_s + others, self.version, (self.peers if version != self.version else None)
+        others = [s for t, s in self.running.items() if t != trial_id]
+        used = {m: self.finished.get(m, 0.0) + sum(s.get(m, 0.0) for s in others) for m in STUDY_METRICS}
+        return used, self.version, (self.peers if version != self.version else None)
 
-    def running_cpu_s(self) -> float:
-        return sum(s.get("cpu_s", 0.0) for s in self.running.values())
+    def running_used(self, metric: str) -> float:
+        return sum(s.get(metric, 0.0) for s in self.running.values())
 
     def forget(self, trial_id: str) -> dict[str, Any]:
-        """Drop a finished trial; returns what it last said (node, steps, CPU-seconds)."""
+        """Drop a finished trial; returns what it last said (node, steps, CPU-seconds, joules)."""
         self.forgotten.add(trial_id)
         return self.running.pop(trial_id, {})
 
@@ -209,7 +212,7 @@ class _StudyFigures:
 
     def __init__(self, channel: Any, trial_id: str) -> None:
         self.channel, self.trial_id = channel, trial_id
-        self.state = StudyState()  # finished_cpu_s: the rest of the study, running trials included
+        self.state = StudyState()  # "finished": the rest of the study, running trials included
         self.version = -1
         self._pending: Any = None
         self._due = 0.0
@@ -217,9 +220,9 @@ class _StudyFigures:
     def fetch(self) -> None:
         """Wait for the figures once, before the trial starts: its first windows are checked
         against the peers the driver had when it submitted the trial, not against none."""
-        others_cpu_s, self.version, peers = import_ray().get(
-            self.channel.exchange.remote(self.trial_id, {"cpu_s": 0.0, "steps": 0}, self.version))
-        self.state.replace(others_cpu_s, peers)
+        start = {**dict.fromkeys(STUDY_METRICS, 0.0), "steps": 0}
+        others, self.version, peers = import_ray().get(self.channel.exchange.remote(self.trial_id, start, self.version))
+        self.state.replace(others, peers)
 
     def sync(self, executor: LocalExecutor) -> None:
         ray = import_ray()
@@ -228,14 +231,14 @@ class _StudyFigures:
             if not ready:
                 return
             try:
-                others_cpu_s, self.version, peers = ray.get(self._pending)
-                self.state.replace(others_cpu_s, peers)
+                others, self.version, peers = ray.get(self._pending)
+                self.state.replace(others, peers)
             except ray.exceptions.RayError:  # the driver is gone; its job ends this task soon
                 pass
             self._pending = None
         if time.monotonic() >= self._due:
             steps = sum(executor.running_steps().values())  # one trial per node executor
-            state = {"cpu_s": executor.running_cpu_s(), "steps": steps}
+            state = {**{m: executor.running_used(m) for m in STUDY_METRICS}, "steps": steps}
             self._pending = self.channel.exchange.remote(self.trial_id, state, self.version)
             self._due = time.monotonic() + SYNC_INTERVAL_S
 
@@ -351,13 +354,13 @@ class RayExecutor(Executor):
         self._channel = ray.remote(num_cpus=0, scheduling_strategy=affinity)(Channel).remote()
         # Wait for it: calls a Ray worker makes to an actor still starting die with that worker,
         # and the driver needs them to tell how far a trial got when its worker is killed.
-        ray.get(self._channel.running_cpu_s.remote(), timeout=120)
+        ray.get(self._channel.running_used.remote("cpu_s"), timeout=120)
         self._remote = ray.remote(max_retries=0)(run_on_node)
         self._last_publish: Any = None
         self._running: dict[Any, _Submitted] = {}
         self._kwargs: dict[int, tuple[Mapping[str, Any], Any]] = {}
-        self._published: tuple[float, dict[str, int]] = (-1.0, {})
-        self._last_running_cpu_s = 0.0
+        self._published: tuple[dict[str, float], dict[str, int]] = ({}, {})
+        self._last_running = dict.fromkeys(STUDY_METRICS, 0.0)
 
     def _check_gpus(self, gpus_per_trial: float) -> None:
         """Fail now, not with trials pending forever, when no node can give a trial its GPUs."""
@@ -386,14 +389,17 @@ class RayExecutor(Executor):
         return [s.task for s in self._running.values()]
 
     def running_cpu_s(self) -> float:
-        """CPU-seconds of the running trials, as their nodes last reported them."""
-        if not self._running:
+        return self.running_used("cpu_s")
+
+    def running_used(self, metric: str) -> float:
+        """What the running trials used so far (CPU-seconds, joules), as their nodes last said."""
+        if not self._running or metric not in STUDY_METRICS:
             return 0.0
         try:
-            self._last_running_cpu_s = self._ray.get(self._channel.running_cpu_s.remote(), timeout=10)
+            self._last_running[metric] = self._ray.get(self._channel.running_used.remote(metric), timeout=10)
         except self._ray.exceptions.RayError:
             pass
-        return self._last_running_cpu_s
+        return self._last_running[metric]
 
     def submit(self, task: TrialTask) -> None:
         """Start ``task`` on the cluster; its data goes to the object store once per workload."""
@@ -473,13 +479,13 @@ class RayExecutor(Executor):
         )
 
     def _publish(self, starting: str | None = None) -> None:
-        """Send the channel what changed: finished CPU-seconds and, if rules need them, the
+        """Send the channel what changed: finished CPU-seconds and joules and, if rules need them, the
         peers of the running workloads (and of ``starting``, a trial's about to be submitted)."""
         workloads = {s.task.workload for s in self._running.values()} | ({starting} if starting else set())
         if not workloads:
             return
-        finished_cpu_s = self.state.finished_cpu_s
-        published_cpu_s, counts = self._published
+        finished = self.state.totals()
+        published, counts = self._published
         peers: dict[str, list[TrialRecord]] = {}
         if self._needs_peers:
             for workload in workloads:
@@ -487,9 +493,9 @@ class RayExecutor(Executor):
                 if len(records) != counts.get(workload):
                     counts[workload] = len(records)
                     peers[workload] = [replace(r, train_loss=()) for r in records]  # rules read windows only
-        if peers or finished_cpu_s != published_cpu_s:
-            self._last_publish = self._channel.publish.remote(finished_cpu_s, peers)
-            self._published = (finished_cpu_s, counts)
+        if peers or finished != published:
+            self._last_publish = self._channel.publish.remote(finished, peers)
+            self._published = (finished, counts)
 
     def shutdown(self) -> None:
         """Cancel every running trial (killing its Ray worker and the trial's processes)."""

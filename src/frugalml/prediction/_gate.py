@@ -38,8 +38,13 @@ class PredictionSettings:
     screen: bool = False
     confidence: float = 0.9
     min_observations: int = 4
-    features: tuple[str, ...] = ("batch_size",)
+    features: tuple[str, ...] | None = None  # None: batch_size, and a built-in network's architecture
     history: tuple[str, ...] = ()
+
+    @property
+    def model_features(self) -> tuple[str, ...]:
+        """The cost model's features when nothing adds a workload's own: ``features`` or batch_size."""
+        return self.features if self.features is not None else ("batch_size",)
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any]) -> PredictionSettings:
@@ -54,7 +59,8 @@ class PredictionSettings:
                     raise ConfigError(f"[prediction] '{key}' must be a list of strings. Got {values[key]!r} instead.")
                 values[key] = tuple(values[key])
         settings = cls(**values)
-        CostModel(settings.features, min_observations=settings.min_observations, confidence=settings.confidence)
+        CostModel(settings.model_features, min_observations=settings.min_observations,
+                  confidence=settings.confidence)
         return settings
 
 
@@ -87,7 +93,7 @@ class ConfigGate:
         self.shape = shape
         self.records = records
         self.history = tuple(history)
-        self.model = CostModel(features or settings.features, min_observations=settings.min_observations,
+        self.model = CostModel(features or settings.model_features, min_observations=settings.min_observations,
                                confidence=settings.confidence, derive=derive)
         self._fitted_on = -1
         self._predictions: dict[str, dict[str, Estimate]] = {}
@@ -113,7 +119,7 @@ class ConfigGate:
 
             if workload.algorithm in NETWORKS:
                 derive = network_features(workload.algorithm, data.n_features, len(data.classes) or 1)
-                if settings.features == PredictionSettings.features:
+                if settings.features is None:  # an explicit list, even ["batch_size"], is the user's choice
                     features = ("batch_size", *NETWORK_FEATURES)
         return cls(settings, study.budget, workload.name, shape, records, history, derive, features)
 
