@@ -56,6 +56,7 @@ def test_fake_rapl_package_is_found_and_subzones_and_psys_are_not(tmp_path):
 def test_counter_delta_wraps_at_max_energy_range():
     assert counter_delta(100, 350, MAX_UJ) == 250
     assert counter_delta(MAX_UJ - 10, 40, MAX_UJ) == 50
+    assert counter_delta(MAX_UJ // 3, 40, MAX_UJ) == 40  # a reset, not two thirds of the range in one sample
 
 
 def test_fake_rapl_energy_is_shared_by_cpu_time_between_two_concurrent_trials_across_a_wrap(tmp_path):

@@ -85,8 +85,16 @@ def rapl_packages(root: str | Path = POWERCAP) -> list[Path]:
 
 
 def counter_delta(previous: int, current: int, wraps_at: int) -> int:
-    """The increase of a counter that restarts from 0 after ``wraps_at``."""
-    return current - previous if current >= previous else current + wraps_at - previous
+    """The increase of a counter that restarts from 0 after ``wraps_at``.
+
+    A counter that went down wrapped, unless the wrap would mean more than half its range
+    between two samples (~130 kJ on a typical package, in a fraction of a second): then it
+    was reset (a driver reload, a resumed VM), and counted from 0 since.
+    """
+    if current >= previous:
+        return current - previous
+    wrapped = current + wraps_at - previous
+    return wrapped if wrapped <= wraps_at // 2 else current
 
 
 class EnergyMonitor(Monitor):
