@@ -273,6 +273,22 @@ def test_resume_on_ray_after_the_driver_is_killed_loses_and_repeats_nothing(clus
     assert set(mlflow_trial_runs(default_uri(tmp_path / "out"), "ray-resume")) == set(after)
 
 
+def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_running(cluster, tmp_path):
+    from frugalml.reproduce import NasDesign, run_nas
+
+    address, _ = cluster
+    plan = NasDesign(True, (16, 256), (1,), (32, 512), 6, 3, 2)  # 4 real MLP architectures, 2 workers
+    run = run_nas(tmp_path / "nas", plan=plan, backend="ray", address=address, echo=lambda line: None)
+    records = ResultStore(tmp_path / "nas" / "studies" / "exhaustive").trials()
+    assert len(records) == 4 and all("node" in r.info for r in records)  # ran as Ray tasks
+    assert (tmp_path / "nas" / "FINDINGS.md").read_text().count("| **") == 7
+    again: list[str] = []
+    rerun = run_nas(tmp_path / "nas", plan=plan, resume=True, echo=again.append)
+    assert rerun.budget == run.budget and not any(": completed" in line for line in again)
+    with pytest.raises(ConfigError, match="is for the Ray backend"):
+        run_nas(tmp_path / "other", plan=plan, address=address)
+
+
 def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(cluster):
     address, node_cache = cluster
     connect(address, 1)

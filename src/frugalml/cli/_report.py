@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--resume", action="store_true", help="continue an interrupted reproduction")
     reproduce.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     reproduce.add_argument("--workers", type=int, default=2)
+    reproduce.add_argument("--backend", choices=["local", "ray"], default="local",
+                           help="where trials run (ray: on a cluster, with --address)")
+    reproduce.add_argument("--address", help="Ray cluster address (with --backend ray); default: a local Ray")
     reproduce.set_defaults(func=run_reproduce)
     compare = subparsers.add_parser("compare", help="system metrics of two studies side by side, with ratios")
     compare.add_argument("study_a")
@@ -54,7 +57,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     out = args.out or f"{args.design}-{'quick' if args.quick else 'full'}"
     run = run_nas if args.design == "nas" else run_thesis
     run(Path(out), quick=args.quick, resume=args.resume, fresh=args.fresh, workers=args.workers,
-        echo=lambda line: print(line, flush=True))
+        backend=args.backend, address=args.address, echo=lambda line: print(line, flush=True))
     return 0
 
 

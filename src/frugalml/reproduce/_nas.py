@@ -315,19 +315,22 @@ class NasRun(NamedTuple):
 
 
 def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh: bool = False, workers: int = 2,
-            data_dir: str | None = None, echo: Printer = print, plan: NasDesign | None = None) -> NasRun:
+            data_dir: str | None = None, echo: Printer = print, plan: NasDesign | None = None,
+            backend: str = "local", address: str | None = None) -> NasRun:
     """Run the exhaustive and the budgeted search into ``out``; write the findings and figures.
 
-    ``plan`` replaces the quick or full design (a smaller grid, say)."""
+    ``plan`` replaces the quick or full design (a smaller grid, say); ``backend = "ray"``
+    runs the trials on a Ray cluster (``address``)."""
     from frugalml.report import write_report
-    from frugalml.reproduce._run import _check_fresh_start, _machine
+    from frugalml.reproduce._run import _check_fresh_start, _machine, on_backend
     from frugalml.tuner import tune
 
     started = time.monotonic()
     out = Path(out)
     plan = plan or nas_design(quick, workers)
-    first = exhaustive_study(out, plan, data_dir)
-    placeholder = budgeted_study(out, plan, {"max_memory_mb": 1.0, "max_mean_step_ms": 1.0}, data_dir)
+    first = on_backend(exhaustive_study(out, plan, data_dir), backend, address)
+    placeholder = on_backend(budgeted_study(out, plan, {"max_memory_mb": 1.0, "max_mean_step_ms": 1.0}, data_dir),
+                             backend, address)
     _check_fresh_start((first, placeholder), resume, fresh)
     echo(f"{'quick' if plan.quick else 'full'} NAS design: {plan.configurations} architectures, exhaustive then "
          f"budgeted, under {out}")
@@ -342,7 +345,7 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
     exhaustive = list(tune(first, resume=resume, fresh=fresh, progress=progress("exhaustive")).records)
     budget = in_range_budget(exhaustive)
     echo(f"budgets placed inside the measured range: {budget}")
-    second = budgeted_study(out, plan, budget, data_dir)
+    second = on_backend(budgeted_study(out, plan, budget, data_dir), backend, address)
     budgeted = list(tune(second, resume=resume, fresh=fresh, progress=progress("budgeted")).records)
     findings = nas_findings(exhaustive, budgeted, budget)
     files = write_report([first.path, second.path], out, title="frugalml: NAS under budgets")

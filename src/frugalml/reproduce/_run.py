@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import html
 import json
 import os
@@ -136,9 +138,18 @@ def _check_fresh_start(studies: tuple[Study, ...], resume: bool, fresh: bool) ->
             raise StoreError(f"{study.path} already holds results; pass --resume to continue or --fresh to start over.")
 
 
+def on_backend(study: Study, backend: str = "local", address: str | None = None) -> Study:
+    """``study`` run on ``backend`` (``ray``: at ``address``, or a local Ray); a one-line
+    error for a bad pair, before anything runs. Where trials run is not part of what a
+    study is: a reproduction started locally resumes on a cluster, and back."""
+    return dataclasses.replace(study, backend=backend, address=address)
+
+
 def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fresh: bool = False,
-               workers: int = 2, data_dir: str | None = None, echo: Printer = print) -> ThesisRun:
-    """Run the thesis design into ``out``, write the report and the findings summary.
+               workers: int = 2, data_dir: str | None = None, echo: Printer = print, backend: str = "local",
+               address: str | None = None) -> ThesisRun:
+    """Run the thesis design into ``out``, write the report and the findings summary;
+    ``backend = "ray"`` runs the trials on a Ray cluster (``address``).
 
     Example:
         >>> run = run_thesis("docs/thesis-quick", quick=True)     # doctest: +SKIP
@@ -150,7 +161,7 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     if note:
         echo(f"NOTE: {note}")
     plan = design(quick, workers)
-    studies = thesis_studies(out, plan, wave_energy, data_dir)
+    studies = tuple(on_backend(s, backend, address) for s in thesis_studies(out, plan, wave_energy, data_dir))
     _check_fresh_start(studies, resume, fresh)
     trials = sum(len(s.workloads) * len(s.search.space['batch_size']) * len(plan.learning_rates) * s.repeats
                  for s in studies)
