@@ -29,6 +29,17 @@ def test_the_rule_reads_a_view_and_names_the_budget_it_predicts_broken():
     assert rule.check(TrialView("t", windows=windows(50.0, [100] * 3), steps_planned=30, steps_done=30)) is None
 
 
+def test_a_running_total_such_as_joules_is_predicted_at_its_end_not_as_a_peak():
+    rule = PredictedBudget(max_trial_joules=100, confidence=0.9, min_windows=2)
+    # 10 J per 10-step window, 200 steps planned: ~200 J at the end, though 20 J so far
+    spent = tuple(Window(10 * i, {"energy_j": 10.0 * i, "wall_s": 0.1 * i}) for i in (1, 2))
+    stop = rule.check(TrialView("t", windows=spent, steps_planned=200, steps_done=20))
+    assert stop.rule == "predicted_max_trial_joules" and 100 < stop.value < 200
+    assert "predicted total trial energy 200 J" in stop.message
+    assert rule.check(TrialView("t", windows=spent, steps_planned=60, steps_done=20)) is None  # ~60 J
+    assert rule.check(TrialView("t", windows=spent, steps_done=20)) is None  # no plan: no end to predict
+
+
 def test_settings_come_from_the_study_file_tables():
     rules = rules_from_config({"max_memory_mb": 400}, {"predicted": {"confidence": 0.95, "min_windows": 3}})
     predicted = rules[-1]

@@ -17,7 +17,9 @@ from frugalml.prediction._constraints import constraint_values
 from frugalml.prediction._cost_model import (
     BUDGET_METRICS, METRICS, CostModel, DatasetShape, broken_metric, observed_costs, steady_step_ms,
 )
-from frugalml.prediction._estimate import Estimate, TrialEstimate, check_confidence, estimate_peak, estimate_trial
+from frugalml.prediction._estimate import (
+    Estimate, TrialEstimate, check_confidence, estimate_peak, estimate_total, estimate_trial,
+)
 from frugalml.prediction._gate import SKIP_REASON, ConfigGate, PredictionSettings
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "check_confidence",
     "constraint_values",
     "estimate_peak",
+    "estimate_total",
     "estimate_trial",
     "observed_costs",
     "steady_step_ms",

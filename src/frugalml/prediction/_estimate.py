@@ -17,8 +17,8 @@ Three figures, each a point value with one-sided bounds at a confidence level:
   the point extrapolates the slope to the end, and the lower bound its lower
   confidence slope, but only as far ahead as the rise has been watched. The upper
   bound extrapolates the upper slope to the end either way.
-* **total time**: wall time so far plus the remaining steps at the recent windows'
-  wall time per step (evaluation included).
+* **total time** (or any running total's end, :func:`estimate_total`): wall time so far
+  plus the remaining steps at the recent windows' wall time per step (evaluation included).
 
 Example:
     >>> from frugalml.records import Window
@@ -162,8 +162,8 @@ def _linear_trend(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return slope, math.sqrt(residual / (n - 2) / sxx) if n > 2 else math.inf
 
 
-def _total_time(windows: Sequence[Window], steps_planned: int | None, z: float) -> Estimate | None:
-    points = _finite(windows, "wall_s")
+def _total(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = "wall_s") -> Estimate | None:
+    points = _finite(windows, metric)
     if steps_planned is None or not points:
         return None
     elapsed = points[-1][1]
@@ -180,6 +180,14 @@ def estimate_peak(windows: Sequence[Window], metric: str, *, steps_planned: int 
     """Predict the peak of a sampled metric (``memory_mb``, ``gpu_memory_mb``) at the trial's end,
     as ``estimate_trial`` does for memory; None when no window has it."""
     return _peak(windows, steps_planned, z_score(confidence), metric)
+
+
+def estimate_total(windows: Sequence[Window], metric: str, *, steps_planned: int | None = None,
+                   confidence: float = 0.9) -> Estimate | None:
+    """Predict a running total (``energy_j``) at the trial's end, as ``estimate_trial`` does
+    for wall time: so far, plus the remaining steps at the recent windows' rate per step;
+    None without ``steps_planned`` or a window that has it."""
+    return _total(windows, steps_planned, z_score(confidence), metric)
 
 
 def estimate_trial(
@@ -206,5 +214,5 @@ def estimate_trial(
         steady_step_ms=steady[0] if steady else None,
         mean_step_ms=_mean_step(windows, steady[0], remaining) if steady else None,
         peak_memory_mb=_peak(windows, steps_planned, z),
-        total_s=_total_time(windows, steps_planned, z),
+        total_s=_total(windows, steps_planned, z),
     )

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from frugalml.budgets import BUDGETS, SAMPLE, STUDY, TRIAL, WINDOW, names
 from frugalml.exceptions import ConfigError
-from frugalml.prediction import Estimate, check_confidence, estimate_peak, estimate_trial
+from frugalml.prediction import Estimate, check_confidence, estimate_peak, estimate_total, estimate_trial
 from frugalml.records import StopInfo
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
 from frugalml.validation import check_keys, positive
@@ -65,7 +65,10 @@ class PredictedBudget(StoppingRule):
         estimates = {}
         for key in self.budgets:
             b = BUDGETS[key]
-            if b.scope == SAMPLE:
+            if b.cumulative:  # a running total (joules) ends where its rate per step takes it
+                estimates[key] = estimate_total(view.windows, b.metric, steps_planned=view.steps_planned,
+                                                confidence=self.confidence)
+            elif b.scope == SAMPLE:
                 estimates[key] = (trial.peak_memory_mb if b.metric == "memory_mb" else
                                   estimate_peak(view.windows, b.metric, steps_planned=view.steps_planned,
                                                 confidence=self.confidence))
@@ -79,7 +82,7 @@ class PredictedBudget(StoppingRule):
         for key, predicted in self._estimates(view).items():
             limit, b = self.budgets[key], BUDGETS[key]
             if predicted is not None and predicted.low > limit:
-                what = {SAMPLE: "peak ", WINDOW: "steady "}.get(b.scope, "") + b.what
+                what = ("total " if b.cumulative else {SAMPLE: "peak ", WINDOW: "steady "}.get(b.scope, "")) + b.what
                 return StopInfo(
                     rule=f"predicted_{key}", kind=SYSTEM, step=view.steps_done, value=predicted.low,
                     threshold=limit,
