@@ -141,7 +141,7 @@ class TrialRecord:
 
     @property
     def energy_j(self) -> float | None:
-        """Joules the trial used; None where not monitored (skipped trials, in-process runs)."""
+        """Joules the trial used; None where not monitored (skipped trials)."""
         value = self.info.get("energy_j")
         return float(value) if value is not None else None
 

@@ -30,6 +30,15 @@ def test_constraint_values_are_the_relative_violation_of_each_resource_budget():
     assert constraint_values([fits, broke, predicted], BUDGET) == {"max_memory_mb": 0.5, "max_mean_step_ms": 0.5}
 
 
+def test_a_completed_trial_s_warm_up_window_does_not_make_it_infeasible():
+    config = Config("c", {"batch_size": 300})
+    warm = TrialRecord(trial_id="w/c/r0", number=0, workload="w", config_id="c", repeat=0, params=dict(config.params),
+                       status=TrialStatus.COMPLETED, steps_done=20,
+                       windows=(Window(10, {"mean_step_ms": 85.0}), Window(20, {"mean_step_ms": 45.0})))
+    # the watchdog held the first window to twice the 50 ms budget and passed the trial
+    assert constraint_values([warm], {"max_mean_step_ms": 50}) == {"max_mean_step_ms": pytest.approx(-0.1)}
+
+
 @pytest.mark.parametrize("method", ["tpe", "nsga2"])
 def test_the_sampler_stores_constraints_and_ranks_infeasible_trials_below(method):
     search = Search(method=method, space={"batch_size": [30, 300, 3000, 30000]}, n_trials=3, seed=0)

@@ -59,10 +59,14 @@ def test_a_trial_with_no_window_after_its_warm_up_is_held_to_the_limit():
     assert rule.check(view(windows=windows("mean_step_ms", [11.0]), steps_done=100, steps_planned=100)).value == 11.0
     stop = rule.check(view(eval_every=100, steps_planned=50, window_train_s=0.6))  # plans 50 steps: one window
     assert stop is not None and stop.value == pytest.approx(12.0)
-    assert rule.within(windows("mean_step_ms", [19.0, 9.0, 8.0]))
-    assert not rule.within(windows("mean_step_ms", [21.0, 9.0]))
-    assert not rule.within(windows("mean_step_ms", [11.0]))  # its only window: no allowance
-    assert not StepTimeBudget(10, warmup_windows=0).within(windows("mean_step_ms", [17.0, 9.0]))
+    assert rule.within(windows("mean_step_ms", [19.0, 9.0, 8.0]), steps_planned=300)
+    assert not rule.within(windows("mean_step_ms", [21.0, 9.0]), steps_planned=200)
+    assert not rule.within(windows("mean_step_ms", [11.0]), steps_planned=100)  # its only window: no allowance
+    assert rule.within(windows("mean_step_ms", [11.0]))  # no plan: check allowed it, as more could have come
+    assert rule.within(windows("mean_step_ms", [9.0, math.nan]), steps_planned=200)  # NaN breaks nothing, as in check
+    assert not StepTimeBudget(10, warmup_windows=0).within(windows("mean_step_ms", [17.0, 9.0]), steps_planned=200)
+    assert repr(StepTimeBudget(10, warmup_allowance=3)) == "StepTimeBudget(max_mean_step_ms=10, warmup_windows=1, " \
+                                                           "warmup_allowance=3.0)"
 
 
 def test_step_time_warm_up_is_a_stopping_setting_with_a_one_line_error():

@@ -16,16 +16,18 @@ import math
 import time
 from collections import deque
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
-from frugalml.monitors._energy import EnergyMonitor, default_watts_per_core
+from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
 from frugalml.trial import Trial, TrialStopped
+from frugalml.validation import positive
 
 
 class InProcessExecutor(Executor):
@@ -39,14 +41,17 @@ class InProcessExecutor(Executor):
             ``time.process_time``); injectable so tests can charge exact costs.
         watts_per_core: the energy estimate's power per busy core (default
             :func:`~frugalml.monitors.default_watts_per_core`).
+        powercap_root: where the RAPL zones are (a test passes a folder without them).
     """
 
     def __init__(self, settings: ExecutorSettings | int = 1, state: StudyState | None = None, *,
                  cpu_clock: Callable[[], float] = time.process_time, watts_per_core: float | None = None,
-                 **options: Any) -> None:
+                 powercap_root: str | Path = POWERCAP, **options: Any) -> None:
         super().__init__(ExecutorSettings.coerce(settings, options), state)
         self.cpu_clock = cpu_clock
-        self.watts_per_core = watts_per_core or default_watts_per_core()
+        self.watts_per_core = (default_watts_per_core() if watts_per_core is None
+                               else positive("InProcessExecutor", "watts_per_core", watts_per_core))
+        self.powercap_root = powercap_root
         self._queue: deque[TrialTask] = deque()
 
     @property
@@ -108,8 +113,8 @@ class _InlineRun:
         self.stop: StopInfo | None = None
         self.started = time.monotonic()
         self.cpu_start = executor.cpu_clock()
-        self.energy = EnergyMonitor(executor.cpu_clock, watts_per_core=executor.watts_per_core)
-        self.energy_j = 0.0
+        self.energy = EnergyMonitor(executor.cpu_clock, watts_per_core=executor.watts_per_core,
+                                    powercap_root=executor.powercap_root)
 
     def receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -121,7 +126,8 @@ class _InlineRun:
             return
         if kind == "metrics" and self.windows:
             last = self.windows[-1]
-            self.windows = (*self.windows[:-1], Window(last.step, {**last.values, **message["metrics"]}))
+            reported = {k: v for k, v in message["metrics"].items() if k != "energy_j"}  # the monitor's stays
+            self.windows = (*self.windows[:-1], Window(last.step, {**last.values, **reported}))
         elif kind == "window":
             train_s = message["train_s"]
             values = {
@@ -130,8 +136,7 @@ class _InlineRun:
                 "throughput_sps": message["samples"] / train_s if train_s > 0 else math.nan,
                 "wall_s": message["wall_s"],
             }
-            if "energy_j" not in values:
-                self.energy_j = values["energy_j"] = self.energy.sample()["energy_j"]
+            values["energy_j"] = self.energy.sample()["energy_j"]  # the monitor's, as in the process executors
             self.windows = (*self.windows, Window(message["step"], values))
             self.losses.extend(message["losses"])
         else:
@@ -146,7 +151,7 @@ class _InlineRun:
             cpu_s=executor.cpu_clock() - self.cpu_start, windows=self.windows, sample=self.windows[-1].values,
             peers=executor.state.peers(task.workload),
             study_cpu_s=executor.state.finished_cpu_s + executor.cpu_clock() - self.cpu_start,
-            study_energy_j=executor.state.finished_energy_j + self.windows[-1].values.get("energy_j", self.energy_j),
+            study_energy_j=executor.state.finished_energy_j + self.windows[-1].values["energy_j"],
             steps_planned=task.steps_planned,
         )
         stop = check_all(executor.settings.rules, view)

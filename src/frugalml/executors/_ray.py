@@ -456,6 +456,8 @@ class RayExecutor(Executor):
         info: dict[str, Any] = {"ray_error": type(error).__name__}
         if "node" in last:
             info["node"] = last["node"]
+        if last.get("energy_j"):  # what its node last said: the study's joules keep counting it
+            info["energy_j"] = float(last["energy_j"])
         cause = getattr(error, "cause", None)
         if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, ImportError):
             message = (

@@ -94,7 +94,7 @@ def counter_delta(previous: int, current: int, wraps_at: int) -> int:
     if current >= previous:
         return current - previous
     wrapped = current + wraps_at - previous
-    return wrapped if wrapped <= wraps_at // 2 else current
+    return wrapped if 0 <= wrapped <= wraps_at // 2 else current
 
 
 class EnergyMonitor(Monitor):

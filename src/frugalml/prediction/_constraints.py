@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from frugalml.budgets import BUDGETS, TRIAL, budget_of_rule
+from frugalml.budgets import BUDGETS, TRIAL, WINDOW, budget_of_rule
 from frugalml.records import TrialRecord
 
 
 def measured(record: TrialRecord, key: str) -> float | None:
     """What ``record`` measured of budget ``key``'s metric: its peak over the windows (a
-    budget holds for every sample or window), or the wall time for the trial's time."""
+    budget holds for every sample or window; for step time, every window after the
+    warm-up one, which the budget holds to an allowance), or the wall time for the trial's time."""
     b = BUDGETS[key]
     if b.scope == TRIAL:
         return record.wall_s if record.steps_done else None
+    if b.scope == WINDOW:
+        means = [v for w in record.windows if (v := w.values.get(b.metric)) is not None and math.isfinite(v)]
+        return max(means[1:] or means) if means else None
     return record.peak(b.metric)
 
 

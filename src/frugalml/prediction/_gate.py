@@ -55,7 +55,7 @@ class PredictionSettings:
                 raise ConfigError(f"[prediction] '{key}' must be true or false. Got {values[key]!r} instead.")
         for key in ("features", "history"):
             if key in values:
-                if isinstance(values[key], str) or not all(isinstance(v, str) for v in values[key]):
+                if not isinstance(values[key], (list, tuple)) or not all(isinstance(v, str) for v in values[key]):
                     raise ConfigError(f"[prediction] '{key}' must be a list of strings. Got {values[key]!r} instead.")
                 values[key] = tuple(values[key])
         settings = cls(**values)

@@ -112,7 +112,7 @@ def fits(record: TrialRecord, budget: dict[str, float]) -> bool:
     peak memory, and each window's mean step time (the warm-up window's with its allowance)."""
     return (record.status is TrialStatus.COMPLETED and any("mean_step_ms" in w.values for w in record.windows)
             and (record.peak("memory_mb") or math.inf) <= budget["max_memory_mb"]
-            and StepTimeBudget(budget["max_mean_step_ms"]).within(record.windows))
+            and StepTimeBudget(budget["max_mean_step_ms"]).within(record.windows, steps_planned=record.steps_planned))
 
 
 def _best_feasible(records: Sequence[TrialRecord], budget: dict[str, float]) -> tuple[int, ...] | None:

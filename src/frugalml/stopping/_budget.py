@@ -78,7 +78,10 @@ class WindowBudget(ResourceBudget):
         self.warmup_allowance = float(check(owner, "warmup_allowance", warmup_allowance, AT_LEAST_ONE))
 
     def _options(self) -> dict:
-        return {"warmup_windows": self.warmup_windows}
+        options: dict = {"warmup_windows": self.warmup_windows}
+        if self.warmup_allowance != 2.0:
+            options["warmup_allowance"] = self.warmup_allowance
+        return options
 
     def held_to(self, index: int, *, steady_follows: bool) -> float:
         """The most window ``index`` (0-based) may average: the limit, times the allowance
@@ -86,16 +89,23 @@ class WindowBudget(ResourceBudget):
         warm_up = index < self.warmup_windows and steady_follows
         return self.limit * self.warmup_allowance if warm_up else self.limit
 
-    def within(self, windows: Sequence[Window]) -> bool:
-        """True when a finished trial's windows all kept to the budget as :meth:`check` holds them."""
-        steady = len(windows) > self.warmup_windows
-        return all(w.values.get(self.budget.metric, 0.0) <= self.held_to(i, steady_follows=steady)
+    def steady_follows(self, steps_planned: int | None, eval_every: int) -> bool:
+        """True unless the trial plans no window after its warm-up ones (unknown plan: more may come)."""
+        return steps_planned is None or steps_planned > self.warmup_windows * eval_every
+
+    def within(self, windows: Sequence[Window], *, steps_planned: int | None = None,
+               eval_every: int | None = None) -> bool:
+        """True when a finished trial's windows all kept to the budget as :meth:`check` held
+        them (``eval_every``: by default the first window's length)."""
+        if not windows:
+            return True
+        steady = self.steady_follows(steps_planned, eval_every or windows[0].step)
+        return all(not (w.values.get(self.budget.metric, 0.0) > self.held_to(i, steady_follows=steady))
                    for i, w in enumerate(windows))
 
     def check(self, view: TrialView) -> StopInfo | None:
         b = self.budget
-        planned = view.steps_planned
-        steady = planned is None or planned > self.warmup_windows * view.eval_every
+        steady = self.steady_follows(view.steps_planned, view.eval_every)
         if view.windows:
             mean = view.windows[-1].values.get(b.metric)
             held = self.held_to(len(view.windows) - 1, steady_follows=steady)

@@ -71,7 +71,7 @@ def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, A
     """Build rules from a study file's ``[budget]`` and ``[stopping]`` tables.
 
     ``[stopping] step_time_warmup_windows`` (default 1) is how many first windows the
-    step-time budget leaves unjudged (see :class:`~frugalml.stopping.WindowBudget`).
+    step-time budget holds to twice its limit (see :class:`~frugalml.stopping.WindowBudget`).
     """
     rules: list[StoppingRule] = []
     stopping = dict(stopping or {})
