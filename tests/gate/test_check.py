@@ -19,7 +19,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_a_candidate_whose_steps_take_half_as_long_again_is_a_regression(gate_studies, tmp_path):
+def test_a_candidate_whose_steps_take_twice_as_long_is_a_regression(gate_studies, tmp_path):
     out = tmp_path / "reports"
     done = _cli(str(gate_studies["slow"]), "--baseline", str(gate_studies["base"]), "--json", str(out / "r.json"),
                 "--junit", str(out / "r.xml"), "--markdown", str(out / "r.md"))
