@@ -15,6 +15,7 @@ from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
 from frugalml.validation import NON_NEGATIVE_INT, Interval, check, positive
 
 AT_LEAST_ONE = Interval(float, 1, None)
+WARMUP_ALLOWANCE = 2.0  # a warm-up window may average this many times the step-time budget
 
 
 class ResourceBudget(StoppingRule):
@@ -71,7 +72,7 @@ class WindowBudget(ResourceBudget):
     """
 
     def __init__(self, key: str, limit: float, *, owner: str | None = None, warmup_windows: int = 1,
-                 warmup_allowance: float = 2.0) -> None:
+                 warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
         super().__init__(key, limit, owner=owner)
         owner = owner or type(self).__name__
         self.warmup_windows = int(check(owner, "warmup_windows", warmup_windows, NON_NEGATIVE_INT))
@@ -79,7 +80,7 @@ class WindowBudget(ResourceBudget):
 
     def _options(self) -> dict:
         options: dict = {"warmup_windows": self.warmup_windows}
-        if self.warmup_allowance != 2.0:
+        if self.warmup_allowance != WARMUP_ALLOWANCE:
             options["warmup_allowance"] = self.warmup_allowance
         return options
 
@@ -191,7 +192,7 @@ class StepTimeBudget(WindowBudget):
         StepTimeBudget(max_mean_step_ms=50, warmup_windows=0)
     """
 
-    def __init__(self, max_ms: float, *, warmup_windows: int = 1, warmup_allowance: float = 2.0) -> None:
+    def __init__(self, max_ms: float, *, warmup_windows: int = 1, warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
         super().__init__("max_mean_step_ms", max_ms, warmup_windows=warmup_windows,
                          warmup_allowance=warmup_allowance)
 
