@@ -101,6 +101,11 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+# The step-time budget's warm-up (see stopping.WindowBudget): its first windows may average
+# this many times the limit; constraints and reports read the same defaults.
+WARMUP_WINDOWS = 1
+WARMUP_ALLOWANCE = 2.0
+
 STUDY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(b.metric for b in BUDGETS.values() if b.scope == STUDY))
 """The metrics study budgets sum over trials: ``("cpu_s", "energy_j")``."""
 

@@ -63,6 +63,7 @@ class Interval:
 POSITIVE = Interval(numbers.Real, 0, None, closed="neither")  # type: ignore[arg-type]
 POSITIVE_INT = Interval(int, 1, None)
 NON_NEGATIVE_INT = Interval(int, 0, None)
+AT_LEAST_ONE = Interval(float, 1, None)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from frugalml.budgets import BUDGETS, TRIAL, WINDOW, budget_of_rule
+from frugalml.budgets import BUDGETS, TRIAL, WARMUP_WINDOWS, WINDOW, budget_of_rule
 from frugalml.records import TrialRecord
 
 
@@ -18,7 +18,7 @@ def measured(record: TrialRecord, key: str) -> float | None:
         return record.wall_s if record.steps_done else None
     if b.scope == WINDOW:
         means = [v for w in record.windows if (v := w.values.get(b.metric)) is not None and math.isfinite(v)]
-        return max(means[1:] or means) if means else None
+        return max(means[WARMUP_WINDOWS:] or means) if means else None
     return record.peak(b.metric)
 
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from frugalml.budgets import SAMPLE, STUDY, TRIAL, WINDOW, Budget, budget
+from frugalml.budgets import SAMPLE, STUDY, TRIAL, WARMUP_ALLOWANCE, WARMUP_WINDOWS, WINDOW, Budget, budget
 from frugalml.records import StopInfo, Window
 from frugalml.stopping._base import STUDY as STUDY_KIND
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
-from frugalml.validation import NON_NEGATIVE_INT, Interval, check, positive
-
-AT_LEAST_ONE = Interval(float, 1, None)
-WARMUP_ALLOWANCE = 2.0  # a warm-up window may average this many times the step-time budget
+from frugalml.validation import AT_LEAST_ONE, NON_NEGATIVE_INT, check, positive
 
 
 class ResourceBudget(StoppingRule):
@@ -71,8 +68,8 @@ class WindowBudget(ResourceBudget):
     held to the limit throughout: those windows are all it costs.
     """
 
-    def __init__(self, key: str, limit: float, *, owner: str | None = None, warmup_windows: int = 1,
-                 warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
+    def __init__(self, key: str, limit: float, *, owner: str | None = None,
+                 warmup_windows: int = WARMUP_WINDOWS, warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
         super().__init__(key, limit, owner=owner)
         owner = owner or type(self).__name__
         self.warmup_windows = int(check(owner, "warmup_windows", warmup_windows, NON_NEGATIVE_INT))
@@ -155,7 +152,7 @@ _BY_SCOPE: dict[str, type[ResourceBudget]] = {
 }
 
 
-def budget_rule(key: str, limit: float, *, warmup_windows: int = 1) -> ResourceBudget:
+def budget_rule(key: str, limit: float, *, warmup_windows: int = WARMUP_WINDOWS) -> ResourceBudget:
     """The stopping rule of budget ``key`` at ``limit`` (a one-line error for bad input);
     ``warmup_windows`` applies to window budgets (step time) only."""
     owner = f"budget '{key}'"
@@ -192,7 +189,8 @@ class StepTimeBudget(WindowBudget):
         StepTimeBudget(max_mean_step_ms=50, warmup_windows=0)
     """
 
-    def __init__(self, max_ms: float, *, warmup_windows: int = 1, warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
+    def __init__(self, max_ms: float, *, warmup_windows: int = WARMUP_WINDOWS,
+                 warmup_allowance: float = WARMUP_ALLOWANCE) -> None:
         super().__init__("max_mean_step_ms", max_ms, warmup_windows=warmup_windows,
                          warmup_allowance=warmup_allowance)
 

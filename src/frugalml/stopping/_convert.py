@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from frugalml.budgets import BUDGETS
+from frugalml.budgets import BUDGETS, WARMUP_WINDOWS
 from frugalml.exceptions import ConfigError
 from frugalml.records import StopInfo
 from frugalml.stopping._base import ML, StoppingRule, TrialView
@@ -75,7 +75,7 @@ def rules_from_config(budget: Mapping[str, Any] | None, stopping: Mapping[str, A
     """
     rules: list[StoppingRule] = []
     stopping = dict(stopping or {})
-    warmup = check("[stopping]", WARMUP_KEY, stopping.pop(WARMUP_KEY, 1), NON_NEGATIVE_INT)
+    warmup = check("[stopping]", WARMUP_KEY, stopping.pop(WARMUP_KEY, WARMUP_WINDOWS), NON_NEGATIVE_INT)
     for table, known in (("budget", BUDGETS), ("stopping", STOPPING_KEYS)):
         for key, value in dict((budget if table == "budget" else stopping) or {}).items():
             if key not in known:
