@@ -6,11 +6,13 @@ import os
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 import trainers
 from frugalml.exceptions import ConfigError
 from frugalml.executors import LocalExecutor, TrialTask
+from frugalml.executors._local import worker_context
 from frugalml.records import TrialStatus
 from frugalml.stopping import MemoryBudget, StepTimeBudget
 
@@ -47,6 +49,27 @@ def test_memory_accounting_matches_a_known_200_mb_allocation():
     before = next(w for w in record.windows if w.step == 50).values["memory_mb"]
     after = next(w for w in record.windows if w.step == 300).values["memory_mb"]
     assert after - before == pytest.approx(200, rel=0.05)
+
+
+def test_a_trial_read_only_after_its_worker_exited_still_has_memory_in_every_window():
+    # The CI failure: a short trial's windows were all read after the worker had exited,
+    # when there was no process tree left to sample.
+    executor = LocalExecutor(1, sample_interval_s=0.05)
+    worker_context()  # the forkserver, whose child the worker will be
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    executor.submit(TrialTask(
+        trial_id="t/late/r0", number=0, workload="t", config_id="c", repeat=0, params={},
+        train=trainers.allocate, train_kwargs={"megabytes": 50, "at_step": 30, "steps": 60, "sleep_s": 0.0},
+        eval_every=20,
+    ))
+    (worker,) = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    worker.wait(timeout=30)  # not polled: the parent reads nothing while the worker runs
+    records = []
+    while not records:
+        records = executor.poll(1.0)
+    memory = [w.values.get("memory_mb") for w in records[0].windows]
+    assert len(memory) == 3 and all(m is not None and m > 10 for m in memory), memory
+    assert memory[2] - memory[0] == pytest.approx(50, rel=0.2)  # the worker's own figure, not a stale one
 
 
 def test_memory_of_a_child_process_counts():

@@ -201,12 +201,16 @@ def test_the_study_energy_budget_counts_joules_of_trials_running_on_other_nodes(
     )
     with pytest.warns(UserWarning, match="estimated joules"):
         result = tune(study)  # no RAPL here: joules are CPU-s x a stated power per core
-    watts = {round(r.energy_j / r.cpu_s, 1) for r in result.records if r.cpu_s > 0.5}
-    assert len(watts) == 1 and all(r.energy_source == "estimate" for r in result.records)
+    # One stated power per core; joules and CPU-s are read a sample apart, so the ratios differ a little
+    # (the default, 42.5 W / 2 cores = 21.25 W, sits on a rounding boundary: CI saw 21.2 and 21.3).
+    ratios = [r.energy_j / r.cpu_s for r in result.records if r.cpu_s > 0.5]
+    assert ratios and max(ratios) / min(ratios) < 1.05
+    assert all(r.energy_source == "estimate" for r in result.records)
+    watts = min(ratios)
     stopped = [r for r in result.records if r.stop is not None and r.stop.rule == "max_study_joules"]
     assert stopped and len(result.records) < 4
     # The study total a node acted on included the joules of the trial running on the other node.
-    assert max(r.stop.value - r.energy_j for r in stopped) > 0.3 * watts.pop()
+    assert max(r.stop.value - r.energy_j for r in stopped) > 0.3 * watts
     assert sum(r.energy_j for r in result.records) < 60.0 + 60.0
 
 

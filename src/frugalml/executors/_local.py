@@ -331,8 +331,9 @@ class LocalExecutor(Executor):
         }
         if elapsed > 0 and "cpu_s" in sample:
             values["cpu_percent"] = (cpu_s - running.last_window_cpu_s) / elapsed * 100.0
-        if "memory_mb" in sample:
-            values["memory_mb"] = max(running.window_peak_mb, sample["memory_mb"])
+        memory = [m for m in (sample.get("memory_mb"), message.get("own_memory_mb")) if m is not None]
+        if memory:  # the tree's peak, at least the worker's own figure at the window's end
+            values["memory_mb"] = max(running.window_peak_mb, *memory)
         for name in ("uss_mb", "peak_rss_mb"):
             if name in running.detailed:
                 values[name] = running.detailed[name]

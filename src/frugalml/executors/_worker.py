@@ -9,12 +9,16 @@ import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
+
+import psutil
 
 from frugalml.exceptions import FrugalError
 from frugalml.executors._gpu import gpu_out_of_memory
 from frugalml.executors._task import TrialTask, resolve_train_function
+from frugalml.monitors._process_tree import private_bytes
 from frugalml.trial import Trial
+from frugalml.units import to_mb
 
 _PR_SET_PDEATHSIG = 1
 
@@ -40,6 +44,19 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _with_own_memory(send: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Window messages carry this process's memory (~11 µs a window): the parent may read a short
+    trial's windows only after the worker has exited, with no process left to sample."""
+    process = psutil.Process()
+
+    def send_window(message: dict[str, Any]) -> None:
+        if message["type"] == "window":
+            message["own_memory_mb"] = to_mb(private_bytes(process.memory_info()))
+        send(message)
+
+    return send_window
+
+
 def run_worker(
     task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None
 ) -> None:
@@ -55,7 +72,7 @@ def run_worker(
         threadpool_limits(task.cpus)
         train = resolve_train_function(task.train)
         trial = Trial(
-            task.params, eval_every=task.eval_every, send=connection.send, progress=progress,
+            task.params, eval_every=task.eval_every, send=_with_own_memory(connection.send), progress=progress,
             steps_planned=task.steps_planned, artifact_dir=task.artifact_dir,
         )
         train(trial, **task.train_kwargs)

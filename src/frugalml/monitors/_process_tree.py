@@ -155,7 +155,7 @@ class ProcessTreeMonitor(Monitor):
                 continue
             procs[pid] = proc
             n_processes += 1
-            memory += mem.rss - getattr(mem, "shared", 0)
+            memory += private_bytes(mem)
             rss += mem.rss
             # Reaped children's CPU is in children_*; these fields are absent on macOS.
             cpu_s += cpu.user + cpu.system
@@ -175,6 +175,11 @@ class ProcessTreeMonitor(Monitor):
             uss=uss if uss_ok and n_processes else None,
             n_processes=n_processes,
         )
+
+
+def private_bytes(mem: object) -> int:
+    """RSS minus shared pages (file-backed, shmem) of one ``memory_info()``: the memory figure."""
+    return mem.rss - getattr(mem, "shared", 0)
 
 
 def _io_field(io: object, direction: str) -> int:
