@@ -171,7 +171,8 @@ def test_in_process_trials_record_estimated_joules_and_energy_budgets_act_on_the
     # no RAPL (an empty powercap folder): the estimate is the trial's CPU-seconds x 10 W per core (4 CPU-s, 40 J a trial)
     run = functools.partial(InProcessExecutor, cpu_clock=lambda: CPU[0], watts_per_core=10.0,
                             powercap_root=study_dir / "no-rapl")
-    result = tune(study(study_dir / "trial", workers=1, budget={"max_trial_joules": 25}), executor=run)
+    with pytest.warns(UserWarning, match=r"max_trial_joules will act on estimated joules .* 10 W per core"):
+        result = tune(study(study_dir / "trial", workers=1, budget={"max_trial_joules": 25}), executor=run)
     assert all(r.stop.rule == "max_trial_joules" and r.steps_done == 30 for r in result.records)  # 30 J > 25 J
     assert all(r.energy_j == pytest.approx(30.0) and r.energy_source == "estimate" for r in result.records)
     assert all(r.windows[0].values["energy_j"] == pytest.approx(10.0) for r in result.records)

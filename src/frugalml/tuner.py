@@ -21,7 +21,6 @@ from typing import Any, Callable, Mapping
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload
 from frugalml.lineage import data_lineage, write_lineage
-from frugalml.monitors import energy_estimate_warning
 from frugalml.prediction import ConfigGate
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
@@ -262,14 +261,14 @@ class Tuner:
         rules = self.study.stopping_rules()
         study_budgets = [r for r in rules if isinstance(r, StudyBudget)]
         compute_budget = next((r for r in study_budgets if r.budget.metric == "cpu_s"), None)
-        if (warning := energy_estimate_warning(self.study.budget)) is not None:
-            warnings.warn(warning, stacklevel=2)
         study = self.study
         settings = ExecutorSettings(
             workers=study.workers, rules=tuple(rules), sample_interval_s=study.sample_interval_s, pin=study.pin,
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
         executor = self.executor_factory(settings, self.state)
+        if (warning := executor.energy_estimate_warning(study.budget)) is not None:
+            warnings.warn(warning, stacklevel=2)
         self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)

@@ -98,3 +98,4 @@ def test_a_tiny_nas_reproduction_runs_end_to_end_and_resumes(tmp_path):
     again: list[str] = []
     rerun = run_nas(tmp_path / "nas", plan=plan, resume=True, echo=again.append)
     assert rerun.budget == run.budget and not any(": completed" in line for line in again)  # nothing re-run
+    assert rerun.seconds == pytest.approx(run.seconds)  # only the report again: the run took no longer

@@ -7,7 +7,7 @@ import pytest
 
 from frugalml import Search, Study, Workload
 from frugalml.executors import InProcessExecutor
-from frugalml.reproduce import resume_progress
+from frugalml.reproduce import resume_progress, summary_markdown
 from frugalml.tuner import Tuner, tune
 
 
@@ -42,3 +42,11 @@ def test_resume_counts_done_and_left_per_workload_and_finishes_a_partial_one(stu
     assert str(progress[1]) == f"resume second: {progress[1].done}/6 trials done, {progress[1].left} left"
     tune(two_workloads(study_dir), resume=True, executor=InProcessExecutor)
     assert [(p.done, p.left) for p in resume_progress(two_workloads(study_dir))] == [(6, 0), (6, 0)]
+
+
+
+def test_the_findings_give_the_trial_time_of_every_resumed_session_not_only_the_last():
+    text = summary_markdown([], quick=False, seconds=150.0, machine="m", substitute_note=None, figures=[],
+                            trials=720, trial_seconds=8.2 * 3600, workers=2)
+    assert "Trial time: 8.2 h, the sum of the 720 stored trials' wall times" in text
+    assert "about 4.1 h elapsed on 2 workers" in text and "This invocation: 2.5 min" in text

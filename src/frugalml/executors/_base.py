@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 from frugalml.executors._task import TrialTask
+from frugalml.monitors import energy_estimate_warning
 from frugalml.records import TrialRecord
 from frugalml.stopping import StoppingRule
 from frugalml.validation import POSITIVE, POSITIVE_INT, check
@@ -141,6 +142,10 @@ class Executor(abc.ABC):
         """What the running trials used so far of a study budget's metric (``cpu_s``, ``energy_j``);
         0 for a metric this executor does not sample."""
         return self.running_cpu_s() if metric == "cpu_s" else 0.0
+
+    def energy_estimate_warning(self, budget: Mapping[str, Any]) -> str | None:
+        """One line when ``budget``'s energy budgets will act on this executor's estimated joules."""
+        return energy_estimate_warning(budget)
 
     @abc.abstractmethod
     def shutdown(self) -> None:

@@ -17,13 +17,13 @@ import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
-from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core
+from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
 from frugalml.trial import Trial, TrialStopped
@@ -67,6 +67,9 @@ class InProcessExecutor(Executor):
 
     def running_cpu_s(self) -> float:
         return 0.0  # between polls nothing runs
+
+    def energy_estimate_warning(self, budget: Mapping[str, Any]) -> str | None:
+        return energy_estimate_warning(budget, self.powercap_root, self.watts_per_core)
 
     def shutdown(self) -> None:
         self._queue.clear()

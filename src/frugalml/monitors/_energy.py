@@ -51,16 +51,19 @@ def default_watts_per_core() -> float:
 
 def estimate_assumption(watts_per_core: float) -> str:
     """The words that label an estimate: what it assumed, and why."""
-    origin = "" if WATTS_ENV in os.environ else f", CodeCarbon's 42.5 W fallback over {os.cpu_count() or 1} cores"
+    fallback = WATTS_ENV not in os.environ and watts_per_core == default_watts_per_core()  # not one a caller gave
+    origin = f", CodeCarbon's 42.5 W fallback over {os.cpu_count() or 1} cores" if fallback else ""
     return f"CPU-seconds × {watts_per_core:.3g} W per core (no readable RAPL counter{origin}; set {WATTS_ENV})"
 
 
-def energy_estimate_warning(budget: Mapping[str, Any], powercap_root: str | Path = POWERCAP) -> str | None:
+def energy_estimate_warning(budget: Mapping[str, Any], powercap_root: str | Path = POWERCAP,
+                            watts_per_core: float | None = None) -> str | None:
     """One line for a ``[budget]`` table whose energy budgets will act on estimates here; None otherwise."""
     keys = sorted(k for k in budget if k in BUDGETS and BUDGETS[k].metric == "energy_j")
     if not keys or rapl_packages(powercap_root):
         return None
-    return f"{', '.join(keys)} will act on estimated joules on this machine: {estimate_assumption(default_watts_per_core())}."
+    watts = default_watts_per_core() if watts_per_core is None else watts_per_core
+    return f"{', '.join(keys)} will act on estimated joules on this machine: {estimate_assumption(watts)}."
 
 
 def machine_busy_cpu_s() -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from frugalml.exceptions import ConfigError
-from frugalml.report._info import LABELS, CurvesInfo, EffectsInfo, ParetoInfo, WorkloadInfo
+from frugalml.report._info import LABELS, PARETO_COSTS, CurvesInfo, EffectsInfo, ParetoInfo, WorkloadInfo
 
 DPI = 80
 
@@ -121,13 +121,13 @@ def draw_effects(info: EffectsInfo, title: str, path: Path) -> Path | None:
 
 
 def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
-    """Val loss against mean step time and against memory; budgets as dashed lines."""
+    """Val loss against steady step time and against memory; budgets as dashed lines."""
     points = info.points.dropna(subset=["val_loss"])
     if points.empty:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, cost in zip(axes, ("mean_step_ms", "memory_mb")):
+    for ax, cost in zip(axes, PARETO_COSTS):
         ok = points[points["feasible"]]
         bad = points[~points["feasible"]]
         ax.scatter(ok[cost], ok["val_loss"], color="tab:blue", s=25, label="within budget")
@@ -135,8 +135,8 @@ def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
         front = ok[ok[f"front_{cost}"]].sort_values(cost)
         if not front.empty:
             ax.plot(front[cost], front["val_loss"], color="tab:blue", lw=1, ls="-", label="Pareto front")
-        if cost in info.budgets:
-            ax.axvline(info.budgets[cost], color="red", ls="--", lw=1.2, label=f"budget {info.budgets[cost]:g}")
+        if (limit := info.budgets.get(PARETO_COSTS[cost])) is not None:
+            ax.axvline(limit, color="red", ls="--", lw=1.2, label=f"budget {limit:g}")
         if _log_scale(points[cost]):
             ax.set_xscale("log")
         if _log_scale(points["val_loss"]):

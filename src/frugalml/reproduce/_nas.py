@@ -335,9 +335,12 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
     echo(f"{'quick' if plan.quick else 'full'} NAS design: {plan.configurations} architectures, exhaustive then "
          f"budgeted, under {out}")
 
+    ran = [0]
+
     def progress(name: str) -> Callable[[str, Any], None]:
         def show(event: str, payload: Any) -> None:
             if event == "end":
+                ran[0] += 1
                 why = f" ({payload.stop.rule})" if payload.stop else ""
                 echo(f"[{time.monotonic() - started:6.0f}s] {name} {payload.trial_id}: {payload.status.value}{why}")
         return show
@@ -353,7 +356,8 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
     seconds = time.monotonic() - started
     if resume and (out / "findings.json").exists():  # a resumed run adds its part to the earlier ones'
         try:
-            seconds += float(json.loads((out / "findings.json").read_text()).get("seconds", 0.0))
+            earlier = float(json.loads((out / "findings.json").read_text()).get("seconds", 0.0))
+            seconds = earlier + seconds if ran[0] else earlier  # only the report again: the run took no longer
         except (ValueError, AttributeError):
             pass
     summary_path = out / "FINDINGS.md"

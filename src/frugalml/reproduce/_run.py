@@ -104,10 +104,20 @@ def _machine() -> str:
             f"Python {platform.python_version()}, scikit-learn {sklearn.__version__}")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
 def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, machine: str,
-                     substitute_note: str | None, figures: list[str]) -> str:
+                     substitute_note: str | None, figures: list[str], trials: int = 0, trial_seconds: float = 0.0,
+                     workers: int = 1) -> str:
+    """FINDINGS.md. ``seconds``: this invocation; ``trial_seconds``: the sum of the ``trials`` stored
+    trials' wall times, which a run resumed across sessions still adds up."""
+    per_worker = "" if workers == 1 else f", about {_duration(trial_seconds / workers)} elapsed on {workers} workers"
     lines = [f"# Thesis findings on this machine ({'quick' if quick else 'full'} reproduction)", "",
-             f"Machine: {machine}. Run time: {seconds / 60:.1f} min (runs and report; a resumed run counts only its own part).", ""]
+             f"Machine: {machine}. Trial time: {_duration(trial_seconds)}, the sum of the {trials} stored trials' "
+             f"wall times, across every resumed session{per_worker}. This invocation: {_duration(seconds)} "
+             "(its runs and the report).", ""]
     if substitute_note:
         lines += [f"> **Substitute dataset.** {substitute_note}", ""]
     if quick:
@@ -193,8 +203,10 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     files = write_report([s.path for s in studies], out, title="frugalml: thesis reproduction", preamble=preamble)
     figures = [str(p.relative_to(out)) for p in files.figures]
     seconds = time.monotonic() - started
+    stored = [r for result in results for r in result.records]
     text = summary_markdown(findings, quick=quick, seconds=seconds, machine=_machine(), substitute_note=note,
-                            figures=figures)
+                            figures=figures, trials=len(stored), trial_seconds=sum(r.wall_s for r in stored),
+                            workers=workers)
     summary_path = out / "FINDINGS.md"
     summary_path.write_text(text)
     (out / "findings.json").write_text(json.dumps(
