@@ -267,13 +267,13 @@ class Tuner:
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
         executor = self.executor_factory(settings, self.state)
-        if (warning := executor.energy_estimate_warning(study.budget)) is not None:
-            warnings.warn(warning, stacklevel=2)
         self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
         tracking.start()
         try:
+            if (warning := executor.energy_estimate_warning(study.budget)) is not None:
+                warnings.warn(warning, stacklevel=2)
             if not self._store_open:  # a new study: where each workload's data came from, written with the store
                 self._lineage = {p.workload.name: data_lineage(_data_file(p), dataset=p.workload.dataset)
                                  for p in plans}

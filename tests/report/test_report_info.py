@@ -6,6 +6,7 @@ import math
 
 from frugalml import ResultStore
 from frugalml.records import TrialRecord, TrialStatus, Window
+from frugalml.stopping import StepTimeBudget
 from frugalml.report import (
     compute_rows, get_curves_info, get_effects_info, get_pareto_info, get_report_info, pareto_front, trials_frame,
 )
@@ -53,6 +54,7 @@ def test_a_trial_within_its_step_time_budget_sits_left_of_the_budget_line_despit
         steps_done=20, steps_planned=20, windows=(Window(10, {"mean_step_ms": 19.0, "val_loss": 1.0}),
                                                   Window(20, {"mean_step_ms": 9.0, "val_loss": 0.5})),
     )
+    assert StepTimeBudget(10).within(record.windows, steps_planned=20, eval_every=10)
     info = get_pareto_info([record], "w", {"max_mean_step_ms": 10})
     assert info.budgets == {"mean_step_ms": 10}
     assert info.points["steady_step_ms"].tolist() == [9.0] and bool(info.points["front_steady_step_ms"].iloc[0])

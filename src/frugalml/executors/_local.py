@@ -331,8 +331,11 @@ class LocalExecutor(Executor):
         }
         if elapsed > 0 and "cpu_s" in sample:
             values["cpu_percent"] = (cpu_s - running.last_window_cpu_s) / elapsed * 100.0
+        # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
+        # exited, the tree's last sample may be later than this window: an upper bound, which keeps a
+        # child's memory (a data loader's) that the worker's own figure lacks.
         memory = [m for m in (sample.get("memory_mb"), message.get("own_memory_mb")) if m is not None]
-        if memory:  # the tree's peak, at least the worker's own figure at the window's end
+        if memory:
             values["memory_mb"] = max(running.window_peak_mb, *memory)
         for name in ("uss_mb", "peak_rss_mb"):
             if name in running.detailed:

@@ -52,8 +52,8 @@ def default_watts_per_core() -> float:
 def estimate_assumption(watts_per_core: float) -> str:
     """The words that label an estimate: what it assumed, and why."""
     fallback = WATTS_ENV not in os.environ and watts_per_core == default_watts_per_core()  # not one a caller gave
-    origin = f", CodeCarbon's 42.5 W fallback over {os.cpu_count() or 1} cores" if fallback else ""
-    return f"CPU-seconds × {watts_per_core:.3g} W per core (no readable RAPL counter{origin}; set {WATTS_ENV})"
+    origin = f", CodeCarbon's 42.5 W fallback over {os.cpu_count() or 1} cores; set {WATTS_ENV}" if fallback else ""
+    return f"CPU-seconds × {watts_per_core:.3g} W per core (no readable RAPL counter{origin})"
 
 
 def energy_estimate_warning(budget: Mapping[str, Any], powercap_root: str | Path = POWERCAP,

@@ -36,7 +36,8 @@ LABELS = {
     "steady_step_ms": "steady step time (ms, after the warm-up window)",
 }
 #: The Pareto chart's cost columns → the metric whose budget is drawn on them. Step time is the steady
-#: figure a step-time budget judges, so a trial within its budget sits left of the budget line.
+#: figure (the median of the window means after the first), as a step-time budget judges it after its
+#: warm-up window; a trial with only its first window is plotted at that window.
 PARETO_COSTS = {"steady_step_ms": "mean_step_ms", "memory_mb": "memory_mb"}
 
 
@@ -133,7 +134,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     """One row per trial: parameters, status, stop reason and summary metrics.
 
     ``mean_step_ms`` and ``cpu_percent`` are means over windows, ``steady_step_ms`` the
-    median window after the warm-up, ``memory_mb`` and ``gpu_memory_mb`` the peaks.
+    median of the window means after the first, ``memory_mb`` and ``gpu_memory_mb`` the peaks.
     """
     rows = []
     for record in records:
@@ -154,7 +155,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "energy_source": record.energy_source,
         })
     frame = pd.DataFrame(rows)
-    for column in EFFECT_METRICS:
+    for column in (*EFFECT_METRICS, *PARETO_COSTS):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return frame

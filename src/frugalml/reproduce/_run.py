@@ -109,8 +109,8 @@ def _duration(seconds: float) -> str:
 
 
 def summary_markdown(findings: list[Finding], *, quick: bool, seconds: float, machine: str,
-                     substitute_note: str | None, figures: list[str], trials: int = 0, trial_seconds: float = 0.0,
-                     workers: int = 1) -> str:
+                     substitute_note: str | None, figures: list[str], trials: int, trial_seconds: float,
+                     workers: int) -> str:
     """FINDINGS.md. ``seconds``: this invocation; ``trial_seconds``: the sum of the ``trials`` stored
     trials' wall times, which a run resumed across sessions still adds up."""
     per_worker = "" if workers == 1 else f", about {_duration(trial_seconds / workers)} elapsed on {workers} workers"
@@ -203,9 +203,9 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     files = write_report([s.path for s in studies], out, title="frugalml: thesis reproduction", preamble=preamble)
     figures = [str(p.relative_to(out)) for p in files.figures]
     seconds = time.monotonic() - started
-    stored = [r for result in results for r in result.records]
+    records = [r for result in results for r in result.records]
     text = summary_markdown(findings, quick=quick, seconds=seconds, machine=_machine(), substitute_note=note,
-                            figures=figures, trials=len(stored), trial_seconds=sum(r.wall_s for r in stored),
+                            figures=figures, trials=len(records), trial_seconds=sum(r.wall_s for r in records),
                             workers=workers)
     summary_path = out / "FINDINGS.md"
     summary_path.write_text(text)
