@@ -16,7 +16,7 @@ import psutil
 from frugalml.exceptions import FrugalError
 from frugalml.executors._gpu import gpu_out_of_memory
 from frugalml.executors._task import TrialTask, resolve_train_function
-from frugalml.monitors._process_tree import private_bytes
+from frugalml.monitors import private_bytes
 from frugalml.trial import Trial
 from frugalml.units import to_mb
 

@@ -18,7 +18,7 @@ from frugalml.monitors._composite import CompositeMonitor, MonitorLike, as_monit
 from frugalml.monitors._energy import EnergyMonitor, energy_estimate_warning
 from frugalml.monitors._function import FunctionMonitor
 from frugalml.monitors._gpu import GpuMonitor
-from frugalml.monitors._process_tree import ProcessTreeMonitor
+from frugalml.monitors._process_tree import ProcessTreeMonitor, private_bytes
 
 __all__ = [
     "CompositeMonitor",
@@ -31,4 +31,5 @@ __all__ = [
     "as_monitor",
     "default_monitors",
     "energy_estimate_warning",
+    "private_bytes",
 ]

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from frugalml.monitors import private_bytes
 from frugalml.serve._model import ServedModel
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._validate import ERROR_KINDS
@@ -80,7 +81,7 @@ class ProcessCollector(Collector):
             return
         yield GaugeMetricFamily("frugalml_process_cpu_percent", "CPU since the previous scrape (100 = one core)", cpu)
         yield GaugeMetricFamily("frugalml_process_memory_bytes", "RSS minus shared memory of the server process",
-                                float(memory.rss - getattr(memory, "shared", 0)))
+                                float(private_bytes(memory)))
         yield GaugeMetricFamily("frugalml_process_rss_bytes", "Resident set size of the server process",
                                 float(memory.rss))
 

@@ -51,12 +51,14 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import numpy as np
 import psutil
 
+from frugalml.monitors import private_bytes
 from frugalml.serve._alerts import AlertEvaluator, LogNotifier, Notifier, WebhookNotifier
 from frugalml.serve._config import as_monitoring_config
 from frugalml.serve._drift import WindowDrift, window_drift
 from frugalml.serve._estimate import Calibration
 from frugalml.serve._quality import PredictionLog, QualityTracker
 from frugalml.serve._reference import Reference
+from frugalml.units import to_mb
 
 logger = logging.getLogger("frugalml.serve")
 _HISTORY = 64  # values kept per metric for alert windows
@@ -348,7 +350,7 @@ class Monitor:
             values["errors.rate"] = errors / requests
         try:
             memory = self._os_process.memory_info()
-            values["process.memory_mb"] = (memory.rss - getattr(memory, "shared", 0)) / 2**20
+            values["process.memory_mb"] = to_mb(private_bytes(memory))
             values["process.cpu_percent"] = self._os_process.cpu_percent(None)
         except psutil.Error:
             pass
