@@ -422,7 +422,7 @@ class LocalExecutor(Executor):
         info = dict(running.info)
         if running.energy is not None:
             if "energy_j" in running.sample:
-                info.update(energy_j=running.sample["energy_j"], **running.energy.labels())
+                info.update(energy_j=running.energy.final_j(cpu_s), **running.energy.labels())
             running.energy.close()
         if running.stop is not None:
             status = TrialStatus.STOPPED

@@ -187,6 +187,13 @@ class EnergyMonitor(Monitor):
             self._sample_gpus()
         return {"energy_j": self._cpu_j + self._gpu_j}
 
+    def final_j(self, cpu_s: float) -> float:
+        """The trial's joules at its end, from the tree's final CPU-seconds (the worker's own count):
+        an estimate also counts the CPU spent after the last sample; measured joules stay as sampled."""
+        if self.watts_per_core is not None:
+            self._cpu_j = max(self._cpu_j, (cpu_s - self._tree_at_start) * self.watts_per_core)
+        return self._cpu_j + self._gpu_j
+
     def _sample_gpus(self) -> None:
         on = set(self._gpu_devices())
         for index, handle in self._handles.items():
