@@ -1,4 +1,4 @@
-"""Compute until the best feasible configuration is found: frugalml next to Optuna and Ray Tune.
+"""Compute until the best feasible configuration is found: frugalml next to the strongest peers.
 
 One workload (a built-in SGD model trained batch by batch, the same ``sgd_train`` loop in
 every arm), one space, one memory budget, the same number of workers and trials, over
@@ -9,29 +9,38 @@ several seeds. The arms:
 * ``frugalml+``: the same, plus successive halving among feasible trials (``[stopping]
   halving``), predicted budget stops (``[stopping] predicted``) and a screening sampler
   (``[prediction] screen``: the cost model rejects candidates predicted over budget);
-* ``optuna``: Optuna's TPE with ``MedianPruner`` and ``trial.set_constraint`` on the peak
-  memory the objective measured (RSS - shared, psutil, at every report), two worker
-  processes sharing a journal storage: how an Optuna user would add a memory budget;
+* ``optuna``: c-TPE: Optuna's ``TPESampler`` with ``MedianPruner`` and
+  ``trial.set_constraint`` on the peak memory the objective measured (RSS - shared, psutil,
+  at every report), two worker processes sharing a journal storage. Since Optuna 5.0,
+  ``set_constraint`` is how a constraint reaches TPE (``constraints_func`` is deprecated);
+* ``optuna-gp``: Optuna's ``GPSampler`` (constrained log EI), the same constraint, no pruner;
 * ``ray``: Ray Tune (random search), ``ASHAScheduler`` on ``val_loss`` and a stopper on the
   memory each report carries: how a Ray user would do it;
+* ``ray-optuna``: the same with ``OptunaSearch`` (TPE) behind a ``ConcurrencyLimiter``;
 * ``random``: random search, every trial run in full (Optuna's ``RandomSampler``, no pruner);
-* ``frugalml+nocost`` (not run by default): ``frugalml+`` without cost-aware sampling, to
-  see what cost-aware sampling adds.
+* not run by default: ``frugalml+nocost`` (``frugalml+`` without cost-aware sampling) and
+  ``optuna-ctpe`` (arm ``optuna`` written with the deprecated ``constraints_func``).
+
+Syne Tune has no arm: its constrained searcher (``bayesopt_constrained``) is gone from
+0.16.0, and the last release with it (0.14.2, ``[gpsearchers]``) would downgrade numpy,
+pandas and scipy here (docs/search.md).
 
 For each run: trials in the order they finished, each with its CPU-seconds (the worker's
-own, measured in the trial), whether it broke the budget, and its final ``val_loss``. The
-target is the best feasible ``val_loss`` seen by any arm in any run (with ``--space grid``
-and ``--exhaustive``, the exhaustive grid's); a run *finds* it when a feasible trial
-comes within ``--tolerance`` (1%) of it. Printed per arm: median over seeds of CPU-seconds
-and wall seconds until found (the CPU of trials that finished by then), trials that ran
-over budget, and the ratio to each peer; then one line ``ratio to best peer: R``: arm
-``frugalml+``'s CPU-seconds to the best over the better of ``optuna`` and ``ray``, median
-over seeds. A run that never finds the target counts its whole CPU and says so.
+own, measured in the trial), whether it broke the budget (one memory yardstick for every
+arm, ``MemoryOracle``), and its final ``val_loss``. The target is the best feasible
+``val_loss`` seen by any arm in any run (with ``--space grid`` and ``--exhaustive``, the
+exhaustive grid's). Printed: per arm, medians over seeds of the best feasible loss,
+over-budget trials and CPU-s; the quality ladder (``_quality_ladder``): per level (within
+1%, 3%, 5% of the target), runs that reach it and median CPU-s to reach it, a run that
+never does counting as never; ``ratio to best peer: R at within L``, ``frugalml+``'s median
+over the best peer's at the tightest level most runs of both reach; and the anytime view,
+the best feasible loss by fixed CPU budgets.
 
     python benchmarks/search_vs_peers.py [--dataset mnist_784 | --dataset PATH --target COL]
-        [--space continuous|grid] [--seeds 3] [--trials 30] [--steps 60] [--budget-mb 200]
-        [--arms frugalml,frugalml+,optuna,ray,random] [--json out.json] [--target-value V]
-    python benchmarks/search_vs_peers.py --rescore run1.json [run2.json ...] [--tolerances 0.01,0.05]
+        [--space continuous|grid] [--seeds 3] [--first-seed 0] [--trials 30] [--steps 60]
+        [--budget-mb 200] [--arms frugalml,frugalml+,optuna,optuna-gp,ray,ray-optuna,random]
+        [--levels 0.01,0.03,0.05] [--json out.json] [--target-value V]
+    python benchmarks/search_vs_peers.py --rescore run1.json [run2.json ...] [--levels 0.01,0.03,0.05]
 """
 
 from __future__ import annotations
@@ -55,8 +64,13 @@ from frugalml.records import TrialStatus
 from frugalml.trial import Trial
 from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
 
-ARMS = ("frugalml", "frugalml+", "optuna", "ray", "random", "frugalml+nocost")
-PEERS = ("optuna", "ray")
+from _quality_ladder import LEVELS, anytime_info, format_anytime, format_ladder, ladder_info
+
+ARMS = ("frugalml", "frugalml+", "optuna", "optuna-gp", "ray", "ray-optuna", "random", "frugalml+nocost",
+        "optuna-ctpe")
+DEFAULT_ARMS = ARMS[:7]
+OURS = "frugalml+"  # the arm the ratio is taken for
+PEERS = ("optuna", "optuna-gp", "ray", "ray-optuna", "random", "optuna-ctpe")  # every arm not frugalml's
 GRID = {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001, 0.0001]}
 CONTINUOUS = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
               "learning_rate": {"low": 1e-5, "high": 1.0, "log": True},
@@ -194,6 +208,36 @@ def suggest(trial: Any, name: str, distribution: Any) -> Any:
     return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
 
 
+def optuna_sampler_and_pruner(name: str, seed: int) -> tuple[Any, Any]:
+    """The sampler and pruner of each Optuna arm, as its users write them.
+
+    * ``tpe`` (arm ``optuna``): ``TPESampler`` + ``MedianPruner``; the objective calls
+      ``trial.set_constraint``. Since Optuna 5.0 this *is* c-TPE (Watanabe & Hutter): TPE
+      splits infeasible trials off by their constraint values, as ``constraints_func`` did;
+    * ``ctpe`` (arm ``optuna-ctpe``): the same written the older way,
+      ``TPESampler(constraints_func=...)`` reading a user attribute (deprecated in 5.0, still
+      honoured; it writes the same constraint values), to check that the two agree;
+    * ``gp`` (arm ``optuna-gp``): ``GPSampler`` (log EI times the probability of feasibility
+      when the trials carry constraints), no pruner, as Optuna's GP examples run it;
+    * ``random``: ``RandomSampler``, no pruner.
+    """
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner()
+    if name == "ctpe":
+        import warnings
+
+        with warnings.catch_warnings():  # the deprecation notice: the point of this arm
+            warnings.simplefilter("ignore", FutureWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, constraints_func=lambda trial: (trial.user_attrs.get("max_memory_mb", 0.0),))
+        return sampler, optuna.pruners.MedianPruner()
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False), optuna.pruners.NopPruner()
+    return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+
+
 def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: dict, n_trials: int,
                    seed: int, sampler_name: str, out: Any, index: int) -> None:
     import optuna
@@ -202,9 +246,7 @@ def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(storage_path))
     worker_seed = seed * 100 + index  # each worker its own stream, the same every run
-    sampler = (optuna.samplers.TPESampler(seed=worker_seed) if sampler_name == "tpe"
-               else optuna.samplers.RandomSampler(seed=worker_seed))
-    pruner = optuna.pruners.MedianPruner() if sampler_name == "tpe" else optuna.pruners.NopPruner()
+    sampler, pruner = optuna_sampler_and_pruner(sampler_name, worker_seed)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     data = bench.data()
     distributions = _optuna_distributions(space)
@@ -226,7 +268,10 @@ def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: 
             cpu = time.process_time() - cpu0
             trial.set_user_attr("cpu_s", cpu)
             trial.set_user_attr("peak_mb", peak)
-            trial.set_constraint("max_memory_mb", peak / bench.budget_mb - 1.0)
+            if sampler_name == "ctpe":  # the pre-5.0 spelling: the sampler reads it after the trial
+                trial.set_user_attr("max_memory_mb", peak / bench.budget_mb - 1.0)
+            else:
+                trial.set_constraint("max_memory_mb", peak / bench.budget_mb - 1.0)
             out["trials"].append(asdict(Finished(time.time() - started, cpu, last[0] if math.isfinite(last[0]) else None,
                                                  peak <= bench.budget_mb, peak > bench.budget_mb,
                                                  int(params["batch_size"]), peak)))
@@ -278,13 +323,28 @@ def _ray_space(space: dict) -> dict:
     return converted
 
 
-def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
+def ray_searcher(name: str, seed: int, workers: int) -> Any:
+    """``random``: Ray's random search (arm ``ray``); ``optuna``: ``OptunaSearch`` (Optuna's TPE)
+    behind a ``ConcurrencyLimiter`` (arm ``ray-optuna``), as Ray's documentation pairs a
+    model-based searcher with ASHA. ``OptunaSearch`` has no channel for constraints: the memory
+    stopper is the budget, and a stopped trial is told to Optuna as complete with its last loss."""
+    if name == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(metric="val_loss", mode="min", seed=seed), max_concurrent=workers)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=workers)
+
+
+def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int,
+            searcher: str = "random") -> list[Finished]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     started = time.time()
 
@@ -299,7 +359,8 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int)
 
         train_plain(dict(config), data, bench, on_window)
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": a fresh instance of our own, never a cluster another process left in /tmp/ray
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         with tempfile.TemporaryDirectory(prefix="frugalml-peers-ray-") as directory:
             tuner = ray_tune.Tuner(
@@ -308,7 +369,7 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int)
                     num_samples=trials,
                     scheduler=ASHAScheduler(metric="val_loss", mode="min", time_attr="step",
                                             max_t=bench.steps, grace_period=bench.eval_every, reduction_factor=3),
-                    search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=workers),
+                    search_alg=ray_searcher(searcher, seed, workers),
                 ),
                 run_config=ray_tune.RunConfig(storage_path=directory, verbose=0,
                                               stop=lambda _, result: result["memory_mb"] > bench.budget_mb),
@@ -345,8 +406,14 @@ def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, wor
         return run_frugalml(bench, space, trials, seed, plus, workers)
     if arm == "optuna":
         return run_optuna(bench, space, trials, seed, "tpe", workers)
+    if arm == "optuna-ctpe":
+        return run_optuna(bench, space, trials, seed, "ctpe", workers)
+    if arm == "optuna-gp":
+        return run_optuna(bench, space, trials, seed, "gp", workers)
     if arm == "random":
         return run_optuna(bench, space, trials, seed, "random", workers)
+    if arm == "ray-optuna":
+        return run_ray(bench, space, trials, seed, workers, searcher="optuna")
     return run_ray(bench, space, trials, seed, workers)
 
 
@@ -392,16 +459,6 @@ class MemoryOracle:
                 f"(over {self.budget_mb:g} MB above batch {((self.budget_mb - a) / c) if c > 0 else math.inf:.0f})")
 
 
-def until_found(done: list[Finished], target: float) -> dict[str, Any]:
-    """CPU-s and wall-s until a feasible trial first reached ``target`` (else all of it)."""
-    cpu = 0.0
-    for trial in sorted(done, key=lambda f: f.finished_s):
-        cpu += trial.cpu_s
-        if trial.feasible and trial.val_loss is not None and trial.val_loss <= target:
-            return {"found": True, "cpu_s": cpu, "wall_s": trial.finished_s}
-    return {"found": False, "cpu_s": cpu, "wall_s": max((f.finished_s for f in done), default=0.0)}
-
-
 def best_feasible(done: list[Finished]) -> float:
     values = [f.val_loss for f in done if f.feasible and f.val_loss is not None]
     return min(values) if values else math.inf
@@ -423,42 +480,48 @@ def exhaustive_optimum(bench: Workbench, space: dict, workers: int) -> float:
     return min((v for v in values if v is not None and math.isfinite(v)), default=math.inf)
 
 
-def report(runs: dict[str, list[list[Finished]]], target: float, tolerance: float) -> dict[str, Any]:
-    goal = target * (1 + tolerance) if target > 0 else target * (1 - tolerance)
-    summary: dict[str, Any] = {"target": target, "goal": goal, "arms": {}}
-    print(f"\ntarget: best feasible val_loss {target:.5g}; found = within {tolerance:.0%} ({goal:.5g})")
-    print(f"{'arm':<11} {'found':>6} {'CPU-s to best':>14} {'wall-s to best':>15} {'over budget':>12} {'CPU-s total':>12}")
+def report(runs: dict[str, list[list[Finished]]], target: float,
+           levels: tuple[float, ...] = LEVELS) -> dict[str, Any]:
+    """Print the cost table, the quality ladder and the anytime view; the summary for ``--json``."""
+    summary: dict[str, Any] = {"target": target, "levels": list(levels), "arms": {}}
+    print(f"\n{'arm':<16} {'runs':>5} {'best feasible':>14} {'over budget':>12} {'CPU-s total':>12}"
+          "   (medians over runs; over budget as the memory yardstick judges it)")
     for arm, per_seed in runs.items():
-        scores = [until_found(done, goal) for done in per_seed]
         row = {
-            "found": sum(s["found"] for s in scores), "seeds": len(scores),
-            "cpu_s_to_best": statistics.median(s["cpu_s"] for s in scores),
-            "wall_s_to_best": statistics.median(s["wall_s"] for s in scores),
+            "seeds": len(per_seed),
+            "best_feasible": statistics.median(best_feasible(done) for done in per_seed),
             "over_budget": statistics.median(sum(f.over_budget for f in done) for done in per_seed),
+            "over_budget_per_seed": [sum(f.over_budget for f in done) for done in per_seed],
             "cpu_s_total": statistics.median(sum(f.cpu_s for f in done) for done in per_seed),
-            "per_seed_cpu_s": [s["cpu_s"] for s in scores],
         }
         summary["arms"][arm] = row
-        print(f"{arm:<11} {row['found']:>3}/{row['seeds']:<2} {row['cpu_s_to_best']:>14.1f} {row['wall_s_to_best']:>15.1f} "
-              f"{row['over_budget']:>12g} {row['cpu_s_total']:>12.1f}")
-    arms = summary["arms"]
-    if "frugalml+" in arms:
-        for peer in (a for a in arms if a != "frugalml+"):
-            ratio = arms["frugalml+"]["cpu_s_to_best"] / max(arms[peer]["cpu_s_to_best"], 1e-9)
-            print(f"frugalml+ / {peer}: CPU-s to best {ratio:.2f}")
-        peers = [a for a in PEERS if a in arms]
-        if peers:
-            ratios = []
-            for i, ours in enumerate(arms["frugalml+"]["per_seed_cpu_s"]):
-                best_peer = min(arms[p]["per_seed_cpu_s"][i] for p in peers)
-                ratios.append(ours / max(best_peer, 1e-9))
-            summary["ratio_to_best_peer"] = statistics.median(ratios)
-            print(f"ratio to best peer: {summary['ratio_to_best_peer']:.2f}")
+        print(f"{arm:<16} {row['seeds']:>5} {row['best_feasible']:>14.4f} {row['over_budget']:>12g} "
+              f"{row['cpu_s_total']:>12.1f}")
+    peers = [a for a in runs if a in PEERS]
+    info = ladder_info(runs, target, OURS, peers, levels)
+    print()
+    print("\n".join(format_ladder(info, OURS)))
+    print()
+    print("\n".join(format_anytime(anytime_info(runs), target)))
+    for arm, rungs in info.arms.items():
+        summary["arms"][arm]["ladder"] = {
+            f"{r.level:g}": {"reached": r.reached, "runs": len(r.reaches),
+                             "median_cpu_s": None if math.isinf(r.median_cpu_s) else r.median_cpu_s,
+                             "per_seed_cpu_s": [None if math.isinf(x.cpu_s) else x.cpu_s for x in r.reaches]}
+            for r in rungs}
+    if info.headline is not None:
+        summary["ratio_to_best_peer"] = {"value": info.headline.value, "level": info.headline.level,
+                                         "best_peer": info.headline.best_peer}
+    if OURS in runs and peers:
+        ours = max(summary["arms"][OURS]["over_budget_per_seed"])
+        fewest_peer = min(min(summary["arms"][p]["over_budget_per_seed"]) for p in peers)
+        print(f"over budget: {OURS} at most {ours} per run, the peers at least {fewest_peer} "
+              f"({'fewer than every peer in every run' if ours < fewest_peer else 'NOT fewer than every peer'})")
     return summary
 
 
-def rescore(paths: list[str], tolerances: list[float], target: float | None) -> None:
-    """Score stored runs again (``--json`` files, merged by arm) at other tolerances."""
+def rescore(paths: list[str], levels: tuple[float, ...], target: float | None) -> None:
+    """Score stored runs again (``--json`` files, merged by arm; the target is the best of theirs)."""
     runs: dict[str, list[list[Finished]]] = {}
     targets = []
     for path in paths:
@@ -466,9 +529,7 @@ def rescore(paths: list[str], tolerances: list[float], target: float | None) -> 
         targets.append(stored["summary"]["target"])
         for arm, per_seed in stored["runs"].items():
             runs.setdefault(arm, []).extend([[Finished(**f) for f in done] for done in per_seed])
-    target = min(targets) if target is None else target
-    for tolerance in tolerances:
-        report(runs, target, tolerance)
+    report(runs, min(targets) if target is None else target, levels)
 
 
 def main() -> None:
@@ -485,8 +546,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--budget-mb", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--arms", default=",".join(ARMS[:5]))
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1")
     parser.add_argument("--exhaustive", action="store_true", help="with --space grid: target = the grid's optimum")
     parser.add_argument("--target-value", type=float, help="score against this val_loss (e.g. an earlier run's target)")
     parser.add_argument("--json", help="write the per-trial results and the summary here")
@@ -494,10 +555,12 @@ def main() -> None:
     parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
     parser.add_argument("--no-cost-aware", action="store_true", help="frugalml+ without cost-aware sampling")
     parser.add_argument("--rescore", nargs="+", metavar="JSON", help="score earlier --json runs again (no runs)")
-    parser.add_argument("--tolerances", default="0.01,0.03,0.05", help="with --rescore")
+    parser.add_argument("--levels", "--tolerances", default="0.01,0.03,0.05",
+                        help="the quality ladder: within these fractions of the best feasible loss")
     args = parser.parse_args()
+    levels = tuple(float(t) for t in args.levels.split(","))
     if args.rescore:
-        rescore(args.rescore, [float(t) for t in args.tolerances.split(",")], args.target_value)
+        rescore(args.rescore, levels, args.target_value)
         return
     PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
         args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
@@ -513,7 +576,7 @@ def main() -> None:
     print(f"{dataset} ({args.algorithm}, {args.data_format} path), {args.space} space, {trials} trials x "
           f"{args.seeds} seeds, {args.steps} steps, budget {args.budget_mb:g} MB, {args.workers} workers")
     runs: dict[str, list[list[Finished]]] = {arm: [] for arm in arms}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in arms:  # arms alternate within a seed, so load drifts hit them alike
             t0 = time.monotonic()
             done = run_arm(arm, bench, space, trials, seed, args.workers)
@@ -530,7 +593,7 @@ def main() -> None:
         target = exhaustive_optimum(bench, space, args.workers)
     else:
         target = min(best_feasible(done) for per_seed in runs.values() for done in per_seed)
-    summary = report(runs, target, args.tolerance)
+    summary = report(runs, target, levels)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"args": vars(args), "summary": summary,

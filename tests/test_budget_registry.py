@@ -102,8 +102,11 @@ def test_the_watchdog_enforces_each_budget_on_a_real_worker(stopped):
     assert record.stop.rule == key and record.stop.threshold == limit and record.stop.value > limit
     assert record.stop.kind == ("study" if BUDGETS[key].scope == STUDY else "system")
     assert record.feasible is (BUDGETS[key].scope == STUDY)  # only a resource budget makes a trial infeasible
-    assert record.steps_done < record.steps_planned and record.cpu_s_saved > 0
-    assert record.energy_source == "estimate" and record.energy_j_saved > 0  # no RAPL here
+    assert record.steps_done < record.steps_planned and record.energy_source == "estimate"  # no RAPL here
+    if record.saved_basis == "unknown":  # stopped before its first window, no peers, no cost model
+        assert record.cpu_s_saved == 0 and record.energy_j_saved is None
+    else:
+        assert record.saved_basis == "measured" and record.cpu_s_saved > 0 and record.energy_j_saved > 0
 
 
 def test_each_budget_is_reported(stopped):

@@ -3,6 +3,9 @@
 The DVC repository is real (``git init``, ``dvc init``, ``dvc add``, a commit; no
 remote), made with DVC's Python API, which runs what its CLI runs without a
 subprocess start per command. The study trains in-process for a few steps.
+
+Promotions are raced by 10 real processes against one real SQLite store, through the
+file lock a local store gets and the registry-side lock a tracking server gets.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +26,6 @@ from frugalml.cli import main
 from frugalml.executors import InProcessExecutor
 from frugalml.registry import register
 
-pytest.importorskip("dvc", reason="data lineage through DVC needs the lineage extra: pip install 'frugalml[lineage]'")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
@@ -33,6 +37,8 @@ def git(root, *args: str) -> str:
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory):
     """A git + DVC repository with ``data/train.csv`` added to DVC and committed."""
+    pytest.importorskip("dvc", reason="data lineage through DVC needs the lineage extra: "
+                                      "pip install 'frugalml[lineage]'")
     from dvc.repo import Repo
 
     root = tmp_path_factory.mktemp("dvc-repo")
@@ -176,3 +182,147 @@ def test_a_changed_file_is_marked_dirty_against_its_commit(dvc_repo):
         assert found["dvc"]["md5"] == dvc_repo["md5"]  # what DVC recorded, not the changed bytes
     finally:
         csv.write_text(original)
+
+
+# -- concurrent promotions ---------------------------------------------------------------------
+
+PROMOTERS = 10  # processes promoting versions 1..10 of one model at the same moment
+ROUNDS = 5  # each lock, a fresh model each round, in one store (a new SQLite store costs ~3 s)
+
+
+def promote_in_rounds(uri: str, sync: Path, index: int, rounds: list[tuple[str, bool]]) -> None:
+    """One promoter process: its own client, then in each round, once the go file appears,
+    ``champion`` of that round's model -> version ``index + 1`` through the public function."""
+    import traceback
+
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.get_registered_model(rounds[0][0])
+        (sync / f"ready-{index}").touch()
+        for number, (name, remote) in enumerate(rounds):
+            if remote:  # the registry-side lock a tracking server gets, forced on this SQLite store
+                lineage._local_store = lambda uri: None
+            while not (sync / f"go-{number}").exists():
+                time.sleep(0.002)
+            lineage.record_promotion(client, name, "champion", str(index + 1), f"promoter {index}")
+            (sync / f"done-{number}-{index}").touch()
+    except BaseException:
+        (sync / f"error-{index}").write_text(traceback.format_exc())
+        raise
+
+
+def wait_for(paths: list[Path], sync: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        errors = sorted(sync.glob("error-*"))
+        assert not errors, errors[0].read_text()[-3000:]
+        assert time.monotonic() < deadline, f"timed out waiting for {[p.name for p in paths if not p.exists()]}"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite store for the promotion tests, each test with models of its own names."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('promotions') / 'mlflow.db'}"
+    return uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def new_model(client, name: str, versions: int, source) -> str:
+    client.create_registered_model(name)
+    for _ in range(versions):
+        client.create_model_version(name, source=str(source))
+    return name
+
+
+def test_concurrent_promotions_all_reach_the_history_in_the_order_the_alias_moved(store, tmp_path, capsys):
+    """10 processes promote 10 versions of one model at once, 5 times with each lock: a file
+    lock beside this SQLite store, and the registry-side lock a tracking server gets."""
+    import multiprocessing
+
+    uri, client = store
+    rounds = [(new_model(client, f"concurrent-{lock}-{number}", PROMOTERS, tmp_path), lock == "registry")
+              for lock in ("file", "registry") for number in range(ROUNDS)]
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    # Real processes, each with its own client and connections. Spawned: the forkserver is one per
+    # test process, and an earlier test's (frugalml's executors use one) has other preloads and pins.
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=promote_in_rounds, args=(uri, sync, index, rounds))
+                 for index in range(PROMOTERS)]
+    for process in processes:
+        process.start()
+    try:
+        wait_for([sync / f"ready-{index}" for index in range(PROMOTERS)], sync)
+        for number, (name, remote) in enumerate(rounds):
+            (sync / f"go-{number}").touch()
+            wait_for([sync / f"done-{number}-{index}" for index in range(PROMOTERS)], sync)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert [process.exitcode for process in processes] == [0] * PROMOTERS
+
+    for name, _ in rounds:
+        model = client.get_registered_model(name)
+        history = json.loads(model.tags[lineage.HISTORY_TAG])
+        moves = [entry["version"] for entry in history]
+        assert sorted(moves, key=int) == [str(v) for v in range(1, PROMOTERS + 1)], f"{name}: {moves}"
+        assert [entry["previous"] for entry in history] == [None, *moves[:-1]], f"{name}: {history}"
+        assert str(model.aliases["champion"]) == moves[-1]
+        assert [entry["at"] for entry in history] == sorted(entry["at"] for entry in history)
+    assert not [m.name for m in client.search_registered_models() if m.name.endswith("lock")]  # none left
+
+    assert main(["lineage", f"models:/{rounds[0][0]}@champion", "--tracking-uri", uri, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["history"]
+    assert shown == json.loads(client.get_registered_model(rounds[0][0]).tags[lineage.HISTORY_TAG])
+    assert len(shown) == PROMOTERS
+
+
+def test_a_promotion_waits_a_bounded_time_for_the_lock_and_then_says_who_holds_it(store, tmp_path, monkeypatch):
+    import fcntl
+
+    uri, client = store
+    name = new_model(client, "held", 2, tmp_path)
+    lineage.record_promotion(client, name, "champion", "1", "first")
+    monkeypatch.setattr(lineage, "PROMOTION_LOCK_TIMEOUT_S", 0.3)
+    lock_file = f"{uri[len('sqlite:///'):]}{lineage.PROMOTION_LOCK_SUFFIX}"
+    with open(lock_file, "a+b") as held:  # another process's promotion, as the OS sees it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(lineage.LineageError, match=f"another process has held the promotion lock {lock_file} "
+                                                       f"for 0.3 s .*`lsof {lock_file}` shows which"):
+            lineage.record_promotion(client, name, "champion", "2", "blocked")
+        assert time.monotonic() - started < 5
+    model = client.get_registered_model(name)
+    assert str(model.aliases["champion"]) == "1" and len(json.loads(model.tags[lineage.HISTORY_TAG])) == 1
+    assert lineage.record_promotion(client, name, "champion", "2", "released")["previous"] == "1"
+
+
+def test_a_registry_lock_left_by_a_killed_promotion_is_broken_after_its_lease(store, tmp_path, monkeypatch):
+    uri, client = store
+    name = new_model(client, "orphaned", 1, tmp_path)
+    monkeypatch.setattr(lineage, "_local_store", lambda uri: None)  # as on a tracking server
+    client.create_registered_model(lineage.PROMOTION_LOCK_MODEL.format(name=name))  # its holder was killed
+    monkeypatch.setattr(lineage, "PROMOTION_LOCK_TIMEOUT_S", 0.5)
+    with pytest.raises(lineage.LineageError, match=f"another promotion of '{name}' has held the registry lock"):
+        lineage.record_promotion(client, name, "champion", "1", "within the lease")
+    monkeypatch.setattr(lineage, "PROMOTION_LOCK_LEASE_S", 0.0)
+    assert lineage.record_promotion(client, name, "champion", "1", "lease over")["previous"] is None
+    assert [m.name for m in client.search_registered_models(f"name LIKE '{name}%'")] == [name]
+
+
+@pytest.mark.parametrize(("uri", "store"), [
+    ("sqlite:///studies/demo/mlflow.db", "studies/demo/mlflow.db"),
+    ("sqlite:////abs/mlflow.db?timeout=20", "/abs/mlflow.db"),
+    ("file:///abs/mlruns", "/abs/mlruns"),
+    ("./mlruns", "mlruns"),
+    ("sqlite://", None), ("sqlite:///:memory:", None), ("http://tracking:5000", None),
+    ("postgresql://user@db/mlflow", None), ("databricks", None), ("databricks-uc", None),
+])
+def test_which_stores_get_a_file_lock(uri, store):
+    assert lineage._local_store(uri) == (None if store is None else Path(store))

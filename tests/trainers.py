@@ -160,3 +160,31 @@ def fake_cuda_oom(trial, steps: int = 30, message: str = "CUDA out of memory. Tr
             raise torch.OutOfMemoryError(message)
         if trial.step(loss=1.0 / step, n_samples=batch):
             trial.report(val_loss=1.0 / step, gpu_memory_mb=2.0 * batch)
+
+
+def metered(trial, steps: int = 60, setup_cpu_s: float = 0.3, step_cpu_s: float = 0.004, eval_cpu_s: float = 0.0,
+            first_step_mb: int = 0, after_loop_mb: int = 0, log_mb: int = 0) -> None:
+    """Known CPU costs: ``setup_cpu_s`` before the first step, ``step_cpu_s`` a step and
+    ``eval_cpu_s`` an evaluation window (CPU time: the same however busy the machine).
+    ``first_step_mb``: the first step allocates that much gradually (a budget stops it
+    there); ``after_loop_mb``: allocated once the loop is done (a final evaluation);
+    ``log_mb``: reference data of that size logged at the end (copied while it is saved)."""
+    cpu = time.process_time
+    _busy(setup_cpu_s, cpu)
+    trial.reset_clock()
+    held = []
+    for step in range(1, steps + 1):
+        if step == 1 and first_step_mb:
+            for _ in range(first_step_mb // 20):
+                held.append(np.ones(20 * 2**20 // 8))
+                time.sleep(0.02)
+        _busy(step_cpu_s, cpu)
+        if trial.step(loss=1.0 / step, n_samples=1):
+            _busy(eval_cpu_s, cpu)
+            trial.report(val_loss=1.0 / step)
+    if after_loop_mb:
+        for _ in range(after_loop_mb // 20):
+            held.append(np.ones(20 * 2**20 // 8))
+            time.sleep(0.02)
+    if log_mb:
+        trial.log_reference(np.ones((log_mb * 2**20 // 80, 10)))

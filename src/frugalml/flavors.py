@@ -4,9 +4,11 @@ The MLflow flavour follows the model's type, read from its class hierarchy witho
 importing any framework: XGBoost, LightGBM, scikit-learn, PyTorch (and Lightning),
 Keras, Transformers pipelines; anything else with a ``predict`` method becomes a
 pyfunc model that calls it. In the trial a model is only pickled (MLflow is not
-imported there: its import would count against the trial's memory); it becomes an
-MLflow model when it is registered. Files are written to a temporary folder and
-renamed into place, so a trial killed mid-save leaves nothing half-written.
+imported there: its import would count against the trial's memory); the driver makes
+it an MLflow model, the trial run's ``model`` artifact, when it logs the trial
+(:mod:`frugalml.tracking`), or when it is registered and has no such artifact. Files
+are written to a temporary folder and renamed into place, so a trial killed mid-save
+leaves nothing half-written.
 
 Reference data (``reference.parquet``) is a table of the model's input columns plus
 an optional ``target`` column, the same format ``frugalml serve --reference`` reads.
@@ -25,6 +27,7 @@ from frugalml.exceptions import DataError, TrialUsageError
 
 TARGET = "target"  # the label/target column of a reference table
 REFERENCE_FILE = "reference.parquet"
+MODEL_META = "frugalml_model.json"  # beside a kept model: its flavour, class and the user modules it needs
 TASKS = ("classification", "regression")
 
 # class-module prefix -> (MLflow flavour module, distribution pinned in the model's requirements)
@@ -101,8 +104,11 @@ def save_model(model: Any, directory: str | Path, *, input_example: Any = None) 
             import torch
 
             torch.save(model, tmp / "model.pt")
+            modules = _user_modules(_torch_pickle(tmp / "model.pt"))
         else:
-            (tmp / "model.pkl").write_bytes(cloudpickle.dumps(model))
+            pickled = cloudpickle.dumps(model)
+            (tmp / "model.pkl").write_bytes(pickled)
+            modules = _user_modules(pickled)
         if input_example is not None:
             (tmp / "input_example.pkl").write_bytes(cloudpickle.dumps(input_example))
     except Exception as error:  # noqa: BLE001 - anything unpicklable: one line for the user
@@ -111,7 +117,10 @@ def save_model(model: Any, directory: str | Path, *, input_example: Any = None) 
             f"log_model cannot save the {type(model).__name__}: {type(error).__name__}: {_first_line(error)}; "
             "pass the trained model itself (defined at module level, without open files or locks)."
         ) from None
-    (tmp / "frugalml_model.json").write_text(json.dumps({"flavor": flavor, "class": type(model).__qualname__}))
+    meta = {"flavor": flavor, "class": type(model).__qualname__, "modules": modules}
+    if flavor == "mlflow.keras":  # loading it again needs the same backend, whatever KERAS_BACKEND says then
+        meta["keras_backend"] = str(importlib.import_module("keras").backend.backend())
+    (tmp / MODEL_META).write_text(json.dumps(meta))
     if target.exists():
         shutil.rmtree(target)
     os.rename(tmp, target)
@@ -122,20 +131,139 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
+def _torch_pickle(path: Path) -> bytes:
+    """The pickle inside a ``torch.save`` archive (``<name>/data.pkl``), where the classes are named."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            return archive.read(name) if name else b""
+    except (OSError, zipfile.BadZipFile):
+        return b""
+
+
+def _user_modules(pickled: bytes) -> dict[str, str]:
+    """The user's own modules a pickle refers to, each with the folder to put on ``PYTHONPATH`` for it.
+
+    A class is pickled by reference to its module; a module of the user's (neither the
+    standard library nor an installed distribution) must be importable wherever the model
+    is loaded again, so its folder is recorded for the error message that says so.
+    """
+    import pickletools
+    import sys
+
+    names: set[str] = set()
+    try:
+        for opcode, argument, _ in pickletools.genops(pickled):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "GLOBAL") and isinstance(argument, str):
+                names.add(argument.split(" ")[0].partition(".")[0])
+    except Exception:  # noqa: BLE001 - a pickle pickletools cannot walk: no hint, the model is saved all the same
+        return {}
+    folders: dict[str, str] = {}
+    for name in sorted(names - set(sys.stdlib_module_names)):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not file or name in _distribution_modules():
+            continue
+        path = Path(file).resolve()
+        folders[name] = str(path.parent.parent if path.name == "__init__.py" else path.parent)
+    return folders
+
+
+def _distribution_modules() -> frozenset[str]:
+    """Top-level modules that installed distributions provide (editable installs included)."""
+    global _DISTRIBUTION_MODULES
+    if _DISTRIBUTION_MODULES is None:
+        _DISTRIBUTION_MODULES = frozenset(importlib.metadata.packages_distributions())
+    return _DISTRIBUTION_MODULES
+
+
+_DISTRIBUTION_MODULES: frozenset[str] | None = None
+
+
+KERAS_BACKENDS = ("tensorflow", "torch", "jax")
+
+
+def choose_keras_backend(recorded: str | None = None) -> str | None:
+    """Make Keras load with a backend that is installed; call it before Keras is imported.
+
+    ``KERAS_BACKEND`` wins when set. Else the backend the model was saved with
+    (``recorded``), when installed, else the first installed of TensorFlow (Keras's own
+    default), PyTorch and JAX; it is put in ``KERAS_BACKEND`` for Keras to read.
+
+    Raises:
+        TrialUsageError: no backend is installed.
+    """
+    import importlib.util
+    import sys
+
+    if os.environ.get("KERAS_BACKEND") or "keras" in sys.modules:  # chosen already (None: Keras's default)
+        return os.environ.get("KERAS_BACKEND")
+    for backend in ([recorded] if recorded in KERAS_BACKENDS else []) + list(KERAS_BACKENDS):
+        if importlib.util.find_spec(backend) is not None:
+            os.environ["KERAS_BACKEND"] = backend
+            return backend
+    raise TrialUsageError(
+        f"a Keras model needs one of its backends installed ({', '.join(KERAS_BACKENDS)}); none is: install "
+        "PyTorch (pip install 'frugalml[keras]') or set KERAS_BACKEND to an installed backend."
+    )
+
+
+def missing_module_message(error: BaseException | None, modules: dict[str, str] | None = None) -> str | None:
+    """What to do when a model cannot be loaded because a module it needs is not importable.
+
+    ``modules`` maps the user modules recorded at save time to their folders. None when
+    ``error`` is not a missing module.
+    """
+    while error is not None and not isinstance(error, ModuleNotFoundError):
+        error = error.__cause__ or error.__context__  # a flavour may wrap it
+    if error is None or not error.name:
+        return None
+    name = error.name
+    top = name.partition(".")[0]
+    if top in KERAS_BACKENDS and os.environ.get("KERAS_BACKEND") == top:
+        return (f"KERAS_BACKEND={top} but {top!r} is not installed: set KERAS_BACKEND to an installed backend "
+                "(torch) or unset it to let frugalml choose.")
+    folder = (modules or {}).get(top)
+    if folder:
+        return (f"the model was pickled from module {name!r}, which this Python cannot import: add its folder to "
+                f"PYTHONPATH (PYTHONPATH={folder}), or run `python -m frugalml ...` from that folder.")
+    return (f"the model needs module {name!r}, which this Python cannot import: install the package that "
+            "provides it, or, if it is your own module, add the folder that holds it (its .py file or package) "
+            "to PYTHONPATH, or run `python -m frugalml ...` from that folder.")
+
+
+def recorded_modules(directory: str | Path) -> dict[str, str]:
+    """The user modules :func:`save_model` recorded for the model in ``directory`` (``{}`` if none)."""
+    try:
+        return dict(json.loads((Path(directory) / MODEL_META).read_text()).get("modules") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def load_saved(directory: str | Path) -> tuple[Any, str, Any]:
-    """The model :func:`save_model` kept, its flavour and its input example (or None)."""
+    """The model :func:`save_model` kept, its flavour and its input example (or None).
+
+    Raises:
+        TrialUsageError: the model's class is in a module this process cannot import.
+    """
     import cloudpickle
 
     directory = Path(directory)
-    meta = json.loads((directory / "frugalml_model.json").read_text())
-    if (directory / "model.pt").is_file():
-        import torch
+    meta = json.loads((directory / MODEL_META).read_text())
+    if meta["flavor"] == "mlflow.keras":
+        choose_keras_backend(meta.get("keras_backend"))
+    try:
+        if (directory / "model.pt").is_file():
+            import torch
 
-        model = torch.load(directory / "model.pt", map_location="cpu", weights_only=False)
-    else:
-        model = cloudpickle.loads((directory / "model.pkl").read_bytes())
-    example_file = directory / "input_example.pkl"
-    example = cloudpickle.loads(example_file.read_bytes()) if example_file.is_file() else None
+            model = torch.load(directory / "model.pt", map_location="cpu", weights_only=False)
+        else:
+            model = cloudpickle.loads((directory / "model.pkl").read_bytes())
+        example_file = directory / "input_example.pkl"
+        example = cloudpickle.loads(example_file.read_bytes()) if example_file.is_file() else None
+    except ModuleNotFoundError as error:
+        raise TrialUsageError(missing_module_message(error, meta.get("modules"))) from None
     return model, meta["flavor"], example
 
 
@@ -145,6 +273,7 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
 
     model, flavor, example = load_saved(saved)
     _, package = flavor_of(model)
+    modules = recorded_modules(saved)
     options: dict[str, Any] = {"pip_requirements": _requirements(package)}
     if example is not None:
         options["input_example"] = example
@@ -163,6 +292,8 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
             f"cannot save the {type(model).__name__} with {flavor}: {_first_line(error)}; check that the "
             "model is trained and that its input_example is what its predict accepts."
         ) from None
+    if modules:  # for the message that says where to find them, when serving cannot import them
+        (Path(target) / MODEL_META).write_text(json.dumps({"flavor": flavor, "modules": modules}))
     return Path(target)
 
 

@@ -6,7 +6,8 @@ the working tree differs from that commit, and the md5 DVC records. A study writ
 to ``lineage.json`` when it starts (:func:`write_lineage`); ``frugalml register`` turns
 it into ``frugalml.data.*`` tags (:func:`lineage_tags`) and an ``mlflow.data`` input
 of the register run (:func:`log_dataset`). :func:`record_promotion` points an alias
-at a version and appends the move to the model's ``frugalml.alias_history`` tag;
+at a version and appends the move to the model's ``frugalml.alias_history`` tag, under
+a lock (a file lock beside a local store, a registry-side lock on a server);
 :func:`model_lineage` reads it all back for ``frugalml lineage``.
 
 DVC (``pip install 'frugalml[lineage]'``) and MLflow are imported only when used: DVC
@@ -20,13 +21,24 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import random
 import re
+import time
+import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+try:  # the promotion lock on a local store
+    import fcntl
+
+    msvcrt = None
+except ImportError:  # Windows
+    import msvcrt  # type: ignore[no-redef]
 
 from frugalml.exceptions import FrugalError
 from frugalml.files import sha256_file, write_atomic
@@ -251,8 +263,20 @@ def record_promotion(client: Any, name: str, alias: str, version: str | int, rea
     """Point ``alias`` of model ``name`` at ``version`` and append the move to ``frugalml.alias_history``.
 
     The history is a JSON list in a registered-model tag, newest last, bounded to the
-    last 100 moves (fewer if they would pass 5000 characters). Read-modify-write: two
-    promotions of one model at the same moment may keep only one entry.
+    last 100 moves (fewer if they would pass 5000 characters). Reading the alias, moving
+    it and writing the history happen under one promotion lock, so concurrent promotions
+    of a model all reach the history, in the order the alias moved, each ``previous``
+    naming the entry before it:
+
+    - a local store (``sqlite:///FILE``, a ``file:`` store or a bare path) is locked with
+      an OS file lock on ``<store>.frugalml-promotion.lock`` beside it, released by the
+      kernel if the process dies;
+    - any other registry (a tracking server, a database server) is locked on the
+      registry itself: the lock is a registered model ``<name>.frugalml-promotion-lock``,
+      whose creation is the registry's atomic create-if-absent; it is deleted when the
+      promotion is recorded, and one left by a killed process is broken after 60 s.
+
+    A lock not obtained within 60 s is a :class:`LineageError`, and nothing is moved.
 
     Returns:
         the entry: ``alias``, ``version``, ``previous`` (the version it pointed at, or None),
@@ -261,17 +285,145 @@ def record_promotion(client: Any, name: str, alias: str, version: str | int, rea
     from mlflow.exceptions import MlflowException
 
     try:
-        model = client.get_registered_model(name)
-        previous = (model.aliases or {}).get(alias)
-        entry = {"alias": alias, "version": str(version), "previous": None if previous is None else str(previous),
-                 "at": _now(), "reason": str(reason)[:300], "run_id": run_id}
-        client.set_registered_model_alias(name, alias, str(version))
-        history = _history(model.tags) + [entry]
-        client.set_registered_model_tag(name, HISTORY_TAG, _bounded(history))
+        with _promotion_lock(client, name):
+            model = client.get_registered_model(name)
+            previous = (model.aliases or {}).get(alias)
+            entry = {"alias": alias, "version": str(version),
+                     "previous": None if previous is None else str(previous),
+                     "at": _now(), "reason": str(reason)[:300], "run_id": run_id}
+            client.set_registered_model_alias(name, alias, str(version))
+            client.set_registered_model_tag(name, HISTORY_TAG, _bounded(_history(model.tags) + [entry]))
     except MlflowException as error:
         raise LineageError(f"cannot point alias {alias!r} of model {name!r} at version {version}: "
                            f"{error.message.splitlines()[0]}") from None
     return entry
+
+
+PROMOTION_LOCK_SUFFIX = ".frugalml-promotion.lock"  # beside a local store
+PROMOTION_LOCK_MODEL = "{name}.frugalml-promotion-lock"  # in a remote registry
+PROMOTION_LOCK_TIMEOUT_S = 60.0  # longest wait for another promotion (one takes well under a second)
+PROMOTION_LOCK_LEASE_S = 60.0  # a registry lock older than this was left by a killed process
+
+
+@contextlib.contextmanager
+def _promotion_lock(client: Any, name: str) -> Iterator[None]:
+    """Held while one promotion of ``name`` reads the alias, moves it and appends to the history."""
+    uri = getattr(client, "_registry_uri", None)  # MlflowClient keeps it only there; a stand-in may lack it
+    if uri is None:
+        import mlflow
+
+        uri = mlflow.get_registry_uri()
+    store = _local_store(uri)
+    with _file_lock(Path(f"{store}{PROMOTION_LOCK_SUFFIX}")) if store else _registry_lock(client, name):
+        yield
+
+
+def _local_store(uri: str | None) -> Path | None:
+    """The file or folder of a store on this machine's file system; None for a server."""
+    if not uri or uri.startswith("databricks"):
+        return None
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):].split("?")[0]
+        return Path(path) if path not in ("", ":memory:") else None
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri) if "://" not in uri else None  # a bare path is a file store
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive OS lock on ``path`` (created if missing and never removed: a removed
+    lock file would let the next two promotions lock two different files)."""
+    try:
+        handle = open(path, "a+b")
+    except OSError as error:
+        raise LineageError(f"cannot open the promotion lock {path}: {error.strerror}; "
+                           "the store's folder must be writable to promote.") from None
+    with handle:
+        _wait_for(lambda: _try_lock_file(handle),
+                  f"another process has held the promotion lock {path} for {PROMOTION_LOCK_TIMEOUT_S:g} s "
+                  f"(a promotion takes well under a second); `lsof {path}` shows which")
+        try:
+            yield
+        finally:
+            _unlock_file(handle)
+
+
+def _try_lock_file(handle: Any) -> bool:
+    try:
+        if msvcrt is not None:
+            handle.seek(0)  # msvcrt locks bytes from the position: the first one
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError (POSIX) or PermissionError (Windows): held by another process
+        return False
+    return True
+
+
+def _unlock_file(handle: Any) -> None:
+    if msvcrt is not None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _registry_lock(client: Any, name: str) -> Iterator[None]:
+    """A lock every client of the registry sees: a registered model that exists only while held."""
+    from mlflow.exceptions import MlflowException
+
+    lock, token = PROMOTION_LOCK_MODEL.format(name=name), uuid.uuid4().hex
+
+    def acquire() -> bool:
+        try:  # one insert: the registry refuses a second model of that name (RESOURCE_ALREADY_EXISTS)
+            client.create_registered_model(lock, tags={"frugalml.lock.token": token},
+                                           description=f"held while a promotion of {name!r} is recorded")
+            return True
+        except MlflowException as error:  # held; a SQL store says "does not exist" if released as it refused
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        _break_if_stale(client, lock)
+        return False
+
+    _wait_for(acquire, f"another promotion of {name!r} has held the registry lock {lock!r} for "
+                       f"{PROMOTION_LOCK_TIMEOUT_S:g} s (a promotion takes well under a second)")
+    try:
+        yield
+    finally:
+        try:
+            if client.get_registered_model(lock).tags.get("frugalml.lock.token") == token:  # still ours
+                client.delete_registered_model(lock)
+        except MlflowException:  # already broken as stale by another process
+            pass
+
+
+def _break_if_stale(client: Any, lock: str) -> None:
+    """Delete a registry lock created over PROMOTION_LOCK_LEASE_S ago (its holder was killed).
+
+    The age is the lock's creation time, part of the model's own record: its tags are
+    read separately and come back empty when the lock changes hands in between.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if client.get_registered_model(lock).creation_timestamp / 1000 + PROMOTION_LOCK_LEASE_S < time.time():
+            client.delete_registered_model(lock)
+    except MlflowException:  # released meanwhile, or broken by another waiter
+        pass
+
+
+def _wait_for(acquire: Callable[[], bool], message: str) -> None:
+    """Call ``acquire`` until it is True, pausing 5-100 ms between tries; a LineageError after the timeout."""
+    deadline, pause = time.monotonic() + PROMOTION_LOCK_TIMEOUT_S, 0.005
+    while not acquire():
+        if time.monotonic() > deadline:
+            raise LineageError(message + ".")
+        time.sleep(pause * random.uniform(0.5, 1.5))  # jitter: waiters do not retry in lockstep
+        pause = min(pause * 2, 0.1)
 
 
 def _history(tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
@@ -339,7 +491,8 @@ def model_lineage(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
         "study": {"name": tags.get("frugalml.study"), "dir": tags.get("frugalml.study_dir"),
                   "workload": tags.get("frugalml.workload")},
         "trial": {"config_id": tags.get("frugalml.config_id"), "params": json.loads(params) if params else None,
-                  "trial": tags.get("frugalml.trial") or tags.get("frugalml.trials")},
+                  "trial": tags.get("frugalml.trial") or tags.get("frugalml.trials"),
+                  "model_uri": tags.get("frugalml.trial_model_uri")},  # the trial run's own model, when logged
         "model": {"name": name, "version": str(version.version), "run_id": version.run_id,
                   "created": created.isoformat(timespec="seconds"),
                   "aliases": sorted(a for a, v in aliases.items() if str(v) == str(version.version)),
@@ -352,7 +505,8 @@ def _versions(client: Any, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        numbers = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        quote = '"' if "'" in name else "'"  # names never hold both (frugalml.names forbids ")
+        numbers = sorted(int(v.version) for v in client.search_model_versions(f"name = {quote}{name}{quote}"))
     except MlflowException:
         return "unknown"
     shown = ", ".join(map(str, numbers[-10:]))

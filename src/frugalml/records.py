@@ -18,6 +18,9 @@ Metric names carry their unit. Per window (every ``eval_every`` steps):
 ``gpu_memory_mb``         GPU memory used by the tree's processes (only with a GPU)
 ``energy_j``              joules the trial used so far: measured (RAPL, NVML) or
                           estimated, as ``TrialRecord.energy_source`` says
+``cpu_s``                 CPU-seconds the trial's process used so far, read in the worker
+                          at the window's end, after its evaluation (the step boundaries
+                          :mod:`frugalml.accounting` takes the per-step cost from)
 ========================  ==============================================================
 
 MB means 2**20 bytes everywhere. :data:`SYSTEM_METRICS` are the system figures (the
@@ -36,7 +39,7 @@ from typing import Any, Mapping
 MAXIMISED = frozenset({"accuracy", "throughput_sps"})
 SYSTEM_METRICS = frozenset({
     "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
-    "wall_s", "gpu_util_percent", "gpu_memory_mb", "energy_j",
+    "wall_s", "gpu_util_percent", "gpu_memory_mb", "energy_j", "cpu_s",
 })
 
 
@@ -110,7 +113,10 @@ class TrialRecord:
 
     ``trial_id`` is stable across resumes: ``"<workload>/<config_id>/r<repeat>"``.
     Its joules live in ``info`` (``energy_j``, ``energy_source``, ``energy_assumption``),
-    read through :attr:`energy_j`, :attr:`energy_source` and :attr:`energy_j_saved`.
+    read through :attr:`energy_j`, :attr:`energy_source` and :attr:`energy_j_saved`; so do
+    what a stop saved was based on (:attr:`saved_basis`) and where in the trial it came
+    (:attr:`stop_phase`). ``cpu_s_saved`` and the joules saved are worked out by
+    :mod:`frugalml.accounting` alone; ``cpu_s_saved`` is 0 where the basis is ``unknown``.
     """
 
     trial_id: str
@@ -153,11 +159,30 @@ class TrialRecord:
 
     @property
     def energy_j_saved(self) -> float | None:
-        """Joules early stopping saved, estimated as ``cpu_s_saved`` × the trial's joules per CPU-second."""
-        energy = self.energy_j
-        if energy is None or self.cpu_s <= 0:
-            return None
-        return energy * self.cpu_s_saved / self.cpu_s
+        """Joules early stopping saved (see :mod:`frugalml.accounting`); None where unknown,
+        0 for a trial that ran to its end and whose joules are known."""
+        value = self.info.get("energy_j_saved")
+        if value is None and self.status is TrialStatus.COMPLETED and self.energy_j is not None:
+            return 0.0
+        return float(value) if value is not None else None
+
+    @property
+    def saved_basis(self) -> str | None:
+        """What ``cpu_s_saved`` rests on: ``measured``, ``peers``, ``predicted`` or ``unknown``
+        (None for a trial that saved nothing, or one recorded before the basis was kept)."""
+        return self.info.get("saved_basis")
+
+    @property
+    def stop_phase(self) -> str | None:
+        """Where a stopped trial was when it was stopped: ``train`` (its loop), ``evaluate``
+        (after its last planned step) or ``log`` (saving a model or reference data).
+
+        A resource budget broken after training (``evaluate``, ``log``) still makes the trial
+        infeasible: the budget is on the trial's whole process tree, the run did not finish
+        (no final evaluation, no model), and whoever ships the configuration pays for its
+        evaluation and export too. The phase says where, so a user can tell them apart.
+        """
+        return self.info.get("stop_phase")
 
     def last(self, name: str) -> float | None:
         """Value of ``name`` in the latest window that has it."""

@@ -33,8 +33,9 @@ from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, sha256_arrays
+from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
-from frugalml.tracking import default_uri, seed_sqlite_store
+from frugalml.tracking import MODEL_ARTIFACT, default_uri, seed_sqlite_store
 from frugalml.tuner import load_result
 
 TAG = "frugalml."
@@ -211,7 +212,8 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
             f"trial {record.trial_id} logged a model but no reference data; call trial.log_reference(X, y) "
             "with the training inputs so serving can check drift and quality."
         )
-    model_dir = _exported(Path(record.info["model"]["path"]))
+    trial_model = _trial_run_model(study_dir, record.trial_id)
+    model_dir = trial_model[1] if trial_model is not None else _exported(Path(record.info["model"]["path"]))
     model = load_predictor(model_dir, str(model_dir))
     reference = reference_from_table(model, record.info["reference"], seed=stored.seed)
     X = reference.sample_inputs
@@ -221,6 +223,8 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     }
     link = {"study": stored.name, "study_dir": str(Path(study_dir).resolve()), "config_id": best.config_id,
             "workload": str(workload["name"]), "trial": record.trial_id, "flavor": record.info["model"]["flavor"]}
+    if trial_model is not None:  # the version is that run's model (plus serving's files): say which
+        link.update(trial_run_id=trial_model[0], trial_model_uri=f"runs:/{trial_model[0]}/{MODEL_ARTIFACT}")
     from frugalml.flavors import TARGET, read_reference
 
     frame, _ = read_reference(record.info["reference"])
@@ -234,6 +238,26 @@ def _lineage(study_dir: str | Path, workload: Mapping[str, Any], data_file: str 
     """The data lineage the study recorded for ``workload``; computed now for a study from before lineage.json."""
     recorded = read_lineage(study_dir, str(workload["name"]))
     return recorded if recorded is not None else data_lineage(data_file, dataset=workload.get("dataset"))
+
+
+def _trial_run_model(study_dir: str | Path, trial_id: str) -> tuple[str, Path] | None:
+    """The trial's MLflow run id and a local path of the model logged with it (``runs:/<id>/model``).
+
+    None where there is none: a study without MLflow, a trial not logged yet, a run
+    from before trial models were logged, or a model the driver could not export.
+    """
+    run_id = ResultStore(study_dir).mlflow_runs().get(trial_id)
+    if not run_id or not stored_study(study_dir).mlflow_uri:
+        return None
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:  # a local artifact store gives its own path: nothing is copied
+        path = Path(download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT,
+                                       tracking_uri=study_tracking_uri(study_dir)))
+    except (MlflowException, OSError):
+        return None
+    return (run_id, path) if (path / "MLmodel").is_file() else None
 
 
 def _exported(saved: Path) -> Path:
@@ -356,6 +380,12 @@ def _log_model_dir(refit: Refit, monitoring: Mapping[str, Any] | None, tmp: Path
 
     copy = tmp / "model"
     shutil.copytree(refit.model_dir, copy)
+    classes = getattr(refit.model, "classes_", None)  # a network classifier's: its output indices
+    if refit.reference.task == "classification" and classes is not None:
+        from frugalml.serve._classifier import as_classifier
+
+        as_classifier(copy, classes, refit.reference.feature_names,  # pyfunc answers labels, as /predict does
+                      refit.training[0] if refit.training is not None else None)
     (copy / "extra_files").mkdir(exist_ok=True)
     extra_files(copy / "extra_files", refit.reference, dict(monitoring) if monitoring is not None else None)
     mlflow.log_artifacts(str(copy), artifact_path="model")

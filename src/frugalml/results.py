@@ -8,6 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from frugalml import accounting
 from frugalml.records import TrialRecord, TrialStatus, is_estimate
 from frugalml.search import Search, objective_values
 
@@ -101,7 +102,10 @@ class ComputeAccount:
     plus what each early stop or skip saved (a skip saves its predicted cost).
     ``used_energy_j``/``saved_energy_j`` are the joules of the trials that know theirs
     (None when none does); ``energy_sources`` says how they were got (``estimate...``:
-    not measured, see :class:`~frugalml.monitors.EnergyMonitor`).
+    not measured, see :class:`~frugalml.monitors.EnergyMonitor`). ``saved_basis`` counts the
+    stopped and skipped trials by what their saving rests on (:mod:`frugalml.accounting`):
+    an ``unknown`` one adds nothing to the sums; ``unknown`` names the rules and mechanisms
+    whose every saving is unknown (shown as such, not as 0).
     """
 
     used_cpu_s: float
@@ -115,6 +119,12 @@ class ComputeAccount:
     used_energy_j: float | None = None
     saved_energy_j: float | None = None
     energy_sources: tuple[str, ...] = ()
+    saved_basis: Mapping[str, int] = field(default_factory=dict)
+    unknown: frozenset[str] = frozenset()
+
+    def shown(self, name: str, cpu_s: float) -> str:
+        """``cpu_s`` of rule or mechanism ``name`` as a figure, or ``unknown``."""
+        return "unknown" if name in self.unknown else f"{cpu_s:.1f}"
 
     @property
     def energy_estimated(self) -> bool:
@@ -135,14 +145,22 @@ def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
     saved_by_rule: dict[str, float] = {}
     saved_by_mechanism: dict[str, float] = {}
     metered = [r for r in records if r.energy_j is not None]
+    known: set[str] = set()
     for record in records:
-        if record.stop is not None:
-            saved_by_rule[record.stop.rule] = saved_by_rule.get(record.stop.rule, 0.0) + record.cpu_s_saved
+        figure = accounting.saved_cpu_s(record)
+        saved = figure or 0.0
+        names = [record.stop.rule] if record.stop is not None else []
         if (how := mechanism(record)) is not None:
-            saved_by_mechanism[how] = saved_by_mechanism.get(how, 0.0) + record.cpu_s_saved
+            names.append(how)
+        if figure is not None:
+            known.update(names)
+        if record.stop is not None:
+            saved_by_rule[record.stop.rule] = saved_by_rule.get(record.stop.rule, 0.0) + saved
+        if how is not None:
+            saved_by_mechanism[how] = saved_by_mechanism.get(how, 0.0) + saved
     return ComputeAccount(
         used_cpu_s=sum(r.cpu_s for r in records),
-        saved_cpu_s=sum(r.cpu_s_saved for r in records),
+        saved_cpu_s=sum(accounting.saved_cpu_s(r) or 0.0 for r in records),
         saved_by_rule=saved_by_rule,
         trials=len(records),
         stopped=sum(r.status is TrialStatus.STOPPED for r in records),
@@ -152,6 +170,8 @@ def compute_account(records: Sequence[TrialRecord]) -> ComputeAccount:
         used_energy_j=sum(r.energy_j for r in metered) if metered else None,
         saved_energy_j=sum(r.energy_j_saved or 0.0 for r in metered) if metered else None,
         energy_sources=tuple(sorted({r.energy_source or "unknown" for r in metered})),
+        saved_basis=accounting.basis_mix(records),
+        unknown=frozenset((set(saved_by_rule) | set(saved_by_mechanism)) - known),
     )
 
 

@@ -20,17 +20,22 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from frugalml.exceptions import ConfigError, DataError
+from frugalml.exceptions import ConfigError, DataError, StoreLockedError
+from frugalml.files import sha256_file, write_atomic
 from frugalml.gate import CheckResult, GateSettings, check
-from frugalml.lineage import record_promotion
+from frugalml.lineage import LINEAGE_FILE, record_promotion
+from frugalml.names import MAX_NAME_CHARS
+from frugalml.ownership import is_owned, remove_owned
 from frugalml.registry import TAG, RegisteredModel, RegistryError, register, study_tracking_uri
 from frugalml.results import ranked_feasible
 from frugalml.search import Search
+from frugalml.store import ResultStore
 from frugalml.study import Study, Workload, stored_study
 from frugalml.tuner import load_result, tune
 
@@ -75,11 +80,42 @@ def _new_data(workload: dict[str, Any], data: str | Path, target: str | None, da
     return str(path.resolve())
 
 
-def _next_name(study_dir: Path, name: str) -> str:
+DONE_FILE = "retrain.json"  # written before a retrain registers anything: from then on its folder is kept
+
+
+def _next_name(study_dir: Path, name: str, data_path: str) -> str:
+    """``<name>-retrain-N``: the last one again if a killed retrain left it before registering anything
+    and no one runs it (resumed on the same data bytes, else cleared), otherwise the next free number."""
     k = 1
-    while (study_dir.parent / f"{name}-retrain-{k}").exists():
+    while (study_dir.parent / _retrain_name(name, k)).exists():
         k += 1
-    return f"{name}-retrain-{k}"
+    last = study_dir.parent / _retrain_name(name, k - 1)
+    if k > 1 and is_owned(last) and not (last / DONE_FILE).exists() and not _running(last):
+        recorded = [entry.get("sha256") for entry in _lineages(last)]
+        if recorded != [sha256_file(data_path)]:
+            remove_owned(last)  # its own trials only: nothing of it was registered
+        return last.name
+    return _retrain_name(name, k)
+
+
+def _retrain_name(name: str, k: int) -> str:
+    suffix = f"-retrain-{k}"
+    return name[: MAX_NAME_CHARS - len(suffix)] + suffix
+
+
+def _running(folder: Path) -> bool:
+    try:
+        with ResultStore(folder).run_lock():
+            return False
+    except StoreLockedError:
+        return True
+
+
+def _lineages(folder: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((folder / LINEAGE_FILE).read_text())["workloads"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def retrain_study(study_dir: str | Path, data: str | Path, *, feature_names: tuple[str, ...] = (),
@@ -108,7 +144,7 @@ def retrain_study(study_dir: str | Path, data: str | Path, *, feature_names: tup
     prediction = dict(spec.get("prediction") or {})
     if prediction:
         prediction["history"] = [*prediction.get("history", []), str(study_dir.resolve())]
-    name = _next_name(study_dir, stored.name) if out is None else Path(out).name
+    name = _next_name(study_dir, stored.name, path) if out is None else Path(out).name
     directory = Path(out) if out is not None else study_dir.parent / name
     return Study(name=name, workloads=[Workload(**entry)], search=Search(**search), directory=str(directory),
                  prediction=prediction, **{k: spec[k] for k in _STUDY_FIELDS if k in spec})
@@ -140,13 +176,16 @@ def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri
     study = retrain_study(study_dir, data, feature_names=champion.reference.feature_names, target=target, top=top,
                           cold=cold, out=out, workload=workload)
     say(f"re-tuning {study.name} on {data} ({'cold' if cold else f'warm: top {top}'})")
-    result = tune(study)
+    resumed = out is None and ResultStore(study.path).exists  # a retrain killed earlier, on this data
+    result = tune(study, resume=resumed)
     account = result.compute()
     if result.best_feasible() is None:
+        write_atomic(study.path / DONE_FILE, json.dumps({"state": "no feasible configuration"}))
         raise RegistryError(f"the retrain study {study.name!r} found no feasible configuration on the new data; "
                             f"the champion (version {champion.version}) keeps serving.")
     say(f"gating the new best against {model} version {champion.version}")
     verdict = check(str(study.path), f"models:/{model}/{champion.version}", settings=gate, tracking_uri=uri)
+    write_atomic(study.path / DONE_FILE, json.dumps({"state": "registering", "champion": champion.version}))
     candidate = register(study.path, name=model, tracking_uri=uri)  # a failed gate is registered too: the history
     say(f"registered {model} version {candidate.version} (gate: {verdict.verdict})")
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -161,6 +200,9 @@ def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri
     else:
         say(f"gate failed ({', '.join(m.metric for m in verdict.regressions)}): {alias} stays on version "
             f"{champion.version}")
+    write_atomic(study.path / DONE_FILE, json.dumps({"state": "done", "candidate": candidate.version,
+                                                      "gate": verdict.verdict, "champion": champion.version,
+                                                      "run_id": run_id}))
     return RetrainResult(str(study.path), candidate, champion.version, verdict.passed, verdict,
                          account.used_cpu_s, len(result.records), trigger, run_id)
 

@@ -5,23 +5,36 @@ fields), ``steps`` (training loss per step) and ``windows`` (one row per window
 and metric, long format). A trial is written in one transaction when it ends, so
 an interrupted study never holds half a trial; running trials are not stored and
 are re-run on resume.
+
+Another process holding the store (another ``frugalml tune`` writing it, or any program
+inside a write transaction) is waited for, ``FRUGALML_STORE_TIMEOUT_S`` seconds (default
+5), then reported as a lock: a :class:`~frugalml.exceptions.StoreLockedError`, never as
+damage. A full disk is a :class:`~frugalml.exceptions.DiskFullError`; the transaction
+that hit it is rolled back, so the store keeps every trial written before.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from frugalml.exceptions import StoreError
+from frugalml.exceptions import ConfigError, DiskFullError, StoreError, StoreLockedError
+from frugalml.files import free_space, reporting_disk_full
+from frugalml.ownership import make_owned_dir
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 
 STORE_FILE = "frugalml.db"
+RUN_LOCK_FILE = ".frugalml-run.lock"  # flocked by the process running the study
+TIMEOUT_ENV = "FRUGALML_STORE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 5.0  # a trial's write takes milliseconds: longer than this is another process's lock
 
 _TABLES = frozenset({"study", "trials", "steps", "windows"})
 _SCHEMA = """
@@ -53,7 +66,49 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _set_wal(connection: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+def store_timeout_s() -> float:
+    """How long a store held by another process is waited for: ``$FRUGALML_STORE_TIMEOUT_S``, else 5 s."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        return _check_timeout(float(raw), f"The {TIMEOUT_ENV} environment variable")
+    except ValueError:
+        raise ConfigError(f"The {TIMEOUT_ENV} environment variable must be a number of seconds >= 0. "
+                          f"Got {raw!r} instead.") from None
+
+
+def _check_timeout(timeout_s: float, what: str) -> float:
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s >= 0):
+        raise ConfigError(f"{what} must be a number of seconds >= 0. Got {timeout_s!r} instead.")
+    return float(timeout_s)
+
+
+def _primary_code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # extended codes keep the primary one in the low byte
+
+
+def _open_by(path: Path, limit: int = 3, within_s: float = 1.0) -> list[str]:
+    """Other processes that have the store (or its WAL/journal) open: ``["pid 42 python3"]``.
+    Best effort, for the message only: processes of other users are not visible."""
+    import psutil
+
+    names = {str(path.resolve()) + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    found: list[str] = []
+    deadline = time.monotonic() + within_s
+    for process in psutil.process_iter(["name"]):
+        if process.pid == os.getpid() or len(found) >= limit or time.monotonic() > deadline:
+            continue
+        try:
+            if any(f.path in names for f in process.open_files()):
+                found.append(f"pid {process.pid} {process.info['name']}")
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _set_wal(connection: sqlite3.Connection, timeout_s: float) -> None:
     """Switch to WAL; SQLite answers "locked" at once, without waiting, while a reader
     (``frugalml show``, a test polling a new study) is inside the file, so wait here."""
     deadline = time.monotonic() + timeout_s
@@ -75,9 +130,11 @@ class ResultStore:
         >>> [t.status for t in store.trials()]           # doctest: +SKIP
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, timeout_s: float | None = None) -> None:
         self.directory = Path(directory)
         self.path = self.directory / STORE_FILE
+        # how long another process's lock is waited for before a StoreLockedError
+        self.timeout_s = store_timeout_s() if timeout_s is None else _check_timeout(timeout_s, "timeout_s")
 
     @property
     def exists(self) -> bool:
@@ -88,43 +145,129 @@ class ResultStore:
             raise StoreError(f"No results store at {self.path}; run `frugalml tune` first or check the path.")
         if self.directory.exists() and not self.directory.is_dir():
             raise StoreError(f"{self.directory} is a file; a study needs a folder there. Choose another directory.")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_owned_dir(self.directory)  # marked: the only kind of folder --fresh deletes whole
         existed = self.path.exists()
+        connection = sqlite3.connect(self.path, timeout=self.timeout_s)  # SQLite's busy timeout
         try:
-            connection = sqlite3.connect(self.path, timeout=30)
             if create:  # persistent in the file, so readers leave it alone
-                _set_wal(connection)
+                _set_wal(connection, self.timeout_s)
             if existed:
                 tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 foreign = sorted(t for t in tables - _TABLES if not t.startswith("sqlite_"))
                 if foreign:
-                    connection.close()
-                    raise sqlite3.DatabaseError(f"it holds other tables: {', '.join(foreign)}")
+                    raise StoreError(
+                        f"{self.path} is not a readable frugalml results store (it holds other tables: "
+                        f"{', '.join(foreign)}); another program's database is there: choose another directory."
+                    )
                 # only some of ours, or none: a store another process is creating right now
-        except sqlite3.Error as error:
-            raise StoreError(
-                f"{self.path} is not a readable frugalml results store ({error}); restore it from a copy, "
-                "or run the study again with --fresh."
-            ) from None
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    @contextmanager
+    def _session(self, *, create: bool = False, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one read, or one write transaction (``write``: committed at the end,
+        rolled back on any error). A lock, a full disk or damage leaves as one line."""
+        try:
+            with reporting_disk_full(self.path):
+                with closing(self._connect(create=create)) as connection:
+                    if write:
+                        with connection:
+                            yield connection
+                    else:
+                        yield connection
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    def _error(self, error: sqlite3.Error) -> StoreError:
+        """The one-line error for a failure of SQLite: a lock is a lock, only damage mentions restoring."""
+        code, text = _primary_code(error), str(error)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
+            holders = _open_by(self.path)
+            by = f" (open in {', '.join(holders)})" if holders else ""
+            return StoreLockedError(
+                f"{self.path} is locked by another process{by}: another frugalml writing this study, or a program "
+                f"inside a write transaction; gave up after {self.timeout_s:g} s. Run the command again once it "
+                f"has finished, or wait longer with {TIMEOUT_ENV}=SECONDS."
+            )
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return StoreError(
+                f"{self.path} is not a readable frugalml results store ({text}): the file is damaged; restore it "
+                "from a copy, or run the study again with --fresh (which deletes it)."
+            )
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+            return StoreError(f"cannot open or write the results store {self.path} ({text}); check that its folder "
+                              "exists and that you may write there.")
+        if code == sqlite3.SQLITE_IOERR:
+            return StoreError(f"reading or writing the results store {self.path} failed ({text}); check the disk "
+                              f"({free_space(self.path)}).")
+        return StoreError(f"{self.path} is not a readable frugalml results store ({text}).")
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Held while a study runs (an ``flock`` on ``.frugalml-run.lock``, released by the kernel
+        if the process dies): a second ``tune`` of the same study is a :class:`StoreLockedError`
+        at once, not a twin running the same trials."""
+        import fcntl
+
+        make_owned_dir(self.directory)
+        lock_path = self.directory / RUN_LOCK_FILE
+        try:
+            opened = open(lock_path, "a+")
+        except OSError as error:
+            raise StoreError(f"cannot write in {self.directory}: {error.strerror or error}; choose a directory you "
+                             "can write to.") from None
+        with opened as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                raise StoreLockedError(
+                    f"the study in {self.directory} is being run by another frugalml (pid {holder}); wait for it "
+                    "to finish (or stop it), then run the command again."
+                ) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def check_writable(self) -> None:
+        """Take the store's write lock and let it go: a store another process holds is a
+        :class:`StoreLockedError` now (after the timeout), not when the first trial ends."""
+        if not self.exists:
+            return
+        with self._session() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
 
     def open_study(self, name: str, spec: dict[str, Any]) -> None:
         """Create the store for study ``name``, or check an existing one is the same study."""
-        with closing(self._connect(create=True)) as db, db:
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT name FROM study").fetchone()
-            if row is None:
-                import time
-
-                db.execute("INSERT INTO study VALUES (?, ?, ?)", (name, _dumps(spec), time.time()))
-            elif row[0] != name:
-                raise StoreError(
-                    f"{self.path} holds study '{row[0]}', not '{name}'; use another directory or the same name."
-                )
+        new = not self.exists
+        try:
+            with self._session(create=True, write=True) as db:
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT name FROM study").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO study VALUES (?, ?, ?)", (name, _dumps(spec), time.time()))
+                elif row[0] != name:
+                    raise StoreError(
+                        f"{self.path} holds study '{row[0]}', not '{name}'; use another directory or the same name."
+                    )
+        except DiskFullError:
+            if new:  # a store without its tables would read as damaged once there is room again
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            raise
 
     def study(self) -> tuple[str, dict[str, Any]]:
         """The stored study's name and spec."""
-        with closing(self._connect()) as db:
+        with self._session() as db:
             row = db.execute("SELECT name, spec FROM study").fetchone()
         if row is None:
             raise StoreError(f"{self.path} holds no study.")
@@ -132,10 +275,8 @@ class ResultStore:
 
     def save_trial(self, record: TrialRecord) -> None:
         """Write a finished trial atomically (replacing an earlier row with its id)."""
-        import time
-
         stop = _dumps(asdict(record.stop)) if record.stop else None
-        with closing(self._connect()) as db, db:
+        with self._session(write=True) as db:
             for table in ("trials", "steps", "windows"):
                 db.execute(f"DELETE FROM {table} WHERE trial_id = ?", (record.trial_id,))
             db.execute(
@@ -161,24 +302,24 @@ class ResultStore:
             )
 
     def set_mlflow_run(self, trial_id: str, run_id: str) -> None:
-        with closing(self._connect()) as db, db:
+        with self._session(write=True) as db:
             db.execute("UPDATE trials SET mlflow_run_id = ? WHERE trial_id = ?", (run_id, trial_id))
 
     def mlflow_runs(self) -> dict[str, str | None]:
         """trial_id → MLflow run id (None where the trial is not yet logged)."""
-        with closing(self._connect()) as db:
+        with self._session() as db:
             return dict(db.execute("SELECT trial_id, mlflow_run_id FROM trials").fetchall())
 
     def trial_ids(self) -> set[str]:
         if not self.exists:
             return set()
-        with closing(self._connect()) as db:
+        with self._session() as db:
             db.executescript(_SCHEMA)
             return {row[0] for row in db.execute("SELECT trial_id FROM trials")}
 
     def trials(self, *, with_steps: bool = True) -> list[TrialRecord]:
         """All stored trials, ordered by number."""
-        with closing(self._connect()) as db:
+        with self._session() as db:
             rows = db.execute("SELECT * FROM trials ORDER BY number").fetchall()
             columns = [d[0] for d in db.execute("SELECT * FROM trials LIMIT 0").description]
             windows: dict[str, dict[int, dict[str, float]]] = {}

@@ -22,14 +22,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.prediction import BUDGET_METRICS, PredictionSettings
-from frugalml.search import Search
+from frugalml.names import ALLOWED, check_name, name_problem
+from frugalml.search import Search, check_size, grid_size
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
 from frugalml.store import ResultStore
-from frugalml.validation import POSITIVE_INT, check_keys, read_toml
+from frugalml.validation import Interval, check, check_keys, printable, read_toml
 
 DEFAULT_MLFLOW = "default"
 STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
 BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate", "alpha"})  # what sgd_train reads
+MAX_WORKERS = Interval(int, 1, 1024, closed="both")  # trials at once; each is a process (or a Ray task)
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
 
@@ -93,6 +95,10 @@ class Workload:
             source = self.dataset or (Path(self.path).name.split(".")[0] if self.path else None)
             train_name = self.train if isinstance(self.train, str) else getattr(self.train, "__name__", None)
             self.name = "-".join(p for p in (source, self.algorithm or (train_name or "").split(":")[-1]) if p)
+            if name_problem(self.name) is not None:
+                raise ConfigError(f"the workload name made from its source, {ascii(self.name)}, is not allowed "
+                                  f"({name_problem(self.name)}); give the workload a 'name': {ALLOWED}.")
+        check_name("workload", self.name)
 
 
 @dataclass
@@ -134,8 +140,14 @@ class Study:
     prediction: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
-            raise ConfigError(f"study 'name' must be a non-empty string without '/'. Got {self.name!r} instead.")
+        check_name("study", self.name)
+        if self.directory is not None and (not isinstance(self.directory, str) or not printable(self.directory)
+                                           or not self.directory.strip()):
+            raise ConfigError(f"study 'directory' must be a folder path of printable characters. "
+                              f"Got {ascii(self.directory)} instead.")
+        if self.directory is not None and any(len(part.encode()) > 255 for part in Path(self.directory).parts):
+            raise ConfigError(f"study 'directory' has a folder name over 255 bytes, more than filesystems allow: "
+                              f"{ascii(self.directory[:60])}...")
         if not self.workloads:
             raise ConfigError("A study needs at least one [[workloads]] entry.")
         self.workloads = [w if isinstance(w, Workload) else Workload(**w) for w in self.workloads]
@@ -143,7 +155,7 @@ class Study:
         if len(set(names)) != len(names):
             raise ConfigError(f"Workload names must be unique; got {names}. Give each a distinct 'name'.")
         _check_types(self, _study_table)
-        _positive_int("study 'workers'", self.workers)
+        check("[study]", "workers", self.workers, MAX_WORKERS)
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"study 'seed' must be an int in the range [0, 2**32). Got {self.seed!r} instead.")
         if not (0 < self.hang_timeout_s < math.inf):
@@ -151,6 +163,10 @@ class Study:
                 f"execution 'hang_timeout_s' must be a number of seconds > 0. Got {self.hang_timeout_s!r} instead."
             )
         _positive_int("study 'repeats'", self.repeats)
+        per_workload = len(self.search.points or ()) or self.search.n_trials or grid_size(self.search.space)
+        check_size(f"The study ({per_workload:,} configurations x {self.repeats} repeats x "
+                   f"{len(self.workloads)} workloads)", per_workload * self.repeats * len(self.workloads),
+                   "search fewer configurations or run fewer repeats")
         _positive_int("execution 'cpus_per_trial'", self.cpus_per_trial)
         if not 0 <= self.gpus_per_trial < math.inf:
             raise ConfigError(
@@ -218,9 +234,12 @@ class Study:
         return data
 
 
+COUNT = Interval(int, 1, 2**53, closed="both")  # steps, epochs, repeats: past 2**63 SQLite cannot store them
+
+
 def _positive_int(what: str, value: Any) -> None:
-    if value not in POSITIVE_INT:
-        raise ConfigError(f"{what} must be {POSITIVE_INT}. Got {value!r} instead.")
+    if value not in COUNT:
+        raise ConfigError(f"{what} must be {COUNT}. Got {value!r} instead.")
 
 
 # [gate] is read by `frugalml check --gate` (frugalml.gate), not by the study itself

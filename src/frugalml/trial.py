@@ -1,7 +1,8 @@
 """The :class:`Trial` handle that training code calls once per step.
 
 The per-step path is the hottest code in frugalml: :meth:`Trial.step` is two clock
-reads, two list appends and three writes into shared memory. The operating system
+reads, two list appends and three writes into shared memory (and, once, a message at
+the end of the first step: where the trial's set-up ends for :mod:`frugalml.accounting`). The operating system
 is sampled from the parent process on a cadence (see ``frugalml.monitors``), so the
 trial's own process never pays for it.
 
@@ -21,9 +22,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from frugalml.exceptions import TrialUsageError
 
@@ -32,7 +34,19 @@ PROGRESS_STEPS = 0  # steps done
 PROGRESS_MARK = 1  # time.monotonic() at the end of the latest trial call
 PROGRESS_WINDOW_S = 2  # training seconds in the current window so far
 PROGRESS_EVALUATING = 3  # 1.0 between a window's last step and its report (evaluation time)
-PROGRESS_SIZE = 4
+PROGRESS_PHASE = 4  # PHASE_TRAIN, PHASE_EVALUATE (the training function returned), PHASE_LOG
+PROGRESS_SIZE = 5
+
+PHASE_TRAIN, PHASE_EVALUATE, PHASE_LOG = 0.0, 1.0, 2.0
+PHASES = {PHASE_TRAIN: "train", PHASE_EVALUATE: "evaluate", PHASE_LOG: "log"}
+
+
+def phase_name(phase: float, steps: int, steps_planned: int | None) -> str:
+    """Where a trial is, from its progress slot: ``train``, ``evaluate`` (its last planned step
+    is done, or its training function returned) or ``log`` (saving a model or reference data)."""
+    if phase == PHASE_TRAIN and steps_planned and steps >= steps_planned:
+        phase = PHASE_EVALUATE
+    return PHASES.get(phase, "train")
 
 
 class TrialStopped(BaseException):
@@ -102,16 +116,21 @@ class Trial:
         self._send({"type": "plan", "steps": total_steps})
 
     def log_model(self, model: Any, *, input_example: Any = None) -> str:
-        """Save ``model`` as an MLflow model with this trial, for ``frugalml register``.
+        """Keep ``model`` with this trial: its MLflow run's ``model``, and ``frugalml register``'s.
 
         The flavour follows the model's type (scikit-learn, PyTorch, Keras, XGBoost,
         LightGBM, Transformers; anything with ``predict`` as a pyfunc). Pass an
         ``input_example`` (a few input rows) so the model gets a signature. Returns
         the model's directory. Call it once, after training.
-        """
-        from frugalml.flavors import save_model  # lazy: MLflow takes ~3 s to import
 
-        path = save_model(model, self._artifacts("model"), input_example=input_example)
+        The trial only pickles it; the driver exports it as an MLflow model once the
+        trial ended, so MLflow's import is not charged to the trial's budgets.
+        """
+        directory = self._artifacts("model")
+        with self._phase(PHASE_LOG):
+            from frugalml.flavors import save_model  # lazy: cloudpickle, only for a trial that keeps a model
+
+            path = save_model(model, directory, input_example=input_example)
         self._send({"type": "info", "info": {"model": {"path": str(path[0]), "flavor": path[1]}}})
         return str(path[0])
 
@@ -122,11 +141,26 @@ class Trial:
         ``y``: their labels or targets; ``task``: ``"classification"`` or
         ``"regression"`` (default: from ``y``: floats are a regression target).
         """
-        from frugalml.flavors import save_reference
+        directory = self._artifacts("reference")
+        with self._phase(PHASE_LOG):
+            from frugalml.flavors import save_reference
 
-        path = save_reference(self._artifacts("reference"), X, y, task=task)
+            path = save_reference(directory, X, y, task=task)
         self._send({"type": "info", "info": {"reference": str(path)}})
         return str(path)
+
+    @contextlib.contextmanager
+    def _phase(self, phase: float) -> Iterator[None]:
+        """The watchdog reads the phase, so a stop records where the trial was (``stop_phase``)."""
+        previous = self._progress[PROGRESS_PHASE]
+        self._progress[PROGRESS_PHASE] = phase
+        yield  # no finally: a failure inside stays marked with the phase it failed in
+        self._progress[PROGRESS_PHASE] = previous
+
+    @property
+    def phase(self) -> str:
+        """``train``, ``evaluate`` (after the last planned step, or once training returned) or ``log``."""
+        return phase_name(self._progress[PROGRESS_PHASE], self._steps, self.steps_planned)
 
     def _artifacts(self, what: str) -> str:
         if self.artifact_dir is None:
@@ -158,6 +192,8 @@ class Trial:
         progress[PROGRESS_STEPS] = self._steps
         progress[PROGRESS_WINDOW_S] += duration
         progress[PROGRESS_MARK] = time.monotonic()
+        if self._steps == 1:  # set-up ends here; sent before the mark, so no step pays for it
+            self._send({"type": "first_step"})
         self._mark = time.perf_counter()
         if self._steps % self.eval_every == 0:
             self._window_due = True
@@ -174,7 +210,7 @@ class Trial:
         """Record facts about this trial (e.g. ``batch_size_clamped=True``)."""
         self._send({"type": "info", "info": info})
 
-    def _flush(self, metrics: dict[str, float]) -> None:
+    def _flush(self, metrics: dict[str, float], after_loop: bool = False) -> None:
         if not self._durations:
             if metrics:  # an evaluation before any step, or a repeated report
                 self._send({"type": "metrics", "step": self._steps, "metrics": metrics})
@@ -193,6 +229,7 @@ class Trial:
                 "train_loss": sum(finite) / len(finite) if finite else math.nan,
                 "metrics": metrics,
                 "wall_s": time.monotonic() - self._started,
+                "after_loop": after_loop,  # flushed once training returned: not a step boundary
             }
         )
         self._durations = []
@@ -205,6 +242,7 @@ class Trial:
     def _end_training(self) -> None:
         """Time after the last step is evaluation and shutdown, not a step."""
         self._progress[PROGRESS_EVALUATING] = 1.0
+        self._progress[PROGRESS_PHASE] = PHASE_EVALUATE
 
     def _reset_mark(self) -> None:
         self._progress[PROGRESS_EVALUATING] = 0.0
@@ -214,5 +252,5 @@ class Trial:
     def _finish(self) -> None:
         """Flush a partial window; called by the executor after the function returns."""
         if self._durations:
-            self._flush({})
+            self._flush({}, after_loop=True)
         self._end_training()

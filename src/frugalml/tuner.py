@@ -7,9 +7,11 @@ MLflow any stored trial that did not reach it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import logging
 import queue
-import shutil
 import sys
 import threading
 import warnings
@@ -18,18 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from frugalml.exceptions import ConfigError, FrugalError, StoreError, TrialUsageError
-from frugalml.executors import Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload
+from frugalml.exceptions import ConfigError, FrugalError, StoreError, StoreLockedError, TrialUsageError
+from frugalml.executors import (
+    Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload, resolve_train_function,
+)
 from frugalml.lineage import data_lineage, write_lineage
+from frugalml.ownership import make_owned_dir, remove_owned
 from frugalml.prediction import ConfigGate
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
 from frugalml.search import Config, Sampler
 from frugalml.stopping import STUDY, StudyBudget
-from frugalml.store import ResultStore
+from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, Workload, stored_study
-from frugalml.tracking import MlflowTracker, Tracker, check_uri, default_uri
+from frugalml.tracking import MlflowTracker, Tracker, TrackingError, check_uri, default_uri, shown_uri
 
+logger = logging.getLogger("frugalml.tracking")  # with no logging set up, Python prints the line to stderr
 ProgressCallback = Callable[[str, Any], None]  # ("start", TrialTask) or ("end", TrialRecord)
 ExecutorFactory = Callable[[ExecutorSettings, StudyState], Executor]
 
@@ -50,6 +56,8 @@ class _WorkloadPlan:
 def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int | None]:
     """Resolve the training function and its arguments; built-in data is prepared here, once."""
     if workload.train is not None:
+        if study.backend == "local":  # a Ray cluster may hold modules the driver lacks
+            check_train_function(workload.train, workload.train_kwargs)
         return workload.train, dict(workload.train_kwargs), None
     # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
     from frugalml.workloads import (
@@ -77,6 +85,24 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
         data_format=workload.data_format, seed=study.seed,
     )
     return train, kwargs, data.n_train
+
+
+def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> None:
+    """A one-line ConfigError, before any trial, when ``train`` is not a Python function that
+    takes the trial first (``train = "os:system"`` would fail every trial the same way)."""
+    function = resolve_train_function(train)
+    call = function if inspect.isfunction(inspect.unwrap(function)) or inspect.ismethod(function) \
+        or isinstance(function, functools.partial) else getattr(type(function), "__call__", None)
+    is_python = not inspect.isclass(function) and (call is function or inspect.isfunction(call))
+    try:
+        inspect.signature(function).bind(object(), **train_kwargs)
+    except (TypeError, ValueError):
+        is_python = False
+    if not is_python:
+        kind = "it is a class" if inspect.isclass(function) else "it is a built-in" if inspect.isbuiltin(function) \
+            else "its arguments do not fit (trial, **train_kwargs)"
+        raise ConfigError(f"{train!r} is not a training function ({kind}); write one as "
+                          "def train(trial, **train_kwargs) and name it 'module:function'.")
 
 
 def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -147,15 +173,23 @@ class Tuner:
         self._lineage: dict[str, Any] | None = None
         self._tracking: queue.Queue[TrialRecord | None] = queue.Queue()
         self._tracking_error: Exception | None = None
+        self._locks: contextlib.ExitStack | None = None
+        self._run_locked = False
 
     # -- set-up -------------------------------------------------------------------------
 
     def _load_previous(self) -> None:
         if not self.store.exists:
             return
-        if self.fresh:
-            shutil.rmtree(self.study.path)
+        if self.fresh:  # cleared in _run once the whole study has been checked; a damaged store too, not a locked one
+            try:
+                self.store.check_writable()
+            except StoreLockedError:
+                raise
+            except StoreError:
+                pass
             return
+        self.store.check_writable()  # another process's lock is said now, not after the first trial
         stored_name, _ = self.store.study()
         if stored_name != self.study.name:
             raise StoreError(f"{self.study.path} holds study '{stored_name}', not '{self.study.name}'.")
@@ -208,9 +242,12 @@ class Tuner:
 
     # -- recording ----------------------------------------------------------------------
 
+    def _tracking_uri(self) -> str:
+        return default_uri(self.study.path) if self.study.mlflow_uri == DEFAULT_MLFLOW else self.study.mlflow_uri
+
     def _tracker_or_none(self) -> Tracker | None:
         if self._tracker is None and self.study.mlflow_uri:
-            uri = default_uri(self.study.path) if self.study.mlflow_uri == DEFAULT_MLFLOW else self.study.mlflow_uri
+            uri = self._tracking_uri()
             study = self.study
             params = {"method": study.search.method, "repeats": study.repeats, "workers": study.workers,
                       "seed": study.seed, "backend": study.backend, "objectives": ",".join(study.search.objectives),
@@ -222,6 +259,7 @@ class Tuner:
 
     def _record(self, record: TrialRecord) -> None:
         if not self._store_open:
+            self._lock_run()
             self.store.open_study(self.study.name, self.study.to_dict())
             self._store_open = True
             if self._lineage is not None:
@@ -233,30 +271,75 @@ class Tuner:
             self._tracking.put(record)
 
     def _track_in_background(self) -> None:
-        """Log to MLflow on a thread: a slow tracking server must not pause the watchdog."""
+        """Log to MLflow on a thread: a slow tracking server must not pause the watchdog.
+
+        After the first failure nothing more is sent this run (each try would wait out
+        the server's time limits again); the store has every trial and ``--resume`` logs
+        the ones MLflow lacks. The tracker is opened first, while the first trials run, so
+        an unreachable server is reported within seconds of the start.
+        """
+        try:
+            self._tracker_or_none()
+        except Exception as error:  # noqa: BLE001 - as below
+            self._tracking_failed(error)
         while (record := self._tracking.get()) is not None:
+            if self._tracking_error is not None:
+                continue
             try:
-                self.store.set_mlflow_run(record.trial_id, self._tracker_or_none().log_trial(record))
-            except Exception as error:  # noqa: BLE001 - the store has it; resume re-logs it
-                self._tracking_error = error
+                run_id = self._tracker_or_none().log_trial(record)
+            except Exception as error:  # noqa: BLE001 - any failure of the copy; the store has the trial
+                self._tracking_failed(error)
+                continue
+            try:
+                self.store.set_mlflow_run(record.trial_id, run_id)
+            except Exception:  # noqa: BLE001 - the driver meets the store's problem itself; resume re-logs
+                pass
+
+    def _tracking_failed(self, error: BaseException) -> None:
+        """Turn tracking off for the rest of this run and say so, once."""
+        if self._tracking_error is not None:
+            return
+        self._tracking_error = error
+        lines = str(error).strip().splitlines()
+        why = (lines[0] if lines else type(error).__name__)[:300]
+        if not isinstance(error, TrackingError):
+            why = f"MLflow tracking at {shown_uri(self._tracking_uri())} failed: {why}"
+        logger.warning("frugalml: warning: %s; the study goes on without MLflow (its results store has every trial), "
+                       "and `frugalml tune --resume` logs the trials MLflow lacks.", why)
 
     def _sync_tracking(self) -> None:
-        """Log stored trials that never reached MLflow (the driver died in between)."""
+        """Queue stored trials that never reached MLflow (the driver died in between, or the
+        tracking server was down) for the tracking thread."""
         if not self.records or not self.study.mlflow_uri:
             return
         unlogged = {t for t, run in self.store.mlflow_runs().items() if run is None}
-        tracker = self._tracker_or_none()
         for record in self.records:
             if record.trial_id in unlogged:
-                self.store.set_mlflow_run(record.trial_id, tracker.log_trial(record))
+                self._tracking.put(record)
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> StudyResult:
-        self._load_previous()
-        plans = self._plans()  # validates data before anything is written
+        with contextlib.ExitStack() as locks:
+            self._locks = locks
+            if self.store.exists:  # a second `tune` of this study is refused now; a new one locks with its store
+                self._lock_run()
+            return self._run()
+
+    def _lock_run(self) -> None:
+        if self._locks is not None and not self._run_locked:
+            self._locks.enter_context(self.store.run_lock())
+            self._run_locked = True
+
+    def _run(self) -> StudyResult:
         if self.study.mlflow_uri and self.study.mlflow_uri != DEFAULT_MLFLOW:
-            check_uri(self.study.mlflow_uri)
+            check_uri(self.study.mlflow_uri)  # before --fresh deletes anything
+        self._load_previous()
+        plans = self._plans()  # validates data before anything is written or deleted
+        if self.fresh and self.store.exists:
+            remove_owned(self.study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
+        make_owned_dir(self.study.path)  # frugalml's (marked) before MLflow's default store goes in it
+        self._lock_run()
         self._sync_tracking()
         rules = self.study.stopping_rules()
         study_budgets = [r for r in rules if isinstance(r, StudyBudget)]
@@ -303,22 +386,31 @@ class Tuner:
             executor.shutdown()
             raise
         finally:
+            ended_by = sys.exc_info()[0]
+            if ended_by is not None:  # leave unsent trials to --resume rather than wait for them
+                while not self._tracking.empty():
+                    self._tracking.get_nowait()
             self._tracking.put(None)
             tracking.join()
-            if self._tracker is not None and sys.exc_info()[0] is not None:
-                self._tracker.close()
+            if self._tracker is not None and ended_by is not None:  # never leave the study's run RUNNING
+                self._tracker.close("KILLED" if issubclass(ended_by, KeyboardInterrupt) else "FAILED")
         result = StudyResult(self.study.name, str(self.study.path), tuple(self.records), self.study.search,
                              compute_budget.limit if compute_budget else None)
-        if self._tracker is not None:
+        self._end_tracking(result)
+        return result
+
+    def _end_tracking(self, result: StudyResult) -> None:
+        """Log the study's summary and end its run: FINISHED, or FAILED where trials are missing."""
+        if self._tracker is None:
+            return
+        if self._tracking_error is None:
             try:
                 self._tracker.log_study(result)
-            except Exception as error:  # noqa: BLE001 - the store has everything; MLflow is a copy
-                self._tracking_error = self._tracking_error or error
-            finally:
                 self._tracker.close()
-        if self._tracking_error is not None:
-            warnings.warn(f"MLflow logging failed ({self._tracking_error}); `frugalml tune --resume` re-logs it.")
-        return result
+                return
+            except Exception as error:  # noqa: BLE001 - the store has everything; MLflow is a copy
+                self._tracking_failed(error)
+        self._tracker.close("FAILED")
 
     def _start_next(self, plans: list[_WorkloadPlan], executor: Executor,
                     by_task: dict[str, tuple[_WorkloadPlan, Config]]) -> bool:
@@ -342,6 +434,8 @@ class Tuner:
                     steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
                     gpus=self.study.gpus_per_trial,
                     artifact_dir=str((self.study.path / "artifacts" / f"trial-{self._next_number:05d}").resolve()),
+                    predicted_cpu_s_per_step=_ask_gate("predicted_cpu_s_per_step", plan, config.params)
+                    if plan.gate is not None else None,  # a stop before the first window is credited at it
                 )
                 executor.submit(task)
                 self._next_number += 1

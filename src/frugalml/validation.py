@@ -113,11 +113,37 @@ def read_toml(path: str | Path, what: str, hint: str) -> dict[str, Any]:
     """The tables of a TOML file; a one-line :class:`ConfigError` naming ``what`` (e.g. "study file")
     when it is missing, unreadable or malformed, with ``hint`` saying what to pass instead."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found; {hint}.")
     try:
-        return tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        if not path.is_file():
+            found = "is not a regular file" if path.exists() else "not found"
+            raise ConfigError(f"{what} {path} {found}; {hint}.")
+        size = path.stat().st_size
+        if size > MAX_TOML_BYTES:
+            raise ConfigError(f"{what} {path} has {size:,} bytes; a settings file is at most {MAX_TOML_BYTES:,}: "
+                              "list fewer values (a grid over ranges: method = \"random\" with n_trials).")
+        data = tomllib.loads(path.read_text())
+    except ConfigError:  # a ValueError too: said as it is
+        raise
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:  # both are ValueErrors: caught first
         raise ConfigError(f"{what} {path} is not valid TOML: {error}.") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"cannot read {what} {ascii(str(path))}: {getattr(error, 'strerror', None) or error}.") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests arrays or tables too deeply to read; at most {MAX_TOML_DEPTH} "
+                          "levels.") from None
+    if _depth(data) > MAX_TOML_DEPTH:
+        raise ConfigError(f"{what} {path} nests arrays or tables more than {MAX_TOML_DEPTH} levels deep; "
+                          "flatten it.")
+    return data
+
+
+MAX_TOML_BYTES = 2**20  # a study file is a few hundred bytes; a 40,000-value grid list fits
+MAX_TOML_DEPTH = 16
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply ``value`` nests lists and tables (stops counting past the limit)."""
+    if level > MAX_TOML_DEPTH:
+        return level
+    children = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+    return max((_depth(child, level + 1) for child in children), default=level)

@@ -50,7 +50,7 @@ def _small_and_large(result, param: str, small_and_large: tuple, memory_mb: floa
     assert large.status is TrialStatus.STOPPED, large.error
     assert large.stop.rule == "max_memory_mb" and large.stop.value > memory_mb
     assert large.steps_planned == planned and large.steps_done < planned
-    assert large.cpu_s_saved > 0
+    assert large.cpu_s_saved > 0 or large.saved_basis == "unknown"  # unknown: stopped before its first window
     assert "model" not in large.info  # killed before it could log one
     return small, large
 

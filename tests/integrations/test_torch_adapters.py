@@ -96,7 +96,7 @@ def test_a_frameworks_own_loop_is_stopped_for_memory_mid_training_and_its_best_m
     assert large.status is TrialStatus.STOPPED, (large.status, large.error)
     assert large.stop.rule == "max_memory_mb" and large.stop.value > case.budget_mb
     assert large.steps_planned == case.steps > large.steps_done  # planned, then stopped mid-training
-    assert large.cpu_s_saved > 0
+    assert large.cpu_s_saved > 0 or large.saved_basis == "unknown"  # unknown: stopped before its first window
     assert result.best_feasible("fit").params["hidden"] == case.small
     assert small.info["model"]["flavor"] == case.flavor
 

@@ -113,3 +113,38 @@ class PredictingClient(threading.Thread):
                 return True
             time.sleep(0.05)
         return False
+
+
+def table_with_categories():
+    """diabetes with ``age`` binned into a text column ``age_group`` (young / middle / senior):
+    features and labels."""
+    import os
+
+    import pandas as pd
+
+    frame = pd.read_csv(os.path.join(os.environ["FRUGALML_DATA_DIR"], "diabetes.csv.gz"))
+    groups = pd.cut(frame.pop("age"), [0, 30, 45, 200], labels=["young", "middle", "senior"])
+    frame["age_group"] = groups.astype(str)
+    return frame.drop(columns="target"), frame["target"]
+
+
+def category_pipeline(n_estimators: int = 20):
+    """A user's Pipeline: one-hot encoding of the text column, then a random forest."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["age_group"]), remainder="passthrough")
+    return make_pipeline(encode, RandomForestClassifier(n_estimators=n_estimators, random_state=0))
+
+
+def pipeline_logged(trial) -> None:
+    """A training function on a table with a text column: fits the Pipeline, logs it and its reference."""
+    X, y = table_with_categories()
+    trial.plan(1)
+    model = category_pipeline(trial.params["n_estimators"]).fit(X, y)
+    trial.step(loss=0.0, n_samples=len(X))
+    trial.report(val_loss=1.0 - model.score(X, y))
+    trial.log_model(model, input_example=X.head(3))
+    trial.log_reference(X, y)

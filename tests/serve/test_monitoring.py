@@ -12,6 +12,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.serve import (
     AlertEvaluator,
     AlertRule,
+    DuplicateFeedback,
     FeedbackError,
     Monitor,
     Notifier,
@@ -218,10 +219,15 @@ def test_quality_per_slice_and_nonfinite_weights(reference, model, diabetes):
     assert values["quality.accuracy"] == 0.75
     assert values["quality.accuracy.group=a"] == 0.5 and values["quality.accuracy.group=b"] == 1.0
     assert values["quality.accuracy_gap.group"] == 0.5
+    with pytest.raises(DuplicateFeedback, match="already has its label"):
+        monitor.feedback(ids[3], "tested_negative")  # idempotent: the first label counts, once
+    monitor.process()
+    assert monitor.values()["quality.accuracy"] == 0.75
     with pytest.raises(FeedbackError, match="unknown prediction_id"):
         monitor.feedback("abc-1", "tested_negative")
+    unlabelled = monitor.observe(split.X_test[:1], np.array(["tested_negative"]))
     with pytest.raises(FeedbackError, match="classes"):
-        monitor.feedback(ids[0], "yes")
+        monitor.feedback(unlabelled[0], "yes")
     broken = copy.deepcopy(model)
     broken.steps[-1][1].coef_[0, 0] = np.nan
     monitor.configure({}, model=broken)

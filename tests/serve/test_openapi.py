@@ -14,11 +14,24 @@ def test_the_schema_describes_every_route_with_its_body(server):
     response = server.client.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ("/predict", "/invocations", "/feedback", "/v2/models/{name}/infer", "/health", "/metrics"):
+    for path in ("/predict", "/invocations", "/feedback", "/v2/models/{name}/infer", "/health", "/metrics", "/v2/models/{name}/versions/{version}/infer"):
         assert path in paths, path
     predict = paths["/predict"]["post"]
     assert predict["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert {"200", "415", "422"} <= set(predict["responses"])
+
+
+def test_the_schema_passes_openapi_spec_validator(server):
+    """What a client generator checks first: a valid OpenAPI document, one operationId per operation."""
+    from openapi_spec_validator import validate
+
+    spec = server.client.get("/openapi.json").json()
+    validate(spec)
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for path in ("/v2", "/v2/models/{name}/versions/{version}/infer", "/ping", "/version"):
+        assert path in spec["paths"], path
+    assert server.client.head("/health").status_code == 200  # HEAD still answers, out of the schema
 
 
 def test_schemathesis_finds_no_server_error(model_dir, tmp_path):

@@ -189,15 +189,20 @@ def test_feedback_gives_accuracy_per_window_and_slice(server, diabetes, model):
     assert value(samples, "frugalml_feedback_total") >= 40
     unknown = server.client.post("/feedback", json={"prediction_id": "nope-1", "label": "tested_negative"})
     assert unknown.status_code == 422 and unknown.json()["kind"] == "bad_feedback"
-    bad_label = server.client.post("/feedback", json={"prediction_id": body["ids"][0], "label": "maybe"})
+    fresh = server.client.post("/predict", json={"instances": X[:2].tolist()}).json()["ids"]  # not labelled yet
+    bad_label = server.client.post("/feedback", json={"prediction_id": fresh[0], "label": "maybe"})
     assert bad_label.status_code == 422 and "classes" in bad_label.json()["error"]
     prefix = body["ids"][0].rpartition("-")[0]
     for odd in (f"{prefix}-\u00b2", f"{prefix}-\u0661\u0662", f"{prefix}-" + "9" * 5000):  # not ASCII digits, too long
         response = server.client.post("/feedback", json={"prediction_id": odd, "label": "tested_negative"})
         assert (response.status_code, response.json()["kind"]) == (422, "bad_feedback"), response.text
     total = value(scrape(server.client), "frugalml_feedback_total")
-    half_bad = [{"prediction_id": body["ids"][0], "label": str(y[0])},
-                {"prediction_id": body["ids"][1], "label": str(y[1]), "slice": "not an object"}]
+    again = server.client.post("/feedback", json={"prediction_id": body["ids"][0], "label": str(y[0])})
+    assert (again.status_code, again.json()["kind"]) == (409, "duplicate_feedback"), again.text  # counted once
+    twice = [{"prediction_id": fresh[0], "label": str(y[0])}, {"prediction_id": fresh[0], "label": str(y[0])}]
+    assert server.client.post("/feedback", json=twice).json()["kind"] == "duplicate_feedback"
+    half_bad = [{"prediction_id": fresh[0], "label": str(y[0])},
+                {"prediction_id": fresh[1], "label": str(y[1]), "slice": "not an object"}]
     response = server.client.post("/feedback", json=half_bad)
     assert response.status_code == 422 and response.json()["error"].startswith("item 1:")
     assert value(scrape(server.client), "frugalml_feedback_total") == total  # all or nothing

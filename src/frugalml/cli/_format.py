@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from rich.console import Console
 
+from frugalml import accounting
 from frugalml.records import TrialRecord
 from frugalml.results import ComputeAccount
 
@@ -41,7 +42,9 @@ def trial_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
                 "steps_done": record.steps_done,
                 "steps_planned": record.steps_planned,
                 "cpu_s": record.cpu_s,
-                "cpu_s_saved": record.cpu_s_saved,
+                "cpu_s_saved": accounting.saved_cpu_s(record),  # None: unknown
+                "saved_basis": record.saved_basis,
+                "stop_phase": record.stop_phase,
                 "energy_j": record.energy_j,
                 "energy_j_saved": record.energy_j_saved,
                 "energy_source": record.energy_source,
@@ -81,13 +84,14 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def compute_line(account: ComputeAccount) -> str:
-    by_rule = ", ".join(f"{rule} {cpu:.1f}" for rule, cpu in sorted(account.saved_by_rule.items()))
+    by_rule = ", ".join(f"{rule} {account.shown(rule, cpu)}" for rule, cpu in sorted(account.saved_by_rule.items()))
     energy = "" if account.used_energy_j is None else (
         f"; energy: used {account.used_energy_j:.1f} J, saved {account.saved_energy_j or 0.0:.1f} J "
         f"({', '.join(account.energy_sources)})"
     )
+    basis = ", ".join(f"{n} {name}" for name, n in account.saved_basis.items())
     return (
         f"compute: used {account.used_cpu_s:.1f} CPU-s, saved {account.saved_cpu_s:.1f} CPU-s "
         f"({account.saved_fraction:.0%} of running every trial in full)" + (f" [{by_rule}]" if by_rule else "")
-        + energy
+        + (f" (saved from: {basis})" if basis else "") + energy
     )

@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from frugalml.exceptions import ConfigError
+from frugalml.names import name_argument
 from frugalml.study import STUDIES_ROOT
 
 _MAX_EVENT_BYTES = 65_536
@@ -26,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 promoted, 1 the gate failed (the champion keeps serving), 2 a usage error.")
     parser.add_argument("study", help="the study the champion came from (a directory or a name under --root)")
     parser.add_argument("--data", required=True, help="the new data file (CSV/Parquet/npz, the champion's columns)")
-    parser.add_argument("--model", required=True, help="the registered model's name")
-    parser.add_argument("--alias", default="champion", help="the alias that marks the champion (default champion)")
+    parser.add_argument("--model", required=True, type=name_argument("model"), help="the registered model's name")
+    parser.add_argument("--alias", default="champion", type=name_argument("alias"), help="the alias that marks the champion (default champion)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                         help="the registry (default $MLFLOW_TRACKING_URI, else the study's own store)")
     parser.add_argument("--target", help="the target column, if it differs from the study's")

@@ -8,6 +8,7 @@ import sys
 import time
 
 from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.names import name_argument
 from frugalml.study import STUDIES_ROOT
 
 
@@ -15,8 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     register = subparsers.add_parser("register", help="refit a study's best feasible config and register it in MLflow")
     register.add_argument("study", help="a study directory (or a study name under --root)")
     register.add_argument("--root", default=STUDIES_ROOT)
-    register.add_argument("--name", help="registered model name (default <study>-<workload>)")
-    register.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
+    register.add_argument("--name", type=name_argument("model"), help="registered model name (default <study>-<workload>)")
+    register.add_argument("--alias", type=name_argument("alias"), help="point this alias (e.g. champion) at the new version")
     register.add_argument("--workload", help="which workload's best config (when the study has several)")
     register.add_argument("--monitoring", metavar="TOML", help="a monitoring config stored with the model")
     register.add_argument("--tracking-uri", help="default: the study's own MLflow store")
@@ -45,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="for models:/NAME@ALIAS: check the alias this often and swap in the version it "
                             "moves to (default 30; 0: never)")
     serve.add_argument("--config", metavar="TOML", help="monitoring config (default: the model's own, else defaults)")
+    serve.add_argument("--max-feature-series", type=int, default=None, metavar="N",
+                       help="at most N input features get their own series on /metrics: the drifted ones first, "
+                            "aggregates cover the rest (default 10; 0: aggregates only)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=run_serve)
@@ -107,10 +111,11 @@ def run_serve(args: argparse.Namespace) -> int:
         tracking_uri = study_tracking_uri(study_directory(args.study, STUDIES_ROOT))
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535]. Got {args.port} instead.")
+    limits = {} if args.max_feature_series is None else {"max_feature_series": args.max_feature_series}
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
                               body_timeout_s=args.body_timeout, reference=args.reference,
-                              poll_registry_s=_number(args.poll_registry))
+                              poll_registry_s=_number(args.poll_registry), **limits)
     if args.poll_registry is not None and registry_alias(args.model_uri) is None:
         print("frugalml: note: --poll-registry is ignored: only a models:/NAME@ALIAS URI has an alias to follow.",
               file=sys.stderr)

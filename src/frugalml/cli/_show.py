@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from frugalml.accounting import UNKNOWN
 from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
 from frugalml.records import is_estimate
@@ -71,6 +72,13 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved(value: float | None, basis: str | None, source: str | None = None) -> str:
+    """A saved figure, or ``unknown`` where its basis is (never a number then)."""
+    if basis == UNKNOWN:
+        return UNKNOWN
+    return _joules(value, source) if source is not None else fmt(value, 3)
+
+
 def _joules(value: float | None, source: str | None) -> str:
     """Joules with ``~`` in front of an estimate, so it is never read as a measurement."""
     if value is None:
@@ -91,7 +99,7 @@ def run_show(args: argparse.Namespace) -> int:
     table = Table(title=f"study {result.name}")
     params = sorted({k for r in result.records for k in r.params})
     columns = ["#", "workload", *params, "rep", "status", "stop", "val_loss", "acc/rmse", "step ms", "mem MB",
-               "cpu-s", "saved cpu-s", "J", "saved J"]
+               "cpu-s", "saved cpu-s", "saved from", "J", "saved J"]
     for column in columns:
         table.add_column(column, overflow="fold")
     for record, row in zip(result.records, rows):
@@ -100,8 +108,9 @@ def run_show(args: argparse.Namespace) -> int:
             str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
             record.status.value, (row["stop_reason"] or "-")[:60], fmt(row["val_loss"]), fmt(quality),
             fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), fmt(record.cpu_s, 3),
-            fmt(record.cpu_s_saved, 3), _joules(record.energy_j, record.energy_source),
-            _joules(record.energy_j_saved, record.energy_source),
+            _saved(row["cpu_s_saved"], record.saved_basis), record.saved_basis or "-",
+            _joules(record.energy_j, record.energy_source),
+            _saved(record.energy_j_saved, record.saved_basis, record.energy_source),
         )
     console.print(table)
     best = result.best_feasible()

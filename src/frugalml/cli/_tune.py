@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Group
@@ -103,13 +104,25 @@ def run(args: argparse.Namespace) -> int:
     console.print(compute_line(account), markup=False)  # "[rule x, ...]" is not rich markup
     if account.saved_by_mechanism:
         console.print("saved by mechanism: " + ", ".join(
-            f"{how} {cpu:.1f} CPU-s" for how, cpu in sorted(account.saved_by_mechanism.items())))
+            f"{how} {account.shown(how, cpu)}" + ("" if how in account.unknown else " CPU-s")
+            for how, cpu in sorted(account.saved_by_mechanism.items())))
     if result.compute_budget_cpu_s is not None:  # budgeted mode: the best found within B CPU-seconds
         ended = "; the compute budget ended the search" if result.budget_exhausted else ""
         console.print(f"budgeted mode: used {account.used_cpu_s:.1f} of {result.compute_budget_cpu_s:g} "
                       f"CPU-s{ended}; the best configurations above are the best found within it")
     console.print(f"results: {result.directory}")
-    return 0
+    return _all_failed(result.records)
+
+
+def _all_failed(records: Any) -> int:
+    """1, with the most common reason on stderr, when every trial failed (a bug, not a budget); else 0."""
+    if not records or any(record.status is not TrialStatus.FAILED for record in records):
+        return 0
+    reasons = Counter(" ".join(str(record.error or "unknown error").split())[:300] for record in records)
+    reason, count = reasons.most_common(1)[0]
+    same = "every one" if count == len(records) else f"{count} of them"
+    print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from frugalml.accounting import FIRST_STEP_CPU_S
 from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
@@ -91,14 +92,16 @@ class InProcessExecutor(Executor):
                 peak_mb = peak_gpu_memory_mb(w.values for w in run.windows)  # what the function reported
                 limit_mb = gpu_memory_limit(self.settings.rules)
                 run.stop = gpu_oom_stop(oom, step=trial.steps, peak_mb=peak_mb, limit_mb=limit_mb)
+                run.stop_phase = trial.phase
             else:
                 status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 info["user_error"] = isinstance(exc, FrugalError)
         if run.stop is not None:  # a training function that swallowed the stop still stopped
             status, error = TrialStatus.STOPPED, None
+            info["stop_phase"] = run.stop_phase
         info.update(energy_j=run.energy.sample()["energy_j"], **run.energy.labels())
         return trial_record(
-            run.task, status, steps_done=trial.steps, wall_s=time.monotonic() - run.started,
+            run.task, status, self.state.peers(task.workload), steps_done=trial.steps, wall_s=time.monotonic() - run.started,
             cpu_s=self.cpu_clock() - run.cpu_start, stop=run.stop, error=error, train_loss=tuple(run.losses),
             windows=run.windows, info={**run.info, **info},
         )
@@ -114,6 +117,7 @@ class _InlineRun:
         self.losses: list[float] = []
         self.info: dict[str, Any] = {}
         self.stop: StopInfo | None = None
+        self.stop_phase: str | None = None
         self.started = time.monotonic()
         self.cpu_start = executor.cpu_clock()
         self.energy = EnergyMonitor(executor.cpu_clock, watts_per_core=executor.watts_per_core,
@@ -127,9 +131,13 @@ class _InlineRun:
         if kind == "plan":
             self.task = replace(self.task, steps_planned=int(message["steps"]))
             return
+        if kind == "first_step":
+            self.info[FIRST_STEP_CPU_S] = self.executor.cpu_clock() - self.cpu_start
+            return
         if kind == "metrics" and self.windows:
             last = self.windows[-1]
-            reported = {k: v for k, v in message["metrics"].items() if k != "energy_j"}  # the monitor's stays
+            reported = {k: v for k, v in message["metrics"].items()
+                        if k not in ("energy_j", "cpu_s")}  # the monitor's stay
             self.windows = (*self.windows[:-1], Window(last.step, {**last.values, **reported}))
         elif kind == "window":
             train_s = message["train_s"]
@@ -140,6 +148,8 @@ class _InlineRun:
                 "wall_s": message["wall_s"],
             }
             values["energy_j"] = self.energy.sample()["energy_j"]  # the monitor's, as in the process executors
+            if not message.get("after_loop"):  # a step boundary, read after the window's evaluation
+                values["cpu_s"] = self.executor.cpu_clock() - self.cpu_start
             self.windows = (*self.windows, Window(message["step"], values))
             self.losses.extend(message["losses"])
         else:
@@ -160,4 +170,5 @@ class _InlineRun:
         stop = check_all(executor.settings.rules, view)
         if stop is not None:
             self.stop = stop
+            self.stop_phase = self.trial.phase if self.trial else "train"
             raise TrialStopped(stop.message)

@@ -26,6 +26,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import (
     gpu_memory_limit, gpu_oom_stop, peak_gpu_memory_mb, warn_if_gpu_budget_unmeasurable, why_no_gpu_here,
 )
+from frugalml.accounting import FIRST_STEP_CPU_S
 from frugalml.executors._task import TrialTask, trial_record
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
@@ -35,7 +36,9 @@ from frugalml.monitors._energy import default_watts_per_core
 from frugalml.monitors._gpu import visible_gpus
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import TrialView, check_all
-from frugalml.trial import PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S
+from frugalml.trial import (
+    PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
+)
 
 PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
@@ -155,6 +158,7 @@ class _Running:
     pending_metrics: dict[str, float] = field(default_factory=dict)
     outcome: dict[str, Any] | None = None
     stop: StopInfo | None = None
+    stop_phase: str | None = None
     failure: str | None = None
 
 
@@ -301,6 +305,8 @@ class LocalExecutor(Executor):
             running.pending_metrics.update(message["metrics"])
         elif kind == "info":
             running.info.update(message["info"])
+        elif kind == "first_step":
+            running.info[FIRST_STEP_CPU_S] = message["cpu_s"]
         elif kind == "plan":
             running.task = replace(running.task, steps_planned=int(message["steps"]))
         elif kind in ("done", "error", "gpu_oom"):
@@ -329,6 +335,8 @@ class LocalExecutor(Executor):
             "throughput_sps": message["samples"] / train_s if train_s > 0 else float("nan"),
             "wall_s": message["wall_s"],
         }
+        if "cpu_s" in message and not message.get("after_loop"):
+            values["cpu_s"] = message["cpu_s"]  # read in the worker at the boundary (accounting)
         if elapsed > 0 and "cpu_s" in sample:
             values["cpu_percent"] = (cpu_s - running.last_window_cpu_s) / elapsed * 100.0
         # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
@@ -402,6 +410,9 @@ class LocalExecutor(Executor):
         stop = check_all(self.rules, self._view(running, sampled_at), sample_only=sample_only)
         if stop is None:
             return
+        progress = running.progress  # before the kill: where the trial was when the budget broke
+        running.stop_phase = phase_name(progress[PROGRESS_PHASE], int(progress[PROGRESS_STEPS]),
+                                        running.task.steps_planned)
         kill_tree(running.process.pid)
         running.process.join(REAP_WAIT_S)
         latency_ms = (time.monotonic() - sampled_at) * 1000.0
@@ -439,13 +450,16 @@ class LocalExecutor(Executor):
             peak_mb = peak_gpu_memory_mb([*(w.values for w in running.windows), running.sample])
             stop = gpu_oom_stop(outcome["oom"], step=steps_done, peak_mb=peak_mb, limit_mb=gpu_memory_limit(self.rules))
             info["traceback"] = outcome["traceback"]
+            running.stop_phase = phase_name(running.progress[PROGRESS_PHASE], steps_done, task.steps_planned)
         else:
             status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
+        if status is TrialStatus.STOPPED and running.stop_phase is not None:
+            info["stop_phase"] = running.stop_phase
         windows = running.windows
         if status is not TrialStatus.COMPLETED and running.sample and (not windows or windows[-1].step < steps_done):
             windows = (*windows, self._final_window(running, steps_done))
         return trial_record(
-            task, status, steps_done=steps_done, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
+            task, status, self.state.peers(task.workload), steps_done=steps_done, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
             stop=stop, error=error, train_loss=tuple(running.train_loss), windows=windows, info=info,
         )
 

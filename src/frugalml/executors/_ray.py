@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from frugalml.accounting import account
 from frugalml.budgets import STUDY_METRICS
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
@@ -72,13 +73,40 @@ def _check_reachable(address: str) -> None:
         if address in ("auto", "local"):
             return
         raise ConfigError(f"Ray address must look like 'HOST:PORT' (or 'auto'). Got {address!r} instead.")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as error:
+    why = _grpc_answer(host.strip("[]"), int(port))
+    if why is not None:
         raise ConfigError(
-            f"Cannot reach a Ray cluster at {address!r} ({error.strerror or error}); "
-            "start one with `ray start --head` or fix --address."
-        ) from None
+            f"Cannot reach a Ray cluster at {address!r} ({why}); start one with `ray start --head` or fix --address."
+        )
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+
+
+def _grpc_answer(host: str, port: int, timeout_s: float = 5.0) -> str | None:
+    """Why ``host:port`` is not a gRPC server (Ray's GCS and Ray Client are), or None.
+
+    A gRPC server answers the HTTP/2 preface with a SETTINGS frame at once; a port that
+    accepts and never answers (a firewall, a stopped process) or speaks another protocol
+    (the dashboard's HTTP port) would keep ``ray.init`` retrying for minutes.
+    """
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # then only the connection is checked
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            if tls:
+                return None
+            connection.settimeout(timeout_s)
+            connection.sendall(_HTTP2_PREFACE)
+            header = connection.recv(9)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as error:
+        return error.strerror or str(error)
+    if len(header) >= 4 and header[3] == 4:  # frame type 4: SETTINGS
+        return None
+    if not header:
+        return "it closed the connection"
+    return "it answers, but not as a Ray cluster: the dashboard's port? use the one `ray start --head` printed"
 
 
 def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] | None = None) -> bool:
@@ -446,9 +474,11 @@ class RayExecutor(Executor):
         except ray.exceptions.RayError:
             pass
         try:
-            return ray.get(ref)
+            record = ray.get(ref)
         except ray.exceptions.RayError as error:
             return self._failed(submitted, error, last)
+        # the node knew peers only if a rule needed them: account again with the driver's
+        return account(record, self.state.peers(record.workload), submitted.task.predicted_cpu_s_per_step)
 
     def _failed(self, submitted: _Submitted, error: BaseException, last: Mapping[str, Any]) -> TrialRecord:
         """The record of a trial whose Ray task died: its steps and windows stayed on the node."""

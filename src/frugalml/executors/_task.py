@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+import math
+from typing import Any, Callable, Iterable, Mapping
 
+from frugalml import accounting
+from frugalml.budgets import BUDGETS, SAMPLE, WINDOW
 from frugalml.exceptions import ConfigError
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 
 TrainFunction = Callable[..., None]
 
@@ -33,6 +36,7 @@ class TrialTask:
     cpus: int = 1
     gpus: float = 0.0
     artifact_dir: str | None = None  # where the trial's logged model and reference go
+    predicted_cpu_s_per_step: float | None = None  # the cost model's, for a stop before the first window
 
 
 def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
@@ -51,18 +55,37 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
     return function
 
 
-def trial_record(task: TrialTask, status: TrialStatus, **fields: Any) -> TrialRecord:
+def trial_record(task: TrialTask, status: TrialStatus, peers: Iterable[TrialRecord] = (),
+                 **fields: Any) -> TrialRecord:
     """The record of ``task``'s trial: its identity from the task, the outcome from ``fields``.
 
-    A stopped trial with a planned length is credited with the steps it did not run,
-    at the CPU-seconds per step it had used (a trial stopped in step 1 spent ~1 step).
+    A budget stop's value is on record as the peak of its metric (the sample that broke
+    it may have come after the last window). A stopped trial is credited with the
+    compute it did not spend by :func:`frugalml.accounting.account`, from its own steady
+    windows, else ``peers`` (finished trials of its workload), else the task's predicted
+    per-step cost.
     """
-    steps_done = fields.get("steps_done", 0)
-    if status is TrialStatus.STOPPED and task.steps_planned:
-        steps_saved = max(0, task.steps_planned - steps_done)
-        fields.setdefault("steps_saved", steps_saved)
-        fields.setdefault("cpu_s_saved", steps_saved * fields.get("cpu_s", 0.0) / max(steps_done, 1))
-    return TrialRecord(
+    stop = fields.get("stop")
+    if stop is not None:
+        fields["windows"] = _with_stop_peak(tuple(fields.get("windows", ())), stop, fields.get("steps_done", 0))
+    record = TrialRecord(
         trial_id=task.trial_id, number=task.number, workload=task.workload, config_id=task.config_id,
         repeat=task.repeat, params=dict(task.params), status=status, steps_planned=task.steps_planned, **fields,
     )
+    return accounting.account(record, peers, task.predicted_cpu_s_per_step)
+
+
+def _with_stop_peak(windows: tuple[Window, ...], stop: StopInfo, steps_done: int) -> tuple[Window, ...]:
+    """``windows`` whose peak of the stop's metric is at least the value that broke the budget."""
+    budget = BUDGETS.get(stop.rule)  # a measured stop: not a predicted_ one, whose value is a forecast
+    if (budget is None or budget.scope not in (SAMPLE, WINDOW) or not stop.is_system
+            or not math.isfinite(stop.value)):
+        return windows
+    metric = budget.metric
+    peak = max((w.values[metric] for w in windows if metric in w.values), default=None)
+    if peak is not None and peak >= stop.value:
+        return windows
+    if windows and windows[-1].step >= steps_done:
+        last = windows[-1]
+        return (*windows[:-1], Window(last.step, {**last.values, metric: stop.value}))
+    return (*windows, Window(steps_done, {metric: stop.value}))

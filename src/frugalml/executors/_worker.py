@@ -46,12 +46,17 @@ def _cpu_seconds() -> float:
 
 def _with_own_memory(send: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
     """Window messages carry this process's memory (~11 µs a window): the parent may read a short
-    trial's windows only after the worker has exited, with no process left to sample."""
+    trial's windows only after the worker has exited, with no process left to sample. Window and
+    first-step messages carry the CPU-seconds used so far (~2 µs), read here at the step boundary
+    itself: the step boundaries saved compute is worked out from (:mod:`frugalml.accounting`)."""
     process = psutil.Process()
 
     def send_window(message: dict[str, Any]) -> None:
         if message["type"] == "window":
             message["own_memory_mb"] = to_mb(private_bytes(process.memory_info()))
+            message["cpu_s"] = _cpu_seconds()
+        elif message["type"] == "first_step":
+            message["cpu_s"] = _cpu_seconds()
         send(message)
 
     return send_window

@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from frugalml.accounting import measured_rate
 from frugalml.budgets import BUDGETS, SAMPLE, WINDOW, budget_of_rule
 from frugalml.exceptions import ConfigError
 from frugalml.validation import Interval, check
@@ -93,8 +94,8 @@ def observed_costs(record: TrialRecord) -> dict[str, float]:
             continue  # a running total of a trial that stopped early is part of the whole
         if b.scope == SAMPLE and (peak := record.peak(b.metric)) is not None and math.isfinite(peak) and peak > 0:
             costs[b.predicted] = peak
-    if record.steps_done and record.cpu_s > 0:
-        costs["cpu_ms_per_step"] = record.cpu_s / record.steps_done * 1000.0
+    if (rate := measured_rate(record)) is not None:  # steady, evaluation included: set-up left out
+        costs["cpu_ms_per_step"] = rate.cpu_s * 1000.0
     return costs
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from frugalml.accounting import skip_saving
 from frugalml.exceptions import ConfigError
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
@@ -155,19 +156,27 @@ class ConfigGate:
         prediction = self._over_budget(predictions) or self._same_cost_as_a_broken_one(params)
         if prediction is None:
             return None
-        cpu = predictions.get("cpu_ms_per_step") or predictions.get("mean_step_ms")
-        saved = cpu.value * steps_planned / 1000.0 * repeats if cpu and steps_planned else 0.0
+        saving = skip_saving(steps_planned, self._cpu_s_per_step(predictions), repeats)
         key, metric, limit, low = prediction["budget"], prediction["metric"], prediction["threshold"], prediction["low"]
         stop = StopInfo(
             rule=f"skipped_{key}", kind="system", step=0, value=low, threshold=limit,
             message=f"skipped: {metric} predicted >= {low:.4g} ({prediction['basis']}) > budget {limit:g}",
         )
-        return TrialRecord(
+        return saving.apply(TrialRecord(
             trial_id=f"{self.workload}/{config_id}/r0", number=number, workload=self.workload,
             config_id=config_id, repeat=0, params=dict(params), status=TrialStatus.SKIPPED,
-            steps_planned=steps_planned, steps_saved=(steps_planned or 0) * repeats, cpu_s_saved=saved,
-            stop=stop, info={"reason": SKIP_REASON, "prediction": prediction},
-        )
+            steps_planned=steps_planned, stop=stop, info={"reason": SKIP_REASON, "prediction": prediction},
+        ))
+
+    @staticmethod
+    def _cpu_s_per_step(predictions: Mapping[str, Estimate]) -> float | None:
+        cpu = predictions.get("cpu_ms_per_step") or predictions.get("mean_step_ms")
+        return cpu.value / 1000.0 if cpu is not None else None
+
+    def predicted_cpu_s_per_step(self, params: Mapping[str, Any], steps_planned: int | None) -> float | None:
+        """The cost model's CPU-seconds per step of ``params`` (evaluation included), or None
+        while it cannot tell: what a trial stopped before its first window is credited at."""
+        return self._cpu_s_per_step(self.predict(params, steps_planned))
 
     def violations(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, float] | None:
         """``predicted / limit - 1`` of each budget ``params`` is more likely to break than not

@@ -165,7 +165,8 @@ def study_section(info: ReportInfo) -> str:
     stops = info.stops.to_dict("records") if not info.stops.empty else []
     parts.append(f"<h2>Stopped, failed and skipped trials ({len(stops)})</h2>"
                  + _table(stops, ["trial_id", "status", "stop_rule", "stop_step", "steps_done", "steps_planned",
-                                  "cpu_s_saved", "energy_j_saved", "energy_source", "reason"]))
+                                  "cpu_s_saved", "saved_basis", "energy_j_saved", "energy_source", "stop_phase",
+                                  "reason"]))
     for workload in info.workloads:
         parts.append(f'<h2 id="{html.escape(workload.name)}">Workload {html.escape(workload.label)}</h2>')
         figures = [curves_figure(workload.curves, workload.label) if workload.curves.metrics else None,

@@ -13,6 +13,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from frugalml import accounting
 from frugalml.budgets import BUDGETS
 from frugalml.prediction import steady_step_ms
 from frugalml.records import TrialRecord, is_estimate
@@ -149,7 +150,9 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "cpu_percent": summary["cpu_percent"],
             "memory_mb": summary["peak_memory_mb"], "gpu_memory_mb": record.peak("gpu_memory_mb"),
             "steps_done": record.steps_done,
-            "steps_planned": record.steps_planned, "cpu_s": record.cpu_s, "cpu_s_saved": record.cpu_s_saved,
+            "steps_planned": record.steps_planned, "cpu_s": record.cpu_s,
+            "cpu_s_saved": accounting.saved_cpu_s(record), "saved_basis": record.saved_basis,
+            "stop_phase": record.stop_phase,
             "energy_j": None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
             "energy_j_saved": record.energy_j_saved,
             "energy_source": record.energy_source,
@@ -307,8 +310,11 @@ def compute_rows(account: ComputeAccount) -> list[dict[str, Any]]:
         {"item": "CPU-s used", "value": round(account.used_cpu_s, 2)},
         {"item": "CPU-s saved by stopping rules", "value": round(account.saved_cpu_s, 2)},
         {"item": "saved fraction of running every trial in full", "value": f"{account.saved_fraction:.1%}"},
+        {"item": "saved from (trials by basis; unknown counts as 0)",
+         "value": ", ".join(f"{n} {basis}" for basis, n in account.saved_basis.items()) or "-"},
     ]
-    rows += [{"item": f"CPU-s saved by {rule}", "value": round(cpu, 2)} for rule, cpu in sorted(account.saved_by_rule.items())]
+    rows += [{"item": f"CPU-s saved by {rule}", "value": "unknown" if rule in account.unknown else round(cpu, 2)}
+             for rule, cpu in sorted(account.saved_by_rule.items())]
     if account.used_energy_j is not None:
         how = f" ({', '.join(account.energy_sources)})"
         rows += [{"item": f"joules used{how}", "value": round(account.used_energy_j, 2)},

@@ -301,19 +301,25 @@ def finding_memory_budget_thesis(budget_trials: pd.DataFrame, budget_mb: float,
     if budget_trials.empty:
         return Finding(key, claim, Verdict.INCONCLUSIVE, "no budgeted study", {})
     stopped = budget_trials["stop_rule"] == "max_memory_mb"
+    # what each stop saved was worked out by frugalml.accounting when it ran; an unknown one is NaN, not counted
     saved, used = float(budget_trials.loc[stopped, "cpu_s_saved"].sum()), float(budget_trials["cpu_s"].sum())
     full = used + float(budget_trials["cpu_s_saved"].sum())
+    bases = (budget_trials.loc[stopped, "saved_basis"].fillna("unknown").value_counts()
+             if "saved_basis" in budget_trials else pd.Series(dtype=int))
     budgeted_peaks = pd.to_numeric(budget_trials["memory_mb"], errors="coerce")
     unbudgeted = _trial_peaks(windows) if windows is not None and not windows.empty else pd.Series(dtype=float)
     peaks = pd.concat([budgeted_peaks, unbudgeted]).dropna()
     numbers = {"trials": len(budget_trials), "stopped_by_memory": int(stopped.sum()), "saved_cpu_s": saved,
                "used_cpu_s": used, "saved_fraction": saved / full if full > 0 else 0.0,
+               "saved_basis": {str(k): int(v) for k, v in bases.items()},
                "peak_range_mb": [float(peaks.min()), float(peaks.max())] if len(peaks) else None,
                "unbudgeted_runs": len(unbudgeted), "unbudgeted_runs_over_budget": int((unbudgeted > budget_mb).sum()),
                "budgeted_runs_over_budget_unstopped": int(((budgeted_peaks > budget_mb) & ~stopped).sum())}
     evidence = (f"{numbers['stopped_by_memory']}/{len(budget_trials)} trials stopped by the {budget_mb:g} MB budget; "
                 f"saved {saved:.1f} CPU-s = {numbers['saved_fraction']:.0%} of running every trial in full "
                 f"(used {used:.1f} CPU-s)")
+    if numbers["saved_basis"]:
+        evidence += " [saved from: " + ", ".join(f"{n} {k}" for k, n in numbers["saved_basis"].items()) + "]"
     if len(peaks):
         evidence += (f"; peak memory {peaks.min():.0f}–{peaks.max():.0f} MB over {len(peaks)} runs "
                      f"({len(unbudgeted)} unbudgeted, {numbers['unbudgeted_runs_over_budget']} of them "

@@ -16,7 +16,9 @@ from frugalml.budgets import per_config
 from frugalml.exceptions import ConfigError
 from frugalml.prediction import constraint_values
 from frugalml.records import MAXIMISED, TrialRecord, TrialStatus
-from frugalml.search._space import config_id, fixed_values, to_distributions, validate_space
+from frugalml.search._space import (
+    check_size, config_id, fixed_values, grid_size, to_distributions, validate_space,
+)
 
 METHODS = ("grid", "random", "tpe", "nsga2")
 KNOWN_METRICS = (
@@ -85,6 +87,11 @@ class Search:
                               "or use method = \"random\" or \"tpe\" to try n_trials of them.")
         if self.method != "grid" and (not isinstance(self.n_trials, int) or self.n_trials < 1):
             raise ConfigError(f"Search method {self.method!r} needs 'n_trials' >= 1. Got {self.n_trials!r} instead.")
+        if self.method == "grid" and self.points is None:
+            sizes = " x ".join(str(len(v)) for v in self.space.values() if isinstance(v, list))
+            check_size(f"The grid ({sizes})", grid_size(self.space), "list fewer values, or use method = \"random\" "
+                       "or \"tpe\" with n_trials")
+        check_size("[search] n_trials", self.n_trials or 0, "lower n_trials")
         if isinstance(self.objectives, str):
             self.objectives = [self.objectives]
         if not self.objectives:

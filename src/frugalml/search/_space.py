@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Mapping
 
 import optuna
 
 from frugalml.exceptions import ConfigError
-from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
+from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check, printable
 
 _RANGE_KEYS = {"low", "high", "log", "int", "step"}
 
@@ -50,7 +51,7 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
         if isinstance(spec, list):
             if not spec:
                 raise ConfigError(f"Search space '{name}' is an empty list; give at least one value.")
-            repeated = sorted({repr(v) for i, v in enumerate(spec) if v in spec[:i]})
+            repeated = _repeated(spec)
             if repeated:
                 raise ConfigError(f"Search space '{name}' lists {', '.join(repeated)} more than once; list each value "
                                   "once (use [study] repeats to run a configuration several times).")
@@ -63,6 +64,9 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
             low, high = spec["low"], spec["high"]
             if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
                 raise ConfigError(f"Range '{name}' needs numbers with low < high; got low={low!r}, high={high!r}.")
+            if not all(math.isfinite(float(v)) and abs(v) <= MAX_BOUND for v in (low, high)):
+                raise ConfigError(f"Range '{name}' needs finite bounds within ±{MAX_BOUND:g}; got low={low!r}, "
+                                  f"high={high!r}.")
             if spec.get("log") and low <= 0:
                 raise ConfigError(f"Log range '{name}' needs low > 0; got low={low!r}.")
             for flag in ("log", "int"):
@@ -73,8 +77,48 @@ def validate_space(space: Mapping[str, Any], method: str) -> None:
                 raise ConfigError(f"Range '{name}' needs a number step > 0; got step={step!r}.")
             if step is not None and spec.get("log"):
                 raise ConfigError(f"Range '{name}' cannot have both a step and log = true; drop one.")
+            if step is not None and (high - low) / step > MAX_CONFIGURATIONS * 10_000:
+                raise ConfigError(f"Range '{name}' has a step of {step!r}: {(high - low) / step:.3g} values; "
+                                  "use a larger step or none.")
+            try:
+                with warnings.catch_warnings():  # Optuna's own notes (a step that does not divide) come at sampling
+                    warnings.simplefilter("ignore")
+                    to_distributions({name: spec})
+            except (ValueError, ArithmeticError) as error:  # what Optuna refuses, e.g. an int range of floats
+                raise ConfigError(f"Range '{name}' is not a usable range: {error}.") from None
+        if isinstance(spec, list) and (odd := next((v for v in spec if isinstance(v, str) and not printable(v)), None)):
+            raise ConfigError(f"Search space '{name}' lists {ascii(odd)}, which holds a control character; "
+                              "use printable text.")
         values = spec if isinstance(spec, list) else [spec.get("low"), spec.get("high")] if isinstance(spec, Mapping) else [spec]
         _check_known(name, values)
+
+
+MAX_CONFIGURATIONS = 100_000  # trials a study may plan: configurations x repeats x workloads
+MAX_BOUND = 1e300  # range bounds: room for Optuna's arithmetic on them (high - low) without overflow
+
+
+def grid_size(space: Mapping[str, Any]) -> int:
+    """How many configurations grid search runs over ``space``: counted, not enumerated."""
+    return math.prod(len(spec) for spec in space.values() if isinstance(spec, list))
+
+
+def check_size(what: str, count: int, hint: str) -> None:
+    """A one-line ConfigError when ``count`` trials exceed :data:`MAX_CONFIGURATIONS`."""
+    if count > MAX_CONFIGURATIONS:
+        raise ConfigError(f"{what} comes to {count:,} trials; frugalml runs at most {MAX_CONFIGURATIONS:,} in a study: "
+                          f"{hint}.")
+
+
+def _repeated(values: list[Any]) -> list[str]:
+    """The values listed more than once (``1`` and ``1.0`` are the same value), in one pass."""
+    seen: set[Any] = set()
+    repeated = set()
+    for value in values:
+        key = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+        if key in seen:
+            repeated.add(repr(value))
+        seen.add(key)
+    return sorted(repeated)
 
 
 _KNOWN = {"batch_size": POSITIVE_INT, "learning_rate": POSITIVE, "alpha": Interval(numbers.Real, 0, None)}  # what the built-in workloads accept

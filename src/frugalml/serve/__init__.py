@@ -19,7 +19,7 @@ from frugalml.serve._config import AlertRule, MonitoringConfig, as_alert_rule, a
 from frugalml.serve._drift import FeatureDrift, WindowDrift, feature_psi, ks, psi, window_drift
 from frugalml.serve._model import ModelLoadError, ServedModel, load_model, save_model
 from frugalml.serve._monitor import Monitor, MonitorState
-from frugalml.serve._quality import FeedbackError
+from frugalml.serve._quality import DuplicateFeedback, FeedbackError
 from frugalml.serve._reference import FeatureReference, Reference
 from frugalml.serve._settings import ServerSettings, parse_rate
 
@@ -36,6 +36,7 @@ __all__ = [
     "AlertEvaluator",
     "AlertEvent",
     "AlertRule",
+    "DuplicateFeedback",
     "FeatureDrift",
     "FeatureReference",
     "FeedbackError",

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -128,36 +129,92 @@ class LogNotifier(Notifier):
 
 
 class WebhookNotifier(Notifier):
-    """POSTs each event as JSON to every URL, from a daemon thread.
+    """POSTs each event as JSON to every URL, each URL from its own daemon thread.
 
-    Failures are logged and counted in ``failures``; they never reach the server's requests.
+    Each POST has ``timeout_s`` to connect and again to read the answer, so a receiver
+    that is down or never answers costs its own thread that long and nothing else: a
+    slow URL never delays another, and never the server's requests. Failures are counted
+    in ``failures``; the first of an outage is logged as one line, the rest at DEBUG
+    until the URL takes an event again. At most ``max_queued`` events wait per URL;
+    older ones are dropped (and counted as failures) while a receiver is down.
     """
 
-    def __init__(self, urls: Iterable[str], timeout_s: float = 5.0) -> None:
+    def __init__(self, urls: Iterable[str], timeout_s: float = 5.0, max_queued: int = 1000) -> None:
         self.urls = tuple(urls)
         self.timeout_s = timeout_s
         self.sent = 0
         self.failures = 0
-        self._queue: queue.Queue[AlertEvent | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="frugalml-webhooks", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._down: set[str] = set()
+        self._queues: dict[str, queue.Queue[AlertEvent | None]] = {url: queue.Queue(max_queued) for url in self.urls}
+        self._threads = [
+            threading.Thread(target=self._run, args=(url,), name=f"frugalml-webhook-{number}", daemon=True)
+            for number, url in enumerate(self.urls)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def notify(self, event: AlertEvent) -> None:
-        self._queue.put(event)
+        for url in self.urls:
+            self._put(url, event)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=self.timeout_s + 1)
+        for url in self.urls:
+            self._put(url, None)
+        deadline = time.monotonic() + self.timeout_s + 1  # as long as a POST under way may take to fail
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _run(self) -> None:
-        while (event := self._queue.get()) is not None:
-            body = json.dumps(event.to_dict()).encode()
-            for url in self.urls:
-                request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    def _put(self, url: str, event: AlertEvent | None) -> None:
+        waiting = self._queues[url]
+        while True:
+            try:
+                waiting.put_nowait(event)
+                return
+            except queue.Full:
                 try:
-                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                        response.read()
-                    self.sent += 1
-                except OSError as error:
-                    self.failures += 1
-                    logger.error("webhook %s failed for alert %r: %s", url, event.rule, error)
+                    dropped = waiting.get_nowait()
+                except queue.Empty:
+                    continue
+                if dropped is not None:
+                    self._failed(url, dropped, f"{waiting.maxsize} alerts were waiting; the oldest was dropped")
+
+    def _run(self, url: str) -> None:
+        waiting = self._queues[url]
+        while (event := waiting.get()) is not None:
+            body = json.dumps(event.to_dict()).encode()
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    response.read(1 << 16)
+            except (OSError, ValueError) as error:  # refused, timed out, reset, an HTTP error, a bad answer
+                self._failed(url, event, _why(error, self.timeout_s))
+                continue
+            with self._lock:
+                self.sent += 1
+                recovered = url in self._down
+                self._down.discard(url)
+            if recovered:
+                logger.warning("webhook %s takes alerts again", url)
+
+    def _failed(self, url: str, event: AlertEvent, why: str) -> None:
+        with self._lock:
+            self.failures += 1
+            first = url not in self._down
+            self._down.add(url)
+        if first:
+            logger.error("webhook %s failed for alert %r: %s; alerts still go to this log, and each new alert "
+                         "tries the webhook again (failures count in frugalml_webhook_failures)", url, event.rule, why)
+        else:
+            logger.debug("webhook %s failed again for alert %r: %s", url, event.rule, why)
+
+
+def _why(error: BaseException, timeout_s: float) -> str:
+    """One line on why a POST failed."""
+    reason = getattr(error, "reason", error)  # a URLError wraps the socket's error
+    if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+    return " ".join(str(text).split())[:300]

@@ -10,6 +10,7 @@ its alias (:func:`_follow_alias`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -25,29 +26,34 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from frugalml import __version__ as frugalml_version
 from frugalml.exceptions import FrugalError
+from frugalml.serve import _mlflow as mlflow_protocol
 from frugalml.serve import _schema as schema
+from frugalml.serve import _v2 as v2
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
-from frugalml.serve._estimate import confidences
+from frugalml.serve._estimate import class_probabilities
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._monitor import Monitor
-from frugalml.serve._quality import FeedbackError, PredictionLog
+from frugalml.serve._quality import DuplicateFeedback, FeedbackError, PredictionLog
 from frugalml.serve._security import RateLimiter, check_token
 from frugalml.serve._settings import ServerSettings, registry_alias
 from frugalml.serve._validate import (
+    MixedRows,
     RequestError,
     nonfinite_counts,
     parse_json,
-    parse_mlflow,
     parse_predict,
-    parse_v2,
     reject_nonfinite,
-    v2_datatype,
 )
 
 logger = logging.getLogger("frugalml.serve")
 _JSON = "application/json"
+_JSON_ONLY = frozenset({_JSON})
+# Triton's and KServe's clients send binary tensors with no Content-Type (or octet-stream); a browser can
+# send such a body cross-site too, so a server reachable from browsers should require --predict-token.
+_V2_MEDIA = frozenset({_JSON, "application/octet-stream", ""})
 _MONITOR_POLL_S = 0.02  # how often the event loop asks the monitor whether it has work
 
 
@@ -65,8 +71,10 @@ class _State:
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         self.monitor = self._new_monitor(served, config)
         self.started = time.time()
+        self._output_type: tuple[ServedModel | None, str] = (None, "")
         self.metrics.registry.register(ProcessCollector())
-        self.metrics.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor))
+        self.metrics.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor,
+                                                        settings.max_feature_series))
 
     @staticmethod
     def _new_monitor(served: ServedModel, config: MonitoringConfig) -> Monitor | None:
@@ -84,9 +92,26 @@ class _State:
                 old.stop()
         self.served, self.config = served, config
 
+    def output_type(self, served: ServedModel) -> str:
+        """The v2 datatype ``served`` answers with (one prediction on a typical row), kept per model."""
+        if self._output_type[0] is not served:
+            self._output_type = (served, v2.datatype(_probe(served)))
+        return self._output_type[1]
+
     def error(self, kind: str) -> None:
         if self.config.enabled:
             self.metrics.errors.labels(kind).inc()
+
+
+def _probe(served: ServedModel) -> np.ndarray:
+    """The model's answer to one typical row (:meth:`Reference.typical_row`), or, where the model
+    refuses that row, an array of the type its task implies."""
+    reference = served.reference
+    try:
+        return np.asarray(served.model.predict(reference.typical_row()[None, :]))
+    except Exception:  # noqa: BLE001 - a guess is all metadata needs then
+        classes = getattr(served.model, "classes_", None)
+        return np.asarray(classes if classes is not None else [0.0 if reference.task == "regression" else ""])
 
 
 async def _drive_monitor(state: _State) -> None:
@@ -187,7 +212,7 @@ class _Instrumentation:
             logger.exception("internal error on %s", scope["path"])
             state.error("internal")
             if not started:
-                response = _error_response(500, "internal", f"internal error: {type(error).__name__}: {error}")
+                response = _error_response(500, "internal", "internal error; the server log has the details.")
                 await response(scope, receive, send_and_record)
         finally:
             if metrics is not None:
@@ -215,7 +240,7 @@ def _error_response(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(kind, message), status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, settings: ServerSettings) -> bytes:
+async def _read_body(request: Request, settings: ServerSettings, media: frozenset[str] = _JSON_ONLY) -> bytes:
     limit = settings.max_body_bytes
     length = request.headers.get("content-length")
     if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
@@ -233,16 +258,18 @@ async def _read_body(request: Request, settings: ServerSettings) -> bytes:
     except ClientDisconnect:  # nobody is left to answer; counted, not logged as a server error
         raise RequestError(400, "client_disconnected", "the client hung up before sending the whole body.") from None
     if body.strip():
-        _check_json(request)
+        _check_media(request, media)
     return bytes(body)
 
 
-def _check_json(request: Request) -> None:
-    """A body must say it is JSON: a cross-site form post (form-encoded, text/plain) is refused."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
+def _check_media(request: Request, media: frozenset[str]) -> None:
+    """A body must say it is JSON (or another type ``media`` allows): a cross-site form post
+    (form-encoded, text/plain) is refused."""
+    got = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if got not in media and not (got.endswith("+json") and _JSON in media):
+        wanted = " or ".join(sorted(m for m in media if m))
         raise RequestError(415, "unsupported_media_type",
-                           f"send the body as JSON with Content-Type: application/json (got {media or 'none'!r}).")
+                           f"send the body with Content-Type: {wanted} (got {got or 'none'!r}).")
 
 
 def _jsonable(predictions: np.ndarray) -> list[Any]:
@@ -250,6 +277,103 @@ def _jsonable(predictions: np.ndarray) -> list[Any]:
     if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
         return [v if math.isfinite(v) else None for v in values]
     return values
+
+
+def _get_and_head(app: FastAPI, path: str, description: str | None = None) -> Callable[[Callable], Callable]:
+    """Route GET and HEAD on ``path`` to one function; only GET is in the OpenAPI schema (one
+    operationId each)."""
+    def register(endpoint: Callable) -> Callable:
+        app.get(path, description=description)(endpoint)
+        app.head(path, include_in_schema=False)(endpoint)
+        return endpoint
+
+    return register
+
+
+def _v2_routes(app: FastAPI, state: _State, predict_rows: Callable, get_and_head: Callable) -> None:
+    """The Open Inference Protocol v2 (KServe, Triton): health, server and model metadata, infer;
+    each model route also under ``/versions/{version}``."""
+
+    def model(name: str, version: str | None = None) -> ServedModel:
+        served = state.served
+        if name not in (served.name or "model", "model"):
+            raise RequestError(404, "not_found", f"no model {name[:60]!r} here; this server serves "
+                                                 f"{served.name or 'model'!r}.")
+        if version is not None and version != _v2_version(served):
+            raise RequestError(404, "not_found", f"model {name[:60]!r} has no version {version[:20]!r} here; this "
+                                                 f"server serves version {_v2_version(served)!r}.")
+        return served
+
+    async def health() -> dict[str, Any]:
+        return {"live": True, "ready": True}
+
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "frugalml", "version": frugalml_version, "extensions": ["binary_tensor_data"]}
+
+    def metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        served = model(name, version)
+        features, text = served.reference.feature_names, served.reference.categorical
+        return {"name": served.name or "model", "versions": [_v2_version(served)], "platform": "mlflow",
+                "inputs": [{"name": "input-0", "datatype": "BYTES" if any(text) else "FP64",
+                            "shape": [-1, len(features)]},
+                           *({"name": f, "datatype": "BYTES" if t else "FP64", "shape": [-1]}
+                             for f, t in zip(features, text))],
+                "outputs": [{"name": v2.OUTPUT, "datatype": state.output_type(served), "shape": [-1]}]}
+
+    def ready(name: str, version: str | None = None) -> dict[str, Any]:
+        model(name, version)
+        return {"name": name, "ready": True}
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        """The Open Inference Protocol v2 (KServe, Triton), JSON or binary tensors; the prediction ids
+        are in ``parameters``."""
+        model(name, version)
+        parsed: list[v2.V2Request] = []
+
+        def parse(body: bytes, reference: Any, *, max_rows: int) -> np.ndarray:
+            parsed.append(v2.parse_request(body, request.headers.get("inference-header-content-length"),
+                                           reference, max_rows=max_rows))
+            return parsed[0].rows
+
+        served, predictions, ids = await predict_rows(request, parse, "/v2/models/{name}/infer", _V2_MEDIA)
+        body, headers = v2.response(parsed[0], served.name or "model", _v2_version(served), predictions,
+                                    v2.datatype(predictions), _jsonable(predictions), ids)
+        return Response(body, headers=headers)
+
+    async def model_metadata(name: str) -> dict[str, Any]:
+        return metadata(name)
+
+    async def version_metadata(name: str, version: str) -> dict[str, Any]:
+        return metadata(name, version)
+
+    async def model_ready(name: str) -> dict[str, Any]:
+        return ready(name)
+
+    async def version_ready(name: str, version: str) -> dict[str, Any]:
+        return ready(name, version)
+
+    async def model_infer(name: str, request: Request) -> Response:
+        return await infer(request, name)
+
+    async def version_infer(name: str, version: str, request: Request) -> Response:
+        return await infer(request, name, version)
+
+    get_and_head("/v2", "Server metadata (name, version, extensions).")(server_metadata)
+    get_and_head("/v2/health/live")(health)
+    get_and_head("/v2/health/ready")(health)
+    what = "Model metadata: inputs, outputs and their datatypes."
+    get_and_head("/v2/models/{name}", what)(model_metadata)
+    get_and_head("/v2/models/{name}/versions/{version}", what)(version_metadata)
+    get_and_head("/v2/models/{name}/ready")(model_ready)
+    get_and_head("/v2/models/{name}/versions/{version}/ready")(version_ready)
+    infer_schema = schema.body(schema.V2_INFER, schema.V2_INFERRED, binary=True)
+    app.post("/v2/models/{name}/infer", openapi_extra=infer_schema, description=infer.__doc__)(model_infer)
+    app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=infer_schema,
+             description=infer.__doc__)(version_infer)
+
+
+def _v2_version(served: ServedModel) -> str:
+    return served.version or "1"
 
 
 def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
@@ -272,6 +396,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                   openapi_url="/openapi.json")
     app.state.frugalml = state
     app.add_middleware(_Instrumentation, state=state)
+    get_and_head = functools.partial(_get_and_head, app)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> JSONResponse:
@@ -295,13 +420,18 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                                                  "(or FRUGALML_ADMIN_TOKEN).")
         guard(request, state.settings.token, "this admin endpoint")
 
-    async def predict_rows(request: Request, parse: Callable[..., np.ndarray], what: str
-                           ) -> tuple[ServedModel, np.ndarray, list[str]]:
-        """Parse, check and predict one request's rows; monitored the same for every protocol."""
+    async def predict_rows(request: Request, parse: Callable[..., np.ndarray], what: str,
+                           media: frozenset[str] = _JSON_ONLY,
+                           probabilities: bool = False) -> tuple[ServedModel, np.ndarray, list[str]]:
+        """Parse, check and predict one request's rows; monitored the same for every protocol.
+
+        With ``probabilities`` the class probabilities (rows x classes) are left in
+        ``request.state.probabilities`` (422 for a model that gives none)."""
         guard(request, state.settings.predict_token, what)
-        body = await _read_body(request, state.settings)
+        body = await _read_body(request, state.settings, media)
         served, monitor = state.served, state.monitor
         X = parse(body, served.reference, max_rows=state.settings.max_rows)
+        X, inputs = (X.codes, X.raw) if isinstance(X, MixedRows) else (X, X)  # monitored / what the model takes
         nan, inf, mask = nonfinite_counts(X)
         if mask is not None:
             if monitor is not None:
@@ -309,19 +439,28 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             if state.config.nonfinite == "reject":
                 raise reject_nonfinite(mask, served.reference.feature_names)
             X = np.where(mask, served.reference.means, X)
+            inputs = X if inputs.dtype != object else np.where(mask, X, inputs)
         confidence = None
         try:
             with np.errstate(over="raise"):
-                scored = confidences(served.model, X) if monitor is not None and served.reference.calibration \
+                scored = class_probabilities(served.model, inputs) if probabilities or (
+                    monitor is not None and served.reference.calibration) \
                     else None  # one predict_proba gives the predictions and their confidence (CBPE)
-                predictions, confidence = scored if scored is not None else (served.model.predict(X), None)
+                if probabilities and scored is None:
+                    raise RequestError(422, "bad_request", "this model gives no class probabilities; ask without "
+                                                           "probabilities=true.")
+                predictions, confidence, request.state.probabilities = scored if scored is not None \
+                    else (served.model.predict(inputs), None, None)
+        except RequestError:
+            raise
         except FloatingPointError:
             raise RequestError(422, "nonfinite", "input values overflow the model's arithmetic (a value is far "
                                                  "outside the training range); send values of a realistic size.") \
                 from None
         except Exception as error:
-            raise RequestError(500, "model_error", f"the model failed to predict: {type(error).__name__}: {error}") \
-                from error
+            logger.exception("the model failed to predict %d rows", len(X))
+            raise RequestError(500, "model_error", f"the model failed to predict these rows ({type(error).__name__}; "
+                                                   "the server log has the details).") from error
         ids = monitor.observe(X, predictions, confidence) if monitor is not None \
             else state.ids.record(predictions, keep=False)
         if state.config.enabled:
@@ -330,55 +469,42 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
 
     @app.post("/predict", openapi_extra=schema.body(schema.PREDICT, schema.PREDICTED))
     async def predict(request: Request) -> Response:
-        served, predictions, ids = await predict_rows(request, parse_predict, "/predict")
+        """Labels (a classifier) or values; ``?probabilities=true`` adds each row's class probabilities,
+        in the order of ``classes``."""
+        flag = request.query_params.get("probabilities", "false").lower()
+        if flag not in ("true", "false", "1", "0"):
+            raise RequestError(422, "bad_request", f"probabilities must be true or false. Got {flag[:20]!r} instead.")
+        wanted = flag in ("true", "1")
+        served, predictions, ids = await predict_rows(request, parse_predict, "/predict", probabilities=wanted)
         payload = {"predictions": _jsonable(predictions), "ids": ids, "model_version": served.version}
+        if wanted:
+            payload["classes"] = _jsonable(np.asarray(served.model.classes_))
+            payload["probabilities"] = np.asarray(request.state.probabilities, dtype=np.float64).tolist()
         return Response(json.dumps(payload), media_type=_JSON)
 
     @app.post("/invocations", openapi_extra=schema.body(schema.MLFLOW, {"type": "object", "properties": {
-        "predictions": schema.PREDICTIONS}}))
+        "predictions": schema.PREDICTIONS}}, csv=True))
     async def invocations(request: Request) -> Response:
-        """MLflow's scoring protocol, as ``mlflow models serve`` answers it."""
-        _, predictions, _ = await predict_rows(request, parse_mlflow, "/invocations")
+        """MLflow's scoring protocol, as ``mlflow models serve`` answers it (JSON or CSV)."""
+        csv = request.headers.get("content-type", "").split(";")[0].strip().lower() == mlflow_protocol.CSV
+        parser = mlflow_protocol.parse_csv if csv else mlflow_protocol.parse_json_body
+
+        def parse(body: bytes, reference: Any, *, max_rows: int) -> Any:
+            # predict_rows calls this right after it reads state.served (no await between): the same model
+            return parser(body, reference, max_rows=max_rows, signature=mlflow_protocol.signature(state.served.path))
+
+        _, predictions, _ = await predict_rows(request, parse, "/invocations", mlflow_protocol.MEDIA)
         return Response(json.dumps({"predictions": _jsonable(predictions)}), media_type=_JSON)
 
-    def v2_model(name: str) -> ServedModel:
-        served = state.served
-        if name not in (served.name or "model", "model"):
-            raise RequestError(404, "not_found", f"no model {name[:60]!r} here; this server serves "
-                                                 f"{served.name or 'model'!r}.")
-        return served
+    @get_and_head("/ping", "MLflow's liveness check: 200 with an empty line, as `mlflow models serve` answers.")
+    async def ping() -> Response:
+        return Response("\n", media_type=_JSON)
 
-    @app.api_route("/v2/health/ready", methods=["GET", "HEAD"])
-    @app.api_route("/v2/health/live", methods=["GET", "HEAD"])
-    async def v2_health() -> dict[str, Any]:
-        return {"live": True, "ready": True}
+    @get_and_head("/version", "The MLflow version serving the model, as `mlflow models serve` answers.")
+    async def scoring_version() -> Response:
+        return Response(mlflow_protocol.mlflow_version(), media_type=_JSON)
 
-    @app.api_route("/v2/models/{name}", methods=["GET", "HEAD"])
-    async def v2_metadata(name: str) -> dict[str, Any]:
-        served = v2_model(name)
-        features = served.reference.feature_names
-        return {"name": served.name or "model", "versions": [served.version] if served.version else [],
-                "platform": "mlflow", "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(features)]},
-                                                 *({"name": f, "datatype": "FP64", "shape": [-1]} for f in features)],
-                "outputs": [{"name": "predictions", "datatype": "FP64" if served.reference.task == "regression"
-                             else "BYTES", "shape": [-1]}]}
-
-    @app.api_route("/v2/models/{name}/ready", methods=["GET", "HEAD"])
-    async def v2_ready(name: str) -> dict[str, Any]:
-        v2_model(name)
-        return {"name": name, "ready": True}
-
-    @app.post("/v2/models/{name}/infer", openapi_extra=schema.body(schema.V2_INFER))
-    async def v2_infer(name: str, request: Request) -> Response:
-        """The Open Inference Protocol v2 (KServe); the prediction ids are in ``parameters``."""
-        v2_model(name)
-        served, predictions, ids = await predict_rows(request, parse_v2, "/v2/models/{name}/infer")
-        output = {"name": "predictions", "shape": [len(predictions)], "datatype": v2_datatype(predictions),
-                  "data": _jsonable(predictions)}
-        payload = {"model_name": served.name or "model", "model_version": served.version,
-                   "outputs": [output], "parameters": {"prediction_ids": ids}}
-        return Response(json.dumps(payload), media_type=_JSON)
-
+    _v2_routes(app, state, predict_rows, get_and_head)
     @app.post("/feedback", openapi_extra=schema.body(schema.FEEDBACK, {"type": "object", "properties": {
         "accepted": {"type": "integer"}}}))
     async def feedback(request: Request) -> Response:
@@ -388,15 +514,22 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         if monitor is None:
             raise RequestError(409, "monitoring_disabled", "feedback needs monitoring; it is disabled in the config.")
         items = data if isinstance(data, list) else [data]
-        resolved = []
+        resolved, seen = [], set()
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
                 raise RequestError(422, "bad_feedback", f"item {i}: feedback needs 'prediction_id' and 'label' "
                                                         "(and optionally 'slice': {key: value}).")
             try:
                 prediction = monitor.log.get(item["prediction_id"])
+                if str(item["prediction_id"]) in seen:
+                    raise DuplicateFeedback(f"prediction_id {str(item['prediction_id'])[:60]!r} appears twice in "
+                                            "this request; send one label per prediction.")
+                monitor.log.check_unlabelled(item["prediction_id"])
+                seen.add(str(item["prediction_id"]))
                 monitor.quality.score(prediction, item["label"])
                 monitor.quality.check_slice(item.get("slice"))
+            except DuplicateFeedback as error:
+                raise RequestError(409, "duplicate_feedback", f"item {i}: {error}") from None
             except FeedbackError as error:
                 raise RequestError(422, "bad_feedback", f"item {i}: {error}") from None
             resolved.append(item)
@@ -407,7 +540,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             raise RequestError(422, "bad_feedback", str(error)) from None
         return Response(json.dumps({"accepted": len(resolved)}), media_type=_JSON)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @get_and_head("/health")
     async def health() -> dict[str, Any]:
         served = state.served
         return {
@@ -421,7 +554,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             "uptime_s": round(time.time() - state.started, 3),
         }
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    @get_and_head("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -447,7 +580,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         return {"model_uri": served.uri, "version": served.version,
                 "training_sha256": served.reference.training_sha256}
 
-    @app.api_route("/admin/monitoring-config", methods=["GET", "HEAD"])
+    @get_and_head("/admin/monitoring-config")
     async def get_config(request: Request) -> dict[str, Any]:
         admin(request)
         return state.config.to_dict()

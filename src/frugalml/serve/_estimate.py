@@ -69,14 +69,24 @@ class Calibration:
                    float(data["reference_accuracy"]))
 
 
-def confidences(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Predictions and their confidence from ``model.predict_proba`` (one call), or None without it."""
+def class_probabilities(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Predictions, their confidence and all class probabilities from ``model.predict_proba`` (one
+    call, read against ``model.classes_``), or None for a model without them."""
     predict_proba = getattr(model, "predict_proba", None)
-    classes = getattr(model, "classes_", None)
-    if predict_proba is None or classes is None:
+    if predict_proba is None:
         return None
-    proba = np.asarray(predict_proba(X))
+    proba = predict_proba(X)
+    classes = getattr(model, "classes_", None)  # after the call: a network's are known once it answered
+    if proba is None or classes is None:
+        return None
+    proba = np.asarray(proba)
     if proba.ndim != 2 or proba.shape[1] != len(classes):
         return None
     best = proba.argmax(axis=1)
-    return np.asarray(classes)[best], proba[np.arange(len(proba)), best]
+    return np.asarray(classes)[best], proba[np.arange(len(proba)), best], proba
+
+
+def confidences(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Predictions and their confidence from ``model.predict_proba`` (one call), or None without it."""
+    scored = class_probabilities(model, X)
+    return None if scored is None else scored[:2]

@@ -4,11 +4,18 @@ Everything lives in the server's own :class:`CollectorRegistry`. Request counter
 are updated on the request path; the process and monitor families are computed only
 when ``/metrics`` is scraped. Names carry their unit, in Prometheus's base units (bytes, seconds; ``promtool check
 metrics`` is clean).
+
+Series stay bounded whatever the model's width: per-feature families (``{feature=...}``) cover
+at most ``max_feature_series`` features (:func:`shown_features`: drifted first, then those
+with values outside their training range, then the ones already shown), and aggregates over
+all features (``frugalml_feature_psi_max``, ``frugalml_features_drifted``, ...) say what the
+rest do. A 784-pixel image model scrapes in about 165 series instead of 4,239.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+import math
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -16,15 +23,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from frugalml.monitors import private_bytes
+from frugalml.serve._drift import FeatureDrift, WindowDrift
 from frugalml.serve._model import ServedModel
 from frugalml.serve._monitor import Monitor
+from frugalml.serve._settings import MAX_FEATURE_SERIES
 from frugalml.serve._validate import ERROR_KINDS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PREDICT_ENDPOINTS = ("/predict", "/invocations", "/v2/models/{name}/infer")  # the protocols that predict
 ENDPOINTS = (*PREDICT_ENDPOINTS, "/feedback", "/health", "/metrics", "/openapi.json", "/admin/reload",
              "/admin/monitoring-config",
-             "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready")
+             "/v2", "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready", "/ping",
+             "/version")
+_KNOWN_ENDPOINTS = frozenset((*ENDPOINTS, "other"))
+OUT_OF_RANGE_NOTABLE = 0.05  # this share of a window's values outside the training range puts a feature forward
 
 
 class ServerMetrics:
@@ -43,7 +55,9 @@ class ServerMetrics:
         reloads = Counter("frugalml_model_reloads", "Model swaps (alias moves, /admin/reload) by result",
                           ["result"], registry=self.registry)
         self.reloads = {result: reloads.labels(result) for result in ("ok", "error")}
-        self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
+        # an endpoint's latency series appear with its first request (15 series each: most servers
+        # see a handful of the 17 endpoints); the request counters below exist from the start
+        self._latency_children: dict[str, Any] = {}
         # series exist from the start at 0, so increase() and rate() count the first requests too
         self._request_children: dict[tuple[str, int], Any] = {
             (e, 200): self.requests.labels(e, "200") for e in (*ENDPOINTS, "other")}
@@ -51,19 +65,23 @@ class ServerMetrics:
             self.errors.labels(kind)
 
     def endpoint(self, path: str) -> str:
-        """The endpoint label of ``path`` (a model name in a v2 path becomes ``{name}``: bounded labels)."""
+        """The endpoint label of ``path`` (a model name in a v2 path becomes ``{name}``, and a version is
+        dropped: bounded labels)."""
         if path.startswith("/v2/models/"):
-            rest = path[len("/v2/models/"):]
-            suffix = rest[rest.find("/"):] if "/" in rest else ""
-            path = "/v2/models/{name}" + suffix
-        return path if path in self._latency_children else "other"
+            parts = path[len("/v2/models/"):].split("/")
+            rest = parts[3:] if len(parts) >= 3 and parts[1] == "versions" else parts[1:]
+            path = "/".join(["/v2/models/{name}", *rest])
+        return path if path in _KNOWN_ENDPOINTS else "other"
 
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
         child = self._request_children.get((endpoint, code))
         if child is None:
             child = self._request_children.setdefault((endpoint, code), self.requests.labels(endpoint, str(code)))
         child.inc()
-        self._latency_children[endpoint].observe(seconds)
+        latency = self._latency_children.get(endpoint)
+        if latency is None:
+            latency = self._latency_children.setdefault(endpoint, self.latency.labels(endpoint))
+        latency.observe(seconds)
 
 
 class ProcessCollector(Collector):
@@ -118,12 +136,78 @@ def _counter(name: str, doc: str, labels: list[str], samples: list[tuple[list[st
     return family
 
 
+def shown_features(features: Sequence[FeatureDrift], out_of_range: Sequence[float], limit: int,
+                   previous: set[str] | frozenset[str] = frozenset()) -> tuple[int, ...]:
+    """Indices (in feature order) of the at most ``limit`` features that get their own series.
+
+    Every feature when there are no more than ``limit``. Otherwise the first ``limit`` ranked by,
+    in turn: drifted; at least ``OUT_OF_RANGE_NOTABLE`` of the window's values outside the training
+    range; shown for the window before (``previous``: a calm window keeps the same features, so
+    their series do not churn); PSI (NaN last); out-of-range share; feature order.
+    """
+    if len(features) <= limit:
+        return tuple(range(len(features)))
+
+    def rank(i: int) -> tuple[bool, bool, bool, float, float]:
+        feature = features[i]
+        psi = -math.inf if math.isnan(feature.psi) else feature.psi
+        return (feature.drifted, out_of_range[i] >= OUT_OF_RANGE_NOTABLE, feature.name in previous, psi,
+                out_of_range[i])
+
+    return tuple(sorted(sorted(range(len(features)), key=rank, reverse=True)[:max(0, limit)]))
+
+
+def _feature_families(features: Sequence[FeatureDrift]) -> Iterator[Metric]:
+    shown = " (at most max_feature_series features, drifted first)"
+    yield _gauge("frugalml_feature_psi", "PSI of the latest window vs the training bins" + shown, ["feature"],
+                 [([f.name], f.psi) for f in features])
+    yield _gauge("frugalml_feature_ks_statistic", "KS statistic vs the training sample" + shown, ["feature"],
+                 [([f.name], f.ks) for f in features])
+    yield _gauge("frugalml_feature_ks_pvalue", "KS p-value vs the training sample" + shown, ["feature"],
+                 [([f.name], f.ks_pvalue) for f in features])
+    yield _gauge("frugalml_feature_drifted", "1 when the feature drifted in the latest window" + shown, ["feature"],
+                 [([f.name], float(f.drifted)) for f in features])
+
+
+def _feature_aggregates(drift: WindowDrift, values: Mapping[str, float]) -> Iterator[Metric]:
+    """Over every input feature, shown or not."""
+    features = drift.features
+    psis = [f.psi for f in features]
+    yield GaugeMetricFamily("frugalml_input_features", "Input features of the model (those with per-feature "
+                            "series: count(frugalml_feature_psi))", float(len(features)))
+    yield GaugeMetricFamily("frugalml_features_drifted", "Features that drifted in the latest window",
+                            float(drift.drifted))
+    yield GaugeMetricFamily("frugalml_feature_psi_max", "Largest PSI over all features in the latest window",
+                            max(psis, default=0.0))
+    yield GaugeMetricFamily("frugalml_feature_psi_mean", "Mean PSI over all features in the latest window",
+                            sum(psis) / len(psis) if psis else 0.0)
+    yield GaugeMetricFamily("frugalml_feature_ks_statistic_max", "Largest KS statistic over all features",
+                            max((f.ks for f in features), default=0.0))
+    yield GaugeMetricFamily("frugalml_features_out_of_range",
+                            "Features with a value outside their training range in the latest window",
+                            values.get("data.out_of_range_features", 0.0))
+
+
 class MonitorCollector(Collector):
     """The monitor's state as Prometheus families (read at scrape time)."""
 
-    def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], Monitor | None]) -> None:
+    def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], Monitor | None],
+                 max_feature_series: int = MAX_FEATURE_SERIES) -> None:
         self._served = served
         self._monitor = monitor
+        self.max_feature_series = max_feature_series
+        self._shown: tuple[WindowDrift | None, tuple[int, ...]] = (None, ())
+
+    def _shown_features(self, drift: WindowDrift, values: Mapping[str, float]) -> tuple[int, ...]:
+        """The features with their own series for ``drift``'s window, chosen once per window."""
+        window, shown = self._shown
+        if window is drift:
+            return shown
+        previous = {window.features[i].name for i in shown} if window is not None else set()
+        out_of_range = [values.get(f"data.out_of_range.{f.name}", 0.0) for f in drift.features]
+        shown = shown_features(drift.features, out_of_range, self.max_feature_series, previous)
+        self._shown = (drift, shown)
+        return shown
 
     def collect(self) -> Iterator[Metric]:
         served = self._served()
@@ -135,29 +219,26 @@ class MonitorCollector(Collector):
         if monitor is None:
             return
         state = monitor.state()
+        names: list[str] = []
         if state.drift is not None:
-            features = state.drift.features
-            yield _gauge("frugalml_feature_psi", "PSI of the latest window vs the training bins", ["feature"],
-                         [([f.name], f.psi) for f in features])
-            yield _gauge("frugalml_feature_ks_statistic", "KS statistic vs the training sample", ["feature"],
-                         [([f.name], f.ks) for f in features])
-            yield _gauge("frugalml_feature_ks_pvalue", "KS p-value vs the training sample", ["feature"],
-                         [([f.name], f.ks_pvalue) for f in features])
-            yield _gauge("frugalml_feature_drifted", "1 when the feature drifted in the latest window", ["feature"],
-                         [([f.name], float(f.drifted)) for f in features])
+            drift = state.drift
+            features = [drift.features[i] for i in self._shown_features(drift, state.values)]
+            names = [f.name for f in features]
+            yield from _feature_families(features)
+            yield from _feature_aggregates(drift, state.values)
             yield GaugeMetricFamily("frugalml_prediction_psi", "PSI of the predictions vs training",
-                                    state.drift.prediction_psi)
-            if state.drift.prediction_ks is not None:
+                                    drift.prediction_psi)
+            if drift.prediction_ks is not None:
                 yield GaugeMetricFamily("frugalml_prediction_ks_statistic", "KS statistic of the predictions",
-                                        state.drift.prediction_ks)
+                                        drift.prediction_ks)
         if "data.out_of_range" in state.values:
             values = state.values
             yield GaugeMetricFamily("frugalml_data_out_of_range_rows_ratio",
                                     "Share of the latest window's rows with a value outside the training range",
                                     values["data.out_of_range"])
-            yield _gauge("frugalml_data_out_of_range_ratio", "Share of a feature's values outside its training range",
-                         ["feature"], [([f.name], values.get(f"data.out_of_range.{f.name}", 0.0))
-                                       for f in served.reference.features])
+            yield _gauge("frugalml_data_out_of_range_ratio", "Share of a feature's values outside its training range "
+                         "(the features of frugalml_feature_psi)",
+                         ["feature"], [([name], values.get(f"data.out_of_range.{name}", 0.0)) for name in names])
             yield GaugeMetricFamily("frugalml_data_constant_features",
                                     "Features constant in the latest window that vary in training",
                                     values["data.constant_features"])

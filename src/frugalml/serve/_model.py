@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from frugalml.exceptions import DataError, FrugalError
-from frugalml.flavors import SKLEARN_SERIALIZATION
+from frugalml.flavors import SKLEARN_SERIALIZATION, choose_keras_backend, missing_module_message, recorded_modules
 from frugalml.lineage import parse_model_uri
-from frugalml.serve._reference import Reference
+from frugalml.serve import _classifier as classifier
+from frugalml.serve._reference import CATEGORICAL, Reference, encode_table
 
 REFERENCE_FILE = "frugalml_reference.json"
 MONITORING_FILE = "frugalml_monitoring.json"
@@ -117,7 +118,10 @@ class PyfuncPredictor:
 
     Rows become a DataFrame with the reference's feature names, cast to the types of
     the model's signature when it has one. A classifier that returns one score per
-    class (a network's logits) is answered with the index of the highest score.
+    class (a network's logits) is answered with the index of the highest score, and
+    ``predict_proba`` gives its class probabilities (softmax of the scores unless they
+    are probabilities already); a network registered by frugalml
+    (:mod:`frugalml.serve._classifier`) answers both itself, as ``mlflow.pyfunc`` does.
     """
 
     def __init__(self, model: Any, feature_names: tuple[str, ...] = ()) -> None:
@@ -129,21 +133,41 @@ class PyfuncPredictor:
         names = schema.input_names() if schema is not None and schema.has_input_names() else None
         if names and not self.feature_names:
             self.feature_names = tuple(str(n) for n in names)
+        conf = model.metadata.flavors.get("python_function", {}) if model.metadata is not None else {}
+        self._classifier = conf.get("loader_module") == classifier.__name__
+        self.classes_: np.ndarray | None = np.asarray(conf["frugalml_classes"]) if self._classifier else None
 
-    def predict(self, X: Any) -> np.ndarray:
+    def _inputs(self, X: Any) -> Any:
         import pandas as pd
 
         X = np.asarray(X)
         if self._tensor:
-            inputs: Any = X.astype(self._types[0]) if self._types else X
-        else:
-            inputs = pd.DataFrame(X, columns=list(self.feature_names) or None)
-            if self._types is not None and len(self._types) == inputs.shape[1]:
-                inputs = inputs.astype(dict(zip(inputs.columns, self._types)))
-        output = np.asarray(self.model.predict(inputs))
+            return X.astype(self._types[0]) if self._types else X
+        inputs = pd.DataFrame(X, columns=list(self.feature_names) or None)
+        if self._types is not None and len(self._types) == inputs.shape[1]:
+            inputs = inputs.astype(dict(zip(inputs.columns, self._types)))
+        elif X.dtype == object:  # text features: numbers back to numeric columns
+            inputs = inputs.infer_objects()
+        return inputs
+
+    def predict(self, X: Any) -> np.ndarray:
+        output = np.asarray(self.model.predict(self._inputs(X)))
         if output.ndim == 2 and output.shape[1] == 1:
             return output[:, 0]
+        if output.ndim == 2 and self.classes_ is None:  # a network's classes: its output indices
+            self.classes_ = np.arange(output.shape[1])
         return output.argmax(axis=1) if output.ndim == 2 else output
+
+    def predict_proba(self, X: Any) -> np.ndarray | None:
+        """Class probabilities (rows x classes, in the order of ``classes_``); None for a model without them."""
+        if self._classifier:
+            return np.asarray(self.model.predict(self._inputs(X), params={classifier.PARAM: True}))
+        output = np.asarray(self.model.predict(self._inputs(X)))
+        if output.ndim != 2 or output.shape[1] < 2:
+            return None
+        if self.classes_ is None:
+            self.classes_ = np.arange(output.shape[1])
+        return classifier.probabilities(output)
 
 
 class _NamedColumns:
@@ -159,7 +183,9 @@ class _NamedColumns:
     def _frame(self, X: Any) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(np.asarray(X), columns=self.model.feature_names_in_)
+        X = np.asarray(X)
+        frame = pd.DataFrame(X, columns=self.model.feature_names_in_)
+        return frame.infer_objects() if X.dtype == object else frame  # text features: numbers stay numeric
 
     def predict(self, X: Any) -> np.ndarray:
 
@@ -175,14 +201,20 @@ def load_predictor(path: Path, uri: str, feature_names: tuple[str, ...] = ()) ->
     from mlflow.models import Model
 
     try:
-        if "sklearn" in Model.load(str(path)).flavors:
+        flavors = Model.load(str(path)).flavors
+        if "keras" in flavors:  # Keras reads its backend once, at import: one that is installed
+            choose_keras_backend(flavors["keras"].get("keras_backend"))
+        if "sklearn" in flavors:
             import mlflow.sklearn
 
             model = mlflow.sklearn.load_model(str(path))
             return _NamedColumns(model) if hasattr(model, "feature_names_in_") else model
         return PyfuncPredictor(mlflow.pyfunc.load_model(str(path)), feature_names)
-    except Exception as error:  # corrupt or incompatible files: one line for the user
-        raise ModelLoadError(f"cannot load model {uri!r}: {type(error).__name__}: {error}") from error
+    except FrugalError as error:  # no Keras backend installed
+        raise ModelLoadError(f"cannot load model {uri!r}: {error}") from None
+    except Exception as error:  # corrupt or incompatible files, a user module not importable: one line
+        hint = missing_module_message(error, recorded_modules(path))
+        raise ModelLoadError(f"cannot load model {uri!r}: {hint or f'{type(error).__name__}: {error}'}") from error
 
 
 def reference_from_table(model: Any, path: str | Path, *, task: str | None = None, seed: int = 0) -> Reference:
@@ -198,25 +230,55 @@ def reference_from_table(model: Any, path: str | Path, *, task: str | None = Non
                         "pass a table of exactly the model's inputs (plus an optional 'target').")
     if wanted:
         frame, names = frame[list(wanted)], tuple(wanted)
-    non_numeric = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
-    if non_numeric or frame.empty:
-        raise DataError(f"reference {str(path)!r} needs numeric input columns and at least one row; "
-                        f"{non_numeric or 'no rows'} cannot be fingerprinted.")
-    X = frame.to_numpy(dtype=np.float64)
+    if frame.empty:
+        raise DataError(f"reference {str(path)!r} has no rows; pass a table of the model's inputs.")
+    X, categories = encode_table(frame)  # text columns as category codes
+    raw = frame.to_numpy(dtype=object) if categories else X
     if isinstance(model, PyfuncPredictor) and not model.feature_names:
         model.feature_names = names
     try:
-        predictions = np.asarray(model.predict(X))
+        predictions = np.asarray(model.predict(raw))
     except Exception as error:  # the model's own error, in one line
         raise DataError(f"the model cannot predict on reference {str(path)!r}: {type(error).__name__}: "
                         f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}") from None
     task = task or stored_task or infer_task(y if y is not None else predictions)
     classes: tuple[str, ...] = ()
+    calibration = None
     if task == "classification":
         seen = {str(v) for v in predictions.tolist()} | ({str(v) for v in y.tolist()} if y is not None else set())
         classes = tuple(sorted(seen))
+        calibration = _calibration(model, raw, y)
     return Reference.build(X, y if y is not None else predictions, names, task=task, predictions=predictions,
-                           classes=classes, seed=seed, data={"source": str(path)})
+                           classes=classes, seed=seed, data={"source": str(path)}, categories=categories,
+                           calibration=calibration)
+
+
+def _calibration(model: Any, X: np.ndarray, y: np.ndarray | None) -> dict[str, Any] | None:
+    """The confidence calibrator of a classifier with class probabilities, fitted on labelled reference rows
+    (for ``quality.estimated_accuracy``); None without labels or probabilities."""
+    from frugalml.serve._estimate import Calibration, confidences
+
+    if y is None:
+        return None
+    try:
+        scored = confidences(model, X)
+    except Exception:  # noqa: BLE001 - a model whose predict_proba fails here is served without the estimate
+        return None
+    if scored is None:
+        return None
+    predicted, confidence = scored
+    return Calibration.fit(confidence, predicted.astype(str) == np.asarray(y).astype(str)).to_dict()
+
+
+def _signature_dtypes(path: Path, names: tuple[str, ...]) -> list[str]:
+    """Per input name, ``"str"`` where the model's signature says the column is text, else ``"float64"``."""
+    from mlflow.models import Model
+
+    schema = Model.load(str(path)).get_input_schema()
+    text = set()
+    if schema is not None and not schema.is_tensor_spec():
+        text = {str(c.name) for c in schema.inputs if getattr(c.type, "name", "") == "string"}
+    return [CATEGORICAL if n in text else "float64" for n in names]
 
 
 def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | None = None) -> ServedModel:
@@ -248,7 +310,7 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
                 "(a Parquet or CSV table of its inputs, and an optional 'target' column), or log it with an "
                 "input_example, or register it with `frugalml register`."
             )
-        fingerprint = Reference.schema_only(names)
+        fingerprint = Reference.schema_only(names, dtypes=_signature_dtypes(path, names))
     monitoring_file = path / "extra_files" / MONITORING_FILE
     monitoring = json.loads(monitoring_file.read_text()) if monitoring_file.is_file() else None
     return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags)

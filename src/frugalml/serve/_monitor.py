@@ -15,6 +15,7 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``drift.ks.<feature>``              KS statistic vs the training sample
 ``drift.ks_pvalue.<feature>``       its p-value
 ``drift.psi_max`` / ``drift.ks_max`` largest over features
+``drift.psi_mean``                  mean PSI over features
 ``drift.features`` / ``drift.share`` drifted features (count / share) in the window
 ``drift.detected``                  1 when any feature drifted in the window, else 0
 ``drift.prediction_psi``            PSI of the predictions (class shares or bins)
@@ -22,6 +23,7 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``data.out_of_range``               share of the window's rows with a value outside the
                                     training range of its feature
 ``data.out_of_range.<feature>``     share of the window's values outside that range
+``data.out_of_range_features``      features with a value outside their training range
 ``data.constant_features``          features constant in the window that vary in training
 ``nonfinite.inputs``                NaN/inf input values in the latest window
 ``nonfinite.outputs``               NaN/inf predictions in the latest window
@@ -91,7 +93,8 @@ def data_quality(reference: Reference, X: np.ndarray) -> dict[str, float]:
     outside = (X < low) | (X > high)
     varied = np.array([f.std > 0 for f in reference.features])
     constant = (X.max(axis=0) == X.min(axis=0)) & varied if len(X) > 1 else np.zeros(len(low), dtype=bool)
-    values = {"data.out_of_range": float(outside.any(axis=1).mean()), "data.constant_features": float(constant.sum())}
+    values = {"data.out_of_range": float(outside.any(axis=1).mean()), "data.constant_features": float(constant.sum()),
+              "data.out_of_range_features": float(outside.any(axis=0).sum())}
     for feature, share in zip(reference.features, outside.mean(axis=0).tolist()):
         values[f"data.out_of_range.{feature.name}"] = share
     return values
@@ -222,8 +225,11 @@ class Monitor:
                 self._latencies.append(latency_s)
 
     def feedback(self, prediction_id: Any, label: Any, slice_: Mapping[str, Any] | None = None) -> None:
-        """A true label for an earlier prediction (:class:`FeedbackError` when unusable)."""
+        """A true label for an earlier prediction (:class:`FeedbackError` when unusable;
+        :class:`DuplicateFeedback` for a second label of one prediction)."""
+        self.log.check_unlabelled(prediction_id)
         self.quality.add(self.log.get(prediction_id), label, slice_)
+        self.log.mark_labelled(prediction_id)
 
     # -- processing ---------------------------------------------------------------------
 
@@ -304,6 +310,7 @@ class Monitor:
             **data_quality(self.reference, X),
             "drift.psi_max": max((f.psi for f in drift.features), default=0.0),
             "drift.ks_max": max((f.ks for f in drift.features), default=0.0),
+            "drift.psi_mean": float(np.mean([f.psi for f in drift.features])) if drift.features else 0.0,
             "drift.features": float(drift.drifted),
             "drift.detected": float(drift.drifted > 0),
             "drift.share": drift.drifted / max(1, len(drift.features)),

@@ -24,6 +24,10 @@ class FeedbackError(FrugalError, ValueError):
     """A feedback label that cannot be used (unknown id, wrong label type, too many slices)."""
 
 
+class DuplicateFeedback(FeedbackError):
+    """A second label for a prediction id: feedback is idempotent by refusing it (the first label counts)."""
+
+
 class PredictionLog:
     """Issues prediction ids and keeps the latest ``capacity`` predictions for feedback."""
 
@@ -34,6 +38,7 @@ class PredictionLog:
         self._starts: deque[int] = deque()
         self._batches: deque[np.ndarray] = deque()
         self._kept = 0
+        self._labelled: set[int] = set()  # rows that got their label (pruned with the kept predictions)
         self._lock = threading.Lock()
 
     def record(self, predictions: np.ndarray, keep: bool = True) -> list[str]:
@@ -60,15 +65,32 @@ class PredictionLog:
         while self._batches and self._kept - len(self._batches[0]) >= self.capacity:
             self._kept -= len(self._batches.popleft())
             self._starts.popleft()
+        if len(self._labelled) > self.capacity:  # labels of evicted rows: refused as too old anyway
+            oldest = self._starts[0] if self._starts else self._next
+            self._labelled = {row for row in self._labelled if row >= oldest}
 
-    def get(self, prediction_id: Any) -> Any:
-        """The prediction behind an id; :class:`FeedbackError` when unknown or evicted."""
+    def _row(self, prediction_id: Any) -> int:
         prefix, _, number = str(prediction_id).rpartition("-")
         if prefix != self.prefix or not (number.isascii() and number.isdigit() and len(number) <= 18):
             raise FeedbackError(
                 f"unknown prediction_id {prediction_id!r}: not issued by this server (or it restarted)."
             )
-        row = int(number)
+        return int(number)
+
+    def check_unlabelled(self, prediction_id: Any) -> None:
+        """:class:`DuplicateFeedback` when ``prediction_id`` already got its label."""
+        if self._row(prediction_id) in self._labelled:
+            raise DuplicateFeedback(f"prediction_id {str(prediction_id)[:60]!r} already has its label; feedback "
+                                    "counts the first label of each prediction.")
+
+    def mark_labelled(self, prediction_id: Any) -> None:
+        with self._lock:
+            self._labelled.add(self._row(prediction_id))
+            self._evict()
+
+    def get(self, prediction_id: Any) -> Any:
+        """The prediction behind an id; :class:`FeedbackError` when unknown or evicted."""
+        row = self._row(prediction_id)
         with self._lock:
             k = bisect.bisect_right(self._starts, row) - 1
             if k >= 0 and row - self._starts[k] < len(self._batches[k]):

@@ -8,6 +8,11 @@ stored as JSON beside the model (``frugalml_reference.json``).
 
 Bins are ``(-inf, e1], (e1, e2], ..., (e_k, inf)``; tied quantiles are merged, so a
 feature with few distinct values gets fewer bins and its proportions stay exact.
+
+A categorical (text) feature has dtype ``"str"`` and its training ``categories``; the
+statistics are over category codes (its index in ``categories``; a category unseen in
+training gets ``len(categories)``, outside the training range), so drift and range checks
+work on it unchanged.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from frugalml.exceptions import DataError
 
 FORMAT_VERSION = 1
+CATEGORICAL = "str"  # the dtype of a text feature
 
 
 def bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
@@ -50,10 +56,15 @@ class FeatureReference:
     edges: tuple[float, ...]
     proportions: tuple[float, ...]
     sample: tuple[float, ...]
+    categories: tuple[str, ...] = ()  # a text feature's training categories; its values are their codes
+
+    @property
+    def categorical(self) -> bool:
+        return self.dtype == CATEGORICAL
 
     @classmethod
-    def build(cls, name: str, values: np.ndarray, *, bins: int, sample: np.ndarray, dtype: str | None = None
-              ) -> FeatureReference:
+    def build(cls, name: str, values: np.ndarray, *, bins: int, sample: np.ndarray, dtype: str | None = None,
+              categories: Sequence[str] = ()) -> FeatureReference:
         values = np.asarray(values, dtype=np.float64)
         edges = bin_edges(values, bins)
         integral = bool(np.all(np.abs(values - np.round(values)) <= 1e-9 * np.maximum(1.0, np.abs(values))))
@@ -62,6 +73,7 @@ class FeatureReference:
             std=float(values.std()), min=float(values.min()), max=float(values.max()),
             edges=tuple(edges.tolist()), proportions=tuple(proportions(values, edges).tolist()),
             sample=tuple(np.sort(values[sample]).tolist()),
+            categories=tuple(categories),
         )
 
 
@@ -93,11 +105,41 @@ class Reference:
         return self.n_train > 0
 
     @classmethod
-    def schema_only(cls, feature_names: Sequence[str], task: str = "regression") -> Reference:
-        """The feature names and order alone (from a model's signature), without training statistics."""
-        features = tuple(FeatureReference(str(n), "float64", 0.0, 0.0, -np.inf, np.inf, (), (1.0,), ())
-                         for n in feature_names)
+    def schema_only(cls, feature_names: Sequence[str], task: str = "regression",
+                    dtypes: Sequence[str] | None = None) -> Reference:
+        """The feature names and order alone (from a model's signature; ``dtypes``: ``"str"`` for a
+        text column), without training statistics."""
+        dtypes = dtypes or ["float64"] * len(feature_names)
+        features = tuple(FeatureReference(str(n), d, 0.0, 0.0, -np.inf, np.inf, (), (1.0,), ())
+                         for n, d in zip(feature_names, dtypes))
         return cls(task=task, features=features, training_sha256="", n_train=0)
+
+    @property
+    def categorical(self) -> tuple[bool, ...]:
+        """Per feature: whether it is text (categorical)."""
+        return tuple(f.categorical for f in self.features)
+
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        """Rows of raw values (text in categorical columns) as float64, categories as their codes."""
+        codes = np.empty(raw.shape, dtype=np.float64)
+        for j, feature in enumerate(self.features):
+            if feature.categorical:
+                index = {c: k for k, c in enumerate(feature.categories)}
+                codes[:, j] = [index.get(v, len(index)) for v in raw[:, j]]
+            else:
+                codes[:, j] = raw[:, j].astype(np.float64)
+        return codes
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Coded rows back to raw values (an object array when a feature is categorical)."""
+        if not any(self.categorical):
+            return codes
+        raw = codes.astype(object)
+        for j, feature in enumerate(self.features):
+            if feature.categorical and feature.categories:
+                known = np.clip(codes[:, j].astype(np.int64), 0, len(feature.categories) - 1)
+                raw[:, j] = np.asarray(feature.categories, dtype=object)[known]
+        return raw
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -113,9 +155,17 @@ class Reference:
 
     @property
     def sample_inputs(self) -> np.ndarray:
-        """Rows of training-range values, one column per feature, to time predictions on. Each
-        column is that feature's sorted sample, so a row is not a training row: not for statistics."""
-        return np.asarray([f.sample for f in self.features], dtype=np.float64).T
+        """Rows of training-range values, one column per feature, to time predictions on (raw: text
+        for a categorical feature). Each column is that feature's sorted sample, so a row is not a
+        training row: not for statistics."""
+        return self.decode(np.asarray([f.sample for f in self.features], dtype=np.float64).T)
+
+    def typical_row(self) -> np.ndarray:
+        """One raw row: each feature's training mean, or its median category (zeros without statistics)."""
+        if not self.has_statistics:
+            return self.decode(np.zeros((1, len(self.features))))[0]
+        codes = [float(np.median(f.sample)) if f.categorical else f.mean for f in self.features]
+        return self.decode(np.asarray([codes]))[0]
 
     @classmethod
     def build(
@@ -133,12 +183,15 @@ class Reference:
         hashed: Sequence[np.ndarray] | None = None,
         data: dict[str, Any] | None = None,
         calibration: dict[str, Any] | None = None,
+        categories: Mapping[str, Sequence[str]] | None = None,
     ) -> Reference:
         """Fingerprint raw training features ``X`` and the model's ``predictions`` on them.
 
         ``hashed`` are the arrays the sha256 covers (default ``X`` and ``y``): pass the
-        arrays the model was actually fitted on.
+        arrays the model was actually fitted on. ``categories``: per text feature, its
+        categories; ``X`` then holds their codes (:func:`encode_table`).
         """
+        categories = categories or {}
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or len(X) == 0 or X.shape[1] != len(feature_names):
             raise DataError(
@@ -148,7 +201,10 @@ class Reference:
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(X), size=min(sample_size, len(X)), replace=False)
         features = tuple(
-            FeatureReference.build(str(name), X[:, j], bins=bins, sample=sample) for j, name in enumerate(feature_names)
+            FeatureReference.build(str(name), X[:, j], bins=bins, sample=sample,
+                                   **({"dtype": CATEGORICAL, "categories": categories[name]} if name in categories
+                                      else {}))
+            for j, name in enumerate(feature_names)
         )
         prediction, class_proportions = None, ()
         if task == "regression":
@@ -193,11 +249,32 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
+def encode_table(frame: Any) -> tuple[np.ndarray, dict[str, tuple[str, ...]]]:
+    """A table's columns as float64 (text columns as codes into their sorted categories) and the
+    categories per text column; a text column with missing values is refused."""
+    categories: dict[str, tuple[str, ...]] = {}
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype.kind in "biuf":
+            columns.append(column.to_numpy(dtype=np.float64))
+            continue
+        if column.isna().any():
+            raise DataError(f"text column {str(name)!r} has {int(column.isna().sum())} missing values; fill them "
+                            "(e.g. with a category such as 'missing') before fingerprinting.")
+        values = column.astype(str).to_numpy()
+        categories[str(name)] = tuple(sorted(set(values.tolist())))
+        index = {c: k for k, c in enumerate(categories[str(name)])}
+        columns.append(np.array([index[v] for v in values], dtype=np.float64))
+    return np.column_stack(columns) if columns else np.empty((len(frame), 0)), categories
+
+
 def sha256_arrays(*arrays: np.ndarray) -> str:
-    """sha256 over each array's dtype, shape and C-ordered bytes."""
+    """sha256 over each array's dtype, shape and C-ordered bytes (text as fixed-width unicode)."""
     digest = hashlib.sha256()
     for array in arrays:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array.astype(str) if array.dtype == object else array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array)
     return digest.hexdigest()

@@ -38,11 +38,25 @@ MLFLOW = {
     ],
 }
 
-_TENSOR = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
-    "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-    "datatype": {"type": "string"}, "data": {"type": "array", "items": NUMBER}}}
-V2_INFER = {"type": "object", "required": ["inputs"],
-            "properties": {"inputs": {"type": "array", "items": _TENSOR, "minItems": 1}}}
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2}
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    "name": {"type": "string"}, "shape": _SHAPE,
+    "datatype": {"enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+                          "FP32", "FP64", "BYTES"]},
+    "data": {"type": "array", "items": {"type": ["number", "string", "boolean", "array"]}},
+    "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}}}}
+V2_INFER = {"type": "object", "required": ["inputs"], "properties": {
+    "id": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR, "minItems": 1},
+    "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"}, "parameters": {"type": "object"}}}},
+    "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}}}}
+V2_INFERRED = {"type": "object", "required": ["model_name", "outputs"], "properties": {
+    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+    "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype"]}},
+    "parameters": {"type": "object"}}}
+_BINARY = {"schema": {"type": "string", "format": "binary", "description": "a JSON header of "
+                      "Inference-Header-Content-Length bytes, then the binary tensors"}}
+_CSV = {"schema": {"type": "string", "description": "a header row of column names, then one row per prediction"}}
 
 _FEEDBACK_ITEM = {
     "type": "object", "required": ["prediction_id", "label"],
@@ -60,10 +74,13 @@ _REFUSALS = {str(code): {"description": what, "content": {"application/json": {"
                                 (429, "rate limited"))}
 
 
-def body(schema: dict[str, Any], answer: dict[str, Any] | None = None, *, required: bool = True) -> dict[str, Any]:
-    """``openapi_extra`` for a route taking a JSON body of ``schema`` and answering ``answer``."""
+def body(schema: dict[str, Any], answer: dict[str, Any] | None = None, *, required: bool = True,
+         binary: bool = False, csv: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` for a route taking a JSON body of ``schema`` (or ``binary`` tensors, or ``csv``)
+    and answering ``answer``."""
     responses: dict[str, Any] = dict(_REFUSALS)
     if answer is not None:
         responses["200"] = {"description": "OK", "content": {"application/json": {"schema": answer}}}
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}},
-            "responses": responses}
+    content = {"application/json": {"schema": schema}, **({"application/octet-stream": _BINARY} if binary else {}),
+               **({"text/csv": _CSV} if csv else {})}
+    return {"requestBody": {"required": required, "content": content}, "responses": responses}

@@ -59,22 +59,35 @@ _BAD_HTTP = ("the request is not valid HTTP/1.1 (a malformed request line, heade
              "over the size limit); the connection is closed.")
 
 
+def _declared_chunk_bytes(conn: Any) -> int:
+    """Bytes h11 still expects in the chunk it is reading (0 when not reading a chunked body).
+
+    h11 has no public API for it: this reads ``Connection._reader._bytes_in_chunk``; should a
+    later h11 rename them, the guard falls back to the app's body timeout
+    (``tests/serve/test_transport_errors.py`` checks it still answers at once)."""
+    return getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
+
+
 @functools.cache
-def json_errors_protocol() -> type:
+def json_errors_protocol(max_body_bytes: int = 1 << 20) -> type:
     """uvicorn's h11 protocol (what ``http="auto"`` is without httptools, pinned so the answer does not
-    depend on what else is installed), answering a request it cannot parse with the app's JSON error body."""
+    depend on what else is installed), with three guards that each answer with the app's JSON error body:
+    a request it cannot parse (400 ``bad_request``), a chunk declaring more than ``max_body_bytes``
+    (413 ``too_large`` at once, not after the body timeout), and a client that half-closes the
+    connection mid-request (400; one that half-closes after a whole request still gets its answer)."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     from frugalml.serve._app import error_body
 
     class JSONErrorsProtocol(H11Protocol):
-        def send_400_response(self, msg: str) -> None:
-            body = json.dumps(error_body("bad_request", _BAD_HTTP), separators=(",", ":")).encode("utf-8")
+        def answer(self, status: int, reason: bytes, kind: str, message: str) -> None:
+            """Answer with a JSON error and close, whatever state the request is in."""
+            body = json.dumps(error_body(kind, message), separators=(",", ":")).encode("utf-8")
             headers = [*self.server_state.default_headers, (b"content-type", b"application/json"),
                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
             try:  # h11 refuses a response where HTTP allows none (the bad bytes came after the answer began)
-                output = self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
+                output = self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
                 output += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
             except h11.LocalProtocolError:
                 output = b""
@@ -83,6 +96,25 @@ def json_errors_protocol() -> type:
             if self.cycle is not None and not self.cycle.response_complete:
                 self.cycle.disconnected = True  # the app's own answer to this request would break h11's state
                 self.cycle.message_event.set()
+
+        def send_400_response(self, msg: str) -> None:
+            self.answer(400, b"Bad Request", "bad_request", _BAD_HTTP)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            declared = _declared_chunk_bytes(self.conn)
+            if declared > max_body_bytes and not self.transport.is_closing():
+                self.answer(413, b"Content Too Large", "too_large", f"a chunk of the body declares more than the limit "
+                                                                    f"of {max_body_bytes} bytes ({declared} still to come).")
+
+        def eof_received(self) -> bool | None:
+            state = self.conn.their_state
+            if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+                self.answer(400, b"Bad Request", "client_disconnected", "the client closed its side of the "
+                                                                        "connection before the request was complete.")
+                return None
+            # a client that half-closes after a whole request (printf ... | nc) still reads the answer
+            return True if state is h11.DONE and self.cycle is not None and not self.cycle.response_complete else None
 
     return JSONErrorsProtocol
 
@@ -118,7 +150,7 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
           flush=True)
     try:
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                               server_header=False, log_config=None, http=json_errors_protocol()))
+                                               server_header=False, log_config=None, http=json_errors_protocol(settings.max_body_bytes)))
         server.run()
         if not server.started:
             raise FrugalError(f"the server did not start on {url}; see the log above.")

@@ -12,6 +12,8 @@ from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
 POLL_REGISTRY_S = 30.0  # how often a models:/NAME@ALIAS server checks its alias, unless told
+MAX_FEATURE_SERIES = 10  # features with their own {feature=...} series on /metrics, unless told
+_FEATURE_SERIES_RANGE = Interval(int, 0, 100_000, closed="both")
 _POLL_RANGE = Interval(numbers.Real, 0, 86400, closed="both")  # type: ignore[arg-type]
 
 
@@ -53,6 +55,11 @@ class ServerSettings:
         poll_registry_s: seconds between checks of a ``models:/NAME@ALIAS`` model's
             alias; when it moved, the new version is loaded and swapped in (None:
             ``POLL_REGISTRY_S``; 0: never). Other URIs have no alias to follow.
+        max_feature_series: at most this many input features get their own ``{feature=...}``
+            series on ``/metrics`` (four drift gauges and the out-of-range ratio each): all of
+            them when the model has no more, else the drifted ones first (see
+            :func:`frugalml.serve._metrics.shown_features`); aggregates cover every feature. 0:
+            aggregates only. Alert rules see every feature whatever this is.
     """
 
     token: str | None = None
@@ -65,6 +72,7 @@ class ServerSettings:
     reference: str | None = None  # inputs table for a model without frugalml's reference file
     body_timeout_s: float = 10.0
     poll_registry_s: float | None = None
+    max_feature_series: int = MAX_FEATURE_SERIES
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_rows"):
@@ -77,6 +85,7 @@ class ServerSettings:
         check("ServerSettings", "body_timeout_s", self.body_timeout_s, POSITIVE)
         if self.poll_registry_s is not None:
             check("ServerSettings", "poll_registry_s", self.poll_registry_s, _POLL_RANGE)
+        check("ServerSettings", "max_feature_series", self.max_feature_series, _FEATURE_SERIES_RANGE)
 
     def poll_interval(self, uri: str) -> float:
         """Seconds between alias checks when serving ``uri`` (0: none)."""

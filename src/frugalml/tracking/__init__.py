@@ -1,6 +1,12 @@
 """Tracking backends: MLflow (one parent run per study, a child run per trial)."""
 
 from frugalml.tracking._base import Tracker
-from frugalml.tracking._mlflow import MlflowTracker, check_uri, default_uri, seed_sqlite_store
+from frugalml.tracking._mlflow import (
+    HTTP_LIMITS, MODEL_ARTIFACT, MlflowTracker, TrackingError, check_uri, default_uri, limit_http_requests, probe,
+    seed_sqlite_store, shown_uri,
+)
 
-__all__ = ["MlflowTracker", "Tracker", "check_uri", "default_uri", "seed_sqlite_store"]
+__all__ = [
+    "HTTP_LIMITS", "MODEL_ARTIFACT", "MlflowTracker", "Tracker", "TrackingError", "check_uri", "default_uri",
+    "limit_http_requests", "probe", "seed_sqlite_store", "shown_uri",
+]

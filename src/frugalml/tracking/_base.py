@@ -18,5 +18,6 @@ class Tracker(abc.ABC):
     def log_study(self, result: Any) -> None:
         """Log the study as a whole (a :class:`~frugalml.results.StudyResult`) once it ends."""
 
-    def close(self) -> None:
-        """Flush and release resources at the end of a study."""
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush and release resources at the end of a study: ``FINISHED``, ``FAILED``
+        (an error ended it) or ``KILLED`` (interrupted)."""

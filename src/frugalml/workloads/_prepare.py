@@ -161,6 +161,10 @@ def prepare_dataset(
 
     X, y, feature_names = _load(source)
     task, y, classes = _encode_target(source, y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if task == "regression" and not np.isfinite(np.var(np.asarray(y, dtype=np.float64))):
+            raise DataError(f"dataset {source.name!r} has target values too large for a squared loss (their "
+                            "variance overflows float64); rescale the target column.")
     n = len(y)
     n_test = math.ceil(test_size * n)
     if min(n - n_test, n_test) < 2:
@@ -200,15 +204,18 @@ def prepare_dataset(
             np.save(tmp / f"y_{split}.npy", y[idx].astype(y_dtype))
             outputs.append(out)
         scaler = StandardScaler()  # fitted on the training split only
-        for start in range(0, len(train_idx), chunk):
-            scaler.partial_fit(outputs[0][start : start + chunk])
-        mean, scale = scaler.mean_.astype(dtype), scaler.scale_.astype(dtype)  # scale_ is 1 where variance is 0
-        for out in outputs:
-            for start in range(0, len(out), chunk):
-                block = out[start : start + chunk]
-                block -= mean
-                block /= scale
-            out.flush()
+        with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit: refused below
+            for start in range(0, len(train_idx), chunk):
+                scaler.partial_fit(outputs[0][start : start + chunk])
+            mean, scale = scaler.mean_.astype(dtype), scaler.scale_.astype(dtype)  # scale_ is 1 where variance is 0
+            _check_scalable(source.name, np.isfinite(mean) & np.isfinite(scale), feature_names)
+            for out in outputs:
+                for start in range(0, len(out), chunk):
+                    block = out[start : start + chunk]
+                    block -= mean
+                    block /= scale
+                    _check_scalable(source.name, np.isfinite(block).all(axis=0), feature_names)
+                out.flush()
         meta.update(scaler_mean=scaler.mean_.tolist(), scaler_scale=scaler.scale_.tolist())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -221,6 +228,16 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     if stat.st_size > _HASH_LIMIT_BYTES:
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return {"sha256": sha256_file(path)}
+
+
+def _check_scalable(name: str, finite: np.ndarray, feature_names: list[str] | None) -> None:
+    """A :class:`DataError` naming the columns whose standardisation is not finite (values near ±1.8e308)."""
+    if not finite.all():
+        columns = [feature_names[j] if feature_names else f"x{j}" for j in np.flatnonzero(~finite)]
+        raise DataError(
+            f"dataset {name!r} has features too large to standardise (columns: {_names(columns)}: their mean or "
+            "variance overflows float64); rescale them (e.g. divide by a power of 10) or drop them."
+        )
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,0 +1,117 @@
+"""The clients people already use, unmodified and with their defaults, against a real server:
+Triton's ``tritonclient.http`` (JSON and binary tensors), KServe's ``InferenceRESTClient`` and
+MLflow's ``ScoringServerClient`` plus raw CSV (issue 25)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rows(diabetes):
+    _, split = diabetes
+    return split.X_test[:25]
+
+
+@pytest.fixture
+def expected(server, rows):
+    response = server.client.post("/predict", json={"instances": rows.tolist()})
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+@pytest.fixture
+def triton(server):
+    import tritonclient.http as triton_http
+
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{server.port}")
+    yield client
+    client.close()
+
+
+def _labels(array: np.ndarray) -> list:
+    return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_tritonclient_infers_with_its_defaults(server, triton, rows, expected, binary):
+    import tritonclient.http as triton_http
+
+    tensor = triton_http.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows, binary_data=binary)  # binary: the client's default
+    result = triton.infer("model", [tensor], request_id="req-7")
+    assert _labels(result.as_numpy("predictions")) == expected
+    response = result.get_response()
+    assert response["id"] == "req-7"
+    assert len(response["parameters"]["prediction_ids"]) == len(rows)
+    declared = triton.get_model_metadata("model")["outputs"][0]["datatype"]
+    assert response["outputs"][0]["datatype"] == declared  # metadata says what infer returns
+
+
+def test_tritonclient_per_feature_fp32_inputs_and_versioned_routes(server, triton, rows, expected):
+    import tritonclient.http as triton_http
+
+    names = server.client.get("/health").json()["model"]["features"]
+    inputs = []
+    for j, name in enumerate(names):
+        tensor = triton_http.InferInput(name, [len(rows)], "FP32")
+        tensor.set_data_from_numpy(rows[:, j].astype(np.float32))
+        inputs.append(tensor)
+    json_output = triton_http.InferRequestedOutput("predictions", binary_data=False)
+    result = triton.infer("model", inputs, model_version="1", outputs=[json_output])
+    assert _labels(result.as_numpy("predictions")) == expected
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready("model", "1") and not triton.is_model_ready("model", "2")
+    assert triton.get_model_metadata("model", "1")["versions"] == ["1"]
+    metadata = triton.get_server_metadata()
+    assert metadata["name"] == "frugalml" and "binary_tensor_data" in metadata["extensions"]
+    with pytest.raises(Exception, match=r"\[422\] the input tensor must have shape \[rows, 8\]"):
+        wrong = triton_http.InferInput("input-0", [2, 3], "FP64")
+        wrong.set_data_from_numpy(np.zeros((2, 3)))
+        triton.infer("model", [wrong])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("kserve") is None,
+                    reason="kserve 0.21 needs pandas<3 and psutil<6, which the dev environment does not pin; "
+                           "run with kserve installed to check its client")
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_kserve_rest_client_infers(server, rows, expected, binary):
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def infer():
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+        try:
+            tensor = InferInput("input-0", list(rows.shape), "FP64")
+            tensor.set_data_from_numpy(rows, binary_data=binary)
+            request = InferRequest("model", [tensor], request_id="k-1",
+                                   parameters={"binary_data_output": True} if binary else None)
+            return await client.infer(server.url, request, model_name="model")
+        finally:
+            await client.close()
+
+    response = asyncio.run(infer())
+    assert response.id == "k-1"
+    assert _labels(response.outputs[0].as_numpy()) == expected
+
+
+def test_mlflow_scoring_client_and_csv(server, rows, expected):
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    names = server.client.get("/health").json()["model"]["features"]
+    client = ScoringServerClient("127.0.0.1", server.port)
+    client.wait_server_ready(timeout=10)  # GET /ping
+    assert client.get_version() == __import__("mlflow").__version__
+    frame = pd.DataFrame(rows, columns=names)
+    assert client.invoke(frame).get_predictions(predictions_format="ndarray").tolist() == expected
+    csv = frame[names[::-1]].to_csv(index=False)  # columns in any order, as MLflow reads them
+    response = server.client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected}
+    refused = server.client.post("/invocations", content="preg\n1\n", headers={"Content-Type": "text/csv"})
+    assert refused.status_code == 422 and refused.json()["kind"] == "wrong_features"
+    assert server.client.post("/invocations", content=csv, headers={"Content-Type": "text/plain"}).status_code == 415

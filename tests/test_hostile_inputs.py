@@ -1,0 +1,231 @@
+"""Hostile study files through the real CLI: each is one line, exit 2, within seconds, and
+leaves every byte of the folder as it was; ``--fresh`` deletes nothing frugalml did not create."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from frugalml.ownership import MARKER
+from helpers import cli, write_study
+
+USER_WORKLOAD = '[[workloads]]\ntrain = "trainers:steady"\ntrain_kwargs = { steps = 5 }\n'
+SPACE = '[search]\nspace = { offset = [0.0] }\n'
+
+
+def _study(name: str = '"h"', extra: str = "", workload: str = USER_WORKLOAD, search: str = SPACE) -> str:
+    return f"[study]\nname = {name}\n{extra}\n{workload}{search}"
+
+
+def _csv_workload(file: str) -> str:
+    return f'[[workloads]]\npath = "{file}"\nalgorithm = "{"linear_regression" if "target" in file else "svm"}"\n'
+
+
+HOSTILE = {  # case -> (study file text, what the one line must mention)
+    "name dot-dot": (_study('".."'), "not allowed"),
+    "name dot": (_study('"."'), "not allowed"),
+    "name with a slash": (_study('"a/b"'), "not allowed"),
+    "name climbing out": (_study('"../escape"'), "not allowed"),
+    "name with a backslash": (_study('"a\\\\b"'), "not allowed"),
+    "name with NUL": (_study('"a\\u0000b"'), "control character"),
+    "name with newline and ESC": (_study('"a\\nb\\u001b[31m"'), "control character"),
+    "name of 300 characters": (_study('"' + "x" * 300 + '"'), "300 characters"),
+    "empty name": (_study('""'), "empty"),
+    "hidden name": (_study('".hidden"'), "not allowed"),
+    "name like an option": (_study('"-rf"'), "not allowed"),
+    "name not a string": (_study("5"), "not a string"),
+    "workload name climbing out": (_study(workload=USER_WORKLOAD + 'name = "../w"\n'), "workload name"),
+    "directory with NUL": (_study(extra='directory = "out\\u0000x"'), "directory"),
+    "unwritable directory": (_study(extra='directory = "/proc/frugalml-hostile/out"'), "cannot create"),
+    "deeply nested TOML": (_study(search="[search]\nspace = { offset = " + "[" * 3000 + "]" * 3000 + " }\n"),
+                           "too deeply"),
+    "nested 20 levels": (_study(search="[search]\nspace = { offset = " + "[" * 20 + "]" * 20 + " }\n"), "levels"),
+    "a study file over 1 MiB": (_study() + "#" + "x" * 2**20 + "\n", "bytes"),
+    "a 216^3 grid": (_study(search="[search]\nspace = { a = %s, b = %s, c = %s }\n" % ((list(range(216)),) * 3)),
+                     "10,077,696"),
+    "a 40,000-value list with a repeat": (_study(search=f"[search]\nspace = {{ a = {list(range(40_000)) + [7]} }}\n"),
+                                         "more than once"),
+    "workers 2**63-1": (_study(extra=f"workers = {2**63 - 1}"), "workers"),
+    "workers 100,000": (_study(extra="workers = 100000"), "workers"),
+    "repeats past the trial limit": (_study(extra=f"repeats = {2**40}"), "trials"),
+    "n_trials past the trial limit": (_study(search='[search]\nmethod = "random"\nn_trials = 1000000000\n'
+                                                   "space = { offset = { low = 0.0, high = 1.0 } }\n"), "n_trials"),
+    "train is os:system": (_study(workload='[[workloads]]\ntrain = "os:system"\n'), "not a training function"),
+    "train is a builtin": (_study(workload='[[workloads]]\ntrain = "builtins:print"\n'), "not a training function"),
+    "train is a class": (_study(workload='[[workloads]]\ntrain = "collections:OrderedDict"\n'),
+                         "not a training function"),
+    "train needs other arguments": (_study(workload='[[workloads]]\ntrain = "trainers:steady"\n'
+                                                    "train_kwargs = { no_such_argument = 1 }\n"),
+                                    "not a training function"),
+    "train module missing": (_study(workload='[[workloads]]\ntrain = "no_such_module_xyz:train"\n'), "import"),
+    "features near the float limit": (_study(workload=_csv_workload("huge.csv"),
+                                             search="[search]\nspace = { batch_size = [10] }\n"), "too large"),
+    "target near the float limit": (_study(workload=_csv_workload("huge_target.csv"),
+                                           search="[search]\nspace = { batch_size = [10] }\n"), "too large"),
+    "string choice with ESC": (_study(search='[search]\nspace = { offset = ["\\u001b[2J"] }\n'), "control character"),
+    "directory with ESC": (_study(extra='directory = "out\\u001b[31m"'), "directory"),
+    "existing directory that cannot be written": (_study(extra='directory = "/sys/kernel"'), "cannot write"),
+    "directory name over 255 bytes": (_study(extra=f'directory = "{"d" * 300}"'), "255 bytes"),
+    "name of 70 emoji (280 bytes)": (_study('"' + "\U0001F600" * 70 + '"'), "bytes"),
+    "range up to inf": (_study(search='[search]\nmethod = "random"\nn_trials = 2\n'
+                                      "space = { offset = { low = 0.0, high = inf } }\n"), "finite bounds"),
+    "range over the whole float line": (_study(search='[search]\nmethod = "tpe"\nn_trials = 2\n'
+                                                      "space = { offset = { low = -1.7e308, high = 1.7e308 } }\n"),
+                                        "finite bounds"),
+    "range with a step of 1e-300": (_study(search='[search]\nmethod = "random"\nn_trials = 2\n'
+                                                  "space = { offset = { low = 0.0, high = 1.0, step = 1e-300 } }\n"),
+                                    "step"),
+    "max_steps past 2**53": (_study(workload=USER_WORKLOAD.replace("}\n", "}\nmax_steps = 4611686018427387904\n")),
+                             "max_steps"),
+}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with its content hash (folders: "dir")."""
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        tree[relative] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rows = "".join(f"{i},{(-1) ** i * 1.7e308},{i % 2}\n" for i in range(40))
+    (tmp_path / "huge.csv").write_text("a,b,target\n" + rows)
+    rows = "".join(f"{i},{i * 2},{(-1) ** i * 1.7e308}\n" for i in range(40))
+    (tmp_path / "huge_target.csv").write_text("a,b,target\n" + rows)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "canary.txt").write_text("not frugalml's")
+    return tmp_path
+
+
+def test_the_corpus_is_at_least_thirty_files_of_every_class():
+    assert len(HOSTILE) >= 30
+
+
+def test_every_hostile_study_file_is_one_line_exit_2_and_changes_nothing(folder):
+    files = {case: write_study(folder / f"case{i}.toml", body) for i, (case, (body, _)) in enumerate(HOSTILE.items())}
+    before = _tree(folder)
+
+    def run(case: str):
+        started = time.monotonic()
+        result = cli("tune", str(files[case]), "--no-progress", cwd=folder, timeout=60)
+        return case, result, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(run, HOSTILE))
+    problems = []
+    for case, result, seconds in outcomes:
+        lines = result.stderr.strip().splitlines()
+        needle = HOSTILE[case][1]
+        ok = (result.returncode == 2 and len(lines) == 1 and lines[0].startswith("frugalml: error:")
+              and needle.lower() in lines[0].lower() and "\x1b" not in result.stderr + result.stdout
+              and seconds < 10)
+        if not ok:
+            problems.append(f"{case}: rc={result.returncode} {seconds:.1f}s stderr={result.stderr[-600:]!r}")
+    assert not problems, "\n".join(problems)
+    assert _tree(folder) == before  # nothing written, nothing deleted
+
+
+@pytest.mark.parametrize("directory", [".", "..", "data", "studies"])
+def test_fresh_never_deletes_a_folder_frugalml_did_not_create(folder, directory):
+    """A user-chosen directory that already holds a study's results and the user's files:
+    --fresh refuses to clear it, and the user's files survive."""
+    work = folder / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "canary.csv").write_text("a,target\n1,0\n")
+    (work / "studies").mkdir()
+    (work / "studies" / "canary.txt").write_text("keep me")
+    study = write_study(work / "s.toml", _study('"h"', extra=f'directory = "{directory}"'))
+    first = cli("tune", str(study), "--no-progress", cwd=work)
+    assert first.returncode == 0, first.stderr
+    target = (work / directory).resolve()
+    assert not (target / MARKER).exists()  # frugalml did not create it, so it is not marked
+    canaries = {p: p.read_bytes() for p in work.rglob("canary*")}
+    again = cli("tune", str(study), "--no-progress", "--fresh", cwd=work)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    assert "not created by frugalml" in again.stderr
+    assert {p: p.read_bytes() for p in work.rglob("canary*")} == canaries
+    assert study.exists()
+
+
+def test_fresh_clears_the_marked_study_folder_it_created(folder):
+    study = write_study(folder / "s.toml", _study('"mine"'))
+    assert cli("tune", str(study), "--no-progress", cwd=folder).returncode == 0
+    own = folder / "studies" / "mine"
+    assert (own / MARKER).is_file()
+    (own / "note.txt").write_text("inside frugalml's own folder: goes with it")
+    result = cli("tune", str(study), "--no-progress", "--fresh", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert not (own / "note.txt").exists() and (own / "frugalml.db").exists()
+    assert (folder / "studies" / "canary.txt").read_text() == "not frugalml's"
+
+
+def test_fresh_of_an_unmarked_folder_holding_only_results_clears_them(folder):
+    """A study folder from before markers (only frugalml's own files) can still start over."""
+    study = write_study(folder / "s.toml", _study('"old"'))
+    assert cli("tune", str(study), "--no-progress", cwd=folder).returncode == 0
+    os.remove(folder / "studies" / "old" / MARKER)
+    result = cli("tune", str(study), "--no-progress", "--fresh", cwd=folder)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_reason(folder):
+    body = _study(workload='[[workloads]]\ntrain = "trainers:crash"\n', search="[search]\nspace = { x = [1, 2] }\n")
+    result = cli("tune", str(write_study(folder / "s.toml", body)), "--no-progress", cwd=folder)
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("frugalml: error: all 2 trials failed, every one with:"), result.stderr
+
+
+def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finishes(folder):
+    body = _study('"busy"', workload='[[workloads]]\ntrain = "trainers:steady"\n'
+                  "train_kwargs = { steps = 400, step_s = 0.01 }\n", search="[search]\nspace = { offset = [0.0, 0.1] }\n")
+    study = write_study(folder / "s.toml", body)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    import subprocess
+    import sys
+
+    first = subprocess.Popen([sys.executable, "-m", "frugalml.cli", "tune", str(study), "--no-progress"], cwd=folder,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = folder / "studies" / "busy" / "frugalml.db"
+    deadline = time.monotonic() + 60
+    while not store.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.exists(), "the first study never stored a trial"
+    started = time.monotonic()
+    second = cli("tune", str(study), "--no-progress", "--resume", cwd=folder)
+    assert time.monotonic() - started < 10
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert "being run by another frugalml" in second.stderr and "--fresh" not in second.stderr
+    assert first.wait(timeout=120) == 0, first.stderr
+
+
+def test_fresh_never_clears_a_folder_that_holds_another_study(folder):
+    outer = write_study(folder / "outer.toml", _study('"outer"', extra='directory = "studies/outer"'))
+    inner = write_study(folder / "inner.toml", _study('"inner"', extra='directory = "studies/outer/inner"'))
+    assert cli("tune", str(outer), "--no-progress", cwd=folder).returncode == 0
+    assert cli("tune", str(inner), "--no-progress", cwd=folder).returncode == 0
+    result = cli("tune", str(outer), "--no-progress", "--fresh", cwd=folder)
+    assert result.returncode == 2 and "holds another study" in result.stderr, result.stderr
+    assert (folder / "studies" / "outer" / "inner" / "frugalml.db").is_file()
+    assert (folder / "studies" / "outer" / "frugalml.db").is_file()
+
+
+def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder):
+    good = write_study(folder / "s.toml", _study('"kept"'))
+    assert cli("tune", str(good), "--no-progress", cwd=folder).returncode == 0
+    before = _tree(folder / "studies" / "kept")
+    broken = write_study(folder / "s.toml", _study('"kept"', workload='[[workloads]]\ntrain = "os:system"\n'))
+    result = cli("tune", str(broken), "--no-progress", "--fresh", cwd=folder)
+    assert result.returncode == 2 and "not a training function" in result.stderr
+    after = _tree(folder / "studies" / "kept")
+    for tree in (before, after):  # the run lock holds the pid of whoever last ran the study
+        tree.pop(".frugalml-run.lock")
+    assert after == before
