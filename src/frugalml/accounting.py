@@ -117,11 +117,12 @@ def measured_rate(record: TrialRecord) -> StepRate | None:
     Steady: from the first window's end to the last's, when it has two windows (the first
     window's warm-up left out); from the end of the first step to the window's end with one.
     """
+    setup = setup_cpu_s(record)
     points = [p for p in boundaries(record) if p[0] > 1]
     if len(points) >= 2:
         start, end = points[0], points[-1]
-    elif points and setup_cpu_s(record) is not None:
-        start, end = (1, setup_cpu_s(record)), points[0]
+    elif points and setup is not None:
+        start, end = (1, setup), points[0]
     else:
         return None
     steps, cpu = end[0] - start[0], end[1] - start[1]
@@ -201,11 +202,6 @@ def basis_mix(records: Sequence[TrialRecord]) -> dict[str, int]:
         if record.status in (TrialStatus.STOPPED, TrialStatus.SKIPPED):
             counts[record.saved_basis or UNRECORDED] += 1
     return {basis: n for basis, n in counts.items() if n}
-
-
-def describe_mix(records: Sequence[TrialRecord]) -> str:
-    """The basis mix in words: ``"3 measured, 1 peers, 1 unknown"`` (empty when nothing was saved)."""
-    return ", ".join(f"{n} {basis}" for basis, n in basis_mix(records).items())
 
 
 def saved_cpu_s(record: TrialRecord) -> float | None:

@@ -48,10 +48,15 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         if isinstance(candidate, OSError) and candidate.errno in DISK_FULL_ERRNOS:
             return True
-        code = getattr(candidate, "sqlite_errorcode", None)  # extended codes keep the primary code in the low byte
-        if isinstance(candidate, sqlite3.Error) and code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        if isinstance(candidate, sqlite3.Error) and sqlite_primary_code(candidate) == sqlite3.SQLITE_FULL:
             return True
     return False
+
+
+def sqlite_primary_code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``error`` (``SQLITE_BUSY``, ``SQLITE_FULL``...), None if it has none."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # extended codes keep the primary one in the low byte
 
 
 def free_space(path: str | os.PathLike) -> str:

@@ -16,6 +16,7 @@ an optional ``target`` column, the same format ``frugalml serve --reference`` re
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -170,15 +171,10 @@ def _user_modules(pickled: bytes) -> dict[str, str]:
     return folders
 
 
+@functools.cache
 def _distribution_modules() -> frozenset[str]:
     """Top-level modules that installed distributions provide (editable installs included)."""
-    global _DISTRIBUTION_MODULES
-    if _DISTRIBUTION_MODULES is None:
-        _DISTRIBUTION_MODULES = frozenset(importlib.metadata.packages_distributions())
-    return _DISTRIBUTION_MODULES
-
-
-_DISTRIBUTION_MODULES: frozenset[str] | None = None
+    return frozenset(importlib.metadata.packages_distributions())
 
 
 KERAS_BACKENDS = ("tensorflow", "torch", "jax")

@@ -20,14 +20,13 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from frugalml.exceptions import ConfigError, DiskFullError, StoreError, StoreLockedError
-from frugalml.files import free_space, reporting_disk_full
+from frugalml.files import free_space, reporting_disk_full, sqlite_primary_code
 from frugalml.ownership import make_owned_dir
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 
@@ -82,11 +81,6 @@ def _check_timeout(timeout_s: float, what: str) -> float:
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s >= 0):
         raise ConfigError(f"{what} must be a number of seconds >= 0. Got {timeout_s!r} instead.")
     return float(timeout_s)
-
-
-def _primary_code(error: sqlite3.Error) -> int | None:
-    code = getattr(error, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF  # extended codes keep the primary one in the low byte
 
 
 def _open_by(path: Path, limit: int = 3, within_s: float = 1.0) -> list[str]:
@@ -182,7 +176,7 @@ class ResultStore:
 
     def _error(self, error: sqlite3.Error) -> StoreError:
         """The one-line error for a failure of SQLite: a lock is a lock, only damage mentions restoring."""
-        code, text = _primary_code(error), str(error)
+        code, text = sqlite_primary_code(error), str(error)
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
             holders = _open_by(self.path)
             by = f" (open in {', '.join(holders)})" if holders else ""

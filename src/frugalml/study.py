@@ -95,9 +95,9 @@ class Workload:
             source = self.dataset or (Path(self.path).name.split(".")[0] if self.path else None)
             train_name = self.train if isinstance(self.train, str) else getattr(self.train, "__name__", None)
             self.name = "-".join(p for p in (source, self.algorithm or (train_name or "").split(":")[-1]) if p)
-            if name_problem(self.name) is not None:
+            if (problem := name_problem(self.name)) is not None:
                 raise ConfigError(f"the workload name made from its source, {ascii(self.name)}, is not allowed "
-                                  f"({name_problem(self.name)}); give the workload a 'name': {ALLOWED}.")
+                                  f"({problem}); give the workload a 'name': {ALLOWED}.")
         check_name("workload", self.name)
 
 

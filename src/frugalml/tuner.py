@@ -427,14 +427,15 @@ class Tuner:
             if plan.pending:
                 config, repeat = plan.pending.popleft()
                 params = {**plan.workload.params, **config.params}
+                steps_planned = _steps_planned(plan, params)
                 task = TrialTask(
                     trial_id=f"{plan.workload.name}/{config.config_id}/r{repeat}", number=self._next_number,
                     workload=plan.workload.name, config_id=config.config_id, repeat=repeat, params=params,
                     train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
-                    steps_planned=_steps_planned(plan, params), cpus=self.study.cpus_per_trial,
+                    steps_planned=steps_planned, cpus=self.study.cpus_per_trial,
                     gpus=self.study.gpus_per_trial,
                     artifact_dir=str((self.study.path / "artifacts" / f"trial-{self._next_number:05d}").resolve()),
-                    predicted_cpu_s_per_step=_ask_gate("predicted_cpu_s_per_step", plan, config.params)
+                    predicted_cpu_s_per_step=plan.gate.predicted_cpu_s_per_step(params, steps_planned)
                     if plan.gate is not None else None,  # a stop before the first window is credited at it
                 )
                 executor.submit(task)

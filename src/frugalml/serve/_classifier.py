@@ -76,22 +76,14 @@ def _load_pyfunc(path: str, model_config: Any = None) -> _Classifier:
     """Called by ``mlflow.pyfunc.load_model`` with the model's data folder."""
     from mlflow.models import Model
 
-    conf = Model.load(str(_model_file(path))).flavors["python_function"]
+    flavors = Model.load(str(_model_file(path))).flavors
+    conf = flavors["python_function"]
     loader = conf["frugalml_loader"]
     if loader == "mlflow.keras":
         from frugalml.flavors import choose_keras_backend
 
-        keras = Model.load(str(_model_file(path))).flavors.get("keras", {})
-        choose_keras_backend(keras.get("keras_backend"))  # no KERAS_BACKEND needed to load it
+        choose_keras_backend(flavors.get("keras", {}).get("keras_backend"))  # no KERAS_BACKEND needed to load it
     return _Classifier(importlib.import_module(loader)._load_pyfunc(path), conf["frugalml_classes"])
-
-
-def is_classifier_model(directory: str | Path) -> bool:
-    """Whether the model in ``directory`` was made a classifier by :func:`as_classifier`."""
-    from mlflow.models import Model
-
-    return Model.load(str(Path(directory) / "MLmodel")).flavors.get("python_function", {}).get(
-        "loader_module") == __name__
 
 
 def as_classifier(directory: str | Path, classes: Sequence[Any], feature_names: Sequence[str],

@@ -17,6 +17,7 @@ work on it unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -76,6 +77,11 @@ class FeatureReference:
             categories=tuple(categories),
         )
 
+    @functools.cached_property
+    def codes(self) -> dict[str, int]:
+        """Category -> its code (its index in ``categories``), built once."""
+        return {c: k for k, c in enumerate(self.categories)}
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -114,7 +120,7 @@ class Reference:
                          for n, d in zip(feature_names, dtypes))
         return cls(task=task, features=features, training_sha256="", n_train=0)
 
-    @property
+    @functools.cached_property  # read on every request: computed once per reference
     def categorical(self) -> tuple[bool, ...]:
         """Per feature: whether it is text (categorical)."""
         return tuple(f.categorical for f in self.features)
@@ -124,7 +130,7 @@ class Reference:
         codes = np.empty(raw.shape, dtype=np.float64)
         for j, feature in enumerate(self.features):
             if feature.categorical:
-                index = {c: k for k, c in enumerate(feature.categories)}
+                index = feature.codes
                 codes[:, j] = [index.get(v, len(index)) for v in raw[:, j]]
             else:
                 codes[:, j] = raw[:, j].astype(np.float64)
@@ -141,7 +147,7 @@ class Reference:
                 raw[:, j] = np.asarray(feature.categories, dtype=object)[known]
         return raw
 
-    @property
+    @functools.cached_property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
