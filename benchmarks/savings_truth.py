@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from frugalml import Search, Study, TrialRecord, TrialStatus, Workload, tune
-from frugalml.accounting import describe_mix
+from frugalml.accounting import basis_mix, describe_mix
 
 PREDICTION = {"skip": False, "min_observations": 2, "confidence": 0.9}
 
@@ -100,7 +100,7 @@ def main() -> None:
             budget = budgets(kind, full)
             budgeted = run(f"{kind}-budgeted", workload, space, budget, scratch)
             full_by_config = {r.config_id: r for r in full}
-            print(f"\n{kind}: budget {budget}; saved from: {describe_mix(budgeted) or 'nothing stopped'}")
+            print(f"\n{kind}: budget {budget}; saved from: {describe_mix(basis_mix(budgeted)) or 'nothing stopped'}")
             print(f"  {'configuration':34} {'stop':18} {'phase':8} {'steps':>7} {'basis':9} "
                   f"{'claimed':>8} {'actual':>8} {'old rule':>8} {'error':>7}")
             for record in budgeted:

@@ -204,6 +204,11 @@ def basis_mix(records: Sequence[TrialRecord]) -> dict[str, int]:
     return {basis: n for basis, n in counts.items() if n}
 
 
+def describe_mix(mix: Mapping[str, int]) -> str:
+    """A :func:`basis_mix` in words: ``"3 measured, 1 peers, 1 unknown"`` (empty when nothing was saved)."""
+    return ", ".join(f"{n} {basis}" for basis, n in mix.items())
+
+
 def saved_cpu_s(record: TrialRecord) -> float | None:
     """The CPU-seconds ``record`` saved, None where unknown (for tables: never a number then)."""
     return None if record.saved_basis == UNKNOWN else record.cpu_s_saved

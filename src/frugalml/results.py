@@ -124,7 +124,7 @@ class ComputeAccount:
 
     def shown(self, name: str, cpu_s: float) -> str:
         """``cpu_s`` of rule or mechanism ``name`` as a figure, or ``unknown``."""
-        return "unknown" if name in self.unknown else f"{cpu_s:.1f}"
+        return accounting.UNKNOWN if name in self.unknown else f"{cpu_s:.1f}"
 
     @property
     def energy_estimated(self) -> bool:

@@ -89,7 +89,7 @@ def compute_line(account: ComputeAccount) -> str:
         f"; energy: used {account.used_energy_j:.1f} J, saved {account.saved_energy_j or 0.0:.1f} J "
         f"({', '.join(account.energy_sources)})"
     )
-    basis = ", ".join(f"{n} {name}" for name, n in account.saved_basis.items())
+    basis = accounting.describe_mix(account.saved_basis)
     return (
         f"compute: used {account.used_cpu_s:.1f} CPU-s, saved {account.saved_cpu_s:.1f} CPU-s "
         f"({account.saved_fraction:.0%} of running every trial in full)" + (f" [{by_rule}]" if by_rule else "")

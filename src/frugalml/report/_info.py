@@ -311,7 +311,7 @@ def compute_rows(account: ComputeAccount) -> list[dict[str, Any]]:
         {"item": "CPU-s saved by stopping rules", "value": round(account.saved_cpu_s, 2)},
         {"item": "saved fraction of running every trial in full", "value": f"{account.saved_fraction:.1%}"},
         {"item": "saved from (trials by basis; unknown counts as 0)",
-         "value": ", ".join(f"{n} {basis}" for basis, n in account.saved_basis.items()) or "-"},
+         "value": accounting.describe_mix(account.saved_basis) or "-"},
     ]
     rows += [{"item": f"CPU-s saved by {rule}", "value": "unknown" if rule in account.unknown else round(cpu, 2)}
              for rule, cpu in sorted(account.saved_by_rule.items())]
