@@ -138,7 +138,9 @@ def test_estimated_joules_are_labelled_and_max_trial_joules_stops_a_real_trial_m
     for record in result.records:
         assert record.energy_source == "estimate" and "10 W per core" in record.info["energy_assumption"]
         assert record.energy_j == pytest.approx(10 * record.cpu_s, rel=0.2)  # sampled ≤ 0.1 s before the end
-        assert record.last("energy_j") == pytest.approx(record.energy_j, rel=0.2)
+        # the series ends at the last window, which a loaded machine may sample well before the end
+        assert 0 < record.last("energy_j") <= record.energy_j + 1e-9
+    assert heavy.last("energy_j") == pytest.approx(heavy.energy_j, rel=0.2)  # stopped on that sample
     account = result.compute()
     assert account.energy_estimated and account.used_energy_j == pytest.approx(heavy.energy_j + light.energy_j)
     assert "J (estimate)" in compute_line(account)
