@@ -15,6 +15,10 @@ How a budget is applied depends on its ``scope``:
 ``window``  the mean of each evaluation window (step time)
 ``trial``   the trial's wall time
 ``study``   the whole study's CPU-seconds or joules (stops the study, not a config)
+``serve``   what the trained model costs to serve, measured in a fresh process under the
+            study's ``[deploy]`` envelope (:mod:`frugalml.deploy`): before training where
+            the cost does not depend on the weights (built-in networks and SGD models),
+            else once training ended; a ``floor`` budget is a minimum (throughput)
 ==========  ================================================================
 
 Example:
@@ -23,7 +27,7 @@ Example:
     >>> budget("max_memory_gb")
     Traceback (most recent call last):
     ...
-    frugalml.exceptions.ConfigError: Unknown budget rule 'max_memory_gb' in [budget]; known: max_gpu_memory_mb, max_mean_step_ms, max_memory_mb, max_study_cpu_seconds, max_study_joules, max_trial_joules, max_trial_seconds.
+    frugalml.exceptions.ConfigError: Unknown budget rule 'max_memory_gb' in [budget]; known: max_gpu_memory_mb, max_mean_step_ms, max_memory_mb, max_model_mb, max_predict_memory_mb, max_predict_ms, max_study_cpu_seconds, max_study_joules, max_trial_joules, max_trial_seconds, min_throughput_rows_s.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ SAMPLE = "sample"
 WINDOW = "window"
 TRIAL = "trial"
 STUDY = "study"
+SERVE = "serve"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Budget:
         needs_peers: its rule reads finished peer trials (none of the budgets does).
         cumulative: its metric is a running total (joules): a trial stopped early shows
             only part of it.
+        floor: the limit is a minimum (throughput), not a maximum.
     """
 
     key: str
@@ -68,6 +74,17 @@ class Budget:
     param: str = "limit"
     needs_peers: bool = False
     cumulative: bool = False
+    floor: bool = False
+
+    def breaks(self, value: float, limit: float) -> bool:
+        """True when ``value`` is on the wrong side of ``limit``."""
+        return value < limit if self.floor else value > limit
+
+    def excess(self, value: float, limit: float) -> float:
+        """How far ``value`` is past ``limit`` as a fraction (> 0: broken), as Optuna's constraints read it."""
+        if self.floor:
+            return limit / value - 1.0 if value > 0 else float("inf")
+        return value / limit - 1.0
 
     @property
     def per_config(self) -> bool:
@@ -97,6 +114,13 @@ BUDGETS: dict[str, Budget] = {
                "study compute (CPU-s)", param="max_cpu_s"),
         Budget("max_study_joules", "J", "energy_j", "study energy", STUDY, None,
                "study energy (J)", param="max_j"),
+        Budget("max_predict_ms", "ms", "predict_ms", "predict latency", SERVE, None,
+               "predict latency (ms)", param="max_ms"),
+        Budget("min_throughput_rows_s", "rows/s", "throughput_rows_s", "predict throughput", SERVE, None,
+               "predict throughput (rows/s)", param="min_rows_s", floor=True),
+        Budget("max_model_mb", "MB", "model_mb", "model size", SERVE, None, "model size (MB)", param="max_mb"),
+        Budget("max_predict_memory_mb", "MB", "predict_memory_mb", "inference memory", SERVE, None,
+               "inference memory RSS-shared (MB)", param="max_mb"),
     )
 }
 
@@ -108,6 +132,9 @@ WARMUP_ALLOWANCE = 2.0
 
 STUDY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(b.metric for b in BUDGETS.values() if b.scope == STUDY))
 """The metrics study budgets sum over trials: ``("cpu_s", "energy_j")``."""
+
+SERVING_METRICS: tuple[str, ...] = tuple(b.metric for b in BUDGETS.values() if b.scope == SERVE)
+"""What :mod:`frugalml.deploy` measures of a model, as a trial's ``info["serving"]`` keeps it."""
 
 
 def budget(key: str) -> Budget:
@@ -129,6 +156,11 @@ def per_config(limits: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (limits or {}).items() if k in BUDGETS and BUDGETS[k].per_config}
 
 
-def names(scopes: tuple[str, ...] = (SAMPLE, WINDOW, TRIAL, STUDY)) -> str:
+def serving(limits: dict | None) -> dict[str, float]:
+    """The serving budgets of a ``[budget]`` table, as floats."""
+    return {k: float(v) for k, v in (limits or {}).items() if k in BUDGETS and BUDGETS[k].scope == SERVE}
+
+
+def names(scopes: tuple[str, ...] = (SAMPLE, WINDOW, TRIAL, STUDY, SERVE)) -> str:
     """The keys of budgets in ``scopes``, for messages: ``"max_gpu_memory_mb, max_mean_step_ms, ..."``."""
     return ", ".join(sorted(k for k, b in BUDGETS.items() if b.scope in scopes))

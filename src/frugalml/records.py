@@ -35,6 +35,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from frugalml.budgets import budget_of_rule
+
 
 MAXIMISED = frozenset({"accuracy", "throughput_sps"})
 SYSTEM_METRICS = frozenset({
@@ -100,10 +102,13 @@ class StopInfo:
 
     @property
     def violation(self) -> float:
-        """``value / threshold - 1``: how far over its budget a system stop was, as Optuna's
-        constraints read it (> 0: infeasible). At least 1e-6, also where the value is
-        unknown or was read below the limit (a CUDA out-of-memory on a shared device)."""
-        ratio = self.value / self.threshold - 1.0 if self.threshold and self.threshold > 0 else math.nan
+        """``value / threshold - 1`` (``threshold / value - 1`` for a minimum such as throughput):
+        how far past its budget a system stop was, as Optuna's constraints read it (> 0:
+        infeasible). At least 1e-6, also where the value is unknown or was read below the
+        limit (a CUDA out-of-memory on a shared device)."""
+        b = budget_of_rule(self.rule)
+        ratio = ((b.excess(self.value, self.threshold) if b is not None else self.value / self.threshold - 1.0)
+                 if self.threshold and self.threshold > 0 else math.nan)
         return max(ratio, MIN_VIOLATION) if math.isfinite(ratio) else MIN_VIOLATION
 
 

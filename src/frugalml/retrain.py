@@ -39,7 +39,7 @@ from frugalml.store import ResultStore
 from frugalml.study import Study, Workload, stored_study
 from frugalml.tuner import load_result, tune
 
-_STUDY_FIELDS = ("budget", "stopping", "workers", "repeats", "seed", "mlflow_uri", "sample_interval_s",
+_STUDY_FIELDS = ("budget", "deploy", "stopping", "workers", "repeats", "seed", "mlflow_uri", "sample_interval_s",
                  "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial", "data_dir", "backend", "address")
 
 

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from frugalml.budgets import SERVE, names
+from frugalml.budgets import serving as serving_budgets
+from frugalml.deploy import Deploy
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.prediction import BUDGET_METRICS, PredictionSettings
 from frugalml.names import ALLOWED, check_name, name_problem
@@ -116,6 +119,8 @@ class Study:
         mlflow_uri: ``"default"`` (sqlite in the study directory), any tracking URI, or None.
         prediction: the cost model's settings, e.g. ``{"skip": True, "confidence": 0.9}``
             (see :class:`frugalml.prediction.PredictionSettings`); empty: no prediction.
+        deploy: where and how serving budgets are measured, e.g. ``{"cores": 1, "batch_size": 1}``
+            (see :class:`frugalml.deploy.Deploy`).
     """
 
     name: str
@@ -138,6 +143,7 @@ class Study:
     backend: str = "local"
     address: str | None = None
     prediction: dict[str, Any] = field(default_factory=dict)
+    deploy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name("study", self.name)
@@ -183,6 +189,7 @@ class Study:
         self._check_builtin_params()
         self.stopping_rules()  # validates budgets and rules now, before anything runs
         self.prediction_settings()
+        self.deployment()
         if self.prediction.get("screen") and self.search.method == "grid":
             raise ConfigError("[prediction] screen rejects the candidates of random, tpe or nsga2 before they are "
                               "proposed; grid search runs its grid (skip = true skips within it). Drop screen.")
@@ -224,6 +231,17 @@ class Study:
             raise ConfigError(f"[prediction] needs a [budget] to predict against: {', '.join(sorted(BUDGET_METRICS))}.")
         return settings
 
+    def deployment(self) -> Deploy:
+        """The validated ``[deploy]`` envelope (the defaults where the table is empty)."""
+        deploy = Deploy.from_config(self.deploy)
+        if deploy.resources and self.backend != "ray":
+            raise ConfigError(f"[deploy] resources ({dict(deploy.resources)}) pick a Ray node to measure on; add "
+                              "backend = \"ray\" (or --backend ray), or drop resources to measure on this machine.")
+        if self.deploy and not serving_budgets(self.budget):
+            raise ConfigError(f"[deploy] says how serving budgets are measured, but [budget] has none; add one of "
+                              f"{names((SERVE,))}, or drop [deploy].")
+        return deploy
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description, stored with the results."""
         data = asdict(self)
@@ -243,7 +261,8 @@ def _positive_int(what: str, value: Any) -> None:
 
 
 # [gate] is read by `frugalml check --gate` (frugalml.gate), not by the study itself
-_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction", "gate"}
+_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction", "gate",
+           "deploy"}
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
@@ -339,6 +358,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
             stopping=_table(data, "stopping"),
             mlflow_uri=mlflow_uri,
             prediction=prediction,
+            deploy=_table(data, "deploy"),
             **study_table,
             **execution,
         )

@@ -8,6 +8,7 @@ MLflow any stored trial that did not reach it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from frugalml.budgets import serving as serving_budgets
+from frugalml.deploy import LOG_MODEL_HINT, MeasurementError, ServingJudge
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, StoreLockedError, TrialUsageError
 from frugalml.executors import (
     Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload, resolve_train_function,
@@ -58,6 +61,8 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     if workload.train is not None:
         if study.backend == "local":  # a Ray cluster may hold modules the driver lacks
             check_train_function(workload.train, workload.train_kwargs)
+            if serving_budgets(study.budget):
+                _check_logs_a_model(workload, sorted(serving_budgets(study.budget)))
         return workload.train, dict(workload.train_kwargs), None
     # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
     from frugalml.workloads import (
@@ -103,6 +108,22 @@ def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> None:
             else "its arguments do not fit (trial, **train_kwargs)"
         raise ConfigError(f"{train!r} is not a training function ({kind}); write one as "
                           "def train(trial, **train_kwargs) and name it 'module:function'.")
+
+
+def _check_logs_a_model(workload: Workload, keys: list[str]) -> None:
+    """Serving budgets are measured on the model a trial keeps: a one-line ConfigError, before any
+    trial, when the training function's module never calls ``trial.log_model``."""
+    function = inspect.unwrap(resolve_train_function(workload.train))
+    module = inspect.getmodule(function)
+    try:
+        source = inspect.getsource(module) if module is not None else None
+    except (OSError, TypeError):  # no source to read (a compiled module): the first trial will say it
+        return
+    if source is not None and "log_model" not in source:
+        raise ConfigError(f"workload '{workload.name}': the study has serving budgets "
+                          f"({', '.join(keys)}) but "
+                          f"{getattr(function, '__qualname__', workload.train)} never keeps its model; "
+                          f"{LOG_MODEL_HINT}.")
 
 
 def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -175,6 +196,7 @@ class Tuner:
         self._tracking_error: Exception | None = None
         self._locks: contextlib.ExitStack | None = None
         self._run_locked = False
+        self._judge: ServingJudge | None = None
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -350,6 +372,8 @@ class Tuner:
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
         executor = self.executor_factory(settings, self.state)
+        limits = serving_budgets(study.budget)
+        self._judge = ServingJudge(limits, study.deployment()) if limits else None
         self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
@@ -368,9 +392,15 @@ class Tuner:
                 while executor.free_slots > 0 and budget_left:
                     if not self._start_next(plans, executor, by_task):
                         break
-                if not executor.running:
+                judge = self._judge
+                if not executor.running and not (judge and judge.pending):
                     break
-                for record in executor.poll():
+                ended = executor.poll() if executor.running else []
+                if judge is not None:  # serving budgets: records come back once their model is measured
+                    taken = [r for r in ended if judge.takes(r)]
+                    ended = [r for r in ended if r not in taken] + [r for r in map(judge.submit, taken) if r]
+                    ended += judge.finished(timeout=0.0 if executor.running else 0.1)
+                for record in ended:
                     plan, config = by_task.pop(record.trial_id)
                     self._check_usage(record, executor)
                     if plan.gate is not None:
@@ -386,6 +416,8 @@ class Tuner:
             executor.shutdown()
             raise
         finally:
+            if self._judge is not None:
+                self._judge.close()
             ended_by = sys.exc_info()[0]
             if ended_by is not None:  # leave unsent trials to --resume rather than wait for them
                 while not self._tracking.empty():
@@ -420,7 +452,7 @@ class Tuner:
                 if config is None:
                     plan.exhausted = True
                     break
-                if self._skipped(plan, config):
+                if self._skipped(plan, config) or self._screened_out(plan, config):
                     continue
                 plan.open_configs[config.config_id] = (config, [])
                 plan.pending.extend((config, repeat) for repeat in range(self.study.repeats))
@@ -438,6 +470,10 @@ class Tuner:
                     predicted_cpu_s_per_step=plan.gate.predicted_cpu_s_per_step(params, steps_planned)
                     if plan.gate is not None else None,  # a stop before the first window is credited at it
                 )
+                if self._judge is not None and plan.workload.train is None:  # its record carries the screen's cost
+                    with contextlib.suppress(MeasurementError):
+                        self._judge.keep(task.trial_id, self._judge.screen(
+                            plan.workload.name, plan.workload.algorithm, params, plan.train_kwargs["data"]))
                 executor.submit(task)
                 self._next_number += 1
                 by_task[task.trial_id] = (plan, config)
@@ -454,6 +490,31 @@ class Tuner:
                                 number=self._next_number, repeats=self.study.repeats)
         if record is None:
             return False
+        self._next_number += 1
+        self._record(record)
+        self.progress("end", record)
+        plan.sampler.tell(config, [record])
+        return True
+
+    def _screened_out(self, plan: _WorkloadPlan, config: Config) -> bool:
+        """Measure a built-in configuration's untrained model under ``[deploy]`` before it trains;
+        record it as SKIPPED (or FAILED, where it cannot be measured), and tell the sampler, if it
+        cannot meet a serving budget."""
+        if self._judge is None or plan.workload.train is not None:
+            return False
+        params = {**plan.workload.params, **config.params}
+        base = TrialRecord(trial_id=f"{plan.workload.name}/{config.config_id}/r0", number=self._next_number,
+                           workload=plan.workload.name, config_id=config.config_id, repeat=0, params=params,
+                           status=TrialStatus.SKIPPED, steps_planned=_steps_planned(plan, params))
+        try:
+            cost = self._judge.screen(plan.workload.name, plan.workload.algorithm, params, plan.train_kwargs["data"])
+        except MeasurementError as error:
+            record = dataclasses.replace(base, status=TrialStatus.FAILED, error=str(error),
+                                         info={"stop_phase": "deploy"})
+        else:
+            record = self._judge.skipped(base, cost)
+            if record is None:
+                return False
         self._next_number += 1
         self._record(record)
         self.progress("end", record)

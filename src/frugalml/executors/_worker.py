@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -17,20 +15,9 @@ from frugalml.exceptions import FrugalError
 from frugalml.executors._gpu import gpu_out_of_memory
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.monitors import private_bytes
+from frugalml.processes import die_with_parent
 from frugalml.trial import Trial
 from frugalml.units import to_mb
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker if its parent dies (driver killed: no orphans)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-
 
 def _pin(core: int | None, cpus: int) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
@@ -66,7 +53,7 @@ def run_worker(
     task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None
 ) -> None:
     """Run ``task`` in this process; every outcome ends with one final message."""
-    _die_with_parent()
+    die_with_parent()
     if gpu_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices  # before the training code loads CUDA
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle

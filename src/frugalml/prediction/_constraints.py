@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from frugalml.budgets import BUDGETS, TRIAL, WARMUP_WINDOWS, WINDOW, budget_of_rule
+from frugalml.budgets import BUDGETS, SERVE, TRIAL, WARMUP_WINDOWS, WINDOW, budget_of_rule
 from frugalml.records import TrialRecord
 
 
 def measured(record: TrialRecord, key: str) -> float | None:
     """What ``record`` measured of budget ``key``'s metric: its peak over the windows (a
     budget holds for every sample or window; for step time, every window after the
-    warm-up one, which the budget holds to an allowance), or the wall time for the trial's time."""
+    warm-up one, which the budget holds to an allowance), the wall time for the trial's time, or
+    what :mod:`frugalml.deploy` measured of its model for a serving budget."""
     b = BUDGETS[key]
+    if b.scope == SERVE:
+        value = (record.info.get("serving") or {}).get(b.metric)
+        return float(value) if value is not None else None
     if b.scope == TRIAL:
         return record.wall_s if record.steps_done else None
     if b.scope == WINDOW:
@@ -43,7 +47,7 @@ def constraint_values(records: Sequence[TrialRecord], budget: Mapping[str, float
             if broke_it:
                 value = stop.violation
             elif (value_measured := measured(record, key)) is not None:
-                value = value_measured / float(limit) - 1.0
+                value = BUDGETS[key].excess(value_measured, float(limit))
             else:
                 continue
             if math.isfinite(value):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from frugalml.budgets import SAMPLE, STUDY, TRIAL, WARMUP_ALLOWANCE, WARMUP_WINDOWS, WINDOW, Budget, budget
+from frugalml.budgets import SAMPLE, SERVE, STUDY, TRIAL, WARMUP_ALLOWANCE, WARMUP_WINDOWS, WINDOW, Budget, budget
 from frugalml.records import StopInfo, Window
 from frugalml.stopping._base import STUDY as STUDY_KIND
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
@@ -147,8 +147,17 @@ class StudyBudget(ResourceBudget):
         return None
 
 
+class ServingBudget(ResourceBudget):
+    """A limit on what the trained model costs to serve (latency, throughput, size, inference
+    memory). The watchdog has nothing of it to check during training: :mod:`frugalml.deploy`
+    measures the model under the study's ``[deploy]`` envelope and applies the limit."""
+
+    def check(self, view: TrialView) -> StopInfo | None:
+        return None
+
+
 _BY_SCOPE: dict[str, type[ResourceBudget]] = {
-    SAMPLE: SampleBudget, WINDOW: WindowBudget, TRIAL: TrialTimeBudget, STUDY: StudyBudget,
+    SAMPLE: SampleBudget, WINDOW: WindowBudget, TRIAL: TrialTimeBudget, STUDY: StudyBudget, SERVE: ServingBudget,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from frugalml.budgets import BUDGETS, SAMPLE, STUDY, TRIAL, WINDOW, names
+from frugalml.budgets import BUDGETS, SAMPLE, SERVE, STUDY, TRIAL, WINDOW, names
 from frugalml.exceptions import ConfigError
 from frugalml.prediction import Estimate, check_confidence, estimate_peak, estimate_total, estimate_trial
 from frugalml.records import StopInfo
@@ -38,7 +38,7 @@ class PredictedBudget(StoppingRule):
     needs_peers = False
 
     def __init__(self, *, confidence: float = 0.9, min_windows: int = 2, **budgets: float) -> None:
-        unknown = sorted(k for k in budgets if k not in BUDGETS or BUDGETS[k].scope == STUDY)
+        unknown = sorted(k for k in budgets if k not in BUDGETS or BUDGETS[k].scope in (STUDY, SERVE))
         if unknown:
             raise ConfigError(f"PredictedBudget cannot predict {unknown}; use {names(_PREDICTABLE)}.")
         self.budgets = {k: positive("PredictedBudget", k, v) for k, v in budgets.items() if v is not None}
@@ -56,7 +56,7 @@ class PredictedBudget(StoppingRule):
         if not isinstance(value, Mapping) and value is not True:
             raise ConfigError(f"[stopping] predicted must be true, false or a table. Got {value!r} instead.")
         check_keys("[stopping] predicted", settings, ("confidence", "min_windows"))
-        predictable = {k: v for k, v in budget.items() if k in BUDGETS and BUDGETS[k].scope != STUDY}
+        predictable = {k: v for k, v in budget.items() if k in BUDGETS and BUDGETS[k].scope not in (STUDY, SERVE)}
         return cls(**predictable, **settings)
 
     def _estimates(self, view: TrialView) -> dict[str, Estimate | None]:

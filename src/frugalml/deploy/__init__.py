@@ -1,0 +1,21 @@
+"""What a model will cost to serve: latency, throughput, size and inference memory.
+
+A study's serving budgets (``max_predict_ms``, ``min_throughput_rows_s``,
+``max_model_mb``, ``max_predict_memory_mb`` in ``[budget]``) are measured in a fresh
+process under its ``[deploy]`` envelope (cores, threads, batch size, quantile, calls):
+before training for built-in models, whose serving cost does not depend on their
+weights (a configuration that cannot ship costs a second, not a training run), and on
+the model a user's trial keeps with ``trial.log_model`` once it has trained.
+
+Example::
+
+    deploy = Deploy.from_config({"cores": 1, "batch_size": 1, "quantile": 0.99})
+    cost = run_probe({"kind": "saved", "model_dir": "studies/s/artifacts/trial-00003/model"}, deploy)
+    cost["predict_ms"], cost["model_mb"]
+"""
+
+from frugalml.deploy._envelope import Deploy, machine_cores
+from frugalml.deploy._judge import LOG_MODEL_HINT, ServingJudge
+from frugalml.deploy._measure import MeasurementError, run_probe, verdict
+
+__all__ = ["Deploy", "LOG_MODEL_HINT", "MeasurementError", "ServingJudge", "machine_cores", "run_probe", "verdict"]

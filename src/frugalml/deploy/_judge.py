@@ -1,0 +1,128 @@
+"""Serving budgets applied to a study's trials: before training where the model's serving cost
+does not depend on its weights, else on the model the trial kept, once it ended."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from frugalml.deploy._envelope import Deploy
+from frugalml.deploy._measure import MeasurementError, run_probe, serving_record, verdict
+from frugalml.records import TrialRecord, TrialStatus
+
+LOG_MODEL_HINT = ("call trial.log_model(model, input_example=X[:5]) at the end of training, so frugalml can "
+                  "measure what the model costs to serve")
+#: the parameters that shape a built-in model (what its serving cost depends on)
+_ARCHITECTURE = ("depth", "width", "activation", "dropout", "channels", "kernel")
+
+Runner = Callable[..., dict[str, float]]
+
+
+class ServingJudge:
+    """Measures trials' models under ``deploy`` and holds them to the serving ``limits``.
+
+    ``screen`` measures a built-in configuration before it trains (cached per architecture:
+    an SGD model's cost is one per workload, a network's one per shape). ``submit`` takes
+    a finished trial's record and measures the model it logged on a thread, in a fresh
+    process, while the study goes on; ``finished`` hands back the records with their
+    ``info["serving"]`` set, stopped (``stop_phase = "deploy"``) where a budget is broken,
+    failed where the model could not be measured. ``runner`` is injectable for tests.
+    """
+
+    def __init__(self, limits: Mapping[str, float], deploy: Deploy, *, runner: Runner = run_probe) -> None:
+        self.limits, self.deploy, self._run = dict(limits), deploy, runner
+        self._screened: dict[tuple, dict[str, Any]] = {}
+        self._screened_workloads: set[str] = set()
+        self._measured: dict[str, dict[str, Any]] = {}  # trial id -> its screen's cost
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: dict[concurrent.futures.Future, TrialRecord] = {}
+
+    # -- before training ------------------------------------------------------------------
+
+    def screen(self, workload: str, algorithm: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
+        """The serving cost of a built-in configuration's untrained model (one-line
+        :class:`MeasurementError` where it cannot be measured)."""
+        self._screened_workloads.add(workload)
+        key = (workload, algorithm, *(params.get(name) for name in _ARCHITECTURE))
+        if key not in self._screened:
+            _, _, X_test, y_test = data.arrays(mmap=True)
+            rows = X_test[:256]
+            spec = {"kind": "builtin", "algorithm": algorithm, "params": dict(params), "task": data.task,
+                    "dataset": data.name, "n_features": data.n_features, "labels": y_test[:256].tolist(),
+                    "n_outputs": len(data.classes) if data.task == "classification" else 1}
+            self._screened[key] = {**self._run(spec, self.deploy, rows=rows), "where": "before training"}
+        return self._screened[key]
+
+    def keep(self, trial_id: str, cost: Mapping[str, Any]) -> None:
+        """Remember a screened trial's cost, for its record when it ends."""
+        self._measured[trial_id] = dict(cost)
+
+    def skipped(self, record: TrialRecord, cost: Mapping[str, Any]) -> TrialRecord | None:
+        """``record`` (a SKIPPED stand-in) with the budget ``cost`` breaks, or None if it fits."""
+        stop = verdict(cost, self.limits, before=" (measured on the untrained model, before training)")
+        if stop is None:
+            return None
+        stop = dataclasses.replace(stop, rule=f"skipped_{stop.rule}", message=f"skipped: {stop.message}")
+        return dataclasses.replace(record, stop=stop, info={**record.info, "serving": serving_record(cost),
+                                                            "stop_phase": "deploy"})
+
+    # -- after training -------------------------------------------------------------------
+
+    def takes(self, record: TrialRecord) -> bool:
+        """True for a record this judge still has to measure or annotate: a screened built-in
+        trial's, or a user's trial that may ship (its model is measured)."""
+        if record.trial_id in self._measured:
+            return True
+        return bool(self.limits) and record.feasible and record.workload not in self._screened_workloads
+
+    def submit(self, record: TrialRecord) -> TrialRecord | None:
+        """Start measuring ``record``'s model; returns the record at once where nothing is left
+        to measure (a screened trial, or a model never logged: then failed, a user error)."""
+        screened = self._measured.pop(record.trial_id, None)
+        if screened is not None:
+            return dataclasses.replace(record, info={**record.info, "serving": serving_record(screened)})
+        model = record.info.get("model")
+        if (not isinstance(model, Mapping) or not model.get("path")) and record.status is not TrialStatus.COMPLETED:
+            # a learning rule ended it before it kept a model: feasible for learning, unmeasured to serve
+            return dataclasses.replace(record, info={**record.info, "serving_unmeasured": "stopped before log_model"})
+        if not isinstance(model, Mapping) or not model.get("path"):
+            return dataclasses.replace(
+                record, status=TrialStatus.FAILED, stop=None,
+                error=f"the study has serving budgets ({', '.join(self.limits)}) but the trial logged no model: "
+                      f"{LOG_MODEL_HINT}.", info={**record.info, "user_error": True})
+        if self._pool is None:  # one at a time: measurements must not compete with each other for the cores
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="frugalml-deploy")
+        future = self._pool.submit(self._run, {"kind": "saved", "model_dir": model["path"]}, self.deploy)
+        self._pending[future] = record
+        return None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def finished(self, timeout: float = 0.0) -> list[TrialRecord]:
+        """Records whose measurement ended (waiting up to ``timeout`` seconds for one)."""
+        if not self._pending:
+            return []
+        done, _ = concurrent.futures.wait(list(self._pending), timeout=timeout,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        return [self._judged(self._pending.pop(future), future) for future in done]
+
+    def _judged(self, record: TrialRecord, future: concurrent.futures.Future) -> TrialRecord:
+        try:
+            cost = {**future.result(), "where": "after training"}
+        except MeasurementError as error:
+            return dataclasses.replace(record, status=TrialStatus.FAILED, stop=None, error=str(error),
+                                       info={**record.info, "stop_phase": "deploy"})
+        info = {**record.info, "serving": serving_record(cost)}
+        stop = verdict(cost, self.limits, step=record.steps_done, before=" (measured after training)")
+        if stop is None:
+            return dataclasses.replace(record, info=info)
+        return dataclasses.replace(record, status=TrialStatus.STOPPED, stop=stop, info={**info, "stop_phase": "deploy"})
+
+    def close(self) -> None:
+        """Stop measuring: pending measurements are dropped (``--resume`` runs their trials again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pending.clear()

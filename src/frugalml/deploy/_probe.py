@@ -1,0 +1,155 @@
+"""The measuring process: ``python -m frugalml.deploy._probe SPEC.json`` prints one JSON line.
+
+It pins itself to the envelope's cores before NumPy loads (the parent sets the thread
+variables), loads or builds the model, times ``calls`` predictions of ``batch_size``
+rows after ``warmup`` untimed ones, and reports the latency quantile, the throughput
+(rows per second of back-to-back calls), the model's serialised size and this
+process's memory (RSS − shared) after predicting. Any failure is one line on stderr
+and exit status 1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _builtin(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], float]:
+    """The untrained model of a built-in workload: its serving cost does not depend on its weights."""
+    import numpy as np
+
+    from frugalml.workloads import NETWORKS, build_network, check_network, make_estimator
+
+    algorithm, params = spec["algorithm"], spec["params"]
+    if algorithm in NETWORKS:
+        import torch
+
+        torch.set_num_threads(spec["envelope"]["threads"])
+        config = check_network(algorithm, params, spec["n_features"])
+        model = build_network(algorithm, config, spec["n_features"], spec["n_outputs"]).eval()
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+
+        def predict(X: Any) -> Any:
+            with torch.inference_mode():
+                return model(torch.from_numpy(np.asarray(X, dtype=np.float32))).argmax(dim=1).numpy()
+
+        return predict, buffer.tell() / 2**20
+    import pickle
+
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    estimator = make_estimator(algorithm, spec["task"], float(params.get("learning_rate", 0.01)), 0,
+                               dataset=spec.get("dataset"))
+    labels = np.asarray(spec["labels"])
+    kwargs = {"classes": np.unique(labels)} if spec["task"] == "classification" else {}
+    estimator.partial_fit(rows, labels, **kwargs)
+    model = Pipeline([("scale", StandardScaler().fit(rows)), ("model", estimator)])  # as `frugalml register` serves it
+    return model.predict, len(pickle.dumps(model)) / 2**20
+
+
+def _saved(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], float, Any]:
+    """The model a trial kept with ``trial.log_model``, called as its MLflow flavour calls it."""
+    import numpy as np
+
+    from frugalml.flavors import load_saved
+
+    directory = Path(spec["model_dir"])
+    model, flavor, example = load_saved(directory)
+    size = sum(f.stat().st_size for f in directory.iterdir() if f.name.startswith("model."))
+    if rows is None:
+        rows = example
+    if rows is None:
+        raise ValueError("the model has no input rows to time: pass input_example=X[:5] to trial.log_model")
+    if flavor == "mlflow.pytorch":
+        import torch
+
+        torch.set_num_threads(spec["envelope"]["threads"])
+        model.eval()
+
+        def predict(X: Any) -> Any:
+            with torch.inference_mode():
+                return model(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+
+        return predict, size / 2**20, rows
+    if flavor == "mlflow.xgboost" and type(model).__name__ == "Booster":
+        import xgboost
+
+        model.set_param({"nthread": spec["envelope"]["threads"]})
+        return (lambda X: model.predict(xgboost.DMatrix(X))), size / 2**20, rows
+    if flavor == "mlflow.lightgbm" and type(model).__name__ == "Booster":
+        return (lambda X: model.predict(X, num_threads=spec["envelope"]["threads"])), size / 2**20, rows
+    if flavor == "mlflow.keras":
+        return (lambda X: model.predict(X, verbose=0)), size / 2**20, rows
+    return model.predict, size / 2**20, rows
+
+
+def _batch(rows: Any, size: int) -> Any:
+    """``size`` rows, repeating the given ones (an array, a DataFrame or a list)."""
+    import numpy as np
+
+    n = len(rows)
+    if n == 0:
+        raise ValueError("the model's input rows are empty: pass input_example=X[:5] to trial.log_model")
+    index = np.arange(size) % n
+    if hasattr(rows, "iloc"):
+        return rows.iloc[index].reset_index(drop=True)
+    if isinstance(rows, np.ndarray):
+        return rows[index]
+    return [rows[i] for i in index]
+
+
+def measure(spec: dict[str, Any]) -> dict[str, float]:
+    import numpy as np
+    import psutil
+
+    envelope = spec["envelope"]
+    rows = np.load(spec["rows"], allow_pickle=False) if spec.get("rows") else None
+    started = time.perf_counter()
+    if spec["kind"] == "builtin":
+        predict, model_mb = _builtin(spec, rows)
+    else:
+        predict, model_mb, rows = _saved(spec, rows)
+    load_s = time.perf_counter() - started
+    batch = _batch(rows, envelope["batch_size"])
+    for _ in range(envelope["warmup"]):
+        predict(batch)
+    times = np.empty(envelope["calls"])
+    for i in range(len(times)):
+        start = time.perf_counter()
+        predict(batch)
+        times[i] = time.perf_counter() - start
+    memory = psutil.Process().memory_info()
+    return {
+        "predict_ms": float(np.quantile(times, envelope["quantile"]) * 1e3),
+        "throughput_rows_s": float(envelope["batch_size"] / times.mean()),
+        "model_mb": float(model_mb),
+        "predict_memory_mb": float((memory.rss - memory.shared) / 2**20),
+        "p50_ms": float(np.median(times) * 1e3),
+        "load_s": float(load_s),
+        "cpus": sorted(os.sched_getaffinity(0)),
+    }
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, spec["cpus"])
+    try:
+        result = measure(spec)
+    except Exception as error:  # noqa: BLE001 - any failure to load or predict: one line for the parent
+        text = (str(error).strip().splitlines() or [""])[0][:300]
+        print(f"{type(error).__name__}: {text}" if text else type(error).__name__, file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
