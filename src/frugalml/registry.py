@@ -32,7 +32,7 @@ from frugalml.exceptions import FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.serve._model import extra_files, pip_requirements
-from frugalml.serve._reference import Reference, sha256_arrays
+from frugalml.serve._reference import Reference, encode_table, sha256_arrays
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
 from frugalml.tracking import MODEL_ARTIFACT, default_uri, seed_sqlite_store
@@ -46,7 +46,8 @@ class RegistryError(FrugalError, RuntimeError):
 
 
 class RawSplit(NamedTuple):
-    """The prepared split in raw (unstandardised) feature units, as a client sends them."""
+    """The prepared split in raw (unstandardised) feature units, as a client sends them (an object
+    array with text in its text columns, for a table that has some)."""
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -87,19 +88,18 @@ class RegisteredModel:
 
 
 def raw_split(data: Any) -> RawSplit:
-    """Undo the training scaler of a :class:`~frugalml.workloads.PreparedData`."""
-    meta = data.meta()
-    mean, scale = np.asarray(meta["scaler_mean"]), np.asarray(meta["scaler_scale"])
-    X_train, y_train, X_test, y_test = data.arrays(mmap=False)
-    names = meta.get("feature_names") or [f"x{j}" for j in range(data.n_features)]
-    return RawSplit(X_train * scale + mean, y_train, X_test * scale + mean, y_test, tuple(map(str, names)))
+    """Undo the training scaler (and one-hot encoding) of a :class:`~frugalml.workloads.PreparedData`."""
+    _, y_train, _, y_test = data.arrays(mmap=False)
+    names = data.meta().get("feature_names") or [f"x{j}" for j in range(data.n_features)]
+    return RawSplit(data.raw("train"), y_train, data.raw("test"), y_test, tuple(map(str, names)))
 
 
 def fit_model(data: Any, algorithm: str, params: Mapping[str, Any], *, epochs: int = 1,
               max_steps: int | None = None, seed: int = 0) -> Any:
     """Fit ``algorithm`` with ``params`` as the study did; returns scaler + estimator as a Pipeline.
 
-    A classifier predicts the original class labels (``data.classes``).
+    A classifier predicts the original class labels (``data.classes``). A table with text
+    columns gets the study's one-hot encoder as the first step, so the model takes raw text.
     """
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -134,7 +134,8 @@ def fit_model(data: Any, algorithm: str, params: Mapping[str, Any], *, epochs: i
     scaler.var_ = scaler.scale_**2
     scaler.n_features_in_ = data.n_features
     scaler.n_samples_seen_ = data.n_train
-    return Pipeline([("scale", scaler), ("model", estimator)])
+    encoder = data.encoder()
+    return Pipeline([*([("encode", encoder)] if encoder is not None else []), ("scale", scaler), ("model", estimator)])
 
 
 def _percentiles_ms(samples: list[float]) -> tuple[float, float]:
@@ -174,6 +175,11 @@ def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, s
 
     X_fit, y_fit, _, _ = data.arrays(mmap=True)
     meta = data.meta()
+    X_raw, categories = split.X_train, None
+    if X_raw.dtype == object:  # text columns: the fingerprint keeps their categories, and codes into them
+        import pandas as pd
+
+        X_raw, categories = encode_table(pd.DataFrame(X_raw, columns=list(split.feature_names)).infer_objects())
     calibration = None
     scored = confidences(model, split.X_train) if data.task == "classification" else None
     if scored is not None:  # labels are class codes into data.classes; the model predicts the names
@@ -181,9 +187,9 @@ def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, s
         truth = np.asarray(data.classes)[split.y_train]
         calibration = Calibration.fit(confidence, predicted.astype(str) == truth.astype(str)).to_dict()
     return Reference.build(
-        split.X_train, split.y_train, split.feature_names, task=data.task, predictions=model.predict(split.X_train),
+        X_raw, split.y_train, split.feature_names, task=data.task, predictions=model.predict(split.X_train),
         classes=data.classes, bins=bins, sample_size=sample_size, seed=seed, hashed=(X_fit, y_fit),
-        calibration=calibration,
+        calibration=calibration, categories=categories,
         data={"dataset": data.name, "source": meta.get("source"), "source_file": meta.get("file"),
               "seed": meta.get("seed"), "test_size": meta.get("test_size"), "n_test": data.n_test,
               "substitute_for": data.substitute_for},
@@ -334,7 +340,7 @@ def _training_frame(split: RawSplit, data: Any, target: str) -> Any:
     """The training split in raw units, with the target as the study read it (class labels, not codes)."""
     import pandas as pd
 
-    frame = pd.DataFrame(split.X_train, columns=list(split.feature_names), copy=False)
+    frame = pd.DataFrame(split.X_train, columns=list(split.feature_names), copy=False).infer_objects()
     frame[target] = np.asarray(data.classes)[split.y_train] if data.task == "classification" else split.y_train
     return frame
 
@@ -467,7 +473,7 @@ def register(
                 model_uri = _log_model_dir(refit, monitoring, Path(tmp), run.info.run_id)
             else:
                 features = refit.reference.feature_names
-                example = pd.DataFrame([refit.reference.means], columns=list(features))
+                example = pd.DataFrame([refit.reference.typical_row()], columns=list(features)).infer_objects()
                 signature = infer_signature(example, refit.model.predict(example.to_numpy()))
                 model_uri = mlflow.sklearn.log_model(
                     refit.model, name="model", signature=signature, pip_requirements=pip_requirements(),

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from frugalml import accounting
+from frugalml.budgets import SERVING_METRICS
 from frugalml.records import TrialRecord
 from frugalml.results import ComputeAccount
 
@@ -49,6 +50,7 @@ def trial_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
                 "energy_j_saved": record.energy_j_saved,
                 "energy_source": record.energy_source,
                 "wall_s": record.wall_s,
+                **{metric: (record.info.get("serving") or {}).get(metric) for metric in SERVING_METRICS},
             }
         )
     return rows

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from frugalml.accounting import UNKNOWN
+from frugalml.budgets import SERVING_METRICS
 from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
 from frugalml.records import is_estimate
@@ -86,6 +87,10 @@ def _joules(value: float | None, source: str | None) -> str:
     return ("~" if is_estimate(source) else "") + fmt(value, 3)
 
 
+SERVING_COLUMNS = {"predict_ms": "predict ms", "throughput_rows_s": "rows/s", "model_mb": "model MB",
+                   "predict_memory_mb": "serve MB"}
+
+
 def run_show(args: argparse.Namespace) -> int:
     result = load_result(study_directory(args.study, args.root))
     rows = trial_rows(result.records)
@@ -98,8 +103,9 @@ def run_show(args: argparse.Namespace) -> int:
     console = wide_console()
     table = Table(title=f"study {result.name}")
     params = sorted({k for r in result.records for k in r.params})
+    serving = [m for m in SERVING_METRICS if any(row[m] is not None for row in rows)]  # with serving budgets
     columns = ["#", "workload", *params, "rep", "status", "stop", "val_loss", "acc/rmse", "step ms", "mem MB",
-               "cpu-s", "saved cpu-s", "saved from", "J", "saved J"]
+               *(SERVING_COLUMNS[m] for m in serving), "cpu-s", "saved cpu-s", "saved from", "J", "saved J"]
     for column in columns:
         table.add_column(column, overflow="fold")
     for record, row in zip(result.records, rows):
@@ -107,7 +113,8 @@ def run_show(args: argparse.Namespace) -> int:
         table.add_row(
             str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
             record.status.value, (row["stop_reason"] or "-")[:60], fmt(row["val_loss"]), fmt(quality),
-            fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), fmt(record.cpu_s, 3),
+            fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), *(fmt(row[m], 3) for m in serving),
+            fmt(record.cpu_s, 3),
             _saved(row["cpu_s_saved"], record.saved_basis), record.saved_basis or "-",
             _joules(record.energy_j, record.energy_source),
             _saved(record.energy_j_saved, record.saved_basis, record.energy_source),

@@ -9,7 +9,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from frugalml.exceptions import ConfigError
-from frugalml.report._info import LABELS, PARETO_COSTS, CurvesInfo, EffectsInfo, ParetoInfo, ReportInfo, compute_rows
+from frugalml.report._info import (
+    LABELS, CurvesInfo, EffectsInfo, ParetoInfo, ReportInfo, budget_metric, compute_rows,
+)
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]
@@ -110,8 +112,8 @@ def pareto_figure(info: ParetoInfo, title: str) -> Any | None:
     if points.empty:
         return None
     go, make_subplots, _ = _plotly()
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["val loss vs steady step time", "val loss vs memory"])
-    for col, cost in enumerate(PARETO_COSTS, start=1):
+    fig = make_subplots(rows=1, cols=len(info.costs), subplot_titles=[f"val loss vs {LABELS[c]}" for c in info.costs])
+    for col, cost in enumerate(info.costs, start=1):
         for feasible, name, marker in ((True, "within budget", {"color": "#1f77b4", "size": 8}),
                                        (False, "broke a budget (stopped)", {"color": "red", "symbol": "x", "size": 10})):
             part = points[points["feasible"] == feasible]
@@ -127,7 +129,7 @@ def pareto_figure(info: ParetoInfo, title: str) -> Any | None:
         if not front.empty:
             fig.add_trace(go.Scatter(x=front[cost], y=front["val_loss"], mode="lines", line={"color": "#1f77b4"},
                                      name="Pareto front", legendgroup="front", showlegend=col == 1), row=1, col=col)
-        if (limit := info.budgets.get(PARETO_COSTS[cost])) is not None:
+        if (limit := info.budgets.get(budget_metric(cost))) is not None:
             fig.add_vline(x=limit, line={"color": "red", "dash": "dash"}, row=1, col=col,
                           annotation_text=f"budget {limit:g}")
         fig.update_xaxes(title_text=LABELS[cost], type="log" if _log(points[cost]) else "linear", row=1, col=col)

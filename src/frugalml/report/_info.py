@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from frugalml import accounting
-from frugalml.budgets import BUDGETS
+from frugalml.budgets import BUDGETS, SERVE
 from frugalml.prediction import steady_step_ms
 from frugalml.records import TrialRecord, is_estimate
 from frugalml.results import ComputeAccount, compute_account
@@ -40,6 +40,9 @@ LABELS = {
 #: figure (the median of the window means after the first), as a step-time budget judges it after its
 #: warm-up window; a trial with only its first window is plotted at that window.
 PARETO_COSTS = {"steady_step_ms": "mean_step_ms", "memory_mb": "memory_mb"}
+#: What a model costs to serve, charted against val loss when the study measured it (serving budgets).
+SERVING_COSTS = ("predict_ms", "model_mb")
+LABELS.update({b.metric: b.label for b in BUDGETS.values() if b.scope == SERVE})
 
 
 def _energy_column(record: TrialRecord) -> str:
@@ -77,12 +80,14 @@ class ParetoInfo(NamedTuple):
 
     ``points``: config_id, val_loss, steady_step_ms, memory_mb, feasible, status, reason,
     front_steady_step_ms, front_memory_mb (on the Pareto front of that pair).
-    ``budgets``: metric → budget (only the budgets the study set).
+    ``budgets``: metric → budget (only the budgets the study set). ``costs``: the cost columns
+    charted: the training costs, then the serving costs (:data:`SERVING_COSTS`) where measured.
     """
 
     workload: str
     points: pd.DataFrame
     budgets: dict[str, float]
+    costs: tuple[str, ...] = tuple(PARETO_COSTS)
 
 
 class WorkloadInfo(NamedTuple):
@@ -156,9 +161,10 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "energy_j": None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
             "energy_j_saved": record.energy_j_saved,
             "energy_source": record.energy_source,
+            **{metric: (record.info.get("serving") or {}).get(metric) for metric in SERVING_COSTS},
         })
     frame = pd.DataFrame(rows)
-    for column in (*EFFECT_METRICS, *PARETO_COSTS):
+    for column in (*EFFECT_METRICS, *PARETO_COSTS, *SERVING_COSTS):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return frame
@@ -244,22 +250,28 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[bool]:
 def get_pareto_info(records: Sequence[TrialRecord], workload: str, budget: Mapping[str, Any]) -> ParetoInfo:
     """Per configuration (mean over repeats): val loss, steady step time, peak memory; the fronts."""
     trials = trials_frame([r for r in records if r.workload == workload])
-    budgets = {metric: float(budget[key]) for key, metric in BUDGET_METRICS.items() if budget.get(key) is not None}
-    columns = ["config_id", "val_loss", *PARETO_COSTS, "feasible", "status", "reason",
-               *(f"front_{cost}" for cost in PARETO_COSTS)]
+    budgets = {b.metric: float(budget[key]) for key, b in BUDGETS.items()
+               if (b.plotted or b.scope == SERVE) and budget.get(key) is not None}
+    costs = (*PARETO_COSTS, *_present(trials, SERVING_COSTS))
+    columns = ["config_id", "val_loss", *costs, "feasible", "status", "reason", *(f"front_{cost}" for cost in costs)]
     if trials.empty:
-        return ParetoInfo(workload, pd.DataFrame(columns=columns), budgets)
+        return ParetoInfo(workload, pd.DataFrame(columns=columns), budgets, costs)
     grouped = trials.groupby("config_id", sort=False)
-    points = grouped[["val_loss", *PARETO_COSTS]].mean()
+    points = grouped[["val_loss", *costs]].mean()
     points["feasible"] = grouped["feasible"].all()
     points["status"] = grouped["status"].agg(lambda s: "/".join(sorted(set(s))))
     points["reason"] = grouped["reason"].agg(lambda s: "; ".join(sorted({str(v) for v in s if v})) or None)
     points = points.reset_index()
-    for cost in PARETO_COSTS:
+    for cost in costs:
         ok = points[points["feasible"]]
         flags = pareto_front(ok[cost].fillna(math.inf).tolist(), ok["val_loss"].fillna(math.inf).tolist())
         points[f"front_{cost}"] = pd.Series(flags, index=ok.index, dtype=bool).reindex(points.index, fill_value=False)
-    return ParetoInfo(workload, points[columns], budgets)
+    return ParetoInfo(workload, points[columns], budgets, costs)
+
+
+def budget_metric(cost: str) -> str:
+    """The metric whose budget is drawn on a Pareto cost column (steady step time: step time's)."""
+    return PARETO_COSTS.get(cost, cost)
 
 
 def workload_labels(spec: Mapping[str, Any]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from frugalml.exceptions import ConfigError
-from frugalml.report._info import LABELS, PARETO_COSTS, CurvesInfo, EffectsInfo, ParetoInfo, WorkloadInfo
+from frugalml.report._info import LABELS, CurvesInfo, EffectsInfo, ParetoInfo, WorkloadInfo, budget_metric
 
 DPI = 80
 
@@ -126,8 +126,8 @@ def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
     if points.empty:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, cost in zip(axes, PARETO_COSTS):
+    fig, axes = plt.subplots(1, len(info.costs), figsize=(6 * len(info.costs), 4.2), squeeze=False)
+    for ax, cost in zip(axes[0], info.costs):
         ok = points[points["feasible"]]
         bad = points[~points["feasible"]]
         ax.scatter(ok[cost], ok["val_loss"], color="tab:blue", s=25, label="within budget")
@@ -135,7 +135,7 @@ def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
         front = ok[ok[f"front_{cost}"]].sort_values(cost)
         if not front.empty:
             ax.plot(front[cost], front["val_loss"], color="tab:blue", lw=1, ls="-", label="Pareto front")
-        if (limit := info.budgets.get(PARETO_COSTS[cost])) is not None:
+        if (limit := info.budgets.get(budget_metric(cost))) is not None:
             ax.axvline(limit, color="red", ls="--", lw=1.2, label=f"budget {limit:g}")
         if _log_scale(points[cost]):
             ax.set_xscale("log")

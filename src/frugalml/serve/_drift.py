@@ -9,6 +9,11 @@
   A feature counts as drifted when its p-value is below ``ks_alpha``
   divided by the number of features (Bonferroni, so the chance of a false alarm in
   a window stays near ``ks_alpha``), or when its PSI is above ``psi_threshold``.
+* A categorical (text) feature has no order, so KS does not apply: its test is Pearson's
+  chi-squared over the category counts (training vs window, a category unseen in training
+  in a bin of its own), whose p-value takes the KS p-value's place; the statistic in the KS
+  statistic's place is the total variation distance, the largest change in share over any
+  set of categories (KS's sup over half-lines, taken over all sets). Its PSI is over categories.
 """
 
 from __future__ import annotations
@@ -52,6 +57,29 @@ def ks(reference_sample: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return statistic, float(kolmogorov(np.sqrt(n * m / (n + m)) * statistic))
 
 
+def chi_squared(reference: FeatureReference, n_reference: int, values: np.ndarray) -> tuple[float, float]:
+    """Total variation distance between the category shares, and the chi-squared test's p-value.
+
+    The test is of homogeneity between the training counts (``n_reference`` rows in the
+    reference's bins) and the window's counts; bins empty in both are left out.
+    """
+    from scipy.special import chdtrc
+
+    m = len(values)
+    if m == 0 or n_reference == 0:
+        return 0.0, 1.0
+    expected = np.asarray(reference.proportions, dtype=np.float64)
+    shares = proportions(values, np.asarray(reference.edges))
+    distance = float(0.5 * np.abs(shares - expected).sum())
+    table = np.vstack([expected * n_reference, shares * m])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return distance, 1.0
+    independent = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    statistic = float(((table - independent) ** 2 / independent).sum())
+    return distance, float(chdtrc(table.shape[1] - 1, statistic))
+
+
 class FeatureDrift(NamedTuple):
     name: str
     psi: float
@@ -89,7 +117,10 @@ def window_drift(
             between_features()
         column = X[:, j]
         score = feature_psi(ref, column)
-        statistic, pvalue = ks(np.asarray(ref.sample), column)
+        if ref.categorical:
+            statistic, pvalue = chi_squared(ref, reference.n_train, column)
+        else:
+            statistic, pvalue = ks(np.asarray(ref.sample), column)
         features.append(FeatureDrift(ref.name, score, statistic, pvalue, score > psi_threshold or pvalue < alpha))
     prediction_ks = None
     if reference.prediction is not None:

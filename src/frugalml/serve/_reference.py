@@ -12,7 +12,8 @@ feature with few distinct values gets fewer bins and its proportions stay exact.
 A categorical (text) feature has dtype ``"str"`` and its training ``categories``; the
 statistics are over category codes (its index in ``categories``; a category unseen in
 training gets ``len(categories)``, outside the training range), so drift and range checks
-work on it unchanged.
+work on it unchanged. Its bins are one per category plus one for unseen categories, so the
+proportions are the training share of each category.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class FeatureReference:
     def build(cls, name: str, values: np.ndarray, *, bins: int, sample: np.ndarray, dtype: str | None = None,
               categories: Sequence[str] = ()) -> FeatureReference:
         values = np.asarray(values, dtype=np.float64)
-        edges = bin_edges(values, bins)
+        # a text feature: one bin per category, and a last one for categories unseen in training
+        edges = np.arange(len(categories)) + 0.5 if categories else bin_edges(values, bins)
         integral = bool(np.all(np.abs(values - np.round(values)) <= 1e-9 * np.maximum(1.0, np.abs(values))))
         return cls(
             name=name, dtype=dtype or ("int64" if integral else "float64"), mean=float(values.mean()),

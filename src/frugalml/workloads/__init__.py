@@ -1,5 +1,6 @@
-"""Workloads: datasets (files, data dirs, the cache, OpenML), the thesis's SGD training and
-built-in PyTorch networks (``mlp``, ``cnn``; torch is imported only when one trains).
+"""Workloads: datasets (files, data dirs, the cache, OpenML; text columns one-hot encoded), the
+thesis's SGD training and built-in PyTorch networks (``mlp``, ``cnn``; torch is imported only when
+one trains).
 
 Example::
 
@@ -12,6 +13,7 @@ Example::
 from __future__ import annotations
 
 from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
+from frugalml.workloads._encode import MAX_CATEGORIES
 from frugalml.workloads._networks import (
     NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features, network_train,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "BUILTIN_DATASETS",
     "DATA_FORMATS",
     "DatasetSource",
+    "MAX_CATEGORIES",
     "NETWORKS",
     "NETWORK_FEATURES",
     "NETWORK_PARAMS",

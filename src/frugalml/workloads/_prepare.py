@@ -4,8 +4,10 @@ Workers then memory-map the files (:meth:`PreparedData.arrays`), so the pages ar
 file-backed and shared between trials instead of copied into each worker.
 
 Layout of ``<cache>/prepared/<name>-<key>/``: ``X_train.npy``, ``y_train.npy``,
-``X_test.npy``, ``y_test.npy`` and ``meta.json``. The key hashes the source file and
-every preparation setting, so a changed file or seed gives a new directory.
+``X_test.npy``, ``y_test.npy`` and ``meta.json``; for a table with text columns, which
+are one-hot encoded (:mod:`._encode`), also their raw text, ``text_train.npy`` and
+``text_test.npy``. The key hashes the source file and every preparation setting, so a
+changed file or seed gives a new directory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import psutil
 
 from frugalml.exceptions import ConfigError, DataError
 from frugalml.files import cache_root, sha256_file
+from frugalml.workloads._encode import (
+    check_text_columns, encoded_names, make_encoder, raw_rows, text_columns, training_categories,
+)
 from frugalml.workloads._openml import fetch_to_cache
 from frugalml.workloads._sources import DatasetSource, file_format
 
@@ -34,6 +39,7 @@ _DTYPES = ("float64", "float32")
 _HASH_LIMIT_BYTES = 512 * 2**20  # larger files are keyed by size and mtime instead
 ARRAY_NAMES = ("X_train", "y_train", "X_test", "y_test")
 _COLUMNS_FILE = "X_train.columns.npy"
+_TEXT_PREFIX = "text_"  # text_train.npy, text_test.npy: the raw text columns of a table that has some
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,37 @@ class PreparedData:
         """The full ``meta.json``: source, settings, feature names, scaler statistics."""
         return json.loads((self.directory / "meta.json").read_text())
 
+    def raw(self, split: str = "train") -> np.ndarray:
+        """The split's features as a client sends them: the scaler undone, one-hot columns back to their text.
+
+        An object array (numbers as ``float``, text as ``str``) when the table has text columns,
+        else float64; columns in the table's order (``meta()["feature_names"]``).
+        """
+        meta = self.meta()
+        mean, scale = np.asarray(meta["scaler_mean"]), np.asarray(meta["scaler_scale"])
+        X = np.load(self.directory / f"X_{split}.npy") * scale + mean
+        categories = meta.get("categories") or {}
+        if not categories:
+            return X
+        names = meta["feature_names"]
+        numeric = [n for n in names if n not in categories]
+        text = np.load(self.directory / f"{_TEXT_PREFIX}{split}.npy")
+        raw = np.empty((len(X), len(names)), dtype=object)
+        raw[:, [names.index(n) for n in numeric]] = X[:, : len(numeric)]
+        raw[:, [names.index(n) for n in categories]] = text
+        return raw
+
+    def encoder(self) -> Any:
+        """The fitted ``ColumnTransformer`` that one-hot encodes raw rows (:meth:`raw`) into the prepared
+        columns (before scaling), or None when the table has no text columns."""
+        meta = self.meta()
+        categories = meta.get("categories") or {}
+        if not categories:
+            return None
+        names = meta["feature_names"]
+        by_position = {names.index(n): found for n, found in categories.items()}
+        return make_encoder(len(names), by_position).fit(self.raw("train"))
+
     def arrays(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(X_train, y_train, X_test, y_test)``, read-only memory maps unless ``mmap=False``."""
         mode = "r" if mmap else None
@@ -128,13 +165,16 @@ def prepare_dataset(
     """Load, validate, split (shuffled, ``random_state=seed``) and standardise a dataset.
 
     The scaler is fitted on the training split only; zero-variance columns become 0.
+    Text columns are one-hot encoded over the training split's categories first (at
+    most ``MAX_CATEGORIES`` each; a category only in the test split encodes as all 0).
     The result is written once to ``<cache>/prepared/<name>-<key>/`` through a
     temporary directory and a rename, and reused on later calls without reloading.
 
     Raises:
         ConfigError: ``test_size`` or ``dtype`` is invalid.
-        DataError: the data is empty, too small, lacks its target, has NaN/inf or
-            non-numeric features (one line saying which).
+        DataError: the data is empty, too small, lacks its target, has NaN/inf features,
+            or a text column with missing values or too many distinct values (one line
+            saying which).
     """
     if not 0.0 < test_size < 1.0:
         raise ConfigError(f"`0 < test_size < 1` must hold, but got test_size={test_size!r}.")
@@ -159,7 +199,7 @@ def prepare_dataset(
     if (directory / "meta.json").is_file():
         return PreparedData.load(directory)
 
-    X, y, feature_names = _load(source)
+    X, y, feature_names, text = _load(source)
     task, y, classes = _encode_target(source, y)
     with np.errstate(over="ignore", invalid="ignore"):
         if task == "regression" and not np.isfinite(np.var(np.asarray(y, dtype=np.float64))):
@@ -176,6 +216,13 @@ def prepare_dataset(
     from sklearn.preprocessing import StandardScaler
 
     train_idx, test_idx = train_test_split(np.arange(n), test_size=test_size, random_state=seed, shuffle=True)
+    categories: dict[str, list[str]] = {}
+    column_names = feature_names
+    if text:  # one-hot, over the training split's categories; the raw text is kept for the registered model
+        assert feature_names is not None
+        raw_text = X[:, [feature_names.index(c) for c in text]].astype(str)
+        X, categories = _one_hot(X, train_idx, feature_names, text)
+        column_names = encoded_names(feature_names, categories)
     y_dtype = np.int64 if task == "classification" else dtype
     meta = {
         **{k: v for k, v in settings.items() if k != "version"},
@@ -188,7 +235,8 @@ def prepare_dataset(
         "substitute_for": source.substitute_for,
         "openml_name": source.openml_name,
         "source": str(source.path),
-        "feature_names": feature_names,
+        "feature_names": feature_names,  # the table's columns, as a client sends them
+        "categories": categories,  # per text column, its one-hot categories (see workloads._encode)
     }
 
     def write(tmp: Path) -> None:
@@ -202,25 +250,36 @@ def prepare_dataset(
             for start in range(0, len(idx), chunk):
                 out[start : start + chunk] = X[idx[start : start + chunk]]
             np.save(tmp / f"y_{split}.npy", y[idx].astype(y_dtype))
+            if text:
+                np.save(tmp / f"{_TEXT_PREFIX}{split}.npy", raw_text[idx])
             outputs.append(out)
         scaler = StandardScaler()  # fitted on the training split only
         with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit: refused below
             for start in range(0, len(train_idx), chunk):
                 scaler.partial_fit(outputs[0][start : start + chunk])
             mean, scale = scaler.mean_.astype(dtype), scaler.scale_.astype(dtype)  # scale_ is 1 where variance is 0
-            _check_scalable(source.name, np.isfinite(mean) & np.isfinite(scale), feature_names)
+            _check_scalable(source.name, np.isfinite(mean) & np.isfinite(scale), column_names)
             for out in outputs:
                 for start in range(0, len(out), chunk):
                     block = out[start : start + chunk]
                     block -= mean
                     block /= scale
-                    _check_scalable(source.name, np.isfinite(block).all(axis=0), feature_names)
+                    _check_scalable(source.name, np.isfinite(block).all(axis=0), column_names)
                 out.flush()
         meta.update(scaler_mean=scaler.mean_.tolist(), scaler_scale=scaler.scale_.tolist())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
     _write_atomically(directory, write)
     return PreparedData.load(directory)
+
+
+def _one_hot(raw: np.ndarray, train_idx: np.ndarray, feature_names: list[str],
+             text: list[str]) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Rows with their text columns one-hot encoded over the training split's categories."""
+    positions = [feature_names.index(c) for c in text]
+    found = training_categories(raw[train_idx], positions)
+    encoder = make_encoder(len(feature_names), dict(zip(positions, found))).fit(raw[train_idx])
+    return np.asarray(encoder.transform(raw), dtype=np.float64), dict(zip(text, found))
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -249,13 +308,14 @@ def _names(names: list[Any], limit: int = 8) -> str:
     return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
 
 
-def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """Read the file and validate it; returns raw features, raw target, feature names."""
+def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[str]]:
+    """Read the file and validate it; returns raw features (an object array when some are text), raw target,
+    feature names and the text columns."""
     path, name, target = source.path, source.name, source.target
     assert path is not None
     fmt = file_format(path)
     if fmt == "npz":
-        return (*_load_npz(path, name, target or "y"), None)
+        return (*_load_npz(path, name, target or "y"), None, [])
     if path.stat().st_size == 0:
         raise DataError(f"dataset {name!r} ({path}) is an empty file.")
     try:
@@ -275,14 +335,14 @@ def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | No
     features = [column for column in frame.columns if column != target]
     if not features:
         raise DataError(f"dataset {name!r} has no feature columns besides the target {target!r}.")
-    bad = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if bad:
-        raise DataError(
-            f"dataset {name!r} has non-numeric feature columns: {_names(bad)}; encode them as numbers or drop them."
-        )
-    X = frame[features].to_numpy(dtype=np.float64)
-    _check_finite(name, X, features, frame[target])
-    return X, frame[target].to_numpy(), [str(c) for c in features]
+    text = text_columns(frame, features)
+    check_text_columns(name, frame, text)
+    numeric = [c for c in features if c not in text]
+    X = frame[numeric].to_numpy(dtype=np.float64)
+    _check_finite(name, X, numeric, frame[target])
+    if text:  # one-hot encoded once split (the categories are the training split's)
+        X = raw_rows(frame, features, text)
+    return X, frame[target].to_numpy(), [str(c) for c in features], [str(c) for c in text]
 
 
 def _load_npz(path: Path, name: str, target: str) -> tuple[np.ndarray, np.ndarray]:
