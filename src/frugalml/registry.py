@@ -28,6 +28,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from frugalml.budgets import SERVING_METRICS
+from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
@@ -69,6 +71,7 @@ class Refit:
     lineage: dict[str, Any] | None = None  # where the data came from (frugalml.lineage.data_lineage)
     training: tuple[Any, str | None] | None = None  # (DataFrame, target column): the register run's mlflow.data input
     recipe: dict[str, Any] | None = None  # the workload, params, seed and data_dir: enough to train it again
+    slo: Slo | None = None  # the serving budgets the study held it to (frugalml.deploy)
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     X = reference.sample_inputs
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
+        **serving_profile(records),
         **measure_latency(model, X),
     }
     link = {"study": stored.name, "study_dir": str(Path(study_dir).resolve()), "config_id": best.config_id,
@@ -237,7 +241,7 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     return Refit(model, reference, profile, link, dict(best.params), model_dir,
                  lineage=_lineage(study_dir, workload, workload.get("path")),
                  training=(frame, TARGET if TARGET in frame.columns else None),
-                 recipe=_recipe(stored, workload, best.params))
+                 recipe=_recipe(stored, workload, best.params), slo=study_slo(stored))
 
 
 def _lineage(study_dir: str | Path, workload: Mapping[str, Any], data_file: str | None) -> dict[str, Any]:
@@ -317,6 +321,7 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     reference = build_reference(model, data, split, seed=seed)
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
+        **serving_profile([r for r in result.records if r.workload == chosen["name"] and r.config_id == best.config_id]),
         **measure_latency(model, split.X_train),
         **_refit_quality(model, data.task, split),
     }
@@ -329,7 +334,22 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     return Refit(model, reference, profile, link, dict(best.params),
                  lineage=_lineage(study_dir, chosen, data.meta()["source"]),
                  training=(_training_frame(split, data, source.target or "target"), source.target or "target"),
-                 recipe=_recipe(stored, chosen, best.params))
+                 recipe=_recipe(stored, chosen, best.params), slo=study_slo(stored))
+
+
+def study_slo(stored: StoredStudy) -> Slo | None:
+    """The serving budgets a study held its trials to, as its registered model's SLO."""
+    return Slo.of_study(stored.budget, stored.spec.get("deploy"))
+
+
+def serving_profile(records: Any) -> dict[str, float]:
+    """``serve_<metric>``: the mean of what :mod:`frugalml.deploy` measured of the configuration's models."""
+    profile = {}
+    for metric in SERVING_METRICS:
+        values = [float(v) for r in records if (v := (r.info.get("serving") or {}).get(metric)) is not None]
+        if values:
+            profile[f"serve_{metric}"] = sum(values) / len(values)
+    return profile
 
 
 def _recipe(stored: StoredStudy, workload: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -373,6 +393,8 @@ def _tags(refit: Refit) -> dict[str, str]:
     }
     if len(schema) <= 4000:
         tags[TAG + "schema"] = schema
+    if refit.slo is not None:
+        tags[SLO_TAG] = refit.slo.to_json()
     if refit.recipe is not None and len(recipe := json.dumps(refit.recipe, sort_keys=True, default=str)) <= 4000:
         tags[TAG + "recipe"] = recipe  # how to train it again where its study folder is not at hand (frugalml check)
     return tags

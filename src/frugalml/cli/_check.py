@@ -8,7 +8,7 @@ import os
 
 from frugalml.study import STUDIES_ROOT
 
-EPILOG = """exit status: 0 no regression, 1 a regression, 2 a usage error.
+EPILOG = """exit status: 0 no regression, 1 a regression or a broken SLO, 2 a usage error.
 Thresholds: a [gate] table in --gate FILE (see docs/gate.md); without one every metric both sides
 measured is compared with the default tolerances."""
 
@@ -69,6 +69,8 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"not measured on both sides: {', '.join(result.not_measured)}")
     for note in result.notes:
         console.print(note)
-    console.print(f"verdict: {'[bold green]PASS' if result.passed else '[bold red]REGRESSION'}[/] "
+    for slo in result.slo:
+        console.print(f"SLO {'[bold red]broken[/]' if slo.broken else 'met'}: {slo.line}")
+    console.print(f"verdict: {'[bold green]PASS' if result.passed else '[bold red]' + result.verdict.upper()}[/] "
                   f"({result.confidence:.0%} one-sided confidence)")
     return 0 if result.passed else 1

@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-feature-series", type=int, default=None, metavar="N",
                        help="at most N input features get their own series on /metrics: the drifted ones first, "
                             "aggregates cover the rest (default 10; 0: aggregates only)")
+    serve.add_argument("--workers", type=_workers, metavar="N",
+                       help="serve with N worker processes that share one monitoring state (ids, drift, quality, "
+                            "alerts, /metrics); default: one process")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=run_serve)
@@ -98,6 +101,17 @@ def _number(text: str | None) -> float | str | None:
         return text
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a positive integer (argparse prints the message as one line and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1. Got {text!r} instead.")
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from frugalml.serve import ServerSettings
     from frugalml.serve._server import run_server
@@ -120,7 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("frugalml: note: --poll-registry is ignored: only a models:/NAME@ALIAS URI has an alias to follow.",
               file=sys.stderr)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
-               log_level=args.log_level, access_log=args.access_log)
+               log_level=args.log_level, access_log=args.access_log, workers=args.workers)
     return 0
 
 

@@ -17,5 +17,7 @@ Example::
 from frugalml.deploy._envelope import Deploy, machine_cores
 from frugalml.deploy._judge import LOG_MODEL_HINT, ServingJudge
 from frugalml.deploy._measure import MeasurementError, run_probe, verdict
+from frugalml.deploy._slo import SLO_TAG, Slo, SloCheck
 
-__all__ = ["Deploy", "LOG_MODEL_HINT", "MeasurementError", "ServingJudge", "machine_cores", "run_probe", "verdict"]
+__all__ = ["Deploy", "LOG_MODEL_HINT", "MeasurementError", "SLO_TAG", "ServingJudge", "Slo", "SloCheck",
+           "machine_cores", "run_probe", "verdict"]

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from frugalml.exceptions import ConfigError
 from frugalml.gate._decide import IMPROVED, PASS, REGRESSION, MetricResult, decide
 from frugalml.gate._metrics import GATE_METRICS, GateMetric
@@ -60,8 +62,28 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
             continue
         results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
                               resamples=settings.resamples, seed=settings.seed))
+    slo = candidate.slo or baseline.slo
+    if slo is not None:
+        notes.append(f"SLO from {'the candidate' if candidate.slo else 'the baseline'}: measured here, in this "
+                     f"process, not under its [deploy] envelope ({dict(slo.deploy)})")
     return CheckResult(candidate.label, baseline.label, settings.confidence, tuple(results), tuple(missing),
-                       tuple(notes))
+                       tuple(notes), tuple(slo.check(slo_measured(candidate, slo.quantile))) if slo else ())
+
+
+def slo_measured(side: Side, quantile: float) -> dict[str, float]:
+    """What this check measured of ``side`` in an SLO's terms: its single-row latency at the SLO's
+    quantile (p99 from 0.99 up, else the median; the median over timing rounds), the rows a second
+    that latency allows, and the size of the model on disk."""
+    measured = {}
+    rounds = side.samples.get("predict_p99_ms" if quantile >= 0.99 else "predict_p50_ms")
+    if rounds:
+        measured["predict_ms"] = float(np.median([v for group in rounds for v in group]))
+    medians = side.samples.get("predict_p50_ms")
+    if medians:
+        measured["throughput_rows_s"] = 1000.0 / float(np.median([v for group in medians for v in group]))
+    if side.samples.get("model_size_mb"):
+        measured["model_mb"] = float(side.samples["model_size_mb"][0][0])
+    return measured
 
 
 def check(candidate: str, baseline: str, *, settings: GateSettings | None = None, tracking_uri: str | None = None,

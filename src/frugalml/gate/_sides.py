@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import ConfigError, DataError
 from frugalml.gate._remeasure import Recipe, steady_step_times
 from frugalml.records import TrialRecord
@@ -39,6 +40,7 @@ class Side:
     inputs: np.ndarray  # rows to time predictions on
     info: dict[str, str] = field(default_factory=dict)
     recipe: Recipe | None = None  # how to train it again, when its study is at hand
+    slo: Slo | None = None  # the serving budgets it was tuned (or registered) under
 
 
 def _size_mb(path: Path) -> float:
@@ -88,7 +90,7 @@ def from_study(study_dir: str | Path, workload: str | None = None) -> Side:
     label = f"study {refit.link['study']} ({refit.link['config_id']})"
     return Side(label, samples, refit.model, refit.reference.feature_names, refit.reference.sample_inputs,
                 {"study_dir": str(study_dir.resolve()), **refit.link},
-                _recipe(study_dir, refit.link["workload"], refit.params))
+                _recipe(study_dir, refit.link["workload"], refit.params), refit.slo)
 
 
 def from_model(uri: str, tracking_uri: str | None = None) -> Side:
@@ -120,7 +122,7 @@ def from_model(uri: str, tracking_uri: str | None = None) -> Side:
     info = {"uri": uri, **({"version": served.version} if served.version else {}),
             **({"study_dir": str(study_dir)} if str(study_dir) != "." else {})}
     return Side(label, samples, served.model, served.reference.feature_names, served.reference.sample_inputs, info,
-                recipe)
+                recipe, Slo.from_json(tags.get(SLO_TAG)))
 
 
 def resolve(target: str, tracking_uri: str | None = None, workload: str | None = None) -> Side:

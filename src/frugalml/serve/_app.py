@@ -33,10 +33,12 @@ from frugalml.serve import _schema as schema
 from frugalml.serve import _v2 as v2
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
 from frugalml.serve._estimate import class_probabilities
+from frugalml.serve._feedback import accept_feedback
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._monitor import Monitor
-from frugalml.serve._quality import DuplicateFeedback, FeedbackError, PredictionLog
+from frugalml.serve._quality import PredictionLog
+from frugalml.serve._remote import HubLink
 from frugalml.serve._security import RateLimiter, check_token
 from frugalml.serve._settings import ServerSettings, registry_alias
 from frugalml.serve._validate import (
@@ -55,13 +57,14 @@ _JSON_ONLY = frozenset({_JSON})
 # send such a body cross-site too, so a server reachable from browsers should require --predict-token.
 _V2_MEDIA = frozenset({_JSON, "application/octet-stream", ""})
 _MONITOR_POLL_S = 0.02  # how often the event loop asks the monitor whether it has work
+WORKER_HEADER = b"x-frugalml-worker"  # with --workers N: the index of the worker that answered
 
 
 class _State:
     """What the endpoints share; swapped atomically on reload or reconfiguration."""
 
     def __init__(self, served: ServedModel, settings: ServerSettings, config: MonitoringConfig,
-                 loader: Callable[[str], ServedModel]) -> None:
+                 loader: Callable[[str], ServedModel], hub: HubLink | None = None) -> None:
         self.served = served
         self.settings = settings
         self.config = config
@@ -69,9 +72,14 @@ class _State:
         self.metrics = ServerMetrics()
         self.ids = PredictionLog()
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
-        self.monitor = self._new_monitor(served, config)
+        self.hub = hub  # a worker of `frugalml serve --workers N`: the monitor process keeps the state
         self.started = time.time()
         self._output_type: tuple[ServedModel | None, str] = (None, "")
+        if hub is not None:
+            hub.registry = self.metrics.registry  # its samples go to the monitor process, summed there
+            self.monitor: Monitor | HubLink | None = hub if hub.monitored else None
+            return
+        self.monitor = self._new_monitor(served, config)
         self.metrics.registry.register(ProcessCollector())
         self.metrics.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor,
                                                         settings.max_feature_series))
@@ -123,7 +131,7 @@ async def _drive_monitor(state: _State) -> None:
     """
     while True:
         await asyncio.sleep(_MONITOR_POLL_S)
-        monitor = state.monitor
+        monitor = state.hub or state.monitor  # a worker's hub link ships its rows and counters instead
         if monitor is not None and monitor.due(time.monotonic()):
             try:
                 monitor.process()
@@ -188,6 +196,8 @@ class _Instrumentation:
     def __init__(self, app: Any, state: _State) -> None:
         self.app = app
         self.state = state
+        # which worker answered (--workers N): a client, or a test, can tell them apart
+        self.worker = None if state.hub is None else (WORKER_HEADER, str(state.hub.worker).encode())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -197,10 +207,14 @@ class _Instrumentation:
         metrics = state.metrics if state.config.enabled else None
         status, started = 500, False
 
+        worker = self.worker
+
         async def send_and_record(message: dict) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+                if worker is not None:
+                    message["headers"] = [*message.get("headers", ()), worker]
             await send(message)
 
         if metrics is not None:
@@ -220,8 +234,9 @@ class _Instrumentation:
                 endpoint = metrics.endpoint(scope["path"])
                 metrics.in_flight.dec()
                 metrics.observe(endpoint, status, elapsed)
-                if state.monitor is not None:
-                    state.monitor.observe_request(elapsed if endpoint in PREDICT_ENDPOINTS else None, status < 400)
+                monitor = state.hub or state.monitor
+                if monitor is not None:
+                    monitor.observe_request(elapsed if endpoint in PREDICT_ENDPOINTS else None, status < 400)
 
 
 _BODY_LEFT_UNREAD = frozenset({"too_large", "body_timeout"})
@@ -377,15 +392,18 @@ def _v2_version(served: ServedModel) -> str:
 
 
 def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
-               loader: Callable[[str], ServedModel] | None = None) -> FastAPI:
-    """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config."""
+               loader: Callable[[str], ServedModel] | None = None, hub: HubLink | None = None) -> FastAPI:
+    """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config.
+    With ``hub`` the app is one worker of ``frugalml serve --workers N``: the monitor process keeps
+    the monitoring state, and the model does not follow its alias."""
     settings = settings or ServerSettings()
     config = as_monitoring_config(config if config is not None else served.monitoring)
-    state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri, settings.reference)))
+    state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri, settings.reference)),
+                   hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        interval = settings.poll_interval(state.served.uri)
+        interval = settings.poll_interval(state.served.uri) if hub is None else 0
         tasks = [asyncio.create_task(_drive_monitor(state)),
                  *([asyncio.create_task(_follow_alias(state, interval))] if interval else [])]
         yield
@@ -413,6 +431,11 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         check_token(request.headers.get("authorization"), token, what=what)
         if state.limiter is not None:
             state.limiter.check(request.client.host if request.client else "?")
+
+    def one_process(what: str) -> None:
+        if state.hub is not None:
+            raise RequestError(409, "not_supported", f"{what} is not supported with --workers yet; restart "
+                                                     "the server with the new model or config.")
 
     def admin(request: Request) -> None:
         if state.settings.token is None:
@@ -513,32 +536,11 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         monitor = state.monitor
         if monitor is None:
             raise RequestError(409, "monitoring_disabled", "feedback needs monitoring; it is disabled in the config.")
-        items = data if isinstance(data, list) else [data]
-        resolved, seen = [], set()
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
-                raise RequestError(422, "bad_feedback", f"item {i}: feedback needs 'prediction_id' and 'label' "
-                                                        "(and optionally 'slice': {key: value}).")
-            try:
-                prediction = monitor.log.get(item["prediction_id"])
-                if str(item["prediction_id"]) in seen:
-                    raise DuplicateFeedback(f"prediction_id {str(item['prediction_id'])[:60]!r} appears twice in "
-                                            "this request; send one label per prediction.")
-                monitor.log.check_unlabelled(item["prediction_id"])
-                seen.add(str(item["prediction_id"]))
-                monitor.quality.score(prediction, item["label"])
-                monitor.quality.check_slice(item.get("slice"))
-            except DuplicateFeedback as error:
-                raise RequestError(409, "duplicate_feedback", f"item {i}: {error}") from None
-            except FeedbackError as error:
-                raise RequestError(422, "bad_feedback", f"item {i}: {error}") from None
-            resolved.append(item)
-        try:  # all items checked: only a full slice table can refuse one now
-            for item in resolved:
-                monitor.feedback(item["prediction_id"], item["label"], item.get("slice"))
-        except FeedbackError as error:
-            raise RequestError(422, "bad_feedback", str(error)) from None
-        return Response(json.dumps({"accepted": len(resolved)}), media_type=_JSON)
+        if isinstance(monitor, HubLink):
+            accepted = await run_in_threadpool(monitor.feedback, data)
+        else:
+            accepted = accept_feedback(monitor, data)
+        return Response(json.dumps({"accepted": accepted}), media_type=_JSON)
 
     @get_and_head("/health")
     async def health() -> dict[str, Any]:
@@ -556,11 +558,14 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
 
     @get_and_head("/metrics")
     async def metrics() -> Response:
+        if state.hub is not None:  # every worker's counters and the one monitor, from the monitor process
+            return Response(await run_in_threadpool(state.hub.scrape), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", openapi_extra=schema.body(schema.RELOAD, required=False))
     async def reload(request: Request) -> dict[str, Any]:
         admin(request)
+        one_process("/admin/reload")
         body = await _read_body(request, state.settings)
         data = parse_json(body) if body.strip() else {}
         uri = data.get("model_uri", state.served.uri) if isinstance(data, dict) else None
@@ -588,6 +593,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     @app.put("/admin/monitoring-config", openapi_extra=schema.body(schema.CONFIG))
     async def put_config(request: Request) -> dict[str, Any]:
         admin(request)
+        one_process("PUT /admin/monitoring-config")
         data = parse_json(await _read_body(request, state.settings))
         if not isinstance(data, dict):
             raise RequestError(422, "bad_config", "the monitoring config must be a JSON object.")

@@ -15,7 +15,8 @@ rest do. A 784-pixel image model scrapes in about 165 series instead of 4,239.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+import os
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -85,23 +86,42 @@ class ServerMetrics:
 
 
 class ProcessCollector(Collector):
-    """CPU and memory of the server process, sampled at scrape time."""
+    """CPU and memory of the server process, sampled at scrape time; with ``others`` (the worker pids of
+    ``frugalml serve --workers``), summed over this process and those."""
 
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)
+    def __init__(self, others: Callable[[], Iterable[int]] = tuple) -> None:
+        self._others = others
+        self._processes: dict[int, psutil.Process] = {}
+        self._sample(os.getpid())
+
+    def _sample(self, pid: int) -> psutil.Process:
+        process = self._processes.get(pid)
+        if process is None:
+            process = self._processes[pid] = psutil.Process(pid)
+            process.cpu_percent(None)
+        return process
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            memory = self._process.memory_info()
-            cpu = self._process.cpu_percent(None)
-        except psutil.Error:
-            return
+        cpu = private = rss = 0.0
+        pids = {os.getpid(), *self._others()}
+        for pid in list(self._processes):
+            if pid not in pids:
+                del self._processes[pid]
+        for pid in sorted(pids):
+            try:
+                process = self._sample(pid)
+                memory = process.memory_info()
+                cpu += process.cpu_percent(None)
+            except psutil.Error:
+                if pid == os.getpid():
+                    return
+                continue
+            private += private_bytes(memory)
+            rss += memory.rss
         yield GaugeMetricFamily("frugalml_process_cpu_percent", "CPU since the previous scrape (100 = one core)", cpu)
         yield GaugeMetricFamily("frugalml_process_memory_bytes", "RSS minus shared memory of the server process",
-                                float(private_bytes(memory)))
-        yield GaugeMetricFamily("frugalml_process_rss_bytes", "Resident set size of the server process",
-                                float(memory.rss))
+                                float(private))
+        yield GaugeMetricFamily("frugalml_process_rss_bytes", "Resident set size of the server process", rss)
 
 
 MAX_LABEL_CHARS = 128

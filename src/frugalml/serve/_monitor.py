@@ -201,12 +201,16 @@ class Monitor:
         """Queue a batch of finite input rows and their predictions (and, for a classifier with
         probabilities, each prediction's confidence); returns prediction ids."""
         ids = self.log.record(predictions)
+        self.enqueue(X, predictions, confidence)
+        return ids
+
+    def enqueue(self, X: np.ndarray, predictions: np.ndarray, confidence: np.ndarray | None = None) -> None:
+        """Queue rows whose ids were issued elsewhere (by a worker of ``frugalml serve --workers``)."""
         if confidence is None:
             confidence = np.full(len(X), np.nan)
         with self._lock:
             self._pending.append((X, predictions, confidence))
             self._pending_rows += len(X)
-        return ids
 
     def observe_nonfinite(self, nan: int, inf: int, where: str = "input") -> None:
         """Count NaN/inf values seen in inputs (rejected or imputed) or outputs."""
@@ -223,6 +227,13 @@ class Monitor:
             self._errors += not ok
             if latency_s is not None and len(self._latencies) < 100_000:
                 self._latencies.append(latency_s)
+
+    def observe_requests(self, requests: int, errors: int, latencies_s: Iterable[float]) -> None:
+        """Finished requests counted elsewhere (a worker's since its previous flush)."""
+        with self._lock:
+            self._requests += requests
+            self._errors += errors
+            self._latencies.extend(list(latencies_s)[:max(0, 100_000 - len(self._latencies))])
 
     def feedback(self, prediction_id: Any, label: Any, slice_: Mapping[str, Any] | None = None) -> None:
         """A true label for an earlier prediction (:class:`FeedbackError` when unusable;

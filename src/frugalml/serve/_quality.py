@@ -31,9 +31,9 @@ class DuplicateFeedback(FeedbackError):
 class PredictionLog:
     """Issues prediction ids and keeps the latest ``capacity`` predictions for feedback."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 100_000, prefix: str | None = None) -> None:
         self.capacity = capacity
-        self.prefix = secrets.token_hex(4)
+        self.prefix = secrets.token_hex(4) if prefix is None else prefix
         self._next = 0
         self._starts: deque[int] = deque()
         self._batches: deque[np.ndarray] = deque()
@@ -41,12 +41,13 @@ class PredictionLog:
         self._labelled: set[int] = set()  # rows that got their label (pruned with the kept predictions)
         self._lock = threading.Lock()
 
-    def record(self, predictions: np.ndarray, keep: bool = True) -> list[str]:
-        """Ids for a batch of predictions (kept for :meth:`get` when ``keep``)."""
+    def record(self, predictions: np.ndarray, keep: bool = True, first: int | None = None) -> list[str]:
+        """Ids for a batch of predictions (kept for :meth:`get` when ``keep``); ``first``: the row
+        number of the first, when another process issued the ids (never below the next one)."""
         n = len(predictions)
         with self._lock:
-            first = self._next
-            self._next += n
+            first = self._next if first is None else max(first, self._next)
+            self._next = first + n
             if keep:
                 self._starts.append(first)
                 self._batches.append(predictions)

@@ -120,8 +120,10 @@ def json_errors_protocol(max_body_bytes: int = 1 << 20) -> type:
 
 
 def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
-               config: Any = None, log_level: str = "info", access_log: bool = False) -> None:
-    """Load ``model_uri`` and serve it until interrupted."""
+               config: Any = None, log_level: str = "info", access_log: bool = False,
+               workers: int | None = None) -> None:
+    """Load ``model_uri`` and serve it until interrupted: in this process, or with ``workers``
+    worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`)."""
     import uvicorn
 
     from frugalml.serve._app import create_app
@@ -135,7 +137,6 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
     if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
         logging.getLogger("frugalml.serve").warning(
             "serving on %s without --predict-token: anyone who can reach it can predict", host)
-    app = create_app(served, settings, config)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     entry = {"pid": os.getpid(), "url": url, "model_uri": served.uri, "name": served.name, "version": served.version}
     record = servers_dir() / f"{os.getpid()}.json"
@@ -144,11 +145,25 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         record.write_text(json.dumps(entry))
     except OSError:
         record = None
-    interval = settings.poll_interval(served.uri)
+    interval = 0 if workers is not None else settings.poll_interval(served.uri)
     following = f", following its alias every {interval:g} s" if interval else ""
-    print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}{following}", file=sys.stderr,
-          flush=True)
+    if workers is not None and settings.poll_interval(served.uri):
+        following = " (not following its alias: --workers serves one version; restart to move)"
+    processes = f" with {workers} worker{'s' * (workers != 1)}" if workers is not None else ""
+
+    def announce() -> None:
+        print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}{processes}{following}",
+              file=sys.stderr, flush=True)
+
     try:
+        if workers is not None:
+            from frugalml.serve._supervisor import run_workers
+
+            run_workers(served, config, workers, host=host, port=port, settings=settings, log_level=log_level,
+                        access_log=access_log, started=announce)
+            return
+        app = create_app(served, settings, config)
+        announce()
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                                server_header=False, log_config=None, http=json_errors_protocol(settings.max_body_bytes)))
         server.run()

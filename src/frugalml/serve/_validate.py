@@ -26,7 +26,7 @@ ERROR_KINDS = (
     "bad_json", "bad_request", "bad_config", "bad_feedback", "wrong_count", "wrong_features", "wrong_type",
     "nonfinite", "too_large", "too_many_rows", "body_timeout", "client_disconnected", "unsupported_media_type",
     "unauthorized", "forbidden", "rate_limited", "monitoring_disabled", "duplicate_feedback", "model_load", "model_error", "not_found",
-    "method_not_allowed", "http_error", "internal",
+    "method_not_allowed", "http_error", "internal", "not_supported",
 )
 
 

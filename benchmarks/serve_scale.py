@@ -1,0 +1,334 @@
+"""Throughput and p99 of ``frugalml serve`` with 1 and 2 worker processes, and what one monitoring state costs.
+
+Starts three servers on 127.0.0.1 with the same CPU-bound model (a 50-tree random forest on
+diabetes, ~2.5 ms of CPU per single-row ``predict_proba``) and the same monitoring (drift
+windows of 500 rows, two alert rules, label-free accuracy estimates):
+
+- ``single``: ``frugalml serve`` as before, one process;
+- ``w1`` / ``w2``: ``frugalml serve --workers 1`` / ``--workers 2`` (workers + the monitor process).
+
+A separate load-generator process (asyncio, raw HTTP/1.1 over kept-alive connections) sends
+single-row ``POST /predict`` requests:
+
+1. closed loop (``--concurrency`` in flight) for ``--probe-s`` s: the maximum throughput;
+2. open loop at rising rates (a share of ``w2``'s closed-loop maximum), ``--phase-s`` s each,
+   latency from each request's scheduled send time (no coordinated omission): the highest rate
+   each server sustains with p99 under ``--p99-ms`` is its *throughput at equal p99*, and
+   ``scale ratio`` = that of ``w2`` / that of ``w1``;
+3. the server process tree's CPU per request (``single`` vs ``w1`` at one rate: the per-request
+   cost of shipping rows and counters to the monitor process) and the generator's own CPU.
+
+Last, each server's ``/metrics`` must count exactly the ``/predict`` requests and rows the
+generator sent. Run it as others share the machine: ``nice -n 19 python benchmarks/serve_scale.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MONITORING = """
+window_rows = 500
+[[alerts]]
+name = "input drift"
+metric = "drift.detected"
+threshold = 1
+window = 2
+[[alerts]]
+name = "slow"
+metric = "latency.p99_ms"
+threshold = 250
+for_s = 30
+"""
+SERVERS = {"single": (), "w1": ("--workers", "1"), "w2": ("--workers", "2")}
+RATE_SHARES = (0.3, 0.5, 0.65, 0.8, 0.9, 1.0, 1.1)
+
+
+# -- the load generator (its own process) ------------------------------------------------
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bool:
+    writer.write(payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 200")
+
+
+async def _closed(port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
+    sent = ok = 0
+    end = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        nonlocal sent, ok
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < end:
+            sent += 1
+            answered = await _request(reader, writer, payloads[i % len(payloads)])
+            ok += answered  # not `ok += await ...`: that adds to the value read before the await
+            i += concurrency
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
+    return {"sent": sent, "ok": ok, "throughput_rps": ok / (time.perf_counter() - start)}
+
+
+async def _open(port: int, payloads: list[bytes], rate: float, seconds: float, connections: int) -> dict:
+    """Request i is due at start + i / rate; an idle connection takes the next due request."""
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    ok = 0
+    next_index = 0
+    start = time.perf_counter() + 0.1
+
+    async def client() -> None:
+        nonlocal next_index, ok
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while next_index < n:
+            i, next_index = next_index, next_index + 1
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            answered = await _request(reader, writer, payloads[i % len(payloads)])
+            ok += answered
+            latencies.append(time.perf_counter() - due)
+        writer.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1e3
+    return {"sent": n, "ok": ok, "offered_rps": rate, "achieved_rps": n / elapsed,
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def drive(args: argparse.Namespace) -> None:
+    bodies = json.loads(Path(args.bodies).read_text())
+    payloads = [(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n{body}").encode() for body in bodies]
+    if args.rate:
+        result = asyncio.run(_open(args.port, payloads, args.rate, args.seconds, args.concurrency * 4))
+    else:
+        result = asyncio.run(_closed(args.port, payloads, args.concurrency, args.seconds))
+    print(json.dumps(result))
+
+
+# -- the orchestrator --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _prepare(folder: Path, trees: int) -> tuple[Path, Path, float]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from frugalml.registry import build_reference, raw_split
+    from frugalml.serve import save_model
+    from frugalml.workloads import prepare_dataset, resolve_dataset
+
+    data = prepare_dataset(resolve_dataset("diabetes"), seed=0)
+    split = raw_split(data)
+    model = RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(split.X_train, split.y_train)
+    start = time.process_time()
+    for row in split.X_test[:100]:
+        model.predict_proba(row[None, :])
+    predict_ms = (time.process_time() - start) * 10
+    model_dir = save_model(model, build_reference(model, data, split), folder / "model")
+    bodies = [json.dumps({"instances": [row.tolist()]}) for row in split.X_test]
+    (folder / "bodies.json").write_text(json.dumps(bodies))
+    return model_dir, folder / "bodies.json", predict_ms
+
+
+class _Server:
+    def __init__(self, model_dir: Path, config: Path, log: Path, extra: tuple[str, ...]) -> None:
+        import httpx
+
+        self.port = _free_port()
+        self._log = log.open("w")
+        self.log_path = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "frugalml.cli", "serve", str(model_dir), "--port", str(self.port),
+             "--config", str(config), "--log-level", "warning", *extra], stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30, trust_env=False)
+        self.idle_cpu_s_per_s = 0.0
+        deadline = time.monotonic() + 180
+        while "frugalml: serving" not in log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start: {log.read_text()}")
+            time.sleep(0.2)
+
+    def measure_idle(self, seconds: float) -> None:
+        """CPU seconds per second the server tree spends with no traffic (timers, polling)."""
+        before = self.cpu_s()
+        time.sleep(seconds)
+        self.idle_cpu_s_per_s = (self.cpu_s() - before) / seconds
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the server's process tree (parent, workers)."""
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(self.process.pid)
+        for process in (root, *root.children(recursive=True)):
+            try:
+                total += sum(process.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    def counted(self) -> tuple[float, float]:
+        """(/predict requests answered 200, rows predicted) as /metrics reports them."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        requests = rows = 0.0
+        for family in text_string_to_metric_families(self.client.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == "frugalml_requests_total" and sample.labels == {"endpoint": "/predict", "code": "200"}:
+                    requests += sample.value
+                elif sample.name == "frugalml_predicted_class_total":
+                    rows += sample.value
+        return requests, rows
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+def _drive(server: _Server, bodies: Path, seconds: float, concurrency: int, rate: float | None = None) -> dict:
+    """One generator run; adds the server tree's and the generator's CPU ms per request."""
+    command = [sys.executable, __file__, "drive", "--port", str(server.port), "--bodies", str(bodies),
+               "--seconds", str(seconds), "--concurrency", str(concurrency)]
+    if rate:
+        command += ["--rate", str(rate)]
+    before_server = server.cpu_s()
+    before_generator = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 4 + 60)
+    wall = time.perf_counter() - started
+    after_generator = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise SystemExit(f"generator failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(out.stdout)
+    generator = (after_generator.ru_utime + after_generator.ru_stime) - (before_generator.ru_utime
+                                                                         + before_generator.ru_stime)
+    busy = server.cpu_s() - before_server - server.idle_cpu_s_per_s * wall  # net of what it burns idle
+    result["server_cpu_ms_per_request"] = busy / max(1, result["sent"]) * 1e3
+    result["generator_cpu_percent"] = 100 * generator / wall
+    return result
+
+
+def main(args: argparse.Namespace) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model_dir, bodies, predict_ms = _prepare(folder, args.trees)
+        (folder / "monitoring.toml").write_text(MONITORING)
+        servers = {name: _Server(model_dir, folder / "monitoring.toml", folder / f"{name}.log", extra)
+                   for name, extra in SERVERS.items()}
+        sent = {name: [0, 0] for name in servers}  # requests sent, 200s
+        results: dict[str, dict] = {name: {"ladder": []} for name in servers}
+
+        def run(name: str, seconds: float, rate: float | None = None) -> dict:
+            result = _drive(servers[name], bodies, seconds, args.concurrency, rate)
+            sent[name][0] += result["sent"]
+            sent[name][1] += result["ok"]
+            return result
+
+        try:
+            for name in servers:
+                run(name, 2)  # warm-up
+            for server in servers.values():
+                server.measure_idle(args.idle_s)
+            for name in servers:
+                results[name]["closed"] = run(name, args.probe_s)
+            top = results["w2"]["closed"]["throughput_rps"]
+            for share in RATE_SHARES:  # interleaved, so drifting machine load hits every server alike
+                for name in servers:
+                    results[name]["ladder"].append(run(name, args.phase_s, share * top))
+            for name, server in servers.items():
+                results[name]["idle"] = server.idle_cpu_s_per_s
+            time.sleep(1.0)
+            counted = {name: server.counted() for name, server in servers.items()}
+        finally:
+            for server in servers.values():
+                server.stop()
+    _report(args, predict_ms, results, sent, counted)
+
+
+def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: dict, counted: dict) -> None:
+    names = list(results)
+    print(f"single-row POST /predict on 127.0.0.1; {os.cpu_count()} CPUs shared with other work, run at "
+          f"nice {os.nice(0)}; load average {os.getloadavg()[0]:.1f}")
+    print(f"model: {args.trees}-tree random forest, {predict_ms:.2f} ms CPU per single-row predict_proba\n")
+    print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
+    print(f"{'closed-loop max (req/s)':40}" + "".join(f"{results[n]['closed']['throughput_rps']:>12.0f}" for n in names))
+    print(f"{'  generator CPU (% of a core)':40}"
+          + "".join(f"{results[n]['closed']['generator_cpu_percent']:>12.1f}" for n in names))
+    for k, share in enumerate(RATE_SHARES):
+        rate = results["w2"]["ladder"][k]["offered_rps"]
+        print(f"open loop {rate:6.0f} req/s: p99 ms (p50)" + "".join(
+            f"{results[n]['ladder'][k]['p99_ms']:>6.1f} ({results[n]['ladder'][k]['p50_ms']:3.1f})" for n in names))
+    first = results["single"]["ladder"][0]
+    w1 = results["w1"]["ladder"][0]
+    print(f"\nserver CPU per request at {first['offered_rps']:.0f} req/s (ms, whole process tree): single "
+          f"{first['server_cpu_ms_per_request']:.2f}, w1 {w1['server_cpu_ms_per_request']:.2f}, w2 "
+          f"{results['w2']['ladder'][0]['server_cpu_ms_per_request']:.2f}; w1 - single = "
+          f"{w1['server_cpu_ms_per_request'] - first['server_cpu_ms_per_request']:+.3f} ms")
+    print("idle CPU of each server tree (% of a core): " + ", ".join(
+        f"{n} {100 * results[n]['idle']:.1f}" for n in names) + " (subtracted above)")
+    print(f"generator CPU in open loop: up to {max(r['generator_cpu_percent'] for n in names for r in results[n]['ladder']):.1f}"
+          "% of a core")
+    at_p99 = {n: max((r["achieved_rps"] for r in results[n]["ladder"] if r["p99_ms"] <= args.p99_ms), default=0.0)
+              for n in names}
+    print(f"throughput at p99 <= {args.p99_ms:g} ms (req/s): " + ", ".join(f"{n} {at_p99[n]:.0f}" for n in names))
+    closed = results["w2"]["closed"]["throughput_rps"] / results["w1"]["closed"]["throughput_rps"]
+    ratio = at_p99["w2"] / at_p99["w1"] if at_p99["w1"] else float("nan")
+    print(f"scale ratio w2 / w1: {ratio:.2f} at equal p99, {closed:.2f} closed-loop (target >= 1.6)")
+    for name in names:
+        requests, rows = counted[name]
+        exact = requests == sent[name][1] and rows == sent[name][1]
+        print(f"/metrics of {name}: {requests:.0f} /predict 200s and {rows:.0f} rows; the generator got "
+              f"{sent[name][1]} 200s of {sent[name][0]} sent: {'exact' if exact else 'NOT exact'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    driver = sub.add_parser("drive", help="(internal) the load-generating process")
+    driver.add_argument("--port", type=int, required=True)
+    driver.add_argument("--bodies", required=True)
+    driver.add_argument("--seconds", type=float, required=True)
+    driver.add_argument("--concurrency", type=int, default=8)
+    driver.add_argument("--rate", type=float)
+    parser.add_argument("--trees", type=int, default=50, help="trees of the random forest (its CPU per request)")
+    parser.add_argument("--probe-s", type=float, default=5.0, help="closed-loop seconds per server")
+    parser.add_argument("--phase-s", type=float, default=5.0, help="open-loop seconds per rate and server")
+    parser.add_argument("--idle-s", type=float, default=5.0, help="seconds to measure each server's idle CPU")
+    parser.add_argument("--p99-ms", type=float, default=50.0, help="the p99 at which throughputs are compared")
+    parser.add_argument("--concurrency", type=int, default=8)
+    return parser
+
+
+if __name__ == "__main__":
+    arguments = _parser().parse_args()
+    drive(arguments) if arguments.command == "drive" else main(arguments)

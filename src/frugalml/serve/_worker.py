@@ -1,0 +1,76 @@
+"""One worker process of ``frugalml serve --workers N``: loads the model and serves HTTP.
+
+Started by :mod:`frugalml.serve._supervisor` as ``python -c 'from frugalml.serve._worker import main; main()'``
+with a pickled :class:`WorkerSpec` on its stdin. It never outlives that parent: on Linux the
+kernel sends it SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``), and everywhere a
+thread blocked on the stdin pipe sees it close and stops the worker. Every worker listens on the
+same port with ``SO_REUSEPORT``, so the kernel spreads connections over them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl: the pipe watch below still stops it
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        try:
+            sys.stdin.buffer.read()  # returns when the parent's end of the pipe closes
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="frugalml-parent-watch").start()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def main() -> None:
+    spec = pickle.load(sys.stdin.buffer)
+    _die_with_parent(spec.parent_pid)
+    logging.basicConfig(level=spec.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s %(name)s[worker {spec.index}]: %(message)s")
+    import uvicorn
+
+    from frugalml.serve._app import create_app
+    from frugalml.serve._model import load_model
+    from frugalml.serve._remote import HubLink
+    from frugalml.serve._server import json_errors_protocol
+
+    settings, config = spec.settings, spec.config
+    served = load_model(spec.model_uri, settings.tracking_uri, settings.reference)
+    sock = _listen(spec.host, spec.port)
+    hub = HubLink(spec.index, spec.address, spec.authkey,
+                  monitored=config.enabled and served.reference.has_statistics)
+    app = create_app(served, settings, config, hub=hub)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=spec.log_level, access_log=spec.access_log,
+                                           server_header=False, log_config=None,
+                                           http=json_errors_protocol(settings.max_body_bytes)))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        hub.stop()

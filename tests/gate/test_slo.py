@@ -1,0 +1,57 @@
+"""The serving budgets a study was tuned under travel with its registered model as an SLO,
+and ``frugalml check`` fails a candidate that breaks it outright, whatever the champion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+from frugalml import Search, Study, TrialStatus, Workload, tune
+from frugalml.deploy import SLO_TAG, Slo
+
+
+def _study(directory, name, predict_s, budget):
+    study = Study(name=name, workloads=[Workload(train="gate_trainers:served_sgd", eval_every=4, name="w")],
+                  search=Search(objectives=["accuracy"], space={"predict_s": [predict_s]}), budget=budget,
+                  deploy={"calls": 50, "quantile": 0.5} if budget else {}, directory=str(directory / name))
+    return study, tune(study)
+
+
+def _check(candidate, *args):
+    return subprocess.run([sys.executable, "-m", "frugalml.cli", "check", str(candidate), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_registered_slo_fails_a_slower_candidate_and_passes_the_tuned_one(tmp_path):
+    import mlflow
+
+    from frugalml.registry import register
+
+    fast, result = _study(tmp_path, "fast", 0.0, {"max_predict_ms": 15.0})
+    (record,) = result.records
+    assert record.status is TrialStatus.COMPLETED and record.info["serving"]["predict_ms"] < 15.0
+    version = register(fast.directory, name="served", alias="champion")
+    client = mlflow.MlflowClient(version.tracking_uri, registry_uri=version.tracking_uri)
+    tags = client.get_model_version("served", version.version).tags
+    slo = Slo.from_json(tags[SLO_TAG])
+    assert slo.limits == {"max_predict_ms": 15.0} and slo.quantile == 0.5 and slo.deploy["calls"] == 50
+    assert 0 < float(tags["frugalml.profile.serve_predict_ms"]) < 8.0
+
+    slow, _ = _study(tmp_path, "slow", 0.03, {})  # tuned with no serving budget: 30 ms a prediction
+    out = tmp_path / "r"
+    baseline = ["--baseline", "models:/served@champion", "--tracking-uri", version.tracking_uri]
+    done = _check(slow.directory, *baseline, "--json", str(out / "r.json"), "--junit", str(out / "r.xml"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads((out / "r.json").read_text())
+    assert not report["verdict"] == "pass"  # slower than the champion too: "regression" wins the one-word verdict
+    (latency,) = [c for c in report["slo"] if c["budget"] == "max_predict_ms"]
+    assert latency["broken"] and latency["value"] > 25.0 and latency["limit"] == 15.0
+    failed = [c.get("name") for c in ET.parse(out / "r.xml").getroot().iter("testcase") if c.find("failure") is not None]
+    assert "max_predict_ms" in failed
+    assert "SLO broken" in done.stdout
+
+    done = _check(fast.directory, *baseline, "--json", str(out / "f.json"))
+    report = json.loads((out / "f.json").read_text())
+    assert [c["broken"] for c in report["slo"]] == [False], done.stdout
