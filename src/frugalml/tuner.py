@@ -372,13 +372,13 @@ class Tuner:
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
         executor = self.executor_factory(settings, self.state)
-        limits = serving_budgets(study.budget)
-        self._judge = ServingJudge(limits, study.deployment()) if limits else None
         self._next_number = max((r.number for r in self.records), default=-1) + 1
         by_task: dict[str, tuple[_WorkloadPlan, Config]] = {}
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
         tracking.start()
         try:
+            limits = serving_budgets(study.budget)
+            self._judge = self._serving_judge(limits) if limits else None
             if (warning := executor.energy_estimate_warning(study.budget)) is not None:
                 warnings.warn(warning, stacklevel=2)
             if not self._store_open:  # a new study: where each workload's data came from, written with the store
@@ -495,6 +495,16 @@ class Tuner:
         self.progress("end", record)
         plan.sampler.tell(config, [record])
         return True
+
+    def _serving_judge(self, limits: dict[str, float]) -> ServingJudge:
+        """The judge of serving budgets: measuring on this machine, or on a Ray node that offers
+        ``[deploy] resources`` (the cluster is connected by now)."""
+        deploy = self.study.deployment()
+        if deploy.resources:
+            from frugalml.deploy import on_ray  # lazy: Ray
+
+            return ServingJudge(limits, deploy, runner=on_ray(deploy))
+        return ServingJudge(limits, deploy)
 
     def _screened_out(self, plan: _WorkloadPlan, config: Config) -> bool:
         """Measure a built-in configuration's untrained model under ``[deploy]`` before it trains;

@@ -51,7 +51,8 @@ def _cluster_processes(tag: str) -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes with one CPU each; yields (address, node cache dir)."""
+    """Two Ray nodes with one CPU each, the second offering an ``edge`` resource (a target device
+    class to measure serving costs on); yields (address, node cache dir)."""
     temp_dir = tempfile.mkdtemp(prefix="frugalml-ray-", dir="/tmp")  # short: Ray's socket paths are limited
     cache = Path(temp_dir) / "node-cache"
     port = free_port()
@@ -66,7 +67,7 @@ def cluster():
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *common],
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", '--resources={"edge": 1}', *common],
                        env=env, check=True, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}", cache
     finally:
@@ -347,3 +348,35 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(tmp_path):
         assert not (tmp_path / "too-many" / "frugalml.db").exists()
     finally:
         ray.shutdown()
+
+
+def _edge_node(address: str) -> str:
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("edge"))
+
+
+def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(name="edge", directory=str(tmp_path / "edge"), workers=2, backend="ray", address=address,
+                  workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=10, eval_every=5)],
+                  search=Search(space={"width": [8, 2048], "depth": [1, 3]}), budget={"max_predict_ms": 50},
+                  deploy={"resources": {"edge": 1}, "quantile": 0.5, "calls": 30}, mlflow_uri=None)
+    result = tune(study)
+    edge = _edge_node(address)
+    assert len(result.records) == 4
+    for record in result.records:
+        serving = record.info["serving"]
+        assert serving["node"] == edge and serving["where"] == "before training", record
+        assert serving["predict_ms"] > 0
+    assert any(r.status is TrialStatus.COMPLETED for r in result.records)
+
+
+def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(name="nowhere", directory=str(tmp_path / "nowhere"), backend="ray", address=address,
+                  workloads=[Workload(dataset="diabetes", algorithm="svm")], search=Search(space={"batch_size": [30]}),
+                  budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)
+    with pytest.raises(ConfigError, match=r"tpu_edge = 1\) are offered by none of the cluster's 2 nodes") as error:
+        tune(study)
+    assert "\n" not in str(error.value)

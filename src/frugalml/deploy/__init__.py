@@ -19,5 +19,12 @@ from frugalml.deploy._judge import LOG_MODEL_HINT, ServingJudge
 from frugalml.deploy._measure import MeasurementError, run_probe, verdict
 from frugalml.deploy._slo import SLO_TAG, Slo, SloCheck
 
+
+def on_ray(deploy: Deploy):  # noqa: ANN201 - lazy: Ray is imported only for a study that measures on it
+    """A measuring function that runs on a Ray node offering ``deploy.resources``."""
+    from frugalml.deploy._ray import on_ray as on_ray_node
+
+    return on_ray_node(deploy)
+
 __all__ = ["Deploy", "LOG_MODEL_HINT", "MeasurementError", "SLO_TAG", "ServingJudge", "Slo", "SloCheck",
-           "machine_cores", "run_probe", "verdict"]
+           "machine_cores", "on_ray", "run_probe", "verdict"]

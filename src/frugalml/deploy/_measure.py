@@ -79,6 +79,9 @@ def verdict(cost: Mapping[str, float], limits: Mapping[str, float], *, step: int
     return None
 
 
+_CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host")  # kept beside the measured figures
+
+
 def serving_record(cost: Mapping[str, Any]) -> dict[str, Any]:
     """What a trial's ``info["serving"]`` keeps of a measurement."""
-    return {k: v for k, v in cost.items() if k in SERVING_METRICS or k in ("p50_ms", "load_s", "cpus", "where")}
+    return {k: v for k, v in cost.items() if k in SERVING_METRICS or k in _CONTEXT}
