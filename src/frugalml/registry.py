@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from frugalml.budgets import SERVING_METRICS
 from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
+from frugalml.records import TrialRecord
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, encode_table, sha256_arrays
@@ -321,7 +322,7 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     reference = build_reference(model, data, split, seed=seed)
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
-        **serving_profile([r for r in result.records if r.workload == chosen["name"] and r.config_id == best.config_id]),
+        **serving_profile(r for r in result.records if r.workload == chosen["name"] and r.config_id == best.config_id),
         **measure_latency(model, split.X_train),
         **_refit_quality(model, data.task, split),
     }
@@ -342,9 +343,9 @@ def study_slo(stored: StoredStudy) -> Slo | None:
     return Slo.of_study(stored.budget, stored.spec.get("deploy"))
 
 
-def serving_profile(records: Any) -> dict[str, float]:
+def serving_profile(records: Iterable[TrialRecord]) -> dict[str, float]:
     """``serve_<metric>``: the mean of what :mod:`frugalml.deploy` measured of the configuration's models."""
-    profile = {}
+    profile, records = {}, list(records)
     for metric in SERVING_METRICS:
         values = [float(v) for r in records if (v := (r.info.get("serving") or {}).get(metric)) is not None]
         if values:

@@ -48,7 +48,8 @@ def test_the_registered_slo_fails_a_slower_candidate_and_passes_the_tuned_one(tm
     assert not report["verdict"] == "pass"  # slower than the champion too: "regression" wins the one-word verdict
     (latency,) = [c for c in report["slo"] if c["budget"] == "max_predict_ms"]
     assert latency["broken"] and latency["value"] > 25.0 and latency["limit"] == 15.0
-    failed = [c.get("name") for c in ET.parse(out / "r.xml").getroot().iter("testcase") if c.find("failure") is not None]
+    cases = ET.parse(out / "r.xml").getroot().iter("testcase")
+    failed = [case.get("name") for case in cases if case.find("failure") is not None]
     assert "max_predict_ms" in failed
     assert "SLO broken" in done.stdout
 

@@ -55,7 +55,8 @@ def run_probe(spec: Mapping[str, Any], deploy: Deploy, *, rows: Any = None) -> d
                                   capture_output=True, text=True, env=probe_env(deploy), timeout=deploy.timeout_s,
                                   preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
-            raise MeasurementError(f"measuring the model took over {deploy.timeout_s:g} s ([deploy] timeout_s)") from None
+            raise MeasurementError(
+                f"measuring the model took over {deploy.timeout_s:g} s ([deploy] timeout_s)") from None
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         raise MeasurementError(f"the model could not be measured in a fresh process: "
