@@ -32,8 +32,8 @@ from frugalml.budgets import SERVING_METRICS
 from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
-from frugalml.records import TrialRecord
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
+from frugalml.records import TrialRecord
 from frugalml.serve._model import extra_files, pip_requirements
 from frugalml.serve._reference import Reference, encode_table, sha256_arrays
 from frugalml.store import ResultStore
