@@ -51,6 +51,18 @@ def test_a_built_in_sgd_model_is_measured_once_before_training_and_a_too_large_o
     assert result.best_feasible() is None
 
 
+def test_a_serving_cost_can_be_an_objective_without_a_budget(study_dir):
+    workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=10, eval_every=5)
+    search = Search(method="grid", space={"width": [8, 1024], "depth": [2]}, objectives=["val_loss", "predict_ms"])
+    study = Study(name="objective", workloads=[workload], search=search, deploy={"quantile": 0.5, "calls": 30},
+                  directory=str(study_dir), mlflow_uri=None)
+    result = tune(study)
+    assert all(r.status is TrialStatus.COMPLETED and r.serving("predict_ms") > 0 for r in result.records)
+    summaries = {s.params["width"]: s for s in result.summaries()}
+    assert summaries[1024].objective[1] > summaries[8].objective[1]  # the wider network is slower to serve
+    assert summaries[8].mean["predict_ms"] == summaries[8].objective[1]
+
+
 def test_a_built_in_mlp_too_slow_to_serve_never_trains_and_its_record_has_the_measured_latency(study_dir):
     workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=20, eval_every=10)
     space = {"width": [16, 4096], "depth": [1, 4], "batch_size": [64]}
@@ -105,7 +117,7 @@ def test_a_trial_that_keeps_no_model_ends_the_study_with_one_line_naming_log_mod
     ({"max_predict_ms": 5}, {"quantile": 1.5}, None, "'quantile' parameter of \\[deploy\\]"),
     ({"max_predict_ms": 5}, {"gpus": 1}, None, "deploy"),
     ({"max_predict_ms": 5}, {"resources": {"edge": 1}}, None, "backend = \"ray\""),
-    ({"max_memory_mb": 500}, {"cores": 1}, None, "no serving budget|has none"),
+    ({"max_memory_mb": 500}, {"cores": 1}, None, "neither \\[budget\\] nor \\[search\\] objectives"),
     ({"min_throughput_rows_s": -1}, {}, None, "min_rows_s"),
 ])
 def test_bad_serving_settings_are_one_line_before_anything_runs(study_dir, budget, deploy, workload, message):

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 from frugalml.budgets import budget_of_rule
 
 
-MAXIMISED = frozenset({"accuracy", "throughput_sps"})
+MAXIMISED = frozenset({"accuracy", "throughput_sps", "throughput_rows_s"})
 SYSTEM_METRICS = frozenset({
     "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
     "wall_s", "gpu_util_percent", "gpu_memory_mb", "energy_j", "cpu_s",
@@ -189,6 +189,12 @@ class TrialRecord:
         """
         return self.info.get("stop_phase")
 
+    def serving(self, metric: str) -> float | None:
+        """What :mod:`frugalml.deploy` measured of the trial's model (``predict_ms``, ``model_mb``,
+        ``throughput_rows_s``, ``predict_memory_mb``); None where it was not measured."""
+        value = (self.info.get("serving") or {}).get(metric)
+        return float(value) if value is not None else None
+
     def last(self, name: str) -> float | None:
         """Value of ``name`` in the latest window that has it."""
         for window in reversed(self.windows):
@@ -208,7 +214,8 @@ class TrialRecord:
         return sum(values) / len(values) if values else None
 
     def summary(self) -> dict[str, float | None]:
-        """Key figures for tables: final ML metrics, mean step time, peak memory."""
+        """Key figures for tables: final ML metrics, mean step time, peak memory, and the
+        serving latency and model size where they were measured."""
         return {
             "val_loss": self.last("val_loss"),
             "accuracy": self.last("accuracy"),
@@ -216,4 +223,6 @@ class TrialRecord:
             "mean_step_ms": self.mean("mean_step_ms"),
             "peak_memory_mb": self.peak("memory_mb"),
             "cpu_percent": self.mean("cpu_percent"),
+            "predict_ms": self.serving("predict_ms"),
+            "model_mb": self.serving("model_mb"),
         }

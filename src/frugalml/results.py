@@ -12,7 +12,8 @@ from frugalml import accounting
 from frugalml.records import TrialRecord, TrialStatus, is_estimate
 from frugalml.search import Search, objective_values
 
-KEY_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "peak_memory_mb", "cpu_percent")
+KEY_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "peak_memory_mb", "cpu_percent", "predict_ms",
+               "model_mb")
 
 
 @dataclass(frozen=True)

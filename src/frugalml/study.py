@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from frugalml.budgets import SERVE, names
+from frugalml.budgets import SERVE, SERVING_METRICS, names
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import Deploy
 from frugalml.exceptions import ConfigError, FrugalError
@@ -237,10 +237,16 @@ class Study:
         if deploy.resources and self.backend != "ray":
             raise ConfigError(f"[deploy] resources ({dict(deploy.resources)}) pick a Ray node to measure on; add "
                               "backend = \"ray\" (or --backend ray), or drop resources to measure on this machine.")
-        if self.deploy and not serving_budgets(self.budget):
-            raise ConfigError(f"[deploy] says how serving budgets are measured, but [budget] has none; add one of "
-                              f"{names((SERVE,))}, or drop [deploy].")
+        if self.deploy and not self.measures_serving:
+            raise ConfigError(f"[deploy] says how serving costs are measured, but neither [budget] nor [search] "
+                              f"objectives name one; add one of {names((SERVE,))}, or drop [deploy].")
         return deploy
+
+    @property
+    def measures_serving(self) -> bool:
+        """True when the study measures what its models cost to serve: a serving budget, or a
+        serving cost among its objectives (``predict_ms``, ``model_mb``, ...)."""
+        return bool(serving_budgets(self.budget)) or any(o in SERVING_METRICS for o in self.search.objectives)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description, stored with the results."""

@@ -61,8 +61,8 @@ def _prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int
     if workload.train is not None:
         if study.backend == "local":  # a Ray cluster may hold modules the driver lacks
             check_train_function(workload.train, workload.train_kwargs)
-            if serving_budgets(study.budget):
-                _check_logs_a_model(workload, sorted(serving_budgets(study.budget)))
+            if study.measures_serving:
+                _check_logs_a_model(workload, sorted(serving_budgets(study.budget)) or ["as objectives"])
         return workload.train, dict(workload.train_kwargs), None
     # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
     from frugalml.workloads import (
@@ -120,7 +120,7 @@ def _check_logs_a_model(workload: Workload, keys: list[str]) -> None:
     except (OSError, TypeError):  # no source to read (a compiled module): the first trial will say it
         return
     if source is not None and "log_model" not in source:
-        raise ConfigError(f"workload '{workload.name}': the study has serving budgets "
+        raise ConfigError(f"workload '{workload.name}': the study measures serving costs "
                           f"({', '.join(keys)}) but "
                           f"{getattr(function, '__qualname__', workload.train)} never keeps its model; "
                           f"{LOG_MODEL_HINT}.")
@@ -377,8 +377,7 @@ class Tuner:
         tracking = threading.Thread(target=self._track_in_background, name="frugalml-tracking", daemon=True)
         tracking.start()
         try:
-            limits = serving_budgets(study.budget)
-            self._judge = self._serving_judge(limits) if limits else None
+            self._judge = self._serving_judge(serving_budgets(study.budget)) if study.measures_serving else None
             if (warning := executor.energy_estimate_warning(study.budget)) is not None:
                 warnings.warn(warning, stacklevel=2)
             if not self._store_open:  # a new study: where each workload's data came from, written with the store

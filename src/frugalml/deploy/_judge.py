@@ -20,7 +20,8 @@ Runner = Callable[..., dict[str, float]]
 
 
 class ServingJudge:
-    """Measures trials' models under ``deploy`` and holds them to the serving ``limits``.
+    """Measures trials' models under ``deploy`` and holds them to the serving ``limits`` (none:
+    measured only, for a study that optimises a serving cost).
 
     ``screen`` measures a built-in configuration before it trains (cached per architecture:
     an SGD model's cost is one per workload, a network's one per shape). ``submit`` takes
@@ -74,7 +75,7 @@ class ServingJudge:
         trial's, or a user's trial that may ship (its model is measured)."""
         if record.trial_id in self._measured:
             return True
-        return bool(self.limits) and record.feasible and record.workload not in self._screened_workloads
+        return record.feasible and record.workload not in self._screened_workloads
 
     def submit(self, record: TrialRecord) -> TrialRecord | None:
         """Start measuring ``record``'s model; returns the record at once where nothing is left
@@ -89,7 +90,8 @@ class ServingJudge:
         if not isinstance(model, Mapping) or not model.get("path"):
             return dataclasses.replace(
                 record, status=TrialStatus.FAILED, stop=None,
-                error=f"the study has serving budgets ({', '.join(self.limits)}) but the trial logged no model: "
+                error=f"the study measures serving costs ({', '.join(self.limits) or 'as objectives'}) but the trial "
+                      f"logged no model: "
                       f"{LOG_MODEL_HINT}.", info={**record.info, "user_error": True})
         if self._pool is None:  # one at a time: measurements must not compete with each other for the cores
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="frugalml-deploy")

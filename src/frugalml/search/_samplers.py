@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
-from frugalml.budgets import per_config
+from frugalml.budgets import SERVING_METRICS, per_config
 from frugalml.exceptions import ConfigError
 from frugalml.prediction import constraint_values
 from frugalml.records import MAXIMISED, TrialRecord, TrialStatus
@@ -23,7 +23,7 @@ from frugalml.search._space import (
 METHODS = ("grid", "random", "tpe", "nsga2")
 KNOWN_METRICS = (
     "val_loss", "accuracy", "rmse", "train_loss", "mean_step_ms", "memory_mb", "cpu_percent",
-    "throughput_sps", "wall_s",
+    "throughput_sps", "wall_s", *SERVING_METRICS,
 )
 
 
@@ -185,7 +185,8 @@ def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) 
         return None
     values = []
     for objective in objectives:
-        finals = [r.last(objective) if objective not in ("mean_step_ms", "memory_mb") else r.mean(objective) for r in feasible]
+        finals = [r.serving(objective) if objective in SERVING_METRICS else
+                  r.mean(objective) if objective in ("mean_step_ms", "memory_mb") else r.last(objective) for r in feasible]
         finals = [v for v in finals if v is not None and math.isfinite(v)]
         if not finals:
             return None
