@@ -16,6 +16,7 @@ from helpers import cli, write_study
 
 USER_WORKLOAD = '[[workloads]]\ntrain = "trainers:steady"\ntrain_kwargs = { steps = 5 }\n'
 SPACE = '[search]\nspace = { offset = [0.0] }\n'
+SERVING = "[budget]\nmax_predict_ms = 2\n[deploy]\n"  # a serving budget, then the envelope's keys
 
 
 def _study(name: str = '"h"', extra: str = "", workload: str = USER_WORKLOAD, search: str = SPACE) -> str:
@@ -82,6 +83,13 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
                                     "step"),
     "max_steps past 2**53": (_study(workload=USER_WORKLOAD.replace("}\n", "}\nmax_steps = 4611686018427387904\n")),
                              "max_steps"),
+    "deploy cores 2**63-1": (_study(search=SPACE + SERVING + f"cores = {2**63 - 1}\n"), "cores"),
+    "deploy a billion rows a call": (_study(search=SPACE + SERVING + "batch_size = 1000000000\n"), "batch_size"),
+    "deploy quantile as text": (_study(search=SPACE + SERVING + 'quantile = "p99"\n'), "quantile"),
+    "deploy resources as text": (_study(search=SPACE + SERVING + 'resources = "edge"\n'), "resources"),
+    "serving budget on a function that keeps no model": (
+        _study(workload='[[workloads]]\ntrain = "no_model_trainers:trains_only"\n', search=SPACE + SERVING),
+        "never keeps its model"),
 }
 
 

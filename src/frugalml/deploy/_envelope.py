@@ -11,7 +11,7 @@ from frugalml.validation import Interval, check, check_keys
 
 CALLS = Interval(int, 10, 100_000, closed="both")
 QUANTILE = Interval(float, 0.5, 1.0, closed="both")
-BATCH = Interval(int, 1, 1_000_000, closed="both")
+BATCH = Interval(int, 1, 100_000, closed="both")  # rows a timed call predicts: held in memory at once
 TIMEOUT = Interval(float, 1.0, 3600.0, closed="both")
 
 
