@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import logging
 import queue
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from frugalml.budgets import serving as serving_budgets
-from frugalml.deploy import LOG_MODEL_HINT, MeasurementError, ServingJudge
+from frugalml.deploy import ARCHITECTURE, LOG_MODEL_HINT, MeasurementError, ServingJudge
 from frugalml.exceptions import ConfigError, FrugalError, StoreError, StoreLockedError, TrialUsageError
 from frugalml.executors import (
     Executor, ExecutorSettings, StudyState, TrialTask, make_executor, preload, resolve_train_function,
@@ -141,6 +142,16 @@ def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]
     return configs
 
 
+def _grid_architectures(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every architecture a grid search will run (the product of its listed architecture
+    parameters, and its points); none for other methods, which propose as they go."""
+    if search.method != "grid":
+        return []
+    names = [n for n in ARCHITECTURE if isinstance(search.space.get(n), list)]
+    configs = [{**fixed, **dict(zip(names, values))} for values in itertools.product(*(search.space[n] for n in names))]
+    return configs + [{**fixed, **point} for point in search.points or ()]
+
+
 def _data_file(plan: _WorkloadPlan) -> str | None:
     """The file a workload's data was read from (a built-in's cached copy), else its own ``path``."""
     return plan.train_kwargs["data"].meta()["source"] if plan.n_train is not None else plan.workload.path
@@ -197,6 +208,7 @@ class Tuner:
         self._locks: contextlib.ExitStack | None = None
         self._run_locked = False
         self._judge: ServingJudge | None = None
+        self._prefetched: set[str] = set()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -512,6 +524,12 @@ class Tuner:
         if self._judge is None or plan.workload.train is not None:
             return False
         params = {**plan.workload.params, **config.params}
+        if plan.workload.name not in self._prefetched:  # a grid's architectures, measured in one go
+            self._prefetched.add(plan.workload.name)
+            with contextlib.suppress(MeasurementError):
+                self._judge.prefetch(plan.workload.name, plan.workload.algorithm,
+                                     _grid_architectures(self.study.search, plan.workload.params),
+                                     plan.train_kwargs["data"])
         base = TrialRecord(trial_id=f"{plan.workload.name}/{config.config_id}/r0", number=self._next_number,
                            workload=plan.workload.name, config_id=config.config_id, repeat=0, params=params,
                            status=TrialStatus.SKIPPED, steps_planned=_steps_planned(plan, params))

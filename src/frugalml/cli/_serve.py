@@ -52,6 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=_workers, metavar="N",
                        help="serve with N worker processes that share one monitoring state (ids, drift, quality, "
                             "alerts, /metrics); default: one process")
+    serve.add_argument("--challenger", metavar="MODEL_URI",
+                       help="a second version (e.g. models:/NAME@challenger) compared with the served one on live "
+                            "traffic: shadow (--mirror, the default) or answering a share (--canary P); see GET "
+                            "/challenger")
+    serve.add_argument("--mirror", action="store_true",
+                       help="send every request to the challenger too; its answer is recorded, never returned")
+    serve.add_argument("--canary", metavar="P", help="let the challenger answer a share P in [0, 1] of the requests")
+    serve.add_argument("--challenger-timeout", type=float, default=1.0, metavar="SECONDS",
+                       help="a canary request waits this long for the challenger, then the champion answers "
+                            "(counted as a challenger timeout; default 1)")
+    serve.add_argument("--print-slo-rules", action="store_true",
+                       help="print Prometheus alerting rules from the model's SLO (the serving budgets it was tuned "
+                            "under) and exit; save them and add the file to rule_files: in prometheus.yml")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=run_serve)
@@ -130,11 +143,33 @@ def run_serve(args: argparse.Namespace) -> int:
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
                               body_timeout_s=args.body_timeout, reference=args.reference,
                               poll_registry_s=_number(args.poll_registry), **limits)
+    from frugalml.serve._challenger import challenger_settings
+
+    challenger = challenger_settings(args.challenger, args.mirror, args.canary, args.workers, args.challenger_timeout)
+    if args.print_slo_rules:
+        return _print_slo_rules(args.model_uri, tracking_uri, args.reference)
     if args.poll_registry is not None and registry_alias(args.model_uri) is None:
         print("frugalml: note: --poll-registry is ignored: only a models:/NAME@ALIAS URI has an alias to follow.",
               file=sys.stderr)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
-               log_level=args.log_level, access_log=args.access_log, workers=args.workers)
+               log_level=args.log_level, access_log=args.access_log, workers=args.workers, challenger=challenger)
+    return 0
+
+
+def _print_slo_rules(uri: str, tracking_uri: str | None, reference: str | None) -> int:
+    from frugalml.deploy import SLO_TAG
+    from frugalml.serve import load_model
+    from frugalml.serve._slo import LATENCY_BUDGET, ServedSlo, prometheus_rules
+
+    served = load_model(uri, tracking_uri, reference)
+    slo = ServedSlo.of(served)
+    if slo is None:
+        raise ConfigError(f"{uri} has no SLO (no {SLO_TAG} tag on its version): register it with `frugalml register` "
+                          f"from a study with serving budgets ({LATENCY_BUDGET} = ... in [budget]).")
+    if LATENCY_BUDGET not in slo.slo.limits:
+        raise ConfigError(f"the SLO of {uri} ({', '.join(sorted(slo.slo.limits))}) has no {LATENCY_BUDGET}: nothing "
+                          "the server measures live to alert on; `frugalml check` holds a candidate to the rest.")
+    sys.stdout.write(prometheus_rules(slo, uri))
     return 0
 
 

@@ -15,7 +15,7 @@ Example::
 """
 
 from frugalml.deploy._envelope import Deploy, machine_cores
-from frugalml.deploy._judge import LOG_MODEL_HINT, ServingJudge
+from frugalml.deploy._judge import ARCHITECTURE, LOG_MODEL_HINT, ServingJudge
 from frugalml.deploy._measure import MeasurementError, run_probe, verdict
 from frugalml.deploy._slo import SLO_TAG, Slo, SloCheck
 
@@ -26,5 +26,5 @@ def on_ray(deploy: Deploy):  # noqa: ANN201 - lazy: Ray is imported only for a s
 
     return on_ray_node(deploy)
 
-__all__ = ["Deploy", "LOG_MODEL_HINT", "MeasurementError", "SLO_TAG", "ServingJudge", "Slo", "SloCheck",
+__all__ = ["ARCHITECTURE", "Deploy", "LOG_MODEL_HINT", "MeasurementError", "SLO_TAG", "ServingJudge", "Slo", "SloCheck",
            "machine_cores", "on_ray", "run_probe", "verdict"]

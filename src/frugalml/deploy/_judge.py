@@ -14,7 +14,7 @@ from frugalml.records import TrialRecord, TrialStatus
 LOG_MODEL_HINT = ("call trial.log_model(model, input_example=X[:5]) at the end of training, so frugalml can "
                   "measure what the model costs to serve")
 #: the parameters that shape a built-in model (what its serving cost depends on)
-_ARCHITECTURE = ("depth", "width", "activation", "dropout", "channels", "kernel")
+ARCHITECTURE = ("depth", "width", "activation", "dropout", "channels", "kernel")
 
 Runner = Callable[..., dict[str, float]]
 
@@ -33,40 +33,78 @@ class ServingJudge:
 
     def __init__(self, limits: Mapping[str, float], deploy: Deploy, *, runner: Runner = run_probe) -> None:
         self.limits, self.deploy, self._run = dict(limits), deploy, runner
-        self._screened: dict[tuple, dict[str, Any]] = {}
+        self._screened: dict[tuple, dict[str, Any] | MeasurementError] = {}
         self._screened_workloads: set[str] = set()
-        self._measured: dict[str, dict[str, Any]] = {}  # trial id -> its screen's cost
+        self._charged: set[int] = set()
+        self._measured: dict[str, tuple[dict[str, Any], float]] = {}  # trial id -> its screen's cost, CPU to charge
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: dict[concurrent.futures.Future, TrialRecord] = {}
 
     # -- before training ------------------------------------------------------------------
 
+    @staticmethod
+    def _key(workload: str, algorithm: str, params: Mapping[str, Any]) -> tuple:
+        return (workload, algorithm, *(params.get(name) for name in ARCHITECTURE))
+
+    @staticmethod
+    def _spec(algorithm: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
+        _, _, _, y_test = data.arrays(mmap=True)
+        return {"kind": "builtin", "algorithm": algorithm, "params": dict(params), "task": data.task,
+                "dataset": data.name, "n_features": data.n_features, "labels": y_test[:256].tolist(),
+                "n_outputs": len(data.classes) if data.task == "classification" else 1}
+
+    @staticmethod
+    def _rows(data: Any) -> Any:
+        return data.arrays(mmap=True)[2][:256]
+
+    def prefetch(self, workload: str, algorithm: str, configs: list[Mapping[str, Any]], data: Any) -> None:
+        """Measure the architectures of ``configs`` not measured yet in one probe process that imports
+        the framework once and forks a fresh child per architecture (a grid's, at its start)."""
+        todo = {}
+        for params in configs:
+            todo.setdefault(self._key(workload, algorithm, params), params)
+        todo = {key: params for key, params in todo.items() if key not in self._screened}
+        if len(todo) < 2:
+            return
+        self._screened_workloads.add(workload)
+        spec = {"batch": [self._spec(algorithm, params, data) for params in todo.values()]}
+        for key, cost in zip(todo, self._run(spec, self.deploy, rows=self._rows(data))):
+            self._screened[key] = (MeasurementError(f"the model could not be measured in a fresh process: "
+                                                    f"{cost['error']}") if "error" in cost
+                                   else {**cost, "where": "before training"})
+
     def screen(self, workload: str, algorithm: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
         """The serving cost of a built-in configuration's untrained model (one-line
         :class:`MeasurementError` where it cannot be measured)."""
         self._screened_workloads.add(workload)
-        key = (workload, algorithm, *(params.get(name) for name in _ARCHITECTURE))
+        key = self._key(workload, algorithm, params)
         if key not in self._screened:
-            _, _, X_test, y_test = data.arrays(mmap=True)
-            rows = X_test[:256]
-            spec = {"kind": "builtin", "algorithm": algorithm, "params": dict(params), "task": data.task,
-                    "dataset": data.name, "n_features": data.n_features, "labels": y_test[:256].tolist(),
-                    "n_outputs": len(data.classes) if data.task == "classification" else 1}
-            self._screened[key] = {**self._run(spec, self.deploy, rows=rows), "where": "before training"}
+            cost = self._run(self._spec(algorithm, params, data), self.deploy, rows=self._rows(data))
+            self._screened[key] = {**cost, "where": "before training"}
+        if isinstance(self._screened[key], MeasurementError):
+            raise self._screened[key]
         return self._screened[key]
+
+    def _charge(self, cost: Mapping[str, Any]) -> float:
+        """The CPU-seconds a measurement took, charged to the first record that uses it (0 after)."""
+        if id(cost) in self._charged:
+            return 0.0
+        self._charged.add(id(cost))
+        return float(cost.get("cpu_s") or 0.0)
 
     def keep(self, trial_id: str, cost: Mapping[str, Any]) -> None:
         """Remember a screened trial's cost, for its record when it ends."""
-        self._measured[trial_id] = dict(cost)
+        self._measured[trial_id] = (dict(cost), self._charge(cost))
 
     def skipped(self, record: TrialRecord, cost: Mapping[str, Any]) -> TrialRecord | None:
-        """``record`` (a SKIPPED stand-in) with the budget ``cost`` breaks, or None if it fits."""
+        """``record`` (a SKIPPED stand-in) with the budget ``cost`` breaks, or None if it fits; the
+        measurement's CPU-seconds are the skipped configuration's cost."""
         stop = verdict(cost, self.limits, before=" (measured on the untrained model, before training)")
         if stop is None:
             return None
         stop = dataclasses.replace(stop, rule=f"skipped_{stop.rule}", message=f"skipped: {stop.message}")
-        return dataclasses.replace(record, stop=stop, info={**record.info, "serving": serving_record(cost),
-                                                            "stop_phase": "deploy"})
+        return dataclasses.replace(record, stop=stop, cpu_s=self._charge(cost),
+                                   info={**record.info, "serving": serving_record(cost), "stop_phase": "deploy"})
 
     # -- after training -------------------------------------------------------------------
 
@@ -82,7 +120,9 @@ class ServingJudge:
         to measure (a screened trial, or a model never logged: then failed, a user error)."""
         screened = self._measured.pop(record.trial_id, None)
         if screened is not None:
-            return dataclasses.replace(record, info={**record.info, "serving": serving_record(screened)})
+            cost, charge = screened
+            return dataclasses.replace(record, cpu_s=record.cpu_s + charge,
+                                       info={**record.info, "serving": serving_record(cost)})
         model = record.info.get("model")
         if (not isinstance(model, Mapping) or not model.get("path")) and record.status is not TrialStatus.COMPLETED:
             # a learning rule ended it before it kept a model: feasible for learning, unmeasured to serve
@@ -118,10 +158,12 @@ class ServingJudge:
             return dataclasses.replace(record, status=TrialStatus.FAILED, stop=None, error=str(error),
                                        info={**record.info, "stop_phase": "deploy"})
         info = {**record.info, "serving": serving_record(cost)}
+        cpu_s = record.cpu_s + float(cost.get("cpu_s") or 0.0)  # measuring is part of what the trial cost
         stop = verdict(cost, self.limits, step=record.steps_done, before=" (measured after training)")
         if stop is None:
-            return dataclasses.replace(record, info=info)
-        return dataclasses.replace(record, status=TrialStatus.STOPPED, stop=stop, info={**info, "stop_phase": "deploy"})
+            return dataclasses.replace(record, cpu_s=cpu_s, info=info)
+        return dataclasses.replace(record, status=TrialStatus.STOPPED, stop=stop, cpu_s=cpu_s,
+                                   info={**info, "stop_phase": "deploy"})
 
     def close(self) -> None:
         """Stop measuring: pending measurements are dropped (``--resume`` runs their trials again)."""

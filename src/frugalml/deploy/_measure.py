@@ -39,9 +39,10 @@ def probe_env(deploy: Deploy) -> dict[str, str]:
     return env
 
 
-def run_probe(spec: Mapping[str, Any], deploy: Deploy, *, rows: Any = None) -> dict[str, float]:
+def run_probe(spec: Mapping[str, Any], deploy: Deploy, *, rows: Any = None) -> Any:
     """Run the measuring process on ``spec`` (see :mod:`frugalml.deploy._probe`); ``rows``, an
-    array, are the inputs to time (default: the model's input example)."""
+    array, are the inputs to time (default: the model's input example). A spec with ``batch``
+    returns one result per item (``{"error": ...}`` where one failed)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="frugalml-deploy-") as tmp:
@@ -80,7 +81,7 @@ def verdict(cost: Mapping[str, float], limits: Mapping[str, float], *, step: int
     return None
 
 
-_CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host")  # kept beside the measured figures
+_CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host", "cpu_s")  # kept beside the measured figures
 
 
 def serving_record(cost: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def _files(spec: Mapping[str, Any]) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in Path(spec["model_dir"]).iterdir() if f.is_file()}
 
 
-def _measure_on_node(spec: dict[str, Any], deploy: Deploy, rows: Any, files: dict[str, bytes]) -> dict[str, Any]:
+def _measure_on_node(spec: dict[str, Any], deploy: Deploy, rows: Any, files: dict[str, bytes]) -> Any:
     import socket
 
     import ray
@@ -47,7 +47,8 @@ def _measure_on_node(spec: dict[str, Any], deploy: Deploy, rows: Any, files: dic
                 (Path(tmp) / name).write_bytes(data)
             spec = {**spec, "model_dir": tmp}
         cost = run_probe(spec, deploy, rows=rows)
-    return {**cost, "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    return [{**c, **where} for c in cost] if isinstance(cost, list) else {**cost, **where}
 
 
 def on_ray(deploy: Deploy) -> Callable[..., dict[str, Any]]:
@@ -58,7 +59,7 @@ def on_ray(deploy: Deploy) -> Callable[..., dict[str, Any]]:
     remote = ray.remote(_measure_on_node).options(resources=dict(deploy.resources), num_cpus=deploy.cores,
                                                   max_retries=0)
 
-    def run(spec: Mapping[str, Any], envelope: Deploy, *, rows: Any = None) -> dict[str, Any]:
+    def run(spec: Mapping[str, Any], envelope: Deploy, *, rows: Any = None) -> Any:
         ref = remote.remote(dict(spec), envelope, rows, _files(spec))
         try:
             return ray.get(ref, timeout=envelope.timeout_s + 60)  # + placement and the node's start-up

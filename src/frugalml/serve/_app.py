@@ -31,6 +31,7 @@ from frugalml.exceptions import FrugalError
 from frugalml.serve import _mlflow as mlflow_protocol
 from frugalml.serve import _schema as schema
 from frugalml.serve import _v2 as v2
+from frugalml.serve._challenger import ANSWERED, ROLE_HEADER, VERSION_HEADER, Challenger, ChallengerCollector
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
 from frugalml.serve._estimate import class_probabilities
 from frugalml.serve._feedback import accept_feedback
@@ -41,6 +42,8 @@ from frugalml.serve._quality import PredictionLog
 from frugalml.serve._remote import HubLink
 from frugalml.serve._security import RateLimiter, check_token
 from frugalml.serve._settings import ServerSettings, registry_alias
+from frugalml.serve._slo import ServedSlo
+from frugalml.serve._slo import status as slo_status
 from frugalml.serve._validate import (
     MixedRows,
     RequestError,
@@ -73,32 +76,54 @@ class _State:
         self.ids = PredictionLog()
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         self.hub = hub  # a worker of `frugalml serve --workers N`: the monitor process keeps the state
+        self.challenger: Challenger | None = None  # --challenger: a second version in shadow or canary
         self.started = time.time()
         self._output_type: tuple[ServedModel | None, str] = (None, "")
+        self.slo = ServedSlo.of(served)  # the SLO the model is held to (its version's frugalml.slo tag)
+        self.metrics.follow_slo(self.slo)
         if hub is not None:
             hub.registry = self.metrics.registry  # its samples go to the monitor process, summed there
             self.monitor: Monitor | HubLink | None = hub if hub.monitored else None
             return
-        self.monitor = self._new_monitor(served, config)
+        self.monitor = self._new_monitor(served, config, self.slo)
         self.metrics.registry.register(ProcessCollector())
         self.metrics.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor,
-                                                        settings.max_feature_series))
+                                                        settings.max_feature_series, lambda: self.slo))
 
     @staticmethod
-    def _new_monitor(served: ServedModel, config: MonitoringConfig) -> Monitor | None:
+    def _new_monitor(served: ServedModel, config: MonitoringConfig, slo: ServedSlo | None) -> Monitor | None:
         if not config.enabled or not served.reference.has_statistics:
             return None  # no training statistics (served without --reference): nothing to monitor against
-        return Monitor(served.reference, config, model=served.model, name=served.name or served.uri)
+        return Monitor(served.reference, config, model=served.model, name=served.name or served.uri, slo=slo)
 
     def apply(self, served: ServedModel, config: MonitoringConfig) -> None:
         old = self.monitor
         if old is not None and served is self.served and config.enabled:
             old.configure(config)
         else:
-            self.monitor = self._new_monitor(served, config)
+            slo = self.slo if served is self.served else ServedSlo.of(served, self.slo)
+            if slo is not None and slo is self.slo and served is not self.served and slo.version != served.version:
+                logger.warning("version %s of %s carries no SLO; the server keeps holding it to version %s's (%s)",
+                               served.version or "-", served.name, slo.version, slo.slo.to_json())
+            self.slo = slo
+            self.metrics.follow_slo(slo)
+            self.monitor = self._new_monitor(served, config, slo)
             if old is not None:
                 old.stop()
         self.served, self.config = served, config
+
+    async def slo_health(self) -> dict[str, Any] | None:
+        """The SLO part of ``/health`` (None: the model has none)."""
+        if self.slo is None:
+            return None
+        monitor = self.monitor
+        live: tuple[float | None, int] = (None, 0)
+        if isinstance(monitor, HubLink):
+            live = await run_in_threadpool(monitor.slo_live)
+        elif monitor is not None:
+            state = monitor.state()
+            live = (state.slo_predict_ms, state.slo_requests)
+        return slo_status(self.slo, self.served.version, *live, self.config, monitor is not None)
 
     def output_type(self, served: ServedModel) -> str:
         """The v2 datatype ``served`` answers with (one prediction on a typical row), kept per model."""
@@ -215,6 +240,10 @@ class _Instrumentation:
                 status, started = message["status"], True
                 if worker is not None:
                     message["headers"] = [*message.get("headers", ()), worker]
+                answered = scope.get(ANSWERED)  # with --challenger: which version answered this prediction
+                if answered is not None:
+                    message["headers"] = [*message.get("headers", ()), (ROLE_HEADER, answered[0].encode()),
+                                          (VERSION_HEADER, answered[1].encode())]
             await send(message)
 
         if metrics is not None:
@@ -237,6 +266,8 @@ class _Instrumentation:
                 monitor = state.hub or state.monitor
                 if monitor is not None:
                     monitor.observe_request(elapsed if endpoint in PREDICT_ENDPOINTS else None, status < 400)
+            if state.challenger is not None and state.metrics.endpoint(scope["path"]) in PREDICT_ENDPOINTS:
+                state.challenger.observe_request(scope, state.served.version, status, time.perf_counter() - start)
 
 
 _BODY_LEFT_UNREAD = frozenset({"too_large", "body_timeout"})
@@ -392,10 +423,12 @@ def _v2_version(served: ServedModel) -> str:
 
 
 def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
-               loader: Callable[[str], ServedModel] | None = None, hub: HubLink | None = None) -> FastAPI:
+               loader: Callable[[str], ServedModel] | None = None, hub: HubLink | None = None,
+               challenger: Challenger | None = None) -> FastAPI:
     """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config.
     With ``hub`` the app is one worker of ``frugalml serve --workers N``: the monitor process keeps
-    the monitoring state, and the model does not follow its alias."""
+    the monitoring state, and the model does not follow its alias. With ``challenger`` (started) a
+    second version meets the traffic in shadow or canary (:mod:`frugalml.serve._challenger`)."""
     settings = settings or ServerSettings()
     config = as_monitoring_config(config if config is not None else served.monitoring)
     state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri, settings.reference)),
@@ -409,10 +442,15 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         yield
         for task in tasks:
             task.cancel()
+        if state.challenger is not None:
+            state.challenger.close()
 
     app = FastAPI(title="frugalml serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.frugalml = state
+    if challenger is not None:
+        state.challenger = challenger
+        state.metrics.registry.register(ChallengerCollector(challenger))
     app.add_middleware(_Instrumentation, state=state)
     get_and_head = functools.partial(_get_and_head, app)
 
@@ -463,17 +501,22 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                 raise reject_nonfinite(mask, served.reference.feature_names)
             X = np.where(mask, served.reference.means, X)
             inputs = X if inputs.dtype != object else np.where(mask, X, inputs)
-        confidence = None
+        confidence, challenger = None, state.challenger
+        canary = await challenger.canary(inputs) if challenger is not None and not probabilities else None
+        started = time.perf_counter()
         try:
             with np.errstate(over="raise"):
-                scored = class_probabilities(served.model, inputs) if probabilities or (
-                    monitor is not None and served.reference.calibration) \
-                    else None  # one predict_proba gives the predictions and their confidence (CBPE)
-                if probabilities and scored is None:
-                    raise RequestError(422, "bad_request", "this model gives no class probabilities; ask without "
-                                                           "probabilities=true.")
-                predictions, confidence, request.state.probabilities = scored if scored is not None \
-                    else (served.model.predict(inputs), None, None)
+                if canary is not None:  # a canary request the challenger answered within its bounded wait
+                    predictions, request.state.probabilities = canary.predictions, None
+                else:
+                    scored = class_probabilities(served.model, inputs) if probabilities or (
+                        monitor is not None and served.reference.calibration) \
+                        else None  # one predict_proba gives the predictions and their confidence (CBPE)
+                    if probabilities and scored is None:
+                        raise RequestError(422, "bad_request", "this model gives no class probabilities; ask "
+                                                               "without probabilities=true.")
+                    predictions, confidence, request.state.probabilities = scored if scored is not None \
+                        else (served.model.predict(inputs), None, None)
         except RequestError:
             raise
         except FloatingPointError:
@@ -484,10 +527,19 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             logger.exception("the model failed to predict %d rows", len(X))
             raise RequestError(500, "model_error", f"the model failed to predict these rows ({type(error).__name__}; "
                                                    "the server log has the details).") from error
+        predict_s = time.perf_counter() - started  # the model's own time: what the SLO's max_predict_ms limits
+        predict_s = canary.predict_s if canary is not None else predict_s
+        if monitor is not None:
+            monitor.observe_predict(predict_s, len(X))
         ids = monitor.observe(X, predictions, confidence) if monitor is not None \
             else state.ids.record(predictions, keep=False)
         if state.config.enabled:
             state.metrics.rows.inc(len(X))
+            state.metrics.observe_predict(predict_s, len(X))
+        if challenger is not None:  # note who answered; mirror: hand the rows to the challenger's process
+            challenger.after_predict(request.scope, served.version, inputs, np.asarray(predictions), predict_s, ids,
+                                     by_challenger=canary is not None)
+            served = challenger.served if canary is not None else served
         return served, np.asarray(predictions), ids
 
     @app.post("/predict", openapi_extra=schema.body(schema.PREDICT, schema.PREDICTED))
@@ -540,21 +592,32 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             accepted = await run_in_threadpool(monitor.feedback, data)
         else:
             accepted = accept_feedback(monitor, data)
+            if state.challenger is not None:
+                state.challenger.feedback(data)  # each version's quality on the same labels
         return Response(json.dumps({"accepted": accepted}), media_type=_JSON)
 
     @get_and_head("/health")
     async def health() -> dict[str, Any]:
         served = state.served
+        slo = await state.slo_health()
         return {
             "status": "ok",
             "model": {"uri": served.uri, "name": served.name, "version": served.version, "task": served.reference.task,
                       "features": list(served.reference.feature_names),
                       "training_sha256": served.reference.training_sha256},
             "monitoring": state.monitor is not None,
+            **({} if slo is None else {"slo": slo}),
             **({} if served.reference.has_statistics else {
                 "drift": "off: the model has no reference data; serve it with --reference DATA to monitor it"}),
             "uptime_s": round(time.time() - state.started, 3),
         }
+
+    @get_and_head("/challenger", "The challenger compared with the champion on live traffic (404 without one).")
+    async def challenger_report() -> dict[str, Any]:
+        if state.challenger is None:
+            raise RequestError(404, "not_found", "this server has no challenger; start it with --challenger URI "
+                                                 "and --mirror or --canary P.")
+        return state.challenger.report(state.served)
 
     @get_and_head("/metrics")
     async def metrics() -> Response:

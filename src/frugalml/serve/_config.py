@@ -9,6 +9,8 @@ them into a validated :class:`MonitoringConfig`::
     ks_alpha = 0.05          # ... or its KS p-value is below ks_alpha / n_features
     nonfinite = "reject"     # NaN/inf inputs: "reject" (422) or "impute" (training mean)
     webhooks = ["http://127.0.0.1:9000/alerts"]
+    slo_window_s = 60        # a model with an SLO: its live latency quantile over this window,
+    slo_min_requests = 20    # judged once it holds this many requests (see frugalml.serve._slo)
 
     [custom_metrics]         # name = "module:function(X, predictions) -> float", per window
     share_high_glucose = "mychecks:high_glucose"
@@ -92,6 +94,7 @@ METRIC_FAMILIES: dict[str, tuple[str, ...] | None] = {
     "latency": ("p50_ms", "p99_ms"),
     "errors": ("rate",),
     "process": ("cpu_percent", "memory_mb"),
+    "slo": ("predict_ms",),
 }
 
 
@@ -122,6 +125,8 @@ class MonitoringConfig:
     webhook_timeout_s: float = 5.0
     custom_metrics: Mapping[str, Any] = field(default_factory=dict)
     alerts: tuple[AlertRule, ...] = ()
+    slo_window_s: float = 60.0  # the live SLO quantile covers the model's predict times of this long ...
+    slo_min_requests: int = 20  # ... once it holds this many requests (more for a high quantile)
 
     def __post_init__(self) -> None:
         owner = "MonitoringConfig"
@@ -134,6 +139,8 @@ class MonitoringConfig:
         _number(owner, "psi_threshold", self.psi_threshold, 0.0, open_low=True)
         _number(owner, "ks_alpha", self.ks_alpha, 0.0, 1.0, open_low=True)
         _number(owner, "interval_s", self.interval_s, 0.01, 60.0)
+        _number(owner, "slo_window_s", self.slo_window_s, 1.0, 86400.0)
+        _number(owner, "slo_min_requests", self.slo_min_requests, 1, MAX_COUNT, integer=True)
         _number(owner, "webhook_timeout_s", self.webhook_timeout_s, 0.0, 60.0, open_low=True)
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ConfigError(f"'nonfinite' must be one of {NONFINITE_POLICIES}. Got {self.nonfinite!r} instead.")

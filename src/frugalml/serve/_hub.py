@@ -33,11 +33,14 @@ from frugalml.serve._messages import (
     Hello,
     Refused,
     ScrapeRequest,
+    SloLive,
+    SloRequest,
 )
 from frugalml.serve._metrics import MonitorCollector, ProcessCollector
 from frugalml.serve._model import ServedModel
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._quality import FeedbackError, PredictionLog
+from frugalml.serve._slo import ServedSlo
 from frugalml.serve._validate import RequestError
 
 logger = logging.getLogger("frugalml.serve")
@@ -130,14 +133,17 @@ class Hub:
         self.workers: dict[int, Hello] = {}
         self.logs = WorkerLogs(config.feedback_capacity)
         self.monitor: Monitor | None = None
+        self.slo = ServedSlo.of(served)
         if config.enabled and served.reference.has_statistics:
-            self.monitor = Monitor(served.reference, config, model=served.model, name=served.name or served.uri)
+            self.monitor = Monitor(served.reference, config, model=served.model, name=served.name or served.uri,
+                                   slo=self.slo)
             self.monitor.log = self.logs
         self.counters = WorkerCounters()
         self.registry = CollectorRegistry()
         self.registry.register(self.counters)
         self.registry.register(ProcessCollector(lambda: [hello.pid for hello in self.workers.values()]))
-        self.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor, max_feature_series))
+        self.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor, max_feature_series,
+                                                lambda: self.slo))
         self._arrived = threading.Condition()  # rows came in
         self._feedback = threading.Lock()  # one feedback body at a time: a label counts once
 
@@ -151,6 +157,9 @@ class Hub:
         if isinstance(message, ScrapeRequest):
             self._ingest(message.flush)
             return Exposition(generate_latest(self.registry))
+        if isinstance(message, SloRequest):
+            state = self.monitor.state() if self.monitor is not None else None
+            return SloLive(*((state.slo_predict_ms, state.slo_requests) if state is not None else (None, 0)))
         if isinstance(message, Hello):
             with self._arrived:
                 self.workers[message.worker] = message
@@ -173,6 +182,8 @@ class Hub:
             monitor.observe_nonfinite(nan, inf, where)
         if flush.requests:
             monitor.observe_requests(flush.requests, flush.errors, flush.latencies)
+        if flush.predicts:
+            monitor.observe_predicts(flush.predicts)
 
     def _feedback_answer(self, data: Any) -> Accepted | Refused:
         monitor = self.monitor

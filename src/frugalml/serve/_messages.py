@@ -6,8 +6,8 @@ Workers send (over one local socket each, :mod:`multiprocessing.connection`, pic
 - :class:`Flush` every ``FLUSH_S`` while there is traffic, off the request path: the rows it
   predicted (with the ids it issued for them), NaN/inf counts, request outcomes and a snapshot
   of its request counters;
-- :class:`FeedbackRequest` and :class:`ScrapeRequest` on a second connection, each answered
-  with :class:`Accepted` / :class:`Refused` or :class:`Exposition`.
+- :class:`FeedbackRequest`, :class:`ScrapeRequest` and :class:`SloRequest` on a second connection,
+  each answered with :class:`Accepted` / :class:`Refused`, :class:`Exposition` or :class:`SloLive`.
 
 The monitor process turns them into state in one place (:class:`frugalml.serve._hub.Hub`).
 """
@@ -73,6 +73,7 @@ class Flush:
     latencies: tuple[float, ...] = ()
     sequence: int = 0
     families: tuple[Family, ...] | None = None
+    predicts: tuple[tuple[float, int], ...] = ()  # each call to the model: (seconds, rows), for the SLO
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,17 @@ class ScrapeRequest:
     asking worker's counters as they are now."""
 
     flush: Flush
+
+
+@dataclass(frozen=True)
+class SloRequest:
+    """``GET /health`` on a worker: the live SLO latency, which the monitor process keeps."""
+
+
+@dataclass(frozen=True)
+class SloLive:
+    predict_ms: float | None  # None: too few requests in the SLO window
+    requests: int
 
 
 @dataclass(frozen=True)

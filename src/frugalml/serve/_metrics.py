@@ -28,6 +28,7 @@ from frugalml.serve._drift import FeatureDrift, WindowDrift
 from frugalml.serve._model import ServedModel
 from frugalml.serve._monitor import Monitor
 from frugalml.serve._settings import MAX_FEATURE_SERIES
+from frugalml.serve._slo import LATENCY_BUDGET, ServedSlo, predict_buckets
 from frugalml.serve._validate import ERROR_KINDS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -36,7 +37,7 @@ ENDPOINTS = (*PREDICT_ENDPOINTS, "/feedback", "/health", "/metrics", "/openapi.j
              "/admin/monitoring-config",
              "/v2", "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready", "/ping",
              "/version")
-_KNOWN_ENDPOINTS = frozenset((*ENDPOINTS, "other"))
+_KNOWN_ENDPOINTS = frozenset((*ENDPOINTS, "/challenger", "other"))  # /challenger: series with its first request
 OUT_OF_RANGE_NOTABLE = 0.05  # this share of a window's values outside the training range puts a feature forward
 
 
@@ -64,6 +65,27 @@ class ServerMetrics:
             (e, 200): self.requests.labels(e, "200") for e in (*ENDPOINTS, "other")}
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
+        self._slo_predict: tuple[ServedSlo | None, Any, int] = (None, None, 0)  # the SLO, its histogram, batch size
+
+    def follow_slo(self, slo: ServedSlo | None) -> None:
+        """Time the model's predict calls for ``slo`` (its latency limit is a bucket edge), or stop."""
+        old, histogram, _ = self._slo_predict
+        if slo == old:
+            return
+        if histogram is not None:
+            self.registry.unregister(histogram)
+        if slo is None or LATENCY_BUDGET not in slo.slo.limits:
+            self._slo_predict = (slo, None, 0)
+            return
+        histogram = Histogram("frugalml_slo_predict_seconds", "The model's predict time, requests of at most the "
+                              "SLO's batch_size rows (what max_predict_ms limits)", buckets=predict_buckets(slo),
+                              registry=self.registry)
+        self._slo_predict = (slo, histogram, slo.batch_size)
+
+    def observe_predict(self, seconds: float, rows: int) -> None:
+        _, histogram, batch_size = self._slo_predict
+        if histogram is not None and rows <= batch_size:
+            histogram.observe(seconds)
 
     def endpoint(self, path: str) -> str:
         """The endpoint label of ``path`` (a model name in a v2 path becomes ``{name}``, and a version is
@@ -212,9 +234,11 @@ class MonitorCollector(Collector):
     """The monitor's state as Prometheus families (read at scrape time)."""
 
     def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], Monitor | None],
-                 max_feature_series: int = MAX_FEATURE_SERIES) -> None:
+                 max_feature_series: int = MAX_FEATURE_SERIES,
+                 slo: Callable[[], ServedSlo | None] = lambda: None) -> None:
         self._served = served
         self._monitor = monitor
+        self._slo = slo
         self.max_feature_series = max_feature_series
         self._shown: tuple[WindowDrift | None, tuple[int, ...]] = (None, ())
 
@@ -236,9 +260,10 @@ class MonitorCollector(Collector):
         monitor = self._monitor()
         yield GaugeMetricFamily("frugalml_monitoring_enabled", "1 when inputs and predictions are monitored",
                                 float(monitor is not None))
-        if monitor is None:
+        state = monitor.state() if monitor is not None else None
+        yield from slo_families(self._slo(), state.slo_predict_ms if state is not None else None)
+        if state is None:
             return
-        state = monitor.state()
         names: list[str] = []
         if state.drift is not None:
             drift = state.drift
@@ -295,3 +320,24 @@ class MonitorCollector(Collector):
                        [([rule], float(n)) for rule, n in state.alerts_fired.items()])
         yield CounterMetricFamily("frugalml_webhook_failures", "Alert webhooks that could not be delivered",
                                   state.webhook_failures)
+
+
+def slo_families(slo: ServedSlo | None, live_ms: float | None) -> Iterator[Metric]:
+    """``frugalml_slo_limit`` per SLO budget, and ``frugalml_slo_live`` where the server measures it
+    (left out, not 0, until the SLO window holds enough requests). The latency quantile is label
+    ``slo_quantile``: ``promtool check metrics`` keeps ``quantile`` for summaries."""
+    if slo is None:
+        return
+    quantile = f"{slo.slo.quantile:g}"
+    limit = GaugeMetricFamily("frugalml_slo_limit", "The served version's SLO: each serving budget it was tuned "
+                              "under, in the budget's unit (max_predict_ms: milliseconds at the quantile)",
+                              labels=["budget", "slo_quantile"])
+    for key, value in sorted(slo.slo.limits.items()):
+        limit.add_metric([key, quantile if key == LATENCY_BUDGET else ""], float(value))
+    yield limit
+    live = GaugeMetricFamily("frugalml_slo_live", "Live traffic's value of an SLO budget (max_predict_ms: the "
+                             "quantile of the model's predict time over the SLO window, milliseconds)",
+                             labels=["budget", "slo_quantile"])
+    if live_ms is not None:
+        live.add_metric([LATENCY_BUDGET, quantile], live_ms)
+    yield live

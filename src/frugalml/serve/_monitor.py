@@ -38,6 +38,9 @@ Metric names (:meth:`Monitor.values`, usable in alert rules):
 ``errors.rate``                     share of failed requests since the previous tick
 ``process.cpu_percent``             CPU of the server process (100 = one core)
 ``process.memory_mb``               RSS - shared of the server process (MB = 2**20 B)
+``slo.predict_ms``                  a model with an SLO: its latency quantile over the
+                                    model's predict times of the last ``slo_window_s``
+                                    (absent until enough requests; :mod:`frugalml.serve._slo`)
 ==================================  ===================================================
 """
 
@@ -60,6 +63,7 @@ from frugalml.serve._drift import WindowDrift, window_drift
 from frugalml.serve._estimate import Calibration
 from frugalml.serve._quality import PredictionLog, QualityTracker
 from frugalml.serve._reference import Reference
+from frugalml.serve._slo import LATENCY_METRIC, ServedSlo, latency_window, slo_rule
 from frugalml.units import to_mb
 
 logger = logging.getLogger("frugalml.serve")
@@ -84,6 +88,8 @@ class MonitorState(NamedTuple):
     alerts_firing: dict[str, bool]
     alerts_fired: dict[str, int]
     webhook_failures: int
+    slo_predict_ms: float | None = None  # the live SLO latency quantile (None: too few requests)
+    slo_requests: int = 0  # requests in the SLO window
 
 
 def data_quality(reference: Reference, X: np.ndarray) -> dict[str, float]:
@@ -128,9 +134,10 @@ class Monitor:
     """
 
     def __init__(self, reference: Reference, config: Any = None, *, model: Any = None,
-                 notifiers: Iterable[Notifier] = (), name: str = "") -> None:
+                 notifiers: Iterable[Notifier] = (), name: str = "", slo: ServedSlo | None = None) -> None:
         self.reference = reference
         self.name = name
+        self.slo = slo
         self._extra_notifiers = list(notifiers)
         self._lock = threading.Lock()  # guards what the request path touches
         self._processing = threading.RLock()  # one process()/configure() at a time
@@ -158,7 +165,10 @@ class Monitor:
                 self.log.resize(config.feedback_capacity)  # ids issued so far stay valid
             self.quality = QualityTracker(self.reference.task, self.reference.classes, config.quality_window,
                                           config.max_slices)
-            self.alerts = AlertEvaluator(config.alerts, self.name)
+            rule = slo_rule(self.slo, config)
+            self.alerts = AlertEvaluator((*config.alerts, *([rule] if rule else [])), self.name)
+            self._slo_window = latency_window(self.slo, config)
+            self._slo_live: tuple[float | None, int] = (None, 0)
             self._webhooks = WebhookNotifier(config.webhooks, config.webhook_timeout_s) if config.webhooks else None
             self._notifiers = [LogNotifier(), *self._extra_notifiers, *([self._webhooks] if self._webhooks else [])]
             self._window_X: list[np.ndarray] = []
@@ -228,6 +238,22 @@ class Monitor:
             if latency_s is not None and len(self._latencies) < 100_000:
                 self._latencies.append(latency_s)
 
+    def observe_predict(self, seconds: float, rows: int) -> None:
+        """One call to the model: how long it took, on how many rows (for the SLO)."""
+        window = self._slo_window
+        if window is not None:
+            with self._lock:
+                window.add(time.monotonic(), seconds, rows)
+
+    def observe_predicts(self, calls: Iterable[tuple[float, int]]) -> None:
+        """Calls to the model timed elsewhere (a worker's since its previous flush), as ``(seconds, rows)``."""
+        window = self._slo_window
+        if window is not None:
+            now = time.monotonic()
+            with self._lock:
+                for seconds, rows in calls:
+                    window.add(now, seconds, rows)
+
     def observe_requests(self, requests: int, errors: int, latencies_s: Iterable[float]) -> None:
         """Finished requests counted elsewhere (a worker's since its previous flush)."""
         with self._lock:
@@ -270,7 +296,7 @@ class Monitor:
         if config.window_s is not None and self._window_rows >= config.min_window_rows \
                 and now - self._window_started >= config.window_s:
             self._close_window(now)
-        self._tick()
+        self._tick(now)
         events = self.alerts.evaluate(self._history, now)
         for event in events:
             for notifier in self._notifiers:
@@ -356,10 +382,14 @@ class Monitor:
             return 0
         return int(len(predictions) - np.isfinite(np.asarray(predictions, dtype=np.float64)).sum())
 
-    def _tick(self) -> None:
+    def _tick(self, now: float) -> None:
         with self._lock:
             latencies, self._latencies = self._latencies, []
             requests, errors, self._requests, self._errors = self._requests, self._errors, 0, 0
+            if self._slo_window is not None:
+                self._slo_live = live = self._slo_window.value_ms(now)
+                if live[0] is None:  # too few requests to judge: no value, and a firing SLO alert resolves
+                    self._history.pop(LATENCY_METRIC, None)
         values = {"nonfinite.weights": float(self._weights_nonfinite)}
         if latencies:
             p50, p99 = np.percentile(latencies, [50, 99])
@@ -374,6 +404,8 @@ class Monitor:
             pass
         values.update(self.quality.values())
         with self._lock:
+            if self._slo_window is not None and self._slo_live[0] is not None:
+                values[LATENCY_METRIC] = self._slo_live[0]
             self._record(values)
 
     def _record(self, values: Mapping[str, float]) -> None:
@@ -399,6 +431,7 @@ class Monitor:
                 nonfinite_totals=dict(self.nonfinite_totals), feedback=self.quality.total,
                 alerts_firing=self.alerts.firing, alerts_fired=dict(self.alerts.fired_total),
                 webhook_failures=self._webhooks.failures if self._webhooks else 0,
+                slo_predict_ms=self._slo_live[0], slo_requests=self._slo_live[1],
             )
 
     def stop(self) -> None:

@@ -34,6 +34,8 @@ from frugalml.serve._messages import (
     Refused,
     Rows,
     ScrapeRequest,
+    SloLive,
+    SloRequest,
 )
 from frugalml.serve._validate import RequestError
 
@@ -73,6 +75,7 @@ class HubLink:
         self._nonfinite: list[tuple[str, int, int]] = []
         self._requests = self._errors = 0
         self._latencies: list[float] = []
+        self._predicts: list[tuple[float, int]] = []
         self._dirty = False
         self._flushed_at = 0.0
 
@@ -102,6 +105,12 @@ class HubLink:
                 if latency_s is not None and len(self._latencies) < 100_000:
                     self._latencies.append(latency_s)
 
+    def observe_predict(self, seconds: float, rows: int) -> None:
+        if self.monitored:
+            with self._lock:
+                if len(self._predicts) < 100_000:
+                    self._predicts.append((seconds, rows))
+
     # -- off the request path -------------------------------------------------------------
 
     def due(self, now: float) -> bool:
@@ -115,9 +124,10 @@ class HubLink:
             nonfinite, self._nonfinite = tuple(self._nonfinite), []
             requests, errors, self._requests, self._errors = self._requests, self._errors, 0, 0
             latencies, self._latencies = tuple(self._latencies), []
+            predicts, self._predicts = tuple(self._predicts), []
             self._dirty = False
         flush = Flush(self.worker, self.prefix, rows, nonfinite, requests, errors, latencies, next(self._sequence),
-                      self._families())
+                      self._families(), predicts)
         try:
             self._stream.send(flush)
         except OSError:
@@ -137,7 +147,12 @@ class HubLink:
         flush = Flush(self.worker, self.prefix, sequence=next(self._sequence), families=self._families())
         return self._call(ScrapeRequest(flush)).text
 
-    def _call(self, message: Any) -> Accepted | Exposition:
+    def slo_live(self) -> tuple[float | None, int]:
+        """The live SLO latency and the requests it covers, from the monitor process (blocking)."""
+        answer = self._call(SloRequest())
+        return answer.predict_ms, answer.requests
+
+    def _call(self, message: Any) -> Accepted | Exposition | SloLive:
         try:
             with self._rpc_lock:
                 self._rpc.send(message)
