@@ -21,8 +21,20 @@ repeated. The rate comes, in this order, from (``TrialRecord.saved_basis``):
 ``unknown``    none of these, or no planned length: shown as unknown, never a number
 =============  ===================================================================
 
+A ``peers`` or ``predicted`` rate is never lower than what the trial's own steps after
+its last boundary already cost (:func:`own_step_floor`): a trial stopped deep into a
+slow step has measured at least that much per step, whatever the cost model says.
+:func:`credible_prediction` is the policy for a prediction the cost model cannot stand
+behind (its interval too wide): ``unknown``. The rate arrives here as a bare number, so
+the caller that holds the interval (the study's cost-model gate) is to apply it (not wired yet:
+docs/savings.md).
+
 Joules saved are the CPU-seconds saved × the joules per CPU-second the trial itself
 measured (RAPL, NVML) or estimated; a trial without its own joules takes its peers'.
+
+A stopped trial's CPU-seconds used are at least its last boundary's reading: a killed
+worker's figure is the watchdog's last sample, which can predate the worker's last
+boundary message when the parent is slow to drain its pipe (:func:`account`).
 
 Example:
     >>> from frugalml.records import TrialRecord, TrialStatus, Window
@@ -47,6 +59,11 @@ MEASURED, PEERS, PREDICTED, UNKNOWN = "measured", "peers", "predicted", "unknown
 BASES = (MEASURED, PEERS, PREDICTED, UNKNOWN)
 UNRECORDED = "unrecorded"
 FIRST_STEP_CPU_S = "first_step_cpu_s"  # info key: the trial's CPU-seconds at the end of its first step
+#: A predicted rate is credited only when its interval's half-width is within this share of it
+#: (:func:`credible_prediction`). Set on benchmarks/savings_truth.py (docs/savings.md), few runs:
+#: the predictions 50 % or more off the full runs had 90 % intervals of ±110 % or wider; those
+#: within 20 %, ±6 % to ±100 %.
+PREDICTION_SPREAD = 0.75
 COST_NEUTRAL_PARAMS = frozenset({
     "learning_rate", "lr", "eta0", "alpha", "l1_ratio", "momentum", "weight_decay", "seed", "tol", "dropout",
 })
@@ -131,6 +148,24 @@ def measured_rate(record: TrialRecord) -> StepRate | None:
     return StepRate(cpu / steps, MEASURED, _joules_per_cpu_s(record), steps)
 
 
+def own_step_floor(record: TrialRecord) -> float | None:
+    """A floor under the trial's per-step cost from its own steps after its last boundary.
+
+    ``k`` steps done after the boundary, and the step under way when it stopped, cost the
+    CPU-seconds since the boundary; that step was at most a whole one, so a step costs at
+    least ``CPU since the boundary / (k + 1)``. None without a boundary (stopped in its
+    first step) or without CPU spent since.
+    """
+    points = boundaries(record)
+    if not points or not math.isfinite(record.cpu_s):
+        return None
+    step, cpu = points[-1]
+    spent, steps = record.cpu_s - cpu, record.steps_done - step
+    if spent <= 0 or steps < 0:
+        return None
+    return spent / (steps + 1)
+
+
 def family(params: Mapping[str, Any]) -> tuple:
     """The configuration family of ``params``: those that cost the same per step."""
     return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in COST_NEUTRAL_PARAMS))
@@ -152,13 +187,40 @@ def peer_rate(record: TrialRecord, peers: Iterable[TrialRecord]) -> StepRate | N
 
 def step_rate(record: TrialRecord, peers: Iterable[TrialRecord] = (),
               predicted_cpu_s_per_step: float | None = None) -> StepRate | None:
-    """The per-step cost to charge ``record``'s steps not run: measured, peers', predicted, or None."""
-    rate = measured_rate(record) or peer_rate(record, peers)
-    if rate is None and predicted_cpu_s_per_step is not None and predicted_cpu_s_per_step > 0:
-        rate = StepRate(float(predicted_cpu_s_per_step), PREDICTED)
+    """The per-step cost to charge ``record``'s steps not run: measured, peers', predicted, or
+    None; a peers' or predicted rate is at least :func:`own_step_floor`."""
+    rate = measured_rate(record)
+    if rate is None:
+        rate = peer_rate(record, peers)
+        if rate is None and predicted_cpu_s_per_step is not None and predicted_cpu_s_per_step > 0:
+            rate = StepRate(float(predicted_cpu_s_per_step), PREDICTED)
+        if rate is not None and (floor := own_step_floor(record)) is not None and floor > rate.cpu_s:
+            rate = replace(rate, cpu_s=floor)
     if rate is not None and rate.joules_per_cpu_s is None and (own := _joules_per_cpu_s(record)) is not None:
         rate = replace(rate, joules_per_cpu_s=own)
     return rate
+
+
+def credible_prediction(cpu_s_per_step: float | None, low: float | None = None,
+                        high: float | None = None) -> float | None:
+    """The cost model's CPU-seconds per step where it stands behind it, else None (``unknown``).
+
+    ``low``/``high``: the prediction's interval (the cost model's, at the study's confidence).
+    None when there is no prediction, or when the interval's half-width is over
+    :data:`PREDICTION_SPREAD` of the value: a model fitted on a handful of trials and asked
+    4x beyond the widest says so with an interval of [0, 3x], and its point value is then
+    a guess. The predicted rate a trial stopped before its first window is credited at is
+    meant to pass through here (the study's cost model gives the interval).
+
+    Example:
+        >>> credible_prediction(0.5, 0.4, 0.6), credible_prediction(0.5, 0.0, 1.5)
+        (0.5, None)
+    """
+    if cpu_s_per_step is None or not math.isfinite(cpu_s_per_step) or cpu_s_per_step <= 0:
+        return None
+    if low is not None and high is not None and (high - low) / 2 > PREDICTION_SPREAD * cpu_s_per_step:
+        return None
+    return float(cpu_s_per_step)
 
 
 def stop_saving(record: TrialRecord, peers: Iterable[TrialRecord] = (),
@@ -178,10 +240,15 @@ def account(record: TrialRecord, peers: Iterable[TrialRecord] = (),
             predicted_cpu_s_per_step: float | None = None) -> TrialRecord:
     """``record`` with its saving, where it was stopped early; other records as they are.
 
-    Every executor (local, in-process, Ray) calls this once per finished trial.
+    Every executor (local, in-process, Ray) calls this once per finished trial. A stopped
+    trial's ``cpu_s`` is raised to its last boundary's reading where it is below it (see
+    the module docstring).
     """
     if record.status is not TrialStatus.STOPPED:
         return record
+    points = boundaries(record)
+    if points and points[-1][1] > record.cpu_s:
+        record = replace(record, cpu_s=points[-1][1])
     return stop_saving(record, peers, predicted_cpu_s_per_step).apply(record)
 
 

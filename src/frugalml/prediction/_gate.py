@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from frugalml.accounting import skip_saving
+from frugalml.accounting import credible_prediction, skip_saving
 from frugalml.exceptions import ConfigError
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
@@ -170,8 +170,12 @@ class ConfigGate:
 
     @staticmethod
     def _cpu_s_per_step(predictions: Mapping[str, Estimate]) -> float | None:
+        """The predicted CPU-seconds per step, where the interval is narrow enough to stand behind
+        (:func:`frugalml.accounting.credible_prediction`); None (saved: ``unknown``) otherwise."""
         cpu = predictions.get("cpu_ms_per_step") or predictions.get("mean_step_ms")
-        return cpu.value / 1000.0 if cpu is not None else None
+        if cpu is None:
+            return None
+        return credible_prediction(cpu.value / 1000.0, cpu.low / 1000.0, cpu.high / 1000.0)
 
     def predicted_cpu_s_per_step(self, params: Mapping[str, Any], steps_planned: int | None) -> float | None:
         """The cost model's CPU-seconds per step of ``params`` (evaluation included), or None
