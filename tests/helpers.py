@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Iterator
 from types import SimpleNamespace
 
 import httpx
@@ -161,3 +163,21 @@ def halving_study(directory, **execution):
         budget={"max_memory_mb": 150}, stopping={"halving": {"min_steps": 10, "reduction_factor": 2}},
         sample_interval_s=0.05, directory=str(directory), mlflow_uri=None, **{"workers": 1, **execution},
     )
+
+
+@contextlib.contextmanager
+def importable(*folders: Path) -> Iterator[None]:
+    """``folders`` on ``sys.path`` here and on ``PYTHONPATH`` for the worker and server processes
+    started in the block (they unpickle models whose classes live there)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, folders), before or ""])
+    sys.path[:0] = [str(folder) for folder in folders]
+    try:
+        yield
+    finally:
+        for folder in folders:
+            sys.path.remove(str(folder))
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before

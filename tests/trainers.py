@@ -188,3 +188,22 @@ def metered(trial, steps: int = 60, setup_cpu_s: float = 0.3, step_cpu_s: float 
             time.sleep(0.02)
     if log_mb:
         trial.log_reference(np.ones((log_mb * 2**20 // 80, 10)))
+
+
+def diabetes_sgd(trial, steps: int = 8, batch: int = 64):
+    """SGD on diabetes for ``steps`` batches (accuracy reported per window); returns the model
+    and the table (X, y), for trainers that keep the model in some form."""
+    import pandas as pd
+    from sklearn.linear_model import SGDClassifier
+
+    frame = pd.read_csv(os.path.join(os.environ["FRUGALML_DATA_DIR"], "diabetes.csv.gz"))
+    X, y = frame.drop(columns="target"), frame["target"]
+    features, labels = X.to_numpy(), y.to_numpy()
+    model = SGDClassifier(random_state=0)
+    trial.plan(steps)
+    for i in range(steps):
+        rows = slice(i * batch, (i + 1) * batch)
+        model.partial_fit(features[rows], labels[rows], classes=["tested_negative", "tested_positive"])
+        if trial.step(loss=0.0, n_samples=batch):
+            trial.report(accuracy=model.score(features, labels))
+    return model, X, y

@@ -49,17 +49,8 @@ class SlowPredictor:
 
 def served_sgd(trial) -> None:
     """SGD on diabetes, kept as a model whose predict takes ``params['predict_s']`` longer."""
-    import pandas as pd
-    from sklearn.linear_model import SGDClassifier
+    from trainers import diabetes_sgd
 
-    frame = pd.read_csv(os.path.join(os.environ["FRUGALML_DATA_DIR"], "diabetes.csv.gz"))
-    X, y = frame.drop(columns="target"), frame["target"]
-    model = SGDClassifier(random_state=0)
-    trial.plan(8)
-    for i in range(8):
-        model.partial_fit(X.to_numpy()[i * 64:(i + 1) * 64], y.to_numpy()[i * 64:(i + 1) * 64],
-                          classes=["tested_negative", "tested_positive"])
-        if trial.step(loss=0.0, n_samples=64):
-            trial.report(accuracy=model.score(X.to_numpy(), y.to_numpy()))
+    model, X, y = diabetes_sgd(trial)
     trial.log_model(SlowPredictor(model, float(trial.params["predict_s"])), input_example=X.to_numpy()[:3])
     trial.log_reference(X, y)

@@ -4,15 +4,14 @@ once when a slower version promoted by hand breaks it. Real studies, a real regi
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import importable
 from serve_helpers import PredictingClient, ServerProcess, WebhookReceiver, scrape, value
 
 from frugalml import Search, Study, TrialStatus, Workload, tune
@@ -47,22 +46,13 @@ def registered(tmp_path_factory: pytest.TempPathFactory):
     the same model, 40 ms a call, from a study with no serving budget (so no SLO of its own)."""
     from frugalml.registry import register
 
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(GATE), before or ""])  # trial workers and servers unpickle it
-    sys.path.insert(0, str(GATE))
-    folder = tmp_path_factory.mktemp("slo")
-    fast = _study(folder, "fast", 0.0, {"max_predict_ms": LIMIT_MS})
-    champion = register(fast.directory, name="served", alias="champion")
-    slow = _study(folder, "slow", SLOW_S, {})
-    slower = register(slow.directory, name="served", tracking_uri=champion.tracking_uri)
-    try:
+    with importable(GATE):  # trial workers and servers unpickle the models
+        folder = tmp_path_factory.mktemp("slo")
+        fast = _study(folder, "fast", 0.0, {"max_predict_ms": LIMIT_MS})
+        champion = register(fast.directory, name="served", alias="champion")
+        slow = _study(folder, "slow", SLOW_S, {})
+        slower = register(slow.directory, name="served", tracking_uri=champion.tracking_uri)
         yield folder, champion, slower
-    finally:
-        sys.path.remove(str(GATE))
-        if before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = before
 
 
 def _health_slo(server: ServerProcess) -> dict:

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 
+from frugalml.exceptions import ConfigError
 from frugalml.study import STUDIES_ROOT
 
 EPILOG = """exit status: 0 no regression, 1 a regression or a broken SLO, 2 a usage error.
@@ -17,8 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check", help="gate a candidate model against a baseline on quality and system cost (exit 1: regression)",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("candidate", help="a study directory (its best feasible config) or a model URI")
-    parser.add_argument("--baseline", required=True, help="a model URI (e.g. models:/NAME@champion) or a study")
+    parser.add_argument("candidate", nargs="?", help="a study directory (its best feasible config) or a model URI")
+    parser.add_argument("--baseline", help="a model URI (e.g. models:/NAME@champion) or a study")
+    parser.add_argument("--live", metavar="URL",
+                        help="instead of a candidate and a baseline: the challenger (candidate) and champion "
+                             "(baseline) of the server at URL, compared on its live traffic (GET URL/challenger)")
+    parser.add_argument("--min-agreement", type=float, default=0.95, metavar="SHARE",
+                        help="with --live: the least share of rows on which both versions agree (default 0.95)")
+    parser.add_argument("--min-requests", type=int, default=100, metavar="N",
+                        help="with --live: compared requests needed for a verdict (default 100)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                         help="where models:/ URIs are registered (default $MLFLOW_TRACKING_URI)")
     parser.add_argument("--gate", metavar="TOML", help="a file with a [gate] table of thresholds")
@@ -48,8 +56,19 @@ def run_check(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = load_gate(args.gate) if args.gate else GateSettings()
-    result = check(_target(args.candidate, args.root), _target(args.baseline, args.root), settings=settings,
-                   tracking_uri=args.tracking_uri, workload=args.workload)
+    if args.live is not None:
+        from frugalml.gate._live import live_check
+
+        if args.candidate or args.baseline:
+            raise ConfigError("--live compares the server's challenger with its champion; leave out the candidate "
+                              "and --baseline.")
+        result = live_check(args.live, settings, min_agreement=args.min_agreement, min_requests=args.min_requests)
+    elif not (args.candidate and args.baseline):
+        raise ConfigError("frugalml check needs a candidate and --baseline (or --live URL of a server with a "
+                          "challenger).")
+    else:
+        result = check(_target(args.candidate, args.root), _target(args.baseline, args.root), settings=settings,
+                       tracking_uri=args.tracking_uri, workload=args.workload)
     for path, text in ((args.json, result.to_json), (args.junit, result.to_junit),
                        (args.markdown, result.to_markdown)):
         if path:

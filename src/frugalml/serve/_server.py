@@ -121,9 +121,10 @@ def json_errors_protocol(max_body_bytes: int = 1 << 20) -> type:
 
 def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
                config: Any = None, log_level: str = "info", access_log: bool = False,
-               workers: int | None = None) -> None:
+               workers: int | None = None, challenger: Any = None) -> None:
     """Load ``model_uri`` and serve it until interrupted: in this process, or with ``workers``
-    worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`)."""
+    worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`). ``challenger``
+    (:class:`~frugalml.serve._challenger.ChallengerSettings`): a second version in shadow or canary."""
     import uvicorn
 
     from frugalml.serve._app import create_app
@@ -132,6 +133,12 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     served = load_model(model_uri, settings.tracking_uri, settings.reference)
     config = as_monitoring_config(config if config is not None else served.monitoring)
+    contender = None
+    if challenger is not None:  # loaded and checked against the champion before anything listens
+        from frugalml.serve._challenger import Challenger
+
+        contender = Challenger(served, load_model(challenger.uri, settings.tracking_uri, settings.reference),
+                               challenger, settings.reference, config.quality_window)
     _check_port(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
@@ -162,7 +169,12 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
             run_workers(served, config, workers, host=host, port=port, settings=settings, log_level=log_level,
                         access_log=access_log, started=announce)
             return
-        app = create_app(served, settings, config)
+        if contender is not None:
+            contender.start()
+            processes = (f", challenger {contender.settings.uri} (version {contender.version}) in "
+                         f"{contender.settings.mode} mode" + (f" answering {contender.settings.share:g} of requests"
+                                                              if contender.settings.mode == "canary" else ""))
+        app = create_app(served, settings, config, challenger=contender)
         announce()
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                                server_header=False, log_config=None, http=json_errors_protocol(settings.max_body_bytes)))
