@@ -60,6 +60,7 @@ from typing import Any, Callable
 import psutil
 
 from frugalml import Search, Study, Workload, tune
+from frugalml.messages import WindowEnd
 from frugalml.records import TrialStatus
 from frugalml.trial import Trial
 from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
@@ -122,9 +123,9 @@ def train_plain(params: dict, data: Any, bench: Workbench, on_window: Callable[[
     """frugalml's own SGD loop, run outside frugalml: ``on_window(step, val_loss, memory_mb)``
     is called at each evaluation and returns True to stop."""
 
-    def send(message: dict) -> None:
-        if message.get("type") == "window" and "val_loss" in message["metrics"]:
-            if on_window(message["step"], message["metrics"]["val_loss"], memory_mb()):
+    def send(message: Any) -> None:
+        if isinstance(message, WindowEnd) and "val_loss" in message.metrics:
+            if on_window(message.step, message.metrics["val_loss"], memory_mb()):
                 raise _Stop
 
     trial = Trial(params, eval_every=bench.eval_every, send=send)

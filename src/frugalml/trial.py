@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from frugalml.exceptions import TrialUsageError
+from frugalml.messages import FirstStep, Info, Message, Metrics, Plan, WindowEnd
 
 # Slots of the shared progress array the parent's watchdog reads without a message.
 PROGRESS_STEPS = 0  # steps done
@@ -64,7 +65,7 @@ class Trial:
     Args:
         params: the configuration under test (e.g. ``batch_size``, ``learning_rate``).
         eval_every: steps per evaluation window.
-        send: callable taking one message dict (a pipe to the parent in a worker).
+        send: callable taking one :mod:`frugalml.messages` message (a pipe to the parent in a worker).
         progress: a writable sequence of ``PROGRESS_SIZE`` floats shared with the parent,
             or None for a private one.
         steps_planned: the steps a full run takes, when known (see :meth:`plan`).
@@ -77,7 +78,7 @@ class Trial:
         params: Mapping[str, Any],
         *,
         eval_every: int = 100,
-        send: Callable[[dict], None] | None = None,
+        send: Callable[[Message], None] | None = None,
         progress: Any = None,
         steps_planned: int | None = None,
         artifact_dir: str | None = None,
@@ -113,7 +114,7 @@ class Trial:
             raise TrialUsageError(f"trial.plan(total_steps) needs an int >= 1, such as epochs * batches per epoch. "
                               f"Got {total_steps!r} instead.")
         self.steps_planned = total_steps
-        self._send({"type": "plan", "steps": total_steps})
+        self._send(Plan(total_steps))
 
     def log_model(self, model: Any, *, input_example: Any = None) -> str:
         """Keep ``model`` with this trial: its MLflow run's ``model``, and ``frugalml register``'s.
@@ -131,7 +132,7 @@ class Trial:
             from frugalml.flavors import save_model  # lazy: cloudpickle, only for a trial that keeps a model
 
             path = save_model(model, directory, input_example=input_example)
-        self._send({"type": "info", "info": {"model": {"path": str(path[0]), "flavor": path[1]}}})
+        self._send(Info({"model": {"path": str(path[0]), "flavor": path[1]}}))
         return str(path[0])
 
     def log_reference(self, X: Any, y: Any = None, *, task: str | None = None) -> str:
@@ -146,7 +147,7 @@ class Trial:
             from frugalml.flavors import save_reference
 
             path = save_reference(directory, X, y, task=task)
-        self._send({"type": "info", "info": {"reference": str(path)}})
+        self._send(Info({"reference": str(path)}))
         return str(path)
 
     @contextlib.contextmanager
@@ -193,7 +194,7 @@ class Trial:
         progress[PROGRESS_WINDOW_S] += duration
         progress[PROGRESS_MARK] = time.monotonic()
         if self._steps == 1:  # set-up ends here; sent before the mark, so no step pays for it
-            self._send({"type": "first_step"})
+            self._send(FirstStep())
         self._mark = time.perf_counter()
         if self._steps % self.eval_every == 0:
             self._window_due = True
@@ -208,29 +209,28 @@ class Trial:
 
     def set_info(self, **info: Any) -> None:
         """Record facts about this trial (e.g. ``batch_size_clamped=True``)."""
-        self._send({"type": "info", "info": info})
+        self._send(Info(info))
 
     def _flush(self, metrics: dict[str, float], after_loop: bool = False) -> None:
         if not self._durations:
             if metrics:  # an evaluation before any step, or a repeated report
-                self._send({"type": "metrics", "step": self._steps, "metrics": metrics})
+                self._send(Metrics(self._steps, metrics))
             self._reset_mark()
             return
         train_s = sum(self._durations)
         finite = [x for x in self._losses if x == x]
         self._send(
-            {
-                "type": "window",
-                "step": self._steps,
-                "n_steps": len(self._durations),
-                "train_s": train_s,
-                "samples": self._samples,
-                "losses": self._losses,
-                "train_loss": sum(finite) / len(finite) if finite else math.nan,
-                "metrics": metrics,
-                "wall_s": time.monotonic() - self._started,
-                "after_loop": after_loop,  # flushed once training returned: not a step boundary
-            }
+            WindowEnd(
+                step=self._steps,
+                n_steps=len(self._durations),
+                train_s=train_s,
+                samples=self._samples,
+                losses=self._losses,
+                train_loss=sum(finite) / len(finite) if finite else math.nan,
+                metrics=metrics,
+                wall_s=time.monotonic() - self._started,
+                after_loop=after_loop,  # flushed once training returned: not a step boundary
+            )
         )
         self._durations = []
         self._losses = []

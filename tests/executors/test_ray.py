@@ -311,6 +311,43 @@ def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(cluste
     assert (copy.n_train, copy.task, copy.classes) == (data.n_train, data.task, data.classes)
 
 
+def _edge_node(address: str) -> str:
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("edge"))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(name="edge", directory=str(tmp_path / "edge"), workers=2, backend="ray", address=address,
+                  workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=10, eval_every=5)],
+                  search=Search(space={"width": [8, 2048], "depth": [1, 3]}), budget={"max_predict_ms": 50},
+                  deploy={"resources": {"edge": 1}, "quantile": 0.5, "calls": 30}, mlflow_uri=None)
+    result = tune(study)
+    edge = _edge_node(address)
+    assert len(result.records) == 4
+    for record in result.records:
+        serving = record.info["serving"]
+        assert serving["node"] == edge and serving["where"] == "before training", record
+        assert serving["predict_ms"] > 0
+    assert any(r.status is TrialStatus.COMPLETED for r in result.records)
+
+
+def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
+    address, _ = cluster
+    study = Study(name="nowhere", directory=str(tmp_path / "nowhere"), backend="ray", address=address,
+                  workloads=[Workload(dataset="diabetes", algorithm="svm")], search=Search(space={"batch_size": [30]}),
+                  budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)
+    with pytest.raises(ConfigError, match=r"tpu_edge = 1\) are offered by none of the cluster's 2 nodes") as error:
+        tune(study)
+    assert "\n" not in str(error.value)
+
+
 def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):
     closed = free_port()
     study_file = write_study(tmp_path / "s.toml", RAY_STUDY.format())
@@ -349,34 +386,3 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(tmp_path):
     finally:
         ray.shutdown()
 
-
-def _edge_node(address: str) -> str:
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
-    return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("edge"))
-
-
-def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(cluster, tmp_path):
-    address, _ = cluster
-    study = Study(name="edge", directory=str(tmp_path / "edge"), workers=2, backend="ray", address=address,
-                  workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=10, eval_every=5)],
-                  search=Search(space={"width": [8, 2048], "depth": [1, 3]}), budget={"max_predict_ms": 50},
-                  deploy={"resources": {"edge": 1}, "quantile": 0.5, "calls": 30}, mlflow_uri=None)
-    result = tune(study)
-    edge = _edge_node(address)
-    assert len(result.records) == 4
-    for record in result.records:
-        serving = record.info["serving"]
-        assert serving["node"] == edge and serving["where"] == "before training", record
-        assert serving["predict_ms"] > 0
-    assert any(r.status is TrialStatus.COMPLETED for r in result.records)
-
-
-def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
-    address, _ = cluster
-    study = Study(name="nowhere", directory=str(tmp_path / "nowhere"), backend="ray", address=address,
-                  workloads=[Workload(dataset="diabetes", algorithm="svm")], search=Search(space={"batch_size": [30]}),
-                  budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)
-    with pytest.raises(ConfigError, match=r"tpu_edge = 1\) are offered by none of the cluster's 2 nodes") as error:
-        tune(study)
-    assert "\n" not in str(error.value)

@@ -28,6 +28,7 @@ from helpers import ServerProcess
 
 from frugalml import ConfigError, Search, Study, Trial, TrialStatus, TrialUsageError, Workload, tune
 from frugalml.executors import InProcessExecutor
+from frugalml.messages import Message, Plan
 from frugalml.registry import register
 
 # -- studies in worker processes: a memory budget, then register and serve ------------------
@@ -187,13 +188,13 @@ def test_lightgbm_early_stopping_still_works_beside_the_callback():
     from frugalml.integrations.lightgbm import FrugalmlCallback
 
     X, y, X_val, y_val = trainers.diabetes()
-    messages: list[dict] = []
+    messages: list[Message] = []
     trial = Trial({}, eval_every=1000, send=messages.append)
     booster = lgb.train({"objective": "binary", "learning_rate": 0.5, "verbose": -1}, lgb.Dataset(X, y), 500,
                         valid_sets=[lgb.Dataset(X_val, y_val)],
                         callbacks=[lgb.early_stopping(3, verbose=False), FrugalmlCallback(trial)])
     assert booster.current_iteration() < 500
-    assert messages[0] == {"type": "plan", "steps": 500}
+    assert messages[0] == Plan(steps=500)
     assert trial.steps == booster.best_iteration + 3  # every round, the one early stopping ended in too
 
 

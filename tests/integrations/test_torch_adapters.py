@@ -24,6 +24,7 @@ import torch_trainers
 from frugalml import ConfigError, Search, Study, TrialStatus, TrialUsageError, Workload, tune
 from frugalml.executors import InProcessExecutor
 from frugalml.flavors import load_saved
+from frugalml.messages import Message, Plan, WindowEnd
 from frugalml.registry import register
 from helpers import ServerProcess
 
@@ -163,12 +164,12 @@ def test_batches_says_how_to_plan_a_loader_without_a_length_and_checks_epochs():
         def __iter__(self):
             return iter([(np.zeros((3, 784)), np.zeros(3))] * 5)
 
-    messages: list[dict] = []
+    messages: list[Message] = []
     trial = Trial({}, eval_every=2, send=messages.append)
     batches = Batches(trial, Unsized(), 2, steps_per_epoch=2)
     ends = [(batches.epoch, batches.step(np.float32(0.5))) for _ in batches]
     trial.report(val_loss=1.0)
     assert ends == [(0, False), (0, True), (1, False), (1, True)] and trial.steps == 4
-    assert messages[0] == {"type": "plan", "steps": 4}
-    windows = [m for m in messages if m["type"] == "window"]
-    assert [(w["n_steps"], w["samples"], w["train_loss"]) for w in windows] == [(2, 6, 0.5), (2, 6, 0.5)]
+    assert messages[0] == Plan(steps=4)
+    windows = [m for m in messages if isinstance(m, WindowEnd)]
+    assert [(w.n_steps, w.samples, w.train_loss) for w in windows] == [(2, 6, 0.5), (2, 6, 0.5)]

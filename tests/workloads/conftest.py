@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
+from frugalml.messages import Message
 from frugalml.trial import Trial
 from frugalml.workloads import PreparedData, prepare_dataset, resolve_dataset, sgd_train
 
@@ -43,7 +44,7 @@ def mnist(isolated_env: None) -> PreparedData:
 
 
 @pytest.fixture
-def train() -> Callable[..., tuple[Trial, list[dict]]]:
+def train() -> Callable[..., tuple[Trial, list[Message]]]:
     """Run ``sgd_train`` through a real Trial; returns it and the messages it sent."""
 
     def run(
@@ -54,8 +55,8 @@ def train() -> Callable[..., tuple[Trial, list[dict]]]:
         learning_rate: Any = 0.01,
         eval_every: int = 10,
         **kwargs: Any,
-    ) -> tuple[Trial, list[dict]]:
-        messages: list[dict] = []
+    ) -> tuple[Trial, list[Message]]:
+        messages: list[Message] = []
         params = {"batch_size": batch_size, "learning_rate": learning_rate}
         if "alpha" in kwargs:
             params["alpha"] = kwargs.pop("alpha")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from frugalml import ConfigError, Search, Study, TrialStatus, Workload, tune
+from frugalml.messages import Info, Message, WindowEnd
 from frugalml.trial import Trial
 from frugalml.workloads import build_network, check_network, network_features, network_train
 
@@ -39,16 +40,16 @@ def test_networks_are_built_as_configured():
 
 @pytest.mark.parametrize("algorithm, architecture", [("mlp", {"depth": 1}), ("cnn", {"depth": 1, "channels": 4})])
 def test_a_network_learns_mnist_on_the_cpu_one_optimiser_step_per_trial_step(mnist, algorithm, architecture):
-    messages: list[dict] = []
+    messages: list[Message] = []
     trial = Trial({"batch_size": 64, "learning_rate": 0.002, **architecture}, eval_every=20, send=messages.append)
     network_train(trial, mnist, algorithm=algorithm, max_steps=60)
-    windows = [m for m in messages if m["type"] == "window"]
-    assert trial.steps == 60 and [w["step"] for w in windows] == [20, 40, 60]
-    assert {"device": "cpu"}.items() <= next(m["info"] for m in messages if m["type"] == "info").items()
-    assert all(w["samples"] == 20 * 64 for w in windows)
-    first, last = windows[0]["metrics"], windows[-1]["metrics"]
+    windows = [m for m in messages if isinstance(m, WindowEnd)]
+    assert trial.steps == 60 and [w.step for w in windows] == [20, 40, 60]
+    assert {"device": "cpu"}.items() <= next(m.info for m in messages if isinstance(m, Info)).items()
+    assert all(w.samples == 20 * 64 for w in windows)
+    first, last = windows[0].metrics, windows[-1].metrics
     assert last["val_loss"] < first["val_loss"] and last["accuracy"] > 0.6  # ten classes: chance is 0.1
-    assert all(math.isfinite(x) for w in windows for x in w["losses"])
+    assert all(math.isfinite(x) for w in windows for x in w.losses)
 
 
 def test_a_search_space_with_an_impossible_architecture_fails_before_anything_runs(tmp_path):
@@ -106,10 +107,10 @@ def test_a_float_range_for_an_integer_architecture_parameter_fails_before_anythi
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_the_allocators_peak_is_recorded_beside_nvml(mnist):
-    messages: list[dict] = []
+    messages: list[Message] = []
     trial = Trial({"batch_size": 256, "width": 1024, "depth": 2}, eval_every=20, send=messages.append)
     network_train(trial, mnist, algorithm="mlp", max_steps=40)
-    info = {k: v for m in messages if m["type"] == "info" for k, v in m["info"].items()}
+    info = {k: v for m in messages if isinstance(m, Info) for k, v in m.info.items()}
     assert info["device"] == "cuda" and 0 < info["torch_gpu_peak_allocated_mb"] < 2000
 
 

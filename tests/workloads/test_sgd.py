@@ -6,11 +6,12 @@ import tracemalloc
 import pytest
 
 from frugalml.exceptions import ConfigError
+from frugalml.messages import FirstStep, Info, WindowEnd
 from frugalml.workloads import steps_planned
 
 
 def windows(messages):
-    return [m for m in messages if m["type"] == "window"]
+    return [m for m in messages if isinstance(m, WindowEnd)]
 
 
 @pytest.mark.parametrize(
@@ -29,10 +30,10 @@ def test_every_algorithm_learns(request, train, dataset, algorithm):
     found = windows(messages)
     # diabetes: 17 steps per epoch, 51 in all, so 5 full windows and a final partial one
     assert trial.steps == steps_planned(data.n_train, 32, 3, None)
-    assert [w["step"] for w in found] == [*range(10, trial.steps + 1, 10), trial.steps]
-    assert all(w["metrics"] for w in found) and sum(w["samples"] for w in found) == 3 * data.n_train
-    final = found[-1]["metrics"]
-    assert math.isfinite(final["val_loss"]) and all(math.isfinite(x) for x in found[-1]["losses"])
+    assert [w.step for w in found] == [*range(10, trial.steps + 1, 10), trial.steps]
+    assert all(w.metrics for w in found) and sum(w.samples for w in found) == 3 * data.n_train
+    final = found[-1].metrics
+    assert math.isfinite(final["val_loss"]) and all(math.isfinite(x) for x in found[-1].losses)
     if data.task == "classification":
         assert final["accuracy"] > 0.7  # the majority class is 65%
     else:
@@ -41,15 +42,15 @@ def test_every_algorithm_learns(request, train, dataset, algorithm):
 
 def test_no_extra_report_when_the_last_step_ends_a_window(train, diabetes):
     trial, messages = train(diabetes, "svm", epochs=3, max_steps=20, eval_every=10)
-    assert trial.steps == 20 and [w["step"] for w in windows(messages)] == [10, 20]
-    assert [m["type"] for m in messages] == ["first_step", "window", "window"]  # first_step: the setup's end
+    assert trial.steps == 20 and [w.step for w in windows(messages)] == [10, 20]
+    assert [type(m) for m in messages] == [FirstStep, WindowEnd, WindowEnd]  # first_step: the setup's end
 
 
 def test_batch_larger_than_training_split_is_clamped(train, diabetes):
     trial, messages = train(diabetes, "logistic_regression", batch_size=10_000, epochs=2, eval_every=5)
-    info = [m["info"] for m in messages if m["type"] == "info"]
+    info = [m.info for m in messages if isinstance(m, Info)]
     assert info == [{"batch_size": 537, "batch_size_clamped": True, "requested_batch_size": 10_000}]
-    assert trial.steps == 2 and windows(messages)[-1]["samples"] == 2 * 537
+    assert trial.steps == 2 and windows(messages)[-1].samples == 2 * 537
 
 
 def test_steps_planned():
@@ -82,17 +83,17 @@ def test_invalid_configuration_raises_config_error(train, diabetes, params, kwar
 
 
 def test_alpha_is_the_l2_strength(train, diabetes):
-    strong = windows(train(diabetes, "svm", epochs=3, alpha=1.0)[1])[-1]["metrics"]["val_loss"]
-    weak = windows(train(diabetes, "svm", epochs=3, alpha=1e-6)[1])[-1]["metrics"]["val_loss"]
-    default = windows(train(diabetes, "svm", epochs=3)[1])[-1]["metrics"]["val_loss"]
+    strong = windows(train(diabetes, "svm", epochs=3, alpha=1.0)[1])[-1].metrics["val_loss"]
+    weak = windows(train(diabetes, "svm", epochs=3, alpha=1e-6)[1])[-1].metrics["val_loss"]
+    default = windows(train(diabetes, "svm", epochs=3)[1])[-1].metrics["val_loss"]
     assert strong > weak + 0.05  # weights shrunk towards zero fit worse (measured 0.61 vs 0.51)
-    assert default == windows(train(diabetes, "svm", epochs=3, alpha=0.0001)[1])[-1]["metrics"]["val_loss"]
+    assert default == windows(train(diabetes, "svm", epochs=3, alpha=0.0001)[1])[-1].metrics["val_loss"]
 
 
 def test_divergence_is_reported_not_raised(train, red_wine):
     trial, messages = train(red_wine, "linear_regression", learning_rate=1e300)
-    assert {"diverged": True} in [m["info"] for m in messages if m["type"] == "info"]
-    assert windows(messages)[-1]["metrics"] == {"val_loss": math.inf, "rmse": math.inf}
+    assert {"diverged": True} in [m.info for m in messages if isinstance(m, Info)]
+    assert windows(messages)[-1].metrics == {"val_loss": math.inf, "rmse": math.inf}
 
 
 def test_pandas_batches_are_copies_numpy_batches_are_not(train, mnist):
@@ -106,7 +107,7 @@ def test_pandas_batches_are_copies_numpy_batches_are_not(train, mnist):
         _, messages = train(mnist, "svm", batch_size=30_000, max_steps=1, data_format=data_format)
         peaks[data_format] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-        metrics[data_format] = windows(messages)[-1]["metrics"]
+        metrics[data_format] = windows(messages)[-1].metrics
     assert peaks["numpy"] < 0.25 * batch_mb < batch_mb * 0.9 < peaks["pandas"], peaks
     assert metrics["numpy"] == pytest.approx(metrics["pandas"])  # same model either way
     assert metrics["numpy"]["accuracy"] > 0.8

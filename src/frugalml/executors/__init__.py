@@ -2,7 +2,9 @@
 
 Every executor implements :class:`Executor` (submit / poll / free slots / running
 CPU-seconds / shutdown), takes one :class:`ExecutorSettings` and reads the study's
-finished trials from a :class:`StudyState`.
+finished trials from a :class:`StudyState`. Whatever runs the trial, its messages
+(:mod:`frugalml.messages`) and system samples go to one ``TrialLifecycle``
+(``_lifecycle.py``), the one place that makes its windows, the view rules read and its record.
 """
 
 from __future__ import annotations

@@ -12,22 +12,19 @@ and compute accounting run against it exactly as against the process executors.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from frugalml.accounting import FIRST_STEP_CPU_S
-from frugalml.exceptions import FrugalError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
-from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
-from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
+from frugalml.executors._lifecycle import TrialLifecycle, failed
+from frugalml.executors._task import TrialTask, resolve_train_function
+from frugalml.messages import Done, FirstStep, Message, Metrics, WindowEnd
 from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
-from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
-from frugalml.stopping import TrialView, check_all
-from frugalml.trial import Trial, TrialStopped
+from frugalml.records import TrialRecord
+from frugalml.trial import PROGRESS_SIZE, Trial, TrialStopped
 from frugalml.validation import positive
 
 
@@ -77,98 +74,58 @@ class InProcessExecutor(Executor):
 
     def _run(self, task: TrialTask) -> TrialRecord:
         run = _InlineRun(self, task)
-        trial = Trial(task.params, eval_every=task.eval_every, send=run.receive, steps_planned=task.steps_planned,
-                      artifact_dir=task.artifact_dir)
-        run.trial = trial
-        status, error, info = TrialStatus.COMPLETED, None, {}
+        trial = Trial(task.params, eval_every=task.eval_every, send=run.receive, progress=run.lifecycle.progress,
+                      steps_planned=task.steps_planned, artifact_dir=task.artifact_dir)
         try:
             resolve_train_function(task.train)(trial, **task.train_kwargs)
             trial._finish()
+            run.lifecycle.receive(Done(steps=trial.steps, cpu_s=run.cpu_s()))
         except TrialStopped:
-            status = TrialStatus.STOPPED
-        except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, the study goes on
-            if (oom := gpu_out_of_memory(exc)) is not None:  # out of GPU memory: a budget stop, not a crash
-                status = TrialStatus.STOPPED
-                peak_mb = peak_gpu_memory_mb(w.values for w in run.windows)  # what the function reported
-                limit_mb = gpu_memory_limit(self.settings.rules)
-                run.stop = gpu_oom_stop(oom, step=trial.steps, peak_mb=peak_mb, limit_mb=limit_mb)
-                run.stop_phase = trial.phase
-            else:
-                status, error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                info["user_error"] = isinstance(exc, FrugalError)
-        if run.stop is not None:  # a training function that swallowed the stop still stopped
-            status, error = TrialStatus.STOPPED, None
-            info["stop_phase"] = run.stop_phase
-        info.update(energy_j=run.energy.sample()["energy_j"], **run.energy.labels())
-        return trial_record(
-            run.task, status, self.state.peers(task.workload), steps_done=trial.steps, wall_s=time.monotonic() - run.started,
-            cpu_s=self.cpu_clock() - run.cpu_start, stop=run.stop, error=error, train_loss=tuple(run.losses),
-            windows=run.windows, info={**run.info, **info},
-        )
+            pass  # the lifecycle holds the stop
+        except Exception as error:  # noqa: BLE001 - a failing trial is recorded, the study goes on
+            run.lifecycle.receive(failed(error, cpu_s=run.cpu_s()))
+        run.lifecycle.observe(run.measure())
+        energy = {"energy_j": run.lifecycle.sample["energy_j"], **run.energy.labels()}
+        return run.lifecycle.record(peers=self.state.peers(task.workload), rules=self.settings.rules, info=energy)
 
 
 class _InlineRun:
-    """One trial's messages turned into windows, checked against the rules as they arrive."""
+    """One trial's messages, stamped and measured as a worker and its watchdog would, fed to
+    its lifecycle and checked against the rules as they arrive."""
 
     def __init__(self, executor: InProcessExecutor, task: TrialTask) -> None:
-        self.executor, self.task = executor, task
-        self.trial: Trial | None = None
-        self.windows: tuple[Window, ...] = ()
-        self.losses: list[float] = []
-        self.info: dict[str, Any] = {}
-        self.stop: StopInfo | None = None
-        self.stop_phase: str | None = None
-        self.started = time.monotonic()
+        self.executor = executor
+        self.lifecycle = TrialLifecycle(task, [0.0] * PROGRESS_SIZE)
         self.cpu_start = executor.cpu_clock()
         self.energy = EnergyMonitor(executor.cpu_clock, watts_per_core=executor.watts_per_core,
                                     powercap_root=executor.powercap_root)
 
-    def receive(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "info":
-            self.info.update(message["info"])
-            return
-        if kind == "plan":
-            self.task = replace(self.task, steps_planned=int(message["steps"]))
-            return
-        if kind == "first_step":
-            self.info[FIRST_STEP_CPU_S] = self.executor.cpu_clock() - self.cpu_start
-            return
-        if kind == "metrics" and self.windows:
-            last = self.windows[-1]
-            reported = {k: v for k, v in message["metrics"].items()
-                        if k not in ("energy_j", "cpu_s")}  # the monitor's stay
-            self.windows = (*self.windows[:-1], Window(last.step, {**last.values, **reported}))
-        elif kind == "window":
-            train_s = message["train_s"]
-            values = {
-                "train_loss": message["train_loss"], **message["metrics"],
-                "mean_step_ms": train_s / message["n_steps"] * 1000.0,
-                "throughput_sps": message["samples"] / train_s if train_s > 0 else math.nan,
-                "wall_s": message["wall_s"],
-            }
-            values["energy_j"] = self.energy.sample()["energy_j"]  # the monitor's, as in the process executors
-            if not message.get("after_loop"):  # a step boundary, read after the window's evaluation
-                values["cpu_s"] = self.executor.cpu_clock() - self.cpu_start
-            self.windows = (*self.windows, Window(message["step"], values))
-            self.losses.extend(message["losses"])
-        else:
-            return
-        self._check()
+    def cpu_s(self) -> float:
+        return self.executor.cpu_clock() - self.cpu_start
+
+    def measure(self) -> dict[str, float]:
+        """This trial's sample: its CPU-seconds and joules so far (no process tree to sample)."""
+        return {"cpu_s": self.cpu_s(), "energy_j": self.energy.sample()["energy_j"]}
+
+    def receive(self, message: Message) -> None:
+        lifecycle = self.lifecycle
+        if isinstance(message, FirstStep):
+            message = FirstStep(cpu_s=self.cpu_s())
+        elif isinstance(message, (WindowEnd, Metrics)):  # rules will read this moment's figures
+            lifecycle.observe(self.measure())
+            if isinstance(message, WindowEnd):  # a step boundary, read after the window's evaluation
+                message = replace(message, cpu_s=lifecycle.sample["cpu_s"])
+        lifecycle.receive(message)
+        if isinstance(message, (WindowEnd, Metrics)) and lifecycle.windows:
+            self._check()
 
     def _check(self) -> None:
-        executor, task = self.executor, self.task
-        view = TrialView(
-            trial_id=task.trial_id, workload=task.workload, params=task.params, eval_every=task.eval_every,
-            steps_done=self.trial.steps if self.trial else 0, wall_s=time.monotonic() - self.started,
-            cpu_s=executor.cpu_clock() - self.cpu_start, windows=self.windows, sample=self.windows[-1].values,
-            peers=executor.state.peers(task.workload),
-            study_cpu_s=executor.state.finished_cpu_s + executor.cpu_clock() - self.cpu_start,
-            study_energy_j=executor.state.finished_energy_j + self.windows[-1].values["energy_j"],
-            steps_planned=task.steps_planned,
-        )
-        stop = check_all(executor.settings.rules, view)
+        executor, lifecycle = self.executor, self.lifecycle
+        # in-process, the latest window's figures (with what the function reported of its own
+        # memory, say) are the trial's latest sample
+        sample = lifecycle.windows[-1].values
+        used = {"cpu_s": self.cpu_s(), "energy_j": lifecycle.sample["energy_j"]}
+        view = lifecycle.view(time.monotonic(), executor.state, used, sample=sample, at_boundary=True)
+        stop = lifecycle.check(executor.settings.rules, view)
         if stop is not None:
-            self.stop = stop
-            self.stop_phase = self.trial.phase if self.trial else "train"
             raise TrialStopped(stop.message)

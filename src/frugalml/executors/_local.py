@@ -16,29 +16,26 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import psutil
 
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
-from frugalml.executors._gpu import (
-    gpu_memory_limit, gpu_oom_stop, peak_gpu_memory_mb, warn_if_gpu_budget_unmeasurable, why_no_gpu_here,
-)
-from frugalml.accounting import FIRST_STEP_CPU_S
-from frugalml.executors._task import TrialTask, trial_record
+from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable, why_no_gpu_here
+from frugalml.executors._lifecycle import TrialLifecycle
+from frugalml.executors._task import TrialTask
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import EnergyMonitor, GpuMonitor, ProcessTreeMonitor
 from frugalml.monitors._composite import tree_monitors
 from frugalml.monitors._energy import default_watts_per_core
 from frugalml.monitors._gpu import visible_gpus
-from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
-from frugalml.stopping import TrialView, check_all
-from frugalml.trial import (
-    PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_SIZE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
-)
+from frugalml.messages import Message, WindowEnd
+from frugalml.records import StopInfo, TrialRecord
+from frugalml.stopping import TrialView
+from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
 PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
@@ -137,29 +134,16 @@ def describe_exit(exitcode: int | None) -> str:
 
 @dataclass
 class _Running:
-    task: TrialTask
+    """A worker's handles, its monitors and its trial's :class:`TrialLifecycle`."""
+
+    trial: TrialLifecycle
     process: Any
     connection: Connection
-    progress: Any
     slot: int
-    started: float
     monitor: ProcessTreeMonitor | None = None
     gpu: GpuMonitor | None = None
     energy: EnergyMonitor | None = None
-    windows: tuple[Window, ...] = ()  # a tuple: each sample's view shares it, no copy
-    train_loss: list[float] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    sample: dict[str, float] = field(default_factory=dict)
-    detailed: dict[str, float] = field(default_factory=dict)
     detailed_at: float = 0.0
-    window_peak_mb: float = 0.0
-    last_window_cpu_s: float = 0.0
-    last_window_wall: float = 0.0
-    pending_metrics: dict[str, float] = field(default_factory=dict)
-    outcome: dict[str, Any] | None = None
-    stop: StopInfo | None = None
-    stop_phase: str | None = None
-    failure: str | None = None
 
 
 class LocalExecutor(Executor):
@@ -206,17 +190,17 @@ class LocalExecutor(Executor):
 
     @property
     def running(self) -> list[TrialTask]:
-        return [r.task for r in self._running.values()]
+        return [r.trial.task for r in self._running.values()]
 
     def running_cpu_s(self) -> float:
         return self.running_used("cpu_s")
 
     def running_used(self, metric: str) -> float:
-        return sum(r.sample.get(metric, 0.0) for r in self._running.values())
+        return sum(r.trial.sample.get(metric, 0.0) for r in self._running.values())
 
     def running_steps(self) -> dict[str, int]:
         """Steps done so far by each running trial, by trial id (read from shared memory)."""
-        return {trial_id: int(r.progress[PROGRESS_STEPS]) for trial_id, r in self._running.items()}
+        return {trial_id: r.trial.steps_done for trial_id, r in self._running.items()}
 
     def submit(self, task: TrialTask) -> None:
         """Start ``task`` in a new worker process."""
@@ -241,8 +225,7 @@ class LocalExecutor(Executor):
         )
         process.start()
         sender.close()
-        running = _Running(task, process, receiver, progress, slot, time.monotonic())
-        running.last_window_wall = running.started
+        running = _Running(TrialLifecycle(task, progress), process, receiver, slot)
         try:
             running.monitor, running.gpu, running.energy = tree_monitors(
                 process.pid, watts_per_core=self._watts_per_core)
@@ -264,7 +247,7 @@ class LocalExecutor(Executor):
             for running in list(self._running.values()):
                 if running.connection in ready:
                     self._drain(running)
-                if running.process.sentinel in ready and running.stop is None:
+                if running.process.sentinel in ready and running.trial.stop is None:
                     self._drain(running)
                     finished.append(self._finish(running))
             if time.monotonic() - self._last_sample >= self.sample_interval_s:
@@ -272,7 +255,7 @@ class LocalExecutor(Executor):
                 for running in list(self._running.values()):
                     self._watch(running)
             for running in list(self._running.values()):
-                if running.stop is not None or running.failure is not None:
+                if running.trial.stop is not None or running.trial.failure is not None:
                     finished.append(self._finish(running))
             if finished or time.monotonic() >= deadline:
                 return finished
@@ -294,69 +277,24 @@ class LocalExecutor(Executor):
         except (EOFError, OSError):
             pass
 
-    def _handle(self, running: _Running, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "window":
-            self._add_window(running, message)
-        elif kind == "metrics" and running.windows:
-            last = running.windows[-1]
-            running.windows = (*running.windows[:-1], Window(last.step, {**last.values, **message["metrics"]}))
-        elif kind == "metrics":
-            running.pending_metrics.update(message["metrics"])
-        elif kind == "info":
-            running.info.update(message["info"])
-        elif kind == "first_step":
-            running.info[FIRST_STEP_CPU_S] = message["cpu_s"]
-        elif kind == "plan":
-            running.task = replace(running.task, steps_planned=int(message["steps"]))
-        elif kind in ("done", "error", "gpu_oom"):
-            running.outcome = message
-        if running.stop is None and running.outcome is None and kind == "window":
-            self._check(running, time.monotonic())
+    def _handle(self, running: _Running, message: Message) -> None:
+        trial = running.trial
+        if isinstance(message, WindowEnd):
+            now = time.monotonic()
+            self._sample(running)
+            if now - running.detailed_at >= DETAILED_SAMPLE_EVERY_S and running.monitor is not None:
+                try:
+                    trial.observe_detailed(running.monitor.sample_detailed())
+                except psutil.Error:
+                    pass
+                running.detailed_at = now
+            trial.receive(message, now)
+            if not trial.ended:
+                self._check(running, time.monotonic())
+        else:
+            trial.receive(message)
 
-    def _add_window(self, running: _Running, message: dict[str, Any]) -> None:
-        now = time.monotonic()
-        self._sample(running, now)
-        if now - running.detailed_at >= DETAILED_SAMPLE_EVERY_S and running.monitor is not None:
-            try:
-                running.detailed = running.monitor.sample_detailed()
-            except psutil.Error:
-                pass
-            running.detailed_at = now
-        sample = running.sample
-        train_s = message["train_s"]
-        cpu_s = sample.get("cpu_s", running.last_window_cpu_s)
-        elapsed = now - running.last_window_wall
-        values: dict[str, float] = {
-            "train_loss": message["train_loss"],
-            **running.pending_metrics,
-            **message["metrics"],
-            "mean_step_ms": train_s / message["n_steps"] * 1000.0,
-            "throughput_sps": message["samples"] / train_s if train_s > 0 else float("nan"),
-            "wall_s": message["wall_s"],
-        }
-        if "cpu_s" in message and not message.get("after_loop"):
-            values["cpu_s"] = message["cpu_s"]  # read in the worker at the boundary (accounting)
-        if elapsed > 0 and "cpu_s" in sample:
-            values["cpu_percent"] = (cpu_s - running.last_window_cpu_s) / elapsed * 100.0
-        # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
-        # exited, the tree's last sample may be later than this window: an upper bound, which keeps a
-        # child's memory (a data loader's) that the worker's own figure lacks.
-        memory = [m for m in (sample.get("memory_mb"), message.get("own_memory_mb")) if m is not None]
-        if memory:
-            values["memory_mb"] = max(running.window_peak_mb, *memory)
-        for name in ("uss_mb", "peak_rss_mb"):
-            if name in running.detailed:
-                values[name] = running.detailed[name]
-        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j"):
-            if name in sample:
-                values[name] = sample[name]
-        running.pending_metrics = {}
-        running.windows = (*running.windows, Window(message["step"], values))
-        running.train_loss.extend(message["losses"])
-        running.last_window_cpu_s, running.last_window_wall, running.window_peak_mb = cpu_s, now, 0.0
-
-    def _sample(self, running: _Running, now: float) -> None:
+    def _sample(self, running: _Running) -> None:
         if running.monitor is None:
             return
         try:
@@ -367,109 +305,47 @@ class LocalExecutor(Executor):
                 sample.update(running.energy.sample())
         except psutil.Error:
             return
-        if sample:
-            running.sample = sample
-            running.window_peak_mb = max(running.window_peak_mb, sample.get("memory_mb", 0.0))
+        running.trial.observe(sample)
 
     def _watch(self, running: _Running) -> None:
-        if running.stop is not None or running.outcome is not None or not running.process.is_alive():
+        trial = running.trial
+        if trial.ended or not running.process.is_alive():
             return
         now = time.monotonic()
-        self._sample(running, now)
+        self._sample(running)
         self._check(running, now, sample_only=True)
-        if running.stop is None and self.hang_timeout_s is not None:
-            idle = now - max(running.progress[PROGRESS_MARK], running.started)
+        if trial.stop is None and self.hang_timeout_s is not None:
+            idle = now - max(trial.progress[PROGRESS_MARK], trial.started)
             if idle > self.hang_timeout_s:
-                running.failure = f"hung: no step for {idle:.0f} s (hang_timeout_s={self.hang_timeout_s:g})"
+                trial.failure = f"hung: no step for {idle:.0f} s (hang_timeout_s={self.hang_timeout_s:g})"
                 kill_tree(running.process.pid)
 
     def _view(self, running: _Running, now: float) -> TrialView:
-        progress = running.progress
-        mark = progress[PROGRESS_MARK]
-        return TrialView(
-            trial_id=running.task.trial_id,
-            workload=running.task.workload,
-            params=running.task.params,
-            eval_every=running.task.eval_every,
-            steps_done=int(progress[PROGRESS_STEPS]),
-            wall_s=now - running.started,
-            cpu_s=running.sample.get("cpu_s", 0.0),
-            windows=running.windows,
-            sample=running.sample,
-            step_in_progress_s=(
-                max(0.0, now - mark) if progress[PROGRESS_STEPS] > 0 and not progress[PROGRESS_EVALUATING] else 0.0
-            ),
-            window_train_s=progress[PROGRESS_WINDOW_S],
-            peers=self.state.peers(running.task.workload),
-            study_cpu_s=self.state.finished_cpu_s + self.running_cpu_s(),
-            study_energy_j=self.state.finished_energy_j + self.running_used("energy_j"),
-            steps_planned=running.task.steps_planned,
-        )
+        used = {"cpu_s": self.running_cpu_s(), "energy_j": self.running_used("energy_j")}
+        return running.trial.view(now, self.state, used)
 
     def _check(self, running: _Running, sampled_at: float, sample_only: bool = False) -> None:
-        stop = check_all(self.rules, self._view(running, sampled_at), sample_only=sample_only)
+        trial = running.trial
+        stop = trial.check(self.rules, self._view(running, sampled_at), sample_only=sample_only)
         if stop is None:
             return
-        progress = running.progress  # before the kill: where the trial was when the budget broke
-        running.stop_phase = phase_name(progress[PROGRESS_PHASE], int(progress[PROGRESS_STEPS]),
-                                        running.task.steps_planned)
         kill_tree(running.process.pid)
         running.process.join(REAP_WAIT_S)
         latency_ms = (time.monotonic() - sampled_at) * 1000.0
-        running.stop = StopInfo(**{**stop.__dict__, "latency_ms": latency_ms})
+        trial.stop = StopInfo(**{**stop.__dict__, "latency_ms": latency_ms})
 
     # -- the end of a trial -----------------------------------------------------------
 
     def _finish(self, running: _Running) -> TrialRecord:
         running.process.join(10)
         self._drain(running)
-        del self._running[running.task.trial_id]
+        trial = running.trial
+        del self._running[trial.task.trial_id]
         running.connection.close()
-        task = running.task
-        steps_done = int(running.progress[PROGRESS_STEPS])
-        outcome = running.outcome or {}
-        cpu_s = outcome.get("cpu_s") or running.sample.get("cpu_s", 0.0)
-        error, stop = None, running.stop
-        info = dict(running.info)
+        info: dict[str, Any] = {}
         if running.energy is not None:
-            if "energy_j" in running.sample:
-                info.update(energy_j=running.energy.final_j(cpu_s), **running.energy.labels())
+            if "energy_j" in trial.sample:
+                info.update(energy_j=running.energy.final_j(trial.cpu_s), **running.energy.labels())
             running.energy.close()
-        if running.stop is not None:
-            status = TrialStatus.STOPPED
-        elif running.failure is not None:
-            status, error = TrialStatus.FAILED, running.failure
-        elif outcome.get("type") == "done":
-            status = TrialStatus.COMPLETED
-        elif outcome.get("type") == "error":
-            status, error = TrialStatus.FAILED, outcome["error"]
-            info["traceback"] = outcome["traceback"]
-            info["user_error"] = outcome["user_error"]
-        elif outcome.get("type") == "gpu_oom":  # out of GPU memory: a budget stop, not a crash
-            status = TrialStatus.STOPPED
-            peak_mb = peak_gpu_memory_mb([*(w.values for w in running.windows), running.sample])
-            stop = gpu_oom_stop(outcome["oom"], step=steps_done, peak_mb=peak_mb, limit_mb=gpu_memory_limit(self.rules))
-            info["traceback"] = outcome["traceback"]
-            running.stop_phase = phase_name(running.progress[PROGRESS_PHASE], steps_done, task.steps_planned)
-        else:
-            status, error = TrialStatus.FAILED, describe_exit(running.process.exitcode)
-        if status is TrialStatus.STOPPED and running.stop_phase is not None:
-            info["stop_phase"] = running.stop_phase
-        windows = running.windows
-        if status is not TrialStatus.COMPLETED and running.sample and (not windows or windows[-1].step < steps_done):
-            windows = (*windows, self._final_window(running, steps_done))
-        return trial_record(
-            task, status, self.state.peers(task.workload), steps_done=steps_done, wall_s=time.monotonic() - running.started, cpu_s=cpu_s,
-            stop=stop, error=error, train_loss=tuple(running.train_loss), windows=windows, info=info,
-        )
-
-    @staticmethod
-    def _final_window(running: _Running, steps_done: int) -> Window:
-        """System figures at the moment a trial ended early, so its footprint is on record."""
-        sample = running.sample
-        values = {"memory_mb": max(running.window_peak_mb, sample.get("memory_mb", 0.0)),
-                  "wall_s": time.monotonic() - running.started}
-        for name in ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j"):
-            if name in sample:
-                values[name] = sample[name]
-        return Window(steps_done, values)
+        return trial.record(peers=self.state.peers(trial.task.workload), rules=self.rules, info=info,
+                            no_outcome=describe_exit(running.process.exitcode))

@@ -43,10 +43,12 @@ from frugalml.budgets import STUDY_METRICS
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable
+from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._local import LocalExecutor
-from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
+from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.files import cache_root
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import TrialRecord
+from frugalml.trial import PROGRESS_SIZE
 
 SYNC_INTERVAL_S = 0.5  # how often a running trial and the driver exchange study figures
 _INSTALL = "pip install 'frugalml[ray]'"
@@ -482,12 +484,20 @@ class RayExecutor(Executor):
 
     def _failed(self, submitted: _Submitted, error: BaseException, last: Mapping[str, Any]) -> TrialRecord:
         """The record of a trial whose Ray task died: its steps and windows stayed on the node."""
-        ray = self._ray
-        info: dict[str, Any] = {"ray_error": type(error).__name__}
+        trial = TrialLifecycle(submitted.task, [0.0] * PROGRESS_SIZE, submitted.started)
+        info: dict[str, Any] = {}
+        trial.failure = self._why_failed(error, info)
         if "node" in last:
             info["node"] = last["node"]
         if last.get("energy_j"):  # what its node last said: the study's joules keep counting it
             info["energy_j"] = float(last["energy_j"])
+        return trial.record(steps_done=int(last.get("steps", 0)), cpu_s=float(last.get("cpu_s", 0.0)), info=info)
+
+    def _why_failed(self, error: BaseException, info: dict[str, Any]) -> str:
+        """What killed a trial's Ray task, in one line (``info`` gets ``ray_error`` and, for an
+        import error, ``user_error``)."""
+        ray = self._ray
+        info["ray_error"] = type(error).__name__
         cause = getattr(error, "cause", None)
         if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, ImportError):
             message = (
@@ -505,10 +515,7 @@ class RayExecutor(Executor):
             message = "Ray task cancelled"
         else:
             message = f"Ray task failed: {_first_line(cause or error)}"
-        return trial_record(
-            submitted.task, TrialStatus.FAILED, steps_done=int(last.get("steps", 0)),
-            wall_s=time.monotonic() - submitted.started, cpu_s=float(last.get("cpu_s", 0.0)), error=message, info=info,
-        )
+        return message
 
     def _publish(self, starting: str | None = None) -> None:
         """Send the channel what changed: finished CPU-seconds and joules and, if rules need them, the

@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 import psutil
 
-from frugalml.exceptions import FrugalError
-from frugalml.executors._gpu import gpu_out_of_memory
+from frugalml.executors._lifecycle import failed
 from frugalml.executors._task import TrialTask, resolve_train_function
+from frugalml.messages import Done, FirstStep, Message, WindowEnd
 from frugalml.monitors import private_bytes
 from frugalml.processes import die_with_parent
 from frugalml.trial import Trial
 from frugalml.units import to_mb
+
 
 def _pin(core: int | None, cpus: int) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
@@ -31,19 +32,18 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _with_own_memory(send: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+def _with_own_memory(send: Callable[[Message], None]) -> Callable[[Message], None]:
     """Window messages carry this process's memory (~11 µs a window): the parent may read a short
     trial's windows only after the worker has exited, with no process left to sample. Window and
     first-step messages carry the CPU-seconds used so far (~2 µs), read here at the step boundary
     itself: the step boundaries saved compute is worked out from (:mod:`frugalml.accounting`)."""
     process = psutil.Process()
 
-    def send_window(message: dict[str, Any]) -> None:
-        if message["type"] == "window":
-            message["own_memory_mb"] = to_mb(private_bytes(process.memory_info()))
-            message["cpu_s"] = _cpu_seconds()
-        elif message["type"] == "first_step":
-            message["cpu_s"] = _cpu_seconds()
+    def send_window(message: Message) -> None:
+        if isinstance(message, WindowEnd):
+            message = replace(message, own_memory_mb=to_mb(private_bytes(process.memory_info())), cpu_s=_cpu_seconds())
+        elif isinstance(message, FirstStep):
+            message = FirstStep(cpu_s=_cpu_seconds())
         send(message)
 
     return send_window
@@ -69,18 +69,8 @@ def run_worker(
         )
         train(trial, **task.train_kwargs)
         trial._finish()
-        connection.send({"type": "done", "steps": trial.steps, "cpu_s": _cpu_seconds()})
+        connection.send(Done(steps=trial.steps, cpu_s=_cpu_seconds()))
     except BaseException as error:  # noqa: BLE001 - every failure must reach the parent
-        oom = gpu_out_of_memory(error)  # here, where the exception is: the parent sees one line of it
-        connection.send(
-            {
-                "type": "error" if oom is None else "gpu_oom",
-                "error": f"{type(error).__name__}: {error}".splitlines()[0][:500],
-                "oom": oom,
-                "user_error": isinstance(error, FrugalError),
-                "traceback": traceback.format_exc(),
-                "cpu_s": _cpu_seconds(),
-            }
-        )
+        connection.send(failed(error, cpu_s=_cpu_seconds()))
     finally:
         connection.close()

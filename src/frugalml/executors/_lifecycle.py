@@ -1,0 +1,282 @@
+"""One trial's lifecycle: its messages and samples in, its view and record out.
+
+Every executor feeds a :class:`TrialLifecycle` (the local one from a worker's pipe and a
+watchdog's samples, the in-process one from the trial's own calls and its CPU clock, Ray's
+through the local executor on each node), so a window's figures, the snapshot rules read
+and the final record are made here and nowhere else:
+
+- :meth:`TrialLifecycle.observe` takes a system sample (memory, CPU-seconds, joules, ...);
+- :meth:`TrialLifecycle.receive` takes a :mod:`frugalml.messages` message;
+- :meth:`TrialLifecycle.view` is the :class:`~frugalml.stopping.TrialView` rules read;
+- :meth:`TrialLifecycle.record` classifies the outcome (completed, stopped, failed; a GPU
+  out-of-memory error is a budget stop) and makes the :class:`~frugalml.records.TrialRecord`.
+
+Example:
+    >>> from frugalml.messages import Done, WindowEnd
+    >>> task = TrialTask("t1", 0, "w", "c", 0, {}, "m:f", eval_every=2)
+    >>> trial = TrialLifecycle(task, progress=[2.0, 0.0, 0.0, 0.0, 0.0], started=0.0)
+    >>> trial.observe({"cpu_s": 0.5, "memory_mb": 40.0})
+    >>> trial.receive(WindowEnd(step=2, n_steps=2, train_s=0.2, samples=8, losses=[0.7, 0.5], train_loss=0.6,
+    ...                         metrics={"val_loss": 0.65}, cpu_s=0.5), now=1.0)
+    >>> trial.receive(Done(steps=2, cpu_s=0.6), now=1.0)
+    >>> record = trial.record(now=1.0)
+    >>> record.status.value, record.cpu_s, record.windows[0].values["memory_mb"]
+    ('completed', 0.6, 40.0)
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from frugalml.accounting import FIRST_STEP_CPU_S
+from frugalml.exceptions import FrugalError
+from frugalml.executors._base import StudyState
+from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
+from frugalml.executors._task import TrialTask, trial_record
+from frugalml.messages import Done, Failed, FirstStep, Info, Message, Metrics, Outcome, Plan, WindowEnd
+from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
+from frugalml.stopping import StoppingRule, TrialView, check_all
+from frugalml.trial import (
+    PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
+)
+
+SAMPLED = ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j")  # a window takes them from the sample
+DETAILED = ("uss_mb", "peak_rss_mb")  # from the slower, detailed sample
+MEASURED = ("cpu_s", "energy_j")  # a window's measured figures: a later report does not replace them
+
+
+def failed(error: BaseException, cpu_s: float) -> Failed:
+    """The last message of a trial whose training function raised ``error`` (call it in the
+    ``except`` block, where the traceback is). A GPU out-of-memory error is recognised here,
+    where the exception is: the parent sees one line of it."""
+    return Failed(
+        error=f"{type(error).__name__}: {error}".splitlines()[0][:500],
+        traceback=traceback.format_exc(),
+        user_error=isinstance(error, FrugalError),
+        cpu_s=cpu_s,
+        oom=gpu_out_of_memory(error),
+    )
+
+
+class TrialLifecycle:
+    """One running trial: what its messages and samples said so far.
+
+    Args:
+        task: the trial's task (its ``steps_planned`` follows a :class:`~frugalml.messages.Plan`).
+        progress: the trial's shared progress slots (see :mod:`frugalml.trial`).
+        started: ``time.monotonic()`` when the trial started (default: now).
+    """
+
+    def __init__(self, task: TrialTask, progress: Sequence[float], started: float | None = None) -> None:
+        self.task = task
+        self.progress = progress
+        self.started = time.monotonic() if started is None else started
+        self.windows: tuple[Window, ...] = ()  # a tuple: each view shares it, no copy
+        self.train_loss: list[float] = []
+        self.info: dict[str, Any] = {}
+        self.sample: Mapping[str, float] = {}
+        self.detailed: Mapping[str, float] = {}
+        self.outcome: Outcome | None = None
+        self.stop: StopInfo | None = None
+        self.stop_phase: str | None = None
+        self.failure: str | None = None  # why the executor ended it (hung, its Ray task died)
+        self._window_peak_mb = 0.0
+        self._last_window_cpu_s = 0.0
+        self._last_window_at = self.started
+        self._pending_metrics: dict[str, float] = {}
+
+    # -- in ----------------------------------------------------------------------------
+
+    def observe(self, sample: Mapping[str, float]) -> None:
+        """Take a system sample; ``{}`` (the process tree is gone) keeps the last one."""
+        if sample:
+            self.sample = sample
+            self._window_peak_mb = max(self._window_peak_mb, sample.get("memory_mb", 0.0))
+
+    def observe_detailed(self, detailed: Mapping[str, float]) -> None:
+        """Take a detailed sample (``uss_mb``, ``peak_rss_mb``: a few ms each, so rarer)."""
+        self.detailed = detailed
+
+    def receive(self, message: Message, now: float | None = None) -> None:
+        """Take one message of the trial; ``now`` is when it arrived (a window's CPU share)."""
+        if isinstance(message, WindowEnd):
+            self._add_window(message, time.monotonic() if now is None else now)
+        elif isinstance(message, Metrics):
+            if self.windows:  # a second report: it joins the latest window, whose measured figures stay
+                last = self.windows[-1]
+                measured = {name: last.values[name] for name in MEASURED if name in last.values}
+                self.windows = (*self.windows[:-1], Window(last.step, {**last.values, **message.metrics, **measured}))
+            else:  # reported before any window: it joins the first
+                self._pending_metrics.update(message.metrics)
+        elif isinstance(message, Info):
+            self.info.update(message.info)
+        elif isinstance(message, FirstStep):
+            if message.cpu_s is not None:
+                self.info[FIRST_STEP_CPU_S] = message.cpu_s
+        elif isinstance(message, Plan):
+            self.task = replace(self.task, steps_planned=int(message.steps))
+        elif isinstance(message, (Done, Failed)):
+            self.outcome = message
+
+    def _add_window(self, message: WindowEnd, now: float) -> None:
+        sample = self.sample
+        train_s = message.train_s
+        cpu_s = sample.get("cpu_s", self._last_window_cpu_s)
+        elapsed = now - self._last_window_at
+        values: dict[str, float] = {
+            "train_loss": message.train_loss,
+            **self._pending_metrics,
+            **message.metrics,
+            "mean_step_ms": train_s / message.n_steps * 1000.0,
+            "throughput_sps": message.samples / train_s if train_s > 0 else float("nan"),
+            "wall_s": message.wall_s,
+        }
+        if message.cpu_s is not None and not message.after_loop:
+            values["cpu_s"] = message.cpu_s  # read by the sender at the boundary (accounting)
+        if elapsed > 0 and "cpu_s" in sample:
+            values["cpu_percent"] = (cpu_s - self._last_window_cpu_s) / elapsed * 100.0
+        # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
+        # exited, the tree's last sample may be later than this window: an upper bound, which keeps a
+        # child's memory (a data loader's) that the worker's own figure lacks.
+        memory = [m for m in (sample.get("memory_mb"), message.own_memory_mb) if m is not None]
+        if memory:
+            values["memory_mb"] = max(self._window_peak_mb, *memory)
+        for name in DETAILED:
+            if name in self.detailed:
+                values[name] = self.detailed[name]
+        for name in SAMPLED:
+            if name in sample:
+                values[name] = sample[name]
+        self._pending_metrics = {}
+        self.windows = (*self.windows, Window(message.step, values))
+        self.train_loss.extend(message.losses)
+        self._last_window_cpu_s, self._last_window_at, self._window_peak_mb = cpu_s, now, 0.0
+
+    # -- the view rules read -------------------------------------------------------------
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.progress[PROGRESS_STEPS])
+
+    @property
+    def phase(self) -> str:
+        """Where the trial is now: ``train``, ``evaluate`` or ``log``."""
+        return phase_name(self.progress[PROGRESS_PHASE], self.steps_done, self.task.steps_planned)
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU-seconds the trial used: its last message's count, else the latest sample's."""
+        return (self.outcome.cpu_s if self.outcome is not None else 0.0) or self.sample.get("cpu_s", 0.0)
+
+    @property
+    def ended(self) -> bool:
+        """A rule stopped it, or its last message came."""
+        return self.stop is not None or self.outcome is not None
+
+    def view(self, now: float, state: StudyState, running_used: Mapping[str, float], *,
+             sample: Mapping[str, float] | None = None, at_boundary: bool = False) -> TrialView:
+        """The snapshot rules read at ``now``.
+
+        ``running_used``: what the study's running trials, this one included, used so far of
+        each study metric (``cpu_s``, ``energy_j``). ``sample``: what rules read as the latest
+        sample (default: the latest observed). ``at_boundary``: checked synchronously at a
+        window's end (in-process), where no step is in progress and no window unfinished.
+        """
+        progress, task = self.progress, self.task
+        steps = progress[PROGRESS_STEPS]
+        in_step = not at_boundary and steps > 0 and not progress[PROGRESS_EVALUATING]
+        return TrialView(
+            trial_id=task.trial_id,
+            workload=task.workload,
+            params=task.params,
+            eval_every=task.eval_every,
+            steps_done=int(steps),
+            wall_s=now - self.started,
+            cpu_s=self.sample.get("cpu_s", 0.0),
+            windows=self.windows,
+            sample=self.sample if sample is None else sample,
+            step_in_progress_s=max(0.0, now - progress[PROGRESS_MARK]) if in_step else 0.0,
+            window_train_s=0.0 if at_boundary else progress[PROGRESS_WINDOW_S],
+            peers=state.peers(task.workload),
+            study_cpu_s=state.finished_cpu_s + running_used.get("cpu_s", 0.0),
+            study_energy_j=state.finished_energy_j + running_used.get("energy_j", 0.0),
+            steps_planned=task.steps_planned,
+        )
+
+    def check(self, rules: Sequence[StoppingRule], view: TrialView, *, sample_only: bool = False) -> StopInfo | None:
+        """The stop ``rules`` decide on ``view``, or None. A stop is kept with the phase the
+        trial was in (read now: before the executor kills or interrupts it)."""
+        stop = check_all(rules, view, sample_only=sample_only)
+        if stop is not None:
+            self.stop, self.stop_phase = stop, self.phase
+        return stop
+
+    # -- out -------------------------------------------------------------------------------
+
+    def record(self, *, now: float | None = None, peers: Iterable[TrialRecord] = (),
+               rules: Iterable[StoppingRule] = (), steps_done: int | None = None, cpu_s: float | None = None,
+               no_outcome: str = "the trial ended without reporting", info: Mapping[str, Any] | None = None,
+               ) -> TrialRecord:
+        """The trial's record, its outcome classified here once for every executor.
+
+        A rule's stop wins (a training function that swallowed it still stopped); then the
+        executor's :attr:`failure`; then the last message: :class:`~frugalml.messages.Done`
+        completes, :class:`~frugalml.messages.Failed` fails, unless it was the GPU running out of
+        memory, a stop of the GPU memory budget; no last message fails with ``no_outcome``.
+
+        Args:
+            now: when it ended (default: now). peers: finished trials of its workload (accounting).
+            rules: the study's rules (a GPU out-of-memory stop's threshold).
+            steps_done, cpu_s: where the executor knows better than the messages (a dead Ray task).
+            info: the executor's own facts (joules, node), over the trial's.
+        """
+        now = time.monotonic() if now is None else now
+        steps_done = self.steps_done if steps_done is None else steps_done
+        outcome = self.outcome
+        cpu_s = self.cpu_s if cpu_s is None else cpu_s
+        info = {**self.info, **(info or {})}
+        status, error, stop = self._classify(outcome, steps_done, rules, no_outcome, info)
+        if status is TrialStatus.STOPPED and self.stop_phase is not None:
+            info["stop_phase"] = self.stop_phase
+        windows = self.windows
+        if status is not TrialStatus.COMPLETED and self.sample and (not windows or windows[-1].step < steps_done):
+            windows = (*windows, self._final_window(steps_done, now))
+        return trial_record(
+            self.task, status, peers, steps_done=steps_done, wall_s=now - self.started, cpu_s=cpu_s,
+            stop=stop, error=error, train_loss=tuple(self.train_loss), windows=windows, info=info,
+        )
+
+    def _classify(self, outcome: Outcome | None, steps_done: int, rules: Iterable[StoppingRule], no_outcome: str,
+                  info: dict[str, Any]) -> tuple[TrialStatus, str | None, StopInfo | None]:
+        if self.stop is not None:
+            return TrialStatus.STOPPED, None, self.stop
+        if self.failure is not None:
+            return TrialStatus.FAILED, self.failure, None
+        if isinstance(outcome, Done):
+            return TrialStatus.COMPLETED, None, None
+        if isinstance(outcome, Failed):
+            info["traceback"] = outcome.traceback
+            if outcome.oom is None:
+                info["user_error"] = outcome.user_error
+                return TrialStatus.FAILED, outcome.error, None
+            # out of GPU memory: a budget stop, not a crash
+            peak_mb = peak_gpu_memory_mb([*(w.values for w in self.windows), self.sample])
+            stop = gpu_oom_stop(outcome.oom, step=steps_done, peak_mb=peak_mb, limit_mb=gpu_memory_limit(rules))
+            self.stop_phase = self.phase
+            return TrialStatus.STOPPED, None, stop
+        return TrialStatus.FAILED, no_outcome, None
+
+    def _final_window(self, steps_done: int, now: float) -> Window:
+        """System figures at the moment a trial ended early, so its footprint is on record."""
+        sample = self.sample
+        values: dict[str, float] = {}
+        if "memory_mb" in sample or self._window_peak_mb:
+            values["memory_mb"] = max(self._window_peak_mb, sample.get("memory_mb", 0.0))
+        values["wall_s"] = now - self.started
+        for name in SAMPLED:
+            if name in sample:
+                values[name] = sample[name]
+        return Window(steps_done, values)
