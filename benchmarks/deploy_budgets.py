@@ -329,8 +329,9 @@ def report(arms: dict[str, Arm], configs: list[tuple[str, dict]], steps: int, wa
               f"{best.key}; target <= 0.3: {'met' if ratio <= 0.3 else 'NOT met'})")
         mine, theirs = rows["frugalml"]["trial_cpu_s_to_best"], rows[peer]["trial_cpu_s_to_best"]
         print(f"  training alone (trial processes, no measuring, no driver): {mine / theirs:.2f} "
-              f"({mine:.1f} / {theirs:.1f} CPU-s); measuring costs every arm "
-              f"{_probe_cpu_s(arms):.1f} CPU-s an architecture (a fresh process importing torch)")
+              f"({mine:.1f} / {theirs:.1f} CPU-s); measuring a trained model afterwards costs the peers "
+              f"{_probe_cpu_s(arms):.1f} CPU-s an architecture (a fresh process importing torch); frugalml "
+              f"measures its grid's untrained architectures in one probe that forks per architecture")
     else:
         print("ratio to best peer: n/a (frugalml never trained the best feasible configuration)"
               if ours is None else "ratio to best peer: n/a (no peer reached it)")
