@@ -55,15 +55,23 @@ def allocate_in_one_step(trial, megabytes: int = 600, steps: int = 50) -> None:
 
 
 def allocate_in_child(trial, megabytes: int = 200, steps: int = 300) -> None:
-    """A data-loader-like child process holds the memory: the process tree must count it."""
+    """A data-loader-like child process holds the memory: the process tree must count it.
+
+    The child imports NumPy first and says so, and allocates only when told (at step 100), so
+    every window before it counts the child's interpreter and none of the allocation, however
+    slowly a loaded machine starts the child."""
     code = (
-        "import numpy as np, sys, time; a = np.ones(%d * 2**20 // 8); "
+        "import numpy as np, sys, time; sys.stdout.write('imported\\n'); sys.stdout.flush(); "
+        "sys.stdin.readline(); a = np.ones(%d * 2**20 // 8); "
         "sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)" % megabytes
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        child.stdout.readline()
         for step in range(1, steps + 1):
             if step == 100:
+                child.stdin.write("go\n")
+                child.stdin.flush()
                 child.stdout.readline()
             time.sleep(0.002)
             if trial.step(loss=1.0):
