@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from frugalml.units import to_mb
+
 
 def _builtin(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], float]:
     """The untrained model of a built-in workload: its serving cost does not depend on its weights."""
@@ -46,7 +48,7 @@ def _builtin(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], flo
             with torch.inference_mode():
                 return model(torch.from_numpy(np.asarray(X, dtype=np.float32))).argmax(dim=1).numpy()
 
-        return predict, buffer.tell() / 2**20
+        return predict, to_mb(buffer.tell())
     import pickle
 
     from sklearn.pipeline import Pipeline
@@ -58,7 +60,7 @@ def _builtin(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], flo
     kwargs = {"classes": np.unique(labels)} if spec["task"] == "classification" else {}
     estimator.partial_fit(rows, labels, **kwargs)
     model = Pipeline([("scale", StandardScaler().fit(rows)), ("model", estimator)])  # as `frugalml register` serves it
-    return model.predict, len(pickle.dumps(model)) / 2**20
+    return model.predict, to_mb(len(pickle.dumps(model)))
 
 
 def _saved(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], float, Any]:
@@ -84,17 +86,17 @@ def _saved(spec: dict[str, Any], rows: Any) -> tuple[Callable[[Any], Any], float
             with torch.inference_mode():
                 return model(torch.as_tensor(np.asarray(X, dtype=np.float32)))
 
-        return predict, size / 2**20, rows
+        return predict, to_mb(size), rows
     if flavor == "mlflow.xgboost" and type(model).__name__ == "Booster":
         import xgboost
 
         model.set_param({"nthread": spec["envelope"]["threads"]})
-        return (lambda X: model.predict(xgboost.DMatrix(X))), size / 2**20, rows
+        return (lambda X: model.predict(xgboost.DMatrix(X))), to_mb(size), rows
     if flavor == "mlflow.lightgbm" and type(model).__name__ == "Booster":
-        return (lambda X: model.predict(X, num_threads=spec["envelope"]["threads"])), size / 2**20, rows
+        return (lambda X: model.predict(X, num_threads=spec["envelope"]["threads"])), to_mb(size), rows
     if flavor == "mlflow.keras":
-        return (lambda X: model.predict(X, verbose=0)), size / 2**20, rows
-    return model.predict, size / 2**20, rows
+        return (lambda X: model.predict(X, verbose=0)), to_mb(size), rows
+    return model.predict, to_mb(size), rows
 
 
 def _batch(rows: Any, size: int) -> Any:
@@ -116,7 +118,7 @@ def _private_mb() -> float:
     import psutil
 
     memory = psutil.Process().memory_info()
-    return (memory.rss - memory.shared) / 2**20
+    return to_mb(memory.rss - memory.shared)
 
 
 def _cpu_s() -> float:

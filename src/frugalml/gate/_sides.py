@@ -25,6 +25,7 @@ from frugalml.records import TrialRecord
 from frugalml.registry import TAG, refit_best
 from frugalml.study import stored_study
 from frugalml.tuner import load_result
+from frugalml.units import to_mb
 
 Groups = list[list[float]]
 
@@ -44,7 +45,7 @@ class Side:
 
 
 def _size_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    return to_mb(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
 
 
 def trial_samples(records: Sequence[TrialRecord]) -> dict[str, Groups]:

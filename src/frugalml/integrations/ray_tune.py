@@ -55,9 +55,6 @@ __all__ = ["FEASIBLE", "STOP_KEY", "SystemBudgetStopper", "best_feasible_result"
 FEASIBLE = "feasible"  # result key: False once the trial broke a per-trial budget
 STOP_KEY = "frugalml_stop"  # result key: the StopInfo (as a dict) of the budget that stopped the trial
 
-SYSTEM_METRICS = ("memory_mb", "rss_mb", "cpu_percent", "cpu_s", "wall_s", "mean_step_ms", "read_mb", "write_mb",
-                  "gpu_util_percent", "gpu_memory_mb")
-
 
 class SystemBudgetStopper(Stopper):
     """Stops Ray Tune trials whose results break a frugalml budget.

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-SYSTEM_METRICS = ("mean_step_ms", "cpu_percent", "memory_mb")
+STUDIED_METRICS = ("mean_step_ms", "cpu_percent", "memory_mb")  # the thesis's system metrics, judged level or not
 #: Largest relative change counted as "level" / "no effect", per metric (timing is noisy on shared cores).
 TOLERANCE = {"mean_step_ms": 0.25, "cpu_percent": 0.25, "memory_mb": 0.05}
 MIN_MEMORY_EFFECT_MB = 10.0
@@ -65,13 +65,13 @@ def finding_level_within_run(windows: pd.DataFrame) -> Finding:
     of a run's windows matches the first half (within ``TOLERANCE``) in >= 80% of runs."""
     claim = "System metrics (step time, CPU %, memory) stay level within a run."
     shares, parts = {}, []
-    for metric in SYSTEM_METRICS:
+    for metric in STUDIED_METRICS:
         series = [v[1:] for v in _series(windows, metric).values() if len(v) >= MIN_WINDOWS]
         level = [not _changed(v[: len(v) // 2].mean(), v[len(v) // 2 :].mean(), metric) for v in series]
         if level:
             shares[metric] = float(np.mean(level))
             parts.append(f"{metric} level in {sum(level)}/{len(level)} runs")
-    if len(shares) < len(SYSTEM_METRICS) or min(len(_series(windows, m)) for m in SYSTEM_METRICS) < 3:
+    if len(shares) < len(STUDIED_METRICS) or min(len(_series(windows, m)) for m in STUDIED_METRICS) < 3:
         return Finding("level_within_run", claim, Verdict.INCONCLUSIVE,
                        f"too few runs with >= {MIN_WINDOWS} windows", shares)
     verdict = (Verdict.HOLDS if min(shares.values()) >= 0.8
@@ -226,7 +226,7 @@ def finding_learning_rate_no_effect(windows: pd.DataFrame) -> Finding:
     for (workload, batch), group in per_trial.groupby(["workload", "batch_size"]):
         if group["learning_rate"].nunique() < 2:
             continue
-        for metric in SYSTEM_METRICS:
+        for metric in STUDIED_METRICS:
             by_lr = group.groupby("learning_rate")[metric]
             means, stds = by_lr.mean().dropna(), by_lr.std().dropna()
             if len(means) < 2:
