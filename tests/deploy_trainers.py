@@ -49,3 +49,24 @@ def keeps_no_model(trial) -> None:
     for _ in range(3):
         trial.step(1.0, 10)
     trial.report(val_loss=1.0)
+
+
+class Sized:
+    """A model of ``mb`` megabytes of weights (its pickle is that large); predicts zeros."""
+
+    def __init__(self, mb: float) -> None:
+        self.weights = np.ones(int(mb * 2**20) // 8)
+
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def sized(trial) -> None:
+    """Trains ~0.8 s and keeps a model whose size is ``params['mb']``: model size linear in a parameter."""
+    import time
+
+    for _ in range(4):
+        time.sleep(0.2)  # about as long as measuring the previous trial's model takes
+        trial.step(1.0, 10)
+    trial.report(val_loss=1.0 / trial.params["mb"])
+    trial.log_model(Sized(trial.params["mb"]), input_example=np.zeros((2, 3)))

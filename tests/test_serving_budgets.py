@@ -97,6 +97,25 @@ def test_a_deep_forest_that_trained_within_every_training_budget_is_infeasible_t
     assert dict(result.best_feasible().params) != {"max_depth": 12, "rounds": 200}
 
 
+def test_the_cost_model_learns_a_serving_cost_and_skips_what_cannot_ship_before_it_trains(study_dir):
+    workload = Workload(train=deploy_trainers.sized, name="sized", steps=4)
+    large = (30, 35, 40, 45)
+    study = _study(study_dir, workload, {"mb": [1, 2, 3, 4, *large]}, {"max_model_mb": 20},
+                   prediction={"features": ["mb"], "min_observations": 4, "skip": True})
+    result = tune(study)
+    by_mb = {r.params["mb"]: r for r in result.records}
+    for mb in (1, 2, 3, 4):  # measured after training: model size = its weights (+ a pickle's few bytes)
+        assert by_mb[mb].status is TrialStatus.COMPLETED and by_mb[mb].serving("model_mb") == pytest.approx(mb, rel=0.01)
+    assert not any(by_mb[mb].feasible for mb in large)
+    # a model is measured while the next trial runs, so the first large one or two may start
+    # before the fourth measurement lands; from then on the cost model skips them untrained
+    skipped = [by_mb[mb] for mb in large if by_mb[mb].status is TrialStatus.SKIPPED]
+    assert len(skipped) >= 2 and by_mb[45] in skipped
+    for record in skipped:
+        assert record.steps_done == 0 and record.stop.rule == "skipped_max_model_mb" and record.stop.value > 20
+        assert "predicted" in record.stop.message
+
+
 def test_a_model_that_cannot_be_measured_fails_its_trial_with_the_reason(study_dir):
     workload = Workload(train=deploy_trainers.unservable, name="broken")
     result = tune(_study(study_dir, workload, {"x": [1]}, {"max_predict_ms": 10}))

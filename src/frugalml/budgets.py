@@ -114,12 +114,12 @@ BUDGETS: dict[str, Budget] = {
                "study compute (CPU-s)", param="max_cpu_s"),
         Budget("max_study_joules", "J", "energy_j", "study energy", STUDY, None,
                "study energy (J)", param="max_j"),
-        Budget("max_predict_ms", "ms", "predict_ms", "predict latency", SERVE, None,
+        Budget("max_predict_ms", "ms", "predict_ms", "predict latency", SERVE, "predict_ms",
                "predict latency (ms)", param="max_ms"),
         Budget("min_throughput_rows_s", "rows/s", "throughput_rows_s", "predict throughput", SERVE, None,
                "predict throughput (rows/s)", param="min_rows_s", floor=True),
-        Budget("max_model_mb", "MB", "model_mb", "model size", SERVE, None, "model size (MB)", param="max_mb"),
-        Budget("max_predict_memory_mb", "MB", "predict_memory_mb", "inference memory", SERVE, None,
+        Budget("max_model_mb", "MB", "model_mb", "model size", SERVE, "model_mb", "model size (MB)", param="max_mb"),
+        Budget("max_predict_memory_mb", "MB", "predict_memory_mb", "inference memory", SERVE, "predict_memory_mb",
                "inference memory RSS-shared (MB)", param="max_mb"),
     )
 }

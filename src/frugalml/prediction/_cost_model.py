@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from frugalml.accounting import measured_rate
-from frugalml.budgets import BUDGETS, SAMPLE, WINDOW, budget_of_rule
+from frugalml.budgets import BUDGETS, SAMPLE, SERVE, WINDOW, budget_of_rule
 from frugalml.exceptions import ConfigError
 from frugalml.validation import Interval, check
 from frugalml.prediction._estimate import Estimate, check_confidence
@@ -55,7 +55,8 @@ from frugalml.records import TrialRecord, TrialStatus
 # budget key -> the predicted metric it limits (trial seconds: derived from step time by the gate)
 BUDGET_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
 # what the model fits: each measured budget's metric, and CPU per step (for compute accounting)
-METRICS = (*(b.predicted for b in BUDGETS.values() if b.scope in (SAMPLE, WINDOW) and b.predicted), "cpu_ms_per_step")
+METRICS = (*(b.predicted for b in BUDGETS.values() if b.scope in (SAMPLE, WINDOW, SERVE) and b.predicted),
+           "cpu_ms_per_step")
 MIN_RELATIVE_SPREAD = 0.03
 
 
@@ -75,17 +76,25 @@ def steady_step_ms(record: TrialRecord) -> float | None:
 
 
 def broken_metric(record: TrialRecord) -> str | None:
-    """The metric whose budget stopped or skipped ``record`` (its measured value is censored)."""
+    """The metric whose budget stopped or skipped ``record`` (its measured value is censored). A
+    serving cost is measured whole, on the model, so a serving stop censors nothing."""
     if record.stop is None or record.stop.kind != "system":
         return None
     budget = budget_of_rule(record.stop.rule)
-    return budget.predicted if budget is not None else None
+    return budget.predicted if budget is not None and budget.scope != SERVE else None
+
+
+def serving_costs(record: TrialRecord) -> dict[str, float]:
+    """What :mod:`frugalml.deploy` measured of the trial's model, by predicted metric (a
+    configuration skipped on its pre-training measurement has these, and nothing else)."""
+    return {b.predicted: value for b in BUDGETS.values()
+            if b.scope == SERVE and b.predicted and (value := record.serving(b.metric)) is not None and value > 0}
 
 
 def observed_costs(record: TrialRecord) -> dict[str, float]:
     """The costs a trial measured: steady step time, the peak of each sampled budget metric
     (memory, GPU memory; a running total such as joules only from a completed trial),
-    CPU-ms per step."""
+    CPU-ms per step, and what its model costs to serve where that was measured."""
     costs: dict[str, float] = {}
     if (step := steady_step_ms(record)) is not None and step > 0:
         costs["mean_step_ms"] = step
@@ -96,7 +105,7 @@ def observed_costs(record: TrialRecord) -> dict[str, float]:
             costs[b.predicted] = peak
     if (rate := measured_rate(record)) is not None:  # steady, evaluation included: set-up left out
         costs["cpu_ms_per_step"] = rate.cpu_s * 1000.0
-    return costs
+    return {**costs, **serving_costs(record)}
 
 
 @dataclass(frozen=True)
@@ -158,14 +167,15 @@ class CostModel:
         rows: dict[str, tuple[list[list[float]], list[float]]] = {m: ([], []) for m in METRICS}
         used = 0
         for record in records:
-            if record.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
+            ran = record.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED)
+            if not ran and not serving_costs(record):
                 continue
             x = self.design(record.params)
             if x is None:
                 continue
             used += 1
             censored = broken_metric(record)
-            for metric, value in observed_costs(record).items():
+            for metric, value in (observed_costs(record) if ran else serving_costs(record)).items():
                 if metric == censored:
                     continue
                 rows[metric][0].append(x)
