@@ -529,13 +529,15 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
                                                    "the server log has the details).") from error
         predict_s = time.perf_counter() - started  # the model's own time: what the SLO's max_predict_ms limits
         predict_s = canary.predict_s if canary is not None else predict_s
-        if monitor is not None:
+        champion = canary is None  # the SLO is the served version's: a canary's answers are the challenger's
+        if monitor is not None and champion:
             monitor.observe_predict(predict_s, len(X))
         ids = monitor.observe(X, predictions, confidence) if monitor is not None \
             else state.ids.record(predictions, keep=False)
         if state.config.enabled:
             state.metrics.rows.inc(len(X))
-            state.metrics.observe_predict(predict_s, len(X))
+            if champion:
+                state.metrics.observe_predict(predict_s, len(X))
         if challenger is not None:  # note who answered; mirror: hand the rows to the challenger's process
             challenger.after_predict(request.scope, served.version, inputs, np.asarray(predictions), predict_s, ids,
                                      by_challenger=canary is not None)
