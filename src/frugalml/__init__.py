@@ -14,14 +14,37 @@ Example:
     >>> result = frugalml.tune(study)                     # doctest: +SKIP
 """
 
+import importlib
+from typing import Any
+
 from frugalml.exceptions import ConfigError, DataError, FrugalError, StoreError, TrialUsageError
-from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
-from frugalml.results import ComputeAccount, ConfigSummary, StudyResult, best_feasible, compute_account, summarize
-from frugalml.search import Search
-from frugalml.store import ResultStore
-from frugalml.study import Study, Workload, load_study
-from frugalml.trial import Trial
-from frugalml.tuner import Tuner, load_result, tune
+
+# The rest is imported on first use (PEP 562): `frugalml serve` and the trial workers import
+# frugalml's subpackages without paying for Optuna, the search space and the tuner.
+_LAZY = {
+    **dict.fromkeys(("StopInfo", "TrialRecord", "TrialStatus", "Window"), "frugalml.records"),
+    **dict.fromkeys(("ComputeAccount", "ConfigSummary", "StudyResult", "best_feasible", "compute_account",
+                     "summarize"), "frugalml.results"),
+    "Search": "frugalml.search",
+    "ResultStore": "frugalml.store",
+    **dict.fromkeys(("Study", "Workload", "load_study"), "frugalml.study"),
+    "Trial": "frugalml.trial",
+    **dict.fromkeys(("Tuner", "load_result", "tune"), "frugalml.tuner"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'frugalml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
