@@ -27,10 +27,8 @@ Run: ``python benchmarks/serve_load.py [--probe-s 5] [--phase-s 6] [--rounds 4] 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _load import add_drive_parser, drive, free_port
 
 MONITORING_ON = """
 window_rows = 500
@@ -55,87 +54,7 @@ for_s = 30
 MONITORING_OFF = "enabled = false\n"
 
 
-# -- the driver (runs in its own process) ----------------------------------------------
-
-
-async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> None:
-    writer.write(payload)
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"unexpected response: {head[:80]!r}")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    await reader.readexactly(length)
-
-
-def _payloads(bodies: list[str], port: int) -> list[bytes]:
-    return [(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-             f"Content-Length: {len(body)}\r\n\r\n{body}").encode() for body in bodies]
-
-
-async def _closed(port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
-    done = 0
-    end = time.perf_counter() + seconds
-
-    async def worker(k: int) -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = k
-        while time.perf_counter() < end:
-            await _request(reader, writer, payloads[i % len(payloads)])
-            done += 1
-            i += concurrency
-        writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return {"throughput_rps": done / (time.perf_counter() - start)}
-
-
-async def _open(port: int, payloads: list[bytes], rate: float, seconds: float, connections: int) -> dict:
-    """Request i is due at start + i / rate; idle workers take the next due request."""
-    n = int(rate * seconds)
-    latencies: list[float] = []
-    next_index = 0
-    start = time.perf_counter() + 0.1
-
-    async def worker() -> None:
-        nonlocal next_index
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while next_index < n:
-            i, next_index = next_index, next_index + 1
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await _request(reader, writer, payloads[i % len(payloads)])
-            latencies.append(time.perf_counter() - due)
-        writer.close()
-
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1e3
-    return {"offered_rps": rate, "achieved_rps": n / elapsed, "requests": n,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
-
-def drive(args: argparse.Namespace) -> None:
-    bodies = json.loads(Path(args.bodies).read_text())
-    payloads = _payloads(bodies, args.port)
-    if args.rate:
-        result = asyncio.run(_open(args.port, payloads, args.rate, args.seconds, args.concurrency * 2))
-    else:
-        result = asyncio.run(_closed(args.port, payloads, args.concurrency, args.seconds))
-    print(json.dumps(result))
-
-
-# -- the orchestrator --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# -- the orchestrator (the load generator is benchmarks/_load.py, in its own process) ---------
 
 
 def _prepare(folder: Path) -> tuple[Path, Path]:
@@ -156,7 +75,7 @@ class _Server:
     def __init__(self, model_dir: Path, config: Path, log: Path) -> None:
         import httpx
 
-        self.port = _free_port()
+        self.port = free_port()
         self._log = log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "frugalml.cli", "serve", str(model_dir), "--port", str(self.port),
@@ -186,7 +105,12 @@ def _drive(port: int, bodies: Path, seconds: float, concurrency: int, rate: floa
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 4 + 60)
     if out.returncode != 0:
         raise SystemExit(f"driver failed: {out.stderr.strip().splitlines()[-1:]}")
-    return json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    if result["ok"] != result["sent"]:
+        raise SystemExit(f"driver failed: {result['sent'] - result['ok']} of {result['sent']} requests not answered 200")
+    if rate:
+        result["requests"] = result["sent"]
+    return result
 
 
 def _phase(server: _Server, bodies: Path, seconds: float, concurrency: int, rate: float | None = None) -> dict:
@@ -257,13 +181,7 @@ def _report(args: argparse.Namespace, maxima: dict[str, float], capacity: dict[s
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    driver = sub.add_parser("drive", help="(internal) the load-generating process")
-    driver.add_argument("--port", type=int, required=True)
-    driver.add_argument("--bodies", required=True)
-    driver.add_argument("--seconds", type=float, required=True)
-    driver.add_argument("--concurrency", type=int, default=8)
-    driver.add_argument("--rate", type=float)
+    add_drive_parser(parser.add_subparsers(dest="command"))
     parser.add_argument("--probe-s", type=float, default=5.0, help="closed-loop seconds per probe")
     parser.add_argument("--phase-s", type=float, default=6.0, help="open-loop seconds per round and mode")
     parser.add_argument("--rounds", type=int, default=4, help="open-loop rounds per mode")
@@ -273,4 +191,4 @@ def _parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     arguments = _parser().parse_args()
-    drive(arguments) if arguments.command == "drive" else main(arguments)
+    drive(arguments, connections_per_client=2) if arguments.command == "drive" else main(arguments)

@@ -25,18 +25,16 @@ generator sent. Run it as others share the machine: ``nice -n 19 python benchmar
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _load import add_drive_parser, drive, free_port
 
 MONITORING = """
 window_rows = 500
@@ -55,85 +53,7 @@ SERVERS = {"single": (), "w1": ("--workers", "1"), "w2": ("--workers", "2")}
 RATE_SHARES = (0.3, 0.5, 0.65, 0.8, 0.9, 1.0, 1.1)
 
 
-# -- the load generator (its own process) ------------------------------------------------
-
-
-async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bool:
-    writer.write(payload)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    await reader.readexactly(length)
-    return head.startswith(b"HTTP/1.1 200")
-
-
-async def _closed(port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
-    sent = ok = 0
-    end = time.perf_counter() + seconds
-
-    async def client(k: int) -> None:
-        nonlocal sent, ok
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = k
-        while time.perf_counter() < end:
-            sent += 1
-            answered = await _request(reader, writer, payloads[i % len(payloads)])
-            ok += answered  # not `ok += await ...`: that adds to the value read before the await
-            i += concurrency
-        writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(client(k) for k in range(concurrency)))
-    return {"sent": sent, "ok": ok, "throughput_rps": ok / (time.perf_counter() - start)}
-
-
-async def _open(port: int, payloads: list[bytes], rate: float, seconds: float, connections: int) -> dict:
-    """Request i is due at start + i / rate; an idle connection takes the next due request."""
-    n = int(rate * seconds)
-    latencies: list[float] = []
-    ok = 0
-    next_index = 0
-    start = time.perf_counter() + 0.1
-
-    async def client() -> None:
-        nonlocal next_index, ok
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while next_index < n:
-            i, next_index = next_index, next_index + 1
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            answered = await _request(reader, writer, payloads[i % len(payloads)])
-            ok += answered
-            latencies.append(time.perf_counter() - due)
-        writer.close()
-
-    await asyncio.gather(*(client() for _ in range(connections)))
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1e3
-    return {"sent": n, "ok": ok, "offered_rps": rate, "achieved_rps": n / elapsed,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
-
-def drive(args: argparse.Namespace) -> None:
-    bodies = json.loads(Path(args.bodies).read_text())
-    payloads = [(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n{body}").encode() for body in bodies]
-    if args.rate:
-        result = asyncio.run(_open(args.port, payloads, args.rate, args.seconds, args.concurrency * 4))
-    else:
-        result = asyncio.run(_closed(args.port, payloads, args.concurrency, args.seconds))
-    print(json.dumps(result))
-
-
 # -- the orchestrator --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _prepare(folder: Path, trees: int) -> tuple[Path, Path, float]:
@@ -160,7 +80,7 @@ class _Server:
     def __init__(self, model_dir: Path, config: Path, log: Path, extra: tuple[str, ...]) -> None:
         import httpx
 
-        self.port = _free_port()
+        self.port = free_port()
         self._log = log.open("w")
         self.log_path = log
         self.process = subprocess.Popen(
@@ -313,13 +233,7 @@ def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: di
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    driver = sub.add_parser("drive", help="(internal) the load-generating process")
-    driver.add_argument("--port", type=int, required=True)
-    driver.add_argument("--bodies", required=True)
-    driver.add_argument("--seconds", type=float, required=True)
-    driver.add_argument("--concurrency", type=int, default=8)
-    driver.add_argument("--rate", type=float)
+    add_drive_parser(parser.add_subparsers(dest="command"))
     parser.add_argument("--trees", type=int, default=50, help="trees of the random forest (its CPU per request)")
     parser.add_argument("--probe-s", type=float, default=5.0, help="closed-loop seconds per server")
     parser.add_argument("--phase-s", type=float, default=5.0, help="open-loop seconds per rate and server")
@@ -331,4 +245,4 @@ def _parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     arguments = _parser().parse_args()
-    drive(arguments) if arguments.command == "drive" else main(arguments)
+    drive(arguments, connections_per_client=4) if arguments.command == "drive" else main(arguments)
