@@ -347,7 +347,7 @@ def serving_profile(records: Iterable[TrialRecord]) -> dict[str, float]:
     """``serve_<metric>``: the mean of what :mod:`frugalml.deploy` measured of the configuration's models."""
     profile, records = {}, list(records)
     for metric in SERVING_METRICS:
-        values = [float(v) for r in records if (v := (r.info.get("serving") or {}).get(metric)) is not None]
+        values = [v for r in records if (v := r.serving(metric)) is not None]
         if values:
             profile[f"serve_{metric}"] = sum(values) / len(values)
     return profile

@@ -408,8 +408,7 @@ class Tuner:
                     break
                 ended = executor.poll() if executor.running else []
                 if judge is not None:  # serving budgets: records come back once their model is measured
-                    taken = [r for r in ended if judge.takes(r)]
-                    ended = [r for r in ended if r not in taken] + [r for r in map(judge.submit, taken) if r]
+                    ended = [done for r in ended if (done := judge.submit(r) if judge.takes(r) else r) is not None]
                     ended += judge.finished(timeout=0.0 if executor.running else 0.1)
                 for record in ended:
                     plan, config = by_task.pop(record.trial_id)

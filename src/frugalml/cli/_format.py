@@ -50,7 +50,7 @@ def trial_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
                 "energy_j_saved": record.energy_j_saved,
                 "energy_source": record.energy_source,
                 "wall_s": record.wall_s,
-                **{metric: (record.info.get("serving") or {}).get(metric) for metric in SERVING_METRICS},
+                **{metric: record.serving(metric) for metric in SERVING_METRICS},
             }
         )
     return rows

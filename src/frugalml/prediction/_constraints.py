@@ -16,8 +16,7 @@ def measured(record: TrialRecord, key: str) -> float | None:
     what :mod:`frugalml.deploy` measured of its model for a serving budget."""
     b = BUDGETS[key]
     if b.scope == SERVE:
-        value = (record.info.get("serving") or {}).get(b.metric)
-        return float(value) if value is not None else None
+        return record.serving(b.metric)
     if b.scope == TRIAL:
         return record.wall_s if record.steps_done else None
     if b.scope == WINDOW:

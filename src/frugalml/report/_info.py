@@ -161,7 +161,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "energy_j": None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
             "energy_j_saved": record.energy_j_saved,
             "energy_source": record.energy_source,
-            **{metric: (record.info.get("serving") or {}).get(metric) for metric in SERVING_COSTS},
+            **{metric: record.serving(metric) for metric in SERVING_COSTS},
         })
     frame = pd.DataFrame(rows)
     for column in (*EFFECT_METRICS, *PARETO_COSTS, *SERVING_COSTS):
