@@ -83,7 +83,7 @@ def main() -> None:
 
     import ray
 
-    from frugalml.executors._ray import connect
+    from frugalml.executors import connect_ray as connect
     from frugalml.workloads import prepare_dataset, resolve_dataset
 
     prepare_dataset(resolve_dataset(args.dataset), seed=0)  # prepared once, outside every timing

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.timeout(900)
 import trainers  # noqa: E402
 from frugalml import ResultStore, Search, Study, Workload, tune  # noqa: E402
 from frugalml.exceptions import ConfigError  # noqa: E402
-from frugalml.executors._ray import ShippedData, connect, localize, ship  # noqa: E402
+from frugalml.executors._ray_connect import connect  # noqa: E402
+from frugalml.executors._ray_data import ShippedData, localize, ship  # noqa: E402
 from frugalml.records import TrialStatus  # noqa: E402
 from frugalml.tracking import default_uri  # noqa: E402
 from helpers import TESTS, cli, free_port, halving_study, mlflow_trial_runs, write_study  # noqa: E402

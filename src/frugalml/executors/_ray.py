@@ -14,6 +14,10 @@ its own CPU-seconds for those figures every ``SYNC_INTERVAL_S`` without blocking
 watchdog, which also lets the driver record how far a trial got if its Ray worker
 dies.
 
+This module is the driver side. The rest, one job each: ``_ray_connect`` (reaching a
+cluster), ``_ray_data`` (shipping datasets), ``_ray_channel`` (the channel),
+``_ray_node`` (the task on the node), ``_ray_failures`` (why a Ray task died).
+
 Why plain Ray tasks rather than Ray Tune's ``Tuner``: frugalml's own tuner already
 owns the search (ask-and-tell samplers, repeats, resume from its results store), so a
 Tune experiment would duplicate that bookkeeping with a second results directory and
@@ -25,307 +29,22 @@ reused Ray worker costs milliseconds. Ray Tune users get
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import os
-import shutil
-import socket
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 from frugalml.accounting import account
 from frugalml.budgets import STUDY_METRICS
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable
-from frugalml.executors._lifecycle import TrialLifecycle
-from frugalml.executors._local import LocalExecutor
-from frugalml.executors._task import TrialTask, resolve_train_function
-from frugalml.files import cache_root
+from frugalml.executors._ray_channel import SYNC_INTERVAL_S, Channel
+from frugalml.executors._ray_connect import connect, import_ray
+from frugalml.executors._ray_data import is_prepared, ship
+from frugalml.executors._ray_failures import failed_record
+from frugalml.executors._ray_node import run_on_node
+from frugalml.executors._task import TrialTask
 from frugalml.records import TrialRecord
-from frugalml.trial import PROGRESS_SIZE
-
-SYNC_INTERVAL_S = 0.5  # how often a running trial and the driver exchange study figures
-_INSTALL = "pip install 'frugalml[ray]'"
-
-
-def import_ray() -> Any:
-    """``ray``, or a one-line :class:`ConfigError` saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"The Ray backend needs Ray; install it with: {_INSTALL}") from None
-    return ray
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast on an unreachable ``host:port``: ``ray.init`` would retry for a minute."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        if address in ("auto", "local"):
-            return
-        raise ConfigError(f"Ray address must look like 'HOST:PORT' (or 'auto'). Got {address!r} instead.")
-    why = _grpc_answer(host.strip("[]"), int(port))
-    if why is not None:
-        raise ConfigError(
-            f"Cannot reach a Ray cluster at {address!r} ({why}); start one with `ray start --head` or fix --address."
-        )
-
-
-_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
-
-
-def _grpc_answer(host: str, port: int, timeout_s: float = 5.0) -> str | None:
-    """Why ``host:port`` is not a gRPC server (Ray's GCS and Ray Client are), or None.
-
-    A gRPC server answers the HTTP/2 preface with a SETTINGS frame at once; a port that
-    accepts and never answers (a firewall, a stopped process) or speaks another protocol
-    (the dashboard's HTTP port) would keep ``ray.init`` retrying for minutes.
-    """
-    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # then only the connection is checked
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as connection:
-            if tls:
-                return None
-            connection.settimeout(timeout_s)
-            connection.sendall(_HTTP2_PREFACE)
-            header = connection.recv(9)
-    except TimeoutError:
-        return f"no answer within {timeout_s:g} s"
-    except OSError as error:
-        return error.strerror or str(error)
-    if len(header) >= 4 and header[3] == 4:  # frame type 4: SETTINGS
-        return None
-    if not header:
-        return "it closed the connection"
-    return "it answers, but not as a Ray cluster: the dashboard's port? use the one `ray start --head` printed"
-
-
-def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] | None = None) -> bool:
-    """Connect to the cluster at ``address``, or start a local Ray with ``num_cpus`` CPUs.
-
-    An already initialised Ray is reused as it is. Returns True when this call
-    initialised Ray.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    options: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING)
-    if runtime_env:
-        options["runtime_env"] = dict(runtime_env)
-    if address is None:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
-        return True
-    _check_reachable(address)
-    try:
-        ray.init(address=address, **options)
-    except Exception as error:  # noqa: BLE001 - ray.init raises many kinds; each means a bad address or set-up
-        causes = f"{error} {error.__cause__}"
-        hint = (
-            "the cluster uses token authentication: set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN)"
-            if "Authentication" in causes or "AuthToken" in causes
-            else "check --address (see `ray status` on the head node)"
-        )
-        raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {_first_line(error)}; {hint}.") from None
-    return True
-
-
-# -- the dataset, put into the object store once ------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShippedData:
-    """A prepared dataset plus an object-store copy for nodes that lack its directory."""
-
-    data: Any  # frugalml.workloads.PreparedData
-    arrays: Any  # ObjectRef of {file name: ndarray or bytes}
-
-
-def ship(data: Any) -> ShippedData:
-    """Put the files of a :class:`~frugalml.workloads.PreparedData` into the object store."""
-    ray = import_ray()
-    from frugalml.workloads._prepare import ARRAY_NAMES  # lazy: scikit-learn; only built-in data is shipped
-
-    files: dict[str, Any] = dict(zip((f"{n}.npy" for n in ARRAY_NAMES), data.arrays(mmap=True)))
-    files["meta.json"] = (data.directory / "meta.json").read_bytes()
-    return ShippedData(data, ray.put(files))
-
-
-def localize(value: Any) -> Any:
-    """On a node: the dataset itself when its directory exists here (a shared or same
-    file system), else a copy written once per node from the object store into the
-    node's frugalml cache, written to a temporary folder and renamed into place."""
-    if not isinstance(value, ShippedData):
-        return value
-    if (Path(value.data.directory) / "meta.json").is_file():
-        return value.data
-    import numpy as np
-
-    from frugalml.workloads import PreparedData  # lazy: scikit-learn, on a node that needs the data
-
-    target = cache_root() / "prepared" / Path(value.data.directory).name
-    if not (target / "meta.json").is_file():
-        files = import_ray().get(value.arrays)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            if isinstance(content, bytes):
-                (tmp / name).write_bytes(content)
-            else:
-                np.save(tmp / name, content)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another trial on this node wrote it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return PreparedData.load(target)
-
-
-def _is_prepared(value: Any) -> bool:
-    workloads = sys.modules.get("frugalml.workloads")  # loaded by the tuner for built-in workloads
-    return workloads is not None and isinstance(value, workloads.PreparedData)
-
-
-# -- the node side -------------------------------------------------------------------------
-
-
-class Channel:
-    """Study figures shared by the driver and the nodes (a Ray actor, no CPU reserved)."""
-
-    def __init__(self) -> None:
-        self.finished = dict.fromkeys(STUDY_METRICS, 0.0)
-        self.peers: dict[str, list[TrialRecord]] = {}
-        self.version = 0
-        self.running: dict[str, dict[str, Any]] = {}
-        self.forgotten: set[str] = set()  # a late message from an ended trial must not revive it
-
-    def publish(self, finished: Mapping[str, float], peers: Mapping[str, list[TrialRecord]]) -> None:
-        self.finished = dict(finished)
-        if peers:
-            self.peers.update(peers)
-            self.version += 1
-
-    def started(self, trial_id: str, node: dict[str, str]) -> None:
-        if trial_id not in self.forgotten:
-            self.running.setdefault(trial_id, {})["node"] = node
-
-    def exchange(self, trial_id: str, state: dict[str, Any], version: int) -> tuple[dict[str, float], int, dict | None]:
-        """Store a trial's progress; return what the rest of the study used (finished trials
-        and the other running ones: CPU-seconds, joules) and, if newer, the peers."""
-        if trial_id not in self.forgotten:
-            self.running.setdefault(trial_id, {}).update(state)
-        others = [s for t, s in self.running.items() if t != trial_id]
-        used = {m: self.finished.get(m, 0.0) + sum(s.get(m, 0.0) for s in others) for m in STUDY_METRICS}
-        return used, self.version, (self.peers if version != self.version else None)
-
-    def running_used(self, metric: str) -> float:
-        return sum(s.get(metric, 0.0) for s in self.running.values())
-
-    def forget(self, trial_id: str) -> dict[str, Any]:
-        """Drop a finished trial; returns what it last said (node, steps, CPU-seconds, joules)."""
-        self.forgotten.add(trial_id)
-        return self.running.pop(trial_id, {})
-
-
-class _StudyFigures:
-    """The node's copy of the channel's figures (a :class:`StudyState` its watchdog reads),
-    refreshed without blocking the watchdog."""
-
-    def __init__(self, channel: Any, trial_id: str) -> None:
-        self.channel, self.trial_id = channel, trial_id
-        self.state = StudyState()  # "finished": the rest of the study, running trials included
-        self.version = -1
-        self._pending: Any = None
-        self._due = 0.0
-
-    def fetch(self) -> None:
-        """Wait for the figures once, before the trial starts: its first windows are checked
-        against the peers the driver had when it submitted the trial, not against none."""
-        start = {**dict.fromkeys(STUDY_METRICS, 0.0), "steps": 0}
-        others, self.version, peers = import_ray().get(self.channel.exchange.remote(self.trial_id, start, self.version))
-        self.state.replace(others, peers)
-
-    def sync(self, executor: LocalExecutor) -> None:
-        ray = import_ray()
-        if self._pending is not None:
-            ready, _ = ray.wait([self._pending], timeout=0)
-            if not ready:
-                return
-            try:
-                others, self.version, peers = ray.get(self._pending)
-                self.state.replace(others, peers)
-            except ray.exceptions.RayError:  # the driver is gone; its job ends this task soon
-                pass
-            self._pending = None
-        if time.monotonic() >= self._due:
-            steps = sum(executor.running_steps().values())  # one trial per node executor
-            state = {**{m: executor.running_used(m) for m in STUDY_METRICS}, "steps": steps}
-            self._pending = self.channel.exchange.remote(self.trial_id, state, self.version)
-            self._due = time.monotonic() + SYNC_INTERVAL_S
-
-
-def _call_with_env(env: Mapping[str, str], train: Callable[..., None], trial: Any, **kwargs: Any) -> None:
-    """Run ``train`` with ``env`` set: the worker is forked from a server started by an
-    earlier task, so it would otherwise see that task's GPUs, not this one's."""
-    os.environ.update(env)
-    resolve_train_function(train)(trial, **kwargs)
-
-
-@contextlib.contextmanager
-def _main_not_rerun() -> Iterator[None]:
-    """Start worker processes without re-running the Ray worker's main script in them.
-
-    multiprocessing re-runs ``__main__``'s file in each new process it starts, as
-    ``__mp_main__``; in a Ray worker that is Ray's ``default_worker.py``, which imports Ray:
-    ~0.5 s per trial to start, and more to exit. Trials need none of it.
-    """
-    main = sys.modules["__main__"]
-    path = main.__dict__.pop("__file__", None)
-    try:
-        yield
-    finally:
-        if path is not None:
-            main.__file__ = path
-
-
-def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: ExecutorSettings,
-                channel: Any, published: Any = None) -> TrialRecord:
-    """The Ray task: run ``task`` in a watched worker process on this node. ``published``
-    is the driver's latest publish to the channel: as an argument, Ray finishes it before
-    the task starts, so the peers the task fetches first are the driver's."""
-    ray = import_ray()
-    node = {"ip": ray.util.get_node_ip_address(), "id": ray.get_runtime_context().get_node_id()}
-    channel.started.remote(task.trial_id, node)
-    kwargs = {name: localize(value) for name, value in train_kwargs.items()}
-    train = task.train
-    if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by Ray for this task: its GPUs, or none
-        train = functools.partial(_call_with_env, {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}, train)
-    figures = _StudyFigures(channel, task.trial_id)
-    figures.fetch()
-    with warnings.catch_warnings():  # a GPU budget no node can measure: the driver warned once already
-        warnings.simplefilter("ignore")
-        executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
-    with _main_not_rerun():
-        executor.submit(replace(task, train=train, train_kwargs=kwargs, gpus=0.0))  # Ray chose the devices
-    try:
-        while not (finished := executor.poll(SYNC_INTERVAL_S)):
-            figures.sync(executor)
-    finally:
-        executor.shutdown()
-    record = finished[0]
-    return replace(record, info={**record.info, "node": node})
-
-
-# -- the driver side -----------------------------------------------------------------------
 
 
 @dataclass
@@ -448,7 +167,7 @@ class RayExecutor(Executor):
     def _kwargs_ref(self, kwargs: Mapping[str, Any]) -> Any:
         cached = self._kwargs.get(id(kwargs))
         if cached is None or cached[0] is not kwargs:
-            shipped = {k: ship(v) if self.ship_data and _is_prepared(v) else v for k, v in kwargs.items()}
+            shipped = {k: ship(v) if self.ship_data and is_prepared(v) else v for k, v in kwargs.items()}
             cached = (kwargs, self._ray.put(shipped))
             self._kwargs[id(kwargs)] = cached
         return cached[1]
@@ -478,44 +197,9 @@ class RayExecutor(Executor):
         try:
             record = ray.get(ref)
         except ray.exceptions.RayError as error:
-            return self._failed(submitted, error, last)
+            return failed_record(submitted.task, submitted.started, error, last)
         # the node knew peers only if a rule needed them: account again with the driver's
         return account(record, self.state.peers(record.workload), submitted.task.predicted_cpu_s_per_step)
-
-    def _failed(self, submitted: _Submitted, error: BaseException, last: Mapping[str, Any]) -> TrialRecord:
-        """The record of a trial whose Ray task died: its steps and windows stayed on the node."""
-        trial = TrialLifecycle(submitted.task, [0.0] * PROGRESS_SIZE, submitted.started)
-        info: dict[str, Any] = {}
-        trial.failure = self._why_failed(error, info)
-        if "node" in last:
-            info["node"] = last["node"]
-        if last.get("energy_j"):  # what its node last said: the study's joules keep counting it
-            info["energy_j"] = float(last["energy_j"])
-        return trial.record(steps_done=int(last.get("steps", 0)), cpu_s=float(last.get("cpu_s", 0.0)), info=info)
-
-    def _why_failed(self, error: BaseException, info: dict[str, Any]) -> str:
-        """What killed a trial's Ray task, in one line (``info`` gets ``ray_error`` and, for an
-        import error, ``user_error``)."""
-        ray = self._ray
-        info["ray_error"] = type(error).__name__
-        cause = getattr(error, "cause", None)
-        if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, ImportError):
-            message = (
-                f"cannot load the trial on its Ray node: {_first_line(cause)}; install the training code "
-                "on every node (or pass a runtime_env)"
-            )
-            info["user_error"] = True
-        elif isinstance(error, ray.exceptions.OutOfMemoryError):
-            message = f"Ray's memory monitor killed the worker: {_first_line(error)}"
-        elif isinstance(error, ray.exceptions.WorkerCrashedError):
-            message = "Ray worker died during the trial (killed, or its node ran out of memory)"
-        elif isinstance(error, ray.exceptions.NodeDiedError):
-            message = f"Ray node died during the trial: {_first_line(error)}"
-        elif isinstance(error, ray.exceptions.TaskCancelledError):
-            message = "Ray task cancelled"
-        else:
-            message = f"Ray task failed: {_first_line(cause or error)}"
-        return message
 
     def _publish(self, starting: str | None = None) -> None:
         """Send the channel what changed: finished CPU-seconds and joules and, if rules need them, the

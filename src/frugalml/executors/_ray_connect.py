@@ -1,0 +1,97 @@
+"""Connecting to a Ray cluster (or starting a local Ray), failing fast on an address that is none."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any, Mapping
+
+from frugalml.exceptions import ConfigError
+
+_INSTALL = "pip install 'frugalml[ray]'"
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+
+
+def import_ray() -> Any:
+    """``ray``, or a one-line :class:`ConfigError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"The Ray backend needs Ray; install it with: {_INSTALL}") from None
+    return ray
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error`` (its type's name if it has none), at most 300 characters."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] | None = None) -> bool:
+    """Connect to the cluster at ``address``, or start a local Ray with ``num_cpus`` CPUs.
+
+    An already initialised Ray is reused as it is. Returns True when this call
+    initialised Ray.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING)
+    if runtime_env:
+        options["runtime_env"] = dict(runtime_env)
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+        return True
+    _check_reachable(address)
+    try:
+        ray.init(address=address, **options)
+    except Exception as error:  # noqa: BLE001 - ray.init raises many kinds; each means a bad address or set-up
+        causes = f"{error} {error.__cause__}"
+        hint = (
+            "the cluster uses token authentication: set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN)"
+            if "Authentication" in causes or "AuthToken" in causes
+            else "check --address (see `ray status` on the head node)"
+        )
+        raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {first_line(error)}; {hint}.") from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on an unreachable ``host:port``: ``ray.init`` would retry for a minute."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise ConfigError(f"Ray address must look like 'HOST:PORT' (or 'auto'). Got {address!r} instead.")
+    why = _grpc_answer(host.strip("[]"), int(port))
+    if why is not None:
+        raise ConfigError(
+            f"Cannot reach a Ray cluster at {address!r} ({why}); start one with `ray start --head` or fix --address."
+        )
+
+
+def _grpc_answer(host: str, port: int, timeout_s: float = 5.0) -> str | None:
+    """Why ``host:port`` is not a gRPC server (Ray's GCS and Ray Client are), or None.
+
+    A gRPC server answers the HTTP/2 preface with a SETTINGS frame at once; a port that
+    accepts and never answers (a firewall, a stopped process) or speaks another protocol
+    (the dashboard's HTTP port) would keep ``ray.init`` retrying for minutes.
+    """
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # then only the connection is checked
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            if tls:
+                return None
+            connection.settimeout(timeout_s)
+            connection.sendall(_HTTP2_PREFACE)
+            header = connection.recv(9)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as error:
+        return error.strerror or str(error)
+    if len(header) >= 4 and header[3] == 4:  # frame type 4: SETTINGS
+        return None
+    if not header:
+        return "it closed the connection"
+    return "it answers, but not as a Ray cluster: the dashboard's port? use the one `ray start --head` printed"

@@ -1,0 +1,111 @@
+"""Checking and preparing a workload before any trial: its training function, or its built-in data."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Any, Mapping
+
+from frugalml.budgets import serving as serving_budgets
+from frugalml.deploy import LOG_MODEL_HINT
+from frugalml.exceptions import ConfigError
+from frugalml.executors import preload, resolve_train_function, worker_context
+from frugalml.study import Study, Workload
+
+
+def start_workers_early(study: Study) -> None:
+    """Start the local trial workers' forkserver now, so that its imports (numpy, scikit-learn,
+    pandas, and torch for a built-in network: seconds) overlap the data preparation before the
+    first trial instead of delaying it."""
+    if any(w.train is None for w in study.workloads):
+        from frugalml.workloads import NETWORKS  # lazy: scikit-learn, which preparing the data imports anyway
+
+        if any(w.train is None and w.algorithm in NETWORKS for w in study.workloads):
+            preload("torch", "torch._dynamo")
+    worker_context()
+
+
+def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int | None]:
+    """Resolve the training function and its arguments; built-in data is prepared here, once."""
+    if workload.train is not None:
+        if study.backend == "local":  # a Ray cluster may hold modules the driver lacks
+            check_train_function(workload.train, workload.train_kwargs)
+            if study.measures_serving:
+                _check_logs_a_model(workload, sorted(serving_budgets(study.budget)) or ["as objectives"])
+        return workload.train, dict(workload.train_kwargs), None
+    # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
+    from frugalml.workloads import (
+        NETWORKS, check_network, make_estimator, network_train, prepare_dataset, resolve_dataset, sgd_train,
+    )
+
+    if study.data_dir and not Path(study.data_dir).expanduser().is_dir():
+        raise ConfigError(f"[study] data_dir {study.data_dir!r} is not a folder; fix the path or remove data_dir.")
+    source = resolve_dataset(workload.dataset, path=workload.path, target=workload.target, data_dir=study.data_dir)
+    data = prepare_dataset(source, seed=study.seed)
+    if workload.algorithm in NETWORKS:  # every listed architecture must build on this data: fail now
+        for params in _listed_values(study.search, workload.params):
+            check_network(workload.algorithm, params, data.n_features)
+        train = network_train
+        # every network worker needs torch, and its optimisers import torch._dynamo (1.5 CPU-s):
+        # import both once, in the forkserver (imports start no threads, so forking stays safe)
+        preload("torch", "torch._dynamo")
+    else:
+        make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
+        train = sgd_train
+    if workload.data_format == "pandas":
+        data.frame()  # writes the column-ordered copy once, not in the first trial
+    kwargs = dict(
+        data=data, algorithm=workload.algorithm, epochs=workload.epochs, max_steps=workload.max_steps,
+        data_format=workload.data_format, seed=study.seed,
+    )
+    return train, kwargs, data.n_train
+
+
+def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> None:
+    """A one-line ConfigError, before any trial, when ``train`` is not a Python function that
+    takes the trial first (``train = "os:system"`` would fail every trial the same way)."""
+    function = resolve_train_function(train)
+    call = function if inspect.isfunction(inspect.unwrap(function)) or inspect.ismethod(function) \
+        or isinstance(function, functools.partial) else getattr(type(function), "__call__", None)
+    is_python = not inspect.isclass(function) and (call is function or inspect.isfunction(call))
+    try:
+        inspect.signature(function).bind(object(), **train_kwargs)
+    except (TypeError, ValueError):
+        is_python = False
+    if not is_python:
+        kind = "it is a class" if inspect.isclass(function) else "it is a built-in" if inspect.isbuiltin(function) \
+            else "its arguments do not fit (trial, **train_kwargs)"
+        raise ConfigError(f"{train!r} is not a training function ({kind}); write one as "
+                          "def train(trial, **train_kwargs) and name it 'module:function'.")
+
+
+def _check_logs_a_model(workload: Workload, keys: list[str]) -> None:
+    """Serving budgets are measured on the model a trial keeps: a one-line ConfigError, before any
+    trial, when the training function's module never calls ``trial.log_model``."""
+    function = inspect.unwrap(resolve_train_function(workload.train))
+    module = inspect.getmodule(function)
+    try:
+        source = inspect.getsource(module) if module is not None else None
+    except (OSError, TypeError):  # no source to read (a compiled module): the first trial will say it
+        return
+    if source is not None and "log_model" not in source:
+        raise ConfigError(f"workload '{workload.name}': the study measures serving costs "
+                          f"({', '.join(keys)}) but "
+                          f"{getattr(function, '__qualname__', workload.train)} never keeps its model; "
+                          f"{LOG_MODEL_HINT}.")
+
+
+def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One configuration per listed value (or range bound: a float unless the range is
+    ``int``) of each parameter, and each grid point, the rest fixed: enough to find a
+    value that cannot be built."""
+    configs = [dict(fixed)]
+    for name, spec in search.space.items():
+        if isinstance(spec, Mapping):
+            values = [spec["low"], spec["high"]] if spec.get("int") else [float(spec["low"]), float(spec["high"])]
+        else:
+            values = spec if isinstance(spec, list) else [spec]
+        configs += [{**fixed, name: value} for value in values]
+    configs += [{**fixed, **point} for point in search.points or ()]
+    return configs
