@@ -1,11 +1,16 @@
-"""Throughput and p99 of ``frugalml serve`` with 1 and 2 worker processes, and what one monitoring state costs.
+"""Throughput and p99 of ``frugalml serve`` with 1 and 2 worker processes (and 2 Ray Serve replicas), and
+what one monitoring state costs.
 
 Starts three servers on 127.0.0.1 with the same CPU-bound model (a 50-tree random forest on
 diabetes, ~2.5 ms of CPU per single-row ``predict_proba``) and the same monitoring (drift
 windows of 500 rows, two alert rules, label-free accuracy estimates):
 
 - ``single``: ``frugalml serve`` as before, one process;
-- ``w1`` / ``w2``: ``frugalml serve --workers 1`` / ``--workers 2`` (workers + the monitor process).
+- ``w1`` / ``w2``: ``frugalml serve --workers 1`` / ``--workers 2`` (workers + the monitor process);
+- ``ray2`` (when Ray Serve is installed; ``--no-ray`` leaves it out): ``frugalml serve --backend ray
+  --replicas 2`` on a two-node Ray cluster started on loopback for the run (one CPU per node, so one
+  replica per node; the proxy not preferring its own node's replica). Its CPU is that of the whole
+  cluster (raylets, GCS, Serve controller and proxy, the replicas, the hub actor) net of its idle CPU.
 
 A separate load-generator process (asyncio, raw HTTP/1.1 over kept-alive connections) sends
 single-row ``POST /predict`` requests:
@@ -25,9 +30,12 @@ generator sent. Run it as others share the machine: ``nice -n 19 python benchmar
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,9 +84,47 @@ def _prepare(folder: Path, trees: int) -> tuple[Path, Path, float]:
     return model_dir, folder / "bodies.json", predict_ms
 
 
+@contextlib.contextmanager
+def _ray_cluster(folder: Path):
+    """Two one-CPU Ray nodes on 127.0.0.1 for the ``ray2`` arm; yields (address, tag naming its processes).
+    Stopped by killing exactly its processes (``ray stop`` would stop every Ray of this user)."""
+    import psutil
+
+    temp_dir = Path(tempfile.mkdtemp(prefix="frugalml-bench-", dir="/tmp"))  # short: Ray's socket paths
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    node = [str(Path(sys.executable).parent / "ray"), "start", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    try:
+        for extra in (["--head", f"--port={address.rpartition(':')[2]}", "--include-dashboard=false"],
+                      [f"--address={address}"]):
+            subprocess.run(node + extra, env=env, check=True, capture_output=True, timeout=180)
+        yield address, str(temp_dir)
+    finally:
+        for process in _tagged(str(temp_dir)):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _tagged(tag: str) -> list:
+    """Processes whose command line names ``tag``, with their descendants."""
+    import psutil
+
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        if any(tag in arg for arg in process.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                found.update({p.pid: p for p in (process, *process.children(recursive=True))})
+    return list(found.values())
+
+
 class _Server:
-    def __init__(self, model_dir: Path, config: Path, log: Path, extra: tuple[str, ...]) -> None:
+    def __init__(self, model_dir: Path, config: Path, log: Path, extra: tuple[str, ...], cluster: str = "") -> None:
         import httpx
+
+        self.cluster = cluster  # the tag of a Ray cluster's processes, counted as the server's
 
         self.port = free_port()
         self._log = log.open("w")
@@ -107,7 +153,9 @@ class _Server:
 
         total = 0.0
         root = psutil.Process(self.process.pid)
-        for process in (root, *root.children(recursive=True)):
+        processes = {p.pid: p for p in (root, *root.children(recursive=True), *(
+            _tagged(self.cluster) if self.cluster else ()))}
+        for process in processes.values():
             try:
                 total += sum(process.cpu_times()[:2])
             except psutil.Error:
@@ -159,12 +207,16 @@ def _drive(server: _Server, bodies: Path, seconds: float, concurrency: int, rate
 
 def main(args: argparse.Namespace) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         model_dir, bodies, predict_ms = _prepare(folder, args.trees)
         (folder / "monitoring.toml").write_text(MONITORING)
         servers = {name: _Server(model_dir, folder / "monitoring.toml", folder / f"{name}.log", extra)
                    for name, extra in SERVERS.items()}
+        if args.ray and importlib.util.find_spec("ray") is not None:
+            address, tag = stack.enter_context(_ray_cluster(folder))
+            servers["ray2"] = _Server(model_dir, folder / "monitoring.toml", folder / "ray2.log",
+                                      ("--backend", "ray", "--address", address, "--replicas", "2"), cluster=tag)
         sent = {name: [0, 0] for name in servers}  # requests sent, 200s
         results: dict[str, dict] = {name: {"ladder": []} for name in servers}
 
@@ -210,10 +262,10 @@ def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: di
             f"{results[n]['ladder'][k]['p99_ms']:>6.1f} ({results[n]['ladder'][k]['p50_ms']:3.1f})" for n in names))
     first = results["single"]["ladder"][0]
     w1 = results["w1"]["ladder"][0]
-    print(f"\nserver CPU per request at {first['offered_rps']:.0f} req/s (ms, whole process tree): single "
-          f"{first['server_cpu_ms_per_request']:.2f}, w1 {w1['server_cpu_ms_per_request']:.2f}, w2 "
-          f"{results['w2']['ladder'][0]['server_cpu_ms_per_request']:.2f}; w1 - single = "
-          f"{w1['server_cpu_ms_per_request'] - first['server_cpu_ms_per_request']:+.3f} ms")
+    cpu = {n: results[n]["ladder"][0]["server_cpu_ms_per_request"] for n in names}
+    print(f"\nserver CPU per request at {first['offered_rps']:.0f} req/s (ms, whole process tree): "
+          + ", ".join(f"{n} {cpu[n]:.2f}" for n in names) + f"; w1 - single = {cpu['w1'] - cpu['single']:+.3f} ms"
+          + (f", ray2 - w2 = {cpu['ray2'] - cpu['w2']:+.3f} ms" if "ray2" in cpu else ""))
     print("idle CPU of each server tree (% of a core): " + ", ".join(
         f"{n} {100 * results[n]['idle']:.1f}" for n in names) + " (subtracted above)")
     print(f"generator CPU in open loop: up to {max(r['generator_cpu_percent'] for n in names for r in results[n]['ladder']):.1f}"
@@ -224,6 +276,10 @@ def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: di
     closed = results["w2"]["closed"]["throughput_rps"] / results["w1"]["closed"]["throughput_rps"]
     ratio = at_p99["w2"] / at_p99["w1"] if at_p99["w1"] else float("nan")
     print(f"scale ratio w2 / w1: {ratio:.2f} at equal p99, {closed:.2f} closed-loop (target >= 1.6)")
+    if "ray2" in names:
+        print(f"ray2 / w2: {at_p99['ray2'] / at_p99['w2'] if at_p99['w2'] else float('nan'):.2f} at equal p99, "
+              f"{results['ray2']['closed']['throughput_rps'] / results['w2']['closed']['throughput_rps']:.2f} "
+              "closed-loop")
     for name in names:
         requests, rows = counted[name]
         exact = requests == sent[name][1] and rows == sent[name][1]
@@ -240,6 +296,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-s", type=float, default=5.0, help="seconds to measure each server's idle CPU")
     parser.add_argument("--p99-ms", type=float, default=50.0, help="the p99 at which throughputs are compared")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-ray", dest="ray", action="store_false",
+                        help="leave out the ray2 arm (2 Ray Serve replicas on a loopback cluster)")
     return parser
 
 

@@ -9,7 +9,7 @@ import time
 
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.names import name_argument
-from frugalml.study import STUDIES_ROOT
+from frugalml.ownership import STUDIES_ROOT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +52,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=_workers, metavar="N",
                        help="serve with N worker processes that share one monitoring state (ids, drift, quality, "
                             "alerts, /metrics); default: one process")
+    serve.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="local: this machine (one process, or --workers N); ray: Ray Serve replicas on a Ray "
+                            "cluster (--address, --replicas) sharing one monitoring state")
+    serve.add_argument("--address", metavar="HOST:PORT",
+                       help="with --backend ray: the Ray cluster's head (default $RAY_ADDRESS, else a local Ray)")
+    serve.add_argument("--replicas", type=_workers, metavar="N",
+                       help="with --backend ray: replicas to serve with, one CPU each (default 1)")
+    serve.add_argument("--max-replicas", type=_workers, metavar="N",
+                       help="with --backend ray: let Ray Serve add replicas under load, up to N")
     serve.add_argument("--challenger", metavar="MODEL_URI",
                        help="a second version (e.g. models:/NAME@challenger) compared with the served one on live "
                             "traffic: shadow (--mirror, the default) or answering a share (--canary P); see GET "
@@ -115,7 +124,7 @@ def _number(text: str | None) -> float | str | None:
 
 
 def _workers(text: str) -> int:
-    """``--workers``: a positive integer (argparse prints the message as one line and exits 2)."""
+    """``--workers``, ``--replicas``, ``--max-replicas``: a positive integer (argparse prints the message as one line and exits 2)."""
     try:
         value = int(text)
     except ValueError:
@@ -126,9 +135,7 @@ def _workers(text: str) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from frugalml.serve import ServerSettings
-    from frugalml.serve._server import run_server
-    from frugalml.serve._settings import registry_alias
+    from frugalml.serve import ServerSettings, registry_alias, run_server
 
     tracking_uri = args.tracking_uri
     if args.study:
@@ -143,23 +150,27 @@ def run_serve(args: argparse.Namespace) -> int:
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
                               body_timeout_s=args.body_timeout, reference=args.reference,
                               poll_registry_s=_number(args.poll_registry), **limits)
-    from frugalml.serve._challenger import challenger_settings
+    from frugalml.serve import challenger_settings
 
     challenger = challenger_settings(args.challenger, args.mirror, args.canary, args.workers, args.challenger_timeout)
+    from frugalml.serve import ray_settings
+
+    address = args.address or (os.environ.get("RAY_ADDRESS") if args.backend == "ray" else None)
+    on_ray = ray_settings(args.backend, address, args.replicas, args.max_replicas, args.workers, challenger)
     if args.print_slo_rules:
         return _print_slo_rules(args.model_uri, tracking_uri, args.reference)
     if args.poll_registry is not None and registry_alias(args.model_uri) is None:
         print("frugalml: note: --poll-registry is ignored: only a models:/NAME@ALIAS URI has an alias to follow.",
               file=sys.stderr)
     run_server(args.model_uri, host=args.host, port=args.port, settings=settings, config=args.config,
-               log_level=args.log_level, access_log=args.access_log, workers=args.workers, challenger=challenger)
+               log_level=args.log_level, access_log=args.access_log, workers=args.workers, challenger=challenger,
+               ray=on_ray)
     return 0
 
 
 def _print_slo_rules(uri: str, tracking_uri: str | None, reference: str | None) -> int:
     from frugalml.deploy import SLO_TAG
-    from frugalml.serve import load_model
-    from frugalml.serve._slo import LATENCY_BUDGET, ServedSlo, prometheus_rules
+    from frugalml.serve import LATENCY_BUDGET, ServedSlo, load_model, prometheus_rules
 
     served = load_model(uri, tracking_uri, reference)
     slo = ServedSlo.of(served)
@@ -176,7 +187,7 @@ def _print_slo_rules(uri: str, tracking_uri: str | None, reference: str | None) 
 def _server_url(target: str) -> str:
     if target.startswith(("http://", "https://")):
         return target.rstrip("/")
-    from frugalml.serve._server import running_servers
+    from frugalml.serve import running_servers
 
     servers = running_servers()
     for entry in servers:
@@ -192,7 +203,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from frugalml.cli._format import wide_console
-    from frugalml.serve._watch import dashboard, render
+    from frugalml.serve import dashboard, render
 
     url = _server_url(args.target)
     if not 0 < args.interval < 24 * 3600:

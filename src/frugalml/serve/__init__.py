@@ -17,11 +17,34 @@ from typing import Any
 from frugalml.serve._alerts import AlertEvaluator, AlertEvent, LogNotifier, Notifier, WebhookNotifier
 from frugalml.serve._config import AlertRule, MonitoringConfig, as_alert_rule, as_monitoring_config
 from frugalml.serve._drift import FeatureDrift, WindowDrift, feature_psi, ks, psi, window_drift
-from frugalml.serve._model import ModelLoadError, ServedModel, load_model, save_model
+from frugalml.serve._model import (
+    ModelLoadError, ServedModel, extra_files, load_model, load_predictor, pip_requirements, reference_from_table,
+    save_model,
+)
 from frugalml.serve._monitor import Monitor, MonitorState
 from frugalml.serve._quality import DuplicateFeedback, FeedbackError
-from frugalml.serve._reference import FeatureReference, Reference
-from frugalml.serve._settings import ServerSettings, parse_rate
+from frugalml.serve._reference import FeatureReference, Reference, encode_table, sha256_arrays
+from frugalml.serve._settings import ServerSettings, parse_rate, registry_alias
+
+# Imported on first use (PEP 562): the server's, the CLI's and the registry's helpers that need
+# more than the monitoring core (uvicorn, Ray, rich's dashboard).
+_LAZY = {
+    **dict.fromkeys(("run_server", "running_servers"), "frugalml.serve._server"),
+    "challenger_settings": "frugalml.serve._challenger",
+    "ray_settings": "frugalml.serve._ray",
+    **dict.fromkeys(("LATENCY_BUDGET", "ServedSlo", "prometheus_rules"), "frugalml.serve._slo"),
+    **dict.fromkeys(("dashboard", "render"), "frugalml.serve._watch"),
+    **dict.fromkeys(("Calibration", "confidences"), "frugalml.serve._estimate"),
+    "as_classifier": "frugalml.serve._classifier",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_app(served: ServedModel, settings: ServerSettings | None = None, config: Any = None, *,
@@ -36,10 +59,12 @@ __all__ = [
     "AlertEvaluator",
     "AlertEvent",
     "AlertRule",
+    "Calibration",
     "DuplicateFeedback",
     "FeatureDrift",
     "FeatureReference",
     "FeedbackError",
+    "LATENCY_BUDGET",
     "LogNotifier",
     "ModelLoadError",
     "Monitor",
@@ -48,17 +73,34 @@ __all__ = [
     "Notifier",
     "Reference",
     "ServedModel",
+    "ServedSlo",
     "ServerSettings",
     "WebhookNotifier",
     "WindowDrift",
     "as_alert_rule",
+    "as_classifier",
     "as_monitoring_config",
+    "challenger_settings",
+    "confidences",
     "create_app",
+    "dashboard",
+    "encode_table",
+    "extra_files",
     "feature_psi",
     "ks",
     "load_model",
+    "load_predictor",
     "parse_rate",
+    "pip_requirements",
+    "prometheus_rules",
     "psi",
+    "ray_settings",
+    "reference_from_table",
+    "registry_alias",
+    "render",
+    "run_server",
+    "running_servers",
     "save_model",
+    "sha256_arrays",
     "window_drift",
 ]

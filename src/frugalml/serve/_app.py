@@ -61,6 +61,7 @@ _JSON_ONLY = frozenset({_JSON})
 _V2_MEDIA = frozenset({_JSON, "application/octet-stream", ""})
 _MONITOR_POLL_S = 0.02  # how often the event loop asks the monitor whether it has work
 WORKER_HEADER = b"x-frugalml-worker"  # with --workers N: the index of the worker that answered
+NODE_HEADER = b"x-frugalml-node"  # with --backend ray: the Ray node of the replica that answered
 
 
 class _State:
@@ -222,7 +223,9 @@ class _Instrumentation:
         self.app = app
         self.state = state
         # which worker answered (--workers N): a client, or a test, can tell them apart
-        self.worker = None if state.hub is None else (WORKER_HEADER, str(state.hub.worker).encode())
+        hub = state.hub
+        self.worker = None if hub is None else [(WORKER_HEADER, str(hub.worker).encode()), *(
+            [(NODE_HEADER, hub.node.encode())] if hub.node is not None else [])]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -239,7 +242,7 @@ class _Instrumentation:
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 if worker is not None:
-                    message["headers"] = [*message.get("headers", ()), worker]
+                    message["headers"] = [*message.get("headers", ()), *worker]
                 answered = scope.get(ANSWERED)  # with --challenger: which version answered this prediction
                 if answered is not None:
                     message["headers"] = [*message.get("headers", ()), (ROLE_HEADER, answered[0].encode()),

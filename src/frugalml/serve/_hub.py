@@ -1,4 +1,5 @@
-"""The one monitoring state of ``frugalml serve --workers N``: the monitor process's side.
+"""The one monitoring state of ``frugalml serve --workers N`` (the monitor process's side) and of
+``--backend ray`` (inside the hub actor, :mod:`frugalml.serve._ray`).
 
 Every worker ships what it saw (:mod:`frugalml.serve._messages`) to one :class:`Hub`, which
 owns the only :class:`Monitor` (drift windows, quality, label-free estimates, alerts),
@@ -6,14 +7,16 @@ the registry of every prediction id any worker issued (:class:`WorkerLogs`), and
 request counters of each worker. So feedback for an id from any worker is accepted once,
 on any worker; an alert fires once; ``/metrics`` on any worker is the sum over all of them.
 
-Messages become state here, in :meth:`Hub.handle`, and nowhere else. :func:`serve_hub` runs
-the hub on a local socket: a thread per connection (there is no request path in this
+Messages become state here, in :meth:`Hub.handle`, and nowhere else; the one command from the
+supervisor, "the served alias moved", is :meth:`Hub.follow`. :func:`serve_hub` runs the hub on a
+listener (a local socket; TCP for Ray replicas): a thread per connection (there is no request path in this
 process for them to slow down) and one that processes the monitor when it is due.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection, Listener
@@ -132,20 +135,38 @@ class Hub:
         self.config = config
         self.workers: dict[int, Hello] = {}
         self.logs = WorkerLogs(config.feedback_capacity)
-        self.monitor: Monitor | None = None
         self.slo = ServedSlo.of(served)
-        if config.enabled and served.reference.has_statistics:
-            self.monitor = Monitor(served.reference, config, model=served.model, name=served.name or served.uri,
-                                   slo=self.slo)
-            self.monitor.log = self.logs
+        self.monitor = self._new_monitor(served)
         self.counters = WorkerCounters()
         self.registry = CollectorRegistry()
         self.registry.register(self.counters)
-        self.registry.register(ProcessCollector(lambda: [hello.pid for hello in self.workers.values()]))
+        host = socket.gethostname()  # a Ray replica on another machine: its CPU and memory are not sampled here
+        self.registry.register(ProcessCollector(
+            lambda: [hello.pid for hello in self.workers.values() if hello.host in ("", host)]))
         self.registry.register(MonitorCollector(lambda: self.served, lambda: self.monitor, max_feature_series,
                                                 lambda: self.slo))
         self._arrived = threading.Condition()  # rows came in
         self._feedback = threading.Lock()  # one feedback body at a time: a label counts once
+
+    def _new_monitor(self, served: ServedModel) -> Monitor | None:
+        if not (self.config.enabled and served.reference.has_statistics):
+            return None
+        monitor = Monitor(served.reference, self.config, model=served.model, name=served.name or served.uri,
+                          slo=self.slo)
+        monitor.log = self.logs  # every worker's ids, whichever version issued them
+        return monitor
+
+    def follow(self, served: ServedModel) -> None:
+        """Monitor ``served`` from now on (the served alias moved to it), as the one-process server does:
+        a new monitor against its training data, the SLO of its version (or the previous one's when it
+        carries none). Request counters, issued ids and feedback already counted stay."""
+        with self._feedback:
+            old = self.monitor
+            self.slo = ServedSlo.of(served, self.slo)
+            self.served = served
+            self.monitor = self._new_monitor(served)
+        if old is not None:
+            old.stop()
 
     def handle(self, message: Any) -> Any:
         """Turn one message into state; returns the answer for a request, None for a one-way message."""

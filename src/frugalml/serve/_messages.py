@@ -1,6 +1,8 @@
-"""The typed messages between ``frugalml serve --workers N``'s worker processes and its monitor process.
+"""The typed messages between ``frugalml serve --workers N``'s worker processes and its monitor process
+(and between ``--backend ray``'s replicas and its hub actor).
 
-Workers send (over one local socket each, :mod:`multiprocessing.connection`, pickled):
+Workers send (over one socket each, :mod:`multiprocessing.connection`, pickled: a local socket for
+``--workers``, TCP for Ray replicas, which may run on other machines):
 
 - :class:`Hello` once, when the model is loaded: which worker, its pid and the prefix of its ids;
 - :class:`Flush` every ``FLUSH_S`` while there is traffic, off the request path: the rows it
@@ -47,6 +49,7 @@ class Hello:
     worker: int
     pid: int
     prefix: str
+    host: str = ""  # the worker's machine: its pid means something only there ("": the monitor's own)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""A worker's link to the monitor process of ``frugalml serve --workers N``.
+"""A worker's link to the monitor process of ``frugalml serve --workers N`` (or a Ray replica's to
+the hub actor of ``--backend ray``).
 
 On the request path, :class:`HubLink` issues prediction ids (``<this worker's prefix>-<row>``: a
 counter update) and queues rows and request outcomes (a lock and an append), as the
 single-process :class:`Monitor` does. The server's event loop calls :meth:`HubLink.process`
 when :meth:`HubLink.due` says so (every ``FLUSH_S`` while there is traffic): one pickled
-:class:`Flush` over a local socket. Feedback and scrapes are round trips on a second
+:class:`Flush` over a local socket (TCP to a Ray hub actor). Feedback and scrapes are round trips on a second
 connection, made from a thread so the event loop keeps serving (and keeps flushing: the
 monitor may be waiting for this very worker's rows to check a label).
 """
@@ -16,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Client
@@ -54,20 +56,23 @@ class HubLink:
 
     Args:
         worker: this worker's index.
-        address: the monitor process's socket; ``authkey`` its key.
+        address: the monitor process's socket path, or ``(host, port)`` of a Ray hub actor; ``authkey`` its key.
         monitored: whether rows and request outcomes are shipped (monitoring on, with training statistics);
             request counters always are.
+        node: the Ray node of a replica, named in each answer's ``X-Frugalml-Node`` header (None: not on Ray).
     """
 
-    def __init__(self, worker: int, address: str, authkey: bytes, monitored: bool = True) -> None:
+    def __init__(self, worker: int, address: str | tuple[str, int], authkey: bytes, monitored: bool = True,
+                 node: str | None = None) -> None:
         self.worker = worker
         self.monitored = monitored
+        self.node = node
         self.prefix = secrets.token_hex(4)
         self.registry: CollectorRegistry | None = None  # the worker's request counters, set by the app
-        self._rpc = Client(address, family="AF_UNIX", authkey=authkey)
+        self._rpc = Client(address, authkey=authkey)  # AF_UNIX for a path, AF_INET for (host, port)
         self._rpc_lock = threading.Lock()
-        self._call(Hello(worker, os.getpid(), self.prefix))
-        self._stream = Client(address, family="AF_UNIX", authkey=authkey)
+        self._call(Hello(worker, os.getpid(), self.prefix, socket.gethostname() if node is not None else ""))
+        self._stream = Client(address, authkey=authkey)
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
         self._next = 0
@@ -131,7 +136,8 @@ class HubLink:
         try:
             self._stream.send(flush)
         except OSError:
-            logger.error("the monitor process is gone (frugalml serve's parent); this worker stops")
+            logger.error("the monitor process is gone (frugalml serve's parent, or its Ray hub actor); this worker "
+                         "stops")
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _families(self) -> tuple | None:

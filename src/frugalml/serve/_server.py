@@ -121,9 +121,10 @@ def json_errors_protocol(max_body_bytes: int = 1 << 20) -> type:
 
 def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None,
                config: Any = None, log_level: str = "info", access_log: bool = False,
-               workers: int | None = None, challenger: Any = None) -> None:
-    """Load ``model_uri`` and serve it until interrupted: in this process, or with ``workers``
-    worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`). ``challenger``
+               workers: int | None = None, challenger: Any = None, ray: Any = None) -> None:
+    """Load ``model_uri`` and serve it until interrupted: in this process, with ``workers``
+    worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`), or with Ray Serve
+    replicas sharing one (``ray``, a :class:`~frugalml.serve._ray.RaySettings`). ``challenger``
     (:class:`~frugalml.serve._challenger.ChallengerSettings`): a second version in shadow or canary."""
     import uvicorn
 
@@ -131,6 +132,11 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
 
     settings = settings or ServerSettings()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    started_ray = False
+    if ray is not None:  # the cluster is reachable and has room, before the model is even loaded
+        from frugalml.serve._ray import connect_cluster
+
+        started_ray = connect_cluster(ray)
     served = load_model(model_uri, settings.tracking_uri, settings.reference)
     config = as_monitoring_config(config if config is not None else served.monitoring)
     contender = None
@@ -139,7 +145,8 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
 
         contender = Challenger(served, load_model(challenger.uri, settings.tracking_uri, settings.reference),
                                challenger, settings.reference, config.quality_window)
-    _check_port(host, port)
+    if ray is None:  # on Ray the proxy listens on the head node, maybe another machine
+        _check_port(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
         logging.getLogger("frugalml.serve").warning(
@@ -157,12 +164,22 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
     if workers is not None and settings.poll_interval(served.uri):
         following = " (not following its alias: --workers serves one version; restart to move)"
     processes = f" with {workers} worker{'s' * (workers != 1)}" if workers is not None else ""
+    if ray is not None:
+        processes = (f" with {ray.replicas}" + (f" to {ray.max_replicas}" if ray.max_replicas else "")
+                     + f" Ray Serve replica{'s' * (ray.replicas != 1 or bool(ray.max_replicas))} on "
+                     + (ray.address or "a local Ray"))
 
     def announce() -> None:
         print(f"frugalml: serving {served.uri} (version {served.version or '-'}) on {url}{processes}{following}",
               file=sys.stderr, flush=True)
 
     try:
+        if ray is not None:
+            from frugalml.serve._ray import run_replicas
+
+            run_replicas(served, config, ray, host=host, port=port, settings=settings, started=announce,
+                         started_ray=started_ray)
+            return
         if workers is not None:
             from frugalml.serve._supervisor import run_workers
 
@@ -177,7 +194,8 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         app = create_app(served, settings, config, challenger=contender)
         announce()
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                               server_header=False, log_config=None, http=json_errors_protocol(settings.max_body_bytes)))
+                                               server_header=False, log_config=None, loop="asyncio",  # as workers
+                                               http=json_errors_protocol(settings.max_body_bytes)))
         server.run()
         if not server.started:
             raise FrugalError(f"the server did not start on {url}; see the log above.")
