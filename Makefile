@@ -4,17 +4,29 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps demo test bench reproduce-quick clean
+.PHONY: install install-demo system-deps demo test bench reproduce-quick clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+# Two stamps: `make demo` installs the package with the `report` extra only (the demo's
+# own imports are the core; `frugalml report demo` draws it); `make test` installs every
+# extra. `make test` after `make demo` adds the rest to the same .venv; `make demo` after
+# `make test` installs nothing.
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[all]"
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml | $(PY)
+	[ $(VENV)/.installed -nt pyproject.toml ] || $(PY) -m pip install -q -e ".[report]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+install-demo: $(VENV)/.installed-demo
+
+demo: install-demo
 	$(VENV)/bin/frugalml tune examples/demo.toml --fresh
 
 # Headless Chromium renders the HTML report in its test; promtool (the prometheus package) lints /metrics.

@@ -46,13 +46,33 @@ def write_study(path: Path, body: str) -> Path:
     return path
 
 
+def _cli_env() -> dict[str, str]:
+    """This environment, with the tests' trainers importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``frugalml ARGS`` in a subprocess with the tests' trainers importable."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "frugalml.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "frugalml.cli", *args], cwd=cwd, env=_cli_env(), capture_output=True, text=True,
         timeout=timeout,
     )
+
+
+def start_tune(study_file: Path, cwd: Path | None = None, **popen: object) -> subprocess.Popen:
+    """Start ``frugalml tune STUDY_FILE --no-progress`` (the tests' trainers importable), its output piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
+                            cwd=cwd, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def mlflow_store(folder: Path) -> str:
+    """The URI of a new MLflow SQLite store ``folder/mlflow.db``, made as frugalml makes a study's: from the template."""
+    from frugalml.tracking import seed_sqlite_store
+
+    uri = "sqlite:///" + str(Path(folder).resolve() / "mlflow.db")
+    seed_sqlite_store(uri)
+    return uri
 
 
 def mlflow_trial_runs(uri: str, study: str) -> dict:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import TESTS
 
 EXAMPLES = TESTS.parent / "examples"
@@ -38,6 +40,7 @@ def test_readme_shows_the_integration_examples_verbatim():
         assert f"```python\n{_code(example)}```" in readme, f"README's copy of examples/{example} is stale"
 
 
+@pytest.mark.slow  # integrations/test_optuna.py prunes a plain objective for memory across processes
 def test_optuna_example_prunes_the_trials_over_the_memory_budget(tmp_path):
     result = _run("optuna_pruner.py", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -49,6 +52,7 @@ def test_optuna_example_prunes_the_trials_over_the_memory_budget(tmp_path):
     assert (tmp_path / "optuna-study.db").exists()
 
 
+@pytest.mark.slow  # integrations/test_ray_tune.py stops an unmodified trainable for memory
 def test_ray_tune_example_stops_the_trial_over_the_memory_budget(tmp_path):
     result = _run("ray_tune_stopper.py", tmp_path)
     assert result.returncode == 0, result.stderr

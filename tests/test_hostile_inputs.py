@@ -141,7 +141,7 @@ def test_every_hostile_study_file_is_one_line_exit_2_and_changes_nothing(folder)
     assert _tree(folder) == before  # nothing written, nothing deleted
 
 
-@pytest.mark.parametrize("directory", [".", "..", "data", "studies"])
+@pytest.mark.parametrize("directory", [".", "..", *(pytest.param(d, marks=pytest.mark.slow) for d in ("data", "studies"))])
 def test_fresh_never_deletes_a_folder_frugalml_did_not_create(folder, directory):
     """A user-chosen directory that already holds a study's results and the user's files:
     --fresh refuses to clear it, and the user's files survive."""

@@ -63,6 +63,7 @@ def test_a_serving_cost_can_be_an_objective_without_a_budget(study_dir):
     assert summaries[8].mean["predict_ms"] == summaries[8].objective[1]
 
 
+@pytest.mark.slow  # the before-training skip also runs with the SGD model; max_predict_ms in the per-budget test
 def test_a_built_in_mlp_too_slow_to_serve_never_trains_and_its_record_has_the_measured_latency(study_dir):
     workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=20, eval_every=10)
     space = {"width": [16, 4096], "depth": [1, 4], "batch_size": [64]}

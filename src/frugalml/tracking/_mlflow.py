@@ -40,8 +40,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
-import sqlite3
 import ssl
 import tempfile
 import time
@@ -49,15 +47,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from frugalml import accounting
 from frugalml.exceptions import ConfigError
-from frugalml.files import cache_root
 from frugalml.records import SYSTEM_METRICS, TrialRecord, TrialStatus
 from frugalml.tracking._base import Tracker
+from frugalml.tracking._template import seed_sqlite_store, sqlite_path
 
 TRIAL_TAG = "frugalml.trial_id"
 STUDY_TAG = "frugalml.study"
@@ -138,49 +135,6 @@ def default_uri(study_dir: str | Path) -> str:
     return "sqlite:///" + str((Path(study_dir) / "mlflow.db").resolve())
 
 
-def seed_sqlite_store(uri: str) -> None:
-    """Create a new ``sqlite:///`` store by copying an empty, migrated one from the cache.
-
-    MLflow builds a new SQLite store migration by migration (2-5 s here); a copy takes
-    ~0.1 s. The template is made once per MLflow version, in the frugalml cache. Its
-    ``Default`` experiment is pointed at ``./mlruns/0`` of this directory, as MLflow
-    would have done. Other URIs, and files that exist, are left alone.
-    """
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri[len("sqlite:///"):])
-    if path.exists():
-        return
-    import mlflow
-
-    template = cache_root() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
-    try:
-        if not template.is_file():
-            template.parent.mkdir(parents=True, exist_ok=True)
-            tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-            try:
-                from mlflow.tracking import MlflowClient
-
-                MlflowClient(tracking_uri="sqlite:///" + str(tmp)).search_experiments(max_results=1)
-                os.replace(tmp, template)
-            finally:
-                tmp.unlink(missing_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(template, tmp)
-            with closing(sqlite3.connect(tmp)) as connection, connection:
-                connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                                   (os.path.abspath(os.path.join("mlruns", "0")),))
-            os.link(tmp, path)  # never over a store another process created meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    except (OSError, sqlite3.Error):
-        return  # an unwritable cache or folder: MLflow creates the store itself, slowly
-
-
 def check_uri(uri: str) -> None:
     """A one-line ConfigError for a tracking URI whose scheme no MLflow store (or plugin) serves.
 
@@ -199,8 +153,8 @@ def check_uri(uri: str) -> None:
             f"MLflow cannot store runs at {uri!r} (unknown scheme); use sqlite:///PATH.db, http(s)://HOST, "
             "a database URI, or \"none\" in [tracking] mlflow_uri."
         ) from None
-    if uri.startswith("sqlite:///"):
-        _check_sqlite_path(Path(uri[len("sqlite:///"):].partition("?")[0]))
+    if (path := sqlite_path(uri)) is not None:
+        _check_sqlite_path(path)
 
 
 def _check_sqlite_path(path: Path) -> None:

@@ -7,8 +7,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from frugalml import ResultStore
 from frugalml.tracking import default_uri
-from helpers import TESTS, cli, mlflow_trial_runs, write_study
+from helpers import cli, mlflow_trial_runs, start_tune, write_study
 
 STEADY_STUDY = """
 [study]
@@ -54,11 +52,7 @@ def _all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> bool:
 
 def test_resume_after_the_driver_is_killed_loses_and_repeats_nothing(tmp_path):
     study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="resume", steps=600))
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    driver = start_tune(study_file)
     store = ResultStore(tmp_path / "out")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(store.trial_ids()) < 3:
@@ -194,12 +188,8 @@ def test_missing_study_file_and_unknown_study(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="ctrlc", steps=600))
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-    )
+    driver = start_tune(study_file, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                        start_new_session=True)
     store = ResultStore(tmp_path / "out")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(store.trial_ids()) < 1:

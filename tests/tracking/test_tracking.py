@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ from frugalml.executors import InProcessExecutor
 from frugalml.records import TrialStatus
 from frugalml.tracking import MlflowTracker, check_uri, default_uri, probe
 from frugalml.tuner import tune
-from helpers import TESTS, cli, free_port, mlflow_trial_runs, write_study
+from helpers import cli, free_port, mlflow_store, mlflow_trial_runs, start_tune, write_study
 
 STUDY = """
 [study]
@@ -116,10 +113,8 @@ def test_a_study_over_string_choices_logs_every_trial_and_resume_adds_nothing(tm
 def _tune_watching_stderr(study_file: Path, cwd: Path) -> tuple[int, list[tuple[float, str]], str]:
     """Run ``frugalml tune``; returns its exit status, its stderr lines with the seconds since
     the start at which each appeared, and its stdout."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
-                               cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_tune(study_file, cwd)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=lambda: lines.extend((time.monotonic() - started, line)
                                                           for line in process.stderr))
@@ -130,7 +125,12 @@ def _tune_watching_stderr(study_file: Path, cwd: Path) -> tuple[int, list[tuple[
     return process.returncode, lines, stdout
 
 
-@pytest.mark.parametrize("server", ["closed port", "never answers"])
+@pytest.mark.parametrize("server", [
+    # slow: a refused connection is told apart from a server that answers by the probe's own test; the
+    # study's way through a server that is down runs end to end in "never answers"
+    pytest.param("closed port", marks=pytest.mark.slow),
+    "never answers",
+])
 def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_resume_logs_the_trials(
         server, tmp_path, blackhole):
     uri = f"http://127.0.0.1:{free_port()}" if server == "closed port" else blackhole.url
@@ -203,9 +203,7 @@ def test_a_tracking_store_that_cannot_exist_is_one_line_before_any_trial(where, 
 
 def test_check_uri_accepts_stores_that_can_be_created(tmp_path):
     check_uri("sqlite:///" + str(tmp_path / "new" / "deeper" / "mlflow.db"))  # folders are made when needed
-    seeded = tmp_path / "seeded.db"
-    MlflowClient(tracking_uri=f"sqlite:///{seeded}").search_experiments()
-    check_uri(f"sqlite:///{seeded}")
+    check_uri(mlflow_store(tmp_path / "seeded"))
     check_uri("http://127.0.0.1:1")  # a server that is down is not a mistake in the study file
 
 
@@ -220,12 +218,11 @@ def _statuses(uri: str, experiment: str) -> tuple[str, list[str]]:
     return parent[0], [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+@pytest.mark.slow  # Ctrl-C then --resume runs end to end in tests/cli; a run left RUNNING ended KILLED: below
 def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
     study_file = write_study(tmp_path / "s.toml", STUDY.format(name="interrupted", steps=1000, uri="default"))
     uri = default_uri(tmp_path / "out")
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    driver = subprocess.Popen([sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = start_tune(study_file, tmp_path)
     store = ResultStore(tmp_path / "out")
 
     def logged() -> bool:  # the first trial is logged: the study's run and a trial run exist
