@@ -112,3 +112,29 @@ def test_a_prediction_is_credited_only_when_its_interval_is_narrow_enough():
     half = accounting.PREDICTION_SPREAD
     assert accounting.credible_prediction(1.0, 1.0 - half, 1.0 + half) == pytest.approx(1.0)
     assert accounting.credible_prediction(1.0, 1.0 - half, 1.0 + half + 0.01) is None
+
+
+def _ran(width: int, ms_per_step: float) -> TrialRecord:
+    windows = [Window(s, {"cpu_s": 1.0 + ms_per_step * (s - 1) / 1000.0}) for s in (10, 20, 30)]
+    return TrialRecord(f"w/{width}/r0", 0, "w", str(width), 0, {"width": width}, TrialStatus.COMPLETED,
+                       steps_done=30, steps_planned=30, cpu_s=windows[-1].values["cpu_s"], windows=tuple(windows),
+                       info={accounting.FIRST_STEP_CPU_S: 1.0})
+
+
+def test_a_prediction_far_beyond_the_configurations_the_model_saw_is_not_credited():
+    from frugalml.prediction import CostModel
+
+    # a perfectly linear cost seen on widths 32-256: the fit is exact, its interval narrow everywhere
+    model = CostModel(features=["width"]).fit([_ran(w, 2.0 + 0.01 * w) for w in (32, 64, 128, 256)])
+    assert model.reach({"width": 128}, "cpu_ms_per_step") == 1.0
+    assert model.reach({"width": 512}, "cpu_ms_per_step") == pytest.approx(2.0)
+    assert model.reach({"width": 2048}, "cpu_ms_per_step") == pytest.approx(8.0)
+    assert model.reach({"width": 2048}, "no_such_metric") == float("inf")
+    wide = model.predict({"width": 2048})["cpu_ms_per_step"]
+    assert (wide.high - wide.low) / 2 < accounting.PREDICTION_SPREAD * wide.value  # narrow, but 8x out
+    assert accounting.credible_prediction(wide.value / 1e3, wide.low / 1e3, wide.high / 1e3,
+                                          reach=model.reach({"width": 2048}, "cpu_ms_per_step")) is None
+    near = model.predict({"width": 512})["cpu_ms_per_step"]
+    assert accounting.credible_prediction(near.value / 1e3, near.low / 1e3, near.high / 1e3,
+                                          reach=model.reach({"width": 512}, "cpu_ms_per_step")) == pytest.approx(
+        (2.0 + 0.01 * 512) / 1e3, rel=0.01)

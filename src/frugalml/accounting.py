@@ -25,9 +25,9 @@ A ``peers`` or ``predicted`` rate is never lower than what the trial's own steps
 its last boundary already cost (:func:`own_step_floor`): a trial stopped deep into a
 slow step has measured at least that much per step, whatever the cost model says.
 :func:`credible_prediction` is the policy for a prediction the cost model cannot stand
-behind (its interval too wide): ``unknown``. The rate arrives here as a bare number, so
-the caller that holds the interval (the study's cost-model gate) is to apply it (not wired yet:
-docs/savings.md).
+behind (its interval too wide, or the configuration more than :data:`PREDICTION_REACH` times
+beyond what it was fitted on): ``unknown``. The rate arrives here as a bare number, so the
+caller that holds the interval (the study's cost-model gate) applies it.
 
 Joules saved are the CPU-seconds saved × the joules per CPU-second the trial itself
 measured (RAPL, NVML) or estimated; a trial without its own joules takes its peers'.
@@ -64,6 +64,10 @@ FIRST_STEP_CPU_S = "first_step_cpu_s"  # info key: the trial's CPU-seconds at th
 #: the predictions 50 % or more off the full runs had 90 % intervals of ±110 % or wider; those
 #: within 20 %, ±6 % to ±100 %.
 PREDICTION_SPREAD = 0.75
+#: ... and only when no cost feature of the configuration lies more than this factor outside the
+#: range the cost model was fitted on: a linear fit of a few small configurations' per-step cost,
+#: asked about one 8x larger, was 2x off with an interval of ±60 % (docs/savings.md).
+PREDICTION_REACH = 2.0
 COST_NEUTRAL_PARAMS = frozenset({
     "learning_rate", "lr", "eta0", "alpha", "l1_ratio", "momentum", "weight_decay", "seed", "tol", "dropout",
 })
@@ -202,21 +206,27 @@ def step_rate(record: TrialRecord, peers: Iterable[TrialRecord] = (),
 
 
 def credible_prediction(cpu_s_per_step: float | None, low: float | None = None,
-                        high: float | None = None) -> float | None:
+                        high: float | None = None, reach: float = 1.0) -> float | None:
     """The cost model's CPU-seconds per step where it stands behind it, else None (``unknown``).
 
     ``low``/``high``: the prediction's interval (the cost model's, at the study's confidence).
     None when there is no prediction, or when the interval's half-width is over
     :data:`PREDICTION_SPREAD` of the value: a model fitted on a handful of trials and asked
     4x beyond the widest says so with an interval of [0, 3x], and its point value is then
-    a guess. The predicted rate a trial stopped before its first window is credited at is
-    meant to pass through here (the study's cost model gives the interval).
+    a guess. Also None when ``reach`` (how far beyond the configurations it was fitted on the
+    model was asked: :meth:`frugalml.prediction.CostModel.reach`) is over :data:`PREDICTION_REACH`.
+    The predicted rate a trial stopped before its first window is credited at, and a skipped
+    configuration's, pass through here (the study's cost-model gate).
 
     Example:
         >>> credible_prediction(0.5, 0.4, 0.6), credible_prediction(0.5, 0.0, 1.5)
         (0.5, None)
+        >>> credible_prediction(0.5, 0.4, 0.6, reach=8.0) is None
+        True
     """
     if cpu_s_per_step is None or not math.isfinite(cpu_s_per_step) or cpu_s_per_step <= 0:
+        return None
+    if reach > PREDICTION_REACH:
         return None
     if low is not None and high is not None and (high - low) / 2 > PREDICTION_SPREAD * cpu_s_per_step:
         return None

@@ -33,13 +33,14 @@ def test_a_configuration_predicted_over_budget_is_skipped_with_its_prediction(sk
         assert prediction["budget"] == "max_memory_mb" and prediction["low"] > 200
         assert prediction["low"] <= prediction["predicted"] <= (prediction["high"] or prediction["predicted"])
         assert record.stop.rule == "skipped_max_memory_mb" and not record.feasible
-        assert record.cpu_s == 0 and record.cpu_s_saved > 0
+        assert record.cpu_s == 0  # and 10x beyond the batches the model saw, its saving is not claimed:
+        assert record.saved_basis == "unknown" and record.cpu_s_saved == 0
     stored = {r.trial_id: r for r in ResultStore(directory).trials()}
     assert all(stored[r.trial_id].status is TrialStatus.SKIPPED for r in skipped)
     ran = [r for r in result.records if r.status is not TrialStatus.SKIPPED]
     assert all(r.params["batch_size"] == 30000 or r.status is TrialStatus.COMPLETED for r in ran)
     account = result.compute()
-    assert account.skipped == len(skipped) and account.saved_by_mechanism["skip"] > 0
+    assert account.skipped == len(skipped) and "skip" in account.unknown  # shown as unknown, not as 0
 
 
 def test_every_trial_run_after_the_model_is_ready_is_rechecked(skipping):

@@ -42,7 +42,7 @@ def constraint_values(records: Sequence[TrialRecord], budget: Mapping[str, float
         worst = None
         for record in records:
             stop = record.stop
-            broke_it = stop is not None and stop.kind == "system" and budget_of_rule(stop.rule) is BUDGETS[key]
+            broke_it = stop is not None and stop.is_system and budget_of_rule(stop.rule) is BUDGETS[key]
             if broke_it:
                 value = stop.violation
             elif (value_measured := measured(record, key)) is not None:

@@ -51,6 +51,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.validation import Interval, check
 from frugalml.prediction._estimate import Estimate, check_confidence
 from frugalml.records import TrialRecord, TrialStatus
+from frugalml.units import to_mb
 
 # budget key -> the predicted metric it limits (trial seconds: derived from step time by the gate)
 BUDGET_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
@@ -78,7 +79,7 @@ def steady_step_ms(record: TrialRecord) -> float | None:
 def broken_metric(record: TrialRecord) -> str | None:
     """The metric whose budget stopped or skipped ``record`` (its measured value is censored). A
     serving cost is measured whole, on the model, so a serving stop censors nothing."""
-    if record.stop is None or record.stop.kind != "system":
+    if record.stop is None or not record.stop.is_system:
         return None
     budget = budget_of_rule(record.stop.rule)
     return budget.predicted if budget is not None and budget.scope != SERVE else None
@@ -116,6 +117,7 @@ class _Fit:
     dof: int
     n: int
     kept: tuple[int, ...] = ()  # the columns fitted
+    span: tuple[tuple[float, float], ...] = ()  # per column: the smallest and largest value observed
     # per dropped column: (index, its coefficients on the kept columns, the column's scale)
     dropped: tuple[tuple[int, np.ndarray, float], ...] = ()
 
@@ -156,7 +158,7 @@ class CostModel:
                 return None
             if name == "batch_size" and shape.n_features:
                 rows = min(value, shape.n_train) if shape.n_train else value
-                value = rows * shape.n_features * 8 / 2**20
+                value = to_mb(rows * shape.n_features * 8)
             row.append(float(value))
         return row
 
@@ -207,7 +209,8 @@ class CostModel:
         # how each dropped column followed the kept ones here: a query that breaks it is unseen ground
         dropped = tuple((j, np.linalg.lstsq(X[:, kept], X[:, j], rcond=None)[0], float(np.abs(X[:, j]).max()) or 1.0)
                         for j in range(X.shape[1]) if j not in kept)
-        return _Fit(beta, covariance, sigma, n - p, n, tuple(kept), dropped)
+        span = tuple((float(X[:, j].min()), float(X[:, j].max())) for j in range(X.shape[1]))
+        return _Fit(beta, covariance, sigma, n - p, n, tuple(kept), dropped=dropped, span=span)
 
     def predict(self, params: Mapping[str, Any]) -> dict[str, Estimate]:
         """Predicted costs of ``params`` (metrics the model cannot predict yet are left out)."""
@@ -228,6 +231,23 @@ class CostModel:
             t = float(student_t.ppf(self.confidence, fit.dof))
             predictions[metric] = Estimate(value, max(0.0, value - t * se), value + t * se)
         return predictions
+
+    def reach(self, params: Mapping[str, Any], metric: str) -> float:
+        """How far outside the observations ``metric`` was fitted on ``params`` lies: the largest
+        factor by which a cost feature exceeds the largest value observed (or falls short of the
+        smallest); 1.0 inside the range, ``inf`` when the model cannot tell."""
+        x, fit = self.design(params), getattr(self, "fits_", {}).get(metric)
+        if x is None or fit is None:
+            return math.inf
+        factors = [1.0]
+        for value, (low, high) in zip(x[1:], fit.span[1:]):
+            if high > 0 and value > high:
+                factors.append(value / high)
+            elif low > 0 and 0 < value < low:
+                factors.append(low / value)
+            elif value <= 0 < low:
+                factors.append(math.inf)
+        return max(factors)
 
     @property
     def ready(self) -> bool:

@@ -24,7 +24,7 @@ from frugalml.accounting import credible_prediction, skip_saving
 from frugalml.exceptions import ConfigError
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
-from frugalml.records import StopInfo, TrialRecord, TrialStatus
+from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus
 from frugalml.store import ResultStore
 from frugalml.validation import check_keys
 
@@ -156,10 +156,10 @@ class ConfigGate:
         prediction = self._over_budget(predictions) or self._same_cost_as_a_broken_one(params)
         if prediction is None:
             return None
-        saving = skip_saving(steps_planned, self._cpu_s_per_step(predictions), repeats)
+        saving = skip_saving(steps_planned, self._cpu_s_per_step(params, predictions), repeats)
         key, metric, limit, low = prediction["budget"], prediction["metric"], prediction["threshold"], prediction["low"]
         stop = StopInfo(
-            rule=f"skipped_{key}", kind="system", step=0, value=low, threshold=limit,
+            rule=f"skipped_{key}", kind=StopKind.SYSTEM, step=0, value=low, threshold=limit,
             message=f"skipped: {metric} predicted >= {low:.4g} ({prediction['basis']}) > budget {limit:g}",
         )
         return saving.apply(TrialRecord(
@@ -168,19 +168,21 @@ class ConfigGate:
             steps_planned=steps_planned, stop=stop, info={"reason": SKIP_REASON, "prediction": prediction},
         ))
 
-    @staticmethod
-    def _cpu_s_per_step(predictions: Mapping[str, Estimate]) -> float | None:
-        """The predicted CPU-seconds per step, where the interval is narrow enough to stand behind
-        (:func:`frugalml.accounting.credible_prediction`); None (saved: ``unknown``) otherwise."""
-        cpu = predictions.get("cpu_ms_per_step") or predictions.get("mean_step_ms")
+    def _cpu_s_per_step(self, params: Mapping[str, Any], predictions: Mapping[str, Estimate]) -> float | None:
+        """The predicted CPU-seconds per step, where the model can stand behind it (a narrow
+        interval, inside the range it was fitted on: :func:`frugalml.accounting.credible_prediction`);
+        None (saved: ``unknown``) otherwise."""
+        metric = "cpu_ms_per_step" if "cpu_ms_per_step" in predictions else "mean_step_ms"
+        cpu = predictions.get(metric)
         if cpu is None:
             return None
-        return credible_prediction(cpu.value / 1000.0, cpu.low / 1000.0, cpu.high / 1000.0)
+        return credible_prediction(cpu.value / 1000.0, cpu.low / 1000.0, cpu.high / 1000.0,
+                                   reach=self.model.reach(params, metric))
 
     def predicted_cpu_s_per_step(self, params: Mapping[str, Any], steps_planned: int | None) -> float | None:
         """The cost model's CPU-seconds per step of ``params`` (evaluation included), or None
         while it cannot tell: what a trial stopped before its first window is credited at."""
-        return self._cpu_s_per_step(self.predict(params, steps_planned))
+        return self._cpu_s_per_step(params, self.predict(params, steps_planned))
 
     def violations(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, float] | None:
         """``predicted / limit - 1`` of each budget ``params`` is more likely to break than not
@@ -230,7 +232,7 @@ class ConfigGate:
         if x is None:
             return None
         for record in [*self.history, *self.records()]:
-            key = record.stop.rule if record.stop is not None and record.stop.kind == "system" else None
+            key = record.stop.rule if record.stop is not None and record.stop.is_system else None
             if key not in self.budget or self.model.design(record.params) != x:
                 continue
             return {
