@@ -6,11 +6,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import secrets
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
+from typing import Callable
+
+import psutil
 
 from frugalml.exceptions import DiskFullError
 
@@ -38,6 +43,31 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
         finally:
             tmp.unlink(missing_ok=True)
     return path
+
+
+def write_folder_atomic(directory: str | os.PathLike, write: Callable[[Path], None], *, complete: str) -> Path:
+    """Let ``write`` fill a temporary sibling folder, then rename it to ``directory``: readers see
+    the whole folder or none. Where another writer got there first (its folder holds the file
+    ``complete``), that copy is kept. Temporary folders of writers that died are removed."""
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".tmp-{directory.name}-*"):
+        pid = stale.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".tmp-{directory.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not (directory / complete).is_file():  # not a concurrent writer's win
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
 
 
 def is_disk_full(error: BaseException | None) -> bool:

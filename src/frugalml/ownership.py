@@ -15,6 +15,7 @@ from pathlib import Path
 from frugalml.exceptions import ConfigError, DiskFullError
 from frugalml.files import disk_full_message, is_disk_full
 
+STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
 MARKER = ".frugalml-study"
 # what a study folder of an older version holds; an unmarked folder is cleared only when it holds these alone
 OWN_ENTRIES = frozenset({

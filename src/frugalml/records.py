@@ -45,6 +45,17 @@ SYSTEM_METRICS = frozenset({
 })
 
 
+class StopKind(str, enum.Enum):
+    """What a stop means for the trial's result (stored as its value)."""
+
+    SYSTEM = "system"  # a resource budget: the trial is infeasible
+    ML = "ml"  # a learning rule: the trial stays feasible
+    STUDY = "study"  # the study's compute budget ran out: the trial is incomplete
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class TrialStatus(str, enum.Enum):
     """Lifecycle of a trial. ``STOPPED`` means a stopping rule ended it early."""
 
@@ -82,9 +93,9 @@ def is_estimate(energy_source: str | None) -> bool:
 class StopInfo:
     """Which rule stopped a trial, where, and by how much.
 
-    ``kind`` is ``"system"`` for resource budgets (the trial is infeasible) and ``"ml"``
-    for rules about learning (patience, median, divergence): an ML stop keeps the
-    trial feasible. ``latency_ms`` is the time from the sample that broke the budget
+    ``kind`` (a :class:`StopKind`) is ``SYSTEM`` for resource budgets (the trial is
+    infeasible), ``ML`` for rules about learning (patience, median, divergence: an ML stop
+    keeps the trial feasible) and ``STUDY`` when the study's budget ran out. ``latency_ms`` is the time from the sample that broke the budget
     to the worker being gone, for stops enforced by the watchdog.
     """
 
@@ -96,9 +107,13 @@ class StopInfo:
     message: str
     latency_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, StopKind) and self.kind in StopKind._value2member_map_:
+            object.__setattr__(self, "kind", StopKind(self.kind))  # as read back from a store
+
     @property
     def is_system(self) -> bool:
-        return self.kind == "system"
+        return self.kind == StopKind.SYSTEM
 
     @property
     def violation(self) -> float:

@@ -34,8 +34,7 @@ from frugalml.exceptions import FrugalError
 from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.records import TrialRecord
-from frugalml.serve._model import extra_files, pip_requirements
-from frugalml.serve._reference import Reference, encode_table, sha256_arrays
+from frugalml.serve import Reference, encode_table, extra_files, pip_requirements, sha256_arrays
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
 from frugalml.tracking import MODEL_ARTIFACT, default_uri, seed_sqlite_store
@@ -175,7 +174,7 @@ def measure_latency(model: Any, X: np.ndarray, *, single_calls: int = 200, batch
 def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, sample_size: int = 1000,
                     seed: int = 0) -> Reference:
     """The training-data fingerprint: sha256 of the fitted arrays, schema, reference statistics."""
-    from frugalml.serve._estimate import Calibration, confidences
+    from frugalml.serve import Calibration, confidences
 
     X_fit, y_fit, _, _ = data.arrays(mmap=True)
     meta = data.meta()
@@ -206,7 +205,7 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     Its reference is the data the trial logged (``trial.log_reference``); the profile
     is the study's measured costs plus prediction latency on that data.
     """
-    from frugalml.serve._model import load_predictor, reference_from_table
+    from frugalml.serve import load_predictor, reference_from_table
 
     records = [r for r in load_result(study_dir).records
                if r.workload == workload["name"] and r.config_id == best.config_id and r.feasible]
@@ -411,7 +410,7 @@ def _log_model_dir(refit: Refit, monitoring: Mapping[str, Any] | None, tmp: Path
     shutil.copytree(refit.model_dir, copy)
     classes = getattr(refit.model, "classes_", None)  # a network classifier's: its output indices
     if refit.reference.task == "classification" and classes is not None:
-        from frugalml.serve._classifier import as_classifier
+        from frugalml.serve import as_classifier
 
         as_classifier(copy, classes, refit.reference.feature_names,  # pyfunc answers labels, as /predict does
                       refit.training[0] if refit.training is not None else None)
@@ -469,7 +468,7 @@ def register(
     if alias is not None:
         _check_alias(alias)
     if monitoring is not None:
-        from frugalml.serve._config import as_monitoring_config
+        from frugalml.serve import as_monitoring_config
 
         monitoring = as_monitoring_config(monitoring).to_dict()  # fails now, not when served
     refit = refit_best(study_dir, workload)

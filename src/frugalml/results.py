@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from frugalml import accounting
-from frugalml.records import TrialRecord, TrialStatus, is_estimate
+from frugalml.records import StopKind, TrialRecord, TrialStatus, is_estimate
 from frugalml.search import Search, objective_values
 
 KEY_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "peak_memory_mb", "cpu_percent", "predict_ms",
@@ -64,7 +64,7 @@ def ranked_feasible(
     Trials cut short by the study's compute budget (the budgeted mode) are incomplete, not candidates.
     """
     search = search or Search()
-    records = [r for r in records if r.stop is None or r.stop.kind != "study"]
+    records = [r for r in records if r.stop is None or r.stop.kind != StopKind.STUDY]
     sign = 1.0 if search.directions[0] == "minimize" else -1.0
     candidates = [
         s for s in summarize(records, search)
@@ -92,7 +92,7 @@ def mechanism(record: TrialRecord) -> str | None:
         return None
     if record.stop.rule.startswith("predicted_"):
         return "predicted stop"
-    return {"system": "hard budget stop", "ml": "learning rule", "study": "study budget"}.get(record.stop.kind)
+    return {StopKind.SYSTEM: "hard budget stop", StopKind.ML: "learning rule", StopKind.STUDY: "study budget"}.get(record.stop.kind)
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class StudyResult:
     @property
     def budget_exhausted(self) -> bool:
         """True when the study's compute budget stopped it before the search was done."""
-        return any(r.stop is not None and r.stop.kind == "study" for r in self.records) or (
+        return any(r.stop is not None and r.stop.kind == StopKind.STUDY for r in self.records) or (
             self.compute_budget_cpu_s is not None and self.compute().used_cpu_s >= self.compute_budget_cpu_s
         )
 

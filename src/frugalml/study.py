@@ -24,6 +24,7 @@ from frugalml.budgets import SERVE, SERVING_METRICS, names
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import Deploy
 from frugalml.exceptions import ConfigError, FrugalError
+from frugalml.ownership import STUDIES_ROOT
 from frugalml.prediction import BUDGET_METRICS, PredictionSettings
 from frugalml.names import ALLOWED, check_name, name_problem
 from frugalml.search import Search, check_size, grid_size
@@ -32,7 +33,6 @@ from frugalml.store import ResultStore
 from frugalml.validation import Interval, check, check_keys, printable, read_toml
 
 DEFAULT_MLFLOW = "default"
-STUDIES_ROOT = "studies"  # where studies go without a [study] directory, and where the CLI looks
 BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate", "alpha"})  # what sgd_train reads
 MAX_WORKERS = Interval(int, 1, 1024, closed="both")  # trials at once; each is a process (or a Ray task)
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
@@ -203,7 +203,7 @@ class Study:
         builtin = [w for w in self.workloads if w.train is None]
         space = set(self.search.space) if isinstance(self.search.space, Mapping) else set()
         if builtin:
-            from frugalml.workloads._networks import NETWORK_PARAMS  # lazy: pandas, for built-in workloads only
+            from frugalml.workloads import NETWORK_PARAMS  # lazy: pandas, for built-in workloads only
         for workload in builtin:
             names = set(workload.params) | (space if len(builtin) == len(self.workloads) else set())
             known = NETWORK_PARAMS.get(workload.algorithm, BUILTIN_PARAMS)

@@ -7,7 +7,7 @@ import math
 import os
 
 from frugalml.exceptions import ConfigError
-from frugalml.study import STUDIES_ROOT
+from frugalml.ownership import STUDIES_ROOT
 
 EPILOG = """exit status: 0 no regression, 1 a regression or a broken SLO, 2 a usage error.
 Thresholds: a [gate] table in --gate FILE (see docs/gate.md); without one every metric both sides
@@ -57,7 +57,7 @@ def run_check(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = load_gate(args.gate) if args.gate else GateSettings()
     if args.live is not None:
-        from frugalml.gate._live import live_check
+        from frugalml.gate import live_check
 
         if args.candidate or args.baseline:
             raise ConfigError("--live compares the server's challenger with its champion; leave out the candidate "

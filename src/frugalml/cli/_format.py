@@ -6,14 +6,16 @@ import csv
 import io
 import json
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.console import Console
 
 from frugalml import accounting
 from frugalml.budgets import SERVING_METRICS
 from frugalml.records import TrialRecord
-from frugalml.results import ComputeAccount
+
+if TYPE_CHECKING:
+    from frugalml.results import ComputeAccount
 
 
 def wide_console() -> Console:

@@ -8,7 +8,7 @@ from pathlib import Path
 from frugalml.cli._format import fmt, to_csv, to_json, wide_console
 from frugalml.exceptions import StoreError
 from frugalml.validation import POSITIVE_INT, check
-from frugalml.study import STUDIES_ROOT
+from frugalml.ownership import STUDIES_ROOT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from frugalml.cli._show import study_directory
-    from frugalml.report._compare import COMPARED, compare_studies
+    from frugalml.report import COMPARED, compare_studies
     from frugalml.tuner import load_result
 
     a = load_result(study_directory(args.study_a, args.root))

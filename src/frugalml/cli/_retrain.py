@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from frugalml.exceptions import ConfigError
 from frugalml.names import name_argument
-from frugalml.study import STUDIES_ROOT
+from frugalml.ownership import STUDIES_ROOT
 
 _MAX_EVENT_BYTES = 65_536
 

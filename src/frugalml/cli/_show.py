@@ -12,10 +12,8 @@ from frugalml.budgets import SERVING_METRICS
 from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
 from frugalml.records import is_estimate
-from frugalml.results import compute_account
 from frugalml.store import ResultStore, find_stores
-from frugalml.study import STUDIES_ROOT
-from frugalml.tuner import load_result
+from frugalml.ownership import STUDIES_ROOT
 
 FORMATS = ("table", "json", "csv")
 
@@ -42,6 +40,9 @@ def study_directory(study: str, root: str) -> Path:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from frugalml.results import compute_account
+    from frugalml.tuner import load_result
+
     root = Path(args.root)
     if not root.is_dir() and (root.exists() or args.root != STUDIES_ROOT):  # the default may not exist yet
         raise StoreError(f"--root {args.root} is not a folder; pass the folder that holds your study directories.")
@@ -92,6 +93,9 @@ SERVING_COLUMNS = {"predict_ms": "predict ms", "throughput_rows_s": "rows/s", "m
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from frugalml.results import compute_account
+    from frugalml.tuner import load_result
+
     result = load_result(study_directory(args.study, args.root))
     rows = trial_rows(result.records)
     if args.format == "json":

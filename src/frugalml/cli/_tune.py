@@ -15,9 +15,6 @@ from rich.table import Table
 
 from frugalml.cli._format import compute_line, fmt, wide_console
 from frugalml.records import TrialRecord, TrialStatus
-from frugalml.results import best_feasible
-from frugalml.study import load_study
-from frugalml.tuner import tune
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +57,8 @@ class ProgressView:
             f"done {counts[TrialStatus.COMPLETED]}  running {len(self.running)}  "
             f"stopped {counts[TrialStatus.STOPPED]}  failed {counts[TrialStatus.FAILED]}"
         )
+        from frugalml.results import best_feasible
+
         best = best_feasible(self.records, self.study.search)
         best_line = f"best feasible so far: {best.workload} {best.config_id} " + (
             f"({self.study.search.objectives[0]}={fmt(best.objective[0])})" if best else ""
@@ -73,6 +72,9 @@ class ProgressView:
 
 
 def run(args: argparse.Namespace) -> int:
+    from frugalml.study import load_study
+    from frugalml.tuner import tune
+
     study = load_study(args.study_file)
     overrides = {"workers": args.workers, "directory": args.directory, "backend": args.backend, "address": args.address}
     if overrides := {k: v for k, v in overrides.items() if v is not None}:

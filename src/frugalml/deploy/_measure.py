@@ -14,7 +14,7 @@ from frugalml.budgets import BUDGETS, SERVING_METRICS
 from frugalml.deploy._envelope import Deploy, machine_cores
 from frugalml.exceptions import FrugalError
 from frugalml.processes import die_with_parent
-from frugalml.records import StopInfo
+from frugalml.records import StopInfo, StopKind
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -76,7 +76,7 @@ def verdict(cost: Mapping[str, float], limits: Mapping[str, float], *, step: int
         value = cost.get(b.metric)
         if value is not None and b.breaks(value, limit):
             side = "<" if b.floor else ">"
-            return StopInfo(rule=key, kind="system", step=step, value=float(value), threshold=float(limit),
+            return StopInfo(rule=key, kind=StopKind.SYSTEM, step=step, value=float(value), threshold=float(limit),
                             message=f"{b.what} {value:.4g} {b.unit} {side} budget {limit:g} {b.unit}{before}")
     return None
 

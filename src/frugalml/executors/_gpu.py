@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from frugalml.budgets import budget
-from frugalml.monitors import GpuMonitor
-from frugalml.monitors._gpu import visible_gpus
+from frugalml.monitors import GpuMonitor, visible_gpus
 from frugalml.records import StopInfo
 from frugalml.stopping import SYSTEM, ResourceBudget, StoppingRule
 from frugalml.units import to_mb

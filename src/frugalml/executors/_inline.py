@@ -22,7 +22,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._lifecycle import TrialLifecycle, failed
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.messages import Done, FirstStep, Message, Metrics, WindowEnd
-from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
+from frugalml.monitors import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
 from frugalml.records import TrialRecord
 from frugalml.trial import PROGRESS_SIZE, Trial, TrialStopped
 from frugalml.validation import positive

@@ -28,16 +28,16 @@ from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._task import TrialTask
 from frugalml.executors._worker import run_worker
 from frugalml.exceptions import ConfigError
-from frugalml.monitors import EnergyMonitor, GpuMonitor, ProcessTreeMonitor
-from frugalml.monitors._composite import tree_monitors
-from frugalml.monitors._energy import default_watts_per_core
-from frugalml.monitors._gpu import visible_gpus
+from frugalml.monitors import (
+    EnergyMonitor, GpuMonitor, ProcessTreeMonitor, default_watts_per_core, tree_monitors, visible_gpus,
+)
+from frugalml.processes import DRIVER_PID_ENV
 from frugalml.messages import Message, WindowEnd
 from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping import TrialView
 from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
-PRELOAD = ["numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
+PRELOAD = ["frugalml._orphan_guard", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
 REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
@@ -75,9 +75,11 @@ def _start_forkserver_ignoring_sigint() -> None:
     from multiprocessing import forkserver
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ[DRIVER_PID_ENV] = str(os.getpid())  # read (and dropped) by the forkserver: frugalml._orphan_guard
     try:
         forkserver.ensure_running()
     finally:
+        os.environ.pop(DRIVER_PID_ENV, None)
         signal.signal(signal.SIGINT, previous)
 
 

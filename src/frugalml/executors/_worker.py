@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
 import signal
@@ -53,7 +54,7 @@ def run_worker(
     task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None
 ) -> None:
     """Run ``task`` in this process; every outcome ends with one final message."""
-    die_with_parent()
+    die_with_parent(multiprocessing.parent_process().pid)  # the driver, not the forkserver
     if gpu_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices  # before the training code loads CUDA
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle

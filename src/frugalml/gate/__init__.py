@@ -21,6 +21,7 @@ import numpy as np
 
 from frugalml.exceptions import ConfigError
 from frugalml.gate._decide import IMPROVED, PASS, REGRESSION, MetricResult, decide
+from frugalml.gate._live import live_check
 from frugalml.gate._metrics import GATE_METRICS, GateMetric
 from frugalml.gate._remeasure import Recipe, step_times
 from frugalml.gate._result import CheckResult
@@ -101,20 +102,21 @@ def check(candidate: str, baseline: str, *, settings: GateSettings | None = None
 
 
 __all__ = [
-    "GATE_METRICS",
-    "IMPROVED",
-    "PASS",
-    "REGRESSION",
     "CheckResult",
-    "Recipe",
+    "GATE_METRICS",
     "GateMetric",
     "GateSettings",
+    "IMPROVED",
     "MetricGate",
     "MetricResult",
+    "PASS",
+    "REGRESSION",
+    "Recipe",
     "Side",
     "check",
     "compare",
     "decide",
+    "live_check",
     "load_gate",
     "resolve",
 ]

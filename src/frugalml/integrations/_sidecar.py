@@ -208,6 +208,7 @@ def _own_sample(between: dict[str, float], base_io: tuple[float | None, float | 
         return None
     resident, shared = int(fields[1]) * _PAGE, int(fields[2]) * _PAGE
     times = os.times()
+    # MB by hand, not frugalml.units: the sidecar imports nothing of frugalml but this module
     sample = {"memory_mb": (resident - shared) / 2**20, "rss_mb": resident / 2**20,
               "cpu_s": times.user + times.system + times.children_user + times.children_system}
     if base_io[0] is not None and base_io[1] is not None and "read_mb" in between and "write_mb" in between:

@@ -54,7 +54,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.integrations._budget import budget_rules, view_of
 from frugalml.integrations._sidecar import SystemSampler
 from frugalml.prediction import ConfigGate, DatasetShape, PredictionSettings, check_confidence
-from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
+from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StudyComputeBudget, check_all
 from frugalml.validation import Interval, check
 
@@ -138,7 +138,7 @@ def budget_constraints(trial: optuna.trial.FrozenTrial) -> tuple[float]:
         >>> sampler = optuna.samplers.NSGAIISampler(constraints_func=budget_constraints)  # doctest: +SKIP
     """
     stop = trial.user_attrs.get(STOP_ATTR)
-    if not stop or stop.get("kind") != "system" or not stop.get("threshold"):
+    if not stop or stop.get("kind") != StopKind.SYSTEM or not stop.get("threshold"):
         return (0.0,)
     return (stop["value"] / stop["threshold"] - 1.0,)
 
@@ -452,7 +452,7 @@ class BudgetGatedSampler(BaseSampler):
             for record in broken:
                 if all(_at_least(config[f], record.params.get(f)) for f in features):
                     rule = record.stop.rule
-                    return StopInfo(f"skipped_{rule}", "system", 0, record.stop.value, record.stop.threshold,
+                    return StopInfo(f"skipped_{rule}", StopKind.SYSTEM, 0, record.stop.value, record.stop.threshold,
                                     f"skipped: {', '.join(features)} >= trial {record.number}'s, which broke {rule}")
             skip = gate.skip(config_id=str(trial.number), params=config, steps_planned=None, number=trial.number)
             return skip.stop if skip is not None else None

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from frugalml.exceptions import TrialUsageError
 from frugalml.integrations._frameworks import is_stop, require, require_trial
 from frugalml.validation import POSITIVE_INT, check
+from frugalml.units import to_mb
 
 __all__ = ["Batches"]
 
@@ -120,7 +121,7 @@ def _record_cuda_peak(trial: Any) -> None:
     (a host-side counter, no device sync)."""
     import torch
 
-    trial.set_info(torch_gpu_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20)
+    trial.set_info(torch_gpu_peak_allocated_mb=to_mb(torch.cuda.max_memory_allocated()))
 
 
 def _scalar(loss: Any) -> float:

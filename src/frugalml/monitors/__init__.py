@@ -14,10 +14,10 @@ Example:
 from __future__ import annotations
 
 from frugalml.monitors._base import Monitor
-from frugalml.monitors._composite import CompositeMonitor, MonitorLike, as_monitor, default_monitors
-from frugalml.monitors._energy import EnergyMonitor, energy_estimate_warning
+from frugalml.monitors._composite import CompositeMonitor, MonitorLike, as_monitor, default_monitors, tree_monitors
+from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
 from frugalml.monitors._function import FunctionMonitor
-from frugalml.monitors._gpu import GpuMonitor
+from frugalml.monitors._gpu import GpuMonitor, visible_gpus
 from frugalml.monitors._process_tree import ProcessTreeMonitor, private_bytes
 
 __all__ = [
@@ -27,9 +27,13 @@ __all__ = [
     "GpuMonitor",
     "Monitor",
     "MonitorLike",
+    "POWERCAP",
     "ProcessTreeMonitor",
     "as_monitor",
     "default_monitors",
+    "default_watts_per_core",
     "energy_estimate_warning",
     "private_bytes",
+    "tree_monitors",
+    "visible_gpus",
 ]

@@ -23,17 +23,20 @@ from frugalml.report._info import (
     trials_frame,
     windows_frame,
 )
+from frugalml.report._compare import COMPARED, compare_studies
 from frugalml.report._write import ReportFiles, write_report
 
 __all__ = [
+    "COMPARED",
     "CURVE_METRICS",
-    "EFFECT_METRICS",
     "CurvesInfo",
+    "EFFECT_METRICS",
     "EffectsInfo",
     "ParetoInfo",
     "ReportFiles",
     "ReportInfo",
     "WorkloadInfo",
+    "compare_studies",
     "compute_rows",
     "get_curves_info",
     "get_effects_info",

@@ -270,7 +270,7 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
     fitting = {_key(r) for r in exhaustive if fits(r, budget)}
     false = sorted(_label(_key(r)) for r in budgeted
                    if r.status in (TrialStatus.STOPPED, TrialStatus.SKIPPED) and r.stop is not None
-                   and r.stop.kind == "system" and _key(r) in fitting)
+                   and r.stop.is_system and _key(r) in fitting)
     findings.append(Finding("nas_no_false_stop", "No architecture that fits is stopped or skipped",
                             _verdict(None if not fitting else not false),
                             f"{len(false)} of {len(fitting)} fitting architectures stopped or skipped"

@@ -6,11 +6,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from frugalml.records import StopInfo, TrialRecord, Window
+from frugalml.records import StopInfo, StopKind, TrialRecord, Window
 
-SYSTEM = "system"  # a resource budget: the trial is infeasible
-ML = "ml"  # a learning rule: the trial stays feasible
-STUDY = "study"  # the study's compute budget ran out: the trial is incomplete
+SYSTEM, ML, STUDY = StopKind.SYSTEM, StopKind.ML, StopKind.STUDY
 
 
 @dataclass(frozen=True)

@@ -15,20 +15,23 @@ from __future__ import annotations
 from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
 from frugalml.workloads._encode import MAX_CATEGORIES
 from frugalml.workloads._networks import (
-    NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features, network_train,
+    NETWORK_BATCH_SIZE, NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features,
+    network_train,
 )
-from frugalml.workloads._prepare import PreparedData, prepare_dataset
+from frugalml.workloads._prepare import ARRAY_NAMES, PreparedData, prepare_dataset
 from frugalml.workloads._sgd import DATA_FORMATS, sgd_train, steps_planned
 from frugalml.workloads._sources import BUILTIN_DATASETS, DatasetSource, resolve_dataset
 
 __all__ = [
     "ALGORITHMS",
+    "ARRAY_NAMES",
     "BUILTIN_DATASETS",
     "DATA_FORMATS",
     "DatasetSource",
     "MAX_CATEGORIES",
     "NETWORKS",
     "NETWORK_FEATURES",
+    "NETWORK_BATCH_SIZE",
     "NETWORK_PARAMS",
     "PreparedData",
     "algorithm_loss",

@@ -31,6 +31,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.trial import Trial
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 from frugalml.workloads._prepare import PreparedData
+from frugalml.units import to_mb
 
 NETWORKS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": {"depth": 2, "channels": 16, "kernel": 3},
 }
 COMMON = {"batch_size": 64, "learning_rate": 0.001, "optimizer": "adam"}
+NETWORK_BATCH_SIZE = COMMON["batch_size"]  # a built-in network's batch when the search sets none
 #: every parameter a network workload reads
 NETWORK_PARAMS = {name: frozenset({*defaults, *COMMON}) for name, defaults in DEFAULTS.items()}
 _CHECKS = {"depth": POSITIVE_INT, "width": POSITIVE_INT, "channels": POSITIVE_INT, "kernel": POSITIVE_INT,
@@ -144,8 +146,8 @@ def network_features(algorithm: str, n_features: int, n_outputs: int) -> Callabl
         batch = int(config["batch_size"])
         return {
             "batch_size": batch,  # the network's default when the configuration leaves it out
-            "weights_mb": parameters * 4 * (2 + _STATE_SLOTS[config["optimizer"]]) / 2**20,
-            "activations_mb": activations * batch * 4 / 2**20,
+            "weights_mb": to_mb(parameters * 4 * (2 + _STATE_SLOTS[config["optimizer"]])),
+            "activations_mb": to_mb(activations * batch * 4),
             "gflops": flops * batch / 1e9,
         }
 
@@ -240,7 +242,7 @@ def network_train(
                     correct += int((output.argmax(dim=1) == target).sum())
         model.train()
         if device.type == "cuda":  # a host-side counter: no device sync
-            trial.set_info(torch_gpu_peak_allocated_mb=torch.cuda.max_memory_allocated(device) / 2**20)
+            trial.set_info(torch_gpu_peak_allocated_mb=to_mb(torch.cuda.max_memory_allocated(device)))
         val_loss = total / len(y_test)
         if classification:
             return {"val_loss": val_loss, "accuracy": correct / len(y_test)}

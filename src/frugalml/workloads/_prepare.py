@@ -17,17 +17,15 @@ import json
 import math
 import os
 import secrets
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import psutil
 
 from frugalml.exceptions import ConfigError, DataError
-from frugalml.files import cache_root, sha256_file
+from frugalml.files import cache_root, sha256_file, write_folder_atomic
 from frugalml.workloads._encode import (
     check_text_columns, encoded_names, make_encoder, raw_rows, text_columns, training_categories,
 )
@@ -269,7 +267,7 @@ def prepare_dataset(
         meta.update(scaler_mean=scaler.mean_.tolist(), scaler_scale=scaler.scale_.tolist())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
-    _write_atomically(directory, write)
+    write_folder_atomic(directory, write, complete="meta.json")
     return PreparedData.load(directory)
 
 
@@ -409,22 +407,3 @@ def _encode_target(source: DatasetSource, y: np.ndarray) -> tuple[str, np.ndarra
     return task, codes.astype(np.int64), tuple(str(label) for label in labels)
 
 
-def _write_atomically(directory: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temporary sibling directory, then rename it into place."""
-    parent = directory.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f".tmp-{directory.name}-*"):  # left by a writer that crashed
-        pid = stale.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = parent / f".tmp-{directory.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not (directory / "meta.json").is_file():  # not a concurrent writer's win
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
