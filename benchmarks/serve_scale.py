@@ -1,5 +1,5 @@
 """Throughput and p99 of ``frugalml serve`` with 1 and 2 worker processes (and 2 Ray Serve replicas), and
-what one monitoring state costs.
+what one monitoring state costs; and what adaptive batching saves.
 
 Starts three servers on 127.0.0.1 with the same CPU-bound model (a 50-tree random forest on
 diabetes, ~2.5 ms of CPU per single-row ``predict_proba``) and the same monitoring (drift
@@ -7,6 +7,9 @@ windows of 500 rows, two alert rules, label-free accuracy estimates):
 
 - ``single``: ``frugalml serve`` as before, one process;
 - ``w1`` / ``w2``: ``frugalml serve --workers 1`` / ``--workers 2`` (workers + the monitor process);
+- ``batch0`` / ``batch2``: ``single`` with ``--max-batch-size 32`` and ``--max-batch-wait-ms 0`` / ``2``
+  (adaptive batching: concurrent requests share one model call); ``batch1``, ``--max-batch-size 1``,
+  is the control: the model called off the event loop as batching does, one request a call;
 - ``ray2`` (when Ray Serve is installed; ``--no-ray`` leaves it out): ``frugalml serve --backend ray
   --replicas 2`` on a two-node Ray cluster started on loopback for the run (one CPU per node, so one
   replica per node; the proxy not preferring its own node's replica). Its CPU is that of the whole
@@ -21,10 +24,12 @@ single-row ``POST /predict`` requests:
    each server sustains with p99 under ``--p99-ms`` is its *throughput at equal p99*, and
    ``scale ratio`` = that of ``w2`` / that of ``w1``;
 3. the server process tree's CPU per request (``single`` vs ``w1`` at one rate: the per-request
-   cost of shipping rows and counters to the monitor process) and the generator's own CPU.
+   cost of shipping rows and counters to the monitor process; every server at every rate, where
+   batching saves more the more requests arrive together) and the generator's own CPU.
 
 Last, each server's ``/metrics`` must count exactly the ``/predict`` requests and rows the
-generator sent. Run it as others share the machine: ``nice -n 19 python benchmarks/serve_scale.py``.
+generator sent (and says how many rows each model call had). Run it as others share the machine:
+``nice -n 19 python benchmarks/serve_scale.py``; ``--servers single,batch0,batch2`` runs only those.
 """
 
 from __future__ import annotations
@@ -57,7 +62,10 @@ metric = "latency.p99_ms"
 threshold = 250
 for_s = 30
 """
-SERVERS = {"single": (), "w1": ("--workers", "1"), "w2": ("--workers", "2")}
+SERVERS = {"single": (), "w1": ("--workers", "1"), "w2": ("--workers", "2"),
+           "batch1": ("--max-batch-size", "1"),
+           "batch0": ("--max-batch-size", "32", "--max-batch-wait-ms", "0"),
+           "batch2": ("--max-batch-size", "32", "--max-batch-wait-ms", "2")}
 RATE_SHARES = (0.3, 0.5, 0.65, 0.8, 0.9, 1.0, 1.1)
 
 
@@ -162,18 +170,20 @@ class _Server:
                 pass
         return total
 
-    def counted(self) -> tuple[float, float]:
-        """(/predict requests answered 200, rows predicted) as /metrics reports them."""
+    def counted(self) -> tuple[float, float, float]:
+        """(/predict requests answered 200, rows predicted, model calls) as /metrics reports them."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        requests = rows = 0.0
+        requests = rows = calls = 0.0
         for family in text_string_to_metric_families(self.client.get("/metrics").text):
             for sample in family.samples:
                 if sample.name == "frugalml_requests_total" and sample.labels == {"endpoint": "/predict", "code": "200"}:
                     requests += sample.value
                 elif sample.name == "frugalml_predicted_class_total":
                     rows += sample.value
-        return requests, rows
+                elif sample.name == "frugalml_model_calls_total":
+                    calls += sample.value
+        return requests, rows, calls
 
     def stop(self) -> None:
         self.client.close()
@@ -211,9 +221,9 @@ def main(args: argparse.Namespace) -> None:
         folder = Path(tmp)
         model_dir, bodies, predict_ms = _prepare(folder, args.trees)
         (folder / "monitoring.toml").write_text(MONITORING)
-        servers = {name: _Server(model_dir, folder / "monitoring.toml", folder / f"{name}.log", extra)
-                   for name, extra in SERVERS.items()}
-        if args.ray and importlib.util.find_spec("ray") is not None:
+        servers = {name: _Server(model_dir, folder / "monitoring.toml", folder / f"{name}.log", SERVERS[name])
+                   for name in args.servers}
+        if args.ray and "w2" in servers and importlib.util.find_spec("ray") is not None:
             address, tag = stack.enter_context(_ray_cluster(folder))
             servers["ray2"] = _Server(model_dir, folder / "monitoring.toml", folder / "ray2.log",
                                       ("--backend", "ray", "--address", address, "--replicas", "2"), cluster=tag)
@@ -233,8 +243,9 @@ def main(args: argparse.Namespace) -> None:
                 server.measure_idle(args.idle_s)
             for name in servers:
                 results[name]["closed"] = run(name, args.probe_s)
-            top = results["w2"]["closed"]["throughput_rps"]
-            for share in RATE_SHARES:  # interleaved, so drifting machine load hits every server alike
+            top = max(results[name]["closed"]["throughput_rps"] for name in servers if name != "ray2") \
+                if "w2" not in servers else results["w2"]["closed"]["throughput_rps"]
+            for share in args.rate_shares:  # interleaved, so drifting machine load hits every server alike
                 for name in servers:
                     results[name]["ladder"].append(run(name, args.phase_s, share * top))
             for name, server in servers.items():
@@ -256,15 +267,19 @@ def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: di
     print(f"{'closed-loop max (req/s)':40}" + "".join(f"{results[n]['closed']['throughput_rps']:>12.0f}" for n in names))
     print(f"{'  generator CPU (% of a core)':40}"
           + "".join(f"{results[n]['closed']['generator_cpu_percent']:>12.1f}" for n in names))
-    for k, share in enumerate(RATE_SHARES):
-        rate = results["w2"]["ladder"][k]["offered_rps"]
+    for k in range(len(args.rate_shares)):
+        rate = results[names[0]]["ladder"][k]["offered_rps"]
         print(f"open loop {rate:6.0f} req/s: p99 ms (p50)" + "".join(
             f"{results[n]['ladder'][k]['p99_ms']:>6.1f} ({results[n]['ladder'][k]['p50_ms']:3.1f})" for n in names))
-    first = results["single"]["ladder"][0]
-    w1 = results["w1"]["ladder"][0]
+    for k in range(len(args.rate_shares)):
+        rate = results[names[0]]["ladder"][k]["offered_rps"]
+        print(f"{f'open loop {rate:6.0f} req/s: CPU ms/request':40}" + "".join(
+            f"{results[n]['ladder'][k]['server_cpu_ms_per_request']:>12.2f}" for n in names))
+    first = results[names[0]]["ladder"][0]
     cpu = {n: results[n]["ladder"][0]["server_cpu_ms_per_request"] for n in names}
     print(f"\nserver CPU per request at {first['offered_rps']:.0f} req/s (ms, whole process tree): "
-          + ", ".join(f"{n} {cpu[n]:.2f}" for n in names) + f"; w1 - single = {cpu['w1'] - cpu['single']:+.3f} ms"
+          + ", ".join(f"{n} {cpu[n]:.2f}" for n in names)
+          + (f"; w1 - single = {cpu['w1'] - cpu['single']:+.3f} ms" if {"w1", "single"} <= set(cpu) else "")
           + (f", ray2 - w2 = {cpu['ray2'] - cpu['w2']:+.3f} ms" if "ray2" in cpu else ""))
     print("idle CPU of each server tree (% of a core): " + ", ".join(
         f"{n} {100 * results[n]['idle']:.1f}" for n in names) + " (subtracted above)")
@@ -273,18 +288,24 @@ def _report(args: argparse.Namespace, predict_ms: float, results: dict, sent: di
     at_p99 = {n: max((r["achieved_rps"] for r in results[n]["ladder"] if r["p99_ms"] <= args.p99_ms), default=0.0)
               for n in names}
     print(f"throughput at p99 <= {args.p99_ms:g} ms (req/s): " + ", ".join(f"{n} {at_p99[n]:.0f}" for n in names))
-    closed = results["w2"]["closed"]["throughput_rps"] / results["w1"]["closed"]["throughput_rps"]
-    ratio = at_p99["w2"] / at_p99["w1"] if at_p99["w1"] else float("nan")
-    print(f"scale ratio w2 / w1: {ratio:.2f} at equal p99, {closed:.2f} closed-loop (target >= 1.6)")
+    for name in (n for n in names if n.startswith("batch") and "single" in names):
+        print(f"{name} / single: {at_p99[name] / at_p99['single'] if at_p99['single'] else float('nan'):.2f} at "
+              f"equal p99, {results[name]['closed']['throughput_rps'] / results['single']['closed']['throughput_rps']:.2f}"
+              " closed-loop")
+    if {"w1", "w2"} <= set(names):
+        closed = results["w2"]["closed"]["throughput_rps"] / results["w1"]["closed"]["throughput_rps"]
+        ratio = at_p99["w2"] / at_p99["w1"] if at_p99["w1"] else float("nan")
+        print(f"scale ratio w2 / w1: {ratio:.2f} at equal p99, {closed:.2f} closed-loop (target >= 1.6)")
     if "ray2" in names:
         print(f"ray2 / w2: {at_p99['ray2'] / at_p99['w2'] if at_p99['w2'] else float('nan'):.2f} at equal p99, "
               f"{results['ray2']['closed']['throughput_rps'] / results['w2']['closed']['throughput_rps']:.2f} "
               "closed-loop")
     for name in names:
-        requests, rows = counted[name]
+        requests, rows, calls = counted[name]
         exact = requests == sent[name][1] and rows == sent[name][1]
-        print(f"/metrics of {name}: {requests:.0f} /predict 200s and {rows:.0f} rows; the generator got "
-              f"{sent[name][1]} 200s of {sent[name][0]} sent: {'exact' if exact else 'NOT exact'}")
+        print(f"/metrics of {name}: {requests:.0f} /predict 200s and {rows:.0f} rows in {calls:.0f} model calls "
+              f"({rows / max(calls, 1):.2f} rows a call); the generator got {sent[name][1]} 200s of "
+              f"{sent[name][0]} sent: {'exact' if exact else 'NOT exact'}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -296,6 +317,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-s", type=float, default=5.0, help="seconds to measure each server's idle CPU")
     parser.add_argument("--p99-ms", type=float, default=50.0, help="the p99 at which throughputs are compared")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate-shares", type=lambda text: [float(v) for v in text.split(",")], default=RATE_SHARES,
+                        help="the open-loop rates, as shares of the top closed-loop maximum (that of w2 when run); "
+                             "batching arms want low shares too (e.g. 0.1,0.2,0.3,0.45,0.6,0.8,1.0)")
+    parser.add_argument("--servers", type=lambda text: text.split(","), default=list(SERVERS),
+                        help=f"comma-separated arms to run, from {', '.join(SERVERS)} (default: all)")
     parser.add_argument("--no-ray", dest="ray", action="store_false",
                         help="leave out the ray2 arm (2 Ray Serve replicas on a loopback cluster)")
     return parser

@@ -66,7 +66,7 @@ FIRST_STEP_CPU_S = "first_step_cpu_s"  # info key: the trial's CPU-seconds at th
 PREDICTION_SPREAD = 0.75
 #: ... and only when no cost feature of the configuration lies more than this factor outside the
 #: range the cost model was fitted on: a linear fit of a few small configurations' per-step cost,
-#: asked about one 8x larger, was 2x off with an interval of ±60 % (docs/savings.md).
+#: asked about one 8x larger, was 2x off (+117 %) with an interval inside the spread (docs/savings.md).
 PREDICTION_REACH = 2.0
 COST_NEUTRAL_PARAMS = frozenset({
     "learning_rate", "lr", "eta0", "alpha", "l1_ratio", "momentum", "weight_decay", "seed", "tol", "dropout",

@@ -35,6 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import (CPU_S, ENERGY_J, GPU_MEMORY_MB, MEAN_STEP_MS, MEMORY_MB, MODEL_MB, PEAK_GPU_MEMORY_MB,
+                              PEAK_MEMORY_MB, PREDICT_MEMORY_MB, PREDICT_MS, THROUGHPUT_ROWS_S, TRIAL_ENERGY_J,
+                              TRIAL_SECONDS, WALL_S)
 
 SAMPLE = "sample"
 WINDOW = "window"
@@ -50,8 +53,9 @@ class Budget:
     Attributes:
         key: its name in ``[budget]`` and its stop rule's name (``StopInfo.rule``).
         unit: the unit of the limit, as messages print it.
-        metric: the measured metric it limits: a sample/window metric for ``sample``
-            and ``window`` scopes, ``wall_s`` for ``trial``, ``cpu_s`` or ``energy_j`` for ``study``.
+        metric: the measured metric it limits (named in :mod:`frugalml.metrics`): a sample/window
+            metric for ``sample`` and ``window`` scopes, ``wall_s`` for ``trial``, ``cpu_s`` or
+            ``energy_j`` for ``study``.
         what: words for messages ("memory", "mean step time").
         scope: ``sample``, ``window``, ``trial`` or ``study`` (see the module docstring).
         predicted: the cost model's metric for a configuration (``peak_memory_mb``),
@@ -100,26 +104,26 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     b.key: b
     for b in (
-        Budget("max_memory_mb", "MB", "memory_mb", "memory", SAMPLE, "peak_memory_mb",
+        Budget("max_memory_mb", "MB", MEMORY_MB, "memory", SAMPLE, PEAK_MEMORY_MB,
                "memory RSS-shared (MB)", param="max_mb"),
-        Budget("max_gpu_memory_mb", "MB", "gpu_memory_mb", "GPU memory", SAMPLE, "peak_gpu_memory_mb",
+        Budget("max_gpu_memory_mb", "MB", GPU_MEMORY_MB, "GPU memory", SAMPLE, PEAK_GPU_MEMORY_MB,
                "GPU memory (MB)", param="max_mb"),
-        Budget("max_mean_step_ms", "ms", "mean_step_ms", "mean step time", WINDOW, "mean_step_ms",
+        Budget("max_mean_step_ms", "ms", MEAN_STEP_MS, "mean step time", WINDOW, MEAN_STEP_MS,
                "mean step time (ms)", param="max_ms"),
-        Budget("max_trial_seconds", "s", "wall_s", "trial time", TRIAL, "trial_seconds",
+        Budget("max_trial_seconds", "s", WALL_S, "trial time", TRIAL, TRIAL_SECONDS,
                "trial wall time (s)", param="max_s"),
-        Budget("max_trial_joules", "J", "energy_j", "trial energy", SAMPLE, "trial_energy_j",
+        Budget("max_trial_joules", "J", ENERGY_J, "trial energy", SAMPLE, TRIAL_ENERGY_J,
                "trial energy (J)", param="max_j", cumulative=True),
-        Budget("max_study_cpu_seconds", "CPU-s", "cpu_s", "study compute", STUDY, None,
+        Budget("max_study_cpu_seconds", "CPU-s", CPU_S, "study compute", STUDY, None,
                "study compute (CPU-s)", param="max_cpu_s"),
-        Budget("max_study_joules", "J", "energy_j", "study energy", STUDY, None,
+        Budget("max_study_joules", "J", ENERGY_J, "study energy", STUDY, None,
                "study energy (J)", param="max_j"),
-        Budget("max_predict_ms", "ms", "predict_ms", "predict latency", SERVE, "predict_ms",
+        Budget("max_predict_ms", "ms", PREDICT_MS, "predict latency", SERVE, PREDICT_MS,
                "predict latency (ms)", param="max_ms"),
-        Budget("min_throughput_rows_s", "rows/s", "throughput_rows_s", "predict throughput", SERVE, None,
+        Budget("min_throughput_rows_s", "rows/s", THROUGHPUT_ROWS_S, "predict throughput", SERVE, None,
                "predict throughput (rows/s)", param="min_rows_s", floor=True),
-        Budget("max_model_mb", "MB", "model_mb", "model size", SERVE, "model_mb", "model size (MB)", param="max_mb"),
-        Budget("max_predict_memory_mb", "MB", "predict_memory_mb", "inference memory", SERVE, "predict_memory_mb",
+        Budget("max_model_mb", "MB", MODEL_MB, "model size", SERVE, MODEL_MB, "model size (MB)", param="max_mb"),
+        Budget("max_predict_memory_mb", "MB", PREDICT_MEMORY_MB, "inference memory", SERVE, PREDICT_MEMORY_MB,
                "inference memory RSS-shared (MB)", param="max_mb"),
     )
 }

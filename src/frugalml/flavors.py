@@ -273,7 +273,9 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
     options: dict[str, Any] = {"pip_requirements": _requirements(package)}
     if example is not None:
         options["input_example"] = example
-    if flavor == "mlflow.sklearn":
+    if flavor in ("mlflow.sklearn", "mlflow.lightgbm"):
+        # MLflow 3.17 saves a LightGBM scikit-learn model with skops by default; loading that walks all
+        # of scikit-learn and imports torch: a server of 751 MB RSS against 258 (benchmarks/serve_memory.py)
         options["serialization_format"] = SKLEARN_SERIALIZATION
     if flavor == "mlflow.keras":  # MLflow 3.17's keras flavour writes the input example before making the folder
         Path(target).mkdir(parents=True, exist_ok=True)

@@ -1,31 +1,6 @@
 """Immutable records of what a trial did: its evaluation windows, stop and result.
 
-Metric names carry their unit. Per window (every ``eval_every`` steps):
-
-========================  ==============================================================
-``train_loss``            mean training loss over the window's steps
-``val_loss``              validation loss (the algorithm's own loss on the test split)
-``accuracy`` / ``rmse``   classification accuracy / regression RMSE on the test split
-``mean_step_ms``          mean training step time over the window, evaluation excluded
-``throughput_sps``        training samples per second over the window
-``cpu_percent``           CPU utilisation of the worker's process tree (100 = one core)
-``memory_mb``             RSS - shared of the worker's process tree (thesis definition)
-``uss_mb``                unique set size of the tree, where the OS gives it
-``peak_rss_mb``           peak RSS of the worker process (VmHWM), where the OS gives it
-``read_mb``/``write_mb``  bytes read/written by the tree since the trial started
-``wall_s``                seconds since the trial started
-``gpu_util_percent``      GPU utilisation (only when an NVIDIA GPU is present)
-``gpu_memory_mb``         GPU memory used by the tree's processes (only with a GPU)
-``energy_j``              joules the trial used so far: measured (RAPL, NVML) or
-                          estimated, as ``TrialRecord.energy_source`` says
-``cpu_s``                 CPU-seconds the trial's process used so far, read in the worker
-                          at the window's end, after its evaluation (the step boundaries
-                          :mod:`frugalml.accounting` takes the per-step cost from)
-========================  ==============================================================
-
-MB means 2**20 bytes everywhere. :data:`SYSTEM_METRICS` are the system figures (the
-rest are the model's): MLflow shows them under ``system/``. :data:`MAXIMISED` are the
-metrics where higher is better (searches and halving maximise them).
+A window's values are keyed by the metric names of :mod:`frugalml.metrics`.
 """
 
 from __future__ import annotations
@@ -36,13 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from frugalml.budgets import budget_of_rule
-
-
-MAXIMISED = frozenset({"accuracy", "throughput_sps", "throughput_rows_s"})
-SYSTEM_METRICS = frozenset({
-    "mean_step_ms", "throughput_sps", "cpu_percent", "memory_mb", "uss_mb", "peak_rss_mb", "read_mb", "write_mb",
-    "wall_s", "gpu_util_percent", "gpu_memory_mb", "energy_j", "cpu_s",
-})
+from frugalml.metrics import (ACCURACY, CPU_PERCENT, ENERGY_J, MEAN_STEP_MS, MEMORY_MB, MODEL_MB, PEAK_MEMORY_MB,
+                              PREDICT_MS, RMSE, VAL_LOSS)
 
 
 class StopKind(str, enum.Enum):
@@ -168,7 +138,7 @@ class TrialRecord:
     @property
     def energy_j(self) -> float | None:
         """Joules the trial used; None where not monitored (skipped trials)."""
-        value = self.info.get("energy_j")
+        value = self.info.get(ENERGY_J)
         return float(value) if value is not None else None
 
     @property
@@ -232,12 +202,12 @@ class TrialRecord:
         """Key figures for tables: final ML metrics, mean step time, peak memory, and the
         serving latency and model size where they were measured."""
         return {
-            "val_loss": self.last("val_loss"),
-            "accuracy": self.last("accuracy"),
-            "rmse": self.last("rmse"),
-            "mean_step_ms": self.mean("mean_step_ms"),
-            "peak_memory_mb": self.peak("memory_mb"),
-            "cpu_percent": self.mean("cpu_percent"),
-            "predict_ms": self.serving("predict_ms"),
-            "model_mb": self.serving("model_mb"),
+            VAL_LOSS: self.last(VAL_LOSS),
+            ACCURACY: self.last(ACCURACY),
+            RMSE: self.last(RMSE),
+            MEAN_STEP_MS: self.mean(MEAN_STEP_MS),
+            PEAK_MEMORY_MB: self.peak(MEMORY_MB),
+            CPU_PERCENT: self.mean(CPU_PERCENT),
+            PREDICT_MS: self.serving(PREDICT_MS),
+            MODEL_MB: self.serving(MODEL_MB),
         }

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from frugalml import accounting
+from frugalml.metrics import (ACCURACY, CPU_PERCENT, MEAN_STEP_MS, MODEL_MB, PEAK_MEMORY_MB, PREDICT_MS, RMSE,
+                              VAL_LOSS)
 from frugalml.records import StopKind, TrialRecord, TrialStatus, is_estimate
 from frugalml.search import Search, objective_values
 
-KEY_METRICS = ("val_loss", "accuracy", "rmse", "mean_step_ms", "peak_memory_mb", "cpu_percent", "predict_ms",
-               "model_mb")
+KEY_METRICS = (VAL_LOSS, ACCURACY, RMSE, MEAN_STEP_MS, PEAK_MEMORY_MB, CPU_PERCENT, PREDICT_MS, MODEL_MB)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,8 +39,9 @@ from frugalml.store import ResultStore
 from frugalml.study import Study, Workload, stored_study
 from frugalml.tuner import load_result, tune
 
-_STUDY_FIELDS = ("budget", "deploy", "stopping", "workers", "repeats", "seed", "mlflow_uri", "sample_interval_s",
-                 "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial", "data_dir", "backend", "address")
+# What a retrain specifies anew; every other Study field is carried over from the earlier study as stored
+# (``rules`` are stored as their reprs, so they cannot be).
+_RESPECIFIED = frozenset({"name", "workloads", "search", "directory", "prediction", "rules"})
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ def retrain_study(study_dir: str | Path, data: str | Path, *, feature_names: tup
         prediction["history"] = [*prediction.get("history", []), str(study_dir.resolve())]
     name = _next_name(study_dir, stored.name, path) if out is None else Path(out).name
     directory = Path(out) if out is not None else study_dir.parent / name
+    carried = {f.name: spec[f.name] for f in fields(Study) if f.name not in _RESPECIFIED and f.name in spec}
     return Study(name=name, workloads=[Workload(**entry)], search=Search(**search), directory=str(directory),
-                 prediction=prediction, **{k: spec[k] for k in _STUDY_FIELDS if k in spec})
+                 prediction=prediction, **carried)
 
 
 def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri: str | None = None,

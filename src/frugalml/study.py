@@ -266,9 +266,20 @@ def _positive_int(what: str, value: Any) -> None:
         raise ConfigError(f"{what} must be {COUNT}. Got {value!r} instead.")
 
 
+# Where a study file writes each Study field that is not a key of [study]: a key of [tracking] or
+# [execution], a table of its own (named as the field: [budget], [[workloads]], ...), or nowhere (None:
+# ``rules`` holds stopping-rule objects). Every other field is a key of [study].
+_FIELD_TABLE: dict[str, str | None] = {
+    "mlflow_uri": "tracking",
+    **dict.fromkeys(("sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial"), "execution"),
+    **{name: name for name in ("workloads", "search", "budget", "stopping", "prediction", "deploy")},
+    "rules": None,
+}
+# The Study fields each key table holds: {"study": ("name", "workers", ...), "tracking": ..., "execution": ...}
+_FIELD_KEYS = {table: tuple(f.name for f in fields(Study) if _FIELD_TABLE.get(f.name, "study") == table)
+               for table in ("study", "tracking", "execution")}
 # [gate] is read by `frugalml check --gate` (frugalml.gate), not by the study itself
-_TABLES = {"study", "workloads", "search", "budget", "stopping", "tracking", "execution", "prediction", "gate",
-           "deploy"}
+_TABLES = {"study", *filter(None, _FIELD_TABLE.values()), "gate"}
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
@@ -305,12 +316,9 @@ def _check_types(spec: Any, label: Callable[[str], str]) -> None:
             raise ConfigError(f"{label(spec_field.name)} '{spec_field.name}' must be {wanted}. Got {value!r} instead.")
 
 
-_EXECUTION_KEYS = ("sample_interval_s", "hang_timeout_s", "pin", "cpus_per_trial", "gpus_per_trial")
-
-
 def _study_table(key: str) -> str:
-    """The TOML table a Study field is written in."""
-    return "execution" if key in _EXECUTION_KEYS else "tracking" if key == "mlflow_uri" else "study"
+    """The TOML table a Study field is written in, as messages name it (``[study]`` for a table's own field)."""
+    return next((table for table, keys in _FIELD_KEYS.items() if key in keys), "study")
 
 
 def _table(data: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -328,7 +336,7 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     """Build a :class:`Study` from the parsed TOML tables."""
     _only("top level", data, _TABLES)
     study_table = _table(data, "study")
-    _only("study", study_table, ["name", "workers", "repeats", "seed", "directory", "data_dir", "backend", "address"])
+    _only("study", study_table, _FIELD_KEYS["study"])
     if "name" not in study_table:
         raise ConfigError("[study] needs a 'name'.")
     workloads = []
@@ -347,9 +355,9 @@ def study_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None) ->
     search_table = _table(data, "search")
     _only("search", search_table, [f.name for f in fields(Search)])
     tracking = _table(data, "tracking")
-    _only("tracking", tracking, ["mlflow_uri"])
+    _only("tracking", tracking, _FIELD_KEYS["tracking"])
     execution = _table(data, "execution")
-    _only("execution", execution, _EXECUTION_KEYS)
+    _only("execution", execution, _FIELD_KEYS["execution"])
     prediction = _table(data, "prediction")
     if base_dir is not None and isinstance(prediction.get("history"), list):
         prediction["history"] = [str(base_dir / h) if isinstance(h, str) else h for h in prediction["history"]]

@@ -49,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-feature-series", type=int, default=None, metavar="N",
                        help="at most N input features get their own series on /metrics: the drifted ones first, "
                             "aggregates cover the rest (default 10; 0: aggregates only)")
+    serve.add_argument("--max-batch-size", type=int, metavar="N",
+                       help="adaptive batching: predict requests that arrive together share one model call of at "
+                            "most N rows (a larger request is predicted alone); default: one call per request")
+    serve.add_argument("--max-batch-wait-ms", type=float, metavar="MS",
+                       help="with --max-batch-size: a request's rows wait at most MS for others to join (default 0: "
+                            "only requests that came while the model was busy share a call)")
     serve.add_argument("--workers", type=_workers, metavar="N",
                        help="serve with N worker processes that share one monitoring state (ids, drift, quality, "
                             "alerts, /metrics); default: one process")
@@ -149,7 +155,8 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(token=args.token, predict_token=args.predict_token, max_body_bytes=args.max_body_bytes,
                               max_rows=args.max_rows, rate_limit=args.rate_limit, tracking_uri=tracking_uri,
                               body_timeout_s=args.body_timeout, reference=args.reference,
-                              poll_registry_s=_number(args.poll_registry), **limits)
+                              poll_registry_s=_number(args.poll_registry), max_batch_size=args.max_batch_size,
+                              max_batch_wait_ms=args.max_batch_wait_ms, **limits)
     from frugalml.serve import challenger_settings
 
     challenger = challenger_settings(args.challenger, args.mirror, args.canary, args.workers, args.challenger_timeout)

@@ -11,6 +11,8 @@ from frugalml.accounting import UNKNOWN
 from frugalml.budgets import SERVING_METRICS
 from frugalml.cli._format import compute_line, fmt, to_csv, to_json, trial_rows, wide_console
 from frugalml.exceptions import StoreError
+from frugalml.metrics import (ACCURACY, MEAN_STEP_MS, MODEL_MB, PEAK_MEMORY_MB, PREDICT_MEMORY_MB, PREDICT_MS, RMSE,
+                              THROUGHPUT_ROWS_S, VAL_LOSS)
 from frugalml.records import is_estimate
 from frugalml.store import ResultStore, find_stores
 from frugalml.ownership import STUDIES_ROOT
@@ -88,8 +90,8 @@ def _joules(value: float | None, source: str | None) -> str:
     return ("~" if is_estimate(source) else "") + fmt(value, 3)
 
 
-SERVING_COLUMNS = {"predict_ms": "predict ms", "throughput_rows_s": "rows/s", "model_mb": "model MB",
-                   "predict_memory_mb": "serve MB"}
+SERVING_COLUMNS = {PREDICT_MS: "predict ms", THROUGHPUT_ROWS_S: "rows/s", MODEL_MB: "model MB",
+                   PREDICT_MEMORY_MB: "serve MB"}
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -113,11 +115,11 @@ def run_show(args: argparse.Namespace) -> int:
     for column in columns:
         table.add_column(column, overflow="fold")
     for record, row in zip(result.records, rows):
-        quality = row["accuracy"] if row["accuracy"] is not None else row["rmse"]
+        quality = row[ACCURACY] if row[ACCURACY] is not None else row[RMSE]
         table.add_row(
             str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
-            record.status.value, (row["stop_reason"] or "-")[:60], fmt(row["val_loss"]), fmt(quality),
-            fmt(row["mean_step_ms"], 3), fmt(row["peak_memory_mb"], 4), *(fmt(row[m], 3) for m in serving),
+            record.status.value, (row["stop_reason"] or "-")[:60], fmt(row[VAL_LOSS]), fmt(quality),
+            fmt(row[MEAN_STEP_MS], 3), fmt(row[PEAK_MEMORY_MB], 4), *(fmt(row[m], 3) for m in serving),
             fmt(record.cpu_s, 3),
             _saved(row["cpu_s_saved"], record.saved_basis), record.saved_basis or "-",
             _joules(record.energy_j, record.energy_source),

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 
 from frugalml.deploy._envelope import Deploy
 from frugalml.deploy._measure import MeasurementError, run_probe, serving_record, verdict
+from frugalml.metrics import CPU_S
 from frugalml.records import TrialRecord, TrialStatus
 
 LOG_MODEL_HINT = ("call trial.log_model(model, input_example=X[:5]) at the end of training, so frugalml can "
@@ -90,7 +91,7 @@ class ServingJudge:
         if id(cost) in self._charged:
             return 0.0
         self._charged.add(id(cost))
-        return float(cost.get("cpu_s") or 0.0)
+        return float(cost.get(CPU_S) or 0.0)
 
     def keep(self, trial_id: str, cost: Mapping[str, Any]) -> None:
         """Remember a screened trial's cost, for its record when it ends."""
@@ -158,7 +159,7 @@ class ServingJudge:
             return dataclasses.replace(record, status=TrialStatus.FAILED, stop=None, error=str(error),
                                        info={**record.info, "stop_phase": "deploy"})
         info = {**record.info, "serving": serving_record(cost)}
-        cpu_s = record.cpu_s + float(cost.get("cpu_s") or 0.0)  # measuring is part of what the trial cost
+        cpu_s = record.cpu_s + float(cost.get(CPU_S) or 0.0)  # measuring is part of what the trial cost
         stop = verdict(cost, self.limits, step=record.steps_done, before=" (measured after training)")
         if stop is None:
             return dataclasses.replace(record, cpu_s=cpu_s, info=info)

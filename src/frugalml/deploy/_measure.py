@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from frugalml.budgets import BUDGETS, SERVING_METRICS
 from frugalml.deploy._envelope import Deploy, machine_cores
 from frugalml.exceptions import FrugalError
+from frugalml.metrics import CPU_S
 from frugalml.processes import die_with_parent
 from frugalml.records import StopInfo, StopKind
 
@@ -81,7 +82,7 @@ def verdict(cost: Mapping[str, float], limits: Mapping[str, float], *, step: int
     return None
 
 
-_CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host", "cpu_s")  # kept beside the measured figures
+_CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host", CPU_S)  # kept beside the measured figures
 
 
 def serving_record(cost: Mapping[str, Any]) -> dict[str, Any]:

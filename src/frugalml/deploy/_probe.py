@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from frugalml.metrics import CPU_S, MODEL_MB, PREDICT_MEMORY_MB, PREDICT_MS, THROUGHPUT_ROWS_S
 from frugalml.units import to_mb
 
 
@@ -148,10 +149,10 @@ def measure(spec: dict[str, Any]) -> dict[str, float]:
         predict(batch)
         times[i] = time.perf_counter() - start
     return {
-        "predict_ms": float(np.quantile(times, envelope["quantile"]) * 1e3),
-        "throughput_rows_s": float(envelope["batch_size"] / times.mean()),
-        "model_mb": float(model_mb),
-        "predict_memory_mb": float(_private_mb()),
+        PREDICT_MS: float(np.quantile(times, envelope["quantile"]) * 1e3),
+        THROUGHPUT_ROWS_S: float(envelope["batch_size"] / times.mean()),
+        MODEL_MB: float(model_mb),
+        PREDICT_MEMORY_MB: float(_private_mb()),
         "p50_ms": float(np.median(times) * 1e3),
         "load_s": float(load_s),
         "cpus": sorted(os.sched_getaffinity(0)),
@@ -197,7 +198,7 @@ def measure_batch(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results.append(json.loads(text) if text else {"error": "the measuring child died (out of memory?)"})
     share = (_cpu_s() - started) / max(len(specs), 1)  # the import and every child, split evenly
     for result in results:
-        result["cpu_s"] = share
+        result[CPU_S] = share
     return results
 
 
@@ -214,7 +215,7 @@ def main(argv: list[str]) -> int:
     except Exception as error:  # noqa: BLE001 - any failure to load or predict: one line for the parent
         print(_one_line(error), file=sys.stderr)
         return 1
-    result["cpu_s"] = _cpu_s()
+    result[CPU_S] = _cpu_s()
     print(json.dumps(result))
     return 0
 

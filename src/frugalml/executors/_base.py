@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 from frugalml.executors._task import TrialTask
+from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.monitors import energy_estimate_warning
 from frugalml.records import TrialRecord
 from frugalml.stopping import StoppingRule
@@ -91,13 +92,13 @@ class StudyState:
 
     def totals(self) -> dict[str, float]:
         """What finished trials used of every study budget's metric (:data:`~frugalml.budgets.STUDY_METRICS`)."""
-        return {"cpu_s": self.finished_cpu_s, "energy_j": self.finished_energy_j}
+        return {CPU_S: self.finished_cpu_s, ENERGY_J: self.finished_energy_j}
 
     def replace(self, finished: Mapping[str, float], peers: Mapping[str, Sequence[TrialRecord]] | None = None) -> None:
         """Take figures computed elsewhere (a Ray node mirrors the driver's state): ``finished``
         as :meth:`totals` gives them."""
-        self.finished_cpu_s = float(finished.get("cpu_s", 0.0))
-        self.finished_energy_j = float(finished.get("energy_j", 0.0))
+        self.finished_cpu_s = float(finished.get(CPU_S, 0.0))
+        self.finished_energy_j = float(finished.get(ENERGY_J, 0.0))
         if peers is not None:
             self._peers = {w: tuple(r) for w, r in peers.items()}
 
@@ -141,7 +142,7 @@ class Executor(abc.ABC):
     def running_used(self, metric: str) -> float:
         """What the running trials used so far of a study budget's metric (``cpu_s``, ``energy_j``);
         0 for a metric this executor does not sample."""
-        return self.running_cpu_s() if metric == "cpu_s" else 0.0
+        return self.running_cpu_s() if metric == CPU_S else 0.0
 
     def energy_estimate_warning(self, budget: Mapping[str, Any]) -> str | None:
         """One line when ``budget``'s energy budgets will act on this executor's estimated joules."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from frugalml.budgets import budget
+from frugalml.metrics import GPU_MEMORY_MB
 from frugalml.monitors import GpuMonitor, visible_gpus
 from frugalml.records import StopInfo
 from frugalml.stopping import SYSTEM, ResourceBudget, StoppingRule
@@ -167,7 +168,7 @@ def gpu_oom_stop(oom: GpuOutOfMemory, *, step: int, peak_mb: float | None, limit
 
 def peak_gpu_memory_mb(samples: Iterable[Any]) -> float | None:
     """The largest ``gpu_memory_mb`` of some windows' values or samples (mappings), None if none has it."""
-    values = [s["gpu_memory_mb"] for s in samples if "gpu_memory_mb" in s]
+    values = [s[GPU_MEMORY_MB] for s in samples if GPU_MEMORY_MB in s]
     return max(values) if values else None
 
 

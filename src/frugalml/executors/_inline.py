@@ -22,6 +22,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._lifecycle import TrialLifecycle, failed
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.messages import Done, FirstStep, Message, Metrics, WindowEnd
+from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.monitors import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
 from frugalml.records import TrialRecord
 from frugalml.trial import PROGRESS_SIZE, Trial, TrialStopped
@@ -85,7 +86,7 @@ class InProcessExecutor(Executor):
         except Exception as error:  # noqa: BLE001 - a failing trial is recorded, the study goes on
             run.lifecycle.receive(failed(error, cpu_s=run.cpu_s()))
         run.lifecycle.observe(run.measure())
-        energy = {"energy_j": run.lifecycle.sample["energy_j"], **run.energy.labels()}
+        energy = {ENERGY_J: run.lifecycle.sample[ENERGY_J], **run.energy.labels()}
         return run.lifecycle.record(peers=self.state.peers(task.workload), rules=self.settings.rules, info=energy)
 
 
@@ -105,7 +106,7 @@ class _InlineRun:
 
     def measure(self) -> dict[str, float]:
         """This trial's sample: its CPU-seconds and joules so far (no process tree to sample)."""
-        return {"cpu_s": self.cpu_s(), "energy_j": self.energy.sample()["energy_j"]}
+        return {CPU_S: self.cpu_s(), ENERGY_J: self.energy.sample()[ENERGY_J]}
 
     def receive(self, message: Message) -> None:
         lifecycle = self.lifecycle
@@ -114,7 +115,7 @@ class _InlineRun:
         elif isinstance(message, (WindowEnd, Metrics)):  # rules will read this moment's figures
             lifecycle.observe(self.measure())
             if isinstance(message, WindowEnd):  # a step boundary, read after the window's evaluation
-                message = replace(message, cpu_s=lifecycle.sample["cpu_s"])
+                message = replace(message, cpu_s=lifecycle.sample[CPU_S])
         lifecycle.receive(message)
         if isinstance(message, (WindowEnd, Metrics)) and lifecycle.windows:
             self._check()
@@ -124,7 +125,7 @@ class _InlineRun:
         # in-process, the latest window's figures (with what the function reported of its own
         # memory, say) are the trial's latest sample
         sample = lifecycle.windows[-1].values
-        used = {"cpu_s": self.cpu_s(), "energy_j": lifecycle.sample["energy_j"]}
+        used = {CPU_S: self.cpu_s(), ENERGY_J: lifecycle.sample[ENERGY_J]}
         view = lifecycle.view(time.monotonic(), executor.state, used, sample=sample, at_boundary=True)
         stop = lifecycle.check(executor.settings.rules, view)
         if stop is not None:

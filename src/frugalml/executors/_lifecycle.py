@@ -37,15 +37,17 @@ from frugalml.executors._base import StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, trial_record
 from frugalml.messages import Done, Failed, FirstStep, Info, Message, Metrics, Outcome, Plan, WindowEnd
+from frugalml.metrics import (CPU_PERCENT, CPU_S, ENERGY_J, GPU_MEMORY_MB, GPU_UTIL_PERCENT, MEAN_STEP_MS, MEMORY_MB,
+                              PEAK_RSS_MB, READ_MB, THROUGHPUT_SPS, TRAIN_LOSS, USS_MB, WALL_S, WRITE_MB)
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StoppingRule, TrialView, check_all
 from frugalml.trial import (
     PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
 )
 
-SAMPLED = ("read_mb", "write_mb", "gpu_util_percent", "gpu_memory_mb", "energy_j")  # a window takes them from the sample
-DETAILED = ("uss_mb", "peak_rss_mb")  # from the slower, detailed sample
-MEASURED = ("cpu_s", "energy_j")  # a window's measured figures: a later report does not replace them
+SAMPLED = (READ_MB, WRITE_MB, GPU_UTIL_PERCENT, GPU_MEMORY_MB, ENERGY_J)  # a window takes them from the sample
+DETAILED = (USS_MB, PEAK_RSS_MB)  # from the slower, detailed sample
+MEASURED = (CPU_S, ENERGY_J)  # a window's measured figures: a later report does not replace them
 
 
 def failed(error: BaseException, cpu_s: float) -> Failed:
@@ -94,7 +96,7 @@ class TrialLifecycle:
         """Take a system sample; ``{}`` (the process tree is gone) keeps the last one."""
         if sample:
             self.sample = sample
-            self._window_peak_mb = max(self._window_peak_mb, sample.get("memory_mb", 0.0))
+            self._window_peak_mb = max(self._window_peak_mb, sample.get(MEMORY_MB, 0.0))
 
     def observe_detailed(self, detailed: Mapping[str, float]) -> None:
         """Take a detailed sample (``uss_mb``, ``peak_rss_mb``: a few ms each, so rarer)."""
@@ -124,26 +126,26 @@ class TrialLifecycle:
     def _add_window(self, message: WindowEnd, now: float) -> None:
         sample = self.sample
         train_s = message.train_s
-        cpu_s = sample.get("cpu_s", self._last_window_cpu_s)
+        cpu_s = sample.get(CPU_S, self._last_window_cpu_s)
         elapsed = now - self._last_window_at
         values: dict[str, float] = {
-            "train_loss": message.train_loss,
+            TRAIN_LOSS: message.train_loss,
             **self._pending_metrics,
             **message.metrics,
-            "mean_step_ms": train_s / message.n_steps * 1000.0,
-            "throughput_sps": message.samples / train_s if train_s > 0 else float("nan"),
-            "wall_s": message.wall_s,
+            MEAN_STEP_MS: train_s / message.n_steps * 1000.0,
+            THROUGHPUT_SPS: message.samples / train_s if train_s > 0 else float("nan"),
+            WALL_S: message.wall_s,
         }
         if message.cpu_s is not None and not message.after_loop:
-            values["cpu_s"] = message.cpu_s  # read by the sender at the boundary (accounting)
-        if elapsed > 0 and "cpu_s" in sample:
-            values["cpu_percent"] = (cpu_s - self._last_window_cpu_s) / elapsed * 100.0
+            values[CPU_S] = message.cpu_s  # read by the sender at the boundary (accounting)
+        if elapsed > 0 and CPU_S in sample:
+            values[CPU_PERCENT] = (cpu_s - self._last_window_cpu_s) / elapsed * 100.0
         # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
         # exited, the tree's last sample may be later than this window: an upper bound, which keeps a
         # child's memory (a data loader's) that the worker's own figure lacks.
-        memory = [m for m in (sample.get("memory_mb"), message.own_memory_mb) if m is not None]
+        memory = [m for m in (sample.get(MEMORY_MB), message.own_memory_mb) if m is not None]
         if memory:
-            values["memory_mb"] = max(self._window_peak_mb, *memory)
+            values[MEMORY_MB] = max(self._window_peak_mb, *memory)
         for name in DETAILED:
             if name in self.detailed:
                 values[name] = self.detailed[name]
@@ -169,7 +171,7 @@ class TrialLifecycle:
     @property
     def cpu_s(self) -> float:
         """CPU-seconds the trial used: its last message's count, else the latest sample's."""
-        return (self.outcome.cpu_s if self.outcome is not None else 0.0) or self.sample.get("cpu_s", 0.0)
+        return (self.outcome.cpu_s if self.outcome is not None else 0.0) or self.sample.get(CPU_S, 0.0)
 
     @property
     def ended(self) -> bool:
@@ -195,14 +197,14 @@ class TrialLifecycle:
             eval_every=task.eval_every,
             steps_done=int(steps),
             wall_s=now - self.started,
-            cpu_s=self.sample.get("cpu_s", 0.0),
+            cpu_s=self.sample.get(CPU_S, 0.0),
             windows=self.windows,
             sample=self.sample if sample is None else sample,
             step_in_progress_s=max(0.0, now - progress[PROGRESS_MARK]) if in_step else 0.0,
             window_train_s=0.0 if at_boundary else progress[PROGRESS_WINDOW_S],
             peers=state.peers(task.workload),
-            study_cpu_s=state.finished_cpu_s + running_used.get("cpu_s", 0.0),
-            study_energy_j=state.finished_energy_j + running_used.get("energy_j", 0.0),
+            study_cpu_s=state.finished_cpu_s + running_used.get(CPU_S, 0.0),
+            study_energy_j=state.finished_energy_j + running_used.get(ENERGY_J, 0.0),
             steps_planned=task.steps_planned,
         )
 
@@ -273,9 +275,9 @@ class TrialLifecycle:
         """System figures at the moment a trial ended early, so its footprint is on record."""
         sample = self.sample
         values: dict[str, float] = {}
-        if "memory_mb" in sample or self._window_peak_mb:
-            values["memory_mb"] = max(self._window_peak_mb, sample.get("memory_mb", 0.0))
-        values["wall_s"] = now - self.started
+        if MEMORY_MB in sample or self._window_peak_mb:
+            values[MEMORY_MB] = max(self._window_peak_mb, sample.get(MEMORY_MB, 0.0))
+        values[WALL_S] = now - self.started
         for name in SAMPLED:
             if name in sample:
                 values[name] = sample[name]

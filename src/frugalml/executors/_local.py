@@ -33,6 +33,7 @@ from frugalml.monitors import (
 )
 from frugalml.processes import DRIVER_PID_ENV
 from frugalml.messages import Message, WindowEnd
+from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping import TrialView
 from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
@@ -195,7 +196,7 @@ class LocalExecutor(Executor):
         return [r.trial.task for r in self._running.values()]
 
     def running_cpu_s(self) -> float:
-        return self.running_used("cpu_s")
+        return self.running_used(CPU_S)
 
     def running_used(self, metric: str) -> float:
         return sum(r.trial.sample.get(metric, 0.0) for r in self._running.values())
@@ -323,7 +324,7 @@ class LocalExecutor(Executor):
                 kill_tree(running.process.pid)
 
     def _view(self, running: _Running, now: float) -> TrialView:
-        used = {"cpu_s": self.running_cpu_s(), "energy_j": self.running_used("energy_j")}
+        used = {CPU_S: self.running_cpu_s(), ENERGY_J: self.running_used(ENERGY_J)}
         return running.trial.view(now, self.state, used)
 
     def _check(self, running: _Running, sampled_at: float, sample_only: bool = False) -> None:
@@ -346,7 +347,7 @@ class LocalExecutor(Executor):
         running.connection.close()
         info: dict[str, Any] = {}
         if running.energy is not None:
-            if "energy_j" in trial.sample:
+            if ENERGY_J in trial.sample:
                 info.update(energy_j=running.energy.final_j(trial.cpu_s), **running.energy.labels())
             running.energy.close()
         return trial.record(peers=self.state.peers(trial.task.workload), rules=self.rules, info=info,

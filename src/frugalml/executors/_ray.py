@@ -44,6 +44,7 @@ from frugalml.executors._ray_data import is_prepared, ship
 from frugalml.executors._ray_failures import failed_record
 from frugalml.executors._ray_node import run_on_node
 from frugalml.executors._task import TrialTask
+from frugalml.metrics import CPU_S
 from frugalml.records import TrialRecord
 
 
@@ -103,7 +104,7 @@ class RayExecutor(Executor):
         self._channel = ray.remote(num_cpus=0, scheduling_strategy=affinity)(Channel).remote()
         # Wait for it: calls a Ray worker makes to an actor still starting die with that worker,
         # and the driver needs them to tell how far a trial got when its worker is killed.
-        ray.get(self._channel.running_used.remote("cpu_s"), timeout=120)
+        ray.get(self._channel.running_used.remote(CPU_S), timeout=120)
         self._remote = ray.remote(max_retries=0)(run_on_node)
         self._last_publish: Any = None
         self._running: dict[Any, _Submitted] = {}
@@ -138,7 +139,7 @@ class RayExecutor(Executor):
         return [s.task for s in self._running.values()]
 
     def running_cpu_s(self) -> float:
-        return self.running_used("cpu_s")
+        return self.running_used(CPU_S)
 
     def running_used(self, metric: str) -> float:
         """What the running trials used so far (CPU-seconds, joules), as their nodes last said."""

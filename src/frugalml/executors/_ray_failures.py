@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._ray_connect import first_line, import_ray
 from frugalml.executors._task import TrialTask
+from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.records import TrialRecord
 from frugalml.trial import PROGRESS_SIZE
 
@@ -20,9 +21,9 @@ def failed_record(task: TrialTask, started: float, error: BaseException, last: M
     trial.failure = why_failed(error, info)
     if "node" in last:
         info["node"] = last["node"]
-    if last.get("energy_j"):  # what its node last said: the study's joules keep counting it
-        info["energy_j"] = float(last["energy_j"])
-    return trial.record(steps_done=int(last.get("steps", 0)), cpu_s=float(last.get("cpu_s", 0.0)), info=info)
+    if last.get(ENERGY_J):  # what its node last said: the study's joules keep counting it
+        info[ENERGY_J] = float(last[ENERGY_J])
+    return trial.record(steps_done=int(last.get("steps", 0)), cpu_s=float(last.get(CPU_S, 0.0)), info=info)
 
 
 def why_failed(error: BaseException, info: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from frugalml.gate._remeasure import Recipe, step_times
 from frugalml.gate._result import CheckResult
 from frugalml.gate._settings import GateSettings, MetricGate, load_gate
 from frugalml.gate._sides import Side, check_schemas, resolve, time_predictions
+from frugalml.metrics import MEAN_STEP_MS, MODEL_MB, PREDICT_MS, THROUGHPUT_ROWS_S
 
 MEASURED_HERE = ("predict_p50_ms", "predict_p99_ms")  # timed by compare() itself, on both sides
 
@@ -48,10 +49,10 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         side.samples.update(found)
     notes = []
     gated = {gate.metric.name for gate in settings.metrics}
-    if settings.training_rounds and "mean_step_ms" in gated:
+    if settings.training_rounds and MEAN_STEP_MS in gated:
         if baseline.recipe is not None and candidate.recipe is not None:
             rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
-            baseline.samples["mean_step_ms"], candidate.samples["mean_step_ms"] = rounds
+            baseline.samples[MEAN_STEP_MS], candidate.samples[MEAN_STEP_MS] = rounds
             notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved")
         else:
             notes.append("step time as stored with each side (a side's study is not at hand to re-run)")
@@ -78,12 +79,12 @@ def slo_measured(side: Side, quantile: float) -> dict[str, float]:
     measured = {}
     rounds = side.samples.get("predict_p99_ms" if quantile >= 0.99 else "predict_p50_ms")
     if rounds:
-        measured["predict_ms"] = float(np.median([v for group in rounds for v in group]))
+        measured[PREDICT_MS] = float(np.median([v for group in rounds for v in group]))
     medians = side.samples.get("predict_p50_ms")
     if medians:
-        measured["throughput_rows_s"] = 1000.0 / float(np.median([v for group in medians for v in group]))
+        measured[THROUGHPUT_ROWS_S] = 1000.0 / float(np.median([v for group in medians for v in group]))
     if side.samples.get("model_size_mb"):
-        measured["model_mb"] = float(side.samples["model_size_mb"][0][0])
+        measured[MODEL_MB] = float(side.samples["model_size_mb"][0][0])
     return measured
 
 

@@ -19,6 +19,7 @@ from frugalml.gate._decide import PASS, REGRESSION, MetricResult
 from frugalml.gate._metrics import GATE_METRICS
 from frugalml.gate._result import CheckResult
 from frugalml.gate._settings import GateSettings
+from frugalml.metrics import ACCURACY, RMSE
 
 
 def fetch_comparison(url: str) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def live_check(url: str, settings: GateSettings | None = None, *, min_agreement:
                                agreement < min_agreement,
                                f"agree on {agreement:.1%} of {compared['rows']} rows; required: {min_agreement:.0%}"))
     quality_b, quality_c = champion.get("quality") or {}, challenger.get("quality") or {}
-    for name in ("accuracy", "rmse"):
+    for name in (ACCURACY, RMSE):
         if name in quality_b and name in quality_c:
             found = _tolerated(settings, name, quality_b[name], quality_c[name])
             if found is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frugalml.metrics import ACCURACY, MEAN_STEP_MS, PEAK_MEMORY_MB, RMSE, VAL_LOSS
+
 
 @dataclass(frozen=True)
 class GateMetric:
@@ -26,11 +28,11 @@ class GateMetric:
 
 
 GATE_METRICS: dict[str, GateMetric] = {m.name: m for m in (
-    GateMetric("accuracy", "", True, "quality", 0.0, 0.01, "test accuracy of the best configuration"),
-    GateMetric("rmse", "", False, "quality", 0.05, 0.0, "test RMSE of the best configuration"),
-    GateMetric("val_loss", "", False, "quality", 0.05, 0.0, "validation loss of the best configuration"),
-    GateMetric("mean_step_ms", "ms", False, "system", 0.15, 0.0, "mean training step time"),
-    GateMetric("peak_memory_mb", "MB", False, "system", 0.10, 5.0, "peak memory (RSS - shared) while training"),
+    GateMetric(ACCURACY, "", True, "quality", 0.0, 0.01, "test accuracy of the best configuration"),
+    GateMetric(RMSE, "", False, "quality", 0.05, 0.0, "test RMSE of the best configuration"),
+    GateMetric(VAL_LOSS, "", False, "quality", 0.05, 0.0, "validation loss of the best configuration"),
+    GateMetric(MEAN_STEP_MS, "ms", False, "system", 0.15, 0.0, "mean training step time"),
+    GateMetric(PEAK_MEMORY_MB, "MB", False, "system", 0.10, 5.0, "peak memory (RSS - shared) while training"),
     GateMetric("predict_p50_ms", "ms", False, "system", 0.20, 0.02, "median single-row predict latency"),
     GateMetric("predict_p99_ms", "ms", False, "system", 0.50, 0.1, "p99 single-row predict latency"),
     GateMetric("model_size_mb", "MB", False, "system", 0.10, 0.01, "size of the MLflow model directory"),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from frugalml.executors import InProcessExecutor
+from frugalml.metrics import MEAN_STEP_MS
 from frugalml.records import TrialRecord
 from frugalml.search import Search
 from frugalml.study import Study, Workload
@@ -36,7 +37,7 @@ class Recipe:
 
 def steady_step_times(record: TrialRecord) -> list[float]:
     """A trial's window step times without its first window (warm-up: imports, caches) when it has three or more."""
-    times = [w.values["mean_step_ms"] for w in record.windows if "mean_step_ms" in w.values]
+    times = [w.values[MEAN_STEP_MS] for w in record.windows if MEAN_STEP_MS in w.values]
     return times[1:] if len(times) >= 3 else times
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import ConfigError, DataError
 from frugalml.gate._remeasure import Recipe, steady_step_times
+from frugalml.metrics import ACCURACY, MEAN_STEP_MS, MEMORY_MB, PEAK_MEMORY_MB, RMSE, VAL_LOSS
 from frugalml.records import TrialRecord
 from frugalml.registry import TAG, refit_best
 from frugalml.study import stored_study
@@ -51,16 +52,16 @@ def _size_mb(path: Path) -> float:
 def trial_samples(records: Sequence[TrialRecord]) -> dict[str, Groups]:
     """Per-metric groups from the trials of one configuration."""
     samples: dict[str, Groups] = {}
-    for name in ("accuracy", "rmse", "val_loss"):
+    for name in (ACCURACY, RMSE, VAL_LOSS):
         finals = [[value] for r in records if (value := r.last(name)) is not None and math.isfinite(value)]
         if finals:
             samples[name] = finals
     steps = [times for r in records if (times := steady_step_times(r))]
     if steps:
-        samples["mean_step_ms"] = steps
-    peaks = [[peak] for r in records if (peak := r.peak("memory_mb")) is not None]
+        samples[MEAN_STEP_MS] = steps
+    peaks = [[peak] for r in records if (peak := r.peak(MEMORY_MB)) is not None]
     if peaks:
-        samples["peak_memory_mb"] = peaks
+        samples[PEAK_MEMORY_MB] = peaks
     return samples
 
 

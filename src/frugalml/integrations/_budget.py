@@ -6,6 +6,7 @@ import math
 from typing import Any, Mapping
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import CPU_S, WALL_S
 from frugalml.records import Window
 from frugalml.stopping import StoppingRule, TrialView
 from frugalml.budgets import names
@@ -42,6 +43,6 @@ def view_of(trial_id: Any, step: int, metrics: Mapping[str, float], study_cpu_s:
     """A snapshot of a trial whose latest report was ``metrics`` at ``step``: budgets read
     the latest window and sample, so one window is enough."""
     return TrialView(
-        trial_id=str(trial_id), steps_done=step, wall_s=metrics.get("wall_s", 0.0), cpu_s=metrics.get("cpu_s", 0.0),
+        trial_id=str(trial_id), steps_done=step, wall_s=metrics.get(WALL_S, 0.0), cpu_s=metrics.get(CPU_S, 0.0),
         windows=(Window(step, dict(metrics)),), sample=metrics, study_cpu_s=study_cpu_s,
     )

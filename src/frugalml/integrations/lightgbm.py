@@ -46,6 +46,7 @@ from typing import Any
 
 from frugalml.exceptions import TrialUsageError
 from frugalml.integrations._frameworks import require, require_trial
+from frugalml.metrics import ACCURACY, VAL_LOSS
 from frugalml.validation import POSITIVE_INT, check
 
 lightgbm = require("lightgbm", "4.0", "lightgbm")
@@ -106,10 +107,10 @@ class FrugalmlCallback:
         metrics = {metric: value for metric, (value, _) in values.items()}
         chosen = self._loss_name(values)
         if chosen is not None:
-            metrics["val_loss"] = metrics[chosen]
+            metrics[VAL_LOSS] = metrics[chosen]
         error = next((m for m in _ERROR if m in values), None)
         if error is not None:
-            metrics["accuracy"] = 1.0 - metrics[error]
+            metrics[ACCURACY] = 1.0 - metrics[error]
         return metrics
 
     def _loss_name(self, values: dict[str, tuple[float, bool]]) -> str | None:

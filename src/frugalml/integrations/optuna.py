@@ -53,6 +53,7 @@ from frugalml.budgets import BUDGETS
 from frugalml.exceptions import ConfigError
 from frugalml.integrations._budget import budget_rules, view_of
 from frugalml.integrations._sidecar import SystemSampler
+from frugalml.metrics import CPU_S, GPU_MEMORY_MB, MEAN_STEP_MS, MEMORY_MB, PEAK_MEMORY_MB, WALL_S
 from frugalml.prediction import ConfigGate, DatasetShape, PredictionSettings, check_confidence
 from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StudyComputeBudget, check_all
@@ -126,7 +127,7 @@ class SystemBudgetPruner(BasePruner):
         study_cpu_s = 0.0
         if self._needs_study and study is not None:
             others = (_metrics(study, t) or {} for t in study.get_trials(deepcopy=False) if t.number != number)
-            study_cpu_s = sum(m.get("cpu_s", 0.0) for m in others) + metrics.get("cpu_s", 0.0)
+            study_cpu_s = sum(m.get(CPU_S, 0.0) for m in others) + metrics.get(CPU_S, 0.0)
         return check_all(self.rules, view_of(number, int(metrics.get("step", 0)), metrics, study_cpu_s))
 
 
@@ -209,8 +210,8 @@ class SystemMetrics:
         """Measure the system metrics since the previous report, then ``trial.report(value, step)``."""
         self.__enter__()
         metrics = self.sampler.window(step + 1)  # Optuna steps start at 0
-        self._peak_mb = max(self._peak_mb, metrics.get("memory_mb", 0.0))
-        self.latest = {**metrics, "peak_memory_mb": self._peak_mb, "step": step}
+        self._peak_mb = max(self._peak_mb, metrics.get(MEMORY_MB, 0.0))
+        self.latest = {**metrics, PEAK_MEMORY_MB: self._peak_mb, "step": step}
         _LIVE[self._key] = self.latest
         self._stored = False
         self._reports += 1
@@ -320,12 +321,12 @@ def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         return None
     stop = trial.user_attrs.get(STOP_ATTR)
     steps = int(metrics.get("step", 0)) + 1
-    window = {"memory_mb": metrics.get("peak_memory_mb", metrics.get("memory_mb"))}
-    window.update((name, metrics[name]) for name in ("mean_step_ms", "gpu_memory_mb") if name in metrics)
+    window = {MEMORY_MB: metrics.get(PEAK_MEMORY_MB, metrics.get(MEMORY_MB))}
+    window.update((name, metrics[name]) for name in (MEAN_STEP_MS, GPU_MEMORY_MB) if name in metrics)
     return TrialRecord(
         trial_id=str(trial.number), number=trial.number, workload="optuna", config_id=str(trial.number), repeat=0,
         params=trial.params, status=TrialStatus.COMPLETED if trial.state.name == "COMPLETE" else TrialStatus.STOPPED,
-        steps_done=steps, wall_s=metrics.get("wall_s", 0.0), cpu_s=metrics.get("cpu_s", 0.0),
+        steps_done=steps, wall_s=metrics.get(WALL_S, 0.0), cpu_s=metrics.get(CPU_S, 0.0),
         stop=StopInfo(**stop) if stop else None, windows=(Window(steps, {k: v for k, v in window.items() if v}),),
     )
 

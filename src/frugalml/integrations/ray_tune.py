@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping
 from frugalml.exceptions import ConfigError
 from frugalml.integrations._budget import budget_rules, numeric, view_of
 from frugalml.integrations._sidecar import SystemSampler
+from frugalml.metrics import CPU_S, MEAN_STEP_MS, MEMORY_MB, WALL_S
 from frugalml.records import StopInfo
 from frugalml.stopping import STUDY, MemoryBudget, check_all
 
@@ -99,15 +100,15 @@ class SystemBudgetStopper(Stopper):
 
     def __call__(self, trial_id: str, result: Mapping[str, Any]) -> bool:
         metrics = numeric(result)
-        metrics.setdefault("wall_s", metrics.get("time_total_s", 0.0))
-        if "mean_step_ms" not in metrics and "time_this_iter_s" in metrics:
-            metrics["mean_step_ms"] = 1000.0 * metrics["time_this_iter_s"]
-        if "memory_mb" not in metrics and not self._warned and any(isinstance(r, MemoryBudget) for r in self.rules):
+        metrics.setdefault(WALL_S, metrics.get("time_total_s", 0.0))
+        if MEAN_STEP_MS not in metrics and "time_this_iter_s" in metrics:
+            metrics[MEAN_STEP_MS] = 1000.0 * metrics["time_this_iter_s"]
+        if MEMORY_MB not in metrics and not self._warned and any(isinstance(r, MemoryBudget) for r in self.rules):
             self._warned = True
             warnings.warn("SystemBudgetStopper: results carry no 'memory_mb'; wrap the trainable with "
                           "frugalml.integrations.ray_tune.with_system_metrics(trainable).", stacklevel=2)
-        if "cpu_s" in metrics:
-            self._cpu_s[trial_id] = metrics["cpu_s"]
+        if CPU_S in metrics:
+            self._cpu_s[trial_id] = metrics[CPU_S]
         step = int(metrics.get("training_iteration", 0))
         stop = check_all(self.rules, view_of(trial_id, step, metrics, sum(self._cpu_s.values())))
         if isinstance(result, MutableMapping):

@@ -33,6 +33,7 @@ from typing import Any
 
 from frugalml.exceptions import TrialUsageError
 from frugalml.integrations._frameworks import require, require_trial
+from frugalml.metrics import ACCURACY, RMSE, VAL_LOSS
 from frugalml.validation import POSITIVE_INT, check
 
 sklearn = require("sklearn", "1.4", "all", package="scikit-learn")
@@ -110,8 +111,8 @@ def _evaluate(estimator: Any, X_val: Any, y_val: Any) -> dict[str, float]:
             val_loss = float(log_loss(y_val, estimator.predict_proba(X_val), labels=estimator.classes_))
         else:
             val_loss = 1.0 - accuracy
-        return {"val_loss": val_loss, "accuracy": accuracy}
+        return {VAL_LOSS: val_loss, ACCURACY: accuracy}
     if is_regressor(estimator):
         mse = float(mean_squared_error(y_val, estimator.predict(X_val)))
-        return {"val_loss": mse, "rmse": math.sqrt(mse)}
+        return {VAL_LOSS: mse, RMSE: math.sqrt(mse)}
     return {"score": float(estimator.score(X_val, y_val))}

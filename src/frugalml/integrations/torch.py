@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from frugalml.exceptions import TrialUsageError
 from frugalml.integrations._frameworks import is_stop, require, require_trial
+from frugalml.metrics import ACCURACY, RMSE, VAL_LOSS
 from frugalml.validation import POSITIVE_INT, check
 from frugalml.units import to_mb
 
@@ -144,8 +145,8 @@ def _batch_size(batch: Any) -> int:
 # The callbacks' shared part: the trial calls, and a stop kept until the framework's loop ended.
 
 # Framework metric names (after the validation prefix) -> frugalml's names.
-_NAMES = {"loss": "val_loss", "acc": "accuracy", "accuracy": "accuracy", "sparse_categorical_accuracy": "accuracy",
-          "categorical_accuracy": "accuracy", "binary_accuracy": "accuracy", "root_mean_squared_error": "rmse"}
+_NAMES = {"loss": VAL_LOSS, "acc": ACCURACY, "accuracy": ACCURACY, "sparse_categorical_accuracy": ACCURACY,
+          "categorical_accuracy": ACCURACY, "binary_accuracy": ACCURACY, "root_mean_squared_error": RMSE}
 
 
 

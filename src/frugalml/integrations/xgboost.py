@@ -36,6 +36,7 @@ from typing import Any
 
 from frugalml.exceptions import TrialUsageError
 from frugalml.integrations._frameworks import is_stop, require, require_trial
+from frugalml.metrics import ACCURACY, VAL_LOSS
 from frugalml.validation import POSITIVE_INT, check
 
 xgboost = require("xgboost", "2.0", "xgboost")
@@ -123,10 +124,10 @@ class FrugalmlCallback(xgboost.callback.TrainingCallback):
         losses = [m for m in values if m != "mape" and not m.startswith(_MAXIMIZE)]
         chosen = self.metric_name or (losses[-1] if losses else None)
         if chosen is not None:
-            metrics["val_loss"] = values[chosen]
+            metrics[VAL_LOSS] = values[chosen]
         error = next((m for m in _ERROR if m in values), None)
         if error is not None:
-            metrics["accuracy"] = 1.0 - values[error]
+            metrics[ACCURACY] = 1.0 - values[error]
         return metrics
 
     def __getstate__(self) -> dict:

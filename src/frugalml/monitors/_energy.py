@@ -24,6 +24,7 @@ import psutil
 
 from frugalml.budgets import BUDGETS
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import ENERGY_J
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._gpu import _nvml_handles
 
@@ -59,7 +60,7 @@ def estimate_assumption(watts_per_core: float) -> str:
 def energy_estimate_warning(budget: Mapping[str, Any], powercap_root: str | Path = POWERCAP,
                             watts_per_core: float | None = None) -> str | None:
     """One line for a ``[budget]`` table whose energy budgets will act on estimates here; None otherwise."""
-    keys = sorted(k for k in budget if k in BUDGETS and BUDGETS[k].metric == "energy_j")
+    keys = sorted(k for k in budget if k in BUDGETS and BUDGETS[k].metric == ENERGY_J)
     if not keys or rapl_packages(powercap_root):
         return None
     watts = default_watts_per_core() if watts_per_core is None else watts_per_core
@@ -185,7 +186,7 @@ class EnergyMonitor(Monitor):
         self._tree = tree
         if self._handles:
             self._sample_gpus()
-        return {"energy_j": self._cpu_j + self._gpu_j}
+        return {ENERGY_J: self._cpu_j + self._gpu_j}
 
     def final_j(self, cpu_s: float) -> float:
         """The trial's joules at its end, from the tree's final CPU-seconds (the worker's own count):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
+from frugalml.metrics import GPU_MEMORY_MB, GPU_UTIL_PERCENT
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._tree import tree_pids
 from frugalml.units import to_mb
@@ -119,9 +120,9 @@ class GpuMonitor(Monitor):
         self.devices = tuple(devices)
         metrics: dict[str, float] = {}
         if utils:
-            metrics["gpu_util_percent"] = sum(utils) / len(utils)
+            metrics[GPU_UTIL_PERCENT] = sum(utils) / len(utils)
         if memory_bytes is not None:
-            metrics["gpu_memory_mb"] = to_mb(memory_bytes)
+            metrics[GPU_MEMORY_MB] = to_mb(memory_bytes)
         return metrics
 
     def close(self) -> None:

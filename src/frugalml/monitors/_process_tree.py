@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import psutil
 
+from frugalml.metrics import (CPU_PERCENT, CPU_S, MEMORY_MB, N_PROCESSES, PEAK_RSS_MB, READ_MB, RSS_MB, USS_MB,
+                              WRITE_MB)
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._tree import tree_pids
 from frugalml.units import to_mb
@@ -101,25 +103,25 @@ class ProcessTreeMonitor(Monitor):
         self._cpu_s = max(self._cpu_s, totals.cpu_s)
         self._sampled = True
         metrics = {
-            "memory_mb": to_mb(totals.memory),
-            "rss_mb": to_mb(totals.rss),
-            "cpu_s": self._cpu_s,
-            "n_processes": float(totals.n_processes),
+            MEMORY_MB: to_mb(totals.memory),
+            RSS_MB: to_mb(totals.rss),
+            CPU_S: self._cpu_s,
+            N_PROCESSES: float(totals.n_processes),
         }
         ref_time, ref_cpu_s = self._cpu_ref
         if now - ref_time >= self.min_cpu_window_s:
-            metrics["cpu_percent"] = 100.0 * (self._cpu_s - ref_cpu_s) / (now - ref_time)
+            metrics[CPU_PERCENT] = 100.0 * (self._cpu_s - ref_cpu_s) / (now - ref_time)
             self._cpu_ref = (now, self._cpu_s)
         if totals.read is not None and totals.write is not None:
             self._io_mb = (
                 max(self._io_mb[0], to_mb(totals.read - self._io_base[0])),
                 max(self._io_mb[1], to_mb(totals.write - self._io_base[1])),
             )
-            metrics["read_mb"], metrics["write_mb"] = self._io_mb
+            metrics[READ_MB], metrics[WRITE_MB] = self._io_mb
         if totals.uss is not None:
-            metrics["uss_mb"] = to_mb(totals.uss)
+            metrics[USS_MB] = to_mb(totals.uss)
         if detailed and (peak := _peak_rss_mb(self.pid)) is not None:
-            metrics["peak_rss_mb"] = peak
+            metrics[PEAK_RSS_MB] = peak
         return metrics
 
     def _read(self, detailed: bool) -> _Totals | None:

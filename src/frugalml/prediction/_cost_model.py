@@ -48,6 +48,7 @@ import numpy as np
 from frugalml.accounting import measured_rate
 from frugalml.budgets import BUDGETS, SAMPLE, SERVE, WINDOW, budget_of_rule
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import CPU_MS_PER_STEP, MEAN_STEP_MS
 from frugalml.validation import Interval, check
 from frugalml.prediction._estimate import Estimate, check_confidence
 from frugalml.records import TrialRecord, TrialStatus
@@ -57,7 +58,7 @@ from frugalml.units import to_mb
 BUDGET_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
 # what the model fits: each measured budget's metric, and CPU per step (for compute accounting)
 METRICS = (*(b.predicted for b in BUDGETS.values() if b.scope in (SAMPLE, WINDOW, SERVE) and b.predicted),
-           "cpu_ms_per_step")
+           CPU_MS_PER_STEP)
 MIN_RELATIVE_SPREAD = 0.03
 
 
@@ -70,7 +71,7 @@ class DatasetShape(NamedTuple):
 
 def steady_step_ms(record: TrialRecord) -> float | None:
     """The trial's steady step time: median window mean after the first (warm-up) window."""
-    means = [w.values["mean_step_ms"] for w in record.windows if math.isfinite(w.values.get("mean_step_ms", math.nan))]
+    means = [w.values[MEAN_STEP_MS] for w in record.windows if math.isfinite(w.values.get(MEAN_STEP_MS, math.nan))]
     if not means:
         return None
     return statistics.median(means[1:] if len(means) > 1 else means)
@@ -98,14 +99,14 @@ def observed_costs(record: TrialRecord) -> dict[str, float]:
     CPU-ms per step, and what its model costs to serve where that was measured."""
     costs: dict[str, float] = {}
     if (step := steady_step_ms(record)) is not None and step > 0:
-        costs["mean_step_ms"] = step
+        costs[MEAN_STEP_MS] = step
     for b in BUDGETS.values():
         if b.cumulative and record.status is not TrialStatus.COMPLETED:
             continue  # a running total of a trial that stopped early is part of the whole
         if b.scope == SAMPLE and (peak := record.peak(b.metric)) is not None and math.isfinite(peak) and peak > 0:
             costs[b.predicted] = peak
     if (rate := measured_rate(record)) is not None:  # steady, evaluation included: set-up left out
-        costs["cpu_ms_per_step"] = rate.cpu_s * 1000.0
+        costs[CPU_MS_PER_STEP] = rate.cpu_s * 1000.0
     return {**costs, **serving_costs(record)}
 
 

@@ -35,6 +35,7 @@ import math
 import statistics
 from typing import NamedTuple, Sequence
 
+from frugalml.metrics import MEAN_STEP_MS, MEMORY_MB, WALL_S
 from frugalml.records import Window
 from frugalml.validation import Interval, check
 
@@ -89,7 +90,7 @@ def _finite(windows: Sequence[Window], name: str) -> list[tuple[int, float]]:
 
 
 def _steady_step(windows: Sequence[Window], z: float) -> tuple[Estimate, float] | None:
-    means = [v for _, v in _finite(windows, "mean_step_ms") if v > 0]
+    means = [v for _, v in _finite(windows, MEAN_STEP_MS) if v > 0]
     if not means:
         return None
     steady = (means[1:] if len(means) > 1 else means)[-RECENT_WINDOWS:]
@@ -108,7 +109,7 @@ def _remaining_windows(windows: Sequence[Window], steps_planned: int | None, eva
 
 
 def _mean_step(windows: Sequence[Window], steady: Estimate, remaining: int | None) -> Estimate:
-    means = [v for _, v in _finite(windows, "mean_step_ms") if v > 0]
+    means = [v for _, v in _finite(windows, MEAN_STEP_MS) if v > 0]
     if remaining is None:
         return steady
     total = len(means) + remaining
@@ -116,7 +117,7 @@ def _mean_step(windows: Sequence[Window], steady: Estimate, remaining: int | Non
     return Estimate(*((done + remaining * level) / total for level in steady))
 
 
-def _peak(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = "memory_mb") -> Estimate | None:
+def _peak(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = MEMORY_MB) -> Estimate | None:
     points = _finite(windows, metric)
     if not points:
         return None
@@ -162,7 +163,7 @@ def _linear_trend(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return slope, math.sqrt(residual / (n - 2) / sxx) if n > 2 else math.inf
 
 
-def _total(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = "wall_s") -> Estimate | None:
+def _total(windows: Sequence[Window], steps_planned: int | None, z: float, metric: str = WALL_S) -> Estimate | None:
     points = _finite(windows, metric)
     if steps_planned is None or not points:
         return None

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from frugalml.accounting import credible_prediction, skip_saving
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import CPU_MS_PER_STEP, MEAN_STEP_MS, TRIAL_SECONDS
 from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
 from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus
@@ -133,10 +134,10 @@ class ConfigGate:
         if not self.model.ready:
             return {}
         predictions = self.model.predict(params)
-        step = predictions.get("mean_step_ms")
+        step = predictions.get(MEAN_STEP_MS)
         if step is not None and steps_planned:
             # training time alone: a lower bound of the wall time, which adds evaluation
-            predictions["trial_seconds"] = Estimate(*(v * steps_planned / 1000.0 for v in step))
+            predictions[TRIAL_SECONDS] = Estimate(*(v * steps_planned / 1000.0 for v in step))
         return predictions
 
     def skip(self, *, config_id: str, params: Mapping[str, Any], steps_planned: int | None, number: int,
@@ -172,7 +173,7 @@ class ConfigGate:
         """The predicted CPU-seconds per step, where the model can stand behind it (a narrow
         interval, inside the range it was fitted on: :func:`frugalml.accounting.credible_prediction`);
         None (saved: ``unknown``) otherwise."""
-        metric = "cpu_ms_per_step" if "cpu_ms_per_step" in predictions else "mean_step_ms"
+        metric = CPU_MS_PER_STEP if CPU_MS_PER_STEP in predictions else MEAN_STEP_MS
         cpu = predictions.get(metric)
         if cpu is None:
             return None
@@ -201,7 +202,7 @@ class ConfigGate:
     def trial_cost(self, params: Mapping[str, Any], steps_planned: int | None) -> tuple[float, float] | None:
         """(predicted CPU-s of a trial of ``params``, the median CPU-s of the workload's
         completed trials), or None while the model or the steps cannot tell."""
-        cpu = self.predict(params, steps_planned).get("cpu_ms_per_step")
+        cpu = self.predict(params, steps_planned).get(CPU_MS_PER_STEP)
         finished = [r.cpu_s for r in [*self.history, *self.records()]
                     if r.status is TrialStatus.COMPLETED and math.isfinite(r.cpu_s) and r.cpu_s > 0]
         if cpu is None or not steps_planned or not finished:
@@ -250,7 +251,7 @@ class ConfigGate:
             return record
         measured = observed_costs(record)
         if record.status is TrialStatus.COMPLETED:
-            measured["trial_seconds"] = record.wall_s
+            measured[TRIAL_SECONDS] = record.wall_s
         censored = broken_metric(record)
         check: dict[str, Any] = {"observations": self.model.n_observations_}
         for metric, estimate in predictions.items():

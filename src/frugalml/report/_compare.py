@@ -8,10 +8,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from frugalml.metrics import CPU_PERCENT, MEAN_STEP_MS, MEMORY_MB, VAL_LOSS
 from frugalml.records import TrialRecord
 from frugalml.report._info import trials_frame
 
-COMPARED = ("mean_step_ms", "cpu_percent", "memory_mb", "val_loss")
+COMPARED = (MEAN_STEP_MS, CPU_PERCENT, MEMORY_MB, VAL_LOSS)
 
 
 def _key(frame: pd.DataFrame, by: str) -> pd.Series:

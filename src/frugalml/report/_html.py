@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import VAL_LOSS
 from frugalml.report._info import (
     LABELS, CurvesInfo, EffectsInfo, ParetoInfo, ReportInfo, budget_metric, compute_rows,
 )
@@ -108,7 +109,7 @@ def effects_figure(info: EffectsInfo, title: str) -> Any | None:
 
 
 def pareto_figure(info: ParetoInfo, title: str) -> Any | None:
-    points = info.points.dropna(subset=["val_loss"])
+    points = info.points.dropna(subset=[VAL_LOSS])
     if points.empty:
         return None
     go, make_subplots, _ = _plotly()
@@ -121,13 +122,13 @@ def pareto_figure(info: ParetoInfo, title: str) -> Any | None:
                 continue
             text = [f"{c}<br>{s}" + (f"<br>{html.escape(str(r))}" if r else "")
                     for c, s, r in zip(part["config_id"], part["status"], part["reason"])]
-            fig.add_trace(go.Scatter(x=part[cost], y=part["val_loss"], mode="markers", marker=marker, name=name,
+            fig.add_trace(go.Scatter(x=part[cost], y=part[VAL_LOSS], mode="markers", marker=marker, name=name,
                                      legendgroup=name, showlegend=col == 1, text=text,
                                      hovertemplate="%{text}<br>%{x:.4g}, val loss %{y:.4g}<extra></extra>"),
                           row=1, col=col)
         front = points[points["feasible"] & points[f"front_{cost}"]].sort_values(cost)
         if not front.empty:
-            fig.add_trace(go.Scatter(x=front[cost], y=front["val_loss"], mode="lines", line={"color": "#1f77b4"},
+            fig.add_trace(go.Scatter(x=front[cost], y=front[VAL_LOSS], mode="lines", line={"color": "#1f77b4"},
                                      name="Pareto front", legendgroup="front", showlegend=col == 1), row=1, col=col)
         if (limit := info.budgets.get(budget_metric(cost))) is not None:
             fig.add_vline(x=limit, line={"color": "red", "dash": "dash"}, row=1, col=col,

@@ -15,6 +15,8 @@ import pandas as pd
 
 from frugalml import accounting
 from frugalml.budgets import BUDGETS, SERVE
+from frugalml.metrics import (ACCURACY, CPU_PERCENT, CPU_S, ENERGY_J, GPU_MEMORY_MB, MEAN_STEP_MS, MEMORY_MB,
+                              MODEL_MB, PEAK_MEMORY_MB, PREDICT_MS, RMSE, STEADY_STEP_MS, TRAIN_LOSS, VAL_LOSS)
 from frugalml.prediction import steady_step_ms
 from frugalml.records import TrialRecord, is_estimate
 from frugalml.results import ComputeAccount, compute_account
@@ -25,29 +27,29 @@ from frugalml.study import stored_study
 ESTIMATED_ENERGY = "energy_estimated_j"
 _BUDGETED = (*(b.metric for b in BUDGETS.values() if b.plotted), ESTIMATED_ENERGY)  # memory, step time, joules
 #: Metrics drawn over training steps, in order (the quality metric is accuracy or rmse).
-CURVE_METRICS = ("train_loss", "val_loss", "accuracy", "rmse", "cpu_percent", *_BUDGETED)
+CURVE_METRICS = (TRAIN_LOSS, VAL_LOSS, ACCURACY, RMSE, CPU_PERCENT, *_BUDGETED)
 #: Per-trial metrics whose response to each hyperparameter is drawn.
-EFFECT_METRICS = ("val_loss", "accuracy", "rmse", "cpu_percent", *_BUDGETED)
+EFFECT_METRICS = (VAL_LOSS, ACCURACY, RMSE, CPU_PERCENT, *_BUDGETED)
 #: Study budget key → the metric it bounds (the budgets drawn as a line on that metric's chart).
 BUDGET_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
 LABELS = {
-    "train_loss": "train loss", "val_loss": "val loss", "accuracy": "accuracy", "rmse": "RMSE",
-    "cpu_percent": "CPU (%)", **{b.metric: b.label for b in BUDGETS.values() if b.plotted},
+    TRAIN_LOSS: "train loss", VAL_LOSS: "val loss", ACCURACY: "accuracy", RMSE: "RMSE",
+    CPU_PERCENT: "CPU (%)", **{b.metric: b.label for b in BUDGETS.values() if b.plotted},
     ESTIMATED_ENERGY: "trial energy, ESTIMATED (J)",
-    "steady_step_ms": "steady step time (ms, after the warm-up window)",
+    STEADY_STEP_MS: "steady step time (ms, after the warm-up window)",
 }
 #: The Pareto chart's cost columns → the metric whose budget is drawn on them. Step time is the steady
 #: figure (the median of the window means after the first), as a step-time budget judges it after its
 #: warm-up window; a trial with only its first window is plotted at that window.
-PARETO_COSTS = {"steady_step_ms": "mean_step_ms", "memory_mb": "memory_mb"}
+PARETO_COSTS = {STEADY_STEP_MS: MEAN_STEP_MS, MEMORY_MB: MEMORY_MB}
 #: What a model costs to serve, charted against val loss when the study measured it (serving budgets).
-SERVING_COSTS = ("predict_ms", "model_mb")
+SERVING_COSTS = (PREDICT_MS, MODEL_MB)
 LABELS.update({b.metric: b.label for b in BUDGETS.values() if b.scope == SERVE})
 
 
 def _energy_column(record: TrialRecord) -> str:
     """Where a record's joules go in a frame: ``energy_j`` when measured, else the estimated column."""
-    return ESTIMATED_ENERGY if is_estimate(record.energy_source) else "energy_j"
+    return ESTIMATED_ENERGY if is_estimate(record.energy_source) else ENERGY_J
 
 
 class CurvesInfo(NamedTuple):
@@ -130,8 +132,8 @@ def windows_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
         energy = _energy_column(record)
         for index, window in enumerate(record.windows):
             values = dict(window.values)
-            if energy != "energy_j" and "energy_j" in values:
-                values[energy] = values.pop("energy_j")
+            if energy != ENERGY_J and ENERGY_J in values:
+                values[energy] = values.pop(ENERGY_J)
             rows.append({**base, "window": index, "step": window.step, **values})
     return pd.DataFrame(rows)
 
@@ -150,15 +152,14 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "repeat": record.repeat, **dict(record.params), "status": record.status.value,
             "feasible": record.feasible, "stop_rule": record.stop.rule if record.stop else None,
             "stop_step": record.stop.step if record.stop else None, "reason": _reason(record),
-            "val_loss": summary["val_loss"], "accuracy": summary["accuracy"], "rmse": summary["rmse"],
-            "mean_step_ms": summary["mean_step_ms"], "steady_step_ms": steady_step_ms(record),
-            "cpu_percent": summary["cpu_percent"],
-            "memory_mb": summary["peak_memory_mb"], "gpu_memory_mb": record.peak("gpu_memory_mb"),
+            **{metric: summary[metric] for metric in (VAL_LOSS, ACCURACY, RMSE, MEAN_STEP_MS)},
+            STEADY_STEP_MS: steady_step_ms(record), CPU_PERCENT: summary[CPU_PERCENT],
+            MEMORY_MB: summary[PEAK_MEMORY_MB], GPU_MEMORY_MB: record.peak(GPU_MEMORY_MB),
             "steps_done": record.steps_done,
-            "steps_planned": record.steps_planned, "cpu_s": record.cpu_s,
+            "steps_planned": record.steps_planned, CPU_S: record.cpu_s,
             "cpu_s_saved": accounting.saved_cpu_s(record), "saved_basis": record.saved_basis,
             "stop_phase": record.stop_phase,
-            "energy_j": None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
+            ENERGY_J: None, ESTIMATED_ENERGY: None, _energy_column(record): record.energy_j,
             "energy_j_saved": record.energy_j_saved,
             "energy_source": record.energy_source,
             **{metric: record.serving(metric) for metric in SERVING_COSTS},
@@ -253,18 +254,18 @@ def get_pareto_info(records: Sequence[TrialRecord], workload: str, budget: Mappi
     budgets = {b.metric: float(budget[key]) for key, b in BUDGETS.items()
                if (b.plotted or b.scope == SERVE) and budget.get(key) is not None}
     costs = (*PARETO_COSTS, *_present(trials, SERVING_COSTS))
-    columns = ["config_id", "val_loss", *costs, "feasible", "status", "reason", *(f"front_{cost}" for cost in costs)]
+    columns = ["config_id", VAL_LOSS, *costs, "feasible", "status", "reason", *(f"front_{cost}" for cost in costs)]
     if trials.empty:
         return ParetoInfo(workload, pd.DataFrame(columns=columns), budgets, costs)
     grouped = trials.groupby("config_id", sort=False)
-    points = grouped[["val_loss", *costs]].mean()
+    points = grouped[[VAL_LOSS, *costs]].mean()
     points["feasible"] = grouped["feasible"].all()
     points["status"] = grouped["status"].agg(lambda s: "/".join(sorted(set(s))))
     points["reason"] = grouped["reason"].agg(lambda s: "; ".join(sorted({str(v) for v in s if v})) or None)
     points = points.reset_index()
     for cost in costs:
         ok = points[points["feasible"]]
-        flags = pareto_front(ok[cost].fillna(math.inf).tolist(), ok["val_loss"].fillna(math.inf).tolist())
+        flags = pareto_front(ok[cost].fillna(math.inf).tolist(), ok[VAL_LOSS].fillna(math.inf).tolist())
         points[f"front_{cost}"] = pd.Series(flags, index=ok.index, dtype=bool).reindex(points.index, fill_value=False)
     return ParetoInfo(workload, points[columns], budgets, costs)
 

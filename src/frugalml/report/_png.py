@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import TRAIN_LOSS, VAL_LOSS
 from frugalml.report._info import LABELS, CurvesInfo, EffectsInfo, ParetoInfo, WorkloadInfo, budget_metric
 
 DPI = 80
@@ -64,7 +65,7 @@ def draw_curves(info: CurvesInfo, title: str, path: Path) -> Path:
         ax.set_title(LABELS.get(metric, metric), fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
-        if metric in ("train_loss", "val_loss") and not data.empty and (data["mean"] > 0).all() and \
+        if metric in (TRAIN_LOSS, VAL_LOSS) and not data.empty and (data["mean"] > 0).all() and \
                 data["mean"].max() / max(data["mean"].min(), 1e-12) > 100:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(metrics):]:
@@ -122,7 +123,7 @@ def draw_effects(info: EffectsInfo, title: str, path: Path) -> Path | None:
 
 def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
     """Val loss against steady step time and against memory; budgets as dashed lines."""
-    points = info.points.dropna(subset=["val_loss"])
+    points = info.points.dropna(subset=[VAL_LOSS])
     if points.empty:
         return None
     plt = _pyplot()
@@ -130,16 +131,16 @@ def draw_pareto(info: ParetoInfo, title: str, path: Path) -> Path | None:
     for ax, cost in zip(axes[0], info.costs):
         ok = points[points["feasible"]]
         bad = points[~points["feasible"]]
-        ax.scatter(ok[cost], ok["val_loss"], color="tab:blue", s=25, label="within budget")
-        ax.scatter(bad[cost], bad["val_loss"], color="tab:red", marker="x", s=35, label="broke a budget (stopped)")
+        ax.scatter(ok[cost], ok[VAL_LOSS], color="tab:blue", s=25, label="within budget")
+        ax.scatter(bad[cost], bad[VAL_LOSS], color="tab:red", marker="x", s=35, label="broke a budget (stopped)")
         front = ok[ok[f"front_{cost}"]].sort_values(cost)
         if not front.empty:
-            ax.plot(front[cost], front["val_loss"], color="tab:blue", lw=1, ls="-", label="Pareto front")
+            ax.plot(front[cost], front[VAL_LOSS], color="tab:blue", lw=1, ls="-", label="Pareto front")
         if (limit := info.budgets.get(budget_metric(cost))) is not None:
             ax.axvline(limit, color="red", ls="--", lw=1.2, label=f"budget {limit:g}")
         if _log_scale(points[cost]):
             ax.set_xscale("log")
-        if _log_scale(points["val_loss"]):
+        if _log_scale(points[VAL_LOSS]):
             ax.set_yscale("log")
         ax.set_xlabel(LABELS[cost], fontsize=9)
         ax.set_ylabel("val loss (last window)", fontsize=9)

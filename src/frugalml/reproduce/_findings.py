@@ -21,9 +21,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-STUDIED_METRICS = ("mean_step_ms", "cpu_percent", "memory_mb")  # the thesis's system metrics, judged level or not
+from frugalml.metrics import CPU_PERCENT, CPU_S, MEAN_STEP_MS, MEMORY_MB, VAL_LOSS, WALL_S
+
+STUDIED_METRICS = (MEAN_STEP_MS, CPU_PERCENT, MEMORY_MB)  # the thesis's system metrics, judged level or not
 #: Largest relative change counted as "level" / "no effect", per metric (timing is noisy on shared cores).
-TOLERANCE = {"mean_step_ms": 0.25, "cpu_percent": 0.25, "memory_mb": 0.05}
+TOLERANCE = {MEAN_STEP_MS: 0.25, CPU_PERCENT: 0.25, MEMORY_MB: 0.05}
 MIN_MEMORY_EFFECT_MB = 10.0
 #: Largest over smallest batch's mean step time counted as "raises step time".
 STEP_RATIO_EFFECT = 2.0
@@ -55,7 +57,7 @@ def _series(windows: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
 
 def _changed(before: float, after: float, metric: str) -> bool:
     scale = max(abs(before), abs(after), 1e-9)
-    if metric == "memory_mb":
+    if metric == MEMORY_MB:
         return abs(after - before) > max(MIN_MEMORY_EFFECT_MB, TOLERANCE[metric] * scale)
     return abs(after - before) > TOLERANCE[metric] * scale
 
@@ -85,7 +87,7 @@ def _rise_then_level(memory: np.ndarray) -> tuple[bool, float]:
     half = len(memory) // 2
     plateau = float(np.median(memory[half:]))
     rise = plateau - float(memory[0])
-    levelled = not _changed(float(memory[1:half + 1].mean()), float(memory[half:].mean()), "memory_mb")
+    levelled = not _changed(float(memory[1:half + 1].mean()), float(memory[half:].mean()), MEMORY_MB)
     return rise > max(2.0, 0.02 * plateau) and levelled, rise
 
 
@@ -94,7 +96,7 @@ def finding_memory_rises_then_levels(windows: pd.DataFrame) -> Finding:
     claim = "Memory rises at the start of a run on the large datasets, then levels."
     result: dict[str, Any] = {}
     for large in (True, False):
-        runs = [v for v in _series(windows[windows["large"] == large], "memory_mb").values() if len(v) >= MIN_WINDOWS]
+        runs = [v for v in _series(windows[windows["large"] == large], MEMORY_MB).values() if len(v) >= MIN_WINDOWS]
         checks = [_rise_then_level(v) for v in runs]
         result["large" if large else "small"] = {
             "runs": len(checks), "rise_then_level": sum(c[0] for c in checks),
@@ -120,7 +122,7 @@ def _config_means(windows: pd.DataFrame) -> pd.DataFrame:
     per_trial = windows.groupby(["workload", "config_id", "trial_id"]).agg(
         batch_size=("batch_size", "first"), learning_rate=("learning_rate", "first"),
         large=("large", "first"), data_format=("data_format", "first"),
-        mean_step_ms=("mean_step_ms", "mean"), cpu_percent=("cpu_percent", "mean"), memory_mb=("memory_mb", "max"),
+        mean_step_ms=(MEAN_STEP_MS, "mean"), cpu_percent=(CPU_PERCENT, "mean"), memory_mb=(MEMORY_MB, "max"),
     ).reset_index()
     return per_trial
 
@@ -133,18 +135,18 @@ def batch_effects(windows: pd.DataFrame) -> pd.DataFrame:
     per_trial = _config_means(windows)
     rows = []
     for workload, group in per_trial.groupby("workload"):
-        by_batch = group.groupby("batch_size")[["mean_step_ms", "memory_mb"]].mean().sort_index()
+        by_batch = group.groupby("batch_size")[[MEAN_STEP_MS, MEMORY_MB]].mean().sort_index()
         if len(by_batch) < 2:
             continue
         low, high = by_batch.iloc[0], by_batch.iloc[-1]
-        step_ratio = high["mean_step_ms"] / low["mean_step_ms"] if low["mean_step_ms"] > 0 else math.inf
-        memory_delta = high["memory_mb"] - low["memory_mb"]
+        step_ratio = high[MEAN_STEP_MS] / low[MEAN_STEP_MS] if low[MEAN_STEP_MS] > 0 else math.inf
+        memory_delta = high[MEMORY_MB] - low[MEMORY_MB]
         rows.append({
             "workload": workload, "large": bool(group["large"].iloc[0]), "data_format": group["data_format"].iloc[0],
             "batch_low": by_batch.index[0], "batch_high": by_batch.index[-1], "step_ratio": float(step_ratio),
             "memory_delta_mb": float(memory_delta),
             "raises_step": bool(step_ratio >= STEP_RATIO_EFFECT),
-            "raises_memory": bool(_changed(low["memory_mb"], high["memory_mb"], "memory_mb") and memory_delta > 0),
+            "raises_memory": bool(_changed(low[MEMORY_MB], high[MEMORY_MB], MEMORY_MB) and memory_delta > 0),
         })
     return pd.DataFrame(rows)
 
@@ -264,17 +266,17 @@ def finding_cpu_uninformative(windows: pd.DataFrame) -> Finding:
     """In the workloads where mean step time is informative (the configuration explains
     >= 50% of its variance across windows), CPU % is not (< 50%) in at least 2/3 of them."""
     claim = "CPU % is uninformative where mean step time is informative."
-    scores = {w: {m: eta_squared(g, m) for m in ("mean_step_ms", "cpu_percent")} for w, g in windows.groupby("workload")}
-    informative = {w: s for w, s in scores.items() if s["mean_step_ms"] >= 0.5}
+    scores = {w: {m: eta_squared(g, m) for m in (MEAN_STEP_MS, CPU_PERCENT)} for w, g in windows.groupby("workload")}
+    informative = {w: s for w, s in scores.items() if s[MEAN_STEP_MS] >= 0.5}
     numbers = {"per_workload": scores, "step_informative": sorted(informative)}
     if not informative:
         return Finding("cpu_uninformative", claim, Verdict.INCONCLUSIVE,
                        f"mean step time is informative in none of {len(scores)} workloads", numbers)
-    cpu_flat = [w for w, s in informative.items() if not s["cpu_percent"] >= 0.5]
+    cpu_flat = [w for w, s in informative.items() if not s[CPU_PERCENT] >= 0.5]
     share = len(cpu_flat) / len(informative)
     numbers["share_cpu_uninformative"] = share
     verdict = Verdict.HOLDS if share >= 2 / 3 else Verdict.DOES_NOT_HOLD if share <= 1 / 3 else Verdict.INCONCLUSIVE
-    detail = ", ".join(f"{w}: step {s['mean_step_ms']:.0%} / CPU {s['cpu_percent']:.0%}" for w, s in informative.items())
+    detail = ", ".join(f"{w}: step {s[MEAN_STEP_MS]:.0%} / CPU {s[CPU_PERCENT]:.0%}" for w, s in informative.items())
     evidence = (f"mean step time is informative in {len(informative)}/{len(scores)} workloads; in "
                 f"{len(cpu_flat)} of those CPU % is not (variance explained by the configuration, eta squared: {detail})")
     return Finding("cpu_uninformative", claim, verdict, evidence, numbers)
@@ -282,7 +284,7 @@ def finding_cpu_uninformative(windows: pd.DataFrame) -> Finding:
 
 def _trial_peaks(windows: pd.DataFrame) -> pd.Series:
     """trial_id → the trial's peak memory over its windows."""
-    return pd.to_numeric(windows["memory_mb"], errors="coerce").groupby(windows["trial_id"]).max().dropna()
+    return pd.to_numeric(windows[MEMORY_MB], errors="coerce").groupby(windows["trial_id"]).max().dropna()
 
 
 def finding_memory_budget_thesis(budget_trials: pd.DataFrame, budget_mb: float,
@@ -302,11 +304,11 @@ def finding_memory_budget_thesis(budget_trials: pd.DataFrame, budget_mb: float,
         return Finding(key, claim, Verdict.INCONCLUSIVE, "no budgeted study", {})
     stopped = budget_trials["stop_rule"] == "max_memory_mb"
     # what each stop saved was worked out by frugalml.accounting when it ran; an unknown one is NaN, not counted
-    saved, used = float(budget_trials.loc[stopped, "cpu_s_saved"].sum()), float(budget_trials["cpu_s"].sum())
+    saved, used = float(budget_trials.loc[stopped, "cpu_s_saved"].sum()), float(budget_trials[CPU_S].sum())
     full = used + float(budget_trials["cpu_s_saved"].sum())
     bases = (budget_trials.loc[stopped, "saved_basis"].fillna("unknown").value_counts()
              if "saved_basis" in budget_trials else pd.Series(dtype=int))
-    budgeted_peaks = pd.to_numeric(budget_trials["memory_mb"], errors="coerce")
+    budgeted_peaks = pd.to_numeric(budget_trials[MEMORY_MB], errors="coerce")
     unbudgeted = _trial_peaks(windows) if windows is not None and not windows.empty else pd.Series(dtype=float)
     peaks = pd.concat([budgeted_peaks, unbudgeted]).dropna()
     numbers = {"trials": len(budget_trials), "stopped_by_memory": int(stopped.sum()), "saved_cpu_s": saved,
@@ -362,38 +364,38 @@ def simulate_memory_budget(windows: pd.DataFrame, budget_mb: float) -> pd.DataFr
     """
     rows = []
     for trial_id, group in windows.sort_values("step").groupby("trial_id", sort=False):
-        memory = pd.to_numeric(group["memory_mb"], errors="coerce").to_numpy(dtype=float)
-        readings = (pd.to_numeric(group["cpu_s"], errors="coerce").to_numpy(dtype=float) if "cpu_s" in group
+        memory = pd.to_numeric(group[MEMORY_MB], errors="coerce").to_numpy(dtype=float)
+        readings = (pd.to_numeric(group[CPU_S], errors="coerce").to_numpy(dtype=float) if CPU_S in group
                     else np.full(len(group), np.nan))
         if len(readings) and np.isfinite(readings).all():
             cpu_s, cpu_from = np.diff(readings, prepend=0.0).clip(min=0.0), "boundaries"
         else:
-            wall = pd.to_numeric(group["wall_s"], errors="coerce").ffill().fillna(0.0).to_numpy(dtype=float)
-            cpu_share = pd.to_numeric(group["cpu_percent"], errors="coerce").fillna(0.0).to_numpy(dtype=float) / 100
-            cpu_s, cpu_from = cpu_share * np.diff(wall, prepend=0.0).clip(min=0.0), "cpu_percent"
+            wall = pd.to_numeric(group[WALL_S], errors="coerce").ffill().fillna(0.0).to_numpy(dtype=float)
+            cpu_share = pd.to_numeric(group[CPU_PERCENT], errors="coerce").fillna(0.0).to_numpy(dtype=float) / 100
+            cpu_s, cpu_from = cpu_share * np.diff(wall, prepend=0.0).clip(min=0.0), CPU_PERCENT
         over = np.flatnonzero(memory > budget_mb)
         peak = float(np.nanmax(memory)) if np.isfinite(memory).any() else math.nan
         rows.append({"workload": group["workload"].iloc[0], "config_id": group["config_id"].iloc[0],
                      "trial_id": trial_id, "peak_mb": peak,
                      "stopped": bool(len(over)), "stop_step": int(group["step"].iloc[over[0]]) if len(over) else None,
-                     "cpu_s": float(cpu_s.sum()), "saved_cpu_s": float(cpu_s[over[0] + 1:].sum()) if len(over) else 0.0,
-                     "cpu_from": cpu_from, "val_loss": _final(group["val_loss"])})
+                     CPU_S: float(cpu_s.sum()), "saved_cpu_s": float(cpu_s[over[0] + 1:].sum()) if len(over) else 0.0,
+                     "cpu_from": cpu_from, VAL_LOSS: _final(group[VAL_LOSS])})
     return pd.DataFrame(rows)
 
 
 def _config_peaks(windows: pd.DataFrame) -> pd.Series:
     """(workload, config_id) → the mean over its repeats of each run's peak memory."""
-    memory = pd.to_numeric(windows["memory_mb"], errors="coerce")
+    memory = pd.to_numeric(windows[MEMORY_MB], errors="coerce")
     per_trial = memory.groupby([windows["workload"], windows["config_id"], windows["trial_id"]]).max()
     return per_trial.groupby(level=["workload", "config_id"]).mean().dropna()
 
 
 def _best(configs: pd.DataFrame) -> dict[str, str | None]:
     """workload → the configuration with the lowest finite mean final val_loss among ``configs``."""
-    candidates = configs[np.isfinite(configs["val_loss"].astype(float))]
+    candidates = configs[np.isfinite(configs[VAL_LOSS].astype(float))]
     best = {w: None for w in configs["workload"].unique()}
     for workload, group in candidates.groupby("workload"):
-        best[workload] = str(group.loc[group["val_loss"].idxmin(), "config_id"])
+        best[workload] = str(group.loc[group[VAL_LOSS].idxmin(), "config_id"])
     return best
 
 
@@ -417,7 +419,7 @@ def finding_memory_budget_in_range(windows: pd.DataFrame) -> Finding:
     key = "memory_budget_in_range"
     claim = ("A memory budget inside the observed range stops trials early and saves compute, "
              "keeping the best feasible configuration.")
-    missing = [c for c in ("memory_mb", "wall_s", "cpu_percent", "val_loss") if c not in windows]
+    missing = [c for c in (MEMORY_MB, WALL_S, CPU_PERCENT, VAL_LOSS) if c not in windows]
     if missing or windows.empty:
         return Finding(key, claim, Verdict.INCONCLUSIVE, f"windows lack {', '.join(missing) or 'rows'}", {})
     peaks = _config_peaks(windows)
@@ -429,12 +431,12 @@ def finding_memory_budget_in_range(windows: pd.DataFrame) -> Finding:
     budget = (low + high) / 2
     trials = simulate_memory_budget(windows, budget)
     configs = trials.groupby(["workload", "config_id"]).agg(
-        peak_mb=("peak_mb", "mean"), stopped=("stopped", "any"), val_loss=("val_loss", "mean")).reset_index()
+        peak_mb=("peak_mb", "mean"), stopped=("stopped", "any"), val_loss=(VAL_LOSS, "mean")).reset_index()
     fits = configs["peak_mb"] <= budget
     with_budget, reference = _best(configs[~configs["stopped"]]), _best(configs[fits])
     changed = sorted(w for w in reference if with_budget.get(w) != reference[w])
     false_stops = sorted(f"{r.workload} {r.config_id}" for r in configs[fits & configs["stopped"]].itertuples())
-    saved, total = float(trials["saved_cpu_s"].sum()), float(trials["cpu_s"].sum())
+    saved, total = float(trials["saved_cpu_s"].sum()), float(trials[CPU_S].sum())
     stopped_per_workload = trials[trials["stopped"]].groupby("workload").size()
     cpu_from = {str(k): int(v) for k, v in trials["cpu_from"].value_counts().items()}
     numbers = {"budget_mb": budget, "peak_range_mb": [low, high], "trials": len(trials), "cpu_from": cpu_from,
@@ -446,7 +448,7 @@ def finding_memory_budget_in_range(windows: pd.DataFrame) -> Finding:
     verdict = Verdict.HOLDS if saved > 0 and not changed and not false_stops else Verdict.DOES_NOT_HOLD
     stops = ", ".join(f"{w}: {n}" for w, n in numbers["stopped_per_workload"].items())
     how = ("CPU-s read at window ends" if set(cpu_from) == {"boundaries"}
-           else "CPU-s estimated as CPU % x window wall time" if set(cpu_from) == {"cpu_percent"}
+           else "CPU-s estimated as CPU % x window wall time" if set(cpu_from) == {CPU_PERCENT}
            else ", ".join(f"{n} runs from {k}" for k, n in cpu_from.items()))
     evidence = (f"counterfactual, simulated on the unbudgeted runs' windows (a trial stops at its first window over "
                 f"the budget) at {budget:.0f} MB, the midpoint of configuration peaks {low:.0f}–{high:.0f} MB: stops "

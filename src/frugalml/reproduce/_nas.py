@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from frugalml.metrics import MEAN_STEP_MS, MEMORY_MB, PEAK_MEMORY_MB, VAL_LOSS
 from frugalml.prediction import CostModel, DatasetShape, observed_costs
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.reproduce._findings import Finding, Verdict, eta_squared
@@ -91,8 +92,8 @@ def in_range_budget(exhaustive: Sequence[TrialRecord]) -> dict[str, float]:
     """Memory midway between the smallest and the largest configuration's peak; step time
     at the geometric midpoint of the steady step times (rounded, as a person would set them)."""
     costs = [observed_costs(r) for r in exhaustive if r.status is TrialStatus.COMPLETED]
-    memory = [c["peak_memory_mb"] for c in costs if "peak_memory_mb" in c]
-    steps = [c["mean_step_ms"] for c in costs if "mean_step_ms" in c]
+    memory = [c[PEAK_MEMORY_MB] for c in costs if PEAK_MEMORY_MB in c]
+    steps = [c[MEAN_STEP_MS] for c in costs if MEAN_STEP_MS in c]
     if len(memory) < 2 or len(steps) < 2:
         raise ValueError("the exhaustive run has fewer than two completed trials to place budgets between")
     return {"max_memory_mb": float(round((min(memory) + max(memory)) / 2)),
@@ -110,15 +111,15 @@ def _label(key: tuple[int, ...] | None) -> str:
 def fits(record: TrialRecord, budget: dict[str, float]) -> bool:
     """True when a completed trial stayed within the budgets as the watchdog applies them:
     peak memory, and each window's mean step time (the warm-up window's with its allowance)."""
-    return (record.status is TrialStatus.COMPLETED and any("mean_step_ms" in w.values for w in record.windows)
-            and (record.peak("memory_mb") or math.inf) <= budget["max_memory_mb"]
+    return (record.status is TrialStatus.COMPLETED and any(MEAN_STEP_MS in w.values for w in record.windows)
+            and (record.peak(MEMORY_MB) or math.inf) <= budget["max_memory_mb"]
             and StepTimeBudget(budget["max_mean_step_ms"]).within(record.windows, steps_planned=record.steps_planned))
 
 
 def _best_feasible(records: Sequence[TrialRecord], budget: dict[str, float]) -> tuple[int, ...] | None:
     done = [r for r in records if fits(r, budget)]
-    finite = [r for r in done if math.isfinite(r.last("val_loss") or math.nan)]
-    return _key(min(finite, key=lambda r: r.last("val_loss"))) if finite else None
+    finite = [r for r in done if math.isfinite(r.last(VAL_LOSS) or math.nan)]
+    return _key(min(finite, key=lambda r: r.last(VAL_LOSS))) if finite else None
 
 
 def drivers(records: Sequence[TrialRecord]) -> dict[str, dict[str, float]]:
@@ -126,7 +127,7 @@ def drivers(records: Sequence[TrialRecord]) -> dict[str, dict[str, float]]:
     variance of log(cost) across configurations that the parameter's levels explain."""
     rows = [(r, observed_costs(r)) for r in records if r.status is TrialStatus.COMPLETED]
     effects: dict[str, dict[str, float]] = {}
-    for metric in ("peak_memory_mb", "mean_step_ms"):
+    for metric in (PEAK_MEMORY_MB, MEAN_STEP_MS):
         points = pd.DataFrame([{**{p: r.params[p] for p in ARCHITECTURE}, "log_cost": math.log(c[metric])}
                                for r, c in rows if c.get(metric, 0) > 0])
         if len(points) >= 3:
@@ -147,7 +148,7 @@ def held_out_errors(records: Sequence[TrialRecord], *, features: Sequence[str] =
 
     ran = [r for r in records if r.status is TrialStatus.COMPLETED]
     derive = network_features("mlp", shape.n_features, n_outputs)
-    errors: dict[str, list[float]] = {"peak_memory_mb": [], "mean_step_ms": []}
+    errors: dict[str, list[float]] = {PEAK_MEMORY_MB: [], MEAN_STEP_MS: []}
     train_n = max(len(features) + 2, round(share * len(ran)))
     for seed in range(seeds):
         order = np.random.default_rng(seed).permutation(len(ran))
@@ -170,7 +171,7 @@ def repeatability(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialRec
     first = {r.config_id: observed_costs(r) for r in exhaustive if r.status is TrialStatus.COMPLETED}
     again = {r.config_id: observed_costs(r) for r in budgeted if r.status is TrialStatus.COMPLETED}
     spread: dict[str, float | None] = {}
-    for metric in ("peak_memory_mb", "mean_step_ms"):
+    for metric in (PEAK_MEMORY_MB, MEAN_STEP_MS):
         pairs = [(first[c][metric], again[c][metric]) for c in first.keys() & again.keys()
                  if first[c].get(metric, 0) > 0 and again[c].get(metric, 0) > 0]
         spread[metric] = statistics.median(abs(b / a - 1) for a, b in pairs) if pairs else None
@@ -215,7 +216,7 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
 
     findings = []
     effects = drivers(exhaustive)
-    memory, step = effects.get("peak_memory_mb"), effects.get("mean_step_ms")
+    memory, step = effects.get(PEAK_MEMORY_MB), effects.get(MEAN_STEP_MS)
 
     def ranked(effect: dict[str, float]) -> str:
         return ", ".join(f"{p} {v:.2f}" for p, v in sorted(effect.items(), key=lambda kv: -kv[1]))
@@ -226,8 +227,8 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
                             f"eta² of log peak memory: {ranked(memory)}" if memory else "too few trials",
                             {"eta_squared": memory}))
     derive = network_features("mlp", MNIST.n_features, 10)
-    pairs = [(derive(r.params)["gflops"], c["mean_step_ms"]) for r in exhaustive
-             if r.status is TrialStatus.COMPLETED and "mean_step_ms" in (c := observed_costs(r))]
+    pairs = [(derive(r.params)["gflops"], c[MEAN_STEP_MS]) for r in exhaustive
+             if r.status is TrialStatus.COMPLETED and MEAN_STEP_MS in (c := observed_costs(r))]
     rho = None
     if len(pairs) >= 3:
         from scipy.stats import spearmanr
@@ -242,8 +243,8 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
     findings.append(_prediction_finding(
         "nas_predict_before_run", "Cost is predicted before any run: a third of the architectures predict the rest",
         held, "cost model on weights/activations/FLOPs, fitted on 1/3, 10 random splits; the same architectures "
-        f"re-measured by the budgeted run differ by a median {_pct(noise['peak_memory_mb'])} (memory) and "
-        f"{_pct(noise['mean_step_ms'])} (step time)", {"remeasured": noise}))
+        f"re-measured by the budgeted run differ by a median {_pct(noise[PEAK_MEMORY_MB])} (memory) and "
+        f"{_pct(noise[MEAN_STEP_MS])} (step time)", {"remeasured": noise}))
     in_trial = {row.metric: row.value for row in in_trial_errors(exhaustive, "mnist_784-mlp", ks=(2,))}
     findings.append(_prediction_finding("nas_predict_two_windows", "A trial's cost is predicted after 2 windows",
                                         in_trial, "each completed trial's end predicted from its first 2 windows"))
@@ -280,7 +281,7 @@ def nas_findings(exhaustive: Sequence[TrialRecord], budgeted: Sequence[TrialReco
 
 def _prediction_finding(key: str, claim: str, errors: dict[str, float | None], how: str,
                         extra: dict[str, Any] | None = None) -> Finding:
-    memory, step = errors.get("peak_memory_mb"), errors.get("mean_step_ms")
+    memory, step = errors.get(PEAK_MEMORY_MB), errors.get(MEAN_STEP_MS)
     ok = None if memory is None or step is None else memory <= MEMORY_TARGET and step <= STEP_TARGET
     return Finding(key, f"{claim} (median error ≤ 10 % memory, ≤ 15 % step time)", _verdict(ok),
                    f"memory {_pct(memory)}, step time {_pct(step)} ({how})", {"errors": errors, **(extra or {})})

@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable, NamedTuple, Sequence
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import MEAN_STEP_MS, PEAK_MEMORY_MB
 from frugalml.prediction import CostModel, DatasetShape, estimate_trial, observed_costs
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search import Search
@@ -97,11 +98,11 @@ def in_trial_errors(records: Sequence[TrialRecord], workload: str, *, ks: Sequen
             estimate = estimate_trial(record.windows[:k], steps_planned=record.steps_planned,
                                       eval_every=record.windows[0].step, confidence=confidence)
             summary = record.summary()
-            for pairs, predicted, measured in ((step_pairs, estimate.mean_step_ms, summary["mean_step_ms"]),
-                                               (memory_pairs, estimate.peak_memory_mb, summary["peak_memory_mb"])):
+            for pairs, predicted, measured in ((step_pairs, estimate.mean_step_ms, summary[MEAN_STEP_MS]),
+                                               (memory_pairs, estimate.peak_memory_mb, summary[PEAK_MEMORY_MB])):
                 if predicted is not None and measured:
                     pairs.append((predicted.value, measured, predicted.low, predicted.high))
-        for metric, pairs in (("mean_step_ms", step_pairs), ("peak_memory_mb", memory_pairs)):
+        for metric, pairs in ((MEAN_STEP_MS, step_pairs), (PEAK_MEMORY_MB, memory_pairs)):
             rows.append(ErrorRow(workload, metric, f"k={k}", *_median_error(pairs)))
     return rows
 
@@ -115,7 +116,7 @@ def cross_config_errors(records: Sequence[TrialRecord], workload: str, shape: Da
         ("leave config out", lambda a, b: a.config_id == b.config_id),
         ("leave batch out", lambda a, b: a.params.get("batch_size") == b.params.get("batch_size")),
     ):
-        pairs: dict[str, list] = {"mean_step_ms": [], "peak_memory_mb": []}
+        pairs: dict[str, list] = {MEAN_STEP_MS: [], PEAK_MEMORY_MB: []}
         for record in ran:
             model = CostModel(min_observations=min_observations, confidence=confidence)
             model.fit([r for r in ran if not same(r, record)], shape)
@@ -137,7 +138,7 @@ def learning_rate_effect(records: Sequence[TrialRecord], workload: str) -> list[
         if record.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
             by_batch.setdefault(record.params.get("batch_size"), []).append(observed_costs(record))
     rows = []
-    for metric in ("mean_step_ms", "peak_memory_mb"):
+    for metric in (MEAN_STEP_MS, PEAK_MEMORY_MB):
         ranges = []
         for costs in by_batch.values():
             values = [c[metric] for c in costs if metric in c]

@@ -15,15 +15,17 @@ import optuna
 from frugalml.budgets import SERVING_METRICS, per_config
 from frugalml.exceptions import ConfigError
 from frugalml.prediction import constraint_values
-from frugalml.records import MAXIMISED, TrialRecord, TrialStatus
+from frugalml.metrics import (ACCURACY, CPU_PERCENT, MAXIMISED, MEAN_STEP_MS, MEMORY_MB, RMSE, THROUGHPUT_SPS,
+                              TRAIN_LOSS, VAL_LOSS, WALL_S)
+from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search._space import (
     check_size, config_id, fixed_values, grid_size, to_distributions, validate_space,
 )
 
 METHODS = ("grid", "random", "tpe", "nsga2")
 KNOWN_METRICS = (
-    "val_loss", "accuracy", "rmse", "train_loss", "mean_step_ms", "memory_mb", "cpu_percent",
-    "throughput_sps", "wall_s", *SERVING_METRICS,
+    VAL_LOSS, ACCURACY, RMSE, TRAIN_LOSS, MEAN_STEP_MS, MEMORY_MB, CPU_PERCENT, THROUGHPUT_SPS, WALL_S,
+    *SERVING_METRICS,
 )
 
 
@@ -72,7 +74,7 @@ class Search:
         default_factory=lambda: {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001, 0.0001]}
     )
     n_trials: int | None = None
-    objectives: list[str] = field(default_factory=lambda: ["val_loss"])
+    objectives: list[str] = field(default_factory=lambda: [VAL_LOSS])
     seed: int = 0
     constraints: bool = True
     points: list[dict[str, Any]] | None = None
@@ -186,7 +188,7 @@ def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) 
     values = []
     for objective in objectives:
         finals = [r.serving(objective) if objective in SERVING_METRICS else
-                  r.mean(objective) if objective in ("mean_step_ms", "memory_mb") else r.last(objective) for r in feasible]
+                  r.mean(objective) if objective in (MEAN_STEP_MS, MEMORY_MB) else r.last(objective) for r in feasible]
         finals = [v for v in finals if v is not None and math.isfinite(v)]
         if not finals:
             return None

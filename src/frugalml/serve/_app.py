@@ -4,7 +4,8 @@ Endpoints: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /metric
 ``POST /admin/reload``, ``GET|PUT /admin/monitoring-config``. Every refusal is a 4xx
 with a one-line JSON body ``{"error": "...", "kind": "..."}`` (:func:`error_body`; also what
 the HTTP layer answers to a request it cannot parse). A ``models:/NAME@ALIAS`` model follows
-its alias (:func:`_follow_alias`).
+its alias (:func:`_follow_alias`). With ``--max-batch-size`` predict requests that arrive together
+share model calls (:mod:`frugalml.serve._batching`), each still monitored as its own request.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from frugalml.exceptions import FrugalError
 from frugalml.serve import _mlflow as mlflow_protocol
 from frugalml.serve import _schema as schema
 from frugalml.serve import _v2 as v2
+from frugalml.serve._batching import Batcher
 from frugalml.serve._challenger import ANSWERED, ROLE_HEADER, VERSION_HEADER, Challenger, ChallengerCollector
 from frugalml.serve._config import MonitoringConfig, as_monitoring_config
 from frugalml.serve._estimate import class_probabilities
@@ -79,6 +81,9 @@ class _State:
         self.hub = hub  # a worker of `frugalml serve --workers N`: the monitor process keeps the state
         self.challenger: Challenger | None = None  # --challenger: a second version in shadow or canary
         self.started = time.time()
+        self.batcher = None if settings.max_batch_size is None else Batcher(
+            settings.max_batch_size, (settings.max_batch_wait_ms or 0.0) / 1e3,
+            on_call=self.count_model_call)
         self._output_type: tuple[ServedModel | None, str] = (None, "")
         self.slo = ServedSlo.of(served)  # the SLO the model is held to (its version's frugalml.slo tag)
         self.metrics.follow_slo(self.slo)
@@ -132,9 +137,30 @@ class _State:
             self._output_type = (served, v2.datatype(_probe(served)))
         return self._output_type[1]
 
+    def count_model_call(self) -> None:
+        if self.config.enabled:
+            self.metrics.model_calls.inc()
+
     def error(self, kind: str) -> None:
         if self.config.enabled:
             self.metrics.errors.labels(kind).inc()
+
+
+def _scorer(model: Any, probabilities: bool, confidence: bool) -> Callable[[np.ndarray], tuple[Any, Any, Any]]:
+    """The model call of a predict request: rows -> (predictions, confidence, class probabilities).
+
+    One ``predict_proba`` gives all three when the request asks for ``probabilities`` or the monitor
+    wants ``confidence`` (CBPE); else ``predict`` alone. A model without probabilities answers
+    ``(None, None, None)`` to a request for them. Overflow raises FloatingPointError (in whichever
+    thread runs it: numpy's error state is per thread)."""
+    def score(inputs: np.ndarray) -> tuple[Any, Any, Any]:
+        with np.errstate(over="raise"):
+            scored = class_probabilities(model, inputs) if probabilities or confidence else None
+            if scored is not None:
+                return scored
+            return (None, None, None) if probabilities else (model.predict(inputs), None, None)
+
+    return score
 
 
 def _probe(served: ServedModel) -> np.ndarray:
@@ -445,6 +471,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         yield
         for task in tasks:
             task.cancel()
+        if state.batcher is not None:
+            await state.batcher.close()
         if state.challenger is not None:
             state.challenger.close()
 
@@ -506,20 +534,24 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             inputs = X if inputs.dtype != object else np.where(mask, X, inputs)
         confidence, challenger = None, state.challenger
         canary = await challenger.canary(inputs) if challenger is not None and not probabilities else None
-        started = time.perf_counter()
         try:
-            with np.errstate(over="raise"):
-                if canary is not None:  # a canary request the challenger answered within its bounded wait
-                    predictions, request.state.probabilities = canary.predictions, None
+            if canary is not None:  # a canary request the challenger answered within its bounded wait
+                predictions, request.state.probabilities, predict_s = canary.predictions, None, canary.predict_s
+            else:
+                wants_confidence = monitor is not None and bool(served.reference.calibration)
+                score = _scorer(served.model, probabilities, wants_confidence)
+                if state.batcher is not None:  # with others that ask the same model the same thing
+                    key = (id(served.model), probabilities, wants_confidence, inputs.dtype.str, inputs.shape[1:])
+                    batched = await state.batcher.submit(key, inputs, score)
+                    (predictions, confidence, request.state.probabilities), predict_s = batched.outputs, batched.seconds
                 else:
-                    scored = class_probabilities(served.model, inputs) if probabilities or (
-                        monitor is not None and served.reference.calibration) \
-                        else None  # one predict_proba gives the predictions and their confidence (CBPE)
-                    if probabilities and scored is None:
-                        raise RequestError(422, "bad_request", "this model gives no class probabilities; ask "
-                                                               "without probabilities=true.")
-                    predictions, confidence, request.state.probabilities = scored if scored is not None \
-                        else (served.model.predict(inputs), None, None)
+                    state.count_model_call()
+                    started = time.perf_counter()
+                    predictions, confidence, request.state.probabilities = score(inputs)
+                    predict_s = time.perf_counter() - started  # the model's own time: what max_predict_ms limits
+                if probabilities and predictions is None:
+                    raise RequestError(422, "bad_request", "this model gives no class probabilities; ask "
+                                                           "without probabilities=true.")
         except RequestError:
             raise
         except FloatingPointError:
@@ -530,8 +562,6 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             logger.exception("the model failed to predict %d rows", len(X))
             raise RequestError(500, "model_error", f"the model failed to predict these rows ({type(error).__name__}; "
                                                    "the server log has the details).") from error
-        predict_s = time.perf_counter() - started  # the model's own time: what the SLO's max_predict_ms limits
-        predict_s = canary.predict_s if canary is not None else predict_s
         champion = canary is None  # the SLO is the served version's: a canary's answers are the challenger's
         if monitor is not None and champion:
             monitor.observe_predict(predict_s, len(X))

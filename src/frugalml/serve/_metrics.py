@@ -54,6 +54,8 @@ class ServerMetrics:
         self.errors = Counter("frugalml_errors", "Refused or failed requests by kind", ["kind"], registry=self.registry)
         self.in_flight = Gauge("frugalml_requests_in_flight", "Requests being handled", registry=self.registry)
         self.rows = Counter("frugalml_predicted_rows", "Rows predicted", registry=self.registry)
+        self.model_calls = Counter("frugalml_model_calls", "Calls to the model's predict (fewer than predict "
+                                   "requests with --max-batch-size)", registry=self.registry)
         reloads = Counter("frugalml_model_reloads", "Model swaps (alias moves, /admin/reload) by result",
                           ["result"], registry=self.registry)
         self.reloads = {result: reloads.labels(result) for result in ("ok", "error")}

@@ -131,6 +131,9 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
     from frugalml.serve._app import create_app
 
     settings = settings or ServerSettings()
+    if ray is not None and settings.max_batch_size is not None:
+        raise ConfigError("--max-batch-size works in one process or with --workers N, not yet with --backend ray; "
+                          "leave it out there.")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     started_ray = False
     if ray is not None:  # the cluster is reachable and has room, before the model is even loaded

@@ -15,6 +15,7 @@ POLL_REGISTRY_S = 30.0  # how often a models:/NAME@ALIAS server checks its alias
 MAX_FEATURE_SERIES = 10  # features with their own {feature=...} series on /metrics, unless told
 _FEATURE_SERIES_RANGE = Interval(int, 0, 100_000, closed="both")
 _POLL_RANGE = Interval(numbers.Real, 0, 86400, closed="both")  # type: ignore[arg-type]
+_BATCH_WAIT_RANGE = Interval(numbers.Real, 0, 60_000, closed="both")  # type: ignore[arg-type]
 
 
 def registry_alias(uri: str) -> tuple[str, str] | None:
@@ -60,6 +61,10 @@ class ServerSettings:
             them when the model has no more, else the drifted ones first (see
             :func:`frugalml.serve._metrics.shown_features`); aggregates cover every feature. 0:
             aggregates only. Alert rules see every feature whatever this is.
+        max_batch_size: adaptive batching (None: off): predict requests that arrive together share
+            one model call of at most this many rows (:mod:`frugalml.serve._batching`).
+        max_batch_wait_ms: how long a request's rows wait for others to join a batch (None: 0, no
+            deliberate wait: a batch takes the requests that came while the model was busy).
     """
 
     token: str | None = None
@@ -73,6 +78,8 @@ class ServerSettings:
     body_timeout_s: float = 10.0
     poll_registry_s: float | None = None
     max_feature_series: int = MAX_FEATURE_SERIES
+    max_batch_size: int | None = None
+    max_batch_wait_ms: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_rows"):
@@ -86,6 +93,13 @@ class ServerSettings:
         if self.poll_registry_s is not None:
             check("ServerSettings", "poll_registry_s", self.poll_registry_s, _POLL_RANGE)
         check("ServerSettings", "max_feature_series", self.max_feature_series, _FEATURE_SERIES_RANGE)
+        if self.max_batch_size is not None:
+            check("ServerSettings", "max_batch_size", self.max_batch_size, POSITIVE_INT)
+        if self.max_batch_wait_ms is not None:
+            if self.max_batch_size is None:
+                raise ConfigError("max_batch_wait_ms needs max_batch_size (--max-batch-wait-ms needs "
+                                  "--max-batch-size N): without it there is no batching to wait for.")
+            check("ServerSettings", "max_batch_wait_ms", self.max_batch_wait_ms, _BATCH_WAIT_RANGE)
 
     def poll_interval(self, uri: str) -> float:
         """Seconds between alias checks when serving ``uri`` (0: none)."""

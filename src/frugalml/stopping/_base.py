@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.records import StopInfo, StopKind, TrialRecord, Window
 
 SYSTEM, ML, STUDY = StopKind.SYSTEM, StopKind.ML, StopKind.STUDY
@@ -65,7 +66,7 @@ class TrialView:
 
     def study_used(self, metric: str) -> float:
         """The whole study's use of a study budget's metric (``cpu_s`` or ``energy_j``)."""
-        return {"cpu_s": self.study_cpu_s, "energy_j": self.study_energy_j}[metric]
+        return {CPU_S: self.study_cpu_s, ENERGY_J: self.study_energy_j}[metric]
 
     def values(self, name: str) -> list[float]:
         return [w.values[name] for w in self.windows if name in w.values]

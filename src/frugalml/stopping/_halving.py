@@ -16,7 +16,8 @@ import zlib
 from typing import Any, Mapping, Sequence
 
 from frugalml.exceptions import ConfigError
-from frugalml.records import MAXIMISED, StopInfo, TrialRecord
+from frugalml.metrics import MAXIMISED, VAL_LOSS
+from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping._base import ML, StoppingRule, TrialView
 from frugalml.validation import positive
 
@@ -61,7 +62,7 @@ class SuccessiveHalving(StoppingRule):
     MEMO_SIZE = 4096
 
     def __init__(self, *, min_steps: int | None = None, reduction_factor: int = 3, brackets: int = 1,
-                 min_early_stopping_rate: int = 0, metric: str = "val_loss") -> None:
+                 min_early_stopping_rate: int = 0, metric: str = VAL_LOSS) -> None:
         if min_steps is not None:
             min_steps = int(positive("SuccessiveHalving", "min_steps", min_steps, integer=True))
         self.min_steps = min_steps

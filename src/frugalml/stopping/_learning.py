@@ -7,6 +7,7 @@ import math
 import statistics
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import TRAIN_LOSS, VAL_LOSS
 from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping._base import ML, StoppingRule, TrialView
 from frugalml.validation import positive
@@ -20,7 +21,7 @@ class Patience(StoppingRule):
     per_sample = False
     needs_peers = False
 
-    def __init__(self, patience: int, *, min_delta: float = 0.0, metric: str = "val_loss") -> None:
+    def __init__(self, patience: int, *, min_delta: float = 0.0, metric: str = VAL_LOSS) -> None:
         self.patience = int(positive("Patience", "patience", patience, integer=True))
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise ConfigError(f"The 'min_delta' parameter of Patience must be >= 0. Got {min_delta!r} instead.")
@@ -55,7 +56,7 @@ class MedianStopping(StoppingRule):
     per_sample = False
     MEMO_SIZE = 4096
 
-    def __init__(self, *, min_trials: int = 3, warmup_windows: int = 2, metric: str = "val_loss") -> None:
+    def __init__(self, *, min_trials: int = 3, warmup_windows: int = 2, metric: str = VAL_LOSS) -> None:
         self.min_trials = int(positive("MedianStopping", "min_trials", min_trials, integer=True))
         self.warmup_windows = int(warmup_windows)
         self.metric = metric
@@ -116,11 +117,11 @@ class Divergence(StoppingRule):
         if not view.windows:
             return None
         latest = view.windows[-1].values
-        for name in ("train_loss", "val_loss"):
+        for name in (TRAIN_LOSS, VAL_LOSS):
             value = latest.get(name)
             if value is not None and not math.isfinite(value):
                 return self._stop(view, value, math.inf, f"{name} is {value}")
-        losses = view.values("train_loss")
+        losses = view.values(TRAIN_LOSS)
         first, last = losses[0] if losses else None, losses[-1] if losses else None
         if first and last is not None and first > 0 and last > self.factor * first:
             return self._stop(

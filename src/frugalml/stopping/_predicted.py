@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from frugalml.budgets import BUDGETS, SAMPLE, SERVE, STUDY, TRIAL, WINDOW, names
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import MEMORY_MB
 from frugalml.prediction import Estimate, check_confidence, estimate_peak, estimate_total, estimate_trial
 from frugalml.records import StopInfo
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
@@ -69,7 +70,7 @@ class PredictedBudget(StoppingRule):
                 estimates[key] = estimate_total(view.windows, b.metric, steps_planned=view.steps_planned,
                                                 confidence=self.confidence)
             elif b.scope == SAMPLE:
-                estimates[key] = (trial.peak_memory_mb if b.metric == "memory_mb" else
+                estimates[key] = (trial.peak_memory_mb if b.metric == MEMORY_MB else
                                   estimate_peak(view.windows, b.metric, steps_planned=view.steps_planned,
                                                 confidence=self.confidence))
             else:

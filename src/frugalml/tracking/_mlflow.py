@@ -52,7 +52,8 @@ from typing import Any
 
 from frugalml import accounting
 from frugalml.exceptions import ConfigError
-from frugalml.records import SYSTEM_METRICS, TrialRecord, TrialStatus
+from frugalml.metrics import MEAN_STEP_MS, MEMORY_MB, SYSTEM_METRICS
+from frugalml.records import TrialRecord, TrialStatus
 from frugalml.tracking._base import Tracker
 from frugalml.tracking._template import seed_sqlite_store, sqlite_path
 
@@ -309,7 +310,7 @@ class MlflowTracker(Tracker):
         }
         if (saved := accounting.saved_cpu_s(record)) is not None:  # unknown (tag saved_basis): no number
             summary["cpu_s_saved"] = saved
-        for name, value in (("peak_memory_mb", record.peak("memory_mb")), ("mean_step_ms", record.mean("mean_step_ms")),
+        for name, value in (("peak_memory_mb", record.peak(MEMORY_MB)), ("mean_step_ms", record.mean(MEAN_STEP_MS)),
                             ("energy_j", record.energy_j), ("energy_j_saved", record.energy_j_saved)):
             if value is not None:
                 summary[name] = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from frugalml.executors import Executor, StudyState
+from frugalml.metrics import CPU_S
 from frugalml.stopping import StudyBudget
 
 
@@ -21,7 +22,7 @@ class StudyBudgets:
     @property
     def compute_limit(self) -> float | None:
         """The study's CPU-seconds limit, None without one."""
-        rule = next((r for r in self.rules if r.budget.metric == "cpu_s"), None)
+        rule = next((r for r in self.rules if r.budget.metric == CPU_S), None)
         return rule.limit if rule else None
 
     def left(self, state: StudyState, executor: Executor) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import ACCURACY, RMSE, VAL_LOSS
 from frugalml.trial import Trial
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
 from frugalml.workloads._prepare import PreparedData
@@ -245,8 +246,8 @@ def network_train(
             trial.set_info(torch_gpu_peak_allocated_mb=to_mb(torch.cuda.max_memory_allocated(device)))
         val_loss = total / len(y_test)
         if classification:
-            return {"val_loss": val_loss, "accuracy": correct / len(y_test)}
-        return {"val_loss": val_loss, "rmse": math.sqrt(val_loss)}
+            return {VAL_LOSS: val_loss, ACCURACY: correct / len(y_test)}
+        return {VAL_LOSS: val_loss, RMSE: math.sqrt(val_loss)}
 
     step = 0
     pending = False
@@ -265,7 +266,7 @@ def network_train(
             if not math.isfinite(value):
                 trial.set_info(diverged=True)
                 trial.step(math.inf, len(target))
-                trial.report(val_loss=math.inf, **({"accuracy": math.nan} if classification else {"rmse": math.inf}))
+                trial.report(val_loss=math.inf, **({ACCURACY: math.nan} if classification else {RMSE: math.inf}))
                 return
             pending = not trial.step(value, len(target))
             if not pending:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.exceptions import ConfigError
+from frugalml.metrics import ACCURACY, RMSE, VAL_LOSS
 from frugalml.trial import Trial
 from frugalml.validation import Interval, check
 from frugalml.workloads._algorithms import _loss_name, algorithm_loss, loss_from_decision, make_estimator
@@ -94,11 +95,11 @@ def sgd_train(
             decision = estimator.decision_function(X_test)
             predicted = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
             accuracy = float(np.mean(estimator.classes_[predicted] == y_test))
-            return {"val_loss": loss_from_decision(loss, decision, y_test, estimator.classes_), "accuracy": accuracy}
+            return {VAL_LOSS: loss_from_decision(loss, decision, y_test, estimator.classes_), ACCURACY: accuracy}
         predicted = estimator.predict(X_test)
         with np.errstate(over="ignore", invalid="ignore"):
             rmse = float(np.sqrt(np.mean((y_test - predicted) ** 2)))
-        return {"val_loss": loss_from_decision(loss, predicted, y_test, epsilon=estimator.epsilon), "rmse": rmse}
+        return {VAL_LOSS: loss_from_decision(loss, predicted, y_test, epsilon=estimator.epsilon), RMSE: rmse}
 
     step = 0
     pending = False
@@ -115,7 +116,7 @@ def sgd_train(
                     raise
                 trial.set_info(diverged=True)
                 trial.step(math.inf, len(y_batch))
-                quality = {"accuracy": math.nan} if task == "classification" else {"rmse": math.inf}
+                quality = {ACCURACY: math.nan} if task == "classification" else {RMSE: math.inf}
                 trial.report(val_loss=math.inf, **quality)
                 return
             step += 1
