@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,8 +97,12 @@ def kserve_python() -> Path:
         if not python.exists():
             building = Path(tempfile.mkdtemp(prefix="kserve-", dir=cache))
             subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
-            subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q", f"kserve=={KSERVE}"],
-                           check=True, timeout=900)
+            try:
+                subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q", f"kserve=={KSERVE}"],
+                               check=True, timeout=900, capture_output=True, text=True)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:  # the machine, not frugalml
+                shutil.rmtree(building, ignore_errors=True)
+                pytest.skip(f"cannot install kserve=={KSERVE} here: {str(error.stderr or error)[-300:]}")
             building.rename(venv)
     return python
 
