@@ -36,7 +36,8 @@ system-deps:
 	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "prometheus (promtool) not installed: the metrics lint test will fail"; }
 
 test: install system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not isolated"
+	$(PY) -m pytest -q -m isolated
 
 reproduce-quick: install
 	$(VENV)/bin/frugalml reproduce thesis --quick --out docs/thesis-quick --fresh

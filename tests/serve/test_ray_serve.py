@@ -29,7 +29,9 @@ import psutil
 import pytest
 
 pytest.importorskip("ray.serve", reason="--backend ray needs the 'ray' extra: pip install 'frugalml[ray]'")
-pytestmark = pytest.mark.timeout(600)  # a Ray cluster and a rolling update on 2 shared cores
+# a Ray cluster and a rolling update on 2 shared cores; run in a pytest process of their own (`make test`): after the
+# rest of the suite in one process, the hub actor's creation was cancelled before it ran, twice (cause not yet found)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.isolated]
 
 from helpers import TESTS, free_port  # noqa: E402
 from serve_helpers import ServerProcess, scrape, scrape_until, value  # noqa: E402
