@@ -230,24 +230,6 @@ def _moved_to(served: ServedModel, settings: ServerSettings, reported: list[str 
     return new
 
 
-def _start_hub(uri: str, shown: str, settings: ServerSettings, config: MonitoringConfig,
-               authkey: bytes) -> tuple[Any, tuple[str, int]]:
-    """Start the hub actor and return it with its listener's address. A creation the cluster
-    cancelled before it ran (seen once in a loaded test run: ``SchedulingCancelled``) is tried once more."""
-    import ray
-    from ray.exceptions import ActorDiedError
-
-    for attempt in (1, 2):
-        hub = ray.remote(num_cpus=0, max_restarts=0)(HubActor).remote(uri, shown, settings, config, authkey)
-        try:
-            return hub, ray.get(hub.address.remote())
-        except ActorDiedError as error:
-            if attempt == 2 or "before it started running" not in str(error):
-                raise
-            logger.warning("the hub actor's creation was cancelled before it ran; starting it again")
-    raise AssertionError("unreachable")
-
-
 def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: RaySettings, *, host: str, port: int,
                  settings: ServerSettings, started: Callable[[], None] | None = None,
                  started_ray: bool = False) -> None:
@@ -259,7 +241,8 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
     worker_settings = replace(settings, poll_registry_s=0)  # the driver follows the alias for every replica
     authkey = secrets.token_bytes(32)
     uri = pinned_uri(served)  # every replica and the hub load exactly this version
-    hub, address = _start_hub(uri, served.uri, worker_settings, config, authkey)
+    hub = ray.remote(num_cpus=0, max_restarts=0)(HubActor).remote(uri, served.uri, worker_settings, config, authkey)
+    address = ray.get(hub.address.remote())
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     deployment = _deployment(serve, ray_settings)
