@@ -10,6 +10,9 @@ saying what was wrong and how to fix it; the CLI prints it without a traceback::
      ├── StoreError         the results store is missing, unreadable or from another study
      │    └── StoreLockedError  another process holds the store's write lock
      └── DiskFullError      no space left (or quota exceeded) where frugalml writes
+
+:func:`one_line` is the one way an error from anywhere (a user's trial, a subprocess's
+stderr, a library) becomes the one line a record, a log or a response shows.
 """
 
 from __future__ import annotations
@@ -42,3 +45,34 @@ class StoreLockedError(StoreError):
 
 class DiskFullError(FrugalError, OSError):
     """A write failed for lack of space (ENOSPC, or EDQUOT: a quota); nothing was half-written."""
+
+
+MESSAGE_CHARS = 300
+"""The most characters of an error's text a record, response or log line carries."""
+
+
+def one_line(error: BaseException | str, *, typed: bool = False, last: bool = False, squash: bool = False,
+             limit: int = MESSAGE_CHARS) -> str:
+    """``error`` as one line of at most ``limit`` characters.
+
+    Its first non-empty line (``last``: its last, as in a subprocess's stderr, whose final line
+    names the exception); ``squash`` joins every line instead. ``typed`` puts the exception's
+    type in front. An exception with no text is its type's name.
+
+    Example:
+        >>> one_line(ValueError("bad width\\n  at line 3"), typed=True)
+        'ValueError: bad width'
+        >>> one_line("Traceback ...\\nKeyError: 'x'", last=True)
+        "KeyError: 'x'"
+        >>> one_line(KeyError())
+        'KeyError'
+    """
+    text = str(getattr(error, "message", None) or error) if isinstance(error, BaseException) else str(error)
+    if squash:
+        line = " ".join(text.split())
+    else:
+        lines = [part.strip() for part in text.strip().splitlines() if part.strip()]
+        line = (lines[-1] if last else lines[0]) if lines else ""
+    if isinstance(error, BaseException) and (typed or not line):
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return line[:limit]

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from frugalml.exceptions import DataError, TrialUsageError
+from frugalml.exceptions import DataError, TrialUsageError, one_line
 
 TARGET = "target"  # the label/target column of a reference table
 REFERENCE_FILE = "reference.parquet"
@@ -115,7 +115,7 @@ def save_model(model: Any, directory: str | Path, *, input_example: Any = None) 
     except Exception as error:  # noqa: BLE001 - anything unpicklable: one line for the user
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrialUsageError(
-            f"log_model cannot save the {type(model).__name__}: {type(error).__name__}: {_first_line(error)}; "
+            f"log_model cannot save the {type(model).__name__}: {type(error).__name__}: {one_line(error)}; "
             "pass the trained model itself (defined at module level, without open files or locks)."
         ) from None
     meta = {"flavor": flavor, "class": type(model).__qualname__, "modules": modules}
@@ -126,10 +126,6 @@ def save_model(model: Any, directory: str | Path, *, input_example: Any = None) 
         shutil.rmtree(target)
     os.rename(tmp, target)
     return target, flavor
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _torch_pickle(path: Path) -> bytes:
@@ -287,7 +283,7 @@ def export_mlflow(saved: str | Path, target: str | Path) -> Path:
             importlib.import_module(flavor).save_model(model, str(target), **options)
     except Exception as error:  # noqa: BLE001 - each flavour raises its own kinds; one line for the user
         raise TrialUsageError(
-            f"cannot save the {type(model).__name__} with {flavor}: {_first_line(error)}; check that the "
+            f"cannot save the {type(model).__name__} with {flavor}: {one_line(error)}; check that the "
             "model is trained and that its input_example is what its predict accepts."
         ) from None
     if modules:  # for the message that says where to find them, when serving cannot import them

@@ -40,7 +40,7 @@ try:  # the promotion lock on a local store
 except ImportError:  # Windows
     import msvcrt  # type: ignore[no-redef]
 
-from frugalml.exceptions import FrugalError
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.files import sha256_file, write_atomic
 
 LINEAGE_FILE = "lineage.json"
@@ -295,7 +295,7 @@ def record_promotion(client: Any, name: str, alias: str, version: str | int, rea
             client.set_registered_model_tag(name, HISTORY_TAG, _bounded(_history(model.tags) + [entry]))
     except MlflowException as error:
         raise LineageError(f"cannot point alias {alias!r} of model {name!r} at version {version}: "
-                           f"{error.message.splitlines()[0]}") from None
+                           f"{one_line(error)}") from None
     return entry
 
 
@@ -482,7 +482,7 @@ def model_lineage(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
             raise LineageError(f"model {name!r} has no version {number} (its versions: "
                                f"{_versions(client, name)}).") from None
     except MlflowException as error:
-        raise LineageError(f"cannot read {model_uri} at {tracking_uri}: {error.message.splitlines()[0]}") from None
+        raise LineageError(f"cannot read {model_uri} at {tracking_uri}: {one_line(error)}") from None
     tags = dict(version.tags or {})
     params = tags.get("frugalml.params")
     created = datetime.datetime.fromtimestamp(version.creation_timestamp / 1000, datetime.timezone.utc)

@@ -30,7 +30,7 @@ import numpy as np
 
 from frugalml.budgets import SERVING_METRICS
 from frugalml.deploy import SLO_TAG, Slo
-from frugalml.exceptions import FrugalError
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.flavors import SKLEARN_SERIALIZATION
 from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
 from frugalml.records import TrialRecord
@@ -432,7 +432,7 @@ def _check_alias(alias: str) -> None:
         _validate_model_alias_name(alias)
         _validate_model_alias_name_reserved(alias)
     except MlflowException as error:
-        raise RegistryError(f"cannot use alias {alias!r}: {error.message.splitlines()[0]} Pick another alias.") from None
+        raise RegistryError(f"cannot use alias {alias!r}: {one_line(error)} Pick another alias.") from None
 
 
 def register(
@@ -508,7 +508,7 @@ def register(
             record_promotion(client, name, alias, version.version, f"registered best feasible {config_id} of "
                              f"study {study}", run_id=run.info.run_id)
     except MlflowException as error:
-        raise RegistryError(f"cannot register model {name!r} at {uri}: {error.message.splitlines()[0]}") from error
+        raise RegistryError(f"cannot register model {name!r} at {uri}: {one_line(error)}") from error
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])

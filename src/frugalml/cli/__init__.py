@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print("frugalml: interrupted; finished trials are saved (resume with --resume).", file=sys.stderr)
         return 130
     except Exception as error:
-        if (message := _one_line(error)) is None:
+        if (message := _user_message(error)) is None:
             raise  # a bug: the traceback is what a report needs
         if is_disk_full(error):
             _drop_pending_output()
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _one_line(error: Exception) -> str | None:
+def _user_message(error: Exception) -> str | None:
     """The one-line message for an error the user or the machine caused; ``None`` for a bug.
 
     Beside frugalml's own errors: a full disk or quota anywhere (the results store, MLflow's

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from frugalml.cli._format import compute_line, fmt, wide_console
+from frugalml.exceptions import one_line
 from frugalml.records import TrialRecord, TrialStatus
 
 
@@ -120,7 +121,7 @@ def _all_failed(records: Any) -> int:
     """1, with the most common reason on stderr, when every trial failed (a bug, not a budget); else 0."""
     if not records or any(record.status is not TrialStatus.FAILED for record in records):
         return 0
-    reasons = Counter(" ".join(str(record.error or "unknown error").split())[:300] for record in records)
+    reasons = Counter(one_line(record.error or "unknown error", squash=True) for record in records)
     reason, count = reasons.most_common(1)[0]
     same = "every one" if count == len(records) else f"{count} of them"
     print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}", file=sys.stderr)

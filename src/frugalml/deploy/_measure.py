@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from frugalml.budgets import BUDGETS, SERVING_METRICS
 from frugalml.deploy._envelope import Deploy, machine_cores
-from frugalml.exceptions import FrugalError
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.metrics import CPU_S
 from frugalml.processes import die_with_parent
 from frugalml.records import StopInfo, StopKind
@@ -60,9 +60,8 @@ def run_probe(spec: Mapping[str, Any], deploy: Deploy, *, rows: Any = None) -> A
             raise MeasurementError(
                 f"measuring the model took over {deploy.timeout_s:g} s ([deploy] timeout_s)") from None
     if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise MeasurementError(f"the model could not be measured in a fresh process: "
-                               f"{lines[-1][:300] if lines else f'exit status {done.returncode}'}")
+        why = one_line(done.stderr, last=True) or f"exit status {done.returncode}"
+        raise MeasurementError(f"the model could not be measured in a fresh process: {why}")
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

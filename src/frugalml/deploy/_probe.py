@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from frugalml.exceptions import one_line
 from frugalml.metrics import CPU_S, MODEL_MB, PREDICT_MEMORY_MB, PREDICT_MS, THROUGHPUT_ROWS_S
 from frugalml.units import to_mb
 
@@ -159,11 +160,6 @@ def measure(spec: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _one_line(error: BaseException) -> str:
-    text = (str(error).strip().splitlines() or [""])[0][:300]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _import_frameworks(specs: list[dict[str, Any]]) -> None:
     """What every child would import: NumPy, psutil, the workloads, and torch for networks."""
     import numpy  # noqa: F401
@@ -188,7 +184,7 @@ def measure_batch(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             try:
                 payload = json.dumps(measure(spec))
             except BaseException as error:  # noqa: BLE001 - one line back to the parent
-                payload = json.dumps({"error": _one_line(error)})
+                payload = json.dumps({"error": one_line(error, typed=True)})
             os.write(writer, payload.encode())
             os._exit(0)
         os.close(writer)
@@ -213,7 +209,7 @@ def main(argv: list[str]) -> int:
             return 0
         result = measure(spec)
     except Exception as error:  # noqa: BLE001 - any failure to load or predict: one line for the parent
-        print(_one_line(error), file=sys.stderr)
+        print(one_line(error, typed=True), file=sys.stderr)
         return 1
     result[CPU_S] = _cpu_s()
     print(json.dumps(result))

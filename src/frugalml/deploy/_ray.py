@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from frugalml.deploy._envelope import Deploy
 from frugalml.deploy._measure import MeasurementError, run_probe
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, one_line
 
 
 def check_resources(deploy: Deploy) -> None:
@@ -72,8 +72,7 @@ def on_ray(deploy: Deploy) -> Callable[..., dict[str, Any]]:
         except ray.exceptions.RayTaskError as error:
             cause = error.as_instanceof_cause()
             if isinstance(cause, MeasurementError):
-                raise MeasurementError(str(cause).splitlines()[-1]) from None
-            raise MeasurementError(f"measuring on the Ray node failed: {str(error).strip().splitlines()[-1][:300]}") \
-                from None
+                raise MeasurementError(one_line(cause, last=True)) from None
+            raise MeasurementError(f"measuring on the Ray node failed: {one_line(error, last=True)}") from None
 
     return run

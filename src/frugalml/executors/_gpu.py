@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from frugalml.budgets import budget
+from frugalml.exceptions import one_line
 from frugalml.metrics import GPU_MEMORY_MB
 from frugalml.monitors import GpuMonitor, visible_gpus
 from frugalml.records import StopInfo
@@ -127,7 +128,7 @@ def gpu_out_of_memory(error: BaseException) -> GpuOutOfMemory | None:
         if _is_gpu_oom(current):
             text = str(current)
             return GpuOutOfMemory(
-                message=f"{type(current).__name__}: {text}".splitlines()[0][:500],
+                message=one_line(current, typed=True),
                 requested_mb=_first(_REQUESTED, text), in_use_mb=_first(_IN_USE, text),
                 capacity_mb=_first(_CAPACITY, text) or _torch_capacity_mb(),
             )

@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any, Mapping
 
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, one_line
 
 _INSTALL = "pip install 'frugalml[ray]'"
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
@@ -20,12 +20,6 @@ def import_ray() -> Any:
     except ImportError:
         raise ConfigError(f"The Ray backend needs Ray; install it with: {_INSTALL}") from None
     return ray
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of ``error`` (its type's name if it has none), at most 300 characters."""
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
 
 
 def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] | None = None) -> bool:
@@ -53,7 +47,7 @@ def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] |
             if "Authentication" in causes or "AuthToken" in causes
             else "check --address (see `ray status` on the head node)"
         )
-        raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {first_line(error)}; {hint}.") from None
+        raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {one_line(error)}; {hint}.") from None
     return True
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from frugalml.exceptions import one_line
 from frugalml.executors._lifecycle import TrialLifecycle
-from frugalml.executors._ray_connect import first_line, import_ray
+from frugalml.executors._ray_connect import import_ray
 from frugalml.executors._task import TrialTask
 from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.records import TrialRecord
@@ -34,18 +35,18 @@ def why_failed(error: BaseException, info: dict[str, Any]) -> str:
     cause = getattr(error, "cause", None)
     if isinstance(error, exceptions.RayTaskError) and isinstance(cause, ImportError):
         message = (
-            f"cannot load the trial on its Ray node: {first_line(cause)}; install the training code "
+            f"cannot load the trial on its Ray node: {one_line(cause)}; install the training code "
             "on every node (or pass a runtime_env)"
         )
         info["user_error"] = True
     elif isinstance(error, exceptions.OutOfMemoryError):
-        message = f"Ray's memory monitor killed the worker: {first_line(error)}"
+        message = f"Ray's memory monitor killed the worker: {one_line(error)}"
     elif isinstance(error, exceptions.WorkerCrashedError):
         message = "Ray worker died during the trial (killed, or its node ran out of memory)"
     elif isinstance(error, exceptions.NodeDiedError):
-        message = f"Ray node died during the trial: {first_line(error)}"
+        message = f"Ray node died during the trial: {one_line(error)}"
     elif isinstance(error, exceptions.TaskCancelledError):
         message = "Ray task cancelled"
     else:
-        message = f"Ray task failed: {first_line(cause or error)}"
+        message = f"Ray task failed: {one_line(cause or error)}"
     return message

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from frugalml.exceptions import FrugalError
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.gate._decide import PASS, REGRESSION, MetricResult
 from frugalml.gate._metrics import GATE_METRICS
 from frugalml.gate._result import CheckResult
@@ -36,7 +36,7 @@ def fetch_comparison(url: str) -> dict[str, Any]:
         raise FrugalError(f"{url} serves no challenger (404 on /challenger); start it with --challenger URI "
                           "--mirror.")
     if response.status_code != 200:
-        raise FrugalError(f"{target} answered {response.status_code}: {response.text[:200]}")
+        raise FrugalError(f"{target} answered {response.status_code}: {one_line(response.text)}")
     return response.json()
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from frugalml import accounting
 from frugalml.budgets import BUDGETS, SERVE
+from frugalml.exceptions import one_line
 from frugalml.metrics import (ACCURACY, CPU_PERCENT, CPU_S, ENERGY_J, GPU_MEMORY_MB, MEAN_STEP_MS, MEMORY_MB,
                               MODEL_MB, PEAK_MEMORY_MB, PREDICT_MS, RMSE, STEADY_STEP_MS, TRAIN_LOSS, VAL_LOSS)
 from frugalml.prediction import steady_step_ms
@@ -117,7 +118,7 @@ def _reason(record: TrialRecord) -> str | None:
     if record.stop is not None:
         return f"{record.stop.rule}: {record.stop.message}"
     if record.error:
-        return record.error.splitlines()[0][:200]
+        return one_line(record.error)
     if record.status.value == "skipped":
         return "skipped"
     return None

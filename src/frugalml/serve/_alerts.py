@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from frugalml.exceptions import one_line
 from frugalml.serve._config import AlertRule
 
 logger = logging.getLogger("frugalml.serve.alerts")
@@ -217,4 +218,4 @@ def _why(error: BaseException, timeout_s: float) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
     text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    return " ".join(str(text).split())[:300]
+    return one_line(str(text), squash=True)

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from frugalml import __version__ as frugalml_version
-from frugalml.exceptions import FrugalError
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.serve import _mlflow as mlflow_protocol
 from frugalml.serve import _schema as schema
 from frugalml.serve import _v2 as v2
@@ -198,11 +198,6 @@ def _alias_version(tracking_uri: str | None, name: str, alias: str) -> str:
     return str(client.get_model_version_by_alias(name, alias).version)
 
 
-def _one_line(error: Exception) -> str:
-    text = str(getattr(error, "message", None) or error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
-
-
 async def _follow_alias(state: _State, interval: float) -> None:
     """Every ``interval`` seconds, swap in the version the served ``models:/NAME@ALIAS`` points at once it moved.
 
@@ -226,7 +221,7 @@ async def _follow_alias(state: _State, interval: float) -> None:
             new = await run_in_threadpool(state.loader, served.uri)
         except Exception as error:  # noqa: BLE001 - the registry's or the model's: keep serving the old one
             state.metrics.reloads["error"].inc()
-            message = _one_line(error)
+            message = one_line(error, typed=True)
             if message != reported:
                 logger.warning("cannot follow %s (still serving version %s): %s", served.uri,
                                served.version or "-", message)

@@ -36,7 +36,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, one_line
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._reference import Reference
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
@@ -154,7 +154,7 @@ def _predict(X: np.ndarray) -> tuple[np.ndarray, float]:
     try:
         predictions = np.asarray(_MODEL.predict(X))
     except Exception as error:  # noqa: BLE001 - a user's exception may not unpickle in the server
-        raise RuntimeError(f"{type(error).__name__}: {str(error)[:300]}") from None
+        raise RuntimeError(one_line(error, typed=True, squash=True)) from None
     return predictions, time.perf_counter() - started
 
 
@@ -348,7 +348,7 @@ class Challenger:
         except Exception as error:
             self.close()
             raise ConfigError(f"the challenger {self.settings.uri} did not load in its own process "
-                              f"({type(error).__name__}: {str(error)[:200]}); see the log above.") from None
+                              f"({one_line(error, typed=True)}); see the log above.") from None
         return self
 
     def close(self) -> None:
@@ -392,7 +392,7 @@ class Challenger:
         error = future.exception()
         if error is not None:
             self.comparison.error(self.version, "model_error")
-            logger.warning("the challenger failed to predict: %s", str(error)[:300])
+            logger.warning("the challenger failed to predict: %s", one_line(error))
             return
         _, seconds = future.result()
         self.comparison.predicted(CHALLENGER, self.version, seconds)

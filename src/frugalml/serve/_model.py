@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.exceptions import DataError, FrugalError
+from frugalml.exceptions import DataError, FrugalError, one_line
 from frugalml.flavors import SKLEARN_SERIALIZATION, choose_keras_backend, missing_module_message, recorded_modules
 from frugalml.lineage import parse_model_uri
 from frugalml.serve import _classifier as classifier
@@ -109,7 +109,7 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
         path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as error:
         where = f" (tracking URI {tracking_uri})" if tracking_uri else " (set --tracking-uri or MLFLOW_TRACKING_URI)"
-        raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {error.message.splitlines()[0]}") from error
+        raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {one_line(error)}") from error
     return path, name, version, tags
 
 
@@ -239,8 +239,8 @@ def reference_from_table(model: Any, path: str | Path, *, task: str | None = Non
     try:
         predictions = np.asarray(model.predict(raw))
     except Exception as error:  # the model's own error, in one line
-        raise DataError(f"the model cannot predict on reference {str(path)!r}: {type(error).__name__}: "
-                        f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}") from None
+        raise DataError(f"the model cannot predict on reference {str(path)!r}: "
+                        f"{one_line(error, typed=True)}") from None
     task = task or stored_task or infer_task(y if y is not None else predictions)
     classes: tuple[str, ...] = ()
     calibration = None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Listener
 from typing import Any, Callable
 
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, one_line
 from frugalml.serve._config import MonitoringConfig
 from frugalml.serve._hub import Hub, serve_hub
 from frugalml.serve._model import ServedModel, load_model
@@ -209,7 +209,7 @@ def _deployment(serve: Any, settings: RaySettings) -> Any:
 def _moved_to(served: ServedModel, settings: ServerSettings, reported: list[str | None]) -> ServedModel | None:
     """The version the served alias points at now, loaded, when it moved; None when it did not (or
     cannot be read: logged once per distinct error, and the current version keeps serving)."""
-    from frugalml.serve._app import _alias_version, _one_line
+    from frugalml.serve._app import _alias_version
 
     alias = registry_alias(served.uri)
     assert alias is not None
@@ -220,7 +220,7 @@ def _moved_to(served: ServedModel, settings: ServerSettings, reported: list[str 
             return None
         new = _load_pinned(f"models:/{alias[0]}/{version}", served.uri, settings)
     except Exception as error:  # noqa: BLE001 - the registry's or the model's: keep serving the old one
-        message = _one_line(error)
+        message = one_line(error, typed=True)
         if message != reported[0]:
             logger.warning("cannot follow %s (still serving version %s): %s", served.uri, served.version or "-",
                            message)

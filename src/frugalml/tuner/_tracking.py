@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 
+from frugalml.exceptions import one_line
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import ResultStore
@@ -112,8 +113,7 @@ class BackgroundTracking:
         if self.error is not None:
             return
         self.error = error
-        lines = str(error).strip().splitlines()
-        why = (lines[0] if lines else type(error).__name__)[:300]
+        why = one_line(error)
         if not isinstance(error, TrackingError):
             why = f"MLflow tracking at {shown_uri(self._uri())} failed: {why}"
         logger.warning("frugalml: warning: %s; the study goes on without MLflow (its results store has every trial), "

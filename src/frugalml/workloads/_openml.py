@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from frugalml.exceptions import DataError
+from frugalml.exceptions import DataError, one_line
 from frugalml.workloads._sources import DatasetSource, is_offline
 
 
@@ -29,8 +29,8 @@ def fetch_to_cache(source: DatasetSource, root: Path) -> Path:
     try:
         bunch = fetch_openml(openml_name, version=1, as_frame=True, data_home=str(root / "openml"))
     except Exception as error:  # network, HTTP or ARFF errors: one line for the user
-        reason = " ".join(str(error).split())[:200]
-        raise DataError(f"could not download {openml_name!r} from OpenML: {type(error).__name__}: {reason}") from error
+        raise DataError(f"could not download {openml_name!r} from OpenML: "
+                        f"{one_line(error, typed=True, squash=True)}") from error
     frame = bunch.frame.rename(columns={bunch.target_names[0]: "target"})
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from frugalml.exceptions import ConfigError, DataError
+from frugalml.exceptions import ConfigError, DataError, one_line
 from frugalml.files import cache_root, sha256_file, write_folder_atomic
 from frugalml.workloads._encode import (
     check_text_columns, encoded_names, make_encoder, raw_rows, text_columns, training_categories,
@@ -297,10 +297,6 @@ def _check_scalable(name: str, finite: np.ndarray, feature_names: list[str] | No
         )
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())[:200]
-
-
 def _names(names: list[Any], limit: int = 8) -> str:
     shown = ", ".join(str(name) for name in names[:limit])
     return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
@@ -321,7 +317,7 @@ def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | No
     except pd.errors.EmptyDataError:
         raise DataError(f"dataset {name!r} ({path}) is empty: no header and no rows.") from None
     except Exception as error:  # a corrupt or unreadable file: one line for the user
-        raise DataError(f"cannot read dataset {name!r} ({path}): {_one_line(error)}") from error
+        raise DataError(f"cannot read dataset {name!r} ({path}): {one_line(error, typed=True, squash=True)}") from error
     if len(frame) == 0:
         raise DataError(f"dataset {name!r} ({path}) has a header but no rows.")
     target = target or "target"
@@ -355,7 +351,7 @@ def _load_npz(path: Path, name: str, target: str) -> tuple[np.ndarray, np.ndarra
     except DataError:
         raise
     except Exception as error:
-        raise DataError(f"cannot read dataset {name!r} ({path}): {_one_line(error)}") from error
+        raise DataError(f"cannot read dataset {name!r} ({path}): {one_line(error, typed=True, squash=True)}") from error
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
         raise DataError(
             f"dataset {name!r} needs a 2-D 'X' and a 1-D {target!r} of equal length, "
