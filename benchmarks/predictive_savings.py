@@ -172,7 +172,7 @@ def replay_trial(params: dict, config_id: str, exhaustive: list[TrialRecord], li
 
 def search_loop(args: argparse.Namespace, exhaustive: list[TrialRecord], limit: float) -> None:
     """TPE plain / with constraints / with constraints and skipping, replayed on measured costs."""
-    from frugalml.prediction import ConfigGate, DatasetShape, PredictionSettings
+    from frugalml.prediction import CostScreen, DatasetShape, PredictionSettings
 
     space = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
              "learning_rate": {"low": 1e-4, "high": 0.1, "log": True}}
@@ -186,7 +186,7 @@ def search_loop(args: argparse.Namespace, exhaustive: list[TrialRecord], limit: 
             search = Search(method="tpe", space=space, n_trials=args.n_trials, seed=seed,
                             constraints=arm != "plain TPE")
             sampler, records = search.sampler({"max_memory_mb": limit}), []
-            gate = ConfigGate(PredictionSettings(**PREDICTION), {"max_memory_mb": limit}, "mnist",
+            gate = CostScreen(PredictionSettings(**PREDICTION), {"max_memory_mb": limit}, "mnist",
                               DatasetShape(49000, 784), lambda: records) if arm.endswith("skip") else None
             while (config := sampler.ask()) is not None:
                 skipped = gate and gate.skip(config_id=config.config_id, params=dict(config.params),

@@ -148,7 +148,7 @@ def test_each_per_configuration_budget_is_predicted_in_trial_and_across_configur
     assert stop is not None and stop.rule == f"predicted_{key}" and stop.value > 100
     assert PredictedBudget(**{key: 1000.0}, min_windows=3).check(view) is None
     if budget.scope not in (SAMPLE, WINDOW):
-        return  # a trial's time is predicted from its step time (ConfigGate), not fitted itself
+        return  # a trial's time is predicted from its step time (CostScreen), not fitted itself
     records = [TrialRecord(f"w/{b}/r0", b, "w", str(b), 0, {"batch_size": b}, TrialStatus.COMPLETED, steps_done=10,
                            cpu_s=1.0, windows=_windows(key, [1.0 + 0.1 * b] * 3)) for b in (10, 20, 40, 80, 160)]
     assert budget.predicted in observed_costs(records[0])

@@ -25,7 +25,7 @@ from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import Deploy
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.ownership import STUDIES_ROOT
-from frugalml.prediction import BUDGET_METRICS, PredictionSettings
+from frugalml.prediction import PREDICTED_METRICS, PredictionSettings
 from frugalml.names import ALLOWED, check_name, name_problem
 from frugalml.search import Search, check_size, grid_size
 from frugalml.stopping import StoppingRule, as_rules, rules_from_config
@@ -227,8 +227,8 @@ class Study:
         if not self.prediction:
             return None
         settings = PredictionSettings.from_config(self.prediction)
-        if not any(key in self.budget for key in BUDGET_METRICS):
-            raise ConfigError(f"[prediction] needs a [budget] to predict against: {', '.join(sorted(BUDGET_METRICS))}.")
+        if not any(key in self.budget for key in PREDICTED_METRICS):
+            raise ConfigError(f"[prediction] needs a [budget] to predict against: {', '.join(sorted(PREDICTED_METRICS))}.")
         return settings
 
     def deployment(self) -> Deploy:

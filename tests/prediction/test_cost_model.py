@@ -81,9 +81,9 @@ def test_bad_settings_are_one_line_errors():
 
 
 def gate(records, budget, **settings):
-    from frugalml.prediction import ConfigGate, PredictionSettings
+    from frugalml.prediction import CostScreen, PredictionSettings
 
-    return ConfigGate(PredictionSettings(**settings), budget, "w", SHAPE, lambda: records)
+    return CostScreen(PredictionSettings(**settings), budget, "w", SHAPE, lambda: records)
 
 
 def test_the_gate_skips_what_the_model_puts_over_budget_at_the_confidence():
@@ -131,7 +131,7 @@ def test_a_network_study_predicts_from_its_architecture_unless_it_names_its_feat
     from types import SimpleNamespace
 
     from frugalml import Study, Workload
-    from frugalml.prediction import ConfigGate
+    from frugalml.prediction import CostScreen
 
     mnist = SimpleNamespace(n_train=49000, n_features=784, classes=tuple(range(10)))  # the prepared data's shape
 
@@ -139,7 +139,7 @@ def test_a_network_study_predicts_from_its_architecture_unless_it_names_its_feat
         study = Study(name="g", workloads=[Workload(dataset="mnist_784", algorithm="mlp")], mlflow_uri=None,
                       budget={"max_memory_mb": 500}, prediction={"min_observations": 4, **prediction},
                       directory=str(tmp_path))
-        return ConfigGate.for_study(study, study.workloads[0], mnist, lambda: [])
+        return CostScreen.for_study(study, study.workloads[0], mnist, lambda: [])
 
     assert gate().model.features == ("batch_size", "weights_mb", "activations_mb", "gflops")
     assert gate(features=["batch_size"]).model.features == ("batch_size",)  # the user's choice, though the default's

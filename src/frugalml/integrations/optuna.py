@@ -54,7 +54,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.integrations._budget import budget_rules, view_of
 from frugalml.integrations._sidecar import SystemSampler
 from frugalml.metrics import CPU_S, GPU_MEMORY_MB, MEAN_STEP_MS, MEMORY_MB, PEAK_MEMORY_MB, WALL_S
-from frugalml.prediction import ConfigGate, DatasetShape, PredictionSettings, check_confidence
+from frugalml.prediction import CostScreen, DatasetShape, PredictionSettings, check_confidence
 from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StudyComputeBudget, check_all
 from frugalml.validation import Interval, check
@@ -446,7 +446,7 @@ class BudgetGatedSampler(BaseSampler):
         records = [r for t in study.get_trials(deepcopy=False, states=states) if (r := _record(t)) is not None]
         broken = [r for r in records if r.stop is not None and r.stop.rule in BUDGETS and r.stop.is_system
                   and BUDGETS[r.stop.rule].per_config]
-        gate = ConfigGate(self.settings, pruner.budget, "optuna", DatasetShape(), lambda: records)
+        screen = CostScreen(self.settings, pruner.budget, "optuna", DatasetShape(), lambda: records)
         features = self.settings.features
 
         def judge(config: dict) -> StopInfo | None:
@@ -455,7 +455,7 @@ class BudgetGatedSampler(BaseSampler):
                     rule = record.stop.rule
                     return StopInfo(f"skipped_{rule}", StopKind.SYSTEM, 0, record.stop.value, record.stop.threshold,
                                     f"skipped: {', '.join(features)} >= trial {record.number}'s, which broke {rule}")
-            skip = gate.skip(config_id=str(trial.number), params=config, steps_planned=None, number=trial.number)
+            skip = screen.skip(config_id=str(trial.number), params=config, steps_planned=None, number=trial.number)
             return skip.stop if skip is not None else None
 
         return judge

@@ -5,7 +5,7 @@
   stopping rule, :class:`frugalml.stopping.PredictedBudget`);
 * :class:`CostModel`: across configurations, the cost of one that has not run, from
   its hyperparameters and the dataset's shape;
-* :class:`ConfigGate`: skips configurations predicted over budget and re-checks the
+* :class:`CostScreen`: skips configurations predicted over budget and re-checks the
   model against every trial that runs (the study file's ``[prediction]`` table);
 * :func:`constraint_values`: budget violations in the form Optuna's samplers learn from.
 
@@ -15,16 +15,16 @@ How well all this predicts on the thesis workloads is measured by
 
 from frugalml.prediction._constraints import constraint_values
 from frugalml.prediction._cost_model import (
-    BUDGET_METRICS, METRICS, CostModel, DatasetShape, broken_metric, observed_costs, steady_step_ms,
+    METRICS, PREDICTED_METRICS, CostModel, DatasetShape, broken_metric, observed_costs, steady_step_ms,
 )
 from frugalml.prediction._estimate import (
     Estimate, TrialEstimate, check_confidence, estimate_peak, estimate_total, estimate_trial,
 )
-from frugalml.prediction._gate import SKIP_REASON, ConfigGate, PredictionSettings
+from frugalml.prediction._screen import SKIP_REASON, CostScreen, PredictionSettings
 
 __all__ = [
-    "BUDGET_METRICS",
-    "ConfigGate",
+    "PREDICTED_METRICS",
+    "CostScreen",
     "CostModel",
     "DatasetShape",
     "Estimate",

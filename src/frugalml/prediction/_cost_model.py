@@ -54,8 +54,8 @@ from frugalml.prediction._estimate import Estimate, check_confidence
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.units import to_mb
 
-# budget key -> the predicted metric it limits (trial seconds: derived from step time by the gate)
-BUDGET_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
+# budget key -> the predicted metric it limits (trial seconds: derived from step time by the screen)
+PREDICTED_METRICS = {key: b.predicted for key, b in BUDGETS.items() if b.predicted is not None}
 # what the model fits: each measured budget's metric, and CPU per step (for compute accounting)
 METRICS = (*(b.predicted for b in BUDGETS.values() if b.scope in (SAMPLE, WINDOW, SERVE) and b.predicted),
            CPU_MS_PER_STEP)

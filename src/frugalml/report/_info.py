@@ -32,7 +32,7 @@ CURVE_METRICS = (TRAIN_LOSS, VAL_LOSS, ACCURACY, RMSE, CPU_PERCENT, *_BUDGETED)
 #: Per-trial metrics whose response to each hyperparameter is drawn.
 EFFECT_METRICS = (VAL_LOSS, ACCURACY, RMSE, CPU_PERCENT, *_BUDGETED)
 #: Study budget key → the metric it bounds (the budgets drawn as a line on that metric's chart).
-BUDGET_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
+PLOTTED_METRICS = {key: b.metric for key, b in BUDGETS.items() if b.plotted}
 LABELS = {
     TRAIN_LOSS: "train loss", VAL_LOSS: "val loss", ACCURACY: "accuracy", RMSE: "RMSE",
     CPU_PERCENT: "CPU (%)", **{b.metric: b.label for b in BUDGETS.values() if b.plotted},

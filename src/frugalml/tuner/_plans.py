@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from frugalml.executors import StudyState
 from frugalml.lineage import data_lineage
-from frugalml.prediction import ConfigGate
+from frugalml.prediction import CostScreen
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search import Config, Sampler
 from frugalml.stopping import STUDY
@@ -28,7 +28,7 @@ class WorkloadPlan:
     pending: deque  # (Config, repeat) still to start
     open_configs: dict[str, tuple[Config, list[TrialRecord]]]
     exhausted: bool = False
-    gate: Any = None  # a frugalml.prediction.ConfigGate when the study predicts costs
+    screen: Any = None  # a frugalml.prediction.CostScreen when the study predicts costs
 
     def restore(self, records: list[TrialRecord], repeats: int) -> None:
         """Tell the sampler the stored configurations; queue the repeats an incomplete one lacks."""
@@ -86,18 +86,18 @@ def build_plans(study: Study, records: list[TrialRecord], state: StudyState) -> 
         plan = WorkloadPlan(workload, None, train, kwargs, n_train, deque(), {})
         screen = cost = None
         if study.prediction:
-            plan.gate = ConfigGate.for_study(study, workload, kwargs.get("data"), lambda name=workload.name: state.peers(name))
-            if plan.gate.settings.screen:
-                screen = functools.partial(_ask_gate, "violations", plan)
-            cost = functools.partial(_ask_gate, "trial_cost", plan)
+            plan.screen = CostScreen.for_study(study, workload, kwargs.get("data"), lambda name=workload.name: state.peers(name))
+            if plan.screen.settings.screen:
+                screen = functools.partial(_ask_screen, "violations", plan)
+            cost = functools.partial(_ask_screen, "trial_cost", plan)
         plan.sampler = study.search.sampler(study.budget, screen, cost, spent)
         plan.restore(records, study.repeats)
         plans.append(plan)
     return plans
 
 
-def _ask_gate(method: str, plan: WorkloadPlan, params: Mapping[str, Any]) -> Any:
-    """``plan.gate.<method>`` of a candidate, with the workload's fixed params and planned steps:
+def _ask_screen(method: str, plan: WorkloadPlan, params: Mapping[str, Any]) -> Any:
+    """``plan.screen.<method>`` of a candidate, with the workload's fixed params and planned steps:
     ``violations`` for a screening sampler, ``trial_cost`` for a cost-aware one."""
     params = {**plan.workload.params, **params}
-    return getattr(plan.gate, method)(params, plan.steps_planned(params))
+    return getattr(plan.screen, method)(params, plan.steps_planned(params))

@@ -66,8 +66,8 @@ class TrialSource:
             train=plan.train, train_kwargs=plan.train_kwargs, eval_every=plan.workload.eval_every,
             steps_planned=steps_planned, cpus=self.study.cpus_per_trial, gpus=self.study.gpus_per_trial,
             artifact_dir=str((self.study.path / "artifacts" / f"trial-{number:05d}").resolve()),
-            predicted_cpu_s_per_step=plan.gate.predicted_cpu_s_per_step(params, steps_planned)
-            if plan.gate is not None else None,  # a stop before the first window is credited at it
+            predicted_cpu_s_per_step=plan.screen.predicted_cpu_s_per_step(params, steps_planned)
+            if plan.screen is not None else None,  # a stop before the first window is credited at it
         )
         if self.judge is not None and plan.workload.train is None:  # its record carries the screen's cost
             with contextlib.suppress(MeasurementError):
@@ -78,10 +78,10 @@ class TrialSource:
 
     def _skipped(self, plan: WorkloadPlan, config: Config) -> bool:
         """Record ``config`` as SKIPPED, and tell the sampler, if it is predicted over budget."""
-        if plan.gate is None:
+        if plan.screen is None:
             return False
         params = {**plan.workload.params, **config.params}
-        record = plan.gate.skip(config_id=config.config_id, params=params, steps_planned=plan.steps_planned(params),
+        record = plan.screen.skip(config_id=config.config_id, params=params, steps_planned=plan.steps_planned(params),
                                 number=self.next_number, repeats=self.study.repeats)
         if record is None:
             return False

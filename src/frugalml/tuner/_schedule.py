@@ -62,8 +62,8 @@ class Scheduler:
     def _finish(self, record: TrialRecord) -> None:
         plan, config = self._running.pop(record.trial_id)
         check_usage(record, self.executor)
-        if plan.gate is not None:
-            record = plan.gate.annotate(record)
+        if plan.screen is not None:
+            record = plan.screen.annotate(record)
         self.recorder.record(record)
         plan.finish(config, record, self.repeats)
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from frugalml.accounting import credible_prediction, skip_saving
 from frugalml.exceptions import ConfigError
 from frugalml.metrics import CPU_MS_PER_STEP, MEAN_STEP_MS, TRIAL_SECONDS
-from frugalml.prediction._cost_model import BUDGET_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
+from frugalml.prediction._cost_model import PREDICTED_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
 from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus
 from frugalml.store import ResultStore
@@ -70,7 +70,7 @@ def _as_dict(estimate: Estimate) -> dict[str, float]:
     return {"predicted": estimate.value, "low": estimate.low, "high": estimate.high}
 
 
-class ConfigGate:
+class CostScreen:
     """Predicts each configuration of one workload before it is launched.
 
     Args:
@@ -90,7 +90,7 @@ class ConfigGate:
                  derive: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
                  features: Sequence[str] | None = None) -> None:
         self.settings = settings
-        self.budget = {k: float(v) for k, v in budget.items() if k in BUDGET_METRICS}
+        self.budget = {k: float(v) for k, v in budget.items() if k in PREDICTED_METRICS}
         self.workload = workload
         self.shape = shape
         self.records = records
@@ -102,8 +102,8 @@ class ConfigGate:
 
     @classmethod
     def for_study(cls, study: Any, workload: Any, data: Any,
-                  records: Callable[[], Sequence[TrialRecord]]) -> ConfigGate | None:
-        """The gate of ``workload`` in ``study``, or None when the study does not predict.
+                  records: Callable[[], Sequence[TrialRecord]]) -> CostScreen | None:
+        """The screen of ``workload`` in ``study``, or None when the study does not predict.
 
         A built-in network's configurations are predicted from its architecture
         (``weights_mb``, ``activations_mb``, ``gflops`` beside ``batch_size``) unless
@@ -213,14 +213,14 @@ class ConfigGate:
         """Budget key -> ``bound`` (``"low"`` or ``"value"``) of its metric's prediction over the
         limit, for each budget that bound breaks."""
         return {key: getattr(predictions[metric], bound) / limit for key, limit in self.budget.items()
-                if (metric := BUDGET_METRICS[key]) in predictions and getattr(predictions[metric], bound) > limit}
+                if (metric := PREDICTED_METRICS[key]) in predictions and getattr(predictions[metric], bound) > limit}
 
     def _over_budget(self, predictions: dict[str, Estimate]) -> dict[str, Any] | None:
         broken = self._broken(predictions, "low")
         if not broken:
             return None
         key = max(broken, key=lambda k: (broken[k], k))
-        metric = BUDGET_METRICS[key]
+        metric = PREDICTED_METRICS[key]
         return {
             "budget": key, "metric": metric, "threshold": self.budget[key], **_as_dict(predictions[metric]),
             "confidence": self.settings.confidence, "observations": self.model.n_observations_,
@@ -237,7 +237,7 @@ class ConfigGate:
             if key not in self.budget or self.model.design(record.params) != x:
                 continue
             return {
-                "budget": key, "metric": BUDGET_METRICS[key], "threshold": self.budget[key],
+                "budget": key, "metric": PREDICTED_METRICS[key], "threshold": self.budget[key],
                 "predicted": record.stop.value, "low": record.stop.value, "high": None,
                 "confidence": self.settings.confidence, "observations": self.model.n_observations_,
                 "basis": f"same cost features as {record.trial_id}, which broke it",
