@@ -135,9 +135,9 @@ def format_ladder(info: LadderInfo, ours: str) -> list[str]:
              "  cell: runs that reach the level / runs, median CPU-s to reach it (a run that never does counts",
              "  as never, so 'never' when most runs do not), (fastest-slowest run that did)"]
     titles = [f"within {level:.0%} ({goal_for(info.target, level):.4g})" for level in levels]
-    lines.append(f"  {'arm':<16}" + "".join(f"{title:>27}" for title in titles))
+    lines.append(f"  {'arm':<19}" + "".join(f"{title:>27}" for title in titles))
     for arm, rungs in info.arms.items():
-        lines.append(f"  {arm:<16}" + "".join(f"{_cell(r):>27}" for r in rungs))
+        lines.append(f"  {arm:<19}" + "".join(f"{_cell(r):>27}" for r in rungs))
     for ratio in info.ratios:
         at = f"within {ratio.level:.0%}"
         if ratio.value is not None:
@@ -188,9 +188,9 @@ def anytime_info(runs: dict[str, Sequence[Sequence[ScoredTrial]]],
 def format_anytime(info: Anytime, target: float) -> list[str]:
     lines = ["anytime: median over runs of the best feasible val_loss reached within a CPU budget "
              "(% above the target; '-' = none yet in most runs)",
-             f"  {'arm':<16}" + "".join(f"{f'{b:g} CPU-s':>16}" for b in info.budgets)]
+             f"  {'arm':<19}" + "".join(f"{f'{b:g} CPU-s':>16}" for b in info.budgets)]
     for arm, values in info.arms.items():
-        lines.append(f"  {arm:<16}" + "".join(f"{_above(v, target):>16}" for v in values))
+        lines.append(f"  {arm:<19}" + "".join(f"{_above(v, target):>16}" for v in values))
     return lines
 
 

@@ -18,8 +18,10 @@ several seeds. The arms:
   memory each report carries: how a Ray user would do it;
 * ``ray-optuna``: the same with ``OptunaSearch`` (TPE) behind a ``ConcurrencyLimiter``;
 * ``random``: random search, every trial run in full (Optuna's ``RandomSampler``, no pruner);
-* not run by default: ``frugalml+nocost`` (``frugalml+`` without cost-aware sampling) and
-  ``optuna-ctpe`` (arm ``optuna`` written with the deprecated ``constraints_func``).
+* not run by default: ``optuna-ctpe`` (arm ``optuna`` written with the deprecated
+  ``constraints_func``) and the ablation arms ``frugalml+-M``: ``frugalml+`` with one
+  mechanism ``M`` off (``halving``, ``predicted``, ``screen``, ``cost``; ``--ablation`` runs
+  ``frugalml+`` and all four). ``frugalml+nocost`` is the old name of ``frugalml+-cost``.
 
 Syne Tune has no arm: its constrained searcher (``bayesopt_constrained``) is gone from
 0.16.0, and the last release with it (0.14.2, ``[gpsearchers]``) would downgrade numpy,
@@ -67,8 +69,10 @@ from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
 
 from _quality_ladder import LEVELS, anytime_info, format_anytime, format_ladder, ladder_info
 
-ARMS = ("frugalml", "frugalml+", "optuna", "optuna-gp", "ray", "ray-optuna", "random", "frugalml+nocost",
-        "optuna-ctpe")
+MECHANISMS = ("halving", "predicted", "screen", "cost")  # what frugalml+ adds; an ablation arm drops one
+ABLATION = tuple(f"frugalml+-{m}" for m in MECHANISMS)
+ARMS = ("frugalml", "frugalml+", "optuna", "optuna-gp", "ray", "ray-optuna", "random", "optuna-ctpe",
+        *ABLATION, "frugalml+nocost")
 DEFAULT_ARMS = ARMS[:7]
 OURS = "frugalml+"  # the arm the ratio is taken for
 PEERS = ("optuna", "optuna-gp", "ray", "ray-optuna", "random", "optuna-ctpe")  # every arm not frugalml's
@@ -151,15 +155,19 @@ class Plus:
 PLUS = Plus()
 
 
-def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, plus: bool, workers: int) -> list[Finished]:
+def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanisms: frozenset[str],
+                 workers: int) -> list[Finished]:
+    """A frugalml study with ``mechanisms`` (of :data:`MECHANISMS`) on: none is arm ``frugalml``."""
     stopping: dict[str, Any] = {}
     prediction: dict[str, Any] = {}
-    if plus:
-        stopping = {"halving": {"min_steps": PLUS.min_steps, "reduction_factor": PLUS.reduction_factor},
-                    "predicted": True}
-        if PLUS.min_steps is None:
-            del stopping["halving"]["min_steps"]
-        prediction = {"screen": True, "min_observations": 4}
+    if "halving" in mechanisms:
+        stopping["halving"] = {"reduction_factor": PLUS.reduction_factor}
+        if PLUS.min_steps is not None:
+            stopping["halving"]["min_steps"] = PLUS.min_steps
+    if "predicted" in mechanisms:
+        stopping["predicted"] = True
+    if mechanisms & {"predicted", "screen", "cost"}:  # the cost model they read
+        prediction = {"screen": "screen" in mechanisms, "min_observations": 4}
     started = time.monotonic()
     done: list[Finished] = []
 
@@ -182,7 +190,7 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, plus: bo
             workloads=[Workload(dataset=None if bench.path else bench.dataset, path=bench.path, target=bench.target,
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
-            search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware=plus and PLUS.cost_aware),
+            search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware="cost" in mechanisms),
             budget={"max_memory_mb": bench.budget_mb}, stopping=stopping, prediction=prediction,
         )
         tune(study, progress=progress)
@@ -392,19 +400,22 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int,
     return sorted(done, key=lambda f: f.finished_s)
 
 
+def frugalml_mechanisms(arm: str) -> frozenset[str]:
+    """What arm ``arm`` turns on: nothing for ``frugalml``; ``frugalml+`` all of :data:`MECHANISMS`
+    (less cost-aware sampling with ``--no-cost-aware``); ``frugalml+-M`` all but ``M``."""
+    if arm == "frugalml":
+        return frozenset()
+    plus = frozenset(MECHANISMS) - (frozenset() if PLUS.cost_aware else {"cost"})
+    off = {"frugalml+nocost": "cost"}.get(arm) or (arm.split("+-", 1)[1] if "+-" in arm else None)
+    return plus - {off}
+
+
 # -- scoring --------------------------------------------------------------------------------
 
 
 def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
     if arm.startswith("frugalml"):
-        plus = arm != "frugalml"
-        if arm == "frugalml+nocost":
-            saved, PLUS.cost_aware = PLUS.cost_aware, False
-            try:
-                return run_frugalml(bench, space, trials, seed, True, workers)
-            finally:
-                PLUS.cost_aware = saved
-        return run_frugalml(bench, space, trials, seed, plus, workers)
+        return run_frugalml(bench, space, trials, seed, frugalml_mechanisms(arm), workers)
     if arm == "optuna":
         return run_optuna(bench, space, trials, seed, "tpe", workers)
     if arm == "optuna-ctpe":
@@ -485,7 +496,7 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
            levels: tuple[float, ...] = LEVELS) -> dict[str, Any]:
     """Print the cost table, the quality ladder and the anytime view; the summary for ``--json``."""
     summary: dict[str, Any] = {"target": target, "levels": list(levels), "arms": {}}
-    print(f"\n{'arm':<16} {'runs':>5} {'best feasible':>14} {'over budget':>12} {'CPU-s total':>12}"
+    print(f"\n{'arm':<19} {'runs':>5} {'best feasible':>14} {'over budget':>12} {'CPU-s total':>12}"
           "   (medians over runs; over budget as the memory yardstick judges it)")
     for arm, per_seed in runs.items():
         row = {
@@ -496,7 +507,7 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
             "cpu_s_total": statistics.median(sum(f.cpu_s for f in done) for done in per_seed),
         }
         summary["arms"][arm] = row
-        print(f"{arm:<16} {row['seeds']:>5} {row['best_feasible']:>14.4f} {row['over_budget']:>12g} "
+        print(f"{arm:<19} {row['seeds']:>5} {row['best_feasible']:>14.4f} {row['over_budget']:>12g} "
               f"{row['cpu_s_total']:>12.1f}")
     peers = [a for a in runs if a in PEERS]
     info = ladder_info(runs, target, OURS, peers, levels)
@@ -555,6 +566,8 @@ def main() -> None:
     parser.add_argument("--halving-min-steps", type=int, help="frugalml+: steps to the first rung (default: a window)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
     parser.add_argument("--no-cost-aware", action="store_true", help="frugalml+ without cost-aware sampling")
+    parser.add_argument("--ablation", action="store_true",
+                        help="arms frugalml+ and frugalml+-M for each mechanism M (overrides --arms)")
     parser.add_argument("--rescore", nargs="+", metavar="JSON", help="score earlier --json runs again (no runs)")
     parser.add_argument("--levels", "--tolerances", default="0.01,0.03,0.05",
                         help="the quality ladder: within these fractions of the best feasible loss")
@@ -565,7 +578,7 @@ def main() -> None:
         return
     PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
         args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
-    arms = [a for a in args.arms.split(",") if a]
+    arms = ["frugalml+", *ABLATION] if args.ablation else [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; use {', '.join(ARMS)}")
@@ -582,7 +595,7 @@ def main() -> None:
             t0 = time.monotonic()
             done = run_arm(arm, bench, space, trials, seed, args.workers)
             runs[arm].append(done)
-            print(f"  seed {seed} {arm:<10} {len(done)} trials, {sum(f.cpu_s for f in done):7.1f} CPU-s, "
+            print(f"  seed {seed} {arm:<19} {len(done)} trials, {sum(f.cpu_s for f in done):7.1f} CPU-s, "
                   f"{time.monotonic() - t0:6.1f} s, best feasible {best_feasible(done):.5g}, "
                   f"{sum(f.over_budget for f in done)} over budget", flush=True)
     oracle = MemoryOracle(runs, bench.budget_mb)
