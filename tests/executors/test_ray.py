@@ -323,20 +323,54 @@ def _edge_node(address: str) -> str:
             ray.shutdown()
 
 
+# Measured (the probe on diabetes, MLP depth 2, 1 core, 1 thread, p50 of 30-50 single-row calls), idle and
+# with 6-8 CPU hogs on this 2-core box (load 6-14), alone and on the edge node in this test: widths 16 and
+# 256 take 0.035-0.059 ms, 4096 takes 3.2-28 ms (64 MB of weights, read once a call). The budget sits a
+# factor >= 6.8 above the first and >= 8 below the second, so load does not move one across it.
+EDGE_WIDTHS = [16, 256, 4096]
+EDGE_BUDGET_MS = 0.4
+
+
+def _edge_study(name: str, directory: Path, address: str, **serving) -> Study:
+    # lr 3e-4, one epoch of diabetes (9 steps of 64 rows): val_loss 0.63 / 0.58 / 0.48 by width, the widest best
+    return Study(name=name, directory=str(directory / name), workers=2, backend="ray", address=address,
+                 workloads=[Workload(dataset="diabetes", algorithm="mlp", eval_every=5)],
+                 search=Search(space={"width": EDGE_WIDTHS, "depth": [2], "learning_rate": [3e-4]}),
+                 mlflow_uri=None, **serving)
+
+
 def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(cluster, tmp_path):
+    """The same MLP grid twice on the cluster. *Without the envelope*: no serving budget and no
+    ``[deploy]`` table, so nothing is measured and every width trains; the widest wins on val_loss.
+    *With it*: ``max_predict_ms`` under ``[deploy]`` of one core and one thread on the node offering
+    ``edge``: every architecture is measured there before training, the too-slow one is skipped
+    untrained, and the best is a smaller width."""
     address, _ = cluster
-    study = Study(name="edge", directory=str(tmp_path / "edge"), workers=2, backend="ray", address=address,
-                  workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=10, eval_every=5)],
-                  search=Search(space={"width": [8, 2048], "depth": [1, 3]}), budget={"max_predict_ms": 50},
-                  deploy={"resources": {"edge": 1}, "quantile": 0.5, "calls": 30}, mlflow_uri=None)
-    result = tune(study)
+    unbounded = tune(_edge_study("free", tmp_path, address))
+    assert [r.status for r in unbounded.records] == [TrialStatus.COMPLETED] * len(EDGE_WIDTHS)
+    assert not any("serving" in r.info for r in unbounded.records)
+    assert unbounded.best_feasible().params["width"] == max(EDGE_WIDTHS)
+
+    deploy = {"resources": {"edge": 1}, "cores": 1, "threads": 1, "quantile": 0.5, "calls": 50}
+    result = tune(_edge_study("edge", tmp_path, address, budget={"max_predict_ms": EDGE_BUDGET_MS}, deploy=deploy))
     edge = _edge_node(address)
-    assert len(result.records) == 4
+    assert len(result.records) == len(EDGE_WIDTHS)
     for record in result.records:
         serving = record.info["serving"]
         assert serving["node"] == edge and serving["where"] == "before training", record
-        assert serving["predict_ms"] > 0
-    assert any(r.status is TrialStatus.COMPLETED for r in result.records)
+        assert len(serving["cpus"]) == 1 and serving["predict_ms"] > 0, record
+    by_width = {r.params["width"]: r for r in result.records}
+    slow = by_width[max(EDGE_WIDTHS)]
+    assert slow.status is TrialStatus.SKIPPED and slow.steps_done == 0 and slow.info["stop_phase"] == "deploy"
+    assert slow.stop.rule == "skipped_max_predict_ms" and slow.stop.threshold == EDGE_BUDGET_MS
+    assert slow.stop.value == slow.info["serving"]["predict_ms"] > EDGE_BUDGET_MS, slow.info["serving"]
+    trained = {r.params["width"]: r for r in unbounded.records}
+    for width in EDGE_WIDTHS[:-1]:
+        kept = by_width[width]
+        assert kept.status is TrialStatus.COMPLETED and kept.steps_done == trained[width].steps_done, kept
+        assert kept.info["serving"]["predict_ms"] < EDGE_BUDGET_MS, kept.info["serving"]
+    assert result.best_feasible().params["width"] == 256  # smaller than without the envelope
+    print({w: round(r.info["serving"]["predict_ms"], 3) for w, r in sorted(by_width.items())})
 
 
 def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):

@@ -4,6 +4,7 @@ once when a slower version promoted by hand breaks it. Real studies, a real regi
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -21,9 +22,39 @@ from frugalml.serve._slo import LATENCY_METRIC, RULE_NAME, ServedSlo
 
 GATE = Path(__file__).resolve().parents[1] / "gate"  # gate_trainers.served_sgd: predict burns `predict_s` of CPU
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-LIMIT_MS = 20.0
-QUANTILE = 0.9  # p99 on this shared 2-core box (load ~10) is preemption: 28 ms for a 0.1 ms model at tuning
-SLOW_S = 0.04  # the version promoted by hand: 40 ms of CPU a predict call, twice the SLO
+# The champion predicts in ~0.1 ms, but under load its tuning p99 (100 back-to-back calls) is a preempted
+# call: measured on this 2-core box 0.16-0.4 ms idle, 11-39 ms at load 7-9 (CPU hogs), 20-59 ms at load ~14.
+# The limit sits 5x above the load-8 worst, 3.4x above the load-14 one. The version promoted by hand sleeps
+# 5x the limit on every 20th call: any 100 calls in a row hold 5 slow ones, so the p99 (the slowest 1-2) is
+# one of them whatever the load (a sleep is never shorter); a p90 would pass it.
+LIMIT_MS = 200.0
+QUANTILE = 0.99
+TAIL_S, EVERY = 1.0, 20
+# the slow version's module, written where the trial workers and the servers import it
+SLOW_TAIL = '''
+import time
+
+
+class SlowTail:
+    """A trained model that sleeps ``tail_s`` on every ``every``-th predict call: a slow tail."""
+
+    def __init__(self, model, tail_s, every):
+        self.model, self.tail_s, self.every, self.calls = model, tail_s, every, 0
+
+    def predict(self, X):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            time.sleep(self.tail_s)
+        return self.model.predict(X)
+
+
+def served_sgd(trial):
+    from trainers import diabetes_sgd  # the tests' helpers: on the trial workers' path, not the servers'
+
+    model, X, y = diabetes_sgd(trial)
+    trial.log_model(SlowTail(model, trial.params["tail_s"], trial.params["every"]), input_example=X.to_numpy()[:3])
+    trial.log_reference(X, y)
+'''
 MONITORING = """
 interval_s = 0.1
 slo_window_s = 15
@@ -32,9 +63,9 @@ webhooks = ["{url}"]
 ROW = {"preg": 2.0, "plas": 120.0, "pres": 70.0, "skin": 20.0, "insu": 80.0, "mass": 32.0, "pedi": 0.4, "age": 33.0}
 
 
-def _study(folder: Path, name: str, predict_s: float, budget: dict) -> Study:
-    study = Study(name=name, workloads=[Workload(train="gate_trainers:served_sgd", eval_every=4, name="w")],
-                  search=Search(objectives=["accuracy"], space={"predict_s": [predict_s]}), budget=budget,
+def _study(folder: Path, name: str, train: str, space: dict, budget: dict) -> Study:
+    study = Study(name=name, workloads=[Workload(train=train, eval_every=4, name="w")],
+                  search=Search(objectives=["accuracy"], space=space), budget=budget,
                   deploy={"calls": 100, "quantile": QUANTILE} if budget else {}, directory=str(folder / name))
     tune(study)
     return study
@@ -42,15 +73,16 @@ def _study(folder: Path, name: str, predict_s: float, budget: dict) -> Study:
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory):
-    """``served@champion``: the best of a study tuned under max_predict_ms = 20 (p90), and version 2 of
-    the same model, 40 ms a call, from a study with no serving budget (so no SLO of its own)."""
+    """``served@champion``: the best of a study tuned under max_predict_ms = 200 (p99), and version 2 of
+    the same model, 1 s on every 20th call, from a study with no serving budget (so no SLO of its own)."""
     from frugalml.registry import register
 
-    with importable(GATE):  # trial workers and servers unpickle the models
-        folder = tmp_path_factory.mktemp("slo")
-        fast = _study(folder, "fast", 0.0, {"max_predict_ms": LIMIT_MS})
+    folder = tmp_path_factory.mktemp("slo")
+    (folder / "slow_tail.py").write_text(SLOW_TAIL)
+    with importable(GATE, folder):  # trial workers and servers unpickle the models
+        fast = _study(folder, "fast", "gate_trainers:served_sgd", {"predict_s": [0.0]}, {"max_predict_ms": LIMIT_MS})
         champion = register(fast.directory, name="served", alias="champion")
-        slow = _study(folder, "slow", SLOW_S, {})
+        slow = _study(folder, "slow", "slow_tail:served_sgd", {"tail_s": [TAIL_S], "every": [EVERY]}, {})
         slower = register(slow.directory, name="served", tracking_uri=champion.tracking_uri)
         yield folder, champion, slower
 
@@ -88,12 +120,12 @@ def test_live_latency_meets_the_tuned_slo_and_a_slower_version_promoted_by_hand_
         assert slo["budget"] == {"max_predict_ms": LIMIT_MS} and slo["quantile"] == QUANTILE
         assert slo["version"] == champion.version and "note" not in slo
         live = slo["live"]
-        assert live["requests"] >= live["min_requests"] == 20
+        assert live["requests"] >= live["min_requests"] == 100  # 1 / (1 - 0.99)
         assert slo["met"] is True and 0 < live["predict_ms"] < LIMIT_MS, (slo, server.log())
         samples = scrape(server.client)
-        assert value(samples, "frugalml_slo_limit", budget="max_predict_ms", slo_quantile="0.9") == LIMIT_MS
-        assert 0 < value(samples, "frugalml_slo_live", budget="max_predict_ms", slo_quantile="0.9") < LIMIT_MS
-        assert value(samples, "frugalml_slo_predict_seconds_count") >= 20
+        assert value(samples, "frugalml_slo_limit", budget="max_predict_ms", slo_quantile="0.99") == LIMIT_MS
+        assert 0 < value(samples, "frugalml_slo_live", budget="max_predict_ms", slo_quantile="0.99") < LIMIT_MS
+        assert value(samples, "frugalml_slo_predict_seconds_count") >= 100
         assert value(samples, "frugalml_slo_predict_seconds_bucket", le=str(LIMIT_MS / 1e3)) > 0  # the limit's edge
         assert value(samples, "frugalml_alert_firing", rule=RULE_NAME) == 0
         _promtool_finds_nothing_to_lint(server.client.get("/metrics").text)
@@ -130,14 +162,14 @@ def test_with_workers_the_monitor_process_keeps_one_slo_window_for_all_of_them(r
                            str(folder / "workers.toml"), log=folder / "workers.log").wait_ready()
     try:
         workers = set()
-        for _ in range(60):
+        for _ in range(120):  # p99 is judged on 100 requests or more
             response = server.client.post("/predict", json={"rows": [ROW]})
             assert response.status_code == 200
             workers.add(response.headers["x-frugalml-worker"])
-        slo = _wait_for(server, lambda s: s["live"]["requests"] >= 60, timeout=15)  # every worker's calls
-        assert slo["met"] is True and slo["live"]["requests"] >= 60 and slo["live"]["predict_ms"] < LIMIT_MS, slo
+        slo = _wait_for(server, lambda s: s["live"]["requests"] >= 120, timeout=15)  # every worker's calls
+        assert slo["met"] is True and slo["live"]["requests"] >= 120 and slo["live"]["predict_ms"] < LIMIT_MS, slo
         samples = scrape(server.client)
-        assert value(samples, "frugalml_slo_predict_seconds_count") >= 60  # summed over the workers
+        assert value(samples, "frugalml_slo_predict_seconds_count") >= 120  # summed over the workers
         assert value(samples, "frugalml_slo_limit", budget="max_predict_ms") == LIMIT_MS
         assert 0 < value(samples, "frugalml_slo_live", budget="max_predict_ms") < LIMIT_MS
         assert value(samples, "frugalml_alert_firing", rule=RULE_NAME) == 0
@@ -170,11 +202,11 @@ def test_the_printed_slo_rules_pass_promtool_and_fire_on_a_slow_histogram(regist
     uri = f"models:/served/{champion.version}"
     assert main(["serve", uri, "--tracking-uri", champion.tracking_uri, "--print-slo-rules"]) == 0
     rules = capsys.readouterr().out
-    assert "histogram_quantile(0.9," in rules and "> 0.02 and on (instance)" in rules
+    assert "histogram_quantile(0.99," in rules and "> 0.2 and on (instance)" in rules
     (tmp_path / "slo.yml").write_text(rules)
-    # 100 calls a minute, 15 of them between 20 and 50 ms: p90 lands past the 20 ms limit, on both
-    # instances; only "a" serves this model
-    buckets = {"0.01": 85, "0.02": 85, "0.05": 100, "+Inf": 100}
+    # 100 calls a minute, 2 of them between 200 and 500 ms: p99 lands at 350 ms, past the 200 ms limit
+    # (p90 would be 92 ms, within it), on both instances; only "a" serves this model
+    buckets = {"0.1": 98, "0.2": 98, "0.5": 100, "+Inf": 100}
     series = "\n".join(f"      - {{series: 'frugalml_slo_predict_seconds_bucket{{instance=\"{i}\", le=\"{le}\"}}', "
                        f"values: '0+{n}x15'}}" for i in "ab" for le, n in buckets.items())
     (tmp_path / "slo_test.yml").write_text(f"""
@@ -193,11 +225,28 @@ tests:
         exp_alerts:
           - exp_labels: {{severity: warning, model: served, budget: max_predict_ms, instance: a}}
             exp_annotations:
-              summary: "p90 model predict time 30ms on a breaks the SLO of served (max_predict_ms = 20)"
+              summary: "p99 model predict time 350ms on a breaks the SLO of served (max_predict_ms = 200)"
 """)
     for args in (("check", "rules", "slo.yml"), ("test", "rules", "slo_test.yml")):
         checked = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_frugalml_check_fails_the_version_promoted_by_hand_on_the_champions_slo(registered, tmp_path, capsys):
+    """The slower version carries no SLO of its own: the check holds it to the champion's p99 limit."""
+    from frugalml.cli import main
+
+    _, champion, slower = registered
+    gate = tmp_path / "gate.toml"  # rounds of 20 calls: one slow call in each, the p99 of every round
+    gate.write_text(f"[gate]\nlatency_rounds = 3\nlatency_calls = {EVERY}\ntraining_rounds = 0\n")
+    code = main(["check", f"models:/served/{slower.version}", "--baseline", f"models:/served/{champion.version}",
+                 "--tracking-uri", champion.tracking_uri, "--gate", str(gate), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    report = json.loads((tmp_path / "r.json").read_text())
+    (latency,) = [c for c in report["slo"] if c["budget"] == "max_predict_ms"]
+    assert latency["broken"] and latency["value"] > LIMIT_MS and latency["limit"] == LIMIT_MS, latency
+    assert "SLO broken" in out and "SLO from the baseline" in out
 
 
 def test_a_model_without_an_slo_has_no_rules_to_print(registered, capsys):
