@@ -132,12 +132,12 @@ def test_drifted_then_out_of_range_then_previously_shown_then_by_psi():
 
 
 def test_the_collector_chooses_once_per_window_and_honours_its_limit():
-    from frugalml.serve import Monitor
+    from frugalml.serve import ServingMonitor
     from frugalml.serve._metrics import MonitorCollector
     from frugalml.serve._model import ServedModel
 
     model, reference = _wide_reference(rows=300)
-    monitor = Monitor(reference, {"window_rows": 100})
+    monitor = ServingMonitor(reference, {"window_rows": 100})
     served = ServedModel(model=model, reference=reference, uri="wide", path=Path("."))
     collector = MonitorCollector(lambda: served, lambda: monitor, max_feature_series=3)
     X = np.random.default_rng(3).normal(size=(100, PIXELS))

@@ -14,7 +14,7 @@ from frugalml.serve import (
     AlertRule,
     DuplicateFeedback,
     FeedbackError,
-    Monitor,
+    ServingMonitor,
     Notifier,
     Reference,
     WebhookNotifier,
@@ -78,7 +78,7 @@ def test_ks_matches_scipy(diabetes):
 
 def test_windows_close_every_window_rows_and_drift_is_flagged(reference, diabetes, model):
     _, split = diabetes
-    monitor = Monitor(reference, {"window_rows": 100}, model=model)
+    monitor = ServingMonitor(reference, {"window_rows": 100}, model=model)
     X = split.X_test[:230]
     monitor.observe(X, model.predict(X))
     monitor.process()
@@ -99,7 +99,7 @@ def test_out_of_range_and_constant_inputs_are_measured_per_window_and_can_alert(
     _, split = diabetes
     events = Collect()
     rule = {"name": "out of range", "metric": "data.out_of_range", "op": ">", "threshold": 0.1}
-    monitor = Monitor(reference, {"window_rows": 100, "alerts": [rule]}, model=model, notifiers=[events])
+    monitor = ServingMonitor(reference, {"window_rows": 100, "alerts": [rule]}, model=model, notifiers=[events])
     held_out = split.X_test[:100]
     monitor.observe(held_out, model.predict(held_out))
     monitor.process()
@@ -125,7 +125,7 @@ def test_accuracy_is_estimated_before_any_label_and_drops_under_covariate_shift(
     data, split = diabetes
     reference = build_reference(model, data, split)  # calibrated on the training split, not the held-out one
     rows = len(split.X_test)
-    monitor = Monitor(reference, {"window_rows": rows, "quality_window": rows})
+    monitor = ServingMonitor(reference, {"window_rows": rows, "quality_window": rows})
     predicted, confidence = confidences(model, split.X_test)
     assert list(predicted) == list(model.predict(split.X_test))  # one predict_proba gives both
     ids = monitor.observe(split.X_test, predicted, confidence)
@@ -176,7 +176,7 @@ def test_monitor_sends_alerts_to_notifiers_and_webhooks(reference, diabetes, mod
         config = {"window_rows": 100, "webhooks": [receiver.url],
                   "alerts": [{"name": "glucose", "metric": "custom.glucose", "op": ">", "threshold": 150}],
                   "custom_metrics": {"glucose": lambda X, predictions: float(X[:, 1].mean())}}
-        monitor = Monitor(reference, config, notifiers=[collect])
+        monitor = ServingMonitor(reference, config, notifiers=[collect])
         X = split.X_test[:100].copy()
         X[:, 1] = 200
         monitor.observe(X, model.predict(X))
@@ -195,9 +195,9 @@ def test_a_failing_custom_metric_and_webhook_do_not_stop_monitoring(reference, d
     def broken(X, predictions):
         raise RuntimeError("boom")
 
-    monitor = Monitor(reference, {"window_rows": 50, "webhooks": [dead], "webhook_timeout_s": 1,
-                                  "custom_metrics": {"broken": broken},
-                                  "alerts": [{"name": "any", "metric": "drift.psi_max", "op": ">=", "threshold": 0}]})
+    monitor = ServingMonitor(reference, {"window_rows": 50, "webhooks": [dead], "webhook_timeout_s": 1,
+                                         "custom_metrics": {"broken": broken},
+                                         "alerts": [{"name": "any", "metric": "drift.psi_max", "op": ">=", "threshold": 0}]})
     X = split.X_test[:50]
     monitor.observe(X, model.predict(X))
     monitor.process()
@@ -209,7 +209,7 @@ def test_a_failing_custom_metric_and_webhook_do_not_stop_monitoring(reference, d
 
 def test_quality_per_slice_and_nonfinite_weights(reference, model, diabetes):
     _, split = diabetes
-    monitor = Monitor(reference, {"quality_window": 10})
+    monitor = ServingMonitor(reference, {"quality_window": 10})
     ids = monitor.observe(split.X_test[:4], np.array(["tested_negative", "tested_positive"] * 2))
     for pid, label, group in zip(ids, ["tested_negative", "tested_negative", "tested_negative", "tested_positive"],
                                  ["a", "a", "b", "b"]):
@@ -238,7 +238,7 @@ def test_quality_per_slice_and_nonfinite_weights(reference, model, diabetes):
 def test_quality_is_as_of_the_last_label_not_the_last_processing(reference, diabetes):
     """A scrape right after feedback shows it (the multi-worker test once read a stale 0 here)."""
     _, split = diabetes
-    monitor = Monitor(reference, {"quality_window": 10})
+    monitor = ServingMonitor(reference, {"quality_window": 10})
     ids = monitor.observe(split.X_test[:2], np.array(["tested_negative", "tested_positive"]))
     monitor.feedback(ids[0], "tested_negative")
     assert monitor.values()["quality.accuracy"] == 1.0 and monitor.state().values["quality.accuracy"] == 1.0
@@ -248,7 +248,7 @@ def test_quality_is_as_of_the_last_label_not_the_last_processing(reference, diab
 
 def test_a_new_config_keeps_issued_prediction_ids_and_a_smaller_log_drops_the_oldest(reference, diabetes):
     _, split = diabetes
-    monitor = Monitor(reference, {"feedback_capacity": 10})
+    monitor = ServingMonitor(reference, {"feedback_capacity": 10})
     old = monitor.observe(split.X_test[:6], np.array(["tested_negative"] * 6))
     new = monitor.observe(split.X_test[:4], np.array(["tested_positive"] * 4))
     monitor.configure({})  # back to the default capacity, as `PUT /admin/monitoring-config {}` does
@@ -263,7 +263,7 @@ def test_regression_rmse_and_prediction_histogram():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 3))
     reference = Reference.build(X, X[:, 0], ["a", "b", "c"], task="regression", predictions=X[:, 0])
-    monitor = Monitor(reference, {"window_rows": 100})
+    monitor = ServingMonitor(reference, {"window_rows": 100})
     predictions = X[:100, 0].copy()
     predictions[0] = np.inf
     ids = monitor.observe(X[:100], predictions)

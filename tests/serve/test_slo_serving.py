@@ -17,7 +17,7 @@ from serve_helpers import PredictingClient, ServerProcess, WebhookReceiver, scra
 
 from frugalml import Search, Study, TrialStatus, Workload, tune
 from frugalml.deploy import SLO_TAG, Slo
-from frugalml.serve import Monitor, Notifier
+from frugalml.serve import ServingMonitor, Notifier
 from frugalml.serve._slo import LATENCY_METRIC, RULE_NAME, ServedSlo
 
 GATE = Path(__file__).resolve().parents[1] / "gate"  # gate_trainers.served_sgd: predict burns `predict_s` of CPU
@@ -275,8 +275,8 @@ def test_the_slo_alert_fires_once_and_resolves_as_the_window_moves(diabetes):
         def notify(self, event) -> None:
             events.append(event)
 
-    monitor = Monitor(build_reference(model, data, split), {"slo_window_s": 1, "slo_min_requests": 20}, slo=slo,
-                      notifiers=[Collect()])
+    monitor = ServingMonitor(build_reference(model, data, split), {"slo_window_s": 1, "slo_min_requests": 20},
+                             slo=slo, notifiers=[Collect()])
     for _ in range(19):
         monitor.observe_predict(0.05, rows=1)
     monitor.observe_predict(0.05, rows=2)  # more rows than the SLO's batch_size: not what it limits

@@ -1,13 +1,13 @@
 """Serving and monitoring: the prediction API, drift, quality, alerts, Prometheus metrics.
 
-The monitoring parts (:class:`Monitor`, :class:`Reference`, drift functions, alert
+The monitoring parts (:class:`ServingMonitor`, :class:`Reference`, drift functions, alert
 rules) are plain Python and numpy; the HTTP app needs the ``serve`` extra
 (``pip install 'frugalml[serve]'``) and is imported only by :func:`create_app`.
 
 Example:
-    >>> from frugalml.serve import load_model, Monitor
+    >>> from frugalml.serve import load_model, ServingMonitor
     >>> served = load_model("models:/demo-diabetes-svm@champion")    # doctest: +SKIP
-    >>> monitor = Monitor(served.reference, {"window_rows": 200})    # doctest: +SKIP
+    >>> monitor = ServingMonitor(served.reference, {"window_rows": 200})    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from frugalml.serve._model import (
     ModelLoadError, ServedModel, extra_files, load_model, load_predictor, pip_requirements, reference_from_table,
     save_model,
 )
-from frugalml.serve._monitor import Monitor, MonitorState
+from frugalml.serve._monitor import ServingMonitor, MonitorState
 from frugalml.serve._quality import DuplicateFeedback, FeedbackError
 from frugalml.serve._reference import FeatureReference, Reference, encode_table, sha256_arrays
 from frugalml.serve._settings import ServerSettings, parse_rate, registry_alias
@@ -67,7 +67,7 @@ __all__ = [
     "LATENCY_BUDGET",
     "LogNotifier",
     "ModelLoadError",
-    "Monitor",
+    "ServingMonitor",
     "MonitorState",
     "MonitoringConfig",
     "Notifier",

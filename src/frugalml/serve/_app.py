@@ -39,7 +39,7 @@ from frugalml.serve._estimate import class_probabilities
 from frugalml.serve._feedback import accept_feedback
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
 from frugalml.serve._model import ServedModel, load_model
-from frugalml.serve._monitor import Monitor
+from frugalml.serve._monitor import ServingMonitor
 from frugalml.serve._quality import PredictionLog
 from frugalml.serve._remote import HubLink
 from frugalml.serve._security import RateLimiter, check_token
@@ -89,7 +89,7 @@ class _State:
         self.metrics.follow_slo(self.slo)
         if hub is not None:
             hub.registry = self.metrics.registry  # its samples go to the monitor process, summed there
-            self.monitor: Monitor | HubLink | None = hub if hub.monitored else None
+            self.monitor: ServingMonitor | HubLink | None = hub if hub.monitored else None
             return
         self.monitor = self._new_monitor(served, config, self.slo)
         self.metrics.registry.register(ProcessCollector())
@@ -97,10 +97,10 @@ class _State:
                                                         settings.max_feature_series, lambda: self.slo))
 
     @staticmethod
-    def _new_monitor(served: ServedModel, config: MonitoringConfig, slo: ServedSlo | None) -> Monitor | None:
+    def _new_monitor(served: ServedModel, config: MonitoringConfig, slo: ServedSlo | None) -> ServingMonitor | None:
         if not config.enabled or not served.reference.has_statistics:
             return None  # no training statistics (served without --reference): nothing to monitor against
-        return Monitor(served.reference, config, model=served.model, name=served.name or served.uri, slo=slo)
+        return ServingMonitor(served.reference, config, model=served.model, name=served.name or served.uri, slo=slo)
 
     def apply(self, served: ServedModel, config: MonitoringConfig) -> None:
         old = self.monitor

@@ -17,7 +17,7 @@ them into a validated :class:`MonitoringConfig`::
 
     [[alerts]]
     name = "input drift"
-    metric = "drift.features"   # see Monitor.values() for the names; '*' matches any suffix
+    metric = "drift.features"   # see ServingMonitor.values() for the names; '*' matches any suffix
     op = ">="
     threshold = 1
     window = 1                  # mean of the metric's latest `window` values
@@ -87,7 +87,7 @@ class AlertRule:
         return math.isfinite(value) and OPS[self.op](value, self.threshold)
 
 
-# Metric families of Monitor.values(); None: any suffix (per feature, slice or custom name).
+# Metric families of ServingMonitor.values(); None: any suffix (per feature, slice or custom name).
 METRIC_FAMILIES: dict[str, tuple[str, ...] | None] = {
     "drift": None, "quality": None, "custom": None, "data": None,
     "nonfinite": ("inputs", "outputs", "weights"),

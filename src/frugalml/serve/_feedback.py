@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from frugalml.serve._monitor import Monitor
+from frugalml.serve._monitor import ServingMonitor
 from frugalml.serve._quality import DuplicateFeedback, FeedbackError
 from frugalml.serve._validate import RequestError
 
 
-def accept_feedback(monitor: Monitor, data: Any) -> int:
+def accept_feedback(monitor: ServingMonitor, data: Any) -> int:
     """Count the labels in ``data`` (one item or a list); :class:`RequestError` (422 ``bad_feedback``,
     409 ``duplicate_feedback``) for the first unusable item, and then none is counted."""
     items = data if isinstance(data, list) else [data]

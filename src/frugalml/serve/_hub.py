@@ -2,7 +2,7 @@
 ``--backend ray`` (inside the hub actor, :mod:`frugalml.serve._ray`).
 
 Every worker ships what it saw (:mod:`frugalml.serve._messages`) to one :class:`Hub`, which
-owns the only :class:`Monitor` (drift windows, quality, label-free estimates, alerts),
+owns the only :class:`ServingMonitor` (drift windows, quality, label-free estimates, alerts),
 the registry of every prediction id any worker issued (:class:`WorkerLogs`), and the latest
 request counters of each worker. So feedback for an id from any worker is accepted once,
 on any worker; an alert fires once; ``/metrics`` on any worker is the sum over all of them.
@@ -41,7 +41,7 @@ from frugalml.serve._messages import (
 )
 from frugalml.serve._metrics import MonitorCollector, ProcessCollector
 from frugalml.serve._model import ServedModel
-from frugalml.serve._monitor import Monitor
+from frugalml.serve._monitor import ServingMonitor
 from frugalml.serve._quality import FeedbackError, PredictionLog
 from frugalml.serve._slo import ServedSlo
 from frugalml.serve._validate import RequestError
@@ -54,7 +54,7 @@ _PROCESS_POLL_S = 0.02
 class WorkerLogs:
     """Every worker's prediction ids: one :class:`PredictionLog` per worker prefix, each filled with
     the rows that worker ships, numbered as it numbered them. Quacks like one ``PredictionLog``
-    for :class:`Monitor` and :func:`accept_feedback`."""
+    for :class:`ServingMonitor` and :func:`accept_feedback`."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
@@ -148,11 +148,11 @@ class Hub:
         self._arrived = threading.Condition()  # rows came in
         self._feedback = threading.Lock()  # one feedback body at a time: a label counts once
 
-    def _new_monitor(self, served: ServedModel) -> Monitor | None:
+    def _new_monitor(self, served: ServedModel) -> ServingMonitor | None:
         if not (self.config.enabled and served.reference.has_statistics):
             return None
-        monitor = Monitor(served.reference, self.config, model=served.model, name=served.name or served.uri,
-                          slo=self.slo)
+        monitor = ServingMonitor(served.reference, self.config, model=served.model,
+                                 name=served.name or served.uri, slo=self.slo)
         monitor.log = self.logs  # every worker's ids, whichever version issued them
         return monitor
 

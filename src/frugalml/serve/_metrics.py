@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from frugalml.monitors import private_bytes
 from frugalml.serve._drift import FeatureDrift, WindowDrift
 from frugalml.serve._model import ServedModel
-from frugalml.serve._monitor import Monitor
+from frugalml.serve._monitor import ServingMonitor
 from frugalml.serve._settings import MAX_FEATURE_SERIES
 from frugalml.serve._slo import LATENCY_BUDGET, ServedSlo, predict_buckets
 from frugalml.serve._validate import ERROR_KINDS
@@ -235,7 +235,7 @@ def _feature_aggregates(drift: WindowDrift, values: Mapping[str, float]) -> Iter
 class MonitorCollector(Collector):
     """The monitor's state as Prometheus families (read at scrape time)."""
 
-    def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], Monitor | None],
+    def __init__(self, served: Callable[[], ServedModel], monitor: Callable[[], ServingMonitor | None],
                  max_feature_series: int = MAX_FEATURE_SERIES,
                  slo: Callable[[], ServedSlo | None] = lambda: None) -> None:
         self._served = served

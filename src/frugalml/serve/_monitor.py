@@ -1,14 +1,14 @@
 """The monitor of one served model: drift windows, numerical health, quality, alerts.
 
-The request path only calls :meth:`Monitor.observe` (a lock and an append) and
-:meth:`Monitor.observe_request`; everything else (closing windows, PSI/KS, custom
-metrics, process sampling, alert rules) runs in :meth:`Monitor.process`, which the
-host calls whenever :meth:`Monitor.due` says so (every ``interval_s``, or sooner when a
+The request path only calls :meth:`ServingMonitor.observe` (a lock and an append) and
+:meth:`ServingMonitor.observe_request`; everything else (closing windows, PSI/KS, custom
+metrics, process sampling, alert rules) runs in :meth:`ServingMonitor.process`, which the
+host calls whenever :meth:`ServingMonitor.due` says so (every ``interval_s``, or sooner when a
 window fills); the server does it from its event loop, so no second thread contends
 for the GIL with requests. Nothing here knows about HTTP, so the monitor is tested by
 calling it directly.
 
-Metric names (:meth:`Monitor.values`, usable in alert rules):
+Metric names (:meth:`ServingMonitor.values`, usable in alert rules):
 
 ==================================  ===================================================
 ``drift.psi.<feature>``             PSI of the latest window vs the training bins
@@ -118,7 +118,7 @@ def weights_nonfinite(model: Any) -> int:
     return count
 
 
-class Monitor:
+class ServingMonitor:
     """Watches one model's inputs, outputs and labels against its training reference.
 
     Args:
@@ -128,7 +128,7 @@ class Monitor:
         notifiers: where alert events go, besides the log and the config's webhooks.
 
     Example:
-        >>> monitor = Monitor(reference, {"window_rows": 200})     # doctest: +SKIP
+        >>> monitor = ServingMonitor(reference, {"window_rows": 200})     # doctest: +SKIP
         >>> monitor.observe(X, model.predict(X))                   # doctest: +SKIP
         >>> monitor.process(); monitor.values()["drift.psi_max"]   # doctest: +SKIP
     """

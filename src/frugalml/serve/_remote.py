@@ -3,7 +3,7 @@ the hub actor of ``--backend ray``).
 
 On the request path, :class:`HubLink` issues prediction ids (``<this worker's prefix>-<row>``: a
 counter update) and queues rows and request outcomes (a lock and an append), as the
-single-process :class:`Monitor` does. The server's event loop calls :meth:`HubLink.process`
+single-process :class:`ServingMonitor` does. The server's event loop calls :meth:`HubLink.process`
 when :meth:`HubLink.due` says so (every ``FLUSH_S`` while there is traffic): one pickled
 :class:`Flush` over a local socket (TCP to a Ray hub actor). Feedback and scrapes are round trips on a second
 connection, made from a thread so the event loop keeps serving (and keeps flushing: the
