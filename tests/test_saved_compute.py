@@ -19,8 +19,8 @@ STOP = StopInfo("max_memory_mb", "system", 5, 500.0, 400.0, "memory")
 
 
 def stopped(steps_done: int, cpu_s: float, first_step_cpu_s: float | None = None, windows=(),
-            steps_planned: int = 60) -> TrialRecord:
-    info = {} if first_step_cpu_s is None else {accounting.FIRST_STEP_CPU_S: first_step_cpu_s}
+            steps_planned: int = 60, info=None) -> TrialRecord:
+    info = {**({} if first_step_cpu_s is None else {accounting.FIRST_STEP_CPU_S: first_step_cpu_s}), **(info or {})}
     return TrialRecord("w/c/r0", 0, "w", "c", 0, {"width": 2048}, TrialStatus.STOPPED, steps_done=steps_done,
                        steps_planned=steps_planned, cpu_s=cpu_s, stop=STOP, windows=tuple(windows), info=info)
 
@@ -138,3 +138,38 @@ def test_a_prediction_far_beyond_the_configurations_the_model_saw_is_not_credite
     assert accounting.credible_prediction(near.value / 1e3, near.low / 1e3, near.high / 1e3,
                                           reach=model.reach({"width": 512}, "cpu_ms_per_step")) == pytest.approx(
         (2.0 + 0.01 * 512) / 1e3, rel=0.01)
+
+
+def readings(eval_cpu_s=(), tail=None, eval_every=10, **more):
+    return {accounting.STEP_READINGS: {"eval_every": eval_every, "eval_cpu_s": [list(e) for e in eval_cpu_s],
+                                       **({} if tail is None else {"tail": list(tail)}), **more}}
+
+
+def test_the_step_cost_splits_training_from_evaluation_and_prices_the_windows_left():
+    # first step at 1.0; windows at 10 and 20: 10 ms a training step, 50 ms an evaluation (the first window: 0.1
+    # CPU-s of warm-up more); stopped at step 25 with its tail read at 24.5
+    windows = [Window(10, {"cpu_s": 1.0 + 9 * 0.01 + 0.1 + 0.05}), Window(20, {"cpu_s": 1.24 + 0.15})]
+    record = stopped(25, 1.39 + 0.045, first_step_cpu_s=1.0, windows=windows,
+                     info=readings([(10, 0.05), (20, 0.05)], tail=(24.5, 1.39 + 0.045)))
+    cost = accounting.step_cost(record)
+    assert cost.train_cpu_s == pytest.approx(0.01) and cost.eval_cpu_s == pytest.approx(0.05)
+    assert accounting.measured_rate(record).cpu_s == pytest.approx(0.015)  # evaluation pro rata: the cost model's
+    saved = accounting.account(record)
+    assert saved.saved_basis == "measured" and saved.cpu_s_saved == pytest.approx(35 * 0.01 + 4 * 0.05)
+    # a window without its evaluation's share is charged everything beyond its training steps (warm-up included)
+    no_share = accounting.step_cost(stopped(25, 1.385, first_step_cpu_s=1.0, windows=windows[:1],
+                                            info=readings(tail=(24.5, 1.24 + 14.5 * 0.01))))
+    assert no_share.train_cpu_s == pytest.approx(0.01) and no_share.eval_cpu_s == pytest.approx(0.1 + 0.05)
+
+
+def test_a_trial_stopped_before_its_first_evaluation_is_measured_only_when_it_would_never_evaluate():
+    tail = (20.5, 1.0 + 19.5 * 0.01)
+    assert accounting.step_cost(stopped(20, 1.2, first_step_cpu_s=1.0, info=readings(tail=tail))) is None
+    never = accounting.account(stopped(20, 1.2, first_step_cpu_s=1.0, info=readings(tail=tail, eval_every=100)))
+    assert never.saved_basis == "measured" and never.cpu_s_saved == pytest.approx(40 * 0.01)
+    # a tail read under its boundary (the watchdog's CPU clock ticks every 10 ms): the first window's steps instead
+    short = stopped(25, 1.3, first_step_cpu_s=1.0, windows=[Window(10, {"cpu_s": 1.2})],
+                    info=readings([(10, 0.05)], tail=(12.0, 1.19)))
+    assert accounting.step_cost(short).train_cpu_s == pytest.approx(0.15 / 9)
+    # no training reading at all: no step cost (the windows' rate, where there is one, is the fallback)
+    assert accounting.step_cost(stopped(25, 1.3, windows=[Window(10, {"cpu_s": 1.2})], info=readings())) is None

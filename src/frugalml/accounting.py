@@ -1,18 +1,23 @@
 """What a stopped trial saved: the one place saved CPU-seconds and joules are worked out.
 
-A trial's cost splits in two:
+A trial's cost splits in three:
 
 * **setup**: everything up to the end of its first step (imports, data loading, model
   building and the first step's one-off warm-up), paid once however long the run;
-* **per-step cost**: CPU-seconds between step boundaries, evaluation included in
-  proportion to the windows that run it (a window's boundary is read in the worker
-  after its ``trial.report``, so the window's evaluation is inside it).
+* **training steps**: CPU-seconds per step between step boundaries;
+* **evaluations**: CPU-seconds per evaluation window (a window's boundary is read in the
+  worker after its ``trial.report``, so the window's evaluation is inside it).
 
-A trial stopped early saved ``per-step rate × steps not run``; its setup is not
-repeated. The rate comes, in this order, from (``TrialRecord.saved_basis``):
+A trial stopped early saved what its steps not run would have cost, setup not repeated. Its
+basis (``TrialRecord.saved_basis``) is, in this order:
 
 =============  ===================================================================
-``measured``   the trial's own steady windows: from its first window's boundary to
+``measured``   the trial's own readings (:func:`step_cost`): a training step's cost from the
+               latest readings between training steps (after its last window's boundary
+               where it has them), an evaluation's from its windows (later ones first), so
+               the steps not run cost ``training rate × steps + evaluation × the windows they
+               would have ended`` (every ``eval_every`` steps); without those readings, its
+               steady windows' rate × the steps not run: from its first window's boundary to
                its last (or from the end of its first step, with one window)
 ``peers``      the median rate of finished trials of the same configuration family:
                the same workload and parameters, but for ones that do not change a
@@ -20,6 +25,9 @@ repeated. The rate comes, in this order, from (``TrialRecord.saved_basis``):
 ``predicted``  the cost model's CPU-ms per step (the study's ``[prediction]``)
 ``unknown``    none of these, or no planned length: shown as unknown, never a number
 =============  ===================================================================
+
+A trial stopped before any evaluation of its own finished (in its first window) has no
+measured evaluation cost: it is not ``measured`` (unless it would never have evaluated).
 
 A ``peers`` or ``predicted`` rate is never lower than what the trial's own steps after
 its last boundary already cost (:func:`own_step_floor`): a trial stopped deep into a
@@ -44,6 +52,16 @@ Example:
     >>> saving = stop_saving(record)
     >>> saving.basis, saving.steps, round(saving.cpu_s, 3)
     ('measured', 65, 0.65)
+
+    With the readings its executor keeps (a training step 8 ms, an evaluation 50 ms, every 10 steps):
+
+    >>> readings = {"eval_every": 10, "eval_cpu_s": [[10, 0.05], [20, 0.05], [30, 0.05]], "tail": [35.0, 2.30]}
+    >>> windows = tuple(Window(s, {"cpu_s": 2.0 + 0.013 * (s - 10)}) for s in (10, 20, 30))
+    >>> record = TrialRecord("w/c/r0", 0, "w", "c", 0, {}, TrialStatus.STOPPED, steps_done=35,
+    ...                      steps_planned=100, cpu_s=2.30, windows=windows, info={STEP_READINGS: readings})
+    >>> saving = stop_saving(record)  # 65 steps x 8 ms + 7 evaluations (40...100) x 50 ms
+    >>> saving.basis, round(saving.cpu_s, 3)
+    ('measured', 0.87)
 """
 
 from __future__ import annotations
@@ -59,6 +77,14 @@ MEASURED, PEERS, PREDICTED, UNKNOWN = "measured", "peers", "predicted", "unknown
 BASES = (MEASURED, PEERS, PREDICTED, UNKNOWN)
 UNRECORDED = "unrecorded"
 FIRST_STEP_CPU_S = "first_step_cpu_s"  # info key: the trial's CPU-seconds at the end of its first step
+#: info key of a stopped trial: the readings its executor's lifecycle kept to split its cost
+#: (``eval_every``; ``eval_cpu_s``: ``[[window step, its evaluation's CPU-s], ...]``; ``tail``:
+#: ``[fractional step, CPU-s]`` read between training steps after the last boundary;
+#: ``evaluating_cpu_s``: what an evaluation the stop interrupted had cost), see :func:`step_cost`.
+STEP_READINGS = "step_readings"
+#: A training rate is read over at least this many CPU-seconds where the trial has them: the
+#: watchdog's samples tick every 10 ms (psutil) and read up to ~10 ms under the worker's own clock.
+MIN_READING_CPU_S = 0.1
 #: A predicted rate is credited only when its interval's half-width is within this share of it
 #: (:func:`credible_prediction`). Set on benchmarks/savings_truth.py (docs/savings.md), few runs:
 #: the predictions 50 % or more off the full runs had 90 % intervals of ±110 % or wider; those
@@ -132,8 +158,8 @@ def setup_cpu_s(record: TrialRecord) -> float | None:
     return float(first) if first is not None else None
 
 
-def measured_rate(record: TrialRecord) -> StepRate | None:
-    """The trial's own per-step cost over its steady windows, or None before its first full window.
+def window_rate(record: TrialRecord) -> StepRate | None:
+    """The trial's per-step cost over its steady windows, or None before its first full window.
 
     Steady: from the first window's end to the last's, when it has two windows (the first
     window's warm-up left out); from the end of the first step to the window's end with one.
@@ -150,6 +176,107 @@ def measured_rate(record: TrialRecord) -> StepRate | None:
     if steps <= 0 or cpu <= 0:
         return None
     return StepRate(cpu / steps, MEASURED, _joules_per_cpu_s(record), steps)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """A trial's own cost of a training step and of an evaluation (:func:`step_cost`).
+
+    ``train_cpu_s``: CPU-seconds a training step; ``eval_cpu_s``: an evaluation window's
+    evaluation; ``eval_every``: steps a window; ``steps``: training steps the rate was read over.
+    ``evaluating_cpu_s``: what an evaluation the stop interrupted had already cost (None: none).
+    """
+
+    train_cpu_s: float
+    eval_cpu_s: float
+    eval_every: int
+    steps: float
+    evaluating_cpu_s: float | None = None
+
+    @property
+    def per_step(self) -> float:
+        """CPU-seconds a step, evaluation included pro rata."""
+        return self.train_cpu_s + self.eval_cpu_s / self.eval_every
+
+    def not_run(self, steps_done: int, steps_planned: int) -> float:
+        """What steps ``steps_done + 1 .. steps_planned`` would have cost: each training step, and
+        each evaluation of a window they would have ended (the steps that are multiples of
+        ``eval_every``), with the rest of one the stop interrupted."""
+        steps = max(0, steps_planned - steps_done)
+        windows = steps_planned // self.eval_every - min(steps_done, steps_planned) // self.eval_every
+        if self.evaluating_cpu_s is not None and self.eval_cpu_s > 0:
+            windows += max(0.0, 1.0 - self.evaluating_cpu_s / self.eval_cpu_s)
+        return self.train_cpu_s * steps + self.eval_cpu_s * windows
+
+
+def step_cost(record: TrialRecord) -> StepCost | None:
+    """A stopped trial's training-step and evaluation costs from its own readings, or None.
+
+    From the readings its executor kept (:data:`STEP_READINGS`) and its boundaries:
+
+    * a **training step**: CPU-seconds over training steps only: from the last boundary to the
+      latest reading between training steps (the tail), and each window's CPU less its
+      evaluation's. The latest readings after the first window come first (warm: no
+      first-step allocations or just-in-time compilation in them), pooled until they cover
+      :data:`MIN_READING_CPU_S`; the first window's steps only where there is nothing else;
+    * an **evaluation**: each window's evaluation CPU-seconds (its wall-time share); the mean
+      of those after the first window, else the first one's (its first-call warm-up in it).
+      A window without that share is charged all it cost beyond its training steps.
+
+    None without the readings (records made before them), without a training reading, or
+    without any finished evaluation when the steps not run would have evaluated.
+    """
+    readings = record.info.get(STEP_READINGS)
+    if not isinstance(readings, Mapping) or not record.steps_planned:
+        return None
+    eval_every = int(readings.get("eval_every") or 0)
+    points = boundaries(record)
+    if eval_every <= 0 or not points:
+        return None
+    splits = {int(step): float(cpu) for step, cpu in readings.get("eval_cpu_s", ())}
+    windows: list[tuple[int, float, float | None, bool]] = []  # (steps, CPU-s, its evaluation's, warm), oldest first
+    for (start, start_cpu), (end, end_cpu) in zip(points, points[1:]):
+        evaluation = splits.get(end)
+        if evaluation is not None and not 0.0 <= evaluation <= end_cpu - start_cpu:
+            evaluation = None
+        windows.append((end - start, end_cpu - start_cpu, evaluation, start > 1))
+    segments = [(n, window_cpu - evaluation, warm) for n, window_cpu, evaluation, warm in reversed(windows)
+                if evaluation is not None]  # training steps only, latest first
+    tail = readings.get("tail")
+    if tail is not None:
+        (step, at_step), (position, reading) = points[-1], (float(tail[0]), float(tail[1]))
+        if position > step and reading > at_step:
+            segments.insert(0, (position - step, reading - at_step, step > 1))
+    steps = cpu = 0.0
+    for segment_steps, segment_cpu, _ in sorted(segments, key=lambda segment: not segment[2]):  # warm first
+        if cpu >= MIN_READING_CPU_S:
+            break
+        steps, cpu = steps + segment_steps, cpu + segment_cpu
+    if steps <= 0 or cpu <= 0:
+        return None
+    train = cpu / steps
+    evaluations = [(evaluation if evaluation is not None else max(0.0, cpu_w - steps_w * train), warm)
+                   for steps_w, cpu_w, evaluation, warm in windows]
+    warm = [e for e, is_warm in evaluations if is_warm]
+    if warm:
+        evaluation = statistics.fmean(warm)
+    elif evaluations:
+        evaluation = evaluations[-1][0]
+    elif eval_every > record.steps_planned:
+        evaluation = 0.0  # it would never have evaluated
+    else:
+        return None  # stopped before its first evaluation finished: its cost is not known
+    evaluating = readings.get("evaluating_cpu_s")
+    return StepCost(train, evaluation, eval_every, steps, None if evaluating is None else float(evaluating))
+
+
+def measured_rate(record: TrialRecord) -> StepRate | None:
+    """The trial's own per-step cost, evaluation included pro rata, or None before its first full window:
+    from :func:`step_cost` where its readings allow, else :func:`window_rate`."""
+    cost = step_cost(record)
+    if cost is None:
+        return window_rate(record)
+    return StepRate(cost.per_step, MEASURED, _joules_per_cpu_s(record), max(1, round(cost.steps)))
 
 
 def own_step_floor(record: TrialRecord) -> float | None:
@@ -235,10 +362,16 @@ def credible_prediction(cpu_s_per_step: float | None, low: float | None = None,
 
 def stop_saving(record: TrialRecord, peers: Iterable[TrialRecord] = (),
                 predicted_cpu_s_per_step: float | None = None) -> Saving:
-    """What stopping ``record`` early saved: per-step rate × the planned steps it did not run."""
+    """What stopping ``record`` early saved: its :func:`step_cost` of the planned steps it did not
+    run where it has one, else a per-step rate (:func:`step_rate`) × those steps."""
     if not record.steps_planned:
         return Saving(0, UNKNOWN)
     steps = max(0, record.steps_planned - record.steps_done)
+    cost = step_cost(record)
+    if cost is not None:
+        cpu = cost.not_run(record.steps_done, record.steps_planned)
+        joules = _joules_per_cpu_s(record)
+        return Saving(steps, MEASURED, cpu, cpu * joules if joules is not None else None)
     rate = step_rate(record, peers, predicted_cpu_s_per_step)
     if rate is None:
         return Saving(steps, UNKNOWN)

@@ -11,6 +11,12 @@ and the final record are made here and nowhere else:
 - :meth:`TrialLifecycle.record` classifies the outcome (completed, stopped, failed; a GPU
   out-of-memory error is a budget stop) and makes the :class:`~frugalml.records.TrialRecord`.
 
+A stopped trial's record also carries the readings :mod:`frugalml.accounting` splits its
+per-step cost with (``info["step_readings"]``): each window's evaluation share of its CPU-seconds
+(by wall time), the latest CPU reading taken between training steps after the last boundary,
+and what an evaluation the stop interrupted had already cost. They are gathered here, from the
+messages, the samples and the progress slots, and worked out there.
+
 Example:
     >>> from frugalml.messages import Done, WindowEnd
     >>> task = TrialTask("t1", 0, "w", "c", 0, {}, "m:f", eval_every=2)
@@ -31,8 +37,8 @@ import traceback
 from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from frugalml.accounting import FIRST_STEP_CPU_S
-from frugalml.exceptions import FrugalError
+from frugalml.accounting import FIRST_STEP_CPU_S, STEP_READINGS
+from frugalml.exceptions import FrugalError, one_line
 from frugalml.executors._base import StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
 from frugalml.executors._task import TrialTask, trial_record
@@ -42,7 +48,7 @@ from frugalml.metrics import (CPU_PERCENT, CPU_S, ENERGY_J, GPU_MEMORY_MB, GPU_U
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 from frugalml.stopping import StoppingRule, TrialView, check_all
 from frugalml.trial import (
-    PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
+    PHASE_TRAIN, PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
 )
 
 SAMPLED = (READ_MB, WRITE_MB, GPU_UTIL_PERCENT, GPU_MEMORY_MB, ENERGY_J)  # a window takes them from the sample
@@ -55,7 +61,7 @@ def failed(error: BaseException, cpu_s: float) -> Failed:
     ``except`` block, where the traceback is). A GPU out-of-memory error is recognised here,
     where the exception is: the parent sees one line of it."""
     return Failed(
-        error=f"{type(error).__name__}: {error}".splitlines()[0][:500],
+        error=one_line(error, typed=True),
         traceback=traceback.format_exc(),
         user_error=isinstance(error, FrugalError),
         cpu_s=cpu_s,
@@ -89,6 +95,7 @@ class TrialLifecycle:
         self._last_window_cpu_s = 0.0
         self._last_window_at = self.started
         self._pending_metrics: dict[str, float] = {}
+        self._readings = _StepReadings()
 
     # -- in ----------------------------------------------------------------------------
 
@@ -97,6 +104,8 @@ class TrialLifecycle:
         if sample:
             self.sample = sample
             self._window_peak_mb = max(self._window_peak_mb, sample.get(MEMORY_MB, 0.0))
+            if CPU_S in sample:
+                self._readings.between_steps(sample[CPU_S], self.progress, self._window_step, self.task.eval_every)
 
     def observe_detailed(self, detailed: Mapping[str, float]) -> None:
         """Take a detailed sample (``uss_mb``, ``peak_rss_mb``: a few ms each, so rarer)."""
@@ -118,6 +127,7 @@ class TrialLifecycle:
         elif isinstance(message, FirstStep):
             if message.cpu_s is not None:
                 self.info[FIRST_STEP_CPU_S] = message.cpu_s
+                self._readings.first_step(message.cpu_s, self.progress, time.monotonic() if now is None else now)
         elif isinstance(message, Plan):
             self.task = replace(self.task, steps_planned=int(message.steps))
         elif isinstance(message, (Done, Failed)):
@@ -138,6 +148,7 @@ class TrialLifecycle:
         }
         if message.cpu_s is not None and not message.after_loop:
             values[CPU_S] = message.cpu_s  # read by the sender at the boundary (accounting)
+            self._readings.window(message, now)
         if elapsed > 0 and CPU_S in sample:
             values[CPU_PERCENT] = (cpu_s - self._last_window_cpu_s) / elapsed * 100.0
         # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
@@ -156,6 +167,10 @@ class TrialLifecycle:
         self.windows = (*self.windows, Window(message.step, values))
         self.train_loss.extend(message.losses)
         self._last_window_cpu_s, self._last_window_at, self._window_peak_mb = cpu_s, now, 0.0
+
+    @property
+    def _window_step(self) -> int:
+        return self.windows[-1].step if self.windows else 0
 
     # -- the view rules read -------------------------------------------------------------
 
@@ -214,6 +229,7 @@ class TrialLifecycle:
         stop = check_all(rules, view, sample_only=sample_only)
         if stop is not None:
             self.stop, self.stop_phase = stop, self.phase
+            self._readings.stopped(self.progress, self.sample)
         return stop
 
     # -- out -------------------------------------------------------------------------------
@@ -243,6 +259,8 @@ class TrialLifecycle:
         status, error, stop = self._classify(outcome, steps_done, rules, no_outcome, info)
         if status is TrialStatus.STOPPED and self.stop_phase is not None:
             info["stop_phase"] = self.stop_phase
+        if status is TrialStatus.STOPPED:
+            info[STEP_READINGS] = self._readings.as_info(self.task.eval_every)
         windows = self.windows
         if status is not TrialStatus.COMPLETED and self.sample and (not windows or windows[-1].step < steps_done):
             windows = (*windows, self._final_window(steps_done, now))
@@ -282,3 +300,82 @@ class TrialLifecycle:
             if name in sample:
                 values[name] = sample[name]
         return Window(steps_done, values)
+
+
+class _StepReadings:
+    """What a trial's CPU readings tell apart: training steps from evaluations (for
+    :func:`frugalml.accounting.step_cost`, which works them out).
+
+    * each window's **evaluation CPU-seconds**: the window's CPU since its previous boundary
+      (the first step's end, or the previous window's) times the share of its wall time that
+      was not in its steps (``WindowEnd.train_s``): evaluation, and reports;
+    * the **tail**: the latest sample taken between training steps after the last boundary,
+      at a fractional step (the step under way counted by its wall time so far over the
+      window's mean step), so ``CPU since the boundary / steps since it`` is training only;
+    * at a stop inside an evaluation whose window never came, the CPU-seconds it had run.
+
+    Cheap by design: a few float operations a sample; nothing is kept per step.
+    """
+
+    def __init__(self) -> None:
+        self.boundary: tuple[int, float] | None = None  # (step, CPU-s) of the last boundary seen here
+        self.boundary_wall_s: float | None = None  # the worker's wall_s at it (a window's), for the next span
+        self.first_step_at: float | None = None  # monotonic time of the first step's end
+        self.first_step_s: float | None = None  # the first step's own duration (in the first window's train_s)
+        self.eval_cpu_s: list[tuple[int, float]] = []
+        self.tail: tuple[float, float] | None = None  # (fractional step, CPU-s)
+        self.evaluating_cpu_s: float | None = None
+
+    def first_step(self, cpu_s: float, progress: Sequence[float], now: float) -> None:
+        self.boundary, self.tail = (1, cpu_s), None
+        if int(progress[PROGRESS_STEPS]) == 1:  # read before the second step ended: the first one's slots
+            self.first_step_at, self.first_step_s = progress[PROGRESS_MARK], progress[PROGRESS_WINDOW_S]
+        else:  # the parent was late: the message's arrival, and the first step's length unknown
+            self.first_step_at, self.first_step_s = now, None
+
+    def window(self, message: WindowEnd, now: float) -> None:
+        """A window's boundary: its evaluation's share of its CPU-seconds, by wall time."""
+        previous, cpu_s = self.boundary, float(message.cpu_s)  # type: ignore[arg-type]
+        if previous is not None and previous[0] < message.step and cpu_s > previous[1]:
+            if self.boundary_wall_s is not None:  # since the previous window: the worker's own clock
+                span, train = message.wall_s - self.boundary_wall_s, message.train_s
+            elif previous[0] == 1 and self.first_step_at is not None and self.first_step_s is not None:
+                span, train = now - self.first_step_at, message.train_s - self.first_step_s
+            else:
+                span = train = 0.0
+            if span > 0:
+                share = min(1.0, max(0.0, span - train) / span)
+                self.eval_cpu_s.append((message.step, (cpu_s - previous[1]) * share))
+        self.boundary, self.boundary_wall_s, self.tail = (message.step, cpu_s), message.wall_s, None
+
+    def between_steps(self, cpu_s: float, progress: Sequence[float], window_step: int, eval_every: int) -> None:
+        """A sample taken at ``cpu_s``: kept as the tail if it fell between training steps after
+        the last boundary (not in an evaluation, nor after a window whose message is still on its way)."""
+        steps = int(progress[PROGRESS_STEPS])
+        if (self.boundary is None or steps <= self.boundary[0] or steps >= window_step + eval_every
+                or progress[PROGRESS_EVALUATING] or progress[PROGRESS_PHASE] != PHASE_TRAIN):
+            return
+        in_window, window_s = steps - window_step, progress[PROGRESS_WINDOW_S]
+        if window_step == 0 and self.first_step_s is not None:  # the first step's warm-up is not a step's length
+            in_window, window_s = in_window - 1, window_s - self.first_step_s
+        step_s = window_s / in_window if in_window > 0 else 0.0
+        fraction = min(1.0, max(0.0, (time.monotonic() - progress[PROGRESS_MARK]) / step_s)) if step_s > 0 else 0.5
+        self.tail = (steps + fraction, cpu_s)
+
+    def stopped(self, progress: Sequence[float], sample: Mapping[str, float]) -> None:
+        """A stop: inside an evaluation whose window never came, keep what it had cost so far
+        (its wall time since the last step x the trial's latest CPU share)."""
+        steps = int(progress[PROGRESS_STEPS])
+        if progress[PROGRESS_EVALUATING] and self.boundary is not None and steps > self.boundary[0]:
+            share = sample.get(CPU_PERCENT, 100.0) / 100.0
+            self.evaluating_cpu_s = max(0.0, time.monotonic() - progress[PROGRESS_MARK]) * max(0.0, share)
+
+    def as_info(self, eval_every: int) -> dict[str, Any]:
+        info: dict[str, Any] = {"eval_every": eval_every}
+        if self.eval_cpu_s:
+            info["eval_cpu_s"] = [[step, round(cpu_s, 6)] for step, cpu_s in self.eval_cpu_s]
+        if self.tail is not None:
+            info["tail"] = [round(self.tail[0], 3), self.tail[1]]
+        if self.evaluating_cpu_s is not None:
+            info["evaluating_cpu_s"] = round(self.evaluating_cpu_s, 6)
+        return info
