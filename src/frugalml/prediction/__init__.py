@@ -23,12 +23,12 @@ from frugalml.prediction._estimate import (
 from frugalml.prediction._screen import SKIP_REASON, CostScreen, PredictionSettings
 
 __all__ = [
-    "PREDICTED_METRICS",
-    "CostScreen",
     "CostModel",
+    "CostScreen",
     "DatasetShape",
     "Estimate",
     "METRICS",
+    "PREDICTED_METRICS",
     "PredictionSettings",
     "SKIP_REASON",
     "TrialEstimate",
