@@ -41,7 +41,9 @@ def test_the_registered_slo_fails_a_slower_candidate_and_passes_the_tuned_one(tm
 
     slow, _ = _study(tmp_path, "slow", 0.03, {})  # tuned with no serving budget: 30 ms a prediction
     out = tmp_path / "r"
-    baseline = ["--baseline", "models:/served@champion", "--tracking-uri", version.tracking_uri]
+    gate = tmp_path / "gate.toml"  # the SLO is judged whatever the gate; the relative comparison, briefly
+    gate.write_text("[gate]\nlatency_rounds = 3\nlatency_calls = 20\ntraining_rounds = 0\n")
+    baseline = ["--baseline", "models:/served@champion", "--tracking-uri", version.tracking_uri, "--gate", str(gate)]
     done = _check(slow.directory, *baseline, "--json", str(out / "r.json"), "--junit", str(out / "r.xml"))
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads((out / "r.json").read_text())
