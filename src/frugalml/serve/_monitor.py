@@ -422,12 +422,13 @@ class ServingMonitor:
         return latest | self.quality.values()
 
     def state(self) -> MonitorState:
+        values = self.values()
         with self._lock:
             buckets = None
             if self.reference.prediction is not None:
                 buckets = (tuple(self._edges.tolist()), tuple(self._bucket_counts.tolist()), self._prediction_sum)
             return MonitorState(
-                values={name: values[-1] for name, values in self._history.items() if values} | self.quality.values(),
+                values=values,
                 drift=self.drift, windows=self.windows, flagged_windows=self.flagged_windows,
                 class_counts=dict(self.class_counts), prediction_buckets=buckets,
                 nonfinite_totals=dict(self.nonfinite_totals), feedback=self.quality.total,
