@@ -17,9 +17,9 @@ number of steps), an evaluation every ``--eval-every`` steps, ``--workers`` tria
   workers are.
 
 Each run is a fresh Python process, as a user's would be (imports, forkserver and
-MLflow start-up included); rounds alternate the arms (pool, frugalml, [extra
-variants], pool, frugalml, ...) so that a change in machine load hits both. The data
-is prepared and MLflow's empty-store template made once, before any timing.
+MLflow start-up included); rounds alternate the arms (pool, frugalml, [extra variants],
+pool, [extra variants reversed], frugalml, ...) so that a change in machine load hits
+both. The data is prepared and MLflow's empty-store template made once, before any timing.
 
 Printed per run: the process's wall time and the wall time of ``tune()`` / the pool
 alone, the CPU-seconds of every process of the run, and of the trials' own work. Then
@@ -34,8 +34,14 @@ final validation loss (relative tolerance 1e-9).
 MLflow, watchdog, worker start and end) and per trial: from submitting it to its
 training starting in the worker, its training, and from its last window to its record.
 
+``--base-src DIR`` adds, after each frugalml arm, the same arm with the package imported
+from ``DIR`` (say, a copy of another commit's ``src``): ``frugalml@base``,
+``no-mlflow@base``, ... alternated with the others, so that a change is measured against
+its baseline under the same load (with ``--breakdown``, the baseline gets its
+instrumented run too).
+
     nice -n 5 python benchmarks/grid_vs_pool.py [--steps 24] [--eval-every 6] [--rounds 3]
-        [--workers 2] [--also no-mlflow,no-pin] [--breakdown]
+        [--workers 2] [--also no-mlflow,no-pin] [--base-src DIR] [--breakdown]
 """
 
 from __future__ import annotations
@@ -360,17 +366,25 @@ class Run:
         return sum(t.get("work_cpu_s", t.get("worker_cpu_s", 0.0)) for t in self.data["trials"])
 
 
+BASE = "@base"  # an arm's suffix: frugalml imported from --base-src
+
+
 def run_arm(arm: str, number: int, args: argparse.Namespace, data_dir: str, instrument: bool = False) -> Run:
-    with tempfile.TemporaryDirectory(prefix=f"grid-vs-pool-{arm}-") as scratch:
+    variant, env = arm, None
+    if arm.endswith(BASE):
+        variant = arm[: -len(BASE)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [args.base_src,
+                                                                         os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix=f"grid-vs-pool-{variant}-") as scratch:
         out = os.path.join(scratch, "out.json")
-        command = [sys.executable, os.path.abspath(__file__), "--arm", arm, "--data", data_dir, "--out", out,
+        command = [sys.executable, os.path.abspath(__file__), "--arm", variant, "--data", data_dir, "--out", out,
                    "--study-dir", os.path.join(scratch, "study"), "--steps", str(args.steps),
                    "--eval-every", str(args.eval_every), "--workers", str(args.workers)]
         if instrument:
             command.append("--instrument")
         load = os.getloadavg()[0]
         start = time.monotonic()
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env=env)
         wall_s = time.monotonic() - start
         with open(out) as file:
             data = json.load(file)
@@ -402,7 +416,7 @@ def same_work(pool: Run, other: Run) -> str:
 
 def print_breakdown(run: Run, pool: Run | None, trials: int, workers: int) -> None:
     data = run.data
-    print(f"\nbreakdown: one instrumented frugalml run (not in the ratios): process {run.wall_s:.1f} s, "
+    print(f"\nbreakdown: one instrumented {run.arm} run (not in the ratios): process {run.wall_s:.1f} s, "
           f"tune() {run.inner_wall_s:.1f} s, load {run.load:.1f}")
     print(f"  CPU-s: driver {data['driver_cpu_s']:.2f} (all its threads), forkserver + trial workers "
           f"{data['forkserver_cpu_s']:.2f}, of which the workers' own {run.work_cpu_s:.2f}")
@@ -434,6 +448,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="trials at once, in both arms (default 2)")
     parser.add_argument("--also", default="", help="more frugalml arms, comma-separated: "
                         + ", ".join(v for v in VARIANTS if v != "frugalml"))
+    parser.add_argument("--base-src", help="after each frugalml arm, the same arm with frugalml imported from here")
     parser.add_argument("--breakdown", action="store_true", help="add one instrumented frugalml run")
     # internal: one arm in this process
     parser.add_argument("--arm", help=argparse.SUPPRESS)
@@ -452,7 +467,11 @@ def main() -> None:
     unknown = [name for name in extra if name not in VARIANTS]
     if unknown:
         parser.error(f"--also takes {', '.join(v for v in VARIANTS if v != 'frugalml')}; got {unknown}")
-    arms = ["pool", "frugalml", *extra]
+    if args.base_src:
+        args.base_src = os.path.abspath(args.base_src)
+        if not os.path.isdir(os.path.join(args.base_src, "frugalml")):
+            parser.error(f"--base-src {args.base_src} holds no frugalml package")
+    arms = ["pool", *(a for variant in ["frugalml", *extra] for a in [variant, *([variant + BASE] if args.base_src else [])])]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start, nice {os.nice(0)}")
     from frugalml.tracking._template import template_path
     from frugalml.workloads import prepare_dataset, resolve_dataset
@@ -469,7 +488,7 @@ def main() -> None:
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
         pool = None
-        for arm in arms:
+        for arm in arms[:1] + (arms[1:] if number % 2 else arms[:0:-1]):  # the pool first; then every other round reversed
             run = run_arm(arm, number, args, str(data.directory))
             runs.append(run)
             pool = run if arm == "pool" else pool
@@ -498,9 +517,10 @@ def main() -> None:
               "   machine moves wall times a lot more than CPU-s)")
 
     if args.breakdown:
-        run = run_arm("frugalml", 0, args, str(data.directory), instrument=True)
         pool = next((r for r in reversed(runs) if r.arm == "pool"), None)
-        print_breakdown(run, pool, trials, args.workers)
+        for arm in ["frugalml", *(["frugalml" + BASE] if args.base_src else [])]:
+            run = run_arm(arm, 0, args, str(data.directory), instrument=True)
+            print_breakdown(run, pool, trials, args.workers)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end; {time.monotonic() - started:.0f} s in all")
 
 

@@ -26,7 +26,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable, why_no_gpu_here
 from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._task import TrialTask
-from frugalml.executors._worker import run_worker
+from frugalml.executors._worker import WARM_MODULE, run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import (
     EnergyMonitor, GpuMonitor, ProcessTreeMonitor, default_watts_per_core, tree_monitors, visible_gpus,
@@ -40,6 +40,9 @@ from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
 PRELOAD = ["frugalml._orphan_guard", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
+# USS walks every mapped page: 10-40 CPU-ms for a worker that mapped a few hundred MB (a memory-mapped
+# dataset), more on a busy machine; so a detailed sample also waits 200x its own CPU time (0.5% of a core)
+DETAILED_MAX_SHARE = 0.005
 REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
 _context: multiprocessing.context.BaseContext | None = None
@@ -57,7 +60,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     if _context is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload(PRELOAD)
+            _context.set_forkserver_preload([*PRELOAD, WARM_MODULE])  # last: it sees every preloaded library
             _start_forkserver_ignoring_sigint()
         else:
             _context = multiprocessing.get_context("spawn")
@@ -146,7 +149,8 @@ class _Running:
     monitor: ProcessTreeMonitor | None = None
     gpu: GpuMonitor | None = None
     energy: EnergyMonitor | None = None
-    detailed_at: float = 0.0
+    detailed_due: float = 0.0  # monotonic time of the next detailed sample
+    closed: bool = False  # the worker closed its end: only its sentinel is waited on
 
 
 class LocalExecutor(Executor):
@@ -243,7 +247,8 @@ class LocalExecutor(Executor):
         while True:
             now = time.monotonic()
             wait_s = max(0.0, min(deadline, self._last_sample + self.sample_interval_s) - now)
-            objects = [r.connection for r in self._running.values()] + [
+            # a worker's pipe is at EOF from its last message until it has exited: waiting on it then spins
+            objects = [r.connection for r in self._running.values() if not r.closed] + [
                 r.process.sentinel for r in self._running.values()
             ]
             ready = set(wait(objects, wait_s)) if objects else (time.sleep(wait_s) or set())
@@ -278,19 +283,21 @@ class LocalExecutor(Executor):
             while running.connection.poll():
                 self._handle(running, running.connection.recv())
         except (EOFError, OSError):
-            pass
+            running.closed = True
 
     def _handle(self, running: _Running, message: Message) -> None:
         trial = running.trial
         if isinstance(message, WindowEnd):
             now = time.monotonic()
             self._sample(running)
-            if now - running.detailed_at >= DETAILED_SAMPLE_EVERY_S and running.monitor is not None:
+            if now >= running.detailed_due and running.monitor is not None:
+                cost_s = time.thread_time()
                 try:
                     trial.observe_detailed(running.monitor.sample_detailed())
                 except psutil.Error:
                     pass
-                running.detailed_at = now
+                cost_s = time.thread_time() - cost_s
+                running.detailed_due = now + max(DETAILED_SAMPLE_EVERY_S, cost_s / DETAILED_MAX_SHARE)
             trial.receive(message, now)
             if not trial.ended:
                 self._check(running, time.monotonic())

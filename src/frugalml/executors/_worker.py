@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -20,12 +21,26 @@ from frugalml.processes import die_with_parent
 from frugalml.trial import Trial
 from frugalml.units import to_mb
 
+WARM_MODULE = "frugalml.executors._warm"  # the forkserver imports it last (see there)
+
 
 def _pin(core: int | None, cpus: int) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
         available = sorted(os.sched_getaffinity(0))
         chosen = {available[(core * cpus + i) % len(available)] for i in range(cpus)}
         os.sched_setaffinity(0, chosen)
+
+
+def _limit_threads(cpus: int) -> None:
+    """BLAS and OpenMP use ``cpus`` threads, through the forkserver's controller where it holds."""
+    warm = sys.modules.get(WARM_MODULE)  # absent where the workers are spawned, not forked
+    controller = warm.controller() if warm is not None else None
+    if controller is not None:
+        controller.limit(limits=cpus)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(cpus)
 
 
 def _cpu_seconds() -> float:
@@ -60,9 +75,7 @@ def run_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     _pin(core, task.cpus)
     try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(task.cpus)
+        _limit_threads(task.cpus)
         train = resolve_train_function(task.train)
         trial = Trial(
             task.params, eval_every=task.eval_every, send=_with_own_memory(connection.send), progress=progress,

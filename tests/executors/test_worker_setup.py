@@ -1,0 +1,76 @@
+"""What a local worker costs around its trial: its thread limits set through the forkserver's
+controller, and a driver that waits, not spins, while a worker that sent its last message exits."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+import uuid
+from multiprocessing import util
+
+import pytest
+
+import frugalml.executors._local as local
+from frugalml.executors import LocalExecutor, TrialTask
+from frugalml.executors._worker import WARM_MODULE
+from frugalml.records import TrialStatus
+
+LINGER_S = 0.8
+
+
+def report_threads(trial) -> None:
+    """One step; the BLAS and OpenMP thread limits this worker runs with, and whether it was forked
+    from a forkserver that imported the warm module."""
+    from threadpoolctl import threadpool_info
+
+    trial.step(loss=1.0)
+    trial.set_info(threads=sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()}),
+                   warm=sys.modules.get(WARM_MODULE) is not None)
+
+
+def linger_after_the_last_message(trial) -> None:
+    """One step, then the process takes LINGER_S to exit after closing its pipe (an exit finalizer)."""
+    trial.step(loss=1.0)
+    util.Finalize(None, time.sleep, args=(LINGER_S,), exitpriority=0)
+
+
+def run(train, cpus: int = 1, executor: LocalExecutor | None = None):
+    executor = executor or LocalExecutor(1, pin=False)
+    executor.submit(TrialTask(trial_id=f"t/{uuid.uuid4().hex[:6]}/r0", number=0, workload="t", config_id="c",
+                              repeat=0, params={}, train=train, eval_every=1, cpus=cpus))
+    finished = []
+    while not finished:
+        finished = executor.poll(1.0)
+    return finished[0]
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")
+def test_a_worker_runs_with_its_tasks_thread_limits_set_through_the_forkservers_controller():
+    for cpus in (2, 1):  # the forkserver itself is not limited: each worker's limit is its own
+        record = run(report_threads, cpus=cpus)
+        assert record.status is TrialStatus.COMPLETED, record.error
+        assert record.info["warm"] is True
+        threads = [n for _, n in record.info["threads"]]
+        assert threads and all(1 <= n <= cpus for n in threads), record.info["threads"]
+        if cpus == 1:
+            assert set(threads) == {1}
+
+
+def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_its_last_message(monkeypatch):
+    calls = []
+
+    def counted_wait(objects, timeout=None):
+        calls.append(timeout)
+        return wait(objects, timeout)
+
+    wait = local.wait
+    monkeypatch.setattr(local, "wait", counted_wait)
+    executor = LocalExecutor(1, pin=False, sample_interval_s=0.1)
+    started = time.monotonic()
+    record = run(linger_after_the_last_message, executor=executor)
+    elapsed = time.monotonic() - started
+    assert record.status is TrialStatus.COMPLETED, record.error
+    assert elapsed >= LINGER_S
+    # ~one wait per sample interval and message: a closed pipe left in the wait set returns at once, thousands of times
+    assert len(calls) < 3 * elapsed / 0.1 + 20, len(calls)
