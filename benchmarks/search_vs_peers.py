@@ -2,7 +2,15 @@
 
 One workload (a built-in SGD model trained batch by batch, the same ``sgd_train`` loop in
 every arm), one space, one memory budget, the same number of workers and trials, over
-several seeds. The arms:
+several seeds. With ``--space mlp``, the workload is frugalml's built-in network (algorithm
+``mlp``, the same ``network_train`` loop in every arm: Adam, model seed 0, the study's split,
+numpy data path, one intra-op thread per trial) over width (16..1024 log) x depth (1..4) x
+learning rate (1e-4..0.1 log) x batch (16..4096 log), under two budgets: memory (480 MB) and
+step time (60 ms: frugalml's ``max_mean_step_ms``, a window's mean step time as frugalml's
+``Trial`` clock times it, evaluation excluded; every arm reads the same clock). The peers get
+the step time the way a user would: a second constraint for Optuna (``set_constraint``
+``max_mean_step_ms``, and the objective stops the trial at the first report over a budget,
+telling the sampler its constraint values), a second condition in Ray's stopper. The arms:
 
 * ``frugalml``: its defaults: TPE told the budget violations as constraints, trials
   stopped by the watchdog when they break the budget;
@@ -29,7 +37,9 @@ pandas and scipy here (docs/search.md).
 
 For each run: trials in the order they finished, each with its CPU-seconds (the worker's
 own, measured in the trial), whether it broke the budget (one memory yardstick for every
-arm, ``MemoryOracle``), and its final ``val_loss``. The target is the best feasible
+arm, ``MemoryOracle``; on the MLP space fitted on the batch and the network's weights and
+activations, and step time as each arm's own ``Trial`` clock measured it), and its final
+``val_loss``. The target is the best feasible
 ``val_loss`` seen by any arm in any run (with ``--space grid`` and ``--exhaustive``, the
 exhaustive grid's). Printed: per arm, medians over seeds of the best feasible loss,
 over-budget trials and CPU-s; the quality ladder (``_quality_ladder``): per level (within
@@ -39,8 +49,8 @@ over the best peer's at the tightest level most runs of both reach; and the anyt
 the best feasible loss by fixed CPU budgets.
 
     python benchmarks/search_vs_peers.py [--dataset mnist_784 | --dataset PATH --target COL]
-        [--space continuous|grid] [--seeds 3] [--first-seed 0] [--trials 30] [--steps 60]
-        [--budget-mb 200] [--arms frugalml,frugalml+,optuna,optuna-gp,ray,ray-optuna,random]
+        [--space continuous|grid|mlp] [--seeds 3] [--first-seed 0] [--trials 30] [--steps 60]
+        [--budget-mb 200] [--max-step-ms MS] [--arms frugalml,frugalml+,optuna,optuna-gp,ray,ray-optuna,random]
         [--levels 0.01,0.03,0.05] [--json out.json] [--target-value V]
     python benchmarks/search_vs_peers.py --rescore run1.json [run2.json ...] [--levels 0.01,0.03,0.05]
 """
@@ -66,6 +76,7 @@ from frugalml.messages import WindowEnd
 from frugalml.records import TrialStatus
 from frugalml.trial import Trial
 from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
+from frugalml.workloads import NETWORKS, network_features, network_train
 
 from _quality_ladder import LEVELS, anytime_info, format_anytime, format_ladder, ladder_info
 
@@ -80,6 +91,14 @@ GRID = {"batch_size": [30, 300, 3000, 30000], "learning_rate": [0.1, 0.01, 0.001
 CONTINUOUS = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
               "learning_rate": {"low": 1e-5, "high": 1.0, "log": True},
               "alpha": {"low": 1e-6, "high": 1e-2, "log": True}}
+#: the built-in MLP's space (``--space mlp``): architecture x optimiser; the wide, deep, large-batch
+#: corner learns fastest per step and breaks the memory and step-time budgets
+MLP = {"width": {"low": 16, "high": 1024, "log": True, "int": True},
+       "depth": {"low": 1, "high": 4, "int": True},
+       "learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
+       "batch_size": {"low": 16, "high": 4096, "log": True, "int": True}}
+SPACES = {"continuous": CONTINUOUS, "grid": GRID, "mlp": MLP}
+MLP_BUDGET_MB, MLP_MAX_STEP_MS = 480.0, 60.0  # --space mlp's budgets (chosen to bind: docs/search.md)
 
 
 @dataclass
@@ -94,6 +113,8 @@ class Finished:
     batch_size: int = 0
     peak_mb: float | None = None  # the largest memory the arm measured
     measured_by_watchdog: bool = False  # frugalml's: sampled from the parent, transient peaks included
+    params: dict | None = None  # the configuration (kept for the MLP space: the memory yardstick reads it)
+    step_ms: float | None = None  # the largest window mean step time the arm measured (the same Trial timer)
 
 
 @dataclass
@@ -108,9 +129,22 @@ class Workbench:
     steps: int
     eval_every: int
     budget_mb: float
+    max_step_ms: float | None = None  # the step-time budget (frugalml's ``max_mean_step_ms``); None: none
 
     def data(self):
         return prepare_dataset(resolve_dataset(self.dataset, path=self.path, target=self.target))
+
+    def over(self, memory: float, step_ms: float | None) -> bool:
+        """True when a window's memory or mean step time breaks a budget."""
+        return memory > self.budget_mb or (self.max_step_ms is not None and step_ms is not None
+                                           and step_ms > self.max_step_ms)
+
+    def violations(self, peak: float, step_ms: float | None) -> tuple[float, ...]:
+        """The constraint values an Optuna user writes: <= 0 within each budget."""
+        memory = peak / self.budget_mb - 1.0
+        if self.max_step_ms is None:
+            return (memory,)
+        return memory, (step_ms or 0.0) / self.max_step_ms - 1.0
 
 
 def memory_mb() -> float:
@@ -123,19 +157,27 @@ class _Stop(Exception):
     pass
 
 
-def train_plain(params: dict, data: Any, bench: Workbench, on_window: Callable[[int, float, float], bool]) -> None:
-    """frugalml's own SGD loop, run outside frugalml: ``on_window(step, val_loss, memory_mb)``
-    is called at each evaluation and returns True to stop."""
+def train_plain(params: dict, data: Any, bench: Workbench,
+                on_window: Callable[[int, float, float, float], bool]) -> None:
+    """frugalml's own loop (``sgd_train``, or ``network_train`` for a built-in network), run
+    outside frugalml: ``on_window(step, val_loss, memory_mb, mean_step_ms)`` is called at each
+    evaluation and returns True to stop. ``mean_step_ms`` is the window's mean step time as
+    frugalml's ``Trial`` times it (evaluation excluded): the figure its ``max_mean_step_ms`` reads."""
 
     def send(message: Any) -> None:
         if isinstance(message, WindowEnd) and "val_loss" in message.metrics:
-            if on_window(message.step, message.metrics["val_loss"], memory_mb()):
+            step_ms = 1000.0 * message.train_s / message.n_steps if message.n_steps else 0.0
+            if on_window(message.step, message.metrics["val_loss"], memory_mb(), step_ms):
                 raise _Stop
 
     trial = Trial(params, eval_every=bench.eval_every, send=send)
     try:
-        sgd_train(trial, data, algorithm=bench.algorithm, epochs=10_000, max_steps=bench.steps,
-                  data_format=bench.data_format)
+        if bench.algorithm in NETWORKS:  # the model seed (0) and split are the study's, as in frugalml's arms
+            network_train(trial, data, algorithm=bench.algorithm, epochs=10_000, max_steps=bench.steps,
+                          data_format=bench.data_format, seed=0)
+        else:
+            sgd_train(trial, data, algorithm=bench.algorithm, epochs=10_000, max_steps=bench.steps,
+                      data_format=bench.data_format)
     except _Stop:
         pass
 
@@ -174,13 +216,19 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanis
     def progress(event: str, record: Any) -> None:
         if event == "end":
             value = record.last("val_loss")
-            broke = record.stop is not None and record.stop.rule == "max_memory_mb"
-            peaks = [v for v in (record.peak("memory_mb"), record.stop.value if broke else None) if v is not None]
+            rule = record.stop.rule if record.stop is not None else None
+            broke = rule in ("max_memory_mb", "max_mean_step_ms")
+            peaks = [v for v in (record.peak("memory_mb"), record.stop.value if rule == "max_memory_mb" else None)
+                     if v is not None]
+            steps = [v for v in (record.peak("mean_step_ms"), record.stop.value if rule == "max_mean_step_ms" else None)
+                     if v is not None]
             done.append(Finished(time.monotonic() - started, record.cpu_s,
                                  value if value is not None and math.isfinite(value) else None,
                                  record.feasible and record.status is not TrialStatus.FAILED, broke,
                                  int(record.params["batch_size"]), max(peaks) if peaks else None,
-                                 record.status is not TrialStatus.SKIPPED))
+                                 record.status is not TrialStatus.SKIPPED,
+                                 dict(record.params) if bench.algorithm in NETWORKS else None,
+                                 max(steps) if steps else None))
 
     with tempfile.TemporaryDirectory(prefix="frugalml-peers-") as directory:
         study = Study(
@@ -191,7 +239,9 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanis
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
             search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware="cost" in mechanisms),
-            budget={"max_memory_mb": bench.budget_mb}, stopping=stopping, prediction=prediction,
+            budget={"max_memory_mb": bench.budget_mb,
+                    **({"max_mean_step_ms": bench.max_step_ms} if bench.max_step_ms is not None else {})},
+            stopping=stopping, prediction=prediction,
         )
         tune(study, progress=progress)
     return done
@@ -240,7 +290,7 @@ def optuna_sampler_and_pruner(name: str, seed: int) -> tuple[Any, Any]:
         with warnings.catch_warnings():  # the deprecation notice: the point of this arm
             warnings.simplefilter("ignore", FutureWarning)
             sampler = optuna.samplers.TPESampler(
-                seed=seed, constraints_func=lambda trial: (trial.user_attrs.get("max_memory_mb", 0.0),))
+                seed=seed, constraints_func=lambda trial: tuple(trial.user_attrs.get("constraints", (0.0,))))
         return sampler, optuna.pruners.MedianPruner()
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False), optuna.pruners.NopPruner()
@@ -263,11 +313,18 @@ def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: 
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, d) for name, d in distributions.items()}
-        cpu0, peak, last = time.process_time(), 0.0, [math.nan]
+        cpu0, peak, slowest, last = time.process_time(), 0.0, 0.0, [math.nan]
+        broke = False
 
-        def on_window(step: int, val_loss: float, memory: float) -> bool:
-            nonlocal peak
-            peak, last[0] = max(peak, memory), val_loss
+        def on_window(step: int, val_loss: float, memory: float, step_ms: float) -> bool:
+            nonlocal peak, slowest, broke
+            peak, slowest, last[0] = max(peak, memory), max(slowest, step_ms), val_loss
+            if bench.max_step_ms is not None and bench.over(memory, step_ms):
+                # with a step-time budget (the MLP space) the user also stops a trial at the first
+                # report that breaks a budget, as the Ray stopper does; it is told to the sampler
+                # with its constraint values (complete, last loss), not pruned
+                broke = True
+                return True
             trial.report(val_loss, step)
             return trial.should_prune()
 
@@ -277,14 +334,20 @@ def _optuna_worker(storage_path: str, study_name: str, bench: Workbench, space: 
             cpu = time.process_time() - cpu0
             trial.set_user_attr("cpu_s", cpu)
             trial.set_user_attr("peak_mb", peak)
+            trial.set_user_attr("step_ms", slowest)
+            violations = bench.violations(peak, slowest)
+            names = ("max_memory_mb", "max_mean_step_ms")[:len(violations)]
             if sampler_name == "ctpe":  # the pre-5.0 spelling: the sampler reads it after the trial
-                trial.set_user_attr("max_memory_mb", peak / bench.budget_mb - 1.0)
+                trial.set_user_attr("constraints", list(violations))
             else:
-                trial.set_constraint("max_memory_mb", peak / bench.budget_mb - 1.0)
+                for name, value in zip(names, violations):
+                    trial.set_constraint(name, value)
+            over = bench.over(peak, slowest)
             out["trials"].append(asdict(Finished(time.time() - started, cpu, last[0] if math.isfinite(last[0]) else None,
-                                                 peak <= bench.budget_mb, peak > bench.budget_mb,
-                                                 int(params["batch_size"]), peak)))
-        if trial.should_prune():
+                                                 not over, over, int(params["batch_size"]), peak,
+                                                 params=dict(params) if bench.algorithm in NETWORKS else None,
+                                                 step_ms=slowest if bench.max_step_ms is not None else None)))
+        if not broke and trial.should_prune():
             raise optuna.TrialPruned
         return last[0]
 
@@ -361,9 +424,9 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int,
         data = bench.data()
         cpu0 = time.process_time()
 
-        def on_window(step: int, val_loss: float, memory: float) -> bool:
-            ray_tune.report({"val_loss": val_loss, "memory_mb": memory, "cpu_s": time.process_time() - cpu0,
-                             "finished_at": time.time(), "step": step})
+        def on_window(step: int, val_loss: float, memory: float, step_ms: float) -> bool:
+            ray_tune.report({"val_loss": val_loss, "memory_mb": memory, "step_ms": step_ms,
+                             "cpu_s": time.process_time() - cpu0, "finished_at": time.time(), "step": step})
             return False
 
         train_plain(dict(config), data, bench, on_window)
@@ -381,7 +444,8 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int,
                     search_alg=ray_searcher(searcher, seed, workers),
                 ),
                 run_config=ray_tune.RunConfig(storage_path=directory, verbose=0,
-                                              stop=lambda _, result: result["memory_mb"] > bench.budget_mb),
+                                              stop=lambda _, result: bench.over(result["memory_mb"],
+                                                                                result.get("step_ms"))),
             )
             results = tuner.fit()
             done = []
@@ -391,10 +455,14 @@ def run_ray(bench: Workbench, space: dict, trials: int, seed: int, workers: int,
                     done.append(Finished(time.time() - started, 0.0, None, False, False))
                     continue
                 peak = float(frame["memory_mb"].max())
+                slowest = float(frame["step_ms"].max()) if "step_ms" in frame else None
+                over = bench.over(peak, slowest)
                 last = frame.iloc[-1]
                 done.append(Finished(float(last["finished_at"]) - started, float(last["cpu_s"]),
-                                     float(last["val_loss"]), peak <= bench.budget_mb, peak > bench.budget_mb,
-                                     int(result.config["batch_size"]), peak))
+                                     float(last["val_loss"]), not over, over,
+                                     int(result.config["batch_size"]), peak,
+                                     params=dict(result.config) if bench.algorithm in NETWORKS else None,
+                                     step_ms=slowest if bench.max_step_ms is not None else None))
     finally:
         ray.shutdown()
     return sorted(done, key=lambda f: f.finished_s)
@@ -432,28 +500,49 @@ def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, wor
 class MemoryOracle:
     """One memory yardstick for every arm: peak memory as frugalml's watchdog measured it,
     fitted as linear in the batch size (on its trials that were not stopped on the way up).
+    On the MLP space (trials that carry their ``params``), linear in the batch size and the
+    network's cost features (``network_features``: weights with gradients and Adam's state,
+    activations per batch), since a network's memory grows with its width and depth too.
 
     The peers measure memory where their users would, at each report, between batches,
     when a batch's copy is already freed: they miss the transient peak and believe
     over-budget configurations fit. Scored on their own figures they would "find" bests
-    that do not fit; so every trial is judged by this one yardstick.
+    that do not fit; so every trial is judged by this one yardstick. (Step time needs no
+    yardstick: every arm times its steps with the same ``Trial`` clock and is judged on it.)
     """
 
-    def __init__(self, runs: dict[str, list[list[Finished]]], budget_mb: float) -> None:
+    def __init__(self, runs: dict[str, list[list[Finished]]], budget_mb: float,
+                 features: Callable[[dict], dict] | None = None) -> None:
         import numpy as np
 
-        points = [(f.batch_size, f.peak_mb) for per_seed in runs.values() for done in per_seed for f in done
+        trials = [f for per_seed in runs.values() for done in per_seed for f in done
                   if f.measured_by_watchdog and f.peak_mb is not None and not f.over_budget]
         self.budget_mb = budget_mb
         self.fit = None
-        if len({b for b, _ in points}) >= 3:
-            slope, intercept = np.polyfit([b for b, _ in points], [m for _, m in points], 1)
-            self.fit = (float(intercept), float(slope))
+        self.names: tuple[str, ...] = ("batch_size",)
+        self.features = features if features is not None and all(f.params for f in trials) else None
+        if self.features is not None:
+            self.names = ("batch_size", "weights_mb", "activations_mb")
+        rows = [self._row(f) for f in trials]
+        if len({r[1] for r in rows}) >= 3 and len(rows) > 2 * len(self.names):
+            X, y = np.array(rows), np.array([f.peak_mb for f in trials])
+            coef = np.linalg.lstsq(X, y, rcond=None)[0]
+            self.fit = tuple(float(c) for c in coef)
+            self.error = float(np.median(np.abs(X @ coef - y)))
+            self.points = len(rows)
+
+    def _row(self, trial: Finished) -> list[float]:
+        if self.features is None:
+            return [1.0, float(trial.batch_size)]
+        values = self.features(trial.params or {})
+        return [1.0, *(float(values.get(name, 0.0)) for name in self.names)]
 
     def peak(self, trial: Finished) -> float | None:
         if trial.measured_by_watchdog:
             return trial.peak_mb
-        return None if self.fit is None else self.fit[0] + self.fit[1] * trial.batch_size
+        if self.fit is None:
+            return None
+        return sum(c * x for c, x in zip(self.fit, self._row(trial)))
 
     def judge(self, trial: Finished) -> Finished:
         """``trial`` with ``feasible`` and ``over_budget`` as the yardstick sees them."""
@@ -466,6 +555,11 @@ class MemoryOracle:
     def __str__(self) -> str:
         if self.fit is None:
             return "no memory yardstick (too few frugalml trials): peers judged on their own figures"
+        if self.features is not None:
+            a, b, w, act = self.fit
+            return (f"memory yardstick: peak = {a:.0f} MB + {b * 1000:.2f} MB per 1000 rows of batch + "
+                    f"{w:.2f} x weights_mb + {act:.2f} x activations_mb (fitted on {self.points} frugalml trials, "
+                    f"median error {self.error:.1f} MB; budget {self.budget_mb:g} MB)")
         a, c = self.fit
         return (f"memory yardstick: peak = {a:.0f} MB + {c * 1000:.2f} MB per 1000 rows of batch "
                 f"(over {self.budget_mb:g} MB above batch {((self.budget_mb - a) / c) if c > 0 else math.inf:.0f})")
@@ -509,6 +603,13 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
         summary["arms"][arm] = row
         print(f"{arm:<19} {row['seeds']:>5} {row['best_feasible']:>14.4f} {row['over_budget']:>12g} "
               f"{row['cpu_s_total']:>12.1f}")
+    losses = [f.val_loss for per_seed in runs.values() for done in per_seed for f in done if f.val_loss is not None]
+    if losses:  # does the budget bind? the best loss of any trial, over budget or not
+        summary["unconstrained_best"] = min(losses)
+        infeasible = sum(not f.feasible for per_seed in runs.values() for done in per_seed for f in done)
+        total = sum(len(done) for per_seed in runs.values() for done in per_seed)
+        print(f"\nbest val_loss of any trial, over budget or not: {min(losses):.5g} (target {target:.5g}); "
+              f"{infeasible}/{total} trials infeasible by the yardsticks")
     peers = [a for a in runs if a in PEERS]
     info = ladder_info(runs, target, OURS, peers, levels)
     print()
@@ -532,8 +633,9 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
     return summary
 
 
-def rescore(paths: list[str], levels: tuple[float, ...], target: float | None) -> None:
-    """Score stored runs again (``--json`` files, merged by arm; the target is the best of theirs)."""
+def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, out: str | None = None) -> None:
+    """Score stored runs again (``--json`` files, merged by arm; the target is the best of theirs);
+    with ``out``, write the merged runs and the new summary there."""
     runs: dict[str, list[list[Finished]]] = {}
     targets = []
     for path in paths:
@@ -541,7 +643,12 @@ def rescore(paths: list[str], levels: tuple[float, ...], target: float | None) -
         targets.append(stored["summary"]["target"])
         for arm, per_seed in stored["runs"].items():
             runs.setdefault(arm, []).extend([[Finished(**f) for f in done] for done in per_seed])
-    report(runs, min(targets) if target is None else target, levels)
+    summary = report(runs, min(targets) if target is None else target, levels)
+    if out:
+        Path(out).write_text(json.dumps(
+            {"args": {"rescore": paths, "levels": list(levels), "target_value": target}, "summary": summary,
+             "runs": {arm: [[asdict(f) for f in done] for done in per_seed] for arm, per_seed in runs.items()}},
+            indent=1, default=str))
 
 
 def main() -> None:
@@ -549,14 +656,17 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist_784")
     parser.add_argument("--path", help="a CSV/parquet/npz file instead of a built-in dataset")
     parser.add_argument("--target", help="the target column of --path")
-    parser.add_argument("--algorithm", default="svm")
-    parser.add_argument("--data-format", default="pandas", choices=("numpy", "pandas"))
-    parser.add_argument("--space", default="continuous", choices=("continuous", "grid"))
+    parser.add_argument("--algorithm", default=None, help="default: svm; mlp with --space mlp")
+    parser.add_argument("--data-format", default=None, choices=("numpy", "pandas"),
+                        help="default: pandas; numpy with --space mlp (network_train's own default)")
+    parser.add_argument("--space", default="continuous", choices=tuple(SPACES))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=None, help="default: 16 (grid), 30 (continuous)")
+    parser.add_argument("--trials", type=int, default=None, help="default: 16 (grid), 30 (continuous), 20 (mlp)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--budget-mb", type=float, default=200.0)
+    parser.add_argument("--budget-mb", type=float, default=None, help="default: 200; 480 with --space mlp")
+    parser.add_argument("--max-step-ms", type=float, default=None,
+                        help="a step-time budget (frugalml's max_mean_step_ms); default: none; 60 with --space mlp")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1")
@@ -574,7 +684,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = tuple(float(t) for t in args.levels.split(","))
     if args.rescore:
-        rescore(args.rescore, levels, args.target_value)
+        rescore(args.rescore, levels, args.target_value, args.json)
         return
     PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
         args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
@@ -582,13 +692,23 @@ def main() -> None:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; use {', '.join(ARMS)}")
+    mlp = args.space == "mlp"
+    args.algorithm = args.algorithm or ("mlp" if mlp else "svm")
+    args.data_format = args.data_format or ("numpy" if mlp else "pandas")
+    args.budget_mb = args.budget_mb if args.budget_mb is not None else (MLP_BUDGET_MB if mlp else 200.0)
+    args.max_step_ms = args.max_step_ms if args.max_step_ms is not None else (MLP_MAX_STEP_MS if mlp else None)
+    if args.algorithm in NETWORKS:
+        # one intra-op thread per trial in every arm (frugalml's forked workers, Optuna's spawned
+        # processes, Ray's actors): torch reads it at import, and step time depends on it
+        os.environ["OMP_NUM_THREADS"] = "1"
     dataset = Path(args.path).stem.split(".")[0] if args.path else args.dataset
     bench = Workbench(dataset, args.path, args.target, args.algorithm, args.data_format, args.steps,
-                      args.eval_every, args.budget_mb)
-    space = GRID if args.space == "grid" else CONTINUOUS
-    trials = args.trials or (16 if args.space == "grid" else 30)
+                      args.eval_every, args.budget_mb, args.max_step_ms)
+    space = SPACES[args.space]
+    trials = args.trials or {"grid": 16, "continuous": 30, "mlp": 20}[args.space]
+    step_budget = f", step time {args.max_step_ms:g} ms" if args.max_step_ms is not None else ""
     print(f"{dataset} ({args.algorithm}, {args.data_format} path), {args.space} space, {trials} trials x "
-          f"{args.seeds} seeds, {args.steps} steps, budget {args.budget_mb:g} MB, {args.workers} workers")
+          f"{args.seeds} seeds, {args.steps} steps, budget {args.budget_mb:g} MB{step_budget}, {args.workers} workers")
     runs: dict[str, list[list[Finished]]] = {arm: [] for arm in arms}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in arms:  # arms alternate within a seed, so load drifts hit them alike
@@ -598,7 +718,11 @@ def main() -> None:
             print(f"  seed {seed} {arm:<19} {len(done)} trials, {sum(f.cpu_s for f in done):7.1f} CPU-s, "
                   f"{time.monotonic() - t0:6.1f} s, best feasible {best_feasible(done):.5g}, "
                   f"{sum(f.over_budget for f in done)} over budget", flush=True)
-    oracle = MemoryOracle(runs, bench.budget_mb)
+    features = None
+    if args.algorithm in NETWORKS:
+        data = bench.data()
+        features = network_features(args.algorithm, data.n_features, len(data.classes) if data.classes else 1)
+    oracle = MemoryOracle(runs, bench.budget_mb, features)
     print(oracle)
     runs = {arm: [[oracle.judge(f) for f in done] for done in per_seed] for arm, per_seed in runs.items()}
     if args.target_value is not None:
