@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -8,7 +10,7 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.metrics import hinge_loss, log_loss, mean_squared_error
 
 from frugalml.exceptions import ConfigError
-from frugalml.workloads import ALGORITHMS, algorithm_loss, make_estimator, prepare_dataset, resolve_dataset
+from frugalml.workloads import ALGORITHMS, algorithm_loss, check_algorithm, make_estimator, prepare_dataset, resolve_dataset
 
 
 @pytest.mark.parametrize(
@@ -95,3 +97,25 @@ def test_regression_losses(red_wine):
     svm = fitted("svm", "regression", X, y)
     expected = np.maximum(0, np.abs(y - svm.predict(X)) - svm.epsilon).mean()
     assert algorithm_loss(svm, "svm", "regression", X, y) == pytest.approx(expected)
+
+
+def test_check_algorithm_fails_as_make_estimator_does_and_the_driver_never_imports_scikit_learn(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        check_algorithm("perceptron", "regression", dataset="red_wine")
+    assert "'perceptron' is for classification but dataset 'red_wine'" in str(error.value)
+    check_algorithm("svm", "regression")
+
+    # a fresh driver tunes a built-in SGD study: the workers train with scikit-learn, the driver
+    # only checks that the algorithm fits the task (importing scikit-learn costs it ~0.8 CPU-s)
+    script = f"""
+import sys
+from frugalml import Search, Study, Workload, tune
+study = Study(name="driver", directory={str(tmp_path / "study")!r}, mlflow_uri=None, workers=1,
+              workloads=[Workload(dataset="diabetes", algorithm="svm", max_steps=4, eval_every=2)],
+              search=Search(method="grid", space={{"learning_rate": [0.01], "batch_size": [30]}}))
+result = tune(study)
+print(len(result.records), sorted(m for m in sys.modules if m.split(".")[0] == "sklearn")[:3])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "1 []", done.stdout

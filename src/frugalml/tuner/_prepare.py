@@ -37,7 +37,7 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
         return workload.train, dict(workload.train_kwargs), None
     # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
     from frugalml.workloads import (
-        NETWORKS, check_network, make_estimator, network_train, prepare_dataset, resolve_dataset, sgd_train,
+        NETWORKS, check_algorithm, check_network, network_train, prepare_dataset, resolve_dataset, sgd_train,
     )
 
     if study.data_dir and not Path(study.data_dir).expanduser().is_dir():
@@ -52,7 +52,7 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
         # import both once, in the forkserver (imports start no threads, so forking stays safe)
         preload("torch", "torch._dynamo")
     else:
-        make_estimator(workload.algorithm, data.task, 0.01, study.seed, dataset=data.name)  # mismatch fails now
+        check_algorithm(workload.algorithm, data.task, dataset=data.name)  # a mismatch fails now, not in a trial
         train = sgd_train
     if workload.data_format == "pandas":
         data.frame()  # writes the column-ordered copy once, not in the first trial

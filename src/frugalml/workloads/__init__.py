@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, make_estimator
+from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, check_algorithm, make_estimator
 from frugalml.workloads._encode import MAX_CATEGORIES
 from frugalml.workloads._networks import (
     NETWORK_BATCH_SIZE, NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features,
@@ -36,6 +36,7 @@ __all__ = [
     "PreparedData",
     "algorithm_loss",
     "build_network",
+    "check_algorithm",
     "check_network",
     "make_estimator",
     "network_features",
