@@ -19,7 +19,7 @@ def start_workers_early(study: Study) -> None:
     pandas, and torch for a built-in network: seconds) overlap the data preparation before the
     first trial instead of delaying it."""
     if any(w.train is None for w in study.workloads):
-        from frugalml.workloads import NETWORKS  # lazy: scikit-learn, which preparing the data imports anyway
+        from frugalml.workloads import NETWORKS  # lazy: a user's own training function never needs it
 
         if any(w.train is None and w.algorithm in NETWORKS for w in study.workloads):
             preload("torch", "torch._dynamo")
@@ -35,7 +35,7 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
             if study.measures_serving:
                 _check_logs_a_model(workload, sorted(serving_budgets(study.budget)) or ["as objectives"])
         return workload.train, dict(workload.train_kwargs), None
-    # lazy: frugalml.workloads imports scikit-learn (~1 s), which a user's own training function may not need
+    # lazy: a user's own training function needs none of it (the workers import scikit-learn, not the driver)
     from frugalml.workloads import (
         NETWORKS, check_algorithm, check_network, network_train, prepare_dataset, resolve_dataset, sgd_train,
     )
