@@ -150,6 +150,10 @@ def test_a_bad_planned_length_is_a_one_line_error(study_dir):
         Workload(dataset="diabetes", algorithm="svm", steps=10)
     with pytest.raises(ConfigError, match="workload 'steps' must be an int"):
         Workload(train=costly, steps=0)
+    with pytest.raises(ConfigError, match="'eval_rows' samples a built-in workload's test split"):
+        Workload(train=costly, eval_rows=100)
+    with pytest.raises(ConfigError, match="workload 'eval_rows' must be an int"):
+        Workload(dataset="diabetes", algorithm="svm", eval_rows=0)
 
     def plans_nonsense(trial):
         trial.plan(2.5)

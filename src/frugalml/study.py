@@ -55,6 +55,10 @@ class Workload:
         steps: the planned length of your own training function, in steps (or call
             ``trial.plan(n)`` from it); with it, compute saved and predicted stops work.
         eval_every: steps per evaluation window.
+        eval_rows: a built-in workload evaluates its windows before the last on the first
+            ``eval_rows`` rows of the (shuffled) test split, and the last on all of it: an
+            intermediate evaluation for halving or patience then costs a fraction of the
+            training it can save (None: every evaluation uses the whole split).
         data_format: ``numpy`` (memory-mapped arrays) or ``pandas`` (a DataFrame
             sliced per batch, as ``fetch_openml`` returns it).
         params: fixed parameters merged into every configuration.
@@ -70,6 +74,7 @@ class Workload:
     max_steps: int | None = None
     steps: int | None = None
     eval_every: int = 100
+    eval_rows: int | None = None
     data_format: str = "numpy"
     params: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
@@ -89,7 +94,10 @@ class Workload:
         if self.train is None and self.steps is not None:
             raise ConfigError("workload 'steps' is the planned length of your own training function; a built-in "
                               "workload plans from 'epochs' and 'max_steps': remove 'steps'.")
-        for key in ("max_steps", "steps"):
+        if self.train is not None and self.eval_rows is not None:
+            raise ConfigError("workload 'eval_rows' samples a built-in workload's test split; your own training "
+                              "function picks its own validation rows: remove 'eval_rows'.")
+        for key in ("max_steps", "steps", "eval_rows"):
             if getattr(self, key) is not None:
                 _positive_int(f"workload '{key}'", getattr(self, key))
         if self.data_format not in ("numpy", "pandas"):

@@ -10,7 +10,8 @@ import torch
 from frugalml import ConfigError, Search, Study, TrialStatus, Workload, tune
 from frugalml.messages import Info, Message, WindowEnd
 from frugalml.trial import Trial
-from frugalml.workloads import build_network, check_network, network_features, network_train
+from frugalml.workloads import build_network, check_network, eval_chunk_rows, network_features, network_train
+from frugalml.workloads._networks import EVAL_CHUNK_BYTES
 
 
 @pytest.mark.parametrize("algorithm, params, n_features, message", [
@@ -50,6 +51,37 @@ def test_a_network_learns_mnist_on_the_cpu_one_optimiser_step_per_trial_step(mni
     first, last = windows[0].metrics, windows[-1].metrics
     assert last["val_loss"] < first["val_loss"] and last["accuracy"] > 0.6  # ten classes: chance is 0.1
     assert all(math.isfinite(x) for w in windows for x in w.losses)
+
+
+def test_eval_rows_samples_the_windows_before_the_last_and_the_last_uses_the_whole_test_split(mnist):
+    def run(**kwargs):
+        messages: list[Message] = []
+        trial = Trial({"batch_size": 64, "depth": 1, "channels": 4}, eval_every=10, send=messages.append)
+        network_train(trial, mnist, algorithm="cnn", max_steps=30, **kwargs)
+        return [m.metrics for m in messages if isinstance(m, WindowEnd)]
+
+    torch.set_num_threads(1)  # the same arithmetic in both runs
+    whole, sampled = run(), run(eval_rows=500)
+    assert len(whole) == len(sampled) == 3
+    assert sampled[-1] == whole[-1]  # the final evaluation: every test row, as without eval_rows
+    for metrics in sampled[:-1]:
+        assert metrics["accuracy"] * 500 == pytest.approx(round(metrics["accuracy"] * 500), abs=1e-6)
+    assert [m["accuracy"] for m in sampled[:-1]] != [m["accuracy"] for m in whole[:-1]]
+    with pytest.raises(ConfigError, match="'eval_rows' parameter of network_train must be an int"):
+        run(eval_rows=0)
+
+
+def test_an_evaluation_chunk_keeps_a_cnns_widest_feature_map_within_the_cache_budget():
+    def rows(algorithm, **params):
+        return eval_chunk_rows(algorithm, check_network(algorithm, params, 784), 784)
+
+    assert rows("mlp", width=2048) == 1024  # a dense layer's activations are small: the largest chunk
+    assert rows("cnn", channels=64) == 32  # 64 maps of 28 x 28 floats: 200 KB a row
+    assert rows("cnn", channels=4) == 512
+    assert rows("cnn", channels=4096) == 16  # the floor
+    for channels in (1, 8, 64, 512):
+        n = rows("cnn", channels=channels)
+        assert n == 16 or n * channels * 784 * 4 <= EVAL_CHUNK_BYTES < 2 * n * channels * 784 * 4 or n == 1024
 
 
 def test_a_search_space_with_an_impossible_architecture_fails_before_anything_runs(tmp_path):

@@ -46,6 +46,18 @@ def test_no_extra_report_when_the_last_step_ends_a_window(train, diabetes):
     assert [type(m) for m in messages] == [FirstStep, WindowEnd, WindowEnd]  # first_step: the setup's end
 
 
+@pytest.mark.parametrize("dataset, metric", [("diabetes", "accuracy"), ("red_wine", "rmse")])
+def test_eval_rows_samples_the_windows_before_the_last(request, train, dataset, metric):
+    data = request.getfixturevalue(dataset)
+    found = [windows(train(data, "svm", epochs=2, **kwargs)[1]) for kwargs in ({}, {"eval_rows": 50})]
+    whole, sampled = ([w.metrics for w in ws] for ws in found)
+    assert [w.step for w in found[0]] == [w.step for w in found[1]] and len(whole) > 2
+    assert sampled[-1] == whole[-1]  # the final partial window: the whole test split
+    assert any(s[metric] != w[metric] for s, w in zip(sampled[:-1], whole[:-1]))
+    if metric == "accuracy":
+        assert all((s["accuracy"] * 50) == pytest.approx(round(s["accuracy"] * 50)) for s in sampled[:-1])
+
+
 def test_batch_larger_than_training_split_is_clamped(train, diabetes):
     trial, messages = train(diabetes, "logistic_regression", batch_size=10_000, epochs=2, eval_every=5)
     info = [m.info for m in messages if isinstance(m, Info)]

@@ -58,7 +58,7 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
         data.frame()  # writes the column-ordered copy once, not in the first trial
     kwargs = dict(
         data=data, algorithm=workload.algorithm, epochs=workload.epochs, max_steps=workload.max_steps,
-        data_format=workload.data_format, seed=study.seed,
+        data_format=workload.data_format, seed=study.seed, eval_rows=workload.eval_rows,
     )
     return train, kwargs, data.n_train
 

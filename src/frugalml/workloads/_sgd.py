@@ -41,6 +41,7 @@ def sgd_train(
     max_steps: int | None = None,
     data_format: str = "numpy",
     seed: int = 0,
+    eval_rows: int | None = None,
 ) -> None:
     """Train an SGD model on ``data`` one batch per ``trial.step``, as in the thesis.
 
@@ -48,8 +49,8 @@ def sgd_train(
     given, ``trial.params["alpha"]`` (the L2 strength; default 0.0001). Batches
     are sequential slices of the (already shuffled) training split, with no per-epoch
     shuffle. When a window ends, reports ``val_loss`` and ``accuracy`` (classification)
-    or ``rmse`` (regression) on the whole test split; a final partial window is
-    reported too. A batch larger than the training split is clamped, and recorded
+    or ``rmse`` (regression) on the whole test split (with ``eval_rows``, windows before
+    the last on its first ``eval_rows`` rows); a final partial window is reported too. A batch larger than the training split is clamped, and recorded
     with ``trial.set_info``. If the weights overflow, reports an infinite loss, records
     ``diverged=True`` and returns.
 
@@ -62,6 +63,7 @@ def sgd_train(
         data_format: ``"numpy"`` slices the memory map (no copy); ``"pandas"`` slices a
             DataFrame with ``.iloc``, so each batch is copied, as with ``fetch_openml``.
         seed: the estimator's ``random_state``.
+        eval_rows: test rows the windows before the last are evaluated on (None: all).
 
     Example::
 
@@ -90,16 +92,20 @@ def sgd_train(
     fit_kwargs = {"classes": np.arange(len(data.classes))} if task == "classification" else {}
     planned = steps_planned(n_train, batch, epochs, max_steps)
 
-    def evaluate() -> dict[str, float]:
+    if eval_rows is not None:
+        eval_rows = _check_int("eval_rows", eval_rows, 1)
+
+    def evaluate(last: bool = True) -> dict[str, float]:
+        X, y = (X_test, y_test) if last or eval_rows is None else (X_test[:eval_rows], y_test[:eval_rows])
         if task == "classification":
-            decision = estimator.decision_function(X_test)
+            decision = estimator.decision_function(X)
             predicted = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
-            accuracy = float(np.mean(estimator.classes_[predicted] == y_test))
-            return {VAL_LOSS: loss_from_decision(loss, decision, y_test, estimator.classes_), ACCURACY: accuracy}
-        predicted = estimator.predict(X_test)
+            accuracy = float(np.mean(estimator.classes_[predicted] == y))
+            return {VAL_LOSS: loss_from_decision(loss, decision, y, estimator.classes_), ACCURACY: accuracy}
+        predicted = estimator.predict(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            rmse = float(np.sqrt(np.mean((y_test - predicted) ** 2)))
-        return {VAL_LOSS: loss_from_decision(loss, predicted, y_test, epsilon=estimator.epsilon), RMSE: rmse}
+            rmse = float(np.sqrt(np.mean((y - predicted) ** 2)))
+        return {VAL_LOSS: loss_from_decision(loss, predicted, y, epsilon=estimator.epsilon), RMSE: rmse}
 
     step = 0
     pending = False
@@ -122,6 +128,6 @@ def sgd_train(
             step += 1
             pending = not trial.step(algorithm_loss(estimator, algorithm, task, X_batch, y_batch), len(y_batch))
             if not pending:
-                trial.report(**evaluate())
+                trial.report(**evaluate(last=step >= planned))
     if pending:
         trial.report(**evaluate())
