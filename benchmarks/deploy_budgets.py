@@ -230,8 +230,8 @@ def _tune_grids(arm: Arm, grids: dict[str, dict[str, list]], directory: Path, sc
         family = record.workload.rsplit("-", 1)[-1]
         serving_cost = record.info.get("serving", {})
         trained = record.status is not TrialStatus.SKIPPED
-        # a record carries its share of the probe's CPU-s (what the trial cost frugalml), and this
-        # process's children already count the probe: the trial's own CPU-s, up to a halving stop
+        # a record carries what measuring was charged to it (info["serving"]["cpu_s"], in its cpu_s),
+        # and this process's children already count the probe: the trial's own CPU-s, up to a stop
         trial_cpu_s = record.cpu_s - float(serving_cost.get("cpu_s") or 0.0)
         meter.add_trial(trial_cpu_s)
         arm.results.append(Trained(
@@ -437,7 +437,8 @@ def report(arms: dict[str, Arm], configs: list[tuple[str, dict]], schedule: Sche
     print(f"evaluation on the test split: {FRUGALML_FULL}, {EXHAUSTIVE} and {OPTUNA} once, at the end; "
           f"{FRUGALML} (successive halving on {METRIC}, first rung {schedule.eval_every} steps, keep 1 in "
           f"{schedule.reduction_factor}) and {OPTUNA_PRUNED} (SuccessiveHalvingPruner, the same) every "
-          f"{schedule.eval_every} steps, on the first {schedule.eval_rows or 'all'} test rows before the last")
+          f"{schedule.eval_every} steps" + (f", on the first {schedule.eval_rows} test rows before the last"
+                                             if schedule.eval_rows else ""))
     seeds = {group: len(by_group[group]) for group in (OPTUNA, OPTUNA_PRUNED)}
     print(f"{'architecture':<18}{'predict ms':>11}{'model MB':>10}{'ships':>7}{'accuracy':>10}{'train CPU-s':>13}"
           f"{ours.name[:10]:>10}{'optuna':>8}{'pruned':>8}   (Optuna columns: seeds that trained it to the end "

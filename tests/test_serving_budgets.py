@@ -35,8 +35,10 @@ def test_a_built_in_sgd_model_is_measured_once_before_training_and_a_too_large_o
     space = {"batch_size": [30, 300], "learning_rate": [0.1, 0.01]}
     result = tune(_study(study_dir, workload, space, {"max_model_mb": 50, "max_predict_ms": 100}))
     assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 4
-    costs = [r.info["serving"] for r in result.records]
+    costs = [{k: v for k, v in r.info["serving"].items() if k != "cpu_s"} for r in result.records]
     assert all(c == costs[0] for c in costs)  # one measurement: a linear model's cost is the same for every config
+    charged = [r.info["serving"]["cpu_s"] for r in result.records]  # what measuring added to each trial's cpu_s
+    assert charged[0] > 0 and charged[1:] == [0.0] * 3  # charged once, to the first trial that used it
     assert costs[0]["where"] == "before training" and 0 < costs[0]["model_mb"] < 0.1
     assert 0 < costs[0]["predict_ms"] < 100 and costs[0]["throughput_rows_s"] > 10
     assert costs[0]["predict_memory_mb"] > 20  # the whole measuring process: interpreter, NumPy, scikit-learn

@@ -58,7 +58,8 @@ class Workload:
         eval_rows: a built-in workload evaluates its windows before the last on the first
             ``eval_rows`` rows of the (shuffled) test split, and the last on all of it: an
             intermediate evaluation for halving or patience then costs a fraction of the
-            training it can save (None: every evaluation uses the whole split).
+            training it can save (None: every evaluation uses the whole split). A trial a
+            rule stops keeps a sampled value as its last (its ``info["eval_rows"]`` says so).
         data_format: ``numpy`` (memory-mapped arrays) or ``pandas`` (a DataFrame
             sliced per batch, as ``fetch_openml`` returns it).
         params: fixed parameters merged into every configuration.

@@ -220,7 +220,10 @@ def _statuses(uri: str, experiment: str) -> tuple[str, list[str]]:
 
 @pytest.mark.slow  # Ctrl-C then --resume runs end to end in tests/cli; a run left RUNNING ended KILLED: below
 def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
-    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="interrupted", steps=1000, uri="default"))
+    # six 2-s trials: Ctrl-C follows the first one's MLflow run, which a loaded driver (xdist beside
+    # it) logged after the fourth trial had ended in one run out of many: the study was over
+    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="interrupted", steps=1000, uri="default")
+                             .replace("offset = [0.0, 0.1]", "offset = [0.0, 0.1, 0.2]"))
     uri = default_uri(tmp_path / "out")
     driver = start_tune(study_file, tmp_path)
     store = ResultStore(tmp_path / "out")
@@ -244,7 +247,7 @@ def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
     resumed = cli("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     parent, trials = _statuses(uri, "interrupted")
-    assert parent == "FINISHED" and trials == ["FINISHED"] * 4
+    assert parent == "FINISHED" and trials == ["FINISHED"] * 6
     assert set(mlflow_trial_runs(uri, "interrupted")) == set(store.mlflow_runs())
 
 

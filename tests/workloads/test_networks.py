@@ -10,8 +10,8 @@ import torch
 from frugalml import ConfigError, Search, Study, TrialStatus, Workload, tune
 from frugalml.messages import Info, Message, WindowEnd
 from frugalml.trial import Trial
-from frugalml.workloads import build_network, check_network, eval_chunk_rows, network_features, network_train
-from frugalml.workloads._networks import EVAL_CHUNK_BYTES
+from frugalml.workloads import build_network, check_network, network_features, network_train
+from frugalml.workloads._networks import EVAL_CHUNK_BYTES, eval_chunk_rows
 
 
 @pytest.mark.parametrize("algorithm, params, n_features, message", [
@@ -58,17 +58,20 @@ def test_eval_rows_samples_the_windows_before_the_last_and_the_last_uses_the_who
         messages: list[Message] = []
         trial = Trial({"batch_size": 64, "depth": 1, "channels": 4}, eval_every=10, send=messages.append)
         network_train(trial, mnist, algorithm="cnn", max_steps=30, **kwargs)
-        return [m.metrics for m in messages if isinstance(m, WindowEnd)]
+        info = {k: v for m in messages if isinstance(m, Info) for k, v in m.info.items()}
+        return [m.metrics for m in messages if isinstance(m, WindowEnd)], info
 
     torch.set_num_threads(1)  # the same arithmetic in both runs
-    whole, sampled = run(), run(eval_rows=500)
+    (whole, info), (sampled, sampled_info) = run(), run(eval_rows=500)
     assert len(whole) == len(sampled) == 3
+    assert "eval_rows" not in info and sampled_info["eval_rows"] == 500  # a stopped trial's record says so
     assert sampled[-1] == whole[-1]  # the final evaluation: every test row, as without eval_rows
     for metrics in sampled[:-1]:
         assert metrics["accuracy"] * 500 == pytest.approx(round(metrics["accuracy"] * 500), abs=1e-6)
     assert [m["accuracy"] for m in sampled[:-1]] != [m["accuracy"] for m in whole[:-1]]
     with pytest.raises(ConfigError, match="'eval_rows' parameter of network_train must be an int"):
         run(eval_rows=0)
+    assert run(eval_rows=10**6)[1].get("eval_rows") is None  # more rows than the split: the whole split
 
 
 def test_an_evaluation_chunk_keeps_a_cnns_widest_feature_map_within_the_cache_budget():

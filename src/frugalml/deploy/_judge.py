@@ -104,8 +104,9 @@ class ServingJudge:
         if stop is None:
             return None
         stop = dataclasses.replace(stop, rule=f"skipped_{stop.rule}", message=f"skipped: {stop.message}")
-        return dataclasses.replace(record, stop=stop, cpu_s=self._charge(cost),
-                                   info={**record.info, "serving": serving_record(cost), "stop_phase": "deploy"})
+        charge = self._charge(cost)
+        info = {**record.info, "serving": serving_record(cost, charge), "stop_phase": "deploy"}
+        return dataclasses.replace(record, stop=stop, cpu_s=charge, info=info)
 
     # -- after training -------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class ServingJudge:
         if screened is not None:
             cost, charge = screened
             return dataclasses.replace(record, cpu_s=record.cpu_s + charge,
-                                       info={**record.info, "serving": serving_record(cost)})
+                                       info={**record.info, "serving": serving_record(cost, charge)})
         model = record.info.get("model")
         if (not isinstance(model, Mapping) or not model.get("path")) and record.status is not TrialStatus.COMPLETED:
             # a learning rule ended it before it kept a model: feasible for learning, unmeasured to serve
@@ -158,8 +159,9 @@ class ServingJudge:
         except MeasurementError as error:
             return dataclasses.replace(record, status=TrialStatus.FAILED, stop=None, error=str(error),
                                        info={**record.info, "stop_phase": "deploy"})
-        info = {**record.info, "serving": serving_record(cost)}
-        cpu_s = record.cpu_s + float(cost.get(CPU_S) or 0.0)  # measuring is part of what the trial cost
+        charge = float(cost.get(CPU_S) or 0.0)  # measuring is part of what the trial cost
+        info = {**record.info, "serving": serving_record(cost, charge)}
+        cpu_s = record.cpu_s + charge
         stop = verdict(cost, self.limits, step=record.steps_done, before=" (measured after training)")
         if stop is None:
             return dataclasses.replace(record, cpu_s=cpu_s, info=info)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from frugalml.workloads._algorithms import ALGORITHMS, algorithm_loss, check_algorithm, make_estimator
 from frugalml.workloads._encode import MAX_CATEGORIES
 from frugalml.workloads._networks import (
-    NETWORK_BATCH_SIZE, NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, eval_chunk_rows,
-    network_features, network_train,
+    NETWORK_BATCH_SIZE, NETWORK_FEATURES, NETWORK_PARAMS, NETWORKS, build_network, check_network, network_features,
+    network_train,
 )
 from frugalml.workloads._prepare import ARRAY_NAMES, PreparedData, prepare_dataset
 from frugalml.workloads._sgd import DATA_FORMATS, sgd_train, steps_planned
@@ -38,7 +38,6 @@ __all__ = [
     "build_network",
     "check_algorithm",
     "check_network",
-    "eval_chunk_rows",
     "make_estimator",
     "network_features",
     "network_train",

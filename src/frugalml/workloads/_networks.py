@@ -110,12 +110,15 @@ def build_network(algorithm: str, config: Mapping[str, Any], n_features: int, n_
 
 
 def eval_chunk_rows(algorithm: str, config: Mapping[str, Any], n_features: int) -> int:
-    """Rows per evaluation chunk: a power of two in [16, 1024] whose widest activation (a CNN's
-    first feature map, float32) fits :data:`EVAL_CHUNK_BYTES`. A 64-channel 28x28 map takes
+    """Rows per evaluation chunk on the CPU: the largest power of two in [16, 1024] whose widest
+    activation (a CNN's first feature map, float32) fits :data:`EVAL_CHUNK_BYTES` (16 rows may
+    not). A 64-channel 28x28 map takes
     200 KB a row: 1024-row chunks evaluated mnist_784's test split 2.7x slower than 32-row ones
     on one core (14.9 against 5.5 CPU-s), as each chunk's maps spilled out of the cache."""
-    widest = max(n_features, config["width"] if algorithm == "mlp" else
-                 config["channels"] * n_features // (image_shape(n_features) or (1,))[0])
+    if algorithm == "mlp":
+        widest = max(n_features, config["width"])
+    else:  # a checked CNN's rows are images: its first map has `channels` planes of the image's size
+        widest = config["channels"] * n_features // image_shape(n_features)[0]
     rows = EVAL_CHUNK_BYTES // (4 * widest)
     return 1 << max(4, min(10, rows.bit_length() - 1))
 
@@ -213,7 +216,7 @@ def network_train(
     import torch
     import torch.nn.functional as F
 
-    from frugalml.workloads._sgd import steps_planned
+    from frugalml.workloads._sgd import evaluated_rows, steps_planned
 
     config = check_network(algorithm, trial.params, data.n_features)
     if eval_rows is not None:
@@ -248,15 +251,18 @@ def network_train(
     def loss_of(output: Any, target: Any) -> Any:
         return F.cross_entropy(output, target) if classification else F.mse_loss(output, target)
 
-    chunk = eval_chunk_rows(algorithm, config, data.n_features)
+    # the cache bound is the CPU's; on CUDA each chunk is a copy and two syncs, so chunks stay large
+    chunk = eval_chunk_rows(algorithm, config, data.n_features) if device.type == "cpu" else 1024
+    sample = evaluated_rows(trial, len(y_test), eval_rows)
 
-    def evaluate(last: bool = True) -> dict[str, float]:
-        n = len(y_test) if last or eval_rows is None else min(eval_rows, len(y_test))
+    def evaluate(whole: bool) -> dict[str, float]:
+        n = len(y_test) if whole else sample
+        X_eval, y_eval = X_test[:n], y_test[:n]
         model.eval()
         total, correct = 0.0, 0
         with torch.no_grad():
             for start in range(0, n, chunk):
-                X, target = tensors(X_test[start : min(start + chunk, n)], y_test[start : min(start + chunk, n)])
+                X, target = tensors(X_eval[start : start + chunk], y_eval[start : start + chunk])
                 output = model(X)
                 total += float(loss_of(output, target)) * len(target)
                 if classification:
@@ -290,6 +296,6 @@ def network_train(
                 return
             pending = not trial.step(value, len(target))
             if not pending:
-                trial.report(**evaluate(last=step >= planned))
+                trial.report(**evaluate(whole=step >= planned))
     if pending:
-        trial.report(**evaluate())
+        trial.report(**evaluate(whole=True))

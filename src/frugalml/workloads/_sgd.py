@@ -28,6 +28,15 @@ def steps_planned(n_train: int, batch_size: int, epochs: int = 1, max_steps: int
     return total if max_steps is None else min(total, int(max_steps))
 
 
+def evaluated_rows(trial: Trial, n_test: int, eval_rows: int | None) -> int:
+    """Test rows a window before the last is evaluated on; recorded (``info["eval_rows"]``)
+    when it is a sample, since a trial a rule stops keeps a sampled value as its last."""
+    if eval_rows is None or eval_rows >= n_test:
+        return n_test
+    trial.set_info(eval_rows=eval_rows)
+    return eval_rows
+
+
 def _check_int(name: str, value: Any, low: int) -> int:
     return int(check("sgd_train", name, value, Interval(int, low, None, integral_floats=True)))
 
@@ -50,9 +59,9 @@ def sgd_train(
     are sequential slices of the (already shuffled) training split, with no per-epoch
     shuffle. When a window ends, reports ``val_loss`` and ``accuracy`` (classification)
     or ``rmse`` (regression) on the whole test split (with ``eval_rows``, windows before
-    the last on its first ``eval_rows`` rows); a final partial window is reported too. A batch larger than the training split is clamped, and recorded
-    with ``trial.set_info``. If the weights overflow, reports an infinite loss, records
-    ``diverged=True`` and returns.
+    the last on its first ``eval_rows`` rows); a final partial window is reported too. A
+    batch larger than the training split is clamped, and recorded with ``trial.set_info``.
+    If the weights overflow, reports an infinite loss, records ``diverged=True`` and returns.
 
     Args:
         trial: the trial handle.
@@ -77,6 +86,8 @@ def sgd_train(
     epochs = _check_int("epochs", epochs, 1)
     if max_steps is not None:
         max_steps = _check_int("max_steps", max_steps, 1)
+    if eval_rows is not None:
+        eval_rows = _check_int("eval_rows", eval_rows, 1)
     if data_format not in DATA_FORMATS:
         raise ConfigError(f"data_format must be one of {DATA_FORMATS}, but got {data_format!r}.")
     task = data.task
@@ -92,11 +103,11 @@ def sgd_train(
     fit_kwargs = {"classes": np.arange(len(data.classes))} if task == "classification" else {}
     planned = steps_planned(n_train, batch, epochs, max_steps)
 
-    if eval_rows is not None:
-        eval_rows = _check_int("eval_rows", eval_rows, 1)
+    sample = evaluated_rows(trial, len(y_test), eval_rows)
 
-    def evaluate(last: bool = True) -> dict[str, float]:
-        X, y = (X_test, y_test) if last or eval_rows is None else (X_test[:eval_rows], y_test[:eval_rows])
+    def evaluate(whole: bool) -> dict[str, float]:
+        n = len(y_test) if whole else sample
+        X, y = X_test[:n], y_test[:n]
         if task == "classification":
             decision = estimator.decision_function(X)
             predicted = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
@@ -128,6 +139,6 @@ def sgd_train(
             step += 1
             pending = not trial.step(algorithm_loss(estimator, algorithm, task, X_batch, y_batch), len(y_batch))
             if not pending:
-                trial.report(**evaluate(last=step >= planned))
+                trial.report(**evaluate(whole=step >= planned))
     if pending:
-        trial.report(**evaluate())
+        trial.report(**evaluate(whole=True))
