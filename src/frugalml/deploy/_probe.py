@@ -174,7 +174,6 @@ def _import_frameworks(specs: list[dict[str, Any]]) -> None:
 def measure_batch(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each spec measured in a child forked from this (warm) process; a failed one is ``{"error": ...}``."""
     _import_frameworks(specs)
-    started = _cpu_s()
     results = []
     for spec in specs:
         reader, writer = os.pipe()
@@ -192,7 +191,7 @@ def measure_batch(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             text = pipe.read()
         os.waitpid(pid, 0)
         results.append(json.loads(text) if text else {"error": "the measuring child died (out of memory?)"})
-    share = (_cpu_s() - started) / max(len(specs), 1)  # the import and every child, split evenly
+    share = _cpu_s() / max(len(specs), 1)  # the whole process (start-up, imports, every child), split evenly
     for result in results:
         result[CPU_S] = share
     return results
