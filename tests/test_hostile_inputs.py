@@ -17,6 +17,9 @@ from helpers import cli, write_study
 USER_WORKLOAD = '[[workloads]]\ntrain = "trainers:steady"\ntrain_kwargs = { steps = 5 }\n'
 SPACE = '[search]\nspace = { offset = [0.0] }\n'
 SERVING = "[budget]\nmax_predict_ms = 2\n[deploy]\n"  # a serving budget, then the envelope's keys
+# for a study run only to put results where --fresh must refuse: its refusal does not look at MLflow's files,
+# and an MLflow store costs each run seconds
+NO_MLFLOW = SPACE + '[tracking]\nmlflow_uri = "none"\n'
 
 
 def _study(name: str = '"h"', extra: str = "", workload: str = USER_WORKLOAD, search: str = SPACE) -> str:
@@ -150,7 +153,7 @@ def test_fresh_never_deletes_a_folder_frugalml_did_not_create(folder, directory)
     (work / "data" / "canary.csv").write_text("a,target\n1,0\n")
     (work / "studies").mkdir()
     (work / "studies" / "canary.txt").write_text("keep me")
-    study = write_study(work / "s.toml", _study('"h"', extra=f'directory = "{directory}"'))
+    study = write_study(work / "s.toml", _study('"h"', extra=f'directory = "{directory}"', search=NO_MLFLOW))
     first = cli("tune", str(study), "--no-progress", cwd=work)
     assert first.returncode == 0, first.stderr
     target = (work / directory).resolve()
@@ -193,8 +196,10 @@ def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_re
 
 
 def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finishes(folder):
-    body = _study('"busy"', workload='[[workloads]]\ntrain = "trainers:steady"\n'
-                  "train_kwargs = { steps = 400, step_s = 0.01 }\n", search="[search]\nspace = { offset = [0.0, 0.1] }\n")
+    # two trials of 4 s that sleep rather than busy-wait: long enough to be running, at almost no CPU
+    body = _study('"busy"', workload='[[workloads]]\ntrain = "trainers:ranked"\n'
+                  "train_kwargs = { steps = 400, alloc_at = 0 }\n",
+                  search="[search]\nspace = { quality = [0.0, 0.1] }\n")
     study = write_study(folder / "s.toml", body)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     import subprocess
@@ -216,8 +221,9 @@ def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finis
 
 
 def test_fresh_never_clears_a_folder_that_holds_another_study(folder):
-    outer = write_study(folder / "outer.toml", _study('"outer"', extra='directory = "studies/outer"'))
-    inner = write_study(folder / "inner.toml", _study('"inner"', extra='directory = "studies/outer/inner"'))
+    outer = write_study(folder / "outer.toml", _study('"outer"', extra='directory = "studies/outer"', search=NO_MLFLOW))
+    inner = write_study(folder / "inner.toml",
+                        _study('"inner"', extra='directory = "studies/outer/inner"', search=NO_MLFLOW))
     assert cli("tune", str(outer), "--no-progress", cwd=folder).returncode == 0
     assert cli("tune", str(inner), "--no-progress", cwd=folder).returncode == 0
     result = cli("tune", str(outer), "--no-progress", "--fresh", cwd=folder)

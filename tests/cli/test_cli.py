@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import time
+import warnings
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from frugalml import ResultStore
+from frugalml.cli import main
 from frugalml.tracking import default_uri
 from helpers import cli, mlflow_trial_runs, start_tune, write_study
 
@@ -51,7 +56,8 @@ def _all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> bool:
 
 
 def test_resume_after_the_driver_is_killed_loses_and_repeats_nothing(tmp_path):
-    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="resume", steps=600))
+    # 1 s or more a trial: once three are stored, the other five need two rounds more, ample time for the kill
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="resume", steps=300))
     driver = start_tune(study_file)
     store = ResultStore(tmp_path / "out")
     deadline = time.monotonic() + 120
@@ -81,9 +87,9 @@ def test_resume_after_the_driver_is_killed_loses_and_repeats_nothing(tmp_path):
     assert set(runs) == set(after)  # one MLflow run per trial, no duplicates
 
 
-def test_tune_show_and_list_print_tables_json_and_csv(tmp_path):
-    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="show", steps=100))
-    done = cli("tune", str(study_file), "--no-progress")
+def test_tune_show_and_list_print_tables_json_and_csv(healthy_study, tmp_path):
+    folder, done = healthy_study
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
     assert done.returncode == 0, done.stderr
     assert "best configuration within budget: {'offset': 0.0}" in done.stdout
     assert "compute: used" in done.stdout
@@ -117,13 +123,14 @@ def data_files(tmp_path):
     return {"csv": tmp_path / "ok.csv", "nan_csv": tmp_path / "nan.csv", "empty_csv": tmp_path / "empty.csv"}
 
 
-def _assert_one_line_error(result, needle, study_dir):
+def _assert_one_line_error(result, needle, study_dir, *, ran=False):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("frugalml: error:"), result.stderr
     assert needle.lower() in lines[0].lower()
     assert not ResultStore(study_dir).exists  # nothing half-written
+    assert ran or not study_dir.exists(), sorted(p.name for p in study_dir.iterdir())  # nothing written at all
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STUDIES))
@@ -169,12 +176,41 @@ BAD_FILES = {
 }
 
 
+# Run as a real `frugalml tune` process: each kind of failure (TOML, a key, a built-in's parameters, and all
+# that only the tuner finds: data, MLflow, cores, the training function). The rest fail the same way as
+# "unknown key" (a ConfigError while the file is read), so they go through the CLI's ``main`` in this process.
+REAL_CLI_CASES = {"malformed toml", "unknown key", "unknown built-in parameter", "data dir missing",
+                  "mlflow uri unknown scheme", "more cpus than cores", "never steps"}
+
+
+def _cli_in_process(args: list[str], capfd, caplog, monkeypatch) -> SimpleNamespace:
+    """``frugalml ARGS`` through the CLI's ``main`` here, failing what would add a line to a real process's stderr."""
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))  # main sets it
+    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = main(args)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    out, err = capfd.readouterr()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children  # it stopped before any worker
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)  # as Python's default
+    assert not [w for w in caught if not issubclass(w.category, hidden)], [str(w.message) for w in caught]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text  # logging's lastResort
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_bad_study_files_give_one_line_errors_and_write_nothing(tmp_path, case):
+def test_bad_study_files_give_one_line_errors_and_write_nothing(tmp_path, case, capfd, caplog, monkeypatch):
+    assert REAL_CLI_CASES <= BAD_FILES.keys()
     body, needle = BAD_FILES[case]
     body = body.replace('name="b"', 'name="b"\ndirectory="out"') if 'name="b"' in body else body
-    result = cli("tune", str(write_study(tmp_path / "bad.toml", body)))
-    _assert_one_line_error(result, needle, tmp_path / "out")
+    args = ["tune", str(write_study(tmp_path / "bad.toml", body))]
+    result = cli(*args) if case in REAL_CLI_CASES else _cli_in_process(args, capfd, caplog, monkeypatch)
+    _assert_one_line_error(result, needle, tmp_path / "out", ran=case == "never steps")  # its trials ran
 
 
 def test_missing_study_file_and_unknown_study(tmp_path):
@@ -187,7 +223,7 @@ def test_missing_study_file_and_unknown_study(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
-    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="ctrlc", steps=600))
+    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="ctrlc", steps=300))
     driver = start_tune(study_file, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                         start_new_session=True)
     store = ResultStore(tmp_path / "out")
@@ -223,19 +259,22 @@ def test_cli_overrides_are_validated_and_resume_with_fresh_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def healthy_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished study (its file and its ``out`` folder), copied by each test that damages it."""
+def healthy_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A study finished by ``frugalml tune`` (its file and its ``out`` folder) and that run's output;
+    each test copies the folder, so one run serves them all."""
     folder = tmp_path_factory.mktemp("healthy")
-    study_file = write_study(folder / "s.toml", STEADY_STUDY.format(name="damaged", steps=10))
-    assert cli("tune", str(study_file), "--no-progress").returncode == 0
+    body = STEADY_STUDY.format(name="damaged", steps=10).replace("eval_every = 50", "eval_every = 10")
+    study_file = write_study(folder / "s.toml", body)  # evaluated at its last step: a best configuration to show
+    done = cli("tune", str(study_file), "--no-progress")
+    assert done.returncode == 0, done.stderr
     for leftover in (folder / "out").glob("frugalml.db-*"):  # WAL files of the healthy store
         leftover.unlink()
-    return folder
+    return folder, done
 
 
 @pytest.mark.parametrize("damage", ["not sqlite", "foreign sqlite", "truncated"])
 def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(healthy_study, tmp_path, damage):
-    shutil.copytree(healthy_study, tmp_path, dirs_exist_ok=True)
+    shutil.copytree(healthy_study[0], tmp_path, dirs_exist_ok=True)
     study_file = tmp_path / "s.toml"
     db = tmp_path / "out" / "frugalml.db"
     if damage == "foreign sqlite":

@@ -54,6 +54,13 @@ def preload(*modules: str) -> None:
     PRELOAD.extend(m for m in modules if m not in PRELOAD)
 
 
+def check_pinnable(cpus: int, pin: bool) -> None:
+    """A one-line ConfigError where a trial's ``cpus`` cannot be pinned on this machine."""
+    if pin and hasattr(os, "sched_getaffinity") and cpus > (cores := len(os.sched_getaffinity(0))):
+        raise ConfigError(f"execution 'cpus_per_trial' = {cpus} but this machine gives {cores} cores to pin; "
+                          f"use at most {cores}, or the Ray backend on a bigger cluster.")
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """A forkserver context with the ML stack preloaded (spawn where fork is unavailable)."""
     global _context
@@ -216,9 +223,7 @@ class LocalExecutor(Executor):
             self._start(task)
 
     def _start(self, task: TrialTask) -> None:
-        if self.pin and hasattr(os, "sched_getaffinity") and task.cpus > (cores := len(os.sched_getaffinity(0))):
-            raise ConfigError(f"execution 'cpus_per_trial' = {task.cpus} but this machine gives {cores} cores to pin; "
-                              f"use at most {cores}, or the Ray backend on a bigger cluster.")
+        check_pinnable(task.cpus, self.pin)
         context = worker_context()
         used = {r.slot for r in self._running.values()}
         slot = min(set(range(self.workers)) - used)
