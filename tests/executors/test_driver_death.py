@@ -47,6 +47,19 @@ def _marked(token: str) -> list[psutil.Process]:
     return found
 
 
+def _left_after(token: str, grace_s: float) -> list[psutil.Process]:
+    """The marked processes alive ``grace_s`` after the kill; ``[]`` as soon as two scans in a row
+    find none (none can appear then: only a marked process starts one)."""
+    deadline = time.monotonic() + grace_s
+    empty = 0
+    while time.monotonic() < deadline:
+        empty = 0 if _marked(token) else empty + 1
+        if empty == 2:
+            return []
+        time.sleep(0.05)
+    return _marked(token)
+
+
 @pytest.fixture
 def busy_cores():
     """Both cores busy with other work for the whole test."""
@@ -82,8 +95,7 @@ def test_kill_9_of_the_driver_at_random_moments_leaves_no_process_alive(tmp_path
         assert driver.poll() is None, "the study ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        time.sleep(GRACE_S)
-        left = _marked(token)
+        left = _left_after(token, GRACE_S)
         survivors += [f"kill {kill}: {p.pid} {' '.join(p.cmdline())[:80]}" for p in left]
         for process in left:
             process.kill()

@@ -74,3 +74,30 @@ def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_
     assert elapsed >= LINGER_S
     # ~one wait per sample interval and message: a closed pipe left in the wait set returns at once, thousands of times
     assert len(calls) < 3 * elapsed / 0.1 + 20, len(calls)
+
+
+def report_torch(trial) -> None:
+    """One step; whether this worker has torch imported (inherited from its forkserver)."""
+    trial.step(loss=1.0)
+    trial.set_info(torch="torch" in sys.modules)
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")
+def test_each_study_gets_a_forkserver_that_imported_what_its_workers_need_and_no_more(tmp_path):
+    """A worker's memory (RSS - shared) counts the pages it inherits: after a network study in the
+    same process, a study of plain Python trials must not run in a forkserver holding torch (its
+    trials were stopped over a memory budget they kept), and the next network study gets torch back."""
+    from frugalml import Search, Study, Workload, tune
+
+    def study(name, workload):
+        return Study(name=name, workloads=[workload], search=Search(space={"width": [4]}), workers=1,
+                     directory=str(tmp_path / name), mlflow_uri=None)
+
+    network = Workload(dataset="diabetes", algorithm="mlp", max_steps=2, eval_every=2)
+    assert tune(study("net", network)).records[0].status is TrialStatus.COMPLETED
+    assert "torch" in local._serving
+    plain = tune(study("plain", Workload(train=report_torch, name="plain"))).records[0]
+    assert plain.status is TrialStatus.COMPLETED, plain.error
+    assert plain.info["torch"] is False and "torch" not in local._serving
+    assert tune(study("net-again", network)).records[0].status is TrialStatus.COMPLETED
+    assert "torch" in local._serving

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._inline import InProcessExecutor
-from frugalml.executors._local import LocalExecutor, check_pinnable, kill_tree, preload, worker_context
+from frugalml.executors._local import LocalExecutor, check_pinnable, kill_tree, preload, reset_preload, worker_context
 from frugalml.executors._ray_connect import connect as connect_ray
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 
@@ -29,6 +29,7 @@ __all__ = [
     "resolve_train_function",
     "trial_record",
     "preload",
+    "reset_preload",
     "worker_context",
 ]
 

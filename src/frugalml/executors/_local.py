@@ -38,7 +38,9 @@ from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping import TrialView
 from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
-PRELOAD = ["frugalml._orphan_guard", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl", "frugalml.executors._worker"]
+BASE_PRELOAD = ("frugalml._orphan_guard", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
+                "frugalml.executors._worker")
+PRELOAD = list(BASE_PRELOAD)  # what the next forkserver imports: the base and what the study's workers need
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
 # USS walks every mapped page: 10-40 CPU-ms for a worker that mapped a few hundred MB (a memory-mapped
 # dataset), more on a busy machine; so a detailed sample also waits 200x its own CPU time (0.5% of a core)
@@ -46,12 +48,20 @@ DETAILED_MAX_SHARE = 0.005
 REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
 _context: multiprocessing.context.BaseContext | None = None
+_serving: frozenset[str] | None = None  # what the running forkserver imported
 
 
 def preload(*modules: str) -> None:
     """Have the forkserver import ``modules`` too, so that each worker does not (torch takes
-    2-5 s a worker). No effect once the forkserver runs: it starts with the first worker."""
+    2-5 s a worker). A forkserver that imported something else is replaced when the next
+    worker starts."""
     PRELOAD.extend(m for m in modules if m not in PRELOAD)
+
+
+def reset_preload() -> None:
+    """Back to the base set, for a new study to add what its workers need: a worker's memory
+    (RSS - shared) counts what it inherited, so an earlier study's torch must not stay."""
+    PRELOAD[:] = BASE_PRELOAD
 
 
 def check_pinnable(cpus: int, pin: bool) -> None:
@@ -63,14 +73,18 @@ def check_pinnable(cpus: int, pin: bool) -> None:
 
 def worker_context() -> multiprocessing.context.BaseContext:
     """A forkserver context with the ML stack preloaded (spawn where fork is unavailable)."""
-    global _context
+    global _context, _serving
     if _context is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload([*PRELOAD, WARM_MODULE])  # last: it sees every preloaded library
-            _start_forkserver_ignoring_sigint()
-        else:
-            _context = multiprocessing.get_context("spawn")
+        _context = multiprocessing.get_context(
+            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    if _context.get_start_method() == "forkserver" and frozenset(PRELOAD) != _serving:
+        from multiprocessing import forkserver
+
+        if _serving is not None:  # between studies: its workers are gone (each keeps running if not)
+            forkserver._forkserver._stop()  # CPython's own way to stop it (its tests use it)
+        _context.set_forkserver_preload([*PRELOAD, WARM_MODULE])  # last: it sees every preloaded library
+        _start_forkserver_ignoring_sigint()
+        _serving = frozenset(PRELOAD)
     return _context
 
 

@@ -10,14 +10,15 @@ from typing import Any, Mapping
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import LOG_MODEL_HINT
 from frugalml.exceptions import ConfigError
-from frugalml.executors import preload, resolve_train_function, worker_context
+from frugalml.executors import preload, reset_preload, resolve_train_function, worker_context
 from frugalml.study import Study, Workload
 
 
 def start_workers_early(study: Study) -> None:
     """Start the local trial workers' forkserver now, so that its imports (numpy, scikit-learn,
     pandas, and torch for a built-in network: seconds) overlap the data preparation before the
-    first trial instead of delaying it."""
+    first trial instead of delaying it. It imports what this study's workers need, no more."""
+    reset_preload()
     if any(w.train is None for w in study.workloads):
         from frugalml.workloads import NETWORKS  # lazy: a user's own training function never needs it
 

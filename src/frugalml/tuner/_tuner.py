@@ -11,7 +11,7 @@ from typing import Any, Callable
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
 from frugalml.exceptions import ConfigError, StoreError, StoreLockedError
-from frugalml.executors import Executor, ExecutorSettings, StudyState, check_pinnable, make_executor
+from frugalml.executors import Executor, ExecutorSettings, StudyState, check_pinnable, make_executor, reset_preload
 from frugalml.ownership import make_owned_dir, remove_owned
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
@@ -64,7 +64,10 @@ class Tuner:
             self._locks = locks
             if self.store.exists:  # a second `tune` of this study is refused now; a new one locks with its store
                 self._lock_run()
-            return self._run()
+            try:
+                return self._run()
+            finally:
+                reset_preload()  # the next study (or an executor used on its own) says what its workers need
 
     def _lock_run(self) -> None:
         if self._locks is not None and not self._run_locked:
