@@ -81,7 +81,8 @@ def worker_context() -> multiprocessing.context.BaseContext:
         from multiprocessing import forkserver
 
         if _serving is not None:  # between studies: its workers are gone (each keeps running if not)
-            forkserver._forkserver._stop()  # CPython's own way to stop it (its tests use it)
+            with contextlib.suppress(OSError):  # already gone and reaped
+                forkserver._forkserver._stop()  # CPython's own way to stop it (its tests use it)
         _context.set_forkserver_preload([*PRELOAD, WARM_MODULE])  # last: it sees every preloaded library
         _start_forkserver_ignoring_sigint()
         _serving = frozenset(PRELOAD)
