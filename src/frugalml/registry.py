@@ -199,11 +199,12 @@ def build_reference(model: Any, data: Any, split: RawSplit, *, bins: int = 10, s
     )
 
 
-def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, Any], best: Any) -> Refit:
+def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, Any], best: Any, *,
+                measure: bool = True) -> Refit:
     """The model a trial of the best feasible configuration logged (``trial.log_model``), not refitted.
 
     Its reference is the data the trial logged (``trial.log_reference``); the profile
-    is the study's measured costs plus prediction latency on that data.
+    is the study's measured costs plus (``measure``) prediction latency on that data.
     """
     from frugalml.serve import load_predictor, reference_from_table
 
@@ -229,7 +230,7 @@ def logged_best(study_dir: str | Path, stored: StoredStudy, workload: dict[str, 
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
         **serving_profile(records),
-        **measure_latency(model, X),
+        **(measure_latency(model, X) if measure else {}),
     }
     link = {"study": stored.name, "study_dir": str(Path(study_dir).resolve()), "config_id": best.config_id,
             "workload": str(workload["name"]), "trial": record.trial_id, "flavor": record.info["model"]["flavor"]}
@@ -290,8 +291,9 @@ def _exported(saved: Path) -> Path:
     return target
 
 
-def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
-    """Refit the study's best feasible configuration; fingerprint its data; measure latency.
+def refit_best(study_dir: str | Path, workload: str | None = None, *, measure: bool = True) -> Refit:
+    """Refit the study's best feasible configuration; fingerprint its data; measure latency
+    (``measure = False``: a caller that times predictions itself, as ``frugalml check`` does).
 
     A workload with its own training function is not refitted: its best trial's
     logged model is taken as it is (:func:`logged_best`).
@@ -310,7 +312,7 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
             "configuration broke a budget or failed; relax the budget or widen the search."
         )
     if chosen.get("train") or not chosen.get("algorithm"):
-        return logged_best(study_dir, stored, chosen, best)
+        return logged_best(study_dir, stored, chosen, best, measure=measure)
     seed = stored.seed
     source = resolve_dataset(chosen.get("dataset"), path=chosen.get("path"), target=chosen.get("target"),
                              data_dir=stored.data_dir)
@@ -322,7 +324,7 @@ def refit_best(study_dir: str | Path, workload: str | None = None) -> Refit:
     profile = {
         **{f"study_{k}": float(v) for k, v in best.mean.items() if v is not None and math.isfinite(v)},
         **serving_profile(r for r in result.records if r.workload == chosen["name"] and r.config_id == best.config_id),
-        **measure_latency(model, split.X_train),
+        **(measure_latency(model, split.X_train) if measure else {}),
         **_refit_quality(model, data.task, split),
     }
     link = {

@@ -42,7 +42,8 @@ def test_a_registered_champion_is_compared_on_its_study_s_stored_trials(gate_stu
     from frugalml.registry import register
 
     version = register(gate_studies["base"], name="gated", alias="champion")
-    (tmp_path / "gate.toml").write_text("[gate]\ntraining_rounds = 0\n")  # the trials as tuned: no re-run
+    # the trials as tuned: no re-run; predict timing (not asserted on here) kept short
+    (tmp_path / "gate.toml").write_text("[gate]\ntraining_rounds = 0\nlatency_rounds = 3\nlatency_calls = 20\n")
     done = _cli(str(gate_studies["slow"]), "--baseline", "models:/gated@champion", "--tracking-uri",
                 version.tracking_uri, "--gate", str(tmp_path / "gate.toml"), "--json", str(tmp_path / "r.json"))
     assert done.returncode == 1, done.stdout + done.stderr

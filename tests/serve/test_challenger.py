@@ -159,7 +159,7 @@ def test_canary_answers_its_share_and_says_which_version_answered(registered, ta
                     "--canary", "0.3")
     try:
         roles = []
-        for i in range(300):
+        for i in range(100):  # routing is an exact accumulator, not a coin: 30 of 100
             response = server.client.post("/predict", json={"rows": [rows[i]]})
             assert response.status_code == 200, response.text
             role, version = response.headers["x-frugalml-role"], response.headers["x-frugalml-version"]

@@ -80,7 +80,7 @@ def from_study(study_dir: str | Path, workload: str | None = None) -> Side:
     from frugalml.serve import save_model
 
     study_dir = Path(study_dir)
-    refit = refit_best(study_dir, workload)
+    refit = refit_best(study_dir, workload, measure=False)  # compare() times both sides itself
     records = _best_records(study_dir, refit.link["workload"], refit.link["config_id"])
     samples = trial_samples(records)
     if refit.model_dir is not None:
