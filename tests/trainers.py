@@ -31,6 +31,18 @@ def steady(trial, steps: int = 200, step_s: float = 0.001, cpu_clock: bool = Fal
             trial.report(val_loss=1.0 / step + trial.params.get("offset", 0.0))
 
 
+def first_then_held(trial, release: str, steps: int = 40, step_s: float = 0.002) -> None:
+    """``steady``; but every trial after the first (the first to start claims ``release``.first)
+    waits, sleeping, until the file ``release`` exists: a study that stays running, at no CPU,
+    until a test lets it go."""
+    try:
+        os.close(os.open(release + ".first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        while not os.path.exists(release):
+            time.sleep(0.05)
+    steady(trial, steps=steps, step_s=step_s)
+
+
 def allocate(trial, megabytes: int = 200, at_step: int = 100, steps: int = 300, sleep_s: float = 0.002) -> None:
     """Steps lightly, allocates and touches ``megabytes`` MB at ``at_step``, keeps stepping."""
     megabytes = trial.params.get("megabytes", megabytes)

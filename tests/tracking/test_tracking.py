@@ -220,10 +220,14 @@ def _statuses(uri: str, experiment: str) -> tuple[str, list[str]]:
 
 @pytest.mark.slow  # Ctrl-C then --resume runs end to end in tests/cli; a run left RUNNING ended KILLED: below
 def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
-    # six 2-s trials: Ctrl-C follows the first one's MLflow run, which a loaded driver (xdist beside
-    # it) logged after the fourth trial had ended in one run out of many: the study was over
-    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="interrupted", steps=1000, uri="default")
-                             .replace("offset = [0.0, 0.1]", "offset = [0.0, 0.1, 0.2]"))
+    # the second trial waits for `release`: Ctrl-C comes once the first one's MLflow run exists, however
+    # long a loaded driver takes to log it (racing timed trials, the study sometimes ended first)
+    release = tmp_path / "release"
+    body = STUDY.format(name="interrupted", steps=40, uri="default").replace(
+        'train = "trainers:steady"\ntrain_kwargs = { steps = 40, step_s = 0.002 }',
+        f'train = "trainers:first_then_held"\ntrain_kwargs = {{ release = "{release}", steps = 40 }}')
+    assert "first_then_held" in body
+    study_file = write_study(tmp_path / "s.toml", body)
     uri = default_uri(tmp_path / "out")
     driver = start_tune(study_file, tmp_path)
     store = ResultStore(tmp_path / "out")
@@ -244,10 +248,11 @@ def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
     parent, trials = _statuses(uri, "interrupted")
     assert parent == "KILLED" and trials and "RUNNING" not in trials
 
+    release.touch()
     resumed = cli("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     parent, trials = _statuses(uri, "interrupted")
-    assert parent == "FINISHED" and trials == ["FINISHED"] * 6
+    assert parent == "FINISHED" and trials == ["FINISHED"] * 4
     assert set(mlflow_trial_runs(uri, "interrupted")) == set(store.mlflow_runs())
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._inline import InProcessExecutor
-from frugalml.executors._local import LocalExecutor, check_pinnable, kill_tree, preload, reset_preload, worker_context
+from frugalml.executors._local import LocalExecutor, check_local_resources, kill_tree, preload, reset_preload, worker_context
 from frugalml.executors._ray_connect import connect as connect_ray
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 
@@ -22,7 +22,7 @@ __all__ = [
     "LocalExecutor",
     "StudyState",
     "TrialTask",
-    "check_pinnable",
+    "check_local_resources",
     "connect_ray",
     "kill_tree",
     "make_executor",

@@ -64,11 +64,18 @@ def reset_preload() -> None:
     PRELOAD[:] = BASE_PRELOAD
 
 
-def check_pinnable(cpus: int, pin: bool) -> None:
-    """A one-line ConfigError where a trial's ``cpus`` cannot be pinned on this machine."""
+def check_local_resources(cpus: int, gpus: float, pin: bool) -> None:
+    """A one-line ConfigError where a trial's ``cpus`` cannot be pinned, or its ``gpus`` had, on this machine."""
     if pin and hasattr(os, "sched_getaffinity") and cpus > (cores := len(os.sched_getaffinity(0))):
         raise ConfigError(f"execution 'cpus_per_trial' = {cpus} but this machine gives {cores} cores to pin; "
                           f"use at most {cores}, or the Ray backend on a bigger cluster.")
+    if gpus > 0 and math.ceil(gpus) > (n := len(visible_gpus())):
+        raise _too_few_gpus(gpus, n)
+
+
+def _too_few_gpus(gpus: float, visible: int) -> ConfigError:
+    return ConfigError(f"gpus_per_trial = {gpus:g} but {visible} NVIDIA GPU(s) are visible here; "
+                       "set [execution] gpus_per_trial = 0, or run on a machine (or Ray cluster) with GPUs.")
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -211,10 +218,7 @@ class LocalExecutor(Executor):
             self._visible_gpus = visible_gpus()
         visible, per_trial = self._visible_gpus, math.ceil(gpus)
         if per_trial > len(visible):
-            raise ConfigError(
-                f"gpus_per_trial = {gpus:g} but {len(visible)} NVIDIA GPU(s) are visible here; "
-                "set [execution] gpus_per_trial = 0, or run on a machine (or Ray cluster) with GPUs."
-            )
+            raise _too_few_gpus(gpus, len(visible))
         return ",".join(visible[(slot * per_trial + i) % len(visible)] for i in range(per_trial))
 
     @property
@@ -238,7 +242,7 @@ class LocalExecutor(Executor):
             self._start(task)
 
     def _start(self, task: TrialTask) -> None:
-        check_pinnable(task.cpus, self.pin)
+        check_local_resources(task.cpus, 0, self.pin)
         context = worker_context()
         used = {r.slot for r in self._running.values()}
         slot = min(set(range(self.workers)) - used)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
 from frugalml.exceptions import ConfigError, StoreError, StoreLockedError
-from frugalml.executors import Executor, ExecutorSettings, StudyState, check_pinnable, make_executor, reset_preload
+from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
 from frugalml.ownership import make_owned_dir, remove_owned
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
@@ -106,7 +106,8 @@ class Tuner:
             check_uri(study.mlflow_uri)  # before --fresh deletes anything
         self._load_previous()
         if self._local_workers:
-            check_pinnable(study.cpus_per_trial, study.pin)  # before anything is written, or a worker started
+            # before anything is written, or a worker started
+            check_local_resources(study.cpus_per_trial, study.gpus_per_trial, study.pin)
             start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
         if self.fresh and self.store.exists:
