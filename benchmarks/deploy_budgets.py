@@ -312,7 +312,7 @@ def run_optuna(grids: dict, data: Any, directory: Path, schedule: Schedule, seed
     # the worker's forkserver imports torch once, as frugalml's tuner has it do for a built-in
     # network (without it every Optuna trial would import torch itself, 2-5 CPU-s; no effect
     # where a frugalml arm already started the forkserver in this process)
-    preload("torch", "torch._dynamo", "frugalml.workloads")  # the tuner's set: the forkserver is not replaced
+    preload("torch", "torch._dynamo")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     group = OPTUNA_PRUNED if pruned else OPTUNA
     arm, meter, started = Arm(f"{group} s{seed}", group, seed), Meter(), time.monotonic()

@@ -24,7 +24,6 @@ def start_workers_early(study: Study) -> None:
 
         if any(w.train is None and w.algorithm in NETWORKS for w in study.workloads):
             preload("torch", "torch._dynamo")
-        preload("frugalml.workloads")  # the built-in training functions: else each worker imports them (~17 ms)
     worker_context()
 
 
