@@ -31,14 +31,15 @@ def steady(trial, steps: int = 200, step_s: float = 0.001, cpu_clock: bool = Fal
             trial.report(val_loss=1.0 / step + trial.params.get("offset", 0.0))
 
 
-def first_then_held(trial, release: str, steps: int = 40, step_s: float = 0.002) -> None:
+def first_then_held(trial, release: str, steps: int = 40, step_s: float = 0.002, hold_s: float = 20.0) -> None:
     """``steady``; but every trial after the first (the first to start claims ``release``.first)
-    waits, sleeping, until the file ``release`` exists: a study that stays running, at no CPU,
-    until a test lets it go."""
+    waits, sleeping, until the file ``release`` exists or ``hold_s`` passed: a study that stays
+    running, at no CPU, until a test lets it go (bounded: a stuck test never holds it for ever)."""
     try:
         os.close(os.open(release + ".first", os.O_CREAT | os.O_EXCL))
     except FileExistsError:
-        while not os.path.exists(release):
+        deadline = time.monotonic() + hold_s
+        while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.05)
     steady(trial, steps=steps, step_s=step_s)
 
