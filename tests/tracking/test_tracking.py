@@ -229,7 +229,8 @@ def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
     assert "first_then_held" in body
     study_file = write_study(tmp_path / "s.toml", body)
     uri = default_uri(tmp_path / "out")
-    driver = start_tune(study_file, tmp_path)
+    # Ctrl-C's default: a process that ignores SIGINT (an xdist worker can) passes SIG_IGN on to its children
+    driver = start_tune(study_file, tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store = ResultStore(tmp_path / "out")
 
     def logged() -> bool:  # the first trial is logged: the study's run and a trial run exist
