@@ -84,8 +84,7 @@ def verdict(cost: Mapping[str, float], limits: Mapping[str, float], *, step: int
 _CONTEXT = ("p50_ms", "load_s", "cpus", "where", "node", "host", CPU_S)  # kept beside the measured figures
 
 
-def serving_record(cost: Mapping[str, Any], charged_cpu_s: float | None = None) -> dict[str, Any]:
+def serving_record(cost: Mapping[str, Any], charged_cpu_s: float) -> dict[str, Any]:
     """What a trial's ``info["serving"]`` keeps of a measurement; ``cpu_s`` is what measuring
     added to this trial's ``cpu_s`` (a measurement shared by several trials is charged once)."""
-    kept = {k: v for k, v in cost.items() if k in SERVING_METRICS or k in _CONTEXT}
-    return kept if charged_cpu_s is None else {**kept, CPU_S: charged_cpu_s}
+    return {**{k: v for k, v in cost.items() if k in SERVING_METRICS or k in _CONTEXT}, CPU_S: charged_cpu_s}
