@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from frugalml import Search, Study, Workload, lineage, tune
@@ -213,6 +214,30 @@ def promote_in_rounds(uri: str, sync: Path, index: int, rounds: list[tuple[str, 
         raise
 
 
+def promoters(uri: str, sync: Path, rounds: list[tuple[str, bool]]) -> None:
+    """Spawned once: imports MLflow, then forks the ``PROMOTERS`` promoter processes (each opens
+    its own client and connections after the fork) and writes their exit statuses.
+
+    One import for all ten: spawned one by one, each promoter paid ~2.5 CPU-s to import MLflow
+    and this module before it could race.
+    """
+    import mlflow  # noqa: F401 - before the forks; nothing of it is connected yet
+
+    pids = []
+    for index in range(PROMOTERS):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                promote_in_rounds(uri, sync, index, rounds)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    (sync / "statuses.json").write_text(json.dumps(statuses))
+
+
 def wait_for(paths: list[Path], sync: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
@@ -248,24 +273,24 @@ def test_concurrent_promotions_all_reach_the_history_in_the_order_the_alias_move
               for lock in ("file", "registry") for number in range(ROUNDS)]
     sync = tmp_path / "sync"
     sync.mkdir()
-    # Real processes, each with its own client and connections. Spawned: the forkserver is one per
-    # test process, and an earlier test's (frugalml's executors use one) has other preloads and pins.
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=promote_in_rounds, args=(uri, sync, index, rounds))
-                 for index in range(PROMOTERS)]
-    for process in processes:
-        process.start()
+    # Real processes, each with its own client and connections, forked from one spawned process
+    # (not this one: its MLflow client holds connections to the store; not the forkserver: an
+    # earlier test's, frugalml's executors use one, has other preloads and pins).
+    parent = multiprocessing.get_context("spawn").Process(target=promoters, args=(uri, sync, rounds))
+    parent.start()
     try:
         wait_for([sync / f"ready-{index}" for index in range(PROMOTERS)], sync)
         for number, (name, remote) in enumerate(rounds):
             (sync / f"go-{number}").touch()
             wait_for([sync / f"done-{number}-{index}" for index in range(PROMOTERS)], sync)
     finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    assert [process.exitcode for process in processes] == [0] * PROMOTERS
+        parent.join(timeout=30)
+        if parent.is_alive():
+            for promoter in psutil.Process(parent.pid).children():
+                promoter.kill()
+            parent.kill()
+    assert parent.exitcode == 0
+    assert json.loads((sync / "statuses.json").read_text()) == [0] * PROMOTERS
 
     for name, _ in rounds:
         model = client.get_registered_model(name)

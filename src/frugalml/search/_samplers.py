@@ -5,21 +5,16 @@ from __future__ import annotations
 import abc
 import itertools
 import math
-import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import optuna
-
-from frugalml.budgets import SERVING_METRICS, per_config
+from frugalml.budgets import SERVING_METRICS
 from frugalml.exceptions import ConfigError
-from frugalml.prediction import constraint_values
 from frugalml.metrics import (ACCURACY, CPU_PERCENT, MAXIMISED, MEAN_STEP_MS, MEMORY_MB, RMSE, THROUGHPUT_SPS,
                               TRAIN_LOSS, VAL_LOSS, WALL_S)
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import TrialRecord
 from frugalml.search._space import (
-    check_size, config_id, fixed_values, grid_size, to_distributions, validate_space,
+    check_size, config_id, fixed_values, grid_size, validate_space,
 )
 
 METHODS = ("grid", "random", "tpe", "nsga2")
@@ -134,6 +129,10 @@ class Search:
         when ``cost_aware`` (random, TPE and NSGA-II; grid search runs its grid)."""
         if self.method == "grid":
             return GridSampler(self.space, self.points)
+        import optuna  # lazy: ~0.2 CPU-s that grid search, serving and registering never need
+
+        from frugalml.search._optuna import OptunaSampler
+
         # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
         constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
         return OptunaSampler(self, budget if constrained else None, screen, cost if self.cost_aware else None, spent)
@@ -194,152 +193,3 @@ def objective_values(records: Sequence[TrialRecord], objectives: Sequence[str]) 
             return None
         values.append(sum(finals) / len(finals))
     return values
-
-
-class OptunaSampler(Sampler):
-    """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface.
-
-    With a ``screen`` (the cost model's a-priori constraint, as in HyperPower), a
-    candidate predicted over a budget is told to Optuna as infeasible, with the
-    predicted violation, and never proposed; at most ``MAX_SCREENED`` in a row, then
-    the next candidate is proposed anyway (the tuner's skip still catches it).
-    ``screened`` counts the rejected candidates. With a ``cost``, candidates are also
-    weighed by predicted cost (see ``Search.cost_aware``); ``deferred`` counts those not
-    proposed, which are told to Optuna as failed so that its model ignores them.
-    """
-
-    MAX_SCREENED = 50
-
-    def __init__(self, search: Search, budget: Mapping[str, Any] | None = None, screen: Screen | None = None,
-                 cost: Cost | None = None, spent: Callable[[], float] | None = None) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.search = search
-        self.budget = per_config(budget)
-        self.distributions = to_distributions(search.space)
-        self.fixed = fixed_values(search.space)
-        multi = len(search.objectives) > 1
-        sampler = {
-            "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
-            "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, multivariate=True),
-            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
-        }[search.method]()
-        self.study = optuna.create_study(directions=search.directions, sampler=sampler)
-        self._asked: dict[str, optuna.trial.Trial] = {}
-        self._remaining = search.n_trials or 0
-        self.multi = multi
-        self._worst: list[float] | None = None  # placeholder objective values of infeasible trials
-        self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
-        self.screen = screen
-        self.screened = 0
-        self.cost = cost
-        self.spent = spent or (lambda: 0.0)
-        self.deferred = 0
-        self._coin = random.Random(search.seed)
-
-    def ask(self) -> Config | None:
-        if self._remaining <= 0:
-            return None
-        self._remaining -= 1
-        for _ in range(self.MAX_SCREENED):
-            trial = self.study.ask(self.distributions)
-            params = {**self.fixed, **trial.params}
-            violations = self.screen(params) if self.screen is not None else None
-            if not violations:
-                if not self._defer(params):
-                    break
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                self.deferred += 1
-                continue
-            if self.budget:  # infeasible, by how much: the constraints rank it below every feasible trial
-                for key in self.budget:
-                    trial.set_constraint(key, float(violations.get(key, 0.0)))
-                self.study.tell(trial, self._placeholder(()))
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            self.screened += 1
-        else:
-            trial = self.study.ask(self.distributions)
-        params = {**self.fixed, **trial.params}
-        config = Config(f"t{trial.number + self._offset:04d}:" + config_id(trial.params), params)
-        self._asked[config.config_id] = trial
-        return config
-
-    def _defer(self, params: Mapping[str, Any]) -> bool:
-        """Cost cooling: leave a candidate predicted dearer than the median trial for later,
-        with a chance that shrinks to nothing as the search's budget is spent."""
-        estimate = self.cost(params) if self.cost is not None else None
-        if estimate is None or estimate[0] <= estimate[1]:
-            return False
-        n_trials = self.search.n_trials or 1
-        progress = min(1.0, max((n_trials - self._remaining - 1) / n_trials, self.spent()))
-        return self._coin.random() > (estimate[1] / estimate[0]) ** (1.0 - progress)
-
-    def tell(self, config: Config, records: Sequence[TrialRecord]) -> None:
-        trial = self._asked.pop(config.config_id, None)
-        if trial is None:
-            return
-        values = objective_values(records, self.search.objectives)
-        constraints = self._constraints(records)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)
-        if values is None and any(v > 0 for v in constraints.values()):
-            # infeasible: complete, so NSGA-II sees it too; the values are placeholders,
-            # ranked below every feasible trial by the constraints
-            self.study.tell(trial, self._placeholder(records))
-        elif values is None:
-            state = (
-                optuna.trial.TrialState.FAIL
-                if all(r.status is TrialStatus.FAILED for r in records)
-                else optuna.trial.TrialState.PRUNED
-            )
-            self.study.tell(trial, state=state)
-        else:
-            self._note(values)
-            self.study.tell(trial, values if self.multi else values[0])
-
-    def _constraints(self, records: Sequence[TrialRecord]) -> dict[str, float]:
-        if not self.budget:
-            return {}
-        return constraint_values(records, self.budget)
-
-    def _note(self, values: Sequence[float]) -> None:
-        signs = [1.0 if d == "minimize" else -1.0 for d in self.search.directions]
-        worst = self._worst or list(values)
-        self._worst = [max(w * s, v * s) * s for w, v, s in zip(worst, values, signs)]
-
-    def _placeholder(self, records: Sequence[TrialRecord]) -> float | list[float]:
-        """Objective values for an infeasible trial: the worst seen (what it measured if nothing was)."""
-        if self._worst:
-            values = list(self._worst)
-        else:
-            values = [
-                next((v for r in records if (v := r.last(o)) is not None and math.isfinite(v)), 0.0)
-                for o in self.search.objectives
-            ]
-        return values if self.multi else values[0]
-
-    def restore(self, finished, incomplete) -> None:
-        for config, records in finished:
-            params = {k: v for k, v in config.params.items() if k in self.distributions}
-            values = objective_values(records, self.search.objectives)
-            constraints = self._constraints(records)
-            if values is not None:
-                self._note(values)
-            elif any(v > 0 for v in constraints.values()):
-                placeholder = self._placeholder(records)
-                values = placeholder if self.multi else [placeholder]
-            state = optuna.trial.TrialState.COMPLETE if values is not None else optuna.trial.TrialState.PRUNED
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=params, distributions=self.distributions, state=state,
-                    **({"values": values} if values is not None else {}),
-                    **({"constraints": constraints} if constraints else {}),
-                )
-            )
-        self._remaining = max(0, (self.search.n_trials or 0) - len(finished) - len(incomplete))
-        numbers = [int(m.group(1)) for c in [*(c for c, _ in finished), *incomplete]
-                   if (m := re.match(r"t(\d+):", c.config_id))]
-        self._offset = max(0, max(numbers, default=-1) + 1 - len(finished))
-        for config in incomplete:
-            self.study.enqueue_trial({k: v for k, v in config.params.items() if k in self.distributions})
-            self._asked[config.config_id] = self.study.ask(self.distributions)

@@ -10,18 +10,21 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Mapping
-
-import optuna
+from typing import TYPE_CHECKING, Any, Mapping
 
 from frugalml.exceptions import ConfigError
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check, printable
 
 _RANGE_KEYS = {"low", "high", "log", "int", "step"}
 
+if TYPE_CHECKING:
+    import optuna
+
 
 def to_distributions(space: Mapping[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
     """Translate a frugalml space into Optuna distributions (fixed values are left out)."""
+    import optuna  # lazy: only Optuna's samplers need it
+
     distributions = {}
     for name, spec in space.items():
         if isinstance(spec, list):
