@@ -228,3 +228,9 @@ def diabetes_sgd(trial, steps: int = 8, batch: int = 64):
         if trial.step(loss=0.0, n_samples=batch):
             trial.report(accuracy=model.score(features, labels))
     return model, X, y
+
+
+def report_torch(trial) -> None:
+    """One step; whether this worker has torch imported (inherited from its forkserver)."""
+    trial.step(loss=1.0)
+    trial.set_info(torch="torch" in sys.modules)

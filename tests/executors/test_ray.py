@@ -301,6 +301,19 @@ def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_runni
         run_nas(tmp_path / "other", plan=plan, address=address)
 
 
+def test_a_ray_trials_worker_forks_from_a_forkserver_that_imported_what_the_drivers_workers_preload(cluster, tmp_path):
+    """A built-in network's workers preload torch: on a node too, so a trial does not import it
+    again (~2.5 CPU-s); a plain trial of the same study shows the forkserver it was forked from."""
+    address, _ = cluster
+    study = Study(name="preload", directory=str(tmp_path / "preload"), workers=1, backend="ray", address=address,
+                  workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=2, eval_every=2),
+                             Workload(train=trainers.report_torch, name="plain")],
+                  search=Search(space={"width": [4]}), mlflow_uri=None)
+    records = {r.workload: r for r in tune(study).records}
+    assert all(r.status is TrialStatus.COMPLETED for r in records.values()), [r.error for r in records.values()]
+    assert records["plain"].info["torch"] is True and "node" in records["plain"].info
+
+
 def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(cluster):
     address, node_cache = cluster
     connect(address, 1)

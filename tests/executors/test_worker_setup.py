@@ -15,6 +15,7 @@ import frugalml.executors._local as local
 from frugalml.executors import LocalExecutor, TrialTask
 from frugalml.executors._worker import WARM_MODULE
 from frugalml.records import TrialStatus
+from trainers import report_torch
 
 LINGER_S = 0.8
 
@@ -74,12 +75,6 @@ def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_
     assert elapsed >= LINGER_S
     # ~one wait per sample interval and message: a closed pipe left in the wait set returns at once, thousands of times
     assert len(calls) < 3 * elapsed / 0.1 + 20, len(calls)
-
-
-def report_torch(trial) -> None:
-    """One step; whether this worker has torch imported (inherited from its forkserver)."""
-    trial.step(loss=1.0)
-    trial.set_info(torch="torch" in sys.modules)
 
 
 @pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")

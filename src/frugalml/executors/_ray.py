@@ -38,6 +38,7 @@ from frugalml.budgets import STUDY_METRICS
 from frugalml.exceptions import ConfigError
 from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable
+from frugalml.executors._local import PRELOAD
 from frugalml.executors._ray_channel import SYNC_INTERVAL_S, Channel
 from frugalml.executors._ray_connect import connect, import_ray
 from frugalml.executors._ray_data import is_prepared, ship
@@ -161,7 +162,7 @@ class RayExecutor(Executor):
             options["num_gpus"] = gpus
         ref = self._remote.options(**options).remote(
             replace(task, train_kwargs={}), self._kwargs_ref(task.train_kwargs), self.settings, self._channel,
-            self._last_publish,
+            self._last_publish, tuple(PRELOAD),
         )
         self._running[ref] = _Submitted(task)
 

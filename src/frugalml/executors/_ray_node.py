@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from frugalml.budgets import STUDY_METRICS
 from frugalml.executors._base import ExecutorSettings, StudyState
-from frugalml.executors._local import LocalExecutor
+from frugalml.executors._local import LocalExecutor, preload, reset_preload
 from frugalml.executors._ray_channel import SYNC_INTERVAL_S
 from frugalml.executors._ray_connect import import_ray
 from frugalml.executors._ray_data import localize
@@ -83,10 +83,12 @@ def _main_not_rerun() -> Iterator[None]:
 
 
 def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: ExecutorSettings,
-                channel: Any, published: Any = None) -> TrialRecord:
+                channel: Any, published: Any = None, modules: tuple[str, ...] = ()) -> TrialRecord:
     """The Ray task: run ``task`` in a watched worker process on this node. ``published``
     is the driver's latest publish to the channel: as an argument, Ray finishes it before
-    the task starts, so the peers the task fetches first are the driver's."""
+    the task starts, so the peers the task fetches first are the driver's. ``modules`` are
+    what the driver's workers preload (torch for a built-in network): this Ray worker's
+    forkserver imports them once, and the next trial Ray gives this worker forks from it."""
     ray = import_ray()
     node = {"ip": ray.util.get_node_ip_address(), "id": ray.get_runtime_context().get_node_id()}
     channel.started.remote(task.trial_id, node)
@@ -96,6 +98,8 @@ def run_on_node(task: TrialTask, train_kwargs: Mapping[str, Any], settings: Exec
         train = functools.partial(_call_with_env, {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}, train)
     figures = _StudyFigures(channel, task.trial_id)
     figures.fetch()
+    reset_preload()
+    preload(*modules)
     with warnings.catch_warnings():  # a GPU budget no node can measure: the driver warned once already
         warnings.simplefilter("ignore")
         executor = LocalExecutor(replace(settings, workers=1, pin=False, gpus_per_trial=0.0), figures.state)
