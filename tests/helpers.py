@@ -59,6 +59,44 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
     )
 
 
+def cli_in_process(*args: str, capfd, caplog, monkeypatch, cwd: Path | None = None,
+                   workers: bool = False) -> SimpleNamespace:
+    """``frugalml ARGS`` through the CLI's ``main`` in this process (from ``cwd``), as :func:`cli` returns it.
+
+    What a real process would add to its stderr fails here: a Python warning, or a logged warning
+    (logging's lastResort prints those). Unless it may start trial ``workers``, no process may have
+    been started (it stopped before any worker).
+    """
+    import logging
+    import warnings
+
+    import psutil
+
+    from frugalml.cli import main
+
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
+    capfd.readouterr()
+    caplog.clear()
+    try:
+        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+            if cwd is not None:
+                patch.chdir(cwd)
+            patch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))  # main sets it
+            warnings.simplefilter("default")
+            code = main(list(args))
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    out, err = capfd.readouterr()
+    if not workers:
+        assert {p.pid for p in psutil.Process().children(recursive=True)} <= children
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)  # as Python's default
+    assert not [w for w in caught if not issubclass(w.category, hidden)], [str(w.message) for w in caught]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
 def start_tune(study_file: Path, cwd: Path | None = None, **popen: object) -> subprocess.Popen:
     """Start ``frugalml tune STUDY_FILE --no-progress`` (the tests' trainers importable), its output piped as text."""
     return subprocess.Popen([sys.executable, "-m", "frugalml.cli", "tune", str(study_file), "--no-progress"],

@@ -25,8 +25,8 @@ from frugalml.deploy import Deploy, ServingJudge, run_probe, verdict
 MEDIAN = {"cores": 1, "quantile": 0.5, "calls": 50}
 
 
-def _study(directory, workload, space, budget, deploy=MEDIAN, **options):
-    return Study(name="serving", workloads=[workload], search=Search(space=space), budget=budget,
+def _study(directory, workload, space, budget, deploy=MEDIAN, search=None, **options):
+    return Study(name="serving", workloads=[workload], search=Search(space=space, **(search or {})), budget=budget,
                  deploy=dict(deploy), directory=str(directory), mlflow_uri=None, **options)
 
 
@@ -54,7 +54,8 @@ def test_a_built_in_sgd_model_is_measured_once_before_training_and_a_too_large_o
 
 
 def test_a_serving_cost_can_be_an_objective_without_a_budget(study_dir):
-    workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=10, eval_every=5)
+    # one evaluation window (of 10 steps): each evaluation runs the network over the whole test split
+    workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=10, eval_every=10)
     search = Search(method="grid", space={"width": [8, 1024], "depth": [2]}, objectives=["val_loss", "predict_ms"])
     study = Study(name="objective", workloads=[workload], search=search, deploy={"quantile": 0.5, "calls": 30},
                   directory=str(study_dir), mlflow_uri=None)
@@ -69,7 +70,10 @@ def test_a_serving_cost_can_be_an_objective_without_a_budget(study_dir):
 def test_a_built_in_mlp_too_slow_to_serve_never_trains_and_its_record_has_the_measured_latency(study_dir):
     workload = Workload(dataset="mnist_784", algorithm="mlp", max_steps=20, eval_every=10)
     space = {"width": [16, 4096], "depth": [1, 4], "batch_size": [64]}
-    result = tune(_study(study_dir, workload, space, {"max_predict_ms": 2.0}))
+    # the two shapes asserted on, not the whole grid: (16, 4) and (4096, 1) would each be measured,
+    # and trained where they fit (3M weights evaluated on the whole test split), for nothing checked here
+    points = [{"width": 16, "depth": 1}, {"width": 4096, "depth": 4}]
+    result = tune(_study(study_dir, workload, space, {"max_predict_ms": 2.0}, search={"points": points}))
     by_shape = {(r.params["width"], r.params["depth"]): r for r in result.records}
     big = by_shape[(4096, 4)]  # ~50M weights: ~11 ms a row on one core
     assert big.status is TrialStatus.SKIPPED and big.steps_done == 0 and big.wall_s == 0
@@ -86,8 +90,10 @@ def test_a_built_in_mlp_too_slow_to_serve_never_trains_and_its_record_has_the_me
 def test_a_deep_forest_that_trained_within_every_training_budget_is_infeasible_to_serve(study_dir):
     workload = Workload(train=deploy_trainers.xgboost_forest, eval_every=10, name="xgb")
     space = {"max_depth": [2, 12], "rounds": [20, 200]}
+    points = [{"max_depth": 2, "rounds": 20}, {"max_depth": 12, "rounds": 200}]  # the two asserted on, not the grid
     envelope = {**MEDIAN, "batch_size": 1000, "calls": 20}
-    result = tune(_study(study_dir, workload, space, {"max_memory_mb": 3000, "max_predict_ms": 4.0}, envelope))
+    result = tune(_study(study_dir, workload, space, {"max_memory_mb": 3000, "max_predict_ms": 4.0}, envelope,
+                         search={"points": points}))
     by_shape = {(r.params["max_depth"], r.params["rounds"]): r for r in result.records}
     shallow, deep = by_shape[(2, 20)], by_shape[(12, 200)]
     print({k: (r.status.value, round(r.info.get("serving", {}).get("predict_ms", -1), 3)) for k, r in by_shape.items()})

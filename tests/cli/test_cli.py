@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import time
-import warnings
 from contextlib import closing
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from frugalml import ResultStore
-from frugalml.cli import main
 from frugalml.tracking import default_uri
-from helpers import cli, mlflow_trial_runs, start_tune, write_study
+from helpers import cli, cli_in_process, mlflow_trial_runs, start_tune, write_study
 
 STEADY_STUDY = """
 [study]
@@ -183,33 +179,13 @@ REAL_CLI_CASES = {"malformed toml", "unknown key", "unknown built-in parameter",
                   "mlflow uri unknown scheme", "more cpus than cores", "never steps"}
 
 
-def _cli_in_process(args: list[str], capfd, caplog, monkeypatch) -> SimpleNamespace:
-    """``frugalml ARGS`` through the CLI's ``main`` here, failing what would add a line to a real process's stderr."""
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))  # main sets it
-    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
-    children = {p.pid for p in psutil.Process().children(recursive=True)}
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            code = main(args)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    out, err = capfd.readouterr()
-    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children  # it stopped before any worker
-    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)  # as Python's default
-    assert not [w for w in caught if not issubclass(w.category, hidden)], [str(w.message) for w in caught]
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text  # logging's lastResort
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_study_files_give_one_line_errors_and_write_nothing(tmp_path, case, capfd, caplog, monkeypatch):
     assert REAL_CLI_CASES <= BAD_FILES.keys()
     body, needle = BAD_FILES[case]
     body = body.replace('name="b"', 'name="b"\ndirectory="out"') if 'name="b"' in body else body
     args = ["tune", str(write_study(tmp_path / "bad.toml", body))]
-    result = cli(*args) if case in REAL_CLI_CASES else _cli_in_process(args, capfd, caplog, monkeypatch)
+    result = cli(*args) if case in REAL_CLI_CASES else cli_in_process(*args, capfd=capfd, caplog=caplog, monkeypatch=monkeypatch)
     _assert_one_line_error(result, needle, tmp_path / "out", ran=case == "never steps")  # its trials ran
 
 

@@ -38,15 +38,18 @@ def test_a_candidate_whose_steps_take_twice_as_long_is_a_regression(gate_studies
     assert "REGRESSION" in done.stdout
 
 
-def test_a_registered_champion_is_compared_on_its_study_s_stored_trials(gate_studies, tmp_path):
+def test_a_registered_champion_is_compared_on_its_study_s_stored_trials(gate_studies, tmp_path, capsys):
+    from frugalml.cli import main
     from frugalml.registry import register
 
     version = register(gate_studies["base"], name="gated", alias="champion")
     # the trials as tuned: no re-run; predict timing (not asserted on here) kept short
     (tmp_path / "gate.toml").write_text("[gate]\ntraining_rounds = 0\nlatency_rounds = 3\nlatency_calls = 20\n")
-    done = _cli(str(gate_studies["slow"]), "--baseline", "models:/gated@champion", "--tracking-uri",
-                version.tracking_uri, "--gate", str(tmp_path / "gate.toml"), "--json", str(tmp_path / "r.json"))
-    assert done.returncode == 1, done.stdout + done.stderr
+    # in-process (the CLI as a process, exit code and all, is the test above): no second start-up
+    code = main(["check", str(gate_studies["slow"]), "--baseline", "models:/gated@champion", "--tracking-uri",
+                 version.tracking_uri, "--gate", str(tmp_path / "gate.toml"), "--json", str(tmp_path / "r.json")])
+    done = capsys.readouterr()
+    assert code == 1, done.out + done.err
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["baseline"] == "gated version 1" and result["notes"] == []
     step = next(m for m in result["metrics"] if m["metric"] == "mean_step_ms")

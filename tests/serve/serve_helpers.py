@@ -94,6 +94,7 @@ class PredictingClient(threading.Thread):
         self.url, self.rows, self.limit = url, rows, limit
         self.answers: list[tuple[int, str | None]] = []
         self.stopped = threading.Event()
+        self.pause = 0.005  # seconds between requests; a test may change it as it goes
 
     def run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=10, trust_env=False) as client:
@@ -104,7 +105,7 @@ class PredictingClient(threading.Thread):
                     self.answers.append((response.status_code, version))
                 except httpx.HTTPError as error:
                     self.answers.append((0, type(error).__name__))
-                time.sleep(0.005)
+                time.sleep(self.pause)
 
     def wait_for(self, version: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

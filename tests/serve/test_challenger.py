@@ -9,6 +9,7 @@ diabetes rows whose glucose is a multiple of 10 (``challenger_trainers.Challenge
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,9 +55,14 @@ def table() -> pd.DataFrame:
     return pd.read_csv(os.path.join(os.environ["FRUGALML_DATA_DIR"], "diabetes.csv.gz"))
 
 
-def _serve(folder: Path, tracking_uri: str, name: str, *args: str) -> ServerProcess:
+def _start(folder: Path, tracking_uri: str, name: str, *args: str) -> ServerProcess:
+    """The server process started, not yet waited for: two of them load their models side by side."""
     return ServerProcess("models:/served@champion", "--tracking-uri", tracking_uri, "--poll-registry", "0", *args,
-                         log=folder / f"{name}.log").wait_ready(timeout=180)
+                         log=folder / f"{name}.log")
+
+
+def _serve(folder: Path, tracking_uri: str, name: str, *args: str) -> ServerProcess:
+    return _start(folder, tracking_uri, name, *args).wait_ready(timeout=180)
 
 
 def _paced(client: httpx.Client, rows: list[dict], count: int, start: int = 0) -> tuple[list[float], list]:
@@ -74,6 +80,23 @@ def _paced(client: httpx.Client, rows: list[dict], count: int, start: int = 0) -
     return latencies, answers
 
 
+def _main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``frugalml ARGS`` in this process (the CLI's ``main``, as the console script runs it): exit status,
+    stdout, stderr. For the one-line error paths and ``check --live``, which are not about a process of
+    their own; one case below still runs ``frugalml serve`` as a subprocess."""
+    from frugalml.cli import main
+
+    earlier = capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    sys.stdout.write(earlier.out)  # the test's own prints stay in its report
+    sys.stderr.write(earlier.err)
+    return code, out, err
+
+
 def _comparison(server: ServerProcess, ready, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     report = server.client.get("/challenger").json()
@@ -83,12 +106,15 @@ def _comparison(server: ServerProcess, ready, timeout: float = 20) -> dict:
     return report
 
 
-def test_shadow_compares_both_versions_without_slowing_clients_and_check_live_fails_it_on_latency(registered, table):
+def test_shadow_compares_both_versions_without_slowing_clients_and_check_live_fails_it_on_latency(registered, table,
+                                                                                                  capsys):
     folder, champion, challenger = registered
     rows = table.drop(columns="target").to_dict("records")
-    plain = _serve(folder, champion.tracking_uri, "plain")
-    shadow = _serve(folder, champion.tracking_uri, "shadow", "--challenger", "models:/served@challenger", "--mirror")
+    plain = _start(folder, champion.tracking_uri, "plain")
+    shadow = _start(folder, champion.tracking_uri, "shadow", "--challenger", "models:/served@challenger", "--mirror")
     try:
+        plain.wait_ready(timeout=180)
+        shadow.wait_ready(timeout=180)
         first = shadow.client.post("/predict", json={"rows": rows[:1]})
         assert first.headers["x-frugalml-role"] == "champion" and first.headers["x-frugalml-version"] == "1"
         assert first.json()["model_version"] == "1"
@@ -132,21 +158,23 @@ def test_shadow_compares_both_versions_without_slowing_clients_and_check_live_fa
         assert ratio < 3.0, f"shadow slowed the clients: p99 ratio {ratio:.2f}"
         assert np.median(with_shadow) < 1.3 * np.median(without) + 0.001, "shadow slowed the median client"
 
-        done = cli("check", "--live", shadow.url, "--min-agreement", "0.8", "--json", str(folder / "live.json"))
-        assert done.returncode == 1, done.stdout + done.stderr
+        # `frugalml check --live` in this process (its CLI's main): it reads GET /challenger over real HTTP
+        code, out, err = _main(capsys, "check", "--live", shadow.url, "--min-agreement", "0.8", "--json",
+                               str(folder / "live.json"))
+        assert code == 1, out + err
         import json
 
         result = json.loads((folder / "live.json").read_text())
         failed = {m["metric"] for m in result["metrics"] if m["status"] == "regression"}
         assert "predict_p99_ms" in failed and "agreement" not in failed, result
         # a stricter agreement threshold fails it on agreement as well
-        strict = cli("check", "--live", shadow.url, "--json", str(folder / "strict.json"))
-        assert strict.returncode == 1
+        code, out, err = _main(capsys, "check", "--live", shadow.url, "--json", str(folder / "strict.json"))
+        assert code == 1, out + err
         result = json.loads((folder / "strict.json").read_text())
         assert "agreement" in {m["metric"] for m in result["metrics"] if m["status"] == "regression"}
         # a server without a challenger: one line, exit 2
-        none = cli("check", "--live", plain.url)
-        assert none.returncode == 2 and "serves no challenger" in none.stderr and len(none.stderr.splitlines()) == 1
+        code, out, err = _main(capsys, "check", "--live", plain.url)
+        assert code == 2 and "serves no challenger" in err and len(err.splitlines()) == 1, err
     finally:
         plain.stop()
         shadow.stop()
@@ -187,20 +215,24 @@ def test_a_challenger_that_fails_never_fails_a_client(registered, tmp_path, tabl
     served = load_model("models:/served@champion", champion.tracking_uri)
     broken = save_model(Raises(), served.reference, tmp_path / "broken")
     rows = table.drop(columns="target").to_dict("records")
-    for mode in (["--mirror"], ["--canary", "1"]):
-        server = _serve(folder, champion.tracking_uri, "broken", "--challenger", str(broken), *mode)
-        try:
+    # one server a mode, both started at once (they load their models side by side)
+    servers = [_start(folder, champion.tracking_uri, f"broken-{mode[0].strip('-')}", "--challenger", str(broken), *mode)
+               for mode in (["--mirror"], ["--canary", "1"])]
+    try:
+        for server in servers:
+            server.wait_ready(timeout=180)
             for i in range(20):
                 response = server.client.post("/predict", json={"rows": [rows[i]]})
                 assert response.status_code == 200 and response.headers["x-frugalml-role"] == "champion"
             report = _comparison(server, lambda r: r["challenger"]["errors_total"] >= 20)
             assert report["challenger"]["errors"] == {"model_error": 20}, report
             assert report["compared"]["requests"] == 0
-        finally:
+    finally:
+        for server in servers:
             server.stop()
 
 
-def test_bad_challenger_arguments_are_one_line_before_the_server_starts(model_dir, tmp_path):
+def test_bad_challenger_arguments_are_one_line_before_the_server_starts(model_dir, tmp_path, capsys, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
     from frugalml.serve import Reference, save_model
@@ -219,7 +251,18 @@ def test_bad_challenger_arguments_are_one_line_before_the_server_starts(model_di
         ("--canary", "0.2"): "needs a challenger",
         ("--challenger", str(model_dir), "--workers", "2"): "not supported with --workers",
     }
+    # in this process (the CLI's main): a case that got as far as listening fails here at once instead of serving
+    import frugalml.serve._server as server_module
+
+    def listening(host: str, port: int) -> None:
+        raise AssertionError(f"reached the port check ({host}:{port}): the server was about to start")
+
+    monkeypatch.setattr(server_module, "_check_port", listening)
     for args, message in cases.items():
-        done = cli("serve", str(model_dir), *args, "--port", "1")
-        assert done.returncode == 2, (args, done.stderr)
-        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+        code, _, err = _main(capsys, "serve", str(model_dir), *args, "--port", "1")
+        assert code == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+    # and one as the console runs it, a process of its own: still one line on stderr, exit 2
+    done = cli("serve", str(model_dir), "--mirror", "--port", "1")
+    assert done.returncode == 2, done.stderr
+    assert "needs a challenger" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -6,6 +6,7 @@ the model worse fails the gate and the champion keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,8 +67,11 @@ def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: flo
         time.sleep(0.1)
 
 
-def test_drift_retrains_gates_promotes_and_the_server_switches_without_a_failed_request(champion):
+def test_drift_retrains_gates_promotes_and_the_server_switches_without_a_failed_request(champion, capsys):
+    import mlflow
     from mlflow import MlflowClient
+
+    from frugalml.cli import main
 
     folder, study, uri, shifted = champion
     port = free_port()
@@ -78,12 +82,20 @@ def test_drift_retrains_gates_promotes_and_the_server_switches_without_a_failed_
                                              "--on", "input drift", "--once", "--json", str(folder / "gate.json")),
                                     stdout=out, stderr=subprocess.STDOUT)
     server = client = None
-    try:
-        _wait_for_line(log, "waiting for alerts", listener)
+    try:  # the server starts beside the listener: no traffic, so no alert, until both are up
         server = ServerProcess(f"models:/{MODEL}@champion", "--tracking-uri", uri, "--poll-registry", "0.5",
-                               "--config", str(folder / "monitoring.toml"), log=folder / "server.log").wait_ready()
+                               "--config", str(folder / "monitoring.toml"), log=folder / "server.log")
+        _wait_for_line(log, "waiting for alerts", listener)
+        server.wait_ready()
         client = PredictingClient(server.url, shifted.sample(300, random_state=0).to_dict("records"), limit=20_000)
         client.start()
+        # full rate (as PredictingClient) until the drift alert fires, and again once the new version is registered,
+        # so the promotion and the server's switch happen under it; a trickle (10 a second) while the listener
+        # re-tunes and gates, when the server has nothing to do but serve version 1 as before
+        _wait_for_line(server.log_path, "alert 'input drift' firing", server.process, timeout=60)
+        client.pause = 0.1
+        _wait_for_line(log, f"registered {MODEL} version 2", listener, timeout=240)
+        client.pause = 0.005
         assert listener.wait(timeout=240) == 0, log.read_text()
         assert client.wait_for("2", timeout=20), f"{client.answers[-5:]}\n{server.log()}"
         time.sleep(0.5)
@@ -100,10 +112,23 @@ def test_drift_retrains_gates_promotes_and_the_server_switches_without_a_failed_
         assert promoted["frugalml.gate"] == "pass" and promoted["frugalml.trigger"] == "alert: input drift"
         assert promoted["frugalml.retrained_from"] == "1"
 
-        worse = subprocess.run([*_retrain(folder, study, uri, "bad.csv"), "--top", "1"], capture_output=True,
-                               text=True, timeout=240)
-        assert worse.returncode == 1, worse.stdout + worse.stderr
-        assert "not promoted: @champion stays on version 2" in worse.stdout
+        # the manual retrain in this process (the CLI's main), while the server process keeps serving
+        capsys.readouterr()
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        environ = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        try:
+            code = main([*_retrain(folder, study, uri, "bad.csv")[3:], "--top", "1"])
+        finally:  # loading the champion points MLflow (and its environment variables) at this registry: back
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+            for key, before in environ.items():
+                if before is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = before
+        out, err = capsys.readouterr()
+        assert code == 1, out + err
+        assert "not promoted: @champion stays on version 2" in out
         assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "2"
         failed = registry.get_model_version(MODEL, "3").tags
         assert failed["frugalml.gate"] == "regression" and "accuracy" in failed["frugalml.gate.regressions"]

@@ -1,8 +1,11 @@
 """MLflow tracking as a user meets it: string hyperparameters, a tracking server that is
 down or never answers, a store path that cannot exist, and studies that end badly.
 
-Real CLI processes and real MLflow SQLite stores throughout; the in-process tests
-use the real Tuner and store with the InProcessExecutor.
+Real MLflow SQLite stores throughout, and a real CLI process wherever the process is what is
+tested (its stderr as it happens, Ctrl-C) plus one per refusal; a ``--resume`` after it, and a
+refusal's other cases, go through the CLI's ``main`` in this process (real trial workers where
+trials run), failing on anything a real process would have added to its stderr. The other
+in-process tests use the real Tuner and store with the InProcessExecutor.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from frugalml.executors import InProcessExecutor
 from frugalml.records import TrialStatus
 from frugalml.tracking import MlflowTracker, check_uri, default_uri, probe
 from frugalml.tuner import tune
-from helpers import cli, free_port, mlflow_store, mlflow_trial_runs, start_tune, write_study
+from helpers import cli, cli_in_process, free_port, mlflow_store, mlflow_trial_runs, start_tune, write_study
 
 STUDY = """
 [study]
@@ -82,7 +85,7 @@ def blackhole():
 # -- string hyperparameters -----------------------------------------------------------------------
 
 
-def test_a_study_over_string_choices_logs_every_trial_and_resume_adds_nothing(tmp_path):
+def test_a_study_over_string_choices_logs_every_trial_and_resume_adds_nothing(tmp_path, capfd, caplog, monkeypatch):
     """Trial ids hold ``optimizer='adam'``; the study name holds a quote too."""
     name = "o'brien-optimizers"
     study_file = write_study(tmp_path / "s.toml", STUDY.format(name=name, steps=40, uri="default"))
@@ -97,7 +100,8 @@ def test_a_study_over_string_choices_logs_every_trial_and_resume_adds_nothing(tm
     assert sorted(r.data.params["optimizer"] for r in runs.values()) == ["adam", "adam", "sgd", "sgd"]
     assert stored == {trial_id: run.info.run_id for trial_id, run in runs.items()}  # each trial knows its run
 
-    resumed = cli("tune", str(study_file), "--no-progress", "--resume", cwd=tmp_path)
+    resumed = cli_in_process("tune", str(study_file), "--no-progress", "--resume", cwd=tmp_path, capfd=capfd,
+                              caplog=caplog, monkeypatch=monkeypatch, workers=True)
     assert resumed.returncode == 0, resumed.stderr
     assert WARNING not in resumed.stderr and "completed" not in resumed.stdout  # nothing ran again
     assert {t: r.info.run_id for t, r in mlflow_trial_runs(uri, name).items()} == stored  # nothing re-logged
@@ -132,9 +136,11 @@ def _tune_watching_stderr(study_file: Path, cwd: Path) -> tuple[int, list[tuple[
     "never answers",
 ])
 def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_resume_logs_the_trials(
-        server, tmp_path, blackhole):
+        server, tmp_path, blackhole, capfd, caplog, monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}" if server == "closed port" else blackhole.url
-    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="down", steps=300, uri=uri))
+    # 40 busy steps a trial, as elsewhere: no assertion depends on how long the trials take (the 10 s
+    # guards against MLflow's own time limits and retries, 15 s a request; the probe gives up after 3)
+    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="down", steps=40, uri=uri))
     status, lines, stdout = _tune_watching_stderr(study_file, tmp_path)
     assert status == 0, lines
     assert stdout.count("completed") == 4  # the study went on
@@ -150,7 +156,8 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_resume_lo
     # the tracking store is back (here: a local one): --resume logs the four, runs nothing
     local = "sqlite:///" + str(tmp_path / "mlflow.db")
     study_file.write_text(study_file.read_text().replace(uri, local))
-    resumed = cli("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path)
+    resumed = cli_in_process("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path, capfd=capfd,
+                              caplog=caplog, monkeypatch=monkeypatch, workers=True)
     assert resumed.returncode == 0 and WARNING not in resumed.stderr, resumed.stderr
     assert "completed" not in resumed.stdout
     runs = mlflow_trial_runs(local, "down")
@@ -186,14 +193,19 @@ def test_the_probe_tells_a_server_that_answers_from_one_that_does_not(blackhole)
     ("not-sqlite.db", "is not an SQLite database"),
     ("a-folder", "is not a file"),
 ])
-def test_a_tracking_store_that_cannot_exist_is_one_line_before_any_trial(where, expected, tmp_path):
+def test_a_tracking_store_that_cannot_exist_is_one_line_before_any_trial(where, expected, tmp_path, capfd, caplog,
+                                                                           monkeypatch):
     (tmp_path / "not-sqlite.db").write_text("hello")
     (tmp_path / "a-folder").mkdir()
     path = where if where.startswith("/") else str(tmp_path / where)
     study_file = write_study(tmp_path / "s.toml", STUDY.format(name="nowhere", steps=40, uri="sqlite:///" + path))
     before = _tree(tmp_path)
     started = time.monotonic()
-    refused = cli("tune", str(study_file), "--no-progress", cwd=tmp_path)
+    if where == "/dev/null/x.db":  # one real process; the same refusal of the others in this one
+        refused = cli("tune", str(study_file), "--no-progress", cwd=tmp_path)
+    else:
+        refused = cli_in_process("tune", str(study_file), "--no-progress", cwd=tmp_path, capfd=capfd, caplog=caplog,
+                                  monkeypatch=monkeypatch)
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.startswith("frugalml: error: ") and refused.stderr.count("\n") == 1, refused.stderr
     assert expected in refused.stderr and "mlflow_uri" in refused.stderr
@@ -219,7 +231,7 @@ def _statuses(uri: str, experiment: str) -> tuple[str, list[str]]:
 
 
 @pytest.mark.slow  # Ctrl-C then --resume runs end to end in tests/cli; a run left RUNNING ended KILLED: below
-def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
+def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path, capfd, caplog, monkeypatch):
     # the second trial waits for `release`: Ctrl-C comes once the first one's MLflow run exists, however
     # long a loaded driver takes to log it (racing timed trials, the study sometimes ended first)
     release = tmp_path / "release"
@@ -250,17 +262,20 @@ def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path):
     assert parent == "KILLED" and trials and "RUNNING" not in trials
 
     release.touch()
-    resumed = cli("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path)
+    resumed = cli_in_process("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path, capfd=capfd,
+                              caplog=caplog, monkeypatch=monkeypatch, workers=True)
     assert resumed.returncode == 0, resumed.stderr
     parent, trials = _statuses(uri, "interrupted")
     assert parent == "FINISHED" and trials == ["FINISHED"] * 4
     assert set(mlflow_trial_runs(uri, "interrupted")) == set(store.mlflow_runs())
 
 
-def test_a_study_that_fails_ends_its_mlflow_run_failed(tmp_path):
+def test_a_study_that_fails_ends_its_mlflow_run_failed(tmp_path, capfd, caplog, monkeypatch):
     write_study(tmp_path / "s.toml", STUDY.format(name="broken", steps=40, uri="default").replace(
         'train = "trainers:steady"\ntrain_kwargs = { steps = 40, step_s = 0.002 }', 'train = "trainers:never_steps"'))
-    failed = cli("tune", str(tmp_path / "s.toml"), "--no-progress", cwd=tmp_path)
+    # in this process (tests/cli runs a never-stepping study's one-line error in a real one); its trial in a worker
+    failed = cli_in_process("tune", str(tmp_path / "s.toml"), "--no-progress", cwd=tmp_path, capfd=capfd,
+                             caplog=caplog, monkeypatch=monkeypatch, workers=True)
     assert failed.returncode == 2 and "trial.step" in failed.stderr, failed.stderr
     parent, trials = _statuses(default_uri(tmp_path / "out"), "broken")
     assert parent == "FAILED" and "RUNNING" not in trials
