@@ -30,7 +30,8 @@ from helpers import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 # Keras (torch backend) converts its variables with np.array(x, copy=False) on every predict call
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _network_labels(model: Any, rows: np.ndarray) -> list[int]:

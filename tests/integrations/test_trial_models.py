@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 import torch_trainers
@@ -22,6 +23,9 @@ from frugalml.lineage import model_lineage
 from frugalml.records import TrialRecord
 from frugalml.registry import register
 from frugalml.tracking import MlflowTracker, default_uri
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _labels(predictions) -> list[int]:
