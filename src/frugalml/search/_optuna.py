@@ -15,6 +15,9 @@ from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search._samplers import Config, Cost, Sampler, Screen, Search, objective_values
 from frugalml.search._space import config_id, fixed_values, to_distributions
 
+#: Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
+CONSTRAINED = hasattr(optuna.trial.Trial, "set_constraint")
+
 
 class OptunaSampler(Sampler):
     """Random, TPE or NSGA-II proposals through Optuna's ask-and-tell interface.

@@ -129,12 +129,10 @@ class Search:
         when ``cost_aware`` (random, TPE and NSGA-II; grid search runs its grid)."""
         if self.method == "grid":
             return GridSampler(self.space, self.points)
-        import optuna  # lazy: ~0.2 CPU-s that grid search, serving and registering never need
+        # lazy: Optuna's import costs ~0.2 CPU-s that grid search, serving and registering never need
+        from frugalml.search._optuna import CONSTRAINED, OptunaSampler
 
-        from frugalml.search._optuna import OptunaSampler
-
-        # Trial.set_constraint is Optuna >= 5; older Optuna gets plain search
-        constrained = self.constraints and hasattr(optuna.trial.Trial, "set_constraint")
+        constrained = self.constraints and CONSTRAINED
         return OptunaSampler(self, budget if constrained else None, screen, cost if self.cost_aware else None, spent)
 
 
