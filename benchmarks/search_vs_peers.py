@@ -16,7 +16,11 @@ telling the sampler its constraint values), a second condition in Ray's stopper.
   stopped by the watchdog when they break the budget;
 * ``frugalml+``: the same, plus successive halving among feasible trials (``[stopping]
   halving``), predicted budget stops (``[stopping] predicted``) and a screening sampler
-  (``[prediction] screen``: the cost model rejects candidates predicted over budget);
+  (``[prediction] screen``: the cost model rejects candidates that may break the budget);
+* ``frugalml+gp`` (not run by default): ``[search] method = "gp"`` (Optuna's GPSampler) with
+  predicted stops and screening; no halving (the GP learns nothing from halved trials) and
+  no cost-aware sampling (frugalml refuses it with the GP). ``--ours frugalml+gp`` takes the
+  ratio for it; ``--method`` sets the sampler of every other frugalml arm;
 * ``optuna``: c-TPE: Optuna's ``TPESampler`` with ``MedianPruner`` and
   ``trial.set_constraint`` on the peak memory the objective measured (RSS - shared, psutil,
   at every report), two worker processes sharing a journal storage. Since Optuna 5.0,
@@ -53,6 +57,7 @@ the best feasible loss by fixed CPU budgets.
         [--budget-mb 200] [--max-step-ms MS] [--arms frugalml,frugalml+,optuna,optuna-gp,ray,ray-optuna,random]
         [--levels 0.01,0.03,0.05] [--json out.json] [--target-value V]
     python benchmarks/search_vs_peers.py --rescore run1.json [run2.json ...] [--levels 0.01,0.03,0.05]
+        [--rename OLD=NEW] [--ours ARM]
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ from _quality_ladder import LEVELS, anytime_info, format_anytime, format_ladder,
 MECHANISMS = ("halving", "predicted", "screen", "cost")  # what frugalml+ adds; an ablation arm drops one
 ABLATION = tuple(f"frugalml+-{m}" for m in MECHANISMS)
 ARMS = ("frugalml", "frugalml+", "optuna", "optuna-gp", "ray", "ray-optuna", "random", "optuna-ctpe",
-        *ABLATION, "frugalml+nocost")
+        *ABLATION, "frugalml+nocost", "frugalml+gp")
 DEFAULT_ARMS = ARMS[:7]
 OURS = "frugalml+"  # the arm the ratio is taken for
 PEERS = ("optuna", "optuna-gp", "ray", "ray-optuna", "random", "optuna-ctpe")  # every arm not frugalml's
@@ -192,13 +197,14 @@ class Plus:
     min_steps: int | None = None  # first rung; default: the first window
     reduction_factor: int = 3
     cost_aware: bool = True
+    method: str = "tpe"  # the sampler of every frugalml arm (frugalml's [search] method)
 
 
 PLUS = Plus()
 
 
 def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanisms: frozenset[str],
-                 workers: int) -> list[Finished]:
+                 workers: int, method: str | None = None) -> list[Finished]:
     """A frugalml study with ``mechanisms`` (of :data:`MECHANISMS`) on: none is arm ``frugalml``."""
     stopping: dict[str, Any] = {}
     prediction: dict[str, Any] = {}
@@ -227,7 +233,7 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanis
                                  record.feasible and record.status is not TrialStatus.FAILED, broke,
                                  int(record.params["batch_size"]), max(peaks) if peaks else None,
                                  record.status is not TrialStatus.SKIPPED,
-                                 dict(record.params) if bench.algorithm in NETWORKS else None,
+                                 dict(record.params),
                                  max(steps) if steps else None))
 
     with tempfile.TemporaryDirectory(prefix="frugalml-peers-") as directory:
@@ -238,7 +244,7 @@ def run_frugalml(bench: Workbench, space: dict, trials: int, seed: int, mechanis
             workloads=[Workload(dataset=None if bench.path else bench.dataset, path=bench.path, target=bench.target,
                                 algorithm=bench.algorithm, data_format=bench.data_format, epochs=10_000,
                                 max_steps=bench.steps, eval_every=bench.eval_every)],
-            search=Search(method="tpe", space=space, n_trials=trials, seed=seed, cost_aware="cost" in mechanisms),
+            search=Search(method=method or PLUS.method, space=space, n_trials=trials, seed=seed, cost_aware="cost" in mechanisms),
             budget={"max_memory_mb": bench.budget_mb,
                     **({"max_mean_step_ms": bench.max_step_ms} if bench.max_step_ms is not None else {})},
             stopping=stopping, prediction=prediction,
@@ -473,7 +479,10 @@ def frugalml_mechanisms(arm: str) -> frozenset[str]:
     (less cost-aware sampling with ``--no-cost-aware``); ``frugalml+-M`` all but ``M``."""
     if arm == "frugalml":
         return frozenset()
-    plus = frozenset(MECHANISMS) - (frozenset() if PLUS.cost_aware else {"cost"})
+    if arm == "frugalml+gp":  # the GP ignores halved (pruned) trials, and frugalml refuses cost-aware GP search
+        return frozenset({"predicted", "screen"})
+    # frugalml refuses cost-aware GP search (a deferred candidate comes straight back)
+    plus = frozenset(MECHANISMS) - (frozenset() if PLUS.cost_aware and PLUS.method != "gp" else {"cost"})
     off = {"frugalml+nocost": "cost"}.get(arm) or (arm.split("+-", 1)[1] if "+-" in arm else None)
     return plus - {off}
 
@@ -483,7 +492,8 @@ def frugalml_mechanisms(arm: str) -> frozenset[str]:
 
 def run_arm(arm: str, bench: Workbench, space: dict, trials: int, seed: int, workers: int) -> list[Finished]:
     if arm.startswith("frugalml"):
-        return run_frugalml(bench, space, trials, seed, frugalml_mechanisms(arm), workers)
+        return run_frugalml(bench, space, trials, seed, frugalml_mechanisms(arm), workers,
+                            "gp" if arm == "frugalml+gp" else None)
     if arm == "optuna":
         return run_optuna(bench, space, trials, seed, "tpe", workers)
     if arm == "optuna-ctpe":
@@ -633,16 +643,20 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
     return summary
 
 
-def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, out: str | None = None) -> None:
-    """Score stored runs again (``--json`` files, merged by arm; the target is the best of theirs);
-    with ``out``, write the merged runs and the new summary there."""
+def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, out: str | None = None,
+            rename: dict[str, str] | None = None) -> None:
+    """Score stored runs again (``--json`` files, merged by arm, ``rename``\ d; the target is the
+    best of their targets and of every feasible trial they hold); with ``out``, write the merged
+    runs and the new summary there."""
     runs: dict[str, list[list[Finished]]] = {}
     targets = []
     for path in paths:
         stored = json.loads(Path(path).read_text())
         targets.append(stored["summary"]["target"])
         for arm, per_seed in stored["runs"].items():
+            arm = (rename or {}).get(arm, arm)
             runs.setdefault(arm, []).extend([[Finished(**f) for f in done] for done in per_seed])
+    targets.extend(best_feasible(done) for per_seed in runs.values() for done in per_seed)
     summary = report(runs, min(targets) if target is None else target, levels)
     if out:
         Path(out).write_text(json.dumps(
@@ -652,6 +666,7 @@ def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, o
 
 
 def main() -> None:
+    global OURS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="mnist_784")
     parser.add_argument("--path", help="a CSV/parquet/npz file instead of a built-in dataset")
@@ -676,18 +691,24 @@ def main() -> None:
     parser.add_argument("--halving-min-steps", type=int, help="frugalml+: steps to the first rung (default: a window)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="frugalml+: halving's eta")
     parser.add_argument("--no-cost-aware", action="store_true", help="frugalml+ without cost-aware sampling")
+    parser.add_argument("--method", default="tpe", choices=("tpe", "gp", "random"),
+                        help="the sampler of the frugalml arms ([search] method; gp: without cost-aware sampling)")
     parser.add_argument("--ablation", action="store_true",
                         help="arms frugalml+ and frugalml+-M for each mechanism M (overrides --arms)")
     parser.add_argument("--rescore", nargs="+", metavar="JSON", help="score earlier --json runs again (no runs)")
+    parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                        help="with --rescore: call arm OLD of the stored runs NEW")
+    parser.add_argument("--ours", default=OURS, help="the arm the ratio to the best peer is taken for")
     parser.add_argument("--levels", "--tolerances", default="0.01,0.03,0.05",
                         help="the quality ladder: within these fractions of the best feasible loss")
     args = parser.parse_args()
     levels = tuple(float(t) for t in args.levels.split(","))
+    OURS = args.ours
     if args.rescore:
-        rescore(args.rescore, levels, args.target_value, args.json)
+        rescore(args.rescore, levels, args.target_value, args.json, dict(r.split("=", 1) for r in args.rename))
         return
-    PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware = (
-        args.halving_min_steps, args.reduction_factor, not args.no_cost_aware)
+    PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware, PLUS.method = (
+        args.halving_min_steps, args.reduction_factor, not args.no_cost_aware, args.method)
     arms = ["frugalml+", *ABLATION] if args.ablation else [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:

@@ -200,7 +200,7 @@ class Study:
         self.prediction_settings()
         self.deployment()
         if self.prediction.get("screen") and self.search.method == "grid":
-            raise ConfigError("[prediction] screen rejects the candidates of random, tpe or nsga2 before they are "
+            raise ConfigError("[prediction] screen rejects the candidates of random, tpe, gp or nsga2 before they are "
                               "proposed; grid search runs its grid (skip = true skips within it). Drop screen.")
         if self.search.cost_aware and not self.prediction:
             raise ConfigError("[search] cost_aware weighs candidates by the cost model's predictions; add a "

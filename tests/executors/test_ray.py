@@ -38,10 +38,16 @@ from frugalml.tracking import default_uri  # noqa: E402
 from helpers import TESTS, cli, free_port, halving_study, mlflow_trial_runs, write_study  # noqa: E402
 
 
-def _cluster_processes(tag: str) -> list[psutil.Process]:
+def _cluster_processes(tag: str, port: int) -> list[psutil.Process]:
+    """The processes naming ``tag`` (the cluster's temporary directory), and the head's Ray Client
+    server, which names only the head's ``port`` (``--address=IP:PORT``); with their children."""
     found: dict[int, psutil.Process] = {}
+
+    def ours(arg: str) -> bool:
+        return tag in arg or (arg.startswith("--address=") and arg.endswith(f":{port}"))
+
     for process in psutil.process_iter(["cmdline"]):
-        if process.pid != os.getpid() and any(tag in arg for arg in process.info["cmdline"] or ()):
+        if process.pid != os.getpid() and any(map(ours, process.info["cmdline"] or ())):
             found[process.pid] = process
             try:
                 found.update((child.pid, child) for child in process.children(recursive=True))
@@ -52,8 +58,11 @@ def _cluster_processes(tag: str) -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes with one CPU each, the second offering an ``edge`` resource (a target device
-    class to measure serving costs on); yields (address, node cache dir)."""
+    """Two Ray nodes with one CPU and two (logical, fake) GPUs each, the second offering an ``edge``
+    resource (a target device class to measure serving costs on); yields (address, node cache dir).
+
+    Every node declares the same GPUs, so Ray's placement of CPU-only tasks (it keeps them off GPU
+    nodes while others have room) is as on a GPU-less cluster; only tasks asking for GPUs get any."""
     temp_dir = tempfile.mkdtemp(prefix="frugalml-ray-", dir="/tmp")  # short: Ray's socket paths are limited
     cache = Path(temp_dir) / "node-cache"
     port = free_port()
@@ -64,7 +73,7 @@ def cluster():
         **os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "FRUGALML_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
     }
-    common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True, timeout=120)
@@ -73,7 +82,7 @@ def cluster():
         yield f"127.0.0.1:{port}", cache
     finally:
         ray.shutdown()
-        for process in _cluster_processes(temp_dir):
+        for process in _cluster_processes(temp_dir, port):
             try:
                 process.kill()
             except psutil.Error:
@@ -245,7 +254,7 @@ backend = "ray"
 
 [[workloads]]
 train = "trainers:steady"
-train_kwargs = {{ steps = 400, step_s = 0.002 }}
+train_kwargs = {{ steps = 100, step_s = 0.002 }}
 eval_every = 50
 name = "steady"
 
@@ -419,12 +428,13 @@ def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):
     assert no_ray.returncode == 2 and "pip install 'frugalml[ray]'" in no_ray.stderr
 
 
-def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(tmp_path):
-    """Ray counts GPUs as a logical resource: declaring two on a GPU-less machine lets
-    the test check reservation and CUDA_VISIBLE_DEVICES, not any GPU metric."""
+def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(cluster, tmp_path):
+    """Ray counts GPUs as a logical resource: the module cluster's nodes declare two each on a
+    GPU-less machine, which lets the test check reservation and CUDA_VISIBLE_DEVICES, not any
+    GPU metric. The study reuses a Ray this test initialised (address None), as a user's would."""
+    address, _ = cluster
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
     try:
         study = Study(
             name="gpus", directory=str(tmp_path / "gpus"), workers=2, backend="ray", mlflow_uri=None, gpus_per_trial=1,
@@ -439,4 +449,3 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(tmp_path):
         assert not (tmp_path / "too-many" / "frugalml.db").exists()
     finally:
         ray.shutdown()
-

@@ -39,7 +39,7 @@ def test_a_completed_trial_s_warm_up_window_does_not_make_it_infeasible():
     assert constraint_values([warm], {"max_mean_step_ms": 50}) == {"max_mean_step_ms": pytest.approx(-0.1)}
 
 
-@pytest.mark.parametrize("method", ["tpe", "nsga2"])
+@pytest.mark.parametrize("method", ["tpe", "gp", "nsga2"])
 def test_the_sampler_stores_constraints_and_ranks_infeasible_trials_below(method):
     search = Search(method=method, space={"batch_size": [30, 300, 3000, 30000]}, n_trials=3, seed=0)
     sampler = search.sampler(BUDGET)

@@ -105,6 +105,20 @@ def test_the_gate_skips_what_the_model_puts_over_budget_at_the_confidence():
         config_id="30000", params={"batch_size": 30000}, steps_planned=40, number=9) is None
 
 
+def test_screening_rejects_what_may_break_the_budget_and_skipping_waits_for_what_surely_does():
+    """At the edge, the point prediction fits but its 90% upper bound does not: a screening
+    sampler draws again (cheap), while skipping, which loses the configuration, does not skip."""
+    records = grid([30, 300, 3000, 10000])
+    edge = gate(records, {"max_memory_mb": 225})
+    batch = 16_500
+    predicted = edge.predict({"batch_size": batch}, 40)["peak_memory_mb"]
+    assert predicted.low < predicted.value < 225 < predicted.high  # the case: it may break, likely fits
+    violations = edge.violations({"batch_size": batch}, 40)
+    assert violations == {"max_memory_mb": pytest.approx(predicted.high / 225 - 1)}
+    assert edge.skip(config_id=str(batch), params={"batch_size": batch}, steps_planned=40, number=9) is None
+    assert edge.violations({"batch_size": 3000}, 40) is None  # well inside: proposed
+
+
 def _network_record(width: int, memory: float) -> TrialRecord:
     windows = tuple(Window(10 * i, {"mean_step_ms": 5.0 + width / 100, "memory_mb": memory}) for i in range(1, 4))
     return TrialRecord(trial_id=f"w/{width}/r0", number=0, workload="w", config_id=str(width), repeat=0,

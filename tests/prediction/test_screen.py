@@ -107,6 +107,6 @@ def test_after_a_resume_new_proposals_never_reuse_a_stored_configurations_id():
 
 
 def test_screening_is_for_samplers_that_propose():
-    with pytest.raises(ConfigError, match=r"\[prediction\] screen rejects the candidates of random, tpe or nsga2"):
+    with pytest.raises(ConfigError, match=r"\[prediction\] screen rejects the candidates of random, tpe, gp or nsga2"):
         Study(name="x", workloads=[Workload(dataset="diabetes", algorithm="svm")], budget={"max_memory_mb": 300},
               prediction={"screen": True})

@@ -186,15 +186,18 @@ class CostScreen:
         return self._cpu_s_per_step(params, self.predict(params, steps_planned))
 
     def violations(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, float] | None:
-        """``predicted / limit - 1`` of each budget ``params`` is more likely to break than not
-        (or that a configuration of the same cost features broke), else None: the a-priori
-        constraint a screening sampler rejects candidates on (HyperPower).
+        """``upper bound / limit - 1`` of each budget ``params`` may break (its prediction's
+        upper bound at ``confidence`` is over the limit, or a configuration of the same cost
+        features broke it), else None: the a-priori constraint a screening sampler rejects
+        candidates on (HyperPower).
 
-        Screening decides on the point prediction, not on the lower bound :meth:`skip`
-        waits for: a rejected candidate costs the sampler one more draw, while a skipped
-        configuration is lost to the study.
+        Screening is cautious where skipping is sure (:meth:`skip` waits for the lower
+        bound): a rejected candidate costs the sampler one more draw, while a proposal that
+        breaks the budget costs a trial start and is one more over-budget trial. On the point
+        prediction, a sampler drawn to a budget-bound optimum (a GP especially) proposes at
+        the predicted edge, where about half the candidates break it.
         """
-        broken = {key: ratio - 1.0 for key, ratio in self._broken(self.predict(params, steps_planned), "value").items()}
+        broken = {key: ratio - 1.0 for key, ratio in self._broken(self.predict(params, steps_planned), "high").items()}
         if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
             broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
         return broken or None
@@ -210,7 +213,7 @@ class CostScreen:
         return cpu.value * steps_planned / 1000.0, statistics.median(finished)
 
     def _broken(self, predictions: dict[str, Estimate], bound: str) -> dict[str, float]:
-        """Budget key -> ``bound`` (``"low"`` or ``"value"``) of its metric's prediction over the
+        """Budget key -> ``bound`` (``"low"`` or ``"high"``) of its metric's prediction over the
         limit, for each budget that bound breaks."""
         return {key: getattr(predictions[metric], bound) / limit for key, limit in self.budget.items()
                 if (metric := PREDICTED_METRICS[key]) in predictions and getattr(predictions[metric], bound) > limit}

@@ -1,4 +1,4 @@
-"""Search spaces and samplers (grid, random, TPE, NSGA-II via Optuna ask-and-tell)."""
+"""Search spaces and samplers (grid, random, TPE, GP, NSGA-II via Optuna ask-and-tell)."""
 
 from frugalml.search._samplers import METHODS, Config, GridSampler, Sampler, Search, objective_values
 from frugalml.search._space import MAX_CONFIGURATIONS, check_size, config_id, grid_size, to_distributions, validate_space

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import importlib.util
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from frugalml.search._space import (
     check_size, config_id, fixed_values, grid_size, validate_space,
 )
 
-METHODS = ("grid", "random", "tpe", "nsga2")
+METHODS = ("grid", "random", "tpe", "gp", "nsga2")
 KNOWN_METRICS = (
     VAL_LOSS, ACCURACY, RMSE, TRAIN_LOSS, MEAN_STEP_MS, MEMORY_MB, CPU_PERCENT, THROUGHPUT_SPS, WALL_S,
     *SERVING_METRICS,
@@ -43,10 +44,12 @@ class Search:
     """How configurations are chosen.
 
     Args:
-        method: ``grid`` (every combination, in order), ``random``, ``tpe`` or ``nsga2``
-            (Optuna samplers through ask-and-tell).
+        method: ``grid`` (every combination, in order), ``random``, ``tpe``, ``gp`` or ``nsga2``
+            (Optuna samplers through ask-and-tell). ``gp`` is Optuna's Gaussian-process sampler
+            (log expected improvement times the probability of fitting the budgets): for small
+            continuous spaces and few trials; it needs PyTorch.
         space: parameter → list of choices, a ``{low, high, log, int}`` range, or a fixed value.
-        n_trials: configurations to try (random/tpe/nsga2; grid tries them all).
+        n_trials: configurations to try (random/tpe/gp/nsga2; grid tries them all).
         objectives: metrics to optimise, e.g. ``["val_loss"]`` or
             ``["val_loss", "mean_step_ms"]`` (multi-objective). ``accuracy`` and
             ``throughput_sps`` are maximised, everything else minimised.
@@ -101,6 +104,13 @@ class Search:
         for flag in ("constraints", "cost_aware"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"[search] '{flag}' must be true or false. Got {getattr(self, flag)!r} instead.")
+        if self.method == "gp" and importlib.util.find_spec("torch") is None:
+            raise ConfigError("[search] method = \"gp\" runs Optuna's GPSampler, which needs PyTorch: "
+                              "pip install torch (or frugalml[torch]), or use method = \"tpe\".")
+        if self.cost_aware and self.method == "gp":
+            raise ConfigError("[search] cost_aware defers costly candidates for a redraw, and the GP redraws the same "
+                              "point (its model has not changed): use method = \"tpe\" or \"random\" with "
+                              "cost_aware, or drop cost_aware.")
         if self.cost_aware and self.method == "grid":
             raise ConfigError("[search] cost_aware weighs the proposals of random, tpe or nsga2; grid search runs "
                               "every configuration. Use another method or drop cost_aware.")
