@@ -65,7 +65,7 @@ def cluster() -> Iterator[str]:
                        env=env, check=True, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        for process in _cluster_processes(temp_dir):
+        for process in _cluster_processes(temp_dir, port):
             with contextlib.suppress(psutil.Error):
                 process.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)
