@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from frugalml import ConfigError, Search, TrialRecord, TrialStatus, Window
+from frugalml import ConfigError, Search, StopInfo, TrialRecord, TrialStatus, Window
 
 SPACE = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
          "learning_rate": {"low": 1e-5, "high": 1.0, "log": True}}
@@ -65,7 +65,6 @@ def test_an_infeasible_trial_is_told_to_the_gp_as_the_best_value_seen():
     assert broke.state.name == "PRUNED"
     sampler._remaining = 1
     fourth = sampler.ask()
-    from frugalml import StopInfo
     sampler.tell(fourth, [TrialRecord(trial_id="w/f/r0", number=3, workload="w", config_id=fourth.config_id,
                                       repeat=0, params=dict(fourth.params), status=TrialStatus.STOPPED, steps_done=1,
                                       windows=(Window(1, {"memory_mb": 260.0}),),

@@ -79,7 +79,13 @@ class OptunaSampler(Sampler):
         self._asked: dict[str, optuna.trial.Trial] = {}
         self._remaining = search.n_trials or 0
         self.multi = multi
-        self._seen: list[list[float]] = []  # objective values of feasible trials (infeasible ones' placeholders)
+        # told for infeasible trials: the best objective values seen for the GP, the worst for the rest
+        # (see _placeholder); the same sampler, so decided once, as is how dear a draw is
+        gp = search.method == "gp"
+        self._placeholder_values: list[float] | None = None
+        self._placeholder_is_best = gp
+        self._max_screened = self.MAX_SCREENED_GP if gp else self.MAX_SCREENED
+        self._drawing = _one_torch_thread if gp else contextlib.nullcontext
         self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
         self.screen = screen
         self.screened = 0
@@ -92,11 +98,11 @@ class OptunaSampler(Sampler):
         if self._remaining <= 0:
             return None
         self._remaining -= 1
-        with _one_torch_thread() if self.search.method == "gp" else contextlib.nullcontext():
+        with self._drawing():
             return self._ask()
 
     def _ask(self) -> Config:
-        for _ in range(self.MAX_SCREENED_GP if self.search.method == "gp" else self.MAX_SCREENED):
+        for _ in range(self._max_screened):
             trial = self.study.ask(self.distributions)
             params = {**self.fixed, **trial.params}
             violations = self.screen(params) if self.screen is not None else None
@@ -159,7 +165,10 @@ class OptunaSampler(Sampler):
         return constraint_values(records, self.budget)
 
     def _note(self, values: Sequence[float]) -> None:
-        self._seen.append(list(values))
+        """Keep the best (GP) or worst (the rest) objective values seen, per objective."""
+        kept = self._placeholder_values or list(values)
+        keep_min = [(d == "minimize") == self._placeholder_is_best for d in self.search.directions]
+        self._placeholder_values = [min(k, v) if low else max(k, v) for k, v, low in zip(kept, values, keep_min)]
 
     def _placeholder(self, records: Sequence[TrialRecord]) -> float | list[float]:
         """Objective values for an infeasible trial (what it measured if nothing feasible was).
@@ -170,10 +179,8 @@ class OptunaSampler(Sampler):
         budget's edge, where a budget-bound optimum lies, is bad; its feasibility model keeps
         proposals off the far side.
         """
-        if self._seen:
-            signs = [1.0 if d == "minimize" else -1.0 for d in self.search.directions]
-            columns = [sorted(s * v for v in column) for s, column in zip(signs, zip(*self._seen))]
-            values = [s * c[0 if self.search.method == "gp" else -1] for s, c in zip(signs, columns)]
+        if self._placeholder_values:
+            values = list(self._placeholder_values)
         else:
             values = _squash([
                 next((v for r in records if (v := r.last(o)) is not None and math.isfinite(v)), 0.0)
