@@ -14,7 +14,12 @@ number of steps), an evaluation every ``--eval-every`` steps, ``--workers`` tria
   prepared split memory-mapped per trial, the same ``SGDClassifier``, the same
   ``partial_fit`` batches, the same per-step hinge loss on the batch, the same
   evaluations on the test split), BLAS limited to one thread per worker as frugalml's
-  workers are.
+  workers are (threadpoolctl, after the worker started).
+* **pool-blas1** (``--also pool-blas1``): the same pool with OpenBLAS loaded with one
+  thread (``OPENBLAS_NUM_THREADS=1``), as frugalml's forkserver loads it. Its workers live
+  for the whole map, so the cost of a worker's first BLAS calls with a bigger thread pool
+  (~0.15 CPU-s, see ``frugalml._blas_threads``) is paid twice, not once a trial; both pools
+  are printed, and each frugalml arm is also compared with the faster of the two.
 
 Each run is a fresh Python process, as a user's would be (imports, forkserver and
 MLflow start-up included); rounds alternate the arms (pool, frugalml, [extra variants],
@@ -41,7 +46,7 @@ its baseline under the same load (with ``--breakdown``, the baseline gets its
 instrumented run too).
 
     nice -n 5 python benchmarks/grid_vs_pool.py [--steps 24] [--eval-every 6] [--rounds 3]
-        [--workers 2] [--also no-mlflow,no-pin] [--base-src DIR] [--breakdown]
+        [--workers 2] [--also no-mlflow,no-pin,pool-blas1] [--base-src DIR] [--breakdown]
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-mlflow": {"mlflow_uri": None},
     "no-pin": {"pin": False},
     "no-mlflow-no-pin": {"mlflow_uri": None, "pin": False},
+}
+#: pool variants: environment of the pool's process (``pool`` is the reference every ratio is against)
+POOLS: dict[str, dict[str, str]] = {
+    "pool": {},
+    # OpenBLAS loaded with one thread, not one a core: what frugalml's forkserver does since 2026-12-06
+    "pool-blas1": {"OPENBLAS_NUM_THREADS": "1"},
 }
 REL_TOL = 1e-9
 
@@ -371,7 +382,9 @@ BASE = "@base"  # an arm's suffix: frugalml imported from --base-src
 
 def run_arm(arm: str, number: int, args: argparse.Namespace, data_dir: str, instrument: bool = False) -> Run:
     variant, env = arm, None
-    if arm.endswith(BASE):
+    if arm in POOLS:
+        variant, env = "pool", {**os.environ, **POOLS[arm]}
+    elif arm.endswith(BASE):
         variant = arm[: -len(BASE)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [args.base_src,
                                                                          os.environ.get("PYTHONPATH")]))}
@@ -446,8 +459,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=6, help="steps per evaluation window (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating runs (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="trials at once, in both arms (default 2)")
-    parser.add_argument("--also", default="", help="more frugalml arms, comma-separated: "
-                        + ", ".join(v for v in VARIANTS if v != "frugalml"))
+    parser.add_argument("--also", default="", help="more arms, comma-separated: "
+                        + ", ".join(v for v in [*VARIANTS, *POOLS] if v not in ("frugalml", "pool")))
     parser.add_argument("--base-src", help="after each frugalml arm, the same arm with frugalml imported from here")
     parser.add_argument("--breakdown", action="store_true", help="add one instrumented frugalml run")
     # internal: one arm in this process
@@ -464,14 +477,16 @@ def main() -> None:
         return
 
     extra = [name.strip() for name in args.also.split(",") if name.strip()]
-    unknown = [name for name in extra if name not in VARIANTS]
+    unknown = [name for name in extra if name not in VARIANTS and name not in POOLS or name in ("frugalml", "pool")]
     if unknown:
-        parser.error(f"--also takes {', '.join(v for v in VARIANTS if v != 'frugalml')}; got {unknown}")
+        parser.error(f"--also takes {', '.join(v for v in [*VARIANTS, *POOLS] if v not in ('frugalml', 'pool'))}; "
+                     f"got {unknown}")
     if args.base_src:
         args.base_src = os.path.abspath(args.base_src)
         if not os.path.isdir(os.path.join(args.base_src, "frugalml")):
             parser.error(f"--base-src {args.base_src} holds no frugalml package")
-    arms = ["pool", *(a for variant in ["frugalml", *extra] for a in [variant, *([variant + BASE] if args.base_src else [])])]
+    arms = ["pool", *(a for variant in ["frugalml", *extra]
+                      for a in [variant, *([variant + BASE] if args.base_src and variant not in POOLS else [])])]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start, nice {os.nice(0)}")
     from frugalml.tracking._template import template_path
     from frugalml.workloads import prepare_dataset, resolve_dataset
@@ -511,6 +526,17 @@ def main() -> None:
         outside = statistics.median(r.data["cpu_s"] - r.work_cpu_s for _, r in pairs)
         print(f"  {'':18} CPU-s {cpu:.3f} x the pool's; CPU-s outside the trials' own work {outside:.1f} "
               f"(pool {statistics.median(p.data['cpu_s'] - p.work_cpu_s for p, _ in pairs):.1f})")
+    pools = [arm for arm in arms if arm in POOLS]
+    if runs and len(pools) > 1:
+        print(f"arm / the faster of {', '.join(pools)} in its round (median over rounds):")
+        for arm in (a for a in arms if a not in POOLS):
+            ratios = []
+            for number in range(1, args.rounds + 1):
+                fastest = min((r for r in runs if r.arm in POOLS and r.round == number), key=lambda r: r.wall_s)
+                mine = next(r for r in runs if r.arm == arm and r.round == number)
+                ratios.append((mine.wall_s / fastest.wall_s, mine.data["cpu_s"] / fastest.data["cpu_s"]))
+            print(f"  {arm:18} process {statistics.median(w for w, _ in ratios):.3f}   "
+                  f"CPU-s {statistics.median(c for _, c in ratios):.3f}")
     if runs:
         print("  (overhead a trial: (arm - pool) wall x workers / trials: the extra time each trial holds a worker slot;\n"
               "   CPU-s: every process of the run, the driver's threads, the forkserver and the workers; a busy\n"

@@ -15,6 +15,7 @@ from typing import Iterator
 from types import SimpleNamespace
 
 import httpx
+import psutil
 
 TESTS = Path(__file__).resolve().parent
 
@@ -197,8 +198,13 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
     def stop(self) -> None:
+        """Stop the server; fails the test if a process it started (a worker, a challenger, the
+        monitor) is still alive 3 s after it exited."""
         self.client.close()
+        children = []
         if self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(self.process.pid).children(recursive=True)
             self.process.terminate()
             try:
                 self.process.wait(timeout=15)
@@ -206,6 +212,26 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        alive = still_running(children, timeout=3)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        assert not alive, f"the server left {[p.pid for p in alive]} running after it exited"
+
+
+def still_running(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``timeout`` s; a zombie (exited, not yet
+    reaped by whoever adopted it) has stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def halving_study(directory, **execution):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 
 import psutil
 
@@ -37,3 +40,23 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def exit_with_parent() -> None:
+    """In a process started by :mod:`multiprocessing`: exit as soon as its parent process is gone.
+
+    For a child started from any thread of its parent (a process pool's, started on a request's
+    thread): the parent-death signal of :func:`die_with_parent` would fire when that thread
+    ends. This waits on the parent's sentinel instead, on a daemon thread of the child; a
+    no-op where the start method gives no sentinel.
+    """
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def wait() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="frugalml-exit-with-parent", daemon=True).start()

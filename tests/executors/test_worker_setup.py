@@ -3,7 +3,9 @@ controller, and a driver that waits, not spins, while a worker that sent its las
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 import sys
 import time
 import uuid
@@ -27,7 +29,8 @@ def report_threads(trial) -> None:
 
     trial.step(loss=1.0)
     trial.set_info(threads=sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()}),
-                   warm=sys.modules.get(WARM_MODULE) is not None)
+                   warm=sys.modules.get(WARM_MODULE) is not None, blas_env=os.environ.get("OPENBLAS_NUM_THREADS"),
+                   frozen=gc.get_freeze_count())
 
 
 def linger_after_the_last_message(trial) -> None:
@@ -52,10 +55,14 @@ def test_a_worker_runs_with_its_tasks_thread_limits_set_through_the_forkservers_
         record = run(report_threads, cpus=cpus)
         assert record.status is TrialStatus.COMPLETED, record.error
         assert record.info["warm"] is True
+        # OpenBLAS loaded with one thread in the forkserver (frugalml._blas_threads), its heap frozen
+        assert record.info["blas_env"] == "1" and record.info["frozen"] > 0
         threads = [n for _, n in record.info["threads"]]
         assert threads and all(1 <= n <= cpus for n in threads), record.info["threads"]
         if cpus == 1:
             assert set(threads) == {1}
+        elif len(os.sched_getaffinity(0)) >= cpus:  # raised past the one it was loaded with
+            assert ("openblas", cpus) in [tuple(t) for t in record.info["threads"]], record.info["threads"]
 
 
 def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_its_last_message(monkeypatch):

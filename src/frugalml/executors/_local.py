@@ -40,7 +40,7 @@ from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
 # frugalml.workloads: the built-in training functions (else each worker imports them, ~17 ms); 0.5 MB more
 # for a worker that does not use them, and no forkserver to replace between built-in and user studies
-BASE_PRELOAD = ("frugalml._orphan_guard", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
+BASE_PRELOAD = ("frugalml._orphan_guard", "frugalml._blas_threads", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
                 "frugalml.executors._worker", "frugalml.workloads")
 PRELOAD = list(BASE_PRELOAD)  # what the next forkserver imports: the base and what the study's workers need
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence

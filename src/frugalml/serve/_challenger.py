@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from frugalml.exceptions import ConfigError, one_line
+from frugalml.processes import exit_with_parent
 from frugalml.serve._model import ServedModel, load_model
 from frugalml.serve._reference import Reference
 from frugalml.validation import POSITIVE, POSITIVE_INT, Interval, check
@@ -141,6 +142,7 @@ _MODEL: Any = None
 
 def _load(path: str, reference: str | None) -> None:
     global _MODEL
+    exit_with_parent()  # a server killed, or stopped before closing its challenger, leaves no process
     _MODEL = load_model(path, None, reference).model
 
 
