@@ -113,3 +113,23 @@ def test_mlflow_gets_artifacts_in_the_study_system_metrics_apart_and_the_study_o
     for run in trials:
         assert "system/memory_mb" in run.data.metrics and "system/mean_step_ms" in run.data.metrics
         assert "memory_mb" not in run.data.metrics and "val_loss" in run.data.metrics
+
+
+def test_a_resume_with_every_trial_recorded_starts_no_worker_and_one_with_a_trial_left_does(study_dir, monkeypatch):
+    """The forkserver imports the ML stack (torch, for a network: seconds): only for trials to run."""
+    import frugalml.tuner._tuner as tuner_module
+
+    started = []
+    real = tuner_module.start_workers_early
+    monkeypatch.setattr(tuner_module, "start_workers_early", lambda study: (started.append(study.name), real(study)))
+
+    def study(offsets: list[float]) -> Study:
+        return Study(name="resumed", workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 4})],
+                     search=Search(space={"offset": offsets}), repeats=2, directory=str(study_dir), mlflow_uri=None)
+
+    first = tune(study([0.0, 0.1]))
+    assert len(first.records) == 4 and started == ["resumed"]
+    again = tune(study([0.0, 0.1]), resume=True)
+    assert [r.trial_id for r in again.records] == [r.trial_id for r in first.records] and started == ["resumed"]
+    more = tune(study([0.0, 0.1, 0.2]), resume=True)  # a value added: two trials to run
+    assert len(more.records) == 6 and started == ["resumed", "resumed"]

@@ -178,7 +178,7 @@ class Study:
                 f"execution 'hang_timeout_s' must be a number of seconds > 0. Got {self.hang_timeout_s!r} instead."
             )
         _positive_int("study 'repeats'", self.repeats)
-        per_workload = len(self.search.points or ()) or self.search.n_trials or grid_size(self.search.space)
+        per_workload = self.configurations_per_workload
         check_size(f"The study ({per_workload:,} configurations x {self.repeats} repeats x "
                    f"{len(self.workloads)} workloads)", per_workload * self.repeats * len(self.workloads),
                    "search fewer configurations or run fewer repeats")
@@ -227,6 +227,11 @@ class Study:
     @property
     def path(self) -> Path:
         return Path(self.directory) if self.directory else Path(STUDIES_ROOT) / self.name
+
+    @property
+    def configurations_per_workload(self) -> int:
+        """The most configurations a workload tries: its listed points, ``n_trials``, or the grid."""
+        return len(self.search.points or ()) or self.search.n_trials or grid_size(self.search.space)
 
     def stopping_rules(self) -> list[StoppingRule]:
         return rules_from_config(self.budget, self.stopping) + as_rules(self.rules)

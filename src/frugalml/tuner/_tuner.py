@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import sys
 import warnings
@@ -108,13 +109,20 @@ class Tuner:
         if self._local_workers:
             # before anything is written, or a worker started
             check_local_resources(study.cpus_per_trial, study.gpus_per_trial, study.pin)
-            start_workers_early(study)
+            if not self._all_recorded():  # a resume with nothing left to run imports nothing for workers
+                start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
         if self.fresh and self.store.exists:
             remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
         make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
         self._lock_run()
         return plans
+
+    def _all_recorded(self) -> bool:
+        """True when every workload has a record for each configuration and repeat it can try."""
+        recorded = collections.Counter(record.workload for record in self.records)
+        most = self.study.configurations_per_workload * self.study.repeats
+        return all(recorded[workload.name] >= most for workload in self.study.workloads)
 
     def _run(self) -> StudyResult:
         study = self.study
