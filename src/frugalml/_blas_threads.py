@@ -12,4 +12,7 @@ cores still gets them (threadpoolctl raises the limit); a value the user set is 
 
 import os
 
+#: True when frugalml chose the value: a worker then sets it to its own ``cpus_per_trial``, for
+#: the processes its trial starts
+DEFAULTED = "OPENBLAS_NUM_THREADS" not in os.environ
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -26,7 +26,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable, why_no_gpu_here
 from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._task import TrialTask
-from frugalml.executors._worker import WARM_MODULE, run_worker
+from frugalml.executors._worker import BLAS_MODULE, WARM_MODULE, run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import (
     EnergyMonitor, GpuMonitor, ProcessTreeMonitor, default_watts_per_core, tree_monitors, visible_gpus,
@@ -40,7 +40,7 @@ from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
 # frugalml.workloads: the built-in training functions (else each worker imports them, ~17 ms); 0.5 MB more
 # for a worker that does not use them, and no forkserver to replace between built-in and user studies
-BASE_PRELOAD = ("frugalml._orphan_guard", "frugalml._blas_threads", "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
+BASE_PRELOAD = ("frugalml._orphan_guard", BLAS_MODULE, "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
                 "frugalml.executors._worker", "frugalml.workloads")
 PRELOAD = list(BASE_PRELOAD)  # what the next forkserver imports: the base and what the study's workers need
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence

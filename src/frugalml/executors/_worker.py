@@ -22,6 +22,7 @@ from frugalml.trial import Trial
 from frugalml.units import to_mb
 
 WARM_MODULE = "frugalml.executors._warm"  # the forkserver imports it last (see there)
+BLAS_MODULE = "frugalml._blas_threads"  # and this one before numpy
 
 
 def _pin(core: int | None, cpus: int) -> None:
@@ -32,7 +33,11 @@ def _pin(core: int | None, cpus: int) -> None:
 
 
 def _limit_threads(cpus: int) -> None:
-    """BLAS and OpenMP use ``cpus`` threads, through the forkserver's controller where it holds."""
+    """BLAS and OpenMP use ``cpus`` threads, through the forkserver's controller where it holds;
+    processes the trial starts load OpenBLAS with as many, unless the user set that."""
+    blas = sys.modules.get(BLAS_MODULE)
+    if blas is not None and blas.DEFAULTED:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(cpus)
     warm = sys.modules.get(WARM_MODULE)  # absent where the workers are spawned, not forked
     controller = warm.controller() if warm is not None else None
     if controller is not None:
