@@ -24,13 +24,6 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
-try:
-    from threadpoolctl import ThreadpoolController
-
-    _CONTROLLER: Any = ThreadpoolController()
-except Exception:  # noqa: BLE001 - the workers then look for the libraries themselves, as before
-    _CONTROLLER = None
-
 
 def _first_fit() -> None:
     if "sklearn.linear_model" not in sys.modules:
@@ -38,17 +31,25 @@ def _first_fit() -> None:
     try:
         import numpy as np
         from sklearn.linear_model import SGDClassifier
+        from threadpoolctl import threadpool_limits
 
         X = np.zeros((2, 1))
-        SGDClassifier().partial_fit(X, np.array([0, 1]), classes=np.array([0, 1])).decision_function(X)
+        with threadpool_limits(1):  # no BLAS or OpenMP pool may start in a process that forks
+            SGDClassifier().partial_fit(X, np.array([0, 1]), classes=np.array([0, 1])).decision_function(X)
     except Exception:  # noqa: BLE001 - only a warm-up: each worker then pays it, as before
         pass
 
 
 _first_fit()
-_MODULES = frozenset(sys.modules)  # after the fit: what it imported is the forkserver's too
+try:  # after the fit: it sees every library loaded so far
+    from threadpoolctl import ThreadpoolController
+
+    _CONTROLLER: Any = ThreadpoolController()
+except Exception:  # noqa: BLE001 - the workers then look for the libraries themselves, as before
+    _CONTROLLER = None
+_MODULES = frozenset(sys.modules)
 _EXTENSIONS = tuple(EXTENSION_SUFFIXES)
-gc.freeze()
+gc.freeze()  # after the imports and the fit, with whatever garbage they left: shared, never a worker's own
 
 
 def controller() -> Any:

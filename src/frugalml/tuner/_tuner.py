@@ -14,7 +14,7 @@ from frugalml.deploy import ServingJudge
 from frugalml.exceptions import ConfigError, StoreError, StoreLockedError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
 from frugalml.ownership import make_owned_dir, remove_owned
-from frugalml.records import TrialRecord
+from frugalml.records import TrialRecord, TrialStatus
 from frugalml.results import StudyResult
 from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
@@ -119,10 +119,14 @@ class Tuner:
         return plans
 
     def _all_recorded(self) -> bool:
-        """True when every workload has a record for each configuration and repeat it can try."""
-        recorded = collections.Counter(record.workload for record in self.records)
-        most = self.study.configurations_per_workload * self.study.repeats
-        return all(recorded[workload.name] >= most for workload in self.study.workloads)
+        """True when every workload has as many finished configurations as it can try (all their
+        repeats recorded, or skipped). Only a hint: a worker still starts when a trial does."""
+        repeats = collections.Counter((r.workload, r.config_id) for r in self.records)
+        skipped = {(r.workload, r.config_id) for r in self.records if r.status is TrialStatus.SKIPPED}
+        finished = collections.Counter(workload for (workload, config), count in repeats.items()
+                                       if count >= self.study.repeats or (workload, config) in skipped)
+        most = self.study.configurations_per_workload
+        return all(finished[workload.name] >= most for workload in self.study.workloads)
 
     def _run(self) -> StudyResult:
         study = self.study
