@@ -83,6 +83,7 @@ POOLS: dict[str, dict[str, str]] = {
     # OpenBLAS loaded with one thread, not one a core: what frugalml's forkserver does since 2026-12-06
     "pool-blas1": {"OPENBLAS_NUM_THREADS": "1"},
 }
+EXTRA_ARMS = [name for name in [*VARIANTS, *POOLS] if name not in ("frugalml", "pool")]  # for --also
 REL_TOL = 1e-9
 
 
@@ -459,8 +460,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=6, help="steps per evaluation window (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating runs (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="trials at once, in both arms (default 2)")
-    parser.add_argument("--also", default="", help="more arms, comma-separated: "
-                        + ", ".join(v for v in [*VARIANTS, *POOLS] if v not in ("frugalml", "pool")))
+    parser.add_argument("--also", default="", help="more arms, comma-separated: " + ", ".join(EXTRA_ARMS))
     parser.add_argument("--base-src", help="after each frugalml arm, the same arm with frugalml imported from here")
     parser.add_argument("--breakdown", action="store_true", help="add one instrumented frugalml run")
     # internal: one arm in this process
@@ -477,10 +477,9 @@ def main() -> None:
         return
 
     extra = [name.strip() for name in args.also.split(",") if name.strip()]
-    unknown = [name for name in extra if name not in VARIANTS and name not in POOLS or name in ("frugalml", "pool")]
+    unknown = [name for name in extra if name not in EXTRA_ARMS]
     if unknown:
-        parser.error(f"--also takes {', '.join(v for v in [*VARIANTS, *POOLS] if v not in ('frugalml', 'pool'))}; "
-                     f"got {unknown}")
+        parser.error(f"--also takes {', '.join(EXTRA_ARMS)}; got {unknown}")
     if args.base_src:
         args.base_src = os.path.abspath(args.base_src)
         if not os.path.isdir(os.path.join(args.base_src, "frugalml")):

@@ -25,30 +25,31 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
 
+try:
+    from threadpoolctl import ThreadpoolController
+
+    _CONTROLLER: Any = ThreadpoolController()
+except Exception:  # noqa: BLE001 - the workers then look for the libraries themselves, as before
+    _CONTROLLER = None
+_MODULES = frozenset(sys.modules)  # before the fit: a library it loaded would make the controller stale
+_EXTENSIONS = tuple(EXTENSION_SUFFIXES)
+
+
 def _first_fit() -> None:
-    if "sklearn.linear_model" not in sys.modules:
+    if "sklearn.linear_model" not in sys.modules or _CONTROLLER is None:
         return
     try:
         import numpy as np
         from sklearn.linear_model import SGDClassifier
-        from threadpoolctl import threadpool_limits
 
         X = np.zeros((2, 1))
-        with threadpool_limits(1):  # no BLAS or OpenMP pool may start in a process that forks
+        with _CONTROLLER.limit(limits=1):  # no BLAS or OpenMP pool may start in a process that forks
             SGDClassifier().partial_fit(X, np.array([0, 1]), classes=np.array([0, 1])).decision_function(X)
     except Exception:  # noqa: BLE001 - only a warm-up: each worker then pays it, as before
         pass
 
 
 _first_fit()
-try:  # after the fit: it sees every library loaded so far
-    from threadpoolctl import ThreadpoolController
-
-    _CONTROLLER: Any = ThreadpoolController()
-except Exception:  # noqa: BLE001 - the workers then look for the libraries themselves, as before
-    _CONTROLLER = None
-_MODULES = frozenset(sys.modules)
-_EXTENSIONS = tuple(EXTENSION_SUFFIXES)
 gc.freeze()  # after the imports and the fit, with whatever garbage they left: shared, never a worker's own
 
 

@@ -140,7 +140,7 @@ class OptunaSampler(Sampler):
         trial = self._asked.pop(config.config_id, None)
         if trial is None:
             return
-        values = _squash(objective_values(records, self.search.objectives))
+        values = self._told(records)
         constraints = self._constraints(records)
         for key, value in constraints.items():
             trial.set_constraint(key, value)
@@ -163,6 +163,10 @@ class OptunaSampler(Sampler):
         if not self.budget:
             return {}
         return constraint_values(records, self.budget)
+
+    def _told(self, records: Sequence[TrialRecord]) -> list[float] | None:
+        """The objective values Optuna is told for ``records`` (squashed; None if unmeasured)."""
+        return _squash(objective_values(records, self.search.objectives))
 
     def _note(self, values: Sequence[float]) -> None:
         """Keep the best (GP) or worst (the rest) objective values seen, per objective."""
@@ -191,7 +195,7 @@ class OptunaSampler(Sampler):
     def restore(self, finished, incomplete) -> None:
         for config, records in finished:
             params = {k: v for k, v in config.params.items() if k in self.distributions}
-            values = _squash(objective_values(records, self.search.objectives))
+            values = self._told(records)
             constraints = self._constraints(records)
             if values is not None:
                 self._note(values)

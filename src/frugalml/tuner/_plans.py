@@ -18,6 +18,20 @@ from frugalml.study import Study, Workload
 from frugalml.tuner._prepare import prepare
 
 
+def stored_configurations(records: list[TrialRecord], workload: str) -> dict[str, list[TrialRecord]]:
+    """A workload's stored trials by configuration id, in stored order."""
+    by_config: dict[str, list[TrialRecord]] = {}
+    for record in records:
+        if record.workload == workload:
+            by_config.setdefault(record.config_id, []).append(record)
+    return by_config
+
+
+def is_finished(group: list[TrialRecord], repeats: int) -> bool:
+    """A configuration with every repeat recorded, or skipped: nothing of it left to run."""
+    return len(group) >= repeats or any(r.status is TrialStatus.SKIPPED for r in group)
+
+
 @dataclass
 class WorkloadPlan:
     workload: Workload
@@ -32,14 +46,10 @@ class WorkloadPlan:
 
     def restore(self, records: list[TrialRecord], repeats: int) -> None:
         """Tell the sampler the stored configurations; queue the repeats an incomplete one lacks."""
-        by_config: dict[str, list[TrialRecord]] = {}
-        for record in records:
-            if record.workload == self.workload.name:
-                by_config.setdefault(record.config_id, []).append(record)
         finished, incomplete = [], []
-        for config_id, group in by_config.items():
+        for config_id, group in stored_configurations(records, self.workload.name).items():
             config = Config(config_id, dict(group[0].params))
-            if len(group) >= repeats or any(r.status is TrialStatus.SKIPPED for r in group):
+            if is_finished(group, repeats):
                 finished.append((config, group))
             else:
                 incomplete.append(config)

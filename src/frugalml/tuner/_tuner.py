@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import sys
 import warnings
@@ -14,13 +13,13 @@ from frugalml.deploy import ServingJudge
 from frugalml.exceptions import ConfigError, StoreError, StoreLockedError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
 from frugalml.ownership import make_owned_dir, remove_owned
-from frugalml.records import TrialRecord, TrialStatus
+from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
 from frugalml.tracking import check_uri
 from frugalml.tuner._budgets import StudyBudgets
-from frugalml.tuner._plans import WorkloadPlan, build_plans
+from frugalml.tuner._plans import WorkloadPlan, build_plans, is_finished, stored_configurations
 from frugalml.tuner._prepare import start_workers_early
 from frugalml.tuner._proposals import TrialSource
 from frugalml.tuner._recorder import Recorder
@@ -119,14 +118,12 @@ class Tuner:
         return plans
 
     def _all_recorded(self) -> bool:
-        """True when every workload has as many finished configurations as it can try (all their
-        repeats recorded, or skipped). Only a hint: a worker still starts when a trial does."""
-        repeats = collections.Counter((r.workload, r.config_id) for r in self.records)
-        skipped = {(r.workload, r.config_id) for r in self.records if r.status is TrialStatus.SKIPPED}
-        finished = collections.Counter(workload for (workload, config), count in repeats.items()
-                                       if count >= self.study.repeats or (workload, config) in skipped)
+        """True when every workload has as many finished configurations as it can try. Only a
+        hint: a worker still starts when a trial does."""
         most = self.study.configurations_per_workload
-        return all(finished[workload.name] >= most for workload in self.study.workloads)
+        return all(sum(is_finished(group, self.study.repeats)
+                       for group in stored_configurations(self.records, workload.name).values()) >= most
+                   for workload in self.study.workloads)
 
     def _run(self) -> StudyResult:
         study = self.study
