@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,8 @@ SPACE = '[search]\nspace = { offset = [0.0] }\n'
 SERVING = "[budget]\nmax_predict_ms = 2\n[deploy]\n"  # a serving budget, then the envelope's keys
 # for a study run only to put results where --fresh must refuse: its refusal does not look at MLflow's files,
 # and an MLflow store costs each run seconds
-NO_MLFLOW = SPACE + '[tracking]\nmlflow_uri = "none"\n'
+NO_MLFLOW_TRACKING = '[tracking]\nmlflow_uri = "none"\n'
+NO_MLFLOW = SPACE + NO_MLFLOW_TRACKING
 
 
 def _study(name: str = '"h"', extra: str = "", workload: str = USER_WORKLOAD, search: str = SPACE) -> str:
@@ -116,6 +118,17 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of study "mine", finished by ``frugalml tune`` with its MLflow store in it; each test
+    copies it to ``studies/mine`` of its own folder, so one run serves them all."""
+    cwd = tmp_path_factory.mktemp("finished")
+    done = cli("tune", str(write_study(cwd / "s.toml", _study('"mine"'))), "--no-progress", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert (cwd / "studies" / "mine" / "mlflow.db").is_file()
+    return cwd / "studies" / "mine"
+
+
 def test_the_corpus_is_at_least_thirty_files_of_every_class():
     assert len(HOSTILE) >= 30
 
@@ -166,10 +179,9 @@ def test_fresh_never_deletes_a_folder_frugalml_did_not_create(folder, directory)
     assert study.exists()
 
 
-def test_fresh_clears_the_marked_study_folder_it_created(folder):
+def test_fresh_clears_the_marked_study_folder_it_created(folder, finished):
     study = write_study(folder / "s.toml", _study('"mine"'))
-    assert cli("tune", str(study), "--no-progress", cwd=folder).returncode == 0
-    own = folder / "studies" / "mine"
+    own = shutil.copytree(finished, folder / "studies" / "mine")
     assert (own / MARKER).is_file()
     (own / "note.txt").write_text("inside frugalml's own folder: goes with it")
     result = cli("tune", str(study), "--no-progress", "--fresh", cwd=folder)
@@ -178,11 +190,10 @@ def test_fresh_clears_the_marked_study_folder_it_created(folder):
     assert (folder / "studies" / "canary.txt").read_text() == "not frugalml's"
 
 
-def test_fresh_of_an_unmarked_folder_holding_only_results_clears_them(folder):
+def test_fresh_of_an_unmarked_folder_holding_only_results_clears_them(folder, finished):
     """A study folder from before markers (only frugalml's own files) can still start over."""
-    study = write_study(folder / "s.toml", _study('"old"'))
-    assert cli("tune", str(study), "--no-progress", cwd=folder).returncode == 0
-    os.remove(folder / "studies" / "old" / MARKER)
+    study = write_study(folder / "s.toml", _study('"mine"'))
+    os.remove(shutil.copytree(finished, folder / "studies" / "mine") / MARKER)
     result = cli("tune", str(study), "--no-progress", "--fresh", cwd=folder)
     assert result.returncode == 0, result.stderr
 
@@ -196,10 +207,11 @@ def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_re
 
 
 def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finishes(folder):
-    # two trials of 4 s that sleep rather than busy-wait: long enough to be running, at almost no CPU
+    # two trials of 4 s that sleep rather than busy-wait: long enough to be running, at almost no CPU;
+    # MLflow off: the run lock refuses the second before it would track anything
     body = _study('"busy"', workload='[[workloads]]\ntrain = "trainers:ranked"\n'
                   "train_kwargs = { steps = 400, alloc_at = 0 }\n",
-                  search="[search]\nspace = { quality = [0.0, 0.1] }\n")
+                  search="[search]\nspace = { quality = [0.0, 0.1] }\n" + NO_MLFLOW_TRACKING)
     study = write_study(folder / "s.toml", body)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     import subprocess
@@ -232,14 +244,13 @@ def test_fresh_never_clears_a_folder_that_holds_another_study(folder):
     assert (folder / "studies" / "outer" / "frugalml.db").is_file()
 
 
-def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder):
-    good = write_study(folder / "s.toml", _study('"kept"'))
-    assert cli("tune", str(good), "--no-progress", cwd=folder).returncode == 0
-    before = _tree(folder / "studies" / "kept")
-    broken = write_study(folder / "s.toml", _study('"kept"', workload='[[workloads]]\ntrain = "os:system"\n'))
+def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder, finished):
+    shutil.copytree(finished, folder / "studies" / "mine")
+    before = _tree(folder / "studies" / "mine")
+    broken = write_study(folder / "s.toml", _study('"mine"', workload='[[workloads]]\ntrain = "os:system"\n'))
     result = cli("tune", str(broken), "--no-progress", "--fresh", cwd=folder)
     assert result.returncode == 2 and "not a training function" in result.stderr
-    after = _tree(folder / "studies" / "kept")
+    after = _tree(folder / "studies" / "mine")
     for tree in (before, after):  # the run lock holds the pid of whoever last ran the study
         tree.pop(".frugalml-run.lock")
     assert after == before

@@ -26,6 +26,7 @@ from frugalml import Search, Study, Workload, lineage, tune
 from frugalml.cli import main
 from frugalml.executors import InProcessExecutor
 from frugalml.registry import register
+from helpers import mlflow_store
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -219,9 +220,15 @@ def promoters(uri: str, sync: Path, rounds: list[tuple[str, bool]]) -> None:
     its own client and connections after the fork) and writes their exit statuses.
 
     One import for all ten: spawned one by one, each promoter paid ~2.5 CPU-s to import MLflow
-    and this module before it could race.
+    and this module before it could race. Its SQL stores' modules and mappers too: a client's first
+    call imports and configures them, ~1 CPU-s in each promoter.
     """
     import mlflow  # noqa: F401 - before the forks; nothing of it is connected yet
+    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()  # class set-up only: no engine or connection exists before the forks
 
     pids = []
     for index in range(PROMOTERS):
@@ -252,7 +259,7 @@ def store(tmp_path_factory):
     """One SQLite store for the promotion tests, each test with models of its own names."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('promotions') / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path_factory.mktemp("promotions"))  # a copy of the empty store, not its migrations
     return uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

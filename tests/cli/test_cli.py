@@ -35,6 +35,10 @@ name = "steady"
 method = "grid"
 space = {{ offset = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] }}
 """
+# for a study stopped while its trials run: 1 s or more a trial, asleep (almost no CPU)
+SLEEPING_STUDY = (STEADY_STUDY.replace("trainers:steady", "trainers:ranked").replace('name = "steady"', 'name = "ranked"')
+                  .replace("steps = {steps}, step_s = 0.002", "steps = 100, alloc_at = 0").replace("offset", "quality"))
+NO_MLFLOW = '\n[tracking]\nmlflow_uri = "none"\n'
 
 
 def _all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> bool:
@@ -52,8 +56,8 @@ def _all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> bool:
 
 
 def test_resume_after_the_driver_is_killed_loses_and_repeats_nothing(tmp_path):
-    # 1 s or more a trial: once three are stored, the other five need two rounds more, ample time for the kill
-    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="resume", steps=300))
+    # once three are stored, the other five need two rounds more, ample time for the kill
+    study_file = write_study(tmp_path / "s.toml", SLEEPING_STUDY.format(name="resume"))
     driver = start_tune(study_file)
     store = ResultStore(tmp_path / "out")
     deadline = time.monotonic() + 120
@@ -199,7 +203,9 @@ def test_missing_study_file_and_unknown_study(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
-    study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="ctrlc", steps=300))
+    # MLflow off: Ctrl-C of a study tracked to MLflow, and its --resume, run in
+    # tracking/test_tracking.py::test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them
+    study_file = write_study(tmp_path / "s.toml", SLEEPING_STUDY.format(name="ctrlc") + NO_MLFLOW)
     driver = start_tune(study_file, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                         start_new_session=True)
     store = ResultStore(tmp_path / "out")
@@ -239,7 +245,9 @@ def healthy_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpr
     """A study finished by ``frugalml tune`` (its file and its ``out`` folder) and that run's output;
     each test copies the folder, so one run serves them all."""
     folder = tmp_path_factory.mktemp("healthy")
-    body = STEADY_STUDY.format(name="damaged", steps=10).replace("eval_every = 50", "eval_every = 10")
+    # MLflow off: no test here looks at it; --fresh clears a study folder that holds an MLflow store in
+    # test_hostile_inputs.py::test_fresh_clears_the_marked_study_folder_it_created
+    body = STEADY_STUDY.format(name="damaged", steps=10).replace("eval_every = 50", "eval_every = 10") + NO_MLFLOW
     study_file = write_study(folder / "s.toml", body)  # evaluated at its last step: a best configuration to show
     done = cli("tune", str(study_file), "--no-progress")
     assert done.returncode == 0, done.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from frugalml import ConfigError, StopInfo, TrialRecord, TrialStatus, Window
@@ -117,6 +119,29 @@ def test_screening_rejects_what_may_break_the_budget_and_skipping_waits_for_what
     assert violations == {"max_memory_mb": pytest.approx(predicted.high / 225 - 1)}
     assert edge.skip(config_id=str(batch), params={"batch_size": batch}, steps_planned=40, number=9) is None
     assert edge.violations({"batch_size": 3000}, 40) is None  # well inside: proposed
+
+
+def test_before_the_model_predicts_screening_grows_a_safe_region_from_the_trials_that_fit():
+    """Random start-up draws far past the budget were the over-budget trials of GP search's first
+    rounds; until the model predicts memory, a candidate may reach 2x the largest batch that fit."""
+    from frugalml.prediction._screen import SAFE_EXPANSION
+
+    assert SAFE_EXPANSION == 2.0
+    stopped = record(25_000, 0.1, status=TrialStatus.STOPPED,
+                     stop=StopInfo("max_memory_mb", "system", 1, 260.0, 250.0, "memory"))
+    records: list[TrialRecord] = [stopped]
+    screen = gate(records, {"max_memory_mb": 250})
+    assert screen.violations({"batch_size": 30_000}, 40) is None  # nothing fitted yet: nothing known
+    records.append(record(3_000, 0.1))
+    assert screen.predict({"batch_size": 3_000}, 40) == {}  # 1 memory observation of the 4 needed
+    assert screen.violations({"batch_size": 6_000}, 40) is None
+    unknown = screen.violations({"batch_size": 15_000}, 40)  # not predicted over: not known to fit
+    assert list(unknown) == ["max_memory_mb"] and math.isnan(unknown["max_memory_mb"])
+    records.append(record(6_000, 0.1))  # the region grows with what fits
+    assert screen.violations({"batch_size": 12_000}, 40) is None
+    records.extend(grid([30, 300]))  # the model predicts memory now, and decides alone
+    assert screen.predict({"batch_size": 15_000}, 40)["peak_memory_mb"].high < 250
+    assert screen.violations({"batch_size": 15_000}, 40) is None
 
 
 def _network_record(width: int, memory: float) -> TrialRecord:

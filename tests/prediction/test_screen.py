@@ -24,6 +24,19 @@ def test_a_screening_sampler_never_proposes_what_the_screen_rejects_and_tells_op
     assert len(told) == sampler.screened and all(t.constraints["max_memory_mb"] > 0 for t in told)
 
 
+def test_a_candidate_not_known_to_fit_is_drawn_again_and_never_learnt_as_infeasible():
+    """A NaN violation (past what was measured, before the model predicts) rejects the candidate
+    like any other, but Optuna is told it failed: no constraint value, nothing for its models."""
+    search = Search(method="tpe", space=SPACE, n_trials=12, seed=3)
+    sampler = search.sampler({"max_memory_mb": 200},
+                             screen=lambda p: {"max_memory_mb": float("nan")} if p["batch_size"] > 1000 else None)
+    proposed = [sampler.ask() for _ in range(12)]
+    assert all(c.params["batch_size"] <= 1000 for c in proposed) and sampler.screened > 0
+    rejected = [t for t in sampler.study.trials if t.number not in {int(c.config_id[1:5]) for c in proposed}]
+    assert len(rejected) == sampler.screened
+    assert all(t.state.name == "FAIL" and not t.system_attrs.get("constraints") for t in rejected)
+
+
 def test_screen_is_a_prediction_setting_with_a_one_line_error():
     assert PredictionSettings.from_config({"screen": True}).screen is True
     with pytest.raises(ConfigError, match=r"\[prediction\] 'screen' must be true or false. Got 'yes' instead."):

@@ -67,7 +67,8 @@ ROW = {"preg": 2.0, "plas": 120.0, "pres": 70.0, "skin": 20.0, "insu": 80.0, "ma
 def _study(folder: Path, name: str, train: str, space: dict, budget: dict) -> Study:
     study = Study(name=name, workloads=[Workload(train=train, eval_every=4, name="w")],
                   search=Search(objectives=["accuracy"], space=space), budget=budget,
-                  deploy={"calls": 100, "quantile": QUANTILE} if budget else {}, directory=str(folder / name))
+                  deploy={"calls": 100, "quantile": QUANTILE} if budget else {}, directory=str(folder / name),
+                  mlflow_uri=None)  # no trial runs in MLflow: register exports the kept model itself
     tune(study)
     return study
 

@@ -52,7 +52,7 @@ name = "cut"
 eval_every = 1
 
 [search]
-space = {{ cut = [110.0, 130.0] }}
+space = {{ cut = [130.0] }}
 
 [tracking]
 mlflow_uri = "{mlflow}"

@@ -194,7 +194,8 @@ def test_metrics_totals_equal_the_requests_sent_exactly(pair, diabetes):
     assert value(scrape(a.client), "frugalml_request_duration_seconds_count", endpoint="/predict") >= requests["/predict"]
 
 
-def test_a_dead_worker_is_replaced_and_its_ids_stay_valid(model_dir, diabetes, tmp_path):
+def test_a_dead_worker_is_replaced_its_ids_stay_valid_and_sigkilling_the_parent_leaves_no_worker_alive(
+        model_dir, diabetes, tmp_path):
     _, split = diabetes
     server = start_workers(model_dir, tmp_path)
     try:
@@ -215,13 +216,9 @@ def test_a_dead_worker_is_replaced_and_its_ids_stay_valid(model_dir, diabetes, t
         for index in (0, 1):  # wait until both answer again
             WorkerClient(server.url, index).client.close()
         assert server.client.post("/feedback", json=labels).json() == {"accepted": 4}
-    finally:
-        server.stop()
 
-
-def test_killing_the_parent_with_sigkill_leaves_no_worker_alive(model_dir, tmp_path):
-    server = start_workers(model_dir, tmp_path)
-    try:
+        # then its parent killed with SIGKILL (this server, not one more start): no process it started
+        # outlives it, neither the worker it started again nor the one from the start
         children = psutil.Process(server.process.pid).children(recursive=True)
         assert len(children) >= 2
         os.kill(server.process.pid, signal.SIGKILL)

@@ -230,7 +230,6 @@ def _statuses(uri: str, experiment: str) -> tuple[str, list[str]]:
     return parent[0], [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-@pytest.mark.slow  # Ctrl-C then --resume runs end to end in tests/cli; a run left RUNNING ended KILLED: below
 def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path, capfd, caplog, monkeypatch):
     # the second trial waits for `release`: Ctrl-C comes once the first one's MLflow run exists, however
     # long a loaded driver takes to log it (racing timed trials, the study sometimes ended first)

@@ -30,6 +30,10 @@ from frugalml.store import ResultStore
 from frugalml.validation import check_keys
 
 SKIP_REASON = "skipped: predicted over budget"
+#: until the cost model predicts a budget's metric, screening lets a candidate's cost features grow
+#: at most this factor past the largest of a trial that ran within that budget (a safe region that
+#: grows from what was measured, rather than random start-up draws far past the budget)
+SAFE_EXPANSION = 2.0
 
 
 @dataclass(frozen=True)
@@ -195,12 +199,43 @@ class CostScreen:
         bound): a rejected candidate costs the sampler one more draw, while a proposal that
         breaks the budget costs a trial start and is one more over-budget trial. On the point
         prediction, a sampler drawn to a budget-bound optimum (a GP especially) proposes at
-        the predicted edge, where about half the candidates break it.
+        the predicted edge, where about half the candidates break it. Before the model
+        predicts a budget's metric, a candidate past ``SAFE_EXPANSION`` times the cost features
+        of a trial that ran within that budget is rejected with a NaN violation: not predicted
+        to break it, only not known to fit, so a sampler must not learn it as infeasible (told
+        as infeasible, GP search learnt the whole range of large batches as such, and one run
+        of five stayed among small batches).
         """
-        broken = {key: ratio - 1.0 for key, ratio in self._broken(self.predict(params, steps_planned), "high").items()}
+        predictions = self.predict(params, steps_planned)
+        broken = {key: ratio - 1.0 for key, ratio in self._broken(predictions, "high").items()}
         if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
             broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
-        return broken or None
+        return broken or self._past_the_safe_region(params, predictions) or None
+
+    def _past_the_safe_region(self, params: Mapping[str, Any], predictions: Mapping[str, Estimate]) -> dict[str, float]:
+        """Before the model predicts a budget's metric (its first trials, or trials that broke that
+        budget and so measured only a lower bound): NaN for each budget for which a cost feature of
+        ``params`` is more than ``SAFE_EXPANSION`` times the largest of a trial that ran within it
+        (costs grow with each cost feature: batch, weights, activations). Nothing is known before
+        the first trial ends, so nothing is rejected then."""
+        x = self.model.design(params)
+        if x is None:
+            return {}
+        past = {}
+        for key, limit in self.budget.items():
+            metric = PREDICTED_METRICS[key]
+            if metric in predictions:
+                continue
+            safe = [design for r in [*self.history, *self.records()]
+                    if 0 < observed_costs(r).get(metric, math.inf) <= limit and broken_metric(r) != metric
+                    and (design := self.model.design(r.params)) is not None]
+            if not safe:
+                continue
+            factor = max((value / largest for j, value in enumerate(x[1:], 1)
+                          if (largest := max(design[j] for design in safe)) > 0), default=1.0)
+            if factor > SAFE_EXPANSION:
+                past[key] = math.nan  # unknown, not predicted: the sampler must not learn it as infeasible
+        return past
 
     def trial_cost(self, params: Mapping[str, Any], steps_planned: int | None) -> tuple[float, float] | None:
         """(predicted CPU-s of a trial of ``params``, the median CPU-s of the workload's

@@ -106,6 +106,11 @@ class OptunaSampler(Sampler):
             trial = self.study.ask(self.distributions)
             params = {**self.fixed, **trial.params}
             violations = self.screen(params) if self.screen is not None else None
+            if violations and any(math.isnan(v) for v in violations.values()):
+                # not known to fit: drawn again, and told as failed so that no model learns from it
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.screened += 1
+                continue
             if not violations:
                 if not self._defer(params):
                     break

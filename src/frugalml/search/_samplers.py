@@ -25,7 +25,8 @@ KNOWN_METRICS = (
 )
 
 
-#: params -> predicted relative violation per budget (``value / limit - 1``), or None if predicted to fit
+#: params -> predicted relative violation per budget (``value / limit - 1``; NaN: not known to fit, past
+#: what was measured, so not to be learnt as infeasible), or None if predicted to fit
 Screen = Callable[[Mapping[str, Any]], "Mapping[str, float] | None"]
 #: params -> (predicted CPU-s of the trial, the median finished trial's), or None before the model can tell
 Cost = Callable[[Mapping[str, Any]], "tuple[float, float] | None"]
