@@ -95,3 +95,19 @@ def test_gp_without_pytorch_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     with pytest.raises(ConfigError, match=r"method = \"gp\" runs Optuna's GPSampler, which needs PyTorch: pip install"):
         Search(method="gp", space=SPACE, n_trials=4)
+
+
+def test_after_a_candidate_not_known_to_fit_the_gp_draws_at_random_not_the_same_point_again():
+    """A failed trial changes none of the GP's data, so its next draws would repeat the rejected
+    point (and the last would be proposed anyway); the draws after one are random."""
+    search = Search(method="gp", space=SPACE, n_trials=14, seed=0)
+    sampler = search.sampler({"max_memory_mb": 200},
+                             screen=lambda p: {"max_memory_mb": math.nan} if p["batch_size"] > 2000 else None)
+    sampler.screen = None  # the start-up: 10 random trials, told a loss that falls with the batch
+    for _ in range(10):
+        config = sampler.ask()
+        sampler.tell(config, completed(config, loss(config.params)))
+    sampler.screen = lambda p: {"max_memory_mb": math.nan} if p["batch_size"] > 2000 else None
+    proposed = [sampler.ask().params["batch_size"] for _ in range(4)]
+    assert sampler.screened >= 4  # the GP wants the largest batches: each ask rejected one at least
+    assert sum(b <= 2000 for b in proposed) >= 3, proposed

@@ -213,29 +213,41 @@ class CostScreen:
         return broken or self._past_the_safe_region(params, predictions) or None
 
     def _past_the_safe_region(self, params: Mapping[str, Any], predictions: Mapping[str, Estimate]) -> dict[str, float]:
-        """Before the model predicts a budget's metric (its first trials, or trials that broke that
-        budget and so measured only a lower bound): NaN for each budget for which a cost feature of
-        ``params`` is more than ``SAFE_EXPANSION`` times the largest of a trial that ran within it
-        (costs grow with each cost feature: batch, weights, activations). Nothing is known before
-        the first trial ends, so nothing is rejected then."""
+        """NaN for each budget whose metric the model does not predict for ``params`` (before
+        ``min_observations``, or while the trials that broke it measured only a lower bound) and
+        for which a cost feature of ``params`` (the model's features: batch MB, a network's
+        weights, activations and FLOPs, or the user's) is more than ``SAFE_EXPANSION`` times the
+        largest of a completed or stopped trial that ran within it: costs grow with each. Nothing
+        is known before the first trial ends, so nothing is rejected then; a budget no trial
+        measures (trial seconds, which only the prediction gives) is never screened so."""
         x = self.model.design(params)
         if x is None:
             return {}
         past = {}
-        for key, limit in self.budget.items():
-            metric = PREDICTED_METRICS[key]
-            if metric in predictions:
+        for key, largest in self._safe_region().items():
+            if PREDICTED_METRICS[key] in predictions:
                 continue
-            safe = [design for r in [*self.history, *self.records()]
-                    if 0 < observed_costs(r).get(metric, math.inf) <= limit and broken_metric(r) != metric
-                    and (design := self.model.design(r.params)) is not None]
-            if not safe:
-                continue
-            factor = max((value / largest for j, value in enumerate(x[1:], 1)
-                          if (largest := max(design[j] for design in safe)) > 0), default=1.0)
+            factor = max((value / top for value, top in zip(x[1:], largest[1:]) if top > 0), default=1.0)
             if factor > SAFE_EXPANSION:
                 past[key] = math.nan  # unknown, not predicted: the sampler must not learn it as infeasible
         return past
+
+    def _safe_region(self) -> dict[str, list[float]]:
+        """Budget key -> the largest value of each cost feature among the trials that ran within
+        it (recomputed when the trials change, as the model is)."""
+        if getattr(self, "_safe_for", None) != self._fitted_on:
+            designs: dict[str, list[list[float]]] = {}
+            for record in [*self.history, *self.records()]:
+                if record.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
+                    continue
+                design, costs, censored = self.model.design(record.params), observed_costs(record), broken_metric(record)
+                for key, limit in self.budget.items():
+                    metric = PREDICTED_METRICS[key]
+                    if design is not None and metric != censored and 0 < costs.get(metric, math.inf) <= limit:
+                        designs.setdefault(key, []).append(design)
+            self._safe = {key: [max(column) for column in zip(*rows)] for key, rows in designs.items()}
+            self._safe_for = self._fitted_on
+        return self._safe
 
     def trial_cost(self, params: Mapping[str, Any], steps_planned: int | None) -> tuple[float, float] | None:
         """(predicted CPU-s of a trial of ``params``, the median CPU-s of the workload's

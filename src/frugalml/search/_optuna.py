@@ -50,7 +50,10 @@ class OptunaSampler(Sampler):
     candidate predicted over a budget is told to Optuna as infeasible, with the
     predicted violation, and never proposed; at most ``MAX_SCREENED`` in a row
     (``MAX_SCREENED_GP`` for the GP, whose draws are dear), then
-    the next candidate is proposed anyway (the tuner's skip still catches it).
+    the next candidate is proposed anyway (the tuner's skip still catches what is predicted
+    over budget). A candidate the screen does not know to fit (a NaN violation: past the
+    measured region before the model predicts) is told as failed, and the draws after it are
+    random.
     ``screened`` counts the rejected candidates. With a ``cost``, candidates are also
     weighed by predicted cost (see ``Search.cost_aware``); ``deferred`` counts those not
     proposed, which are told to Optuna as failed so that its model ignores them.
@@ -93,6 +96,7 @@ class OptunaSampler(Sampler):
         self.spent = spent or (lambda: 0.0)
         self.deferred = 0
         self._coin = random.Random(search.seed)
+        self._random = optuna.samplers.RandomSampler(seed=search.seed)
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
@@ -102,14 +106,17 @@ class OptunaSampler(Sampler):
             return self._ask()
 
     def _ask(self) -> Config:
+        unknown = False
         for _ in range(self._max_screened):
-            trial = self.study.ask(self.distributions)
+            trial = self._ask_random() if unknown else self.study.ask(self.distributions)
             params = {**self.fixed, **trial.params}
             violations = self.screen(params) if self.screen is not None else None
             if violations and any(math.isnan(v) for v in violations.values()):
-                # not known to fit: drawn again, and told as failed so that no model learns from it
+                # not known to fit: told as failed so that no model learns from it, and drawn again at
+                # random (a model's draw would repeat: a failed trial changes none of its data)
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 self.screened += 1
+                unknown = True
                 continue
             if not violations:
                 if not self._defer(params):
@@ -125,11 +132,19 @@ class OptunaSampler(Sampler):
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             self.screened += 1
         else:
-            trial = self.study.ask(self.distributions)
+            trial = self._ask_random() if unknown else self.study.ask(self.distributions)
         params = {**self.fixed, **trial.params}
         config = Config(f"t{trial.number + self._offset:04d}:" + config_id(trial.params), params)
         self._asked[config.config_id] = trial
         return config
+
+    def _ask_random(self) -> optuna.trial.Trial:
+        """A trial drawn by Optuna's random sampler, in the same study."""
+        sampler, self.study.sampler = self.study.sampler, self._random
+        try:
+            return self.study.ask(self.distributions)
+        finally:
+            self.study.sampler = sampler
 
     def _defer(self, params: Mapping[str, Any]) -> bool:
         """Cost cooling: leave a candidate predicted dearer than the median trial for later,
