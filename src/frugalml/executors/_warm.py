@@ -24,7 +24,6 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
-
 try:
     from threadpoolctl import ThreadpoolController
 

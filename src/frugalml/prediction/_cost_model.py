@@ -184,10 +184,12 @@ class CostModel:
                 rows[metric][0].append(x)
                 rows[metric][1].append(value)
         self.n_observations_ = used
-        for metric, (X, y) in rows.items():
+        # per metric: the design rows and the measured values it was fitted on (censored ones left out)
+        self.observations_ = {m: (np.array(X, dtype=float), np.array(y, dtype=float)) for m, (X, y) in rows.items() if y}
+        for metric, (X, y) in self.observations_.items():
             if len(y) < self.min_observations:
                 continue
-            fit = self._fit(np.array(X, dtype=float), np.array(y, dtype=float))
+            fit = self._fit(X, y)
             if fit is not None:
                 self.fits_[metric] = fit
         return self

@@ -217,37 +217,23 @@ class CostScreen:
         ``min_observations``, or while the trials that broke it measured only a lower bound) and
         for which a cost feature of ``params`` (the model's features: batch MB, a network's
         weights, activations and FLOPs, or the user's) is more than ``SAFE_EXPANSION`` times the
-        largest of a completed or stopped trial that ran within it: costs grow with each. Nothing
-        is known before the first trial ends, so nothing is rejected then; a budget no trial
+        largest among the trials the model observed within it: costs grow with each. Nothing is
+        known before the first trial ends, so nothing is rejected then; a budget no trial
         measures (trial seconds, which only the prediction gives) is never screened so."""
         x = self.model.design(params)
         if x is None:
             return {}
         past = {}
-        for key, largest in self._safe_region().items():
-            if PREDICTED_METRICS[key] in predictions:
+        for key, limit in self.budget.items():
+            metric = PREDICTED_METRICS[key]
+            X, y = self.model.observations_.get(metric, (None, None))
+            if metric in predictions or X is None or not (y <= limit).any():
                 continue
+            largest = X[y <= limit].max(axis=0)
             factor = max((value / top for value, top in zip(x[1:], largest[1:]) if top > 0), default=1.0)
             if factor > SAFE_EXPANSION:
                 past[key] = math.nan  # unknown, not predicted: the sampler must not learn it as infeasible
         return past
-
-    def _safe_region(self) -> dict[str, list[float]]:
-        """Budget key -> the largest value of each cost feature among the trials that ran within
-        it (recomputed when the trials change, as the model is)."""
-        if getattr(self, "_safe_for", None) != self._fitted_on:
-            designs: dict[str, list[list[float]]] = {}
-            for record in [*self.history, *self.records()]:
-                if record.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
-                    continue
-                design, costs, censored = self.model.design(record.params), observed_costs(record), broken_metric(record)
-                for key, limit in self.budget.items():
-                    metric = PREDICTED_METRICS[key]
-                    if design is not None and metric != censored and 0 < costs.get(metric, math.inf) <= limit:
-                        designs.setdefault(key, []).append(design)
-            self._safe = {key: [max(column) for column in zip(*rows)] for key, rows in designs.items()}
-            self._safe_for = self._fitted_on
-        return self._safe
 
     def trial_cost(self, params: Mapping[str, Any], steps_planned: int | None) -> tuple[float, float] | None:
         """(predicted CPU-s of a trial of ``params``, the median CPU-s of the workload's

@@ -108,7 +108,7 @@ class OptunaSampler(Sampler):
     def _ask(self) -> Config:
         unknown = False
         for _ in range(self._max_screened):
-            trial = self._ask_random() if unknown else self.study.ask(self.distributions)
+            trial = self._draw(at_random=unknown)
             params = {**self.fixed, **trial.params}
             violations = self.screen(params) if self.screen is not None else None
             if violations and any(math.isnan(v) for v in violations.values()):
@@ -132,14 +132,16 @@ class OptunaSampler(Sampler):
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             self.screened += 1
         else:
-            trial = self._ask_random() if unknown else self.study.ask(self.distributions)
+            trial = self._draw(at_random=unknown)
         params = {**self.fixed, **trial.params}
         config = Config(f"t{trial.number + self._offset:04d}:" + config_id(trial.params), params)
         self._asked[config.config_id] = trial
         return config
 
-    def _ask_random(self) -> optuna.trial.Trial:
-        """A trial drawn by Optuna's random sampler, in the same study."""
+    def _draw(self, at_random: bool) -> optuna.trial.Trial:
+        """The sampler's next trial, or one drawn by Optuna's random sampler in the same study."""
+        if not at_random:
+            return self.study.ask(self.distributions)
         sampler, self.study.sampler = self.study.sampler, self._random
         try:
             return self.study.ask(self.distributions)
