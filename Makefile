@@ -39,12 +39,14 @@ system-deps:
 # Two pytest processes share the tests file by file (pytest-xdist, `--dist loadfile`: a module's
 # fixtures, such as its Ray cluster or server, are made once); most tests wait on worker
 # processes, servers and clusters, so two at once on 2 cores take ~0.65x the time of one.
+# The longest files go first (tests/durations.json, refreshed by `pytest --store-file-durations`; xdist's own
+# reorder, by test count, is off), so that the two workers finish together.
 # The isolated run collects only the files that use the marker (collecting all of tests/ takes ~10 s).
 # compileall first: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines), every
 # process the tests start (CLIs, servers, spawned workers) would otherwise compile frugalml from source.
 test: install system-deps
 	$(PY) -m compileall -q src tests
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not isolated"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not isolated"
 	$(PY) -m pytest -q -m isolated $$(grep -rl --include='*.py' 'mark.isolated' tests)
 
 reproduce-quick: install

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,37 @@ from helpers import FakeNvml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+DURATIONS = Path(__file__).with_name("durations.json")  # seconds per test file: `pytest --store-file-durations`
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-file-durations", action="store_true",
+                     help=f"write each test file's seconds (setup, call, teardown) to {DURATIONS.name}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first. `make test`'s two workers take a file at a time (`--dist loadfile
+    --no-loadscope-reorder`); in collection order, one worker's last long files kept the other
+    idle for ~55 s at the end. A file missing from the record goes last; a stale record only
+    costs balance. The sort is stable: a file's tests keep their order."""
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+
+
+_file_seconds: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _file_seconds[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("store_file_durations") and not hasattr(session.config, "workerinput"):
+        # the files that ran replace their record; the others keep theirs
+        merged = {**(json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}),
+                  **{name: round(s, 1) for name, s in _file_seconds.items()}}
+        kept = {name: s for name, s in sorted(merged.items(), key=lambda kv: -kv[1]) if s >= 1.0}
+        DURATIONS.write_text(json.dumps(kept, indent=0) + "\n")
 
 
 @pytest.fixture(scope="session", autouse=True)

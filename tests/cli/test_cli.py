@@ -11,6 +11,7 @@ import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -193,12 +194,14 @@ def test_bad_study_files_give_one_line_errors_and_write_nothing(tmp_path, case, 
     _assert_one_line_error(result, needle, tmp_path / "out", ran=case == "never steps")  # its trials ran
 
 
-def test_missing_study_file_and_unknown_study(tmp_path):
-    result = cli("tune", str(tmp_path / "nope.toml"))
+def test_missing_study_file_and_unknown_study(tmp_path, capfd, caplog, monkeypatch):
+    result = cli("tune", str(tmp_path / "nope.toml"))  # the real process; the others fail the same way, in main
     assert result.returncode == 2 and "not found" in result.stderr
-    result = cli("show", "nope", "--root", str(tmp_path))
+    result = cli_in_process("show", "nope", "--root", str(tmp_path), capfd=capfd, caplog=caplog,
+                            monkeypatch=monkeypatch)
     assert result.returncode == 2 and "No study 'nope'" in result.stderr
-    result = cli("list", "--root", str(tmp_path / "nowhere"))
+    result = cli_in_process("list", "--root", str(tmp_path / "nowhere"), capfd=capfd, caplog=caplog,
+                            monkeypatch=monkeypatch)
     assert result.returncode == 2 and "is not a folder" in result.stderr
 
 
@@ -223,21 +226,28 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     assert len(store.trial_ids()) == 8
 
 
-def test_gpus_per_trial_on_a_machine_without_gpus_is_a_one_line_error(tmp_path, monkeypatch):
+def test_gpus_per_trial_on_a_machine_without_gpus_is_a_one_line_error(tmp_path, capfd, caplog, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, even where the CI machine has one
     body = STEADY_STUDY.format(name="gpu", steps=10) + "\n[execution]\ngpus_per_trial = 1\n"
+    # the machine's GPUs are looked for in a real process; a negative count is refused as the file is read
     _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")
     body = STEADY_STUDY.format(name="gpu", steps=10) + "\n[execution]\ngpus_per_trial = -1\n"
-    _assert_one_line_error(cli("tune", str(write_study(tmp_path / "s.toml", body))), "gpus_per_trial", tmp_path / "out")
+    result = cli_in_process("tune", str(write_study(tmp_path / "s.toml", body)), capfd=capfd, caplog=caplog,
+                            monkeypatch=monkeypatch)
+    _assert_one_line_error(result, "gpus_per_trial", tmp_path / "out")
 
 
-def test_cli_overrides_are_validated_and_resume_with_fresh_is_refused(tmp_path):
+def test_cli_overrides_are_validated_and_resume_with_fresh_is_refused(tmp_path, capfd, caplog, monkeypatch):
     study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="flags", steps=10))
-    _assert_one_line_error(cli("tune", str(study_file), "--workers", "0"), "'workers'", tmp_path / "out")
-    _assert_one_line_error(cli("tune", str(study_file), "--resume", "--fresh"), "not both", tmp_path / "out")
-    (tmp_path / "taken").write_text("a file, not a folder")
-    _assert_one_line_error(cli("tune", str(study_file), "--directory", str(tmp_path / "taken")), "is a file",
+    fixtures = {"capfd": capfd, "caplog": caplog, "monkeypatch": monkeypatch}
+    _assert_one_line_error(cli_in_process("tune", str(study_file), "--workers", "0", **fixtures), "'workers'",
                            tmp_path / "out")
+    _assert_one_line_error(cli_in_process("tune", str(study_file), "--resume", "--fresh", **fixtures), "not both",
+                           tmp_path / "out")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    # found before the workers of a user's training function start: no process is left behind
+    _assert_one_line_error(cli_in_process("tune", str(study_file), "--directory", str(tmp_path / "taken"),
+                                          **fixtures), "is a file", tmp_path / "out")
 
 
 @pytest.fixture(scope="module")
@@ -276,9 +286,22 @@ def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(healt
         assert len(ResultStore(tmp_path / "out").trial_ids()) == 8
 
 
-def test_command_line_mistakes_are_one_line_errors():
+def _parse_error_in_process(*args: str, capfd) -> SimpleNamespace:
+    """``frugalml ARGS`` that argparse refuses, through the CLI's ``main`` here: it exits (SystemExit) before
+    any command runs; as :func:`helpers.cli` returns it."""
+    from frugalml.cli import main
+
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=exited.value.code, stdout=out, stderr=err)
+
+
+def test_command_line_mistakes_are_one_line_errors(capfd):
     for args, needle in ((("tune", "--workers", "abc", "s.toml"), "invalid int value"),
                          (("nonsense",), "invalid choice"), (("show",), "required: study")):
-        result = cli(*args)
+        # one real process; argparse refuses the others the same way, in main
+        result = cli(*args) if args == ("nonsense",) else _parse_error_in_process(*args, capfd=capfd)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert needle in result.stderr and "--help" in result.stderr

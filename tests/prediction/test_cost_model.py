@@ -121,6 +121,20 @@ def test_screening_rejects_what_may_break_the_budget_and_skipping_waits_for_what
     assert edge.violations({"batch_size": 3000}, 40) is None  # well inside: proposed
 
 
+def test_screening_rejects_a_batch_no_smaller_than_one_that_broke_the_budget_where_the_model_says_it_fits():
+    """Near the edge, measured peaks scatter around the line (a bump the linear model does not
+    have): a trial that broke the budget is evidence against every batch at least as large,
+    which screening rejects; skipping, which must be sure, still needs the same cost features."""
+    broke = record(12_000, 0.1, status=TrialStatus.STOPPED,
+                   stop=StopInfo("max_memory_mb", "system", 1, 262.0, 260.0, "memory"))
+    screen = gate([*grid([30, 300, 3000, 6000]), broke], {"max_memory_mb": 260})
+    assert screen.predict({"batch_size": 13_000}, 40)["peak_memory_mb"].high < 260  # the model: it fits
+    assert screen.violations({"batch_size": 13_000}, 40) == {"max_memory_mb": pytest.approx(262 / 260 - 1)}
+    assert screen.violations({"batch_size": 11_000}, 40) is None  # smaller than the one that broke it
+    assert screen.skip(config_id="13000", params={"batch_size": 13_000}, steps_planned=40, number=9) is None
+    assert screen.skip(config_id="12000b", params={"batch_size": 12_000}, steps_planned=40, number=9) is not None
+
+
 def test_before_the_model_predicts_screening_grows_a_safe_region_from_the_trials_that_fit():
     """Random start-up draws far past the budget were the over-budget trials of GP search's first
     rounds; until the model predicts memory, a candidate may reach 2x the largest batch that fit."""
@@ -131,7 +145,7 @@ def test_before_the_model_predicts_screening_grows_a_safe_region_from_the_trials
                      stop=StopInfo("max_memory_mb", "system", 1, 260.0, 250.0, "memory"))
     records: list[TrialRecord] = [stopped]
     screen = gate(records, {"max_memory_mb": 250})
-    assert screen.violations({"batch_size": 30_000}, 40) is None  # nothing fitted yet: nothing known
+    assert screen.violations({"batch_size": 20_000}, 40) is None  # nothing fitted yet: nothing known
     records.append(record(3_000, 0.1))
     assert screen.predict({"batch_size": 3_000}, 40) == {}  # 1 memory observation of the 4 needed
     assert screen.violations({"batch_size": 6_000}, 40) is None

@@ -30,7 +30,10 @@ op = ">="
 threshold = 1
 window = 2
 """
-GATE = "[gate]\ntraining_rounds = 3\nlatency_rounds = 6\n"
+# What this test gates on is quality. Step time is ~1 ms here, and with 3 rounds on a loaded 2-core machine the
+# same configuration on both sides read 1.39x (CI 1.13-1.70) in 2 of ~8 suite runs: a user gating on a shared
+# runner sets such an absolute tolerance. The gate's statistics are tested in tests/gate.
+GATE = "[gate]\ntraining_rounds = 3\nlatency_rounds = 6\n[gate.mean_step_ms]\nmax_absolute_regression = 1.0\n"
 
 
 @pytest.fixture(scope="module")

@@ -127,17 +127,32 @@ def test_feedback_for_ids_from_worker_a_counts_once_on_any_worker(pair, diabetes
         assert value(samples, "frugalml_quality", metric="accuracy", slice="all") == 1.0
 
 
+def _settled(client: httpx.Client) -> dict[str, list]:
+    """The metrics once the monitor has counted every row sent so far (its total unchanged over 0.5 s)."""
+    last = scrape(client)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        samples = scrape(client)
+        if value(samples, "frugalml_predicted_rows_total") == value(last, "frugalml_predicted_rows_total"):
+            return samples
+        last = samples
+    return last
+
+
 def test_a_drift_alert_fires_once_for_a_shift_spread_over_both_workers(pair, workers, diabetes, webhook):
     a, b = pair
     _, split = diabetes
     rng = np.random.default_rng(3)
-    samples = scrape(a.client)
+    samples = _settled(a.client)  # an earlier test's rows may still be on their way to the monitor
     rows_so_far = value(samples, "frugalml_predicted_rows_total")
     windows = value(samples, "frugalml_drift_windows_total")
     partial = int(rows_so_far) % WINDOW  # rows already in the open window: fill it with calm rows first
     if partial:
         assert a.post("/predict", json={"instances": split.X_test[:WINDOW - partial].tolist()}).status_code == 200
         windows += 1
+        # each worker ships its rows on its own: B's shifted rows must not reach the monitor before A's calm ones
+        scrape_until(a.client, lambda s: value(s, "frugalml_drift_windows_total") >= windows)
     names = list(split.feature_names)
     shifted = split.X_test.copy()
     shifted[:, names.index("plas")] += 25.0  # glucose up by ~0.8 training std

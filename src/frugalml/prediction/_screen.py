@@ -191,9 +191,9 @@ class CostScreen:
 
     def violations(self, params: Mapping[str, Any], steps_planned: int | None) -> dict[str, float] | None:
         """``upper bound / limit - 1`` of each budget ``params`` may break (its prediction's
-        upper bound at ``confidence`` is over the limit, or a configuration of the same cost
-        features broke it), else None: the a-priori constraint a screening sampler rejects
-        candidates on (HyperPower).
+        upper bound at ``confidence`` is over the limit, or a trial whose cost features were
+        each no larger than those of ``params`` broke it), else None: the a-priori constraint a
+        screening sampler rejects candidates on (HyperPower).
 
         Screening is cautious where skipping is sure (:meth:`skip` waits for the lower
         bound): a rejected candidate costs the sampler one more draw, while a proposal that
@@ -208,7 +208,7 @@ class CostScreen:
         """
         predictions = self.predict(params, steps_planned)
         broken = {key: ratio - 1.0 for key, ratio in self._broken(predictions, "high").items()}
-        if not broken and (same := self._same_cost_as_a_broken_one(params)) is not None:
+        if not broken and (same := self._same_cost_as_a_broken_one(params, at_least=True)) is not None:
             broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
         return broken or self._past_the_safe_region(params, predictions) or None
 
@@ -264,19 +264,24 @@ class CostScreen:
             "costs": {m: _as_dict(e) for m, e in predictions.items()},
         }
 
-    def _same_cost_as_a_broken_one(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _same_cost_as_a_broken_one(self, params: Mapping[str, Any], at_least: bool = False) -> dict[str, Any] | None:
+        """The evidence that a trial with the same cost features as ``params`` broke a budget
+        (``at_least``: with cost features no larger, each of them, since costs grow with each)."""
         x = self.model.design(params)
         if x is None:
             return None
         for record in [*self.history, *self.records()]:
             key = record.stop.rule if record.stop is not None and record.stop.is_system else None
-            if key not in self.budget or self.model.design(record.params) != x:
+            if key not in self.budget or (measured := self.model.design(record.params)) is None:
                 continue
+            if measured != x and not (at_least and all(a >= b for a, b in zip(x, measured))):
+                continue
+            relation = "same cost features as" if measured == x else "cost features at least those of"
             return {
                 "budget": key, "metric": PREDICTED_METRICS[key], "threshold": self.budget[key],
                 "predicted": record.stop.value, "low": record.stop.value, "high": None,
                 "confidence": self.settings.confidence, "observations": self.model.n_observations_,
-                "basis": f"same cost features as {record.trial_id}, which broke it",
+                "basis": f"{relation} {record.trial_id}, which broke it",
             }
         return None
 

@@ -16,8 +16,9 @@ from frugalml.study import Study, Workload
 
 def start_workers_early(study: Study) -> None:
     """Start the local trial workers' forkserver now, so that its imports (numpy, scikit-learn,
-    pandas, and torch for a built-in network: seconds) overlap the data preparation before the
-    first trial instead of delaying it. It imports what this study's workers need, no more."""
+    pandas, and torch for a built-in network: seconds) overlap what comes before the first trial
+    (a built-in dataset's preparation) instead of delaying it. It imports what this study's
+    workers need, no more."""
     reset_preload()
     if any(w.train is None for w in study.workloads):
         from frugalml.workloads import NETWORKS  # lazy: a user's own training function never needs it

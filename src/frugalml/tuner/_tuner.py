@@ -105,16 +105,23 @@ class Tuner:
         if study.mlflow_uri and study.mlflow_uri != DEFAULT_MLFLOW:
             check_uri(study.mlflow_uri)  # before --fresh deletes anything
         self._load_previous()
+        # a resume with nothing left to run imports nothing for workers
+        start = self._local_workers and not self._all_recorded()
+        # a built-in dataset takes seconds to prepare: the workers' imports overlap it; a user's own
+        # training function prepares nothing, so its workers start once the study is known to be valid
+        early = start and any(w.train is None for w in study.workloads)
         if self._local_workers:
             # before anything is written, or a worker started
             check_local_resources(study.cpus_per_trial, study.gpus_per_trial, study.pin)
-            if not self._all_recorded():  # a resume with nothing left to run imports nothing for workers
+            if early:
                 start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
         if self.fresh and self.store.exists:
             remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
         make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
         self._lock_run()
+        if start and not early:
+            start_workers_early(study)
         return plans
 
     def _all_recorded(self) -> bool:
