@@ -27,22 +27,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     --no-loadscope-reorder`); in collection order, one worker's last long files kept the other
     idle for ~55 s at the end. A file missing from the record goes last; a stale record only
     costs balance. The sort is stable: a file's tests keep their order."""
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+    seconds = _recorded()
+    items.sort(key=lambda item: -seconds.get(_file(item.nodeid), 0.0))
+    _collected.update(_file(item.nodeid) for item in items)
 
 
+def _recorded() -> dict[str, float]:
+    try:
+        return json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: collection order then
+        return {}
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+_collected: Counter[str] = Counter()  # tests per file
 _file_seconds: Counter[str] = Counter()
+_file_tests: dict[str, set[str]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _file_seconds[report.nodeid.split("::")[0]] += report.duration
+    _file_seconds[_file(report.nodeid)] += report.duration
+    _file_tests.setdefault(_file(report.nodeid), set()).add(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if session.config.getoption("store_file_durations") and not hasattr(session.config, "workerinput"):
-        # the files that ran replace their record; the others keep theirs
-        merged = {**(json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}),
-                  **{name: round(s, 1) for name, s in _file_seconds.items()}}
+        # a file all of whose tests ran replaces its record; the others keep theirs (the controller of an
+        # xdist run collects nothing itself: there, every file that reported counts)
+        whole = {name for name, tests in _file_tests.items() if not _collected or len(tests) >= _collected[name]}
+        merged = {**_recorded(), **{name: round(s, 1) for name, s in _file_seconds.items() if name in whole}}
         kept = {name: s for name, s in sorted(merged.items(), key=lambda kv: -kv[1]) if s >= 1.0}
         DURATIONS.write_text(json.dumps(kept, indent=0) + "\n")
 

@@ -237,6 +237,14 @@ def test_gpus_per_trial_on_a_machine_without_gpus_is_a_one_line_error(tmp_path, 
     _assert_one_line_error(result, "gpus_per_trial", tmp_path / "out")
 
 
+def test_a_study_whose_trials_report_no_objective_says_so_not_that_the_budget_was_missed(tmp_path):
+    body = STEADY_STUDY.format(name="silent", steps=10).replace("0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7", "0.1")
+    done = cli("tune", str(write_study(tmp_path / "s.toml", body + NO_MLFLOW)), "--no-progress")  # 10 steps, no window
+    assert done.returncode == 0, done.stderr
+    assert "steady: no configuration reported val_loss, the objective (trial.report(val_loss=...))" in done.stdout
+    assert "met the budget" not in done.stdout
+
+
 def test_cli_overrides_are_validated_and_resume_with_fresh_is_refused(tmp_path, capfd, caplog, monkeypatch):
     study_file = write_study(tmp_path / "s.toml", STEADY_STUDY.format(name="flags", steps=10))
     fixtures = {"capfd": capfd, "caplog": caplog, "monkeypatch": monkeypatch}
@@ -286,22 +294,31 @@ def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(healt
         assert len(ResultStore(tmp_path / "out").trial_ids()) == 8
 
 
-def _parse_error_in_process(*args: str, capfd) -> SimpleNamespace:
+def _parse_error_in_process(*args: str, capfd, monkeypatch) -> SimpleNamespace:
     """``frugalml ARGS`` that argparse refuses, through the CLI's ``main`` here: it exits (SystemExit) before
-    any command runs; as :func:`helpers.cli` returns it."""
+    any command runs; as :func:`helpers.cli` returns it. What ``main`` sets first (MLflow's logging) is undone."""
+    import logging
+
     from frugalml.cli import main
 
+    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
     capfd.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
+    try:
+        with monkeypatch.context() as patch, pytest.raises(SystemExit) as exited:
+            patch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))
+            main(list(args))
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     out, err = capfd.readouterr()
     return SimpleNamespace(returncode=exited.value.code, stdout=out, stderr=err)
 
 
-def test_command_line_mistakes_are_one_line_errors(capfd):
+def test_command_line_mistakes_are_one_line_errors(capfd, monkeypatch):
     for args, needle in ((("tune", "--workers", "abc", "s.toml"), "invalid int value"),
                          (("nonsense",), "invalid choice"), (("show",), "required: study")):
         # one real process; argparse refuses the others the same way, in main
-        result = cli(*args) if args == ("nonsense",) else _parse_error_in_process(*args, capfd=capfd)
+        result = cli(*args) if args == ("nonsense",) else _parse_error_in_process(*args, capfd=capfd,
+                                                                                   monkeypatch=monkeypatch)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert needle in result.stderr and "--help" in result.stderr

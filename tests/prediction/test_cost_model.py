@@ -133,6 +133,27 @@ def test_screening_rejects_a_batch_no_smaller_than_one_that_broke_the_budget_whe
     assert screen.violations({"batch_size": 11_000}, 40) is None  # smaller than the one that broke it
     assert screen.skip(config_id="13000", params={"batch_size": 13_000}, steps_planned=40, number=9) is None
     assert screen.skip(config_id="12000b", params={"batch_size": 12_000}, steps_planned=40, number=9) is not None
+    # an earlier study's trial that broke a tighter budget is no evidence against this one's
+    looser = gate([*grid([30, 300, 3000, 6000]), broke], {"max_memory_mb": 400})
+    assert looser.violations({"batch_size": 13_000}, 40) is None
+    assert looser.skip(config_id="12000b", params={"batch_size": 12_000}, steps_planned=40, number=9) is None
+    # a trial's seconds depend on its steps, which the cost features leave out: no larger-batch rule there
+    slow = record(12_000, 0.1, status=TrialStatus.STOPPED,
+                  stop=StopInfo("max_trial_seconds", "system", 1, 70.0, 60.0, "slow"))
+    timed = gate([*grid([30, 300, 3000, 6000]), slow], {"max_trial_seconds": 60})
+    assert timed.violations({"batch_size": 13_000}, 1) is None
+
+
+def test_a_gpu_out_of_memory_read_below_its_limit_rules_out_its_own_features_only():
+    """On a shared device, CUDA runs out of memory below the trial's own budget, or frugalml reads
+    nothing: the same cost features are rejected (with the least violation), larger ones are not."""
+    for value in (180.0, math.nan):
+        oom = record(12_000, 0.1, status=TrialStatus.STOPPED,
+                     stop=StopInfo("max_gpu_memory_mb", "system", 1, value, 200.0, "CUDA out of memory"))
+        screen = gate([oom], {"max_gpu_memory_mb": 200})
+        violations = screen.violations({"batch_size": 12_000}, 40)
+        assert list(violations) == ["max_gpu_memory_mb"] and 0 < violations["max_gpu_memory_mb"] < 1e-3
+        assert screen.violations({"batch_size": 13_000}, 40) is None
 
 
 def test_before_the_model_predicts_screening_grows_a_safe_region_from_the_trials_that_fit():

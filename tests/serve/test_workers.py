@@ -152,7 +152,8 @@ def test_a_drift_alert_fires_once_for_a_shift_spread_over_both_workers(pair, wor
         assert a.post("/predict", json={"instances": split.X_test[:WINDOW - partial].tolist()}).status_code == 200
         windows += 1
         # each worker ships its rows on its own: B's shifted rows must not reach the monitor before A's calm ones
-        scrape_until(a.client, lambda s: value(s, "frugalml_drift_windows_total") >= windows)
+        filled = scrape_until(a.client, lambda s: value(s, "frugalml_drift_windows_total") >= windows)
+        assert value(filled, "frugalml_drift_windows_total") >= windows, "the calm rows never closed their window"
     names = list(split.feature_names)
     shifted = split.X_test.copy()
     shifted[:, names.index("plas")] += 25.0  # glucose up by ~0.8 training std

@@ -99,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     for workload in study.workloads:
         best = result.best_feasible(workload.name)
         if best is None:
-            console.print(f"[bold]{workload.name}[/]: no configuration met the budget")
+            feasible = [s for s in result.summaries() if s.workload == workload.name and s.feasible]
+            objective = study.search.objectives[0]
+            console.print(f"[bold]{workload.name}[/]: " + (
+                f"no configuration reported {objective}, the objective (trial.report({objective}=...))"
+                if feasible else "no configuration met the budget"))
             continue
         metrics = ", ".join(f"{k}={fmt(v)}" for k, v in best.mean.items())
         console.print(f"[bold]{workload.name}[/]: best configuration within budget: {dict(best.params)} ({metrics})")

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from frugalml.accounting import credible_prediction, skip_saving
+from frugalml.budgets import BUDGETS, SAMPLE, WINDOW
 from frugalml.exceptions import ConfigError
 from frugalml.metrics import CPU_MS_PER_STEP, MEAN_STEP_MS, TRIAL_SECONDS
 from frugalml.prediction._cost_model import PREDICTED_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
-from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus
+from frugalml.records import MIN_VIOLATION, StopInfo, StopKind, TrialRecord, TrialStatus
 from frugalml.store import ResultStore
 from frugalml.validation import check_keys
 
@@ -209,7 +210,8 @@ class CostScreen:
         predictions = self.predict(params, steps_planned)
         broken = {key: ratio - 1.0 for key, ratio in self._broken(predictions, "high").items()}
         if not broken and (same := self._same_cost_as_a_broken_one(params, at_least=True)) is not None:
-            broken = {same["budget"]: same["low"] / same["threshold"] - 1.0}
+            excess = BUDGETS[same["budget"]].excess(same["low"], same["threshold"])
+            broken = {same["budget"]: max(excess, MIN_VIOLATION) if math.isfinite(excess) else MIN_VIOLATION}
         return broken or self._past_the_safe_region(params, predictions) or None
 
     def _past_the_safe_region(self, params: Mapping[str, Any], predictions: Mapping[str, Estimate]) -> dict[str, float]:
@@ -266,7 +268,9 @@ class CostScreen:
 
     def _same_cost_as_a_broken_one(self, params: Mapping[str, Any], at_least: bool = False) -> dict[str, Any] | None:
         """The evidence that a trial with the same cost features as ``params`` broke a budget
-        (``at_least``: with cost features no larger, each of them, since costs grow with each)."""
+        (``at_least``: or, for memory and step time, with cost features no larger, each of
+        them, since those costs grow with each). A trial of an earlier study that stayed within
+        this study's budget is no evidence."""
         x = self.model.design(params)
         if x is None:
             return None
@@ -274,7 +278,17 @@ class CostScreen:
             key = record.stop.rule if record.stop is not None and record.stop.is_system else None
             if key not in self.budget or (measured := self.model.design(record.params)) is None:
                 continue
-            if measured != x and not (at_least and all(a >= b for a, b in zip(x, measured))):
+            budget, limit, stop = BUDGETS[key], self.budget[key], record.stop
+            measured_value = math.isfinite(stop.value)
+            broke = measured_value and budget.breaks(stop.value, limit)  # measured past this study's limit
+            # a GPU out-of-memory reads nothing, or below its own limit: evidence for the same features only,
+            # under a budget no looser than the one it was stopped for
+            unread = not measured_value or not budget.breaks(stop.value, stop.threshold)
+            if measured == x:
+                if not (broke or (unread and not budget.breaks(stop.threshold, limit))):
+                    continue
+            elif not (at_least and broke and budget.scope in (SAMPLE, WINDOW)
+                      and all(a >= b for a, b in zip(x, measured))):
                 continue
             relation = "same cost features as" if measured == x else "cost features at least those of"
             return {

@@ -107,8 +107,9 @@ class Tuner:
         self._load_previous()
         # a resume with nothing left to run imports nothing for workers
         start = self._local_workers and not self._all_recorded()
-        # a built-in dataset takes seconds to prepare: the workers' imports overlap it; a user's own
-        # training function prepares nothing, so its workers start once the study is known to be valid
+        # a built-in dataset takes seconds to prepare: the workers' imports overlap it. A user's own training
+        # function prepares nothing, so its workers start once the study is known to be valid: bad input starts
+        # no process (the price: the driver's import of the user's module no longer overlaps the forkserver's)
         early = start and any(w.train is None for w in study.workloads)
         if self._local_workers:
             # before anything is written, or a worker started
