@@ -44,20 +44,20 @@ def _file(nodeid: str) -> str:
 
 
 _collected: Counter[str] = Counter()  # tests per file
+_reported: Counter[str] = Counter()  # tests per file that ran (each ends with one teardown report)
 _file_seconds: Counter[str] = Counter()
-_file_tests: dict[str, set[str]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _file_seconds[_file(report.nodeid)] += report.duration
-    _file_tests.setdefault(_file(report.nodeid), set()).add(report.nodeid)
+    _reported[_file(report.nodeid)] += report.when == "teardown"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if session.config.getoption("store_file_durations") and not hasattr(session.config, "workerinput"):
         # a file all of whose tests ran replaces its record; the others keep theirs (the controller of an
         # xdist run collects nothing itself: there, every file that reported counts)
-        whole = {name for name, tests in _file_tests.items() if not _collected or len(tests) >= _collected[name]}
+        whole = {name for name, ran in _reported.items() if not _collected or ran >= _collected[name]}
         merged = {**_recorded(), **{name: round(s, 1) for name, s in _file_seconds.items() if name in whole}}
         kept = {name: s for name, s in sorted(merged.items(), key=lambda kv: -kv[1]) if s >= 1.0}
         DURATIONS.write_text(json.dumps(kept, indent=0) + "\n")

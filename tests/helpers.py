@@ -85,7 +85,10 @@ def cli_in_process(*args: str, capfd, caplog, monkeypatch, cwd: Path | None = No
                 patch.chdir(cwd)
             patch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))  # main sets it
             warnings.simplefilter("default")
-            code = main(list(args))
+            try:
+                code = main(list(args))
+            except SystemExit as exited:  # argparse refuses the command line before any command runs
+                code = exited.code
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)

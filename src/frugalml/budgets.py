@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from frugalml.exceptions import ConfigError
@@ -44,6 +45,16 @@ WINDOW = "window"
 TRIAL = "trial"
 STUDY = "study"
 SERVE = "serve"
+
+
+#: the least violation of a broken budget, as Optuna's constraints read it (> 0: infeasible)
+MIN_VIOLATION = 1e-6
+
+
+def as_violation(excess: float) -> float:
+    """A broken budget's ``excess`` as Optuna's constraints read it: at least ``MIN_VIOLATION``, also where
+    it is unknown (NaN) or was read below the limit (a CUDA out-of-memory on a shared device)."""
+    return max(excess, MIN_VIOLATION) if math.isfinite(excess) else MIN_VIOLATION
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,10 @@ class Budget:
         if self.floor:
             return limit / value - 1.0 if value > 0 else float("inf")
         return value / limit - 1.0
+
+    def violation(self, value: float, limit: float) -> float:
+        """:meth:`excess` of a budget known to be broken, as :func:`as_violation` reads it."""
+        return as_violation(self.excess(value, limit) if limit > 0 else math.nan)
 
     @property
     def per_config(self) -> bool:

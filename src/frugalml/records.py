@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from frugalml.budgets import budget_of_rule
+from frugalml.budgets import as_violation, budget_of_rule
 from frugalml.metrics import (ACCURACY, CPU_PERCENT, ENERGY_J, MEAN_STEP_MS, MEMORY_MB, MODEL_MB, PEAK_MEMORY_MB,
                               PREDICT_MS, RMSE, VAL_LOSS)
 
@@ -50,8 +50,6 @@ class Window:
     def get(self, name: str, default: float | None = None) -> float | None:
         return self.values.get(name, default)
 
-
-MIN_VIOLATION = 1e-6
 
 
 def is_estimate(energy_source: str | None) -> bool:
@@ -94,7 +92,7 @@ class StopInfo:
         b = budget_of_rule(self.rule)
         ratio = ((b.excess(self.value, self.threshold) if b is not None else self.value / self.threshold - 1.0)
                  if self.threshold and self.threshold > 0 else math.nan)
-        return max(ratio, MIN_VIOLATION) if math.isfinite(ratio) else MIN_VIOLATION
+        return as_violation(ratio)
 
 
 @dataclass(frozen=True)

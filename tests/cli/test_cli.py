@@ -11,7 +11,6 @@ import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -294,31 +293,11 @@ def test_a_damaged_results_store_is_a_one_line_error_and_fresh_starts_over(healt
         assert len(ResultStore(tmp_path / "out").trial_ids()) == 8
 
 
-def _parse_error_in_process(*args: str, capfd, monkeypatch) -> SimpleNamespace:
-    """``frugalml ARGS`` that argparse refuses, through the CLI's ``main`` here: it exits (SystemExit) before
-    any command runs; as :func:`helpers.cli` returns it. What ``main`` sets first (MLflow's logging) is undone."""
-    import logging
-
-    from frugalml.cli import main
-
-    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
-    capfd.readouterr()
-    try:
-        with monkeypatch.context() as patch, pytest.raises(SystemExit) as exited:
-            patch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))
-            main(list(args))
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    out, err = capfd.readouterr()
-    return SimpleNamespace(returncode=exited.value.code, stdout=out, stderr=err)
-
-
-def test_command_line_mistakes_are_one_line_errors(capfd, monkeypatch):
+def test_command_line_mistakes_are_one_line_errors(capfd, caplog, monkeypatch):
     for args, needle in ((("tune", "--workers", "abc", "s.toml"), "invalid int value"),
                          (("nonsense",), "invalid choice"), (("show",), "required: study")):
         # one real process; argparse refuses the others the same way, in main
-        result = cli(*args) if args == ("nonsense",) else _parse_error_in_process(*args, capfd=capfd,
-                                                                                   monkeypatch=monkeypatch)
+        result = cli(*args) if args == ("nonsense",) else cli_in_process(*args, capfd=capfd, caplog=caplog,
+                                                                          monkeypatch=monkeypatch)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert needle in result.stderr and "--help" in result.stderr

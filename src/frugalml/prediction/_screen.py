@@ -26,7 +26,7 @@ from frugalml.exceptions import ConfigError
 from frugalml.metrics import CPU_MS_PER_STEP, MEAN_STEP_MS, TRIAL_SECONDS
 from frugalml.prediction._cost_model import PREDICTED_METRICS, CostModel, DatasetShape, broken_metric, observed_costs
 from frugalml.prediction._estimate import Estimate
-from frugalml.records import MIN_VIOLATION, StopInfo, StopKind, TrialRecord, TrialStatus
+from frugalml.records import StopInfo, StopKind, TrialRecord, TrialStatus
 from frugalml.store import ResultStore
 from frugalml.validation import check_keys
 
@@ -159,7 +159,7 @@ class CostScreen:
         self._predictions[config_id] = predictions
         if not self.settings.skip:
             return None
-        prediction = self._over_budget(predictions) or self._same_cost_as_a_broken_one(params)
+        prediction = self._over_budget(predictions) or self._same_cost_as_a_broken_one(self.model.design(params))
         if prediction is None:
             return None
         saving = skip_saving(steps_planned, self._cpu_s_per_step(params, predictions), repeats)
@@ -209,22 +209,22 @@ class CostScreen:
         """
         predictions = self.predict(params, steps_planned)
         broken = {key: ratio - 1.0 for key, ratio in self._broken(predictions, "high").items()}
-        if not broken and (same := self._same_cost_as_a_broken_one(params, at_least=True)) is not None:
-            excess = BUDGETS[same["budget"]].excess(same["low"], same["threshold"])
-            broken = {same["budget"]: max(excess, MIN_VIOLATION) if math.isfinite(excess) else MIN_VIOLATION}
-        return broken or self._past_the_safe_region(params, predictions) or None
+        x = self.model.design(params)
+        if x is None:
+            return broken or None
+        if not broken and (same := self._same_cost_as_a_broken_one(x, at_least=True)) is not None:
+            broken = {same["budget"]: BUDGETS[same["budget"]].violation(same["low"], same["threshold"])}
+        return broken or self._past_the_safe_region(x, predictions) or None
 
-    def _past_the_safe_region(self, params: Mapping[str, Any], predictions: Mapping[str, Estimate]) -> dict[str, float]:
+    def _past_the_safe_region(self, x: Sequence[float], predictions: Mapping[str, Estimate]) -> dict[str, float]:
         """NaN for each budget whose metric the model does not predict for ``params`` (before
         ``min_observations``, or while the trials that broke it measured only a lower bound) and
         for which a cost feature of ``params`` (the model's features: batch MB, a network's
         weights, activations and FLOPs, or the user's) is more than ``SAFE_EXPANSION`` times the
         largest among the trials the model observed within it: costs grow with each. Nothing is
         known before the first trial ends, so nothing is rejected then; a budget no trial
-        measures (trial seconds, which only the prediction gives) is never screened so."""
-        x = self.model.design(params)
-        if x is None:
-            return {}
+        measures (trial seconds, which only the prediction gives) is never screened so. ``x``: the
+        candidate's design row."""
         past = {}
         for key, limit in self.budget.items():
             metric = PREDICTED_METRICS[key]
@@ -266,12 +266,11 @@ class CostScreen:
             "costs": {m: _as_dict(e) for m, e in predictions.items()},
         }
 
-    def _same_cost_as_a_broken_one(self, params: Mapping[str, Any], at_least: bool = False) -> dict[str, Any] | None:
-        """The evidence that a trial with the same cost features as ``params`` broke a budget
+    def _same_cost_as_a_broken_one(self, x: Sequence[float] | None, at_least: bool = False) -> dict[str, Any] | None:
+        """The evidence that a trial with the same cost features (design row ``x``) broke a budget
         (``at_least``: or, for memory and step time, with cost features no larger, each of
         them, since those costs grow with each). A trial of an earlier study that stayed within
         this study's budget is no evidence."""
-        x = self.model.design(params)
         if x is None:
             return None
         for record in [*self.history, *self.records()]:
@@ -279,16 +278,14 @@ class CostScreen:
             if key not in self.budget or (measured := self.model.design(record.params)) is None:
                 continue
             budget, limit, stop = BUDGETS[key], self.budget[key], record.stop
-            measured_value = math.isfinite(stop.value)
-            broke = measured_value and budget.breaks(stop.value, limit)  # measured past this study's limit
-            # a GPU out-of-memory reads nothing, or below its own limit: evidence for the same features only,
-            # under a budget no looser than the one it was stopped for
-            unread = not measured_value or not budget.breaks(stop.value, stop.threshold)
-            if measured == x:
-                if not (broke or (unread and not budget.breaks(stop.threshold, limit))):
-                    continue
-            elif not (at_least and broke and budget.scope in (SAMPLE, WINDOW)
-                      and all(a >= b for a, b in zip(x, measured))):
+            broke = math.isfinite(stop.value) and budget.breaks(stop.value, limit)  # measured past this limit
+            # a GPU out-of-memory reads nothing, or below its own limit: evidence for the same features
+            # only, under a budget no looser than the one it was stopped for
+            unread = not math.isfinite(stop.value) or not budget.breaks(stop.value, stop.threshold)
+            same = measured == x and (broke or (unread and not budget.breaks(stop.threshold, limit)))
+            larger = (at_least and broke and budget.scope in (SAMPLE, WINDOW)
+                      and all(a >= b for a, b in zip(x, measured)))
+            if not (same or larger):
                 continue
             relation = "same cost features as" if measured == x else "cost features at least those of"
             return {

@@ -111,11 +111,10 @@ class Tuner:
         # function prepares nothing, so its workers start once the study is known to be valid: bad input starts
         # no process (the price: the driver's import of the user's module no longer overlaps the forkserver's)
         early = start and any(w.train is None for w in study.workloads)
-        if self._local_workers:
-            # before anything is written, or a worker started
+        if self._local_workers:  # before anything is written, or a worker started
             check_local_resources(study.cpus_per_trial, study.gpus_per_trial, study.pin)
-            if early:
-                start_workers_early(study)
+        if early:
+            start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
         if self.fresh and self.store.exists:
             remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
