@@ -36,9 +36,10 @@ system-deps:
 	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "prometheus (promtool) not installed: the metrics lint test will fail"; }
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "wrk not installed: benchmarks/serve_scale.py falls back to its Python load generator"; }
 
-# Two pytest processes share the tests file by file (pytest-xdist, `--dist loadfile`: a module's
+# Three pytest processes share the tests file by file (pytest-xdist, `--dist loadfile`: a module's
 # fixtures, such as its Ray cluster or server, are made once); most tests wait on worker
-# processes, servers and clusters, so two at once on 2 cores take ~0.65x the time of one.
+# processes, servers and clusters: on 2 cores, two at once take ~0.65x the time of one, and a third
+# fills most of the idle time left (idle CPU-s 167 -> 73, the suite 628-655 s -> 608 s).
 # The longest files go first (tests/durations.json, refreshed by `pytest --store-file-durations`; xdist's own
 # reorder, by test count, is off), so that the two workers finish together.
 # The isolated run collects only the files that use the marker (collecting all of tests/ takes ~10 s).
@@ -46,7 +47,7 @@ system-deps:
 # process the tests start (CLIs, servers, spawned workers) would otherwise compile frugalml from source.
 test: install system-deps
 	$(PY) -m compileall -q src tests
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not isolated"
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "not isolated"
 	$(PY) -m pytest -q -m isolated $$(grep -rl --include='*.py' 'mark.isolated' tests)
 
 reproduce-quick: install

@@ -447,5 +447,14 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(cluster, tm
         with pytest.raises(ConfigError, match="gpus_per_trial = 3 but no node"):
             tune(replace(study, name="too-many", directory=str(tmp_path / "too-many"), gpus_per_trial=3))
         assert not (tmp_path / "too-many" / "frugalml.db").exists()
+        host, port = address.rsplit(":", 1)
+        same = replace(study, name="same", directory=str(tmp_path / "same"), address=f"localhost:{port}",
+                       search=Search(space={"offset": [0.0]}))
+        assert [r.status for r in tune(same).records] == [TrialStatus.COMPLETED]  # the same cluster, named otherwise
+        elsewhere = f"{host}:{free_port()}"
+        # Ray names the head by this machine's interface address, where the fixture wrote 127.0.0.1
+        with pytest.raises(ConfigError, match=rf"connected to the cluster at \S+:{port}, not '{elsewhere}'"):
+            tune(replace(study, name="elsewhere", directory=str(tmp_path / "elsewhere"), address=elsewhere))
+        assert not (tmp_path / "elsewhere" / "frugalml.db").exists()
     finally:
         ray.shutdown()

@@ -37,6 +37,19 @@ def test_a_candidate_not_known_to_fit_is_drawn_again_and_never_learnt_as_infeasi
     assert all(t.state.name == "FAIL" and not t.system_attrs.get("constraints") for t in rejected)
 
 
+@pytest.mark.parametrize("method", ["gp", "tpe", "random"])
+def test_a_redrawn_candidate_never_comes_back_as_a_later_proposal(method):
+    """Redraws after a "not known to fit" rejection are random, and the sampler's own start-up
+    is random too: drawn from one seed's stream, each redraw came back later as a start-up
+    draw (3 of 8 proposals repeated an earlier one)."""
+    search = Search(method=method, space=SPACE, n_trials=8, seed=1)
+    sampler = search.sampler({"max_memory_mb": 200},
+                             screen=lambda p: {"max_memory_mb": float("nan")} if p["batch_size"] > 300 else None)
+    proposed = [tuple(sorted(sampler.ask().params.items())) for _ in range(8)]
+    assert sampler.screened > 0
+    assert len(set(proposed)) == len(proposed)
+
+
 def test_screen_is_a_prediction_setting_with_a_one_line_error():
     assert PredictionSettings.from_config({"screen": True}).screen is True
     with pytest.raises(ConfigError, match=r"\[prediction\] 'screen' must be true or false. Got 'yes' instead."):

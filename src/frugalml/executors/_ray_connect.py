@@ -25,11 +25,13 @@ def import_ray() -> Any:
 def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray with ``num_cpus`` CPUs.
 
-    An already initialised Ray is reused as it is. Returns True when this call
-    initialised Ray.
+    An already initialised Ray is reused as it is, unless ``address`` names another cluster
+    (a one-line :class:`ConfigError`, not a study on the wrong cluster). Returns True when
+    this call initialised Ray.
     """
     ray = import_ray()
     if ray.is_initialized():
+        _check_same_cluster(address, ray.get_runtime_context().gcs_address)
         return False
     options: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING)
     if runtime_env:
@@ -49,6 +51,31 @@ def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] |
         )
         raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {one_line(error)}; {hint}.") from None
     return True
+
+
+def _check_same_cluster(address: str | None, current: str | None) -> None:
+    """Refuse ``address`` (``host:port``) when the Ray this process initialised is another cluster's."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or address.startswith("ray://") or not current:
+        return  # none, "auto", "local" or Ray Client: whatever Ray this process has is the one meant
+    current_host, _, current_port = current.rpartition(":")
+    if port == current_port and _machine(host) == _machine(current_host):
+        return
+    raise ConfigError(f"Ray is already initialised in this process, connected to the cluster at {current}, not "
+                      f"{address!r}: call ray.shutdown() first, or leave the address out to use that cluster.")
+
+
+def _machine(host: str) -> str:
+    """``host``'s address, or "this machine" for any of its own (Ray reports a local head node by
+    its interface address where the user wrote 127.0.0.1 or localhost)."""
+    import psutil
+
+    try:
+        address = socket.gethostbyname(host.strip("[]"))
+    except OSError:
+        return host
+    own = {a.address for addresses in psutil.net_if_addrs().values() for a in addresses}
+    return "this machine" if address.startswith("127.") or address in own else address
 
 
 def _check_reachable(address: str) -> None:

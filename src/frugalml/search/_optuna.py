@@ -8,6 +8,7 @@ import random
 import re
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import optuna
 
 from frugalml.budgets import per_config
@@ -33,6 +34,11 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _another_stream(seed: int) -> int:
+    """A seed for a random stream independent of the one ``seed`` starts."""
+    return int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0])
 
 
 def _squash(values: Sequence[float] | None) -> list[float] | None:
@@ -96,7 +102,9 @@ class OptunaSampler(Sampler):
         self.spent = spent or (lambda: 0.0)
         self.deferred = 0
         self._coin = random.Random(search.seed)
-        self._random = optuna.samplers.RandomSampler(seed=search.seed)
+        # a stream of its own: Optuna's samplers start up with RandomSampler(seed=seed), and on that
+        # same stream each redrawn candidate came back later as a start-up draw (3 of 8 proposals)
+        self._random = optuna.samplers.RandomSampler(seed=_another_stream(search.seed))
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
