@@ -262,6 +262,31 @@ def test_fresh_never_clears_a_folder_that_holds_another_study(folder):
     assert (folder / "studies" / "outer" / "frugalml.db").is_file()
 
 
+@pytest.mark.parametrize("args, env, expected", [
+    (["--backend", "ray", "--address", "127.0.0.1:{closed}"], {}, "Cannot reach a Ray cluster"),
+    ([], {"FRUGALML_WATTS_PER_CORE": "lots"}, "FRUGALML_WATTS_PER_CORE"),
+], ids=["unreachable Ray address", "bad watts per core"])
+def test_fresh_refused_by_the_executor_deletes_nothing(folder, finished, args, env, expected, capfd, caplog,
+                                                       monkeypatch):
+    """The executor's own checks (a Ray cluster to connect to, the energy estimate's setting) come
+    before --fresh clears the folder: a typo in an address does not cost the finished study."""
+    from helpers import free_port
+
+    shutil.copytree(finished, folder / "studies" / "mine")
+    before = _tree(folder / "studies" / "mine")
+    study = write_study(folder / "s.toml", _study('"mine"'))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = [a.format(closed=free_port()) for a in args]
+    result = cli_in_process("tune", str(study), "--no-progress", "--fresh", *args, capfd=capfd, caplog=caplog,
+                            monkeypatch=monkeypatch, cwd=folder)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    after = _tree(folder / "studies" / "mine")
+    for tree in (before, after):  # the run lock holds the pid of whoever last ran the study
+        tree.pop(".frugalml-run.lock")
+    assert after == before
+
+
 def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder, finished):
     shutil.copytree(finished, folder / "studies" / "mine")
     before = _tree(folder / "studies" / "mine")

@@ -446,7 +446,7 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(cluster, tm
         assert {r.info["cuda_visible_devices"] for r in result.records} <= {"0", "1"}
         with pytest.raises(ConfigError, match="gpus_per_trial = 3 but no node"):
             tune(replace(study, name="too-many", directory=str(tmp_path / "too-many"), gpus_per_trial=3))
-        assert not (tmp_path / "too-many" / "frugalml.db").exists()
+        assert not (tmp_path / "too-many").exists()
         host, port = address.rsplit(":", 1)
         same = replace(study, name="same", directory=str(tmp_path / "same"), address=f"localhost:{port}",
                        search=Search(space={"offset": [0.0]}))
@@ -455,6 +455,6 @@ def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(cluster, tm
         # Ray names the head by this machine's interface address, where the fixture wrote 127.0.0.1
         with pytest.raises(ConfigError, match=rf"connected to the cluster at \S+:{port}, not '{elsewhere}'"):
             tune(replace(study, name="elsewhere", directory=str(tmp_path / "elsewhere"), address=elsewhere))
-        assert not (tmp_path / "elsewhere" / "frugalml.db").exists()
+        assert not (tmp_path / "elsewhere").exists()  # refused before the folder was made
     finally:
         ray.shutdown()

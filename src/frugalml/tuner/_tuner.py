@@ -99,8 +99,9 @@ class Tuner:
         self.state = StudyState(self.records)
         self._store_open = True
 
-    def _set_up(self) -> list[WorkloadPlan]:
-        """Check everything, then clear (``fresh``) or read (``resume``) the study's directory."""
+    def _set_up(self, settings: ExecutorSettings) -> tuple[list[WorkloadPlan], Executor]:
+        """Check everything and make the executor, then clear (``fresh``) or read (``resume``) the
+        study's directory."""
         study = self.study
         if study.mlflow_uri and study.mlflow_uri != DEFAULT_MLFLOW:
             check_uri(study.mlflow_uri)  # before --fresh deletes anything
@@ -116,13 +117,20 @@ class Tuner:
         if early:
             start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
-        if self.fresh and self.store.exists:
-            remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
-        make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
-        self._lock_run()
+        # its own checks too (a Ray cluster to connect to, its GPUs, the energy estimate's setting): a typo in an
+        # address must not cost --fresh's finished study
+        executor = self.executor_factory(settings, self.state)
+        try:
+            if self.fresh and self.store.exists:
+                remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
+            make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
+            self._lock_run()
+        except BaseException:
+            executor.shutdown()
+            raise
         if start and not early:
             start_workers_early(study)
-        return plans
+        return plans, executor
 
     def _all_recorded(self) -> bool:
         """True when every workload has as many finished configurations as it can try. Only a
@@ -134,16 +142,15 @@ class Tuner:
 
     def _run(self) -> StudyResult:
         study = self.study
-        plans = self._set_up()
-        tracking = BackgroundTracking(study, self.store)
-        tracking.put_unlogged(self.records)
         rules = study.stopping_rules()
         budgets = StudyBudgets(rules)
         settings = ExecutorSettings(
             workers=study.workers, rules=tuple(rules), sample_interval_s=study.sample_interval_s, pin=study.pin,
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
-        executor = self.executor_factory(settings, self.state)
+        plans, executor = self._set_up(settings)
+        tracking = BackgroundTracking(study, self.store)
+        tracking.put_unlogged(self.records)
         recorder = Recorder(study, self.store, self.records, self.state, tracking, self.progress, self._lock_run,
                             store_open=self._store_open)
         tracking.start()
