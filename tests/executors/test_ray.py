@@ -409,6 +409,7 @@ def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
     with pytest.raises(ConfigError, match=r"tpu_edge = 1\) are offered by none of the cluster's 2 nodes") as error:
         tune(study)
     assert "\n" not in str(error.value)
+    assert not (tmp_path / "nowhere").exists()  # refused before the folder was made: --fresh would have kept it
 
 
 def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):

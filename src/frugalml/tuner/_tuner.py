@@ -99,9 +99,9 @@ class Tuner:
         self.state = StudyState(self.records)
         self._store_open = True
 
-    def _set_up(self, settings: ExecutorSettings) -> tuple[list[WorkloadPlan], Executor]:
-        """Check everything and make the executor, then clear (``fresh``) or read (``resume``) the
-        study's directory."""
+    def _set_up(self, settings: ExecutorSettings) -> tuple[list[WorkloadPlan], Executor, ServingJudge | None]:
+        """Check everything and make the executor (and the judge of serving budgets), then clear
+        (``fresh``) or read (``resume``) the study's directory."""
         study = self.study
         if study.mlflow_uri and study.mlflow_uri != DEFAULT_MLFLOW:
             check_uri(study.mlflow_uri)  # before --fresh deletes anything
@@ -117,20 +117,24 @@ class Tuner:
         if early:
             start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
-        # its own checks too (a Ray cluster to connect to, its GPUs, the energy estimate's setting): a typo in an
-        # address must not cost --fresh's finished study
+        # its own checks too (a Ray cluster to connect to, its GPUs, the energy estimate's setting, a node offering
+        # [deploy] resources): a typo in an address must not cost --fresh's finished study
         executor = self.executor_factory(settings, self.state)
+        judge = None
         try:
+            judge = self._serving_judge(serving_budgets(study.budget)) if study.measures_serving else None
             if self.fresh and self.store.exists:
                 remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
             make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
             self._lock_run()
         except BaseException:
+            if judge is not None:
+                judge.close()
             executor.shutdown()
             raise
         if start and not early:
             start_workers_early(study)
-        return plans, executor
+        return plans, executor, judge
 
     def _all_recorded(self) -> bool:
         """True when every workload has as many finished configurations as it can try. Only a
@@ -148,15 +152,13 @@ class Tuner:
             workers=study.workers, rules=tuple(rules), sample_interval_s=study.sample_interval_s, pin=study.pin,
             hang_timeout_s=study.hang_timeout_s, gpus_per_trial=study.gpus_per_trial,
         )
-        plans, executor = self._set_up(settings)
+        plans, executor, judge = self._set_up(settings)
         tracking = BackgroundTracking(study, self.store)
         tracking.put_unlogged(self.records)
         recorder = Recorder(study, self.store, self.records, self.state, tracking, self.progress, self._lock_run,
                             store_open=self._store_open)
         tracking.start()
-        judge = None
         try:
-            judge = self._serving_judge(serving_budgets(study.budget)) if study.measures_serving else None
             if (warning := executor.energy_estimate_warning(study.budget)) is not None:
                 warnings.warn(warning, stacklevel=2)
             if not recorder.store_open:  # a new study: where each workload's data came from, written with the store
