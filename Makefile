@@ -39,7 +39,7 @@ system-deps:
 # Three pytest processes share the tests file by file (pytest-xdist, `--dist loadfile`: a module's
 # fixtures, such as its Ray cluster or server, are made once); most tests wait on worker
 # processes, servers and clusters: on 2 cores, two at once take ~0.65x the time of one, and a third
-# fills most of the idle time left (idle CPU-s 167 -> 73, the suite 628-655 s -> 608 s).
+# fills most of the idle time left (back to back on one tree: idle CPU-s 166 -> 74, the suite 662 -> 632 s).
 # The longest files go first (tests/durations.json, refreshed by `pytest --store-file-durations`; xdist's own
 # reorder, by test count, is off), so that the two workers finish together.
 # The isolated run collects only the files that use the marker (collecting all of tests/ takes ~10 s).
