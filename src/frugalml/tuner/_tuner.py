@@ -127,13 +127,13 @@ class Tuner:
                 remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
             make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
             self._lock_run()
+            if start and not early:
+                start_workers_early(study)
         except BaseException:
             if judge is not None:
                 judge.close()
             executor.shutdown()
             raise
-        if start and not early:
-            start_workers_early(study)
         return plans, executor, judge
 
     def _all_recorded(self) -> bool:
