@@ -41,7 +41,7 @@ system-deps:
 # processes, servers and clusters: on 2 cores, two at once take ~0.65x the time of one, and a third
 # fills most of the idle time left (back to back on one tree: idle CPU-s 166 -> 74, the suite 662 -> 632 s).
 # The longest files go first (tests/durations.json, refreshed by `pytest --store-file-durations`; xdist's own
-# reorder, by test count, is off), so that the two workers finish together.
+# reorder, by test count, is off), so that the workers finish together.
 # The isolated run collects only the files that use the marker (collecting all of tests/ takes ~10 s).
 # compileall first: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines), every
 # process the tests start (CLIs, servers, spawned workers) would otherwise compile frugalml from source.

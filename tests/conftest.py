@@ -23,9 +23,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest files first. `make test`'s two workers take a file at a time (`--dist loadfile
-    --no-loadscope-reorder`); in collection order, one worker's last long files kept the other
-    idle for ~55 s at the end. A file missing from the record goes last; a stale record only
+    """The longest files first. `make test`'s workers take a file at a time (`--dist loadfile
+    --no-loadscope-reorder`); in collection order, with two workers, one worker's last long files
+    kept the other idle for ~55 s at the end. A file missing from the record goes last; a stale record only
     costs balance. The sort is stable: a file's tests keep their order."""
     seconds = _recorded()
     items.sort(key=lambda item: -seconds.get(_file(item.nodeid), 0.0))

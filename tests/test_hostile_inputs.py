@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from frugalml.ownership import MARKER
-from helpers import cli, cli_in_process, write_study
+from helpers import cli, cli_in_process, free_port, write_study
 
 USER_WORKLOAD = '[[workloads]]\ntrain = "trainers:steady"\ntrain_kwargs = { steps = 5 }\n'
 SPACE = '[search]\nspace = { offset = [0.0] }\n'
@@ -104,6 +104,13 @@ def _tree(root: Path) -> dict[str, str]:
     for path in sorted(root.rglob("*")):
         relative = str(path.relative_to(root))
         tree[relative] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree
+
+
+def _study_tree(root: Path) -> dict[str, str]:
+    """:func:`_tree` of a study folder, less its run lock (which holds the pid of whoever last ran it)."""
+    tree = _tree(root)
+    tree.pop(".frugalml-run.lock")
     return tree
 
 
@@ -270,10 +277,8 @@ def test_fresh_refused_by_the_executor_deletes_nothing(folder, finished, args, e
                                                        monkeypatch):
     """The executor's own checks (a Ray cluster to connect to, the energy estimate's setting) come
     before --fresh clears the folder: a typo in an address does not cost the finished study."""
-    from helpers import free_port
-
     shutil.copytree(finished, folder / "studies" / "mine")
-    before = _tree(folder / "studies" / "mine")
+    before = _study_tree(folder / "studies" / "mine")
     study = write_study(folder / "s.toml", _study('"mine"'))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -281,19 +286,13 @@ def test_fresh_refused_by_the_executor_deletes_nothing(folder, finished, args, e
     result = cli_in_process("tune", str(study), "--no-progress", "--fresh", *args, capfd=capfd, caplog=caplog,
                             monkeypatch=monkeypatch, cwd=folder)
     assert result.returncode == 2 and expected in result.stderr, result.stderr
-    after = _tree(folder / "studies" / "mine")
-    for tree in (before, after):  # the run lock holds the pid of whoever last ran the study
-        tree.pop(".frugalml-run.lock")
-    assert after == before
+    assert _study_tree(folder / "studies" / "mine") == before
 
 
 def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder, finished):
     shutil.copytree(finished, folder / "studies" / "mine")
-    before = _tree(folder / "studies" / "mine")
+    before = _study_tree(folder / "studies" / "mine")
     broken = write_study(folder / "s.toml", _study('"mine"', workload='[[workloads]]\ntrain = "os:system"\n'))
     result = cli("tune", str(broken), "--no-progress", "--fresh", cwd=folder)
     assert result.returncode == 2 and "not a training function" in result.stderr
-    after = _tree(folder / "studies" / "mine")
-    for tree in (before, after):  # the run lock holds the pid of whoever last ran the study
-        tree.pop(".frugalml-run.lock")
-    assert after == before
+    assert _study_tree(folder / "studies" / "mine") == before

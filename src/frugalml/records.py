@@ -89,10 +89,10 @@ class StopInfo:
         how far past its budget a system stop was, as Optuna's constraints read it (> 0:
         infeasible). At least 1e-6, also where the value is unknown or was read below the
         limit (a CUDA out-of-memory on a shared device)."""
-        b = budget_of_rule(self.rule)
-        ratio = ((b.excess(self.value, self.threshold) if b is not None else self.value / self.threshold - 1.0)
-                 if self.threshold and self.threshold > 0 else math.nan)
-        return as_violation(ratio)
+        threshold = self.threshold or 0.0
+        if (b := budget_of_rule(self.rule)) is not None:
+            return b.violation(self.value, threshold)
+        return as_violation(self.value / threshold - 1.0 if threshold > 0 else math.nan)
 
 
 @dataclass(frozen=True)

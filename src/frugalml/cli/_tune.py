@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     for workload in study.workloads:
         best = result.best_feasible(workload.name)
         if best is None:
-            feasible = [s for s in result.summaries() if s.workload == workload.name and s.feasible]
+            feasible = any(s.workload == workload.name and s.feasible for s in result.summaries())
             objective = study.search.objectives[0]
             console.print(f"[bold]{workload.name}[/]: " + (
                 f"no configuration reported {objective}, the objective (trial.report({objective}=...))"

@@ -7,6 +7,8 @@ import os
 import socket
 from typing import Any, Mapping
 
+import psutil
+
 from frugalml.exceptions import ConfigError, one_line
 
 _INSTALL = "pip install 'frugalml[ray]'"
@@ -55,11 +57,10 @@ def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] |
 
 def _check_same_cluster(address: str | None, current: str | None) -> None:
     """Refuse ``address`` (``host:port``) when the Ray this process initialised is another cluster's."""
-    host, _, port = (address or "").rpartition(":")
-    if not host or not port.isdigit() or address.startswith("ray://") or not current:
+    given, now = _host_port(address or ""), _host_port(current or "")
+    if given is None or now is None or address.startswith("ray://"):
         return  # none, "auto", "local" or Ray Client: whatever Ray this process has is the one meant
-    current_host, _, current_port = current.rpartition(":")
-    if port == current_port and _machine(host) == _machine(current_host):
+    if given[1] == now[1] and _machine(given[0]) == _machine(now[0]):
         return
     raise ConfigError(f"Ray is already initialised in this process, connected to the cluster at {current}, not "
                       f"{address!r}: call ray.shutdown() first, or leave the address out to use that cluster.")
@@ -68,8 +69,6 @@ def _check_same_cluster(address: str | None, current: str | None) -> None:
 def _machine(host: str) -> str:
     """``host``'s address, or "this machine" for any of its own (Ray reports a local head node by
     its interface address where the user wrote 127.0.0.1 or localhost)."""
-    import psutil
-
     try:
         address = socket.gethostbyname(host.strip("[]"))
     except OSError:
@@ -78,14 +77,20 @@ def _machine(host: str) -> str:
     return "this machine" if address.startswith("127.") or address in own else address
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``[ray://]HOST:PORT``, or None for anything else ("auto", "local")."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
 def _check_reachable(address: str) -> None:
     """Fail fast on an unreachable ``host:port``: ``ray.init`` would retry for a minute."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    if (parsed := _host_port(address)) is None:
         if address in ("auto", "local"):
             return
         raise ConfigError(f"Ray address must look like 'HOST:PORT' (or 'auto'). Got {address!r} instead.")
-    why = _grpc_answer(host.strip("[]"), int(port))
+    host, port = parsed
+    why = _grpc_answer(host.strip("[]"), port)
     if why is not None:
         raise ConfigError(
             f"Cannot reach a Ray cluster at {address!r} ({why}); start one with `ray start --head` or fix --address."
