@@ -76,6 +76,9 @@ class WindowEnd(_Message):
         after_loop: flushed once training returned, so not a step boundary.
         own_memory_mb: the worker process's own memory, stamped by the worker.
         cpu_s: CPU-seconds used so far, stamped by the executor at the step boundary.
+        ended_at: ``time.monotonic()`` in the trial when the window ended. One clock per machine,
+            so the watching parent leaves its samples taken later (the parent reads messages
+            late on a busy machine) to the next window.
     """
 
     step: int
@@ -89,6 +92,7 @@ class WindowEnd(_Message):
     after_loop: bool = False
     own_memory_mb: float | None = None
     cpu_s: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,6 +230,7 @@ class Trial:
                 metrics=metrics,
                 wall_s=time.monotonic() - self._started,
                 after_loop=after_loop,  # flushed once training returned: not a step boundary
+                ended_at=time.monotonic(),
             )
         )
         self._durations = []

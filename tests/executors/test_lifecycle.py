@@ -68,6 +68,25 @@ def test_a_recorded_sequence_becomes_windows_info_and_a_completed_record():
     assert "cpu_s" not in last and last["energy_j"] == 25.0
 
 
+def test_a_sample_taken_after_a_window_ended_counts_toward_the_next_window_not_that_one():
+    # the parent reads messages late on a busy machine: a sample taken meanwhile (the model being
+    # logged, say) is not the window's; one taken before it ended is, and so is the worker's own figure
+    trial = lifecycle(steps=20)
+    trial.observe({"cpu_s": 0.5, "memory_mb": 300.0}, at=1.0)
+    trial.observe({"cpu_s": 0.9, "memory_mb": 410.0}, at=2.5)  # after the window ended at 2.0
+    trial.receive(window(10, cpu_s=0.8, own_memory_mb=320.0, ended_at=2.0), now=3.0)
+    trial.observe({"cpu_s": 1.2, "memory_mb": 350.0}, at=3.5)
+    trial.receive(window(20, cpu_s=1.3, ended_at=4.0), now=4.1)
+    trial.observe({"cpu_s": 1.4, "memory_mb": 600.0}, at=4.5)  # after the last window: only a stop's final window has it
+    assert [w.values["memory_mb"] for w in trial.windows] == [320.0, 410.0]
+    assert trial._final_window(20, now=5.0).values["memory_mb"] == 600.0
+    # no sample before a window's end: the latest one stands in (an upper bound, a child's memory kept)
+    late = lifecycle(steps=10)
+    late.observe({"cpu_s": 0.5, "memory_mb": 200.0}, at=3.0)
+    late.receive(window(10, cpu_s=0.4, own_memory_mb=150.0, ended_at=2.0), now=3.0)
+    assert late.windows[0].values["memory_mb"] == 200.0
+
+
 def test_every_message_survives_a_pipe():
     oom = gpu_out_of_memory(RuntimeError("CUDA error: out of memory"))
     for message in (Plan(3), Info({"a": 1}), FirstStep(0.1), Metrics(1, {"x": 1.0}), window(10, cpu_s=1.0),

@@ -91,7 +91,7 @@ class TrialLifecycle:
         self.stop: StopInfo | None = None
         self.stop_phase: str | None = None
         self.failure: str | None = None  # why the executor ended it (hung, its Ray task died)
-        self._window_peak_mb = 0.0
+        self._memory: list[tuple[float, float]] = []  # (when, memory_mb): the samples since the last window
         self._last_window_cpu_s = 0.0
         self._last_window_at = self.started
         self._pending_metrics: dict[str, float] = {}
@@ -99,11 +99,13 @@ class TrialLifecycle:
 
     # -- in ----------------------------------------------------------------------------
 
-    def observe(self, sample: Mapping[str, float]) -> None:
-        """Take a system sample; ``{}`` (the process tree is gone) keeps the last one."""
+    def observe(self, sample: Mapping[str, float], at: float | None = None) -> None:
+        """Take a system sample taken at ``at`` (``time.monotonic()``, default: now); ``{}`` (the
+        process tree is gone) keeps the last one."""
         if sample:
             self.sample = sample
-            self._window_peak_mb = max(self._window_peak_mb, sample.get(MEMORY_MB, 0.0))
+            if MEMORY_MB in sample:
+                self._memory.append((time.monotonic() if at is None else at, sample[MEMORY_MB]))
             if CPU_S in sample:
                 self._readings.between_steps(sample[CPU_S], self.progress, self._window_step, self.task.eval_every)
 
@@ -151,12 +153,18 @@ class TrialLifecycle:
             self._readings.window(message, now)
         if elapsed > 0 and CPU_S in sample:
             values[CPU_PERCENT] = (cpu_s - self._last_window_cpu_s) / elapsed * 100.0
-        # The tree's peak, at least the worker's own figure at the window's end. Read after the worker
-        # exited, the tree's last sample may be later than this window: an upper bound, which keeps a
-        # child's memory (a data loader's) that the worker's own figure lacks.
-        memory = [m for m in (sample.get(MEMORY_MB), message.own_memory_mb) if m is not None]
+        # The tree's peak over the samples taken before the window ended (a later one, say of the
+        # model being logged, belongs to the next), at least the worker's own figure at its end.
+        # With no such sample, the latest: an upper bound that keeps a child's memory (a data
+        # loader's) that the worker's own figure lacks.
+        cut = message.ended_at
+        inside = [m for t, m in self._memory if cut is None or t <= cut]
+        self._memory = [(t, m) for t, m in self._memory if cut is not None and t > cut]
+        if not inside and MEMORY_MB in sample:
+            inside = [sample[MEMORY_MB]]
+        memory = [*inside, *([] if message.own_memory_mb is None else [message.own_memory_mb])]
         if memory:
-            values[MEMORY_MB] = max(self._window_peak_mb, *memory)
+            values[MEMORY_MB] = max(memory)
         for name in DETAILED:
             if name in self.detailed:
                 values[name] = self.detailed[name]
@@ -166,7 +174,7 @@ class TrialLifecycle:
         self._pending_metrics = {}
         self.windows = (*self.windows, Window(message.step, values))
         self.train_loss.extend(message.losses)
-        self._last_window_cpu_s, self._last_window_at, self._window_peak_mb = cpu_s, now, 0.0
+        self._last_window_cpu_s, self._last_window_at = cpu_s, now
 
     @property
     def _window_step(self) -> int:
@@ -293,8 +301,9 @@ class TrialLifecycle:
         """System figures at the moment a trial ended early, so its footprint is on record."""
         sample = self.sample
         values: dict[str, float] = {}
-        if MEMORY_MB in sample or self._window_peak_mb:
-            values[MEMORY_MB] = max(self._window_peak_mb, sample.get(MEMORY_MB, 0.0))
+        memory = [m for _, m in self._memory] or ([sample[MEMORY_MB]] if MEMORY_MB in sample else [])
+        if memory:
+            values[MEMORY_MB] = max(memory)
         values[WALL_S] = now - self.started
         for name in SAMPLED:
             if name in sample:

@@ -333,6 +333,7 @@ class LocalExecutor(Executor):
     def _sample(self, running: _Running) -> None:
         if running.monitor is None:
             return
+        taken = time.monotonic()
         try:
             sample = running.monitor.sample()
             if running.gpu is not None:
@@ -341,7 +342,7 @@ class LocalExecutor(Executor):
                 sample.update(running.energy.sample())
         except psutil.Error:
             return
-        running.trial.observe(sample)
+        running.trial.observe(sample, at=taken)
 
     def _watch(self, running: _Running) -> None:
         trial = running.trial
