@@ -55,8 +55,9 @@ def cluster() -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="frugalml-rs-", dir="/tmp")  # short: Ray's socket paths are limited
     port = free_port()
     ray_cli = str(Path(sys.executable).parent / "ray")
+    # workers at Ray's default nice 15 starve while the rest of the suite runs beside this file (make test)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", "RAY_worker_niceness": "0"}
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
