@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.timeout(900)
 import trainers  # noqa: E402
 from frugalml import ResultStore, Search, Study, Workload, tune  # noqa: E402
 from frugalml.exceptions import ConfigError  # noqa: E402
-from frugalml.executors._ray_connect import connect  # noqa: E402
+from frugalml.executors._ray_connect import _check_same_cluster, connect  # noqa: E402
 from frugalml.executors._ray_data import ShippedData, localize, ship  # noqa: E402
 from frugalml.records import TrialStatus  # noqa: E402
 from frugalml.tracking import default_uri  # noqa: E402
@@ -427,6 +428,19 @@ def test_bad_addresses_and_a_missing_ray_are_one_line_config_errors(tmp_path):
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=120,
     )
     assert no_ray.returncode == 2 and "pip install 'frugalml[ray]'" in no_ray.stderr
+
+
+def test_an_address_of_this_machine_names_the_connected_local_cluster_in_ipv4_or_ipv6():
+    """Ray reports a local head by an interface address; the user may write 127.0.0.1, localhost,
+    [::1] or that address: the same cluster. Another port, or another machine, is refused."""
+    own = next(a.address for nic in psutil.net_if_addrs().values() for a in nic
+               if a.family == socket.AF_INET and not a.address.startswith("127."))
+    connected = f"{own}:6379"
+    for address in ("127.0.0.1:6379", "localhost:6379", "[::1]:6379", connected):
+        _check_same_cluster(address, connected)
+    for address in ("[::1]:6380", "198.51.100.7:6379"):  # another port; TEST-NET-2, not this machine
+        with pytest.raises(ConfigError, match="already initialised in this process"):
+            _check_same_cluster(address, connected)
 
 
 def test_gpus_per_trial_reserves_ray_gpus_fake_logical_gpu_resources(cluster, tmp_path):

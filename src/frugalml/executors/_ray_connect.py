@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -67,14 +68,16 @@ def _check_same_cluster(address: str | None, current: str | None) -> None:
 
 
 def _machine(host: str) -> str:
-    """``host``'s address, or "this machine" for any of its own (Ray reports a local head node by
-    its interface address where the user wrote 127.0.0.1 or localhost)."""
+    """``host``'s address, or "this machine" for any of its own, IPv4 or IPv6 (Ray reports a local
+    head node by its interface address where the user wrote 127.0.0.1, localhost or [::1])."""
     try:
-        address = socket.gethostbyname(host.strip("[]"))
+        addresses = {info[4][0] for info in socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)}
     except OSError:
         return host
-    own = {a.address for addresses in psutil.net_if_addrs().values() for a in addresses}
-    return "this machine" if address.startswith("127.") or address in own else address
+    own = {a.address.split("%")[0] for nic in psutil.net_if_addrs().values() for a in nic}  # fe80::1%eth0
+    if any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a.split("%")[0] in own for a in addresses):
+        return "this machine"
+    return min(addresses)
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
