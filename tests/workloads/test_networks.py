@@ -111,9 +111,10 @@ def test_a_memory_budget_stops_the_widest_network_mid_training_and_a_step_time_b
     """Real MLP trials in worker processes. A narrow, shallow network sets the yardstick.
     The widest (20 M parameters) fits a budget of base + 200 MB as built (80 MB of weights)
     but not once it trains: its gradients and Adam's two states add ~240 MB during the first
-    optimiser step, and it is stopped there. The deepest (64 layers, steps ~3.8x the base's
+    optimiser step, and it is stopped there. The deepest (128 layers, steps ~6.6x the base's
     measured alone) breaks a step-time budget of 2.5x the base's; a shallow one beside it does not.
-    (At 3x, a loaded run measured the deepest at 3.09x, inside the budget for its steady windows.)"""
+    (The base is measured at another moment than the deepest, so load moves the ratio: with 64
+    layers, ~3.8x alone, a loaded CI run measured 2.7x and a steady window inside the budget.)"""
     (base,) = tune(_mlp_study(tmp_path / "base", [{"width": 32, "depth": 1}], {}, "base")).records
     assert base.status is TrialStatus.COMPLETED
     base_mb, base_ms = base.peak("memory_mb"), base.mean("mean_step_ms")
@@ -124,9 +125,9 @@ def test_a_memory_budget_stops_the_widest_network_mid_training_and_a_step_time_b
     assert wide.stop.value > base_mb + 200 and wide.stop.step <= 1 and wide.steps_saved >= 39
 
     by_depth = {r.params["depth"]: r for r in tune(_mlp_study(
-        tmp_path / "deep", [{"width": 32, "depth": 64}, {"width": 32, "depth": 1}],
+        tmp_path / "deep", [{"width": 32, "depth": 128}, {"width": 32, "depth": 1}],
         {"max_mean_step_ms": 2.5 * base_ms}, "deep", workers=2)).records}
-    deep, shallow = by_depth[64], by_depth[1]
+    deep, shallow = by_depth[128], by_depth[1]
     assert deep.stop is not None and deep.stop.rule == "max_mean_step_ms", (deep.mean("mean_step_ms"), base_ms)
     assert shallow.status is TrialStatus.COMPLETED and shallow.steps_done == 40
 
