@@ -8,6 +8,7 @@ import math
 import pytest
 
 from frugalml import ConfigError, Search, StopInfo, TrialRecord, TrialStatus, Window
+from frugalml.search import OptunaSampler
 
 SPACE = {"batch_size": {"low": 16, "high": 32768, "log": True, "int": True},
          "learning_rate": {"low": 1e-5, "high": 1.0, "log": True}}
@@ -77,11 +78,16 @@ def test_an_infeasible_trial_is_told_to_the_gp_as_the_best_value_seen():
 
 
 def test_optuna_is_told_squashed_values_so_a_diverged_run_does_not_flatten_the_gp():
-    sampler = Search(method="gp", space=SPACE, n_trials=2, seed=0).sampler({"max_memory_mb": 200})
-    good, diverged = sampler.ask(), sampler.ask()
-    sampler.tell(good, completed(good, 0.65))
-    sampler.tell(diverged, completed(diverged, 25.0))
-    assert [t.value for t in sampler.study.trials] == pytest.approx([math.log1p(0.65), math.log1p(25.0)])
+    """The GP is told log(1 + loss), a loss capped at GP_CAP times the best seen so far; TPE only
+    the log (it ranks, so a cap would change nothing but ties)."""
+    for method, cap in (("gp", OptunaSampler.GP_CAP), ("tpe", math.inf)):
+        sampler = Search(method=method, space=SPACE, n_trials=3, seed=0).sampler({"max_memory_mb": 200})
+        first, good, diverged = sampler.ask(), sampler.ask(), sampler.ask()
+        sampler.tell(first, completed(first, 40.0))  # nothing better seen yet: told as it is
+        sampler.tell(good, completed(good, 0.65))
+        sampler.tell(diverged, completed(diverged, 25.0))
+        assert [t.value for t in sampler.study.trials] == pytest.approx(
+            [math.log1p(40.0), math.log1p(0.65), math.log1p(min(25.0, cap * 0.65))]), method
 
 
 def test_cost_aware_gp_is_a_one_line_error_since_a_deferred_candidate_would_come_back():

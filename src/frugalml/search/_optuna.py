@@ -69,6 +69,7 @@ class OptunaSampler(Sampler):
     #: a GP draw is a model fit and an acquisition search: seconds with integer parameters and
     #: running trials (the built-in MLP's 4-parameter space kept the driver busy for minutes)
     MAX_SCREENED_GP = 5
+    GP_CAP = 3.0
 
     def __init__(self, search: Search, budget: Mapping[str, Any] | None = None, screen: Screen | None = None,
                  cost: Cost | None = None, spent: Callable[[], float] | None = None) -> None:
@@ -93,6 +94,8 @@ class OptunaSampler(Sampler):
         gp = search.method == "gp"
         self._placeholder_values: list[float] | None = None
         self._placeholder_is_best = gp
+        self._cap_losses = gp
+        self._best_raw: list[float | None] = [None] * len(search.objectives)
         self._max_screened = self.MAX_SCREENED_GP if gp else self.MAX_SCREENED
         self._drawing = _one_torch_thread if gp else contextlib.nullcontext
         self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
@@ -195,8 +198,16 @@ class OptunaSampler(Sampler):
         return constraint_values(records, self.budget)
 
     def _told(self, records: Sequence[TrialRecord]) -> list[float] | None:
-        """The objective values Optuna is told for ``records`` (squashed; None if unmeasured)."""
-        return _squash(objective_values(records, self.search.objectives))
+        """The objective values Optuna is told for ``records`` (squashed; None if unmeasured). The
+        GP is told a positive loss at most ``GP_CAP`` times the best seen so far: a diverged
+        learning rate's 25 and 1,000 are both just bad, and left as they are they set the scale
+        of its standardised values, on which the good region's 1 % differences vanish."""
+        values = objective_values(records, self.search.objectives)
+        if values is not None and self._cap_losses:
+            self._best_raw = [v if b is None else min(b, v) for b, v in zip(self._best_raw, values)]
+            values = [min(v, self.GP_CAP * b) if d == "minimize" and b > 0 else v
+                      for v, b, d in zip(values, self._best_raw, self.search.directions)]
+        return _squash(values)
 
     def _note(self, values: Sequence[float]) -> None:
         """Keep the best (GP) or worst (the rest) objective values seen, per objective."""
