@@ -219,6 +219,7 @@ class Trial:
             return
         train_s = sum(self._durations)
         finite = [x for x in self._losses if x == x]
+        ended_at = time.monotonic()
         self._send(
             WindowEnd(
                 step=self._steps,
@@ -228,9 +229,9 @@ class Trial:
                 losses=self._losses,
                 train_loss=sum(finite) / len(finite) if finite else math.nan,
                 metrics=metrics,
-                wall_s=time.monotonic() - self._started,
+                wall_s=ended_at - self._started,
                 after_loop=after_loop,  # flushed once training returned: not a step boundary
-                ended_at=time.monotonic(),
+                ended_at=ended_at,
             )
         )
         self._durations = []

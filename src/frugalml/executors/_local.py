@@ -315,7 +315,7 @@ class LocalExecutor(Executor):
         trial = running.trial
         if isinstance(message, WindowEnd):
             now = time.monotonic()
-            self._sample(running)
+            self._sample(running, now)
             if now >= running.detailed_due and running.monitor is not None:
                 cost_s = time.thread_time()
                 try:
@@ -330,10 +330,10 @@ class LocalExecutor(Executor):
         else:
             trial.receive(message)
 
-    def _sample(self, running: _Running) -> None:
+    def _sample(self, running: _Running, taken: float) -> None:
+        """Sample the trial's process tree (``taken``: ``time.monotonic()``, read just before)."""
         if running.monitor is None:
             return
-        taken = time.monotonic()
         try:
             sample = running.monitor.sample()
             if running.gpu is not None:
@@ -349,7 +349,7 @@ class LocalExecutor(Executor):
         if trial.ended or not running.process.is_alive():
             return
         now = time.monotonic()
-        self._sample(running)
+        self._sample(running, now)
         self._check(running, now, sample_only=True)
         if trial.stop is None and self.hang_timeout_s is not None:
             idle = now - max(trial.progress[PROGRESS_MARK], trial.started)

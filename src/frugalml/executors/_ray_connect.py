@@ -70,12 +70,16 @@ def _check_same_cluster(address: str | None, current: str | None) -> None:
 def _machine(host: str) -> str:
     """``host``'s address, or "this machine" for any of its own, IPv4 or IPv6 (Ray reports a local
     head node by its interface address where the user wrote 127.0.0.1, localhost or [::1])."""
+    def unscoped(address: str) -> str:
+        return address.split("%")[0]  # fe80::1%eth0
+
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)}
+        addresses = {unscoped(info[4][0])
+                     for info in socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)}
     except OSError:
         return host
-    own = {a.address.split("%")[0] for nic in psutil.net_if_addrs().values() for a in nic}  # fe80::1%eth0
-    if any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a.split("%")[0] in own for a in addresses):
+    own = {unscoped(a.address) for nic in psutil.net_if_addrs().values() for a in nic}
+    if any(ipaddress.ip_address(a).is_loopback or a in own for a in addresses):
         return "this machine"
     return min(addresses)
 

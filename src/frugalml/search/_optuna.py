@@ -94,8 +94,7 @@ class OptunaSampler(Sampler):
         gp = search.method == "gp"
         self._placeholder_values: list[float] | None = None
         self._placeholder_is_best = gp
-        self._cap_losses = gp
-        self._best_raw: list[float | None] = [None] * len(search.objectives)
+        self._best_raw: list[float | None] | None = [None] * len(search.objectives) if gp else None  # see _told
         self._max_screened = self.MAX_SCREENED_GP if gp else self.MAX_SCREENED
         self._drawing = _one_torch_thread if gp else contextlib.nullcontext
         self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
@@ -203,7 +202,7 @@ class OptunaSampler(Sampler):
         learning rate's 25 and 1,000 are both just bad, and left as they are they set the scale
         of its standardised values, on which the good region's 1 % differences vanish."""
         values = objective_values(records, self.search.objectives)
-        if values is not None and self._cap_losses:
+        if values is not None and self._best_raw is not None:
             self._best_raw = [v if b is None else min(b, v) for b, v in zip(self._best_raw, values)]
             values = [min(v, self.GP_CAP * b) if d == "minimize" and b > 0 else v
                       for v, b, d in zip(values, self._best_raw, self.search.directions)]
