@@ -69,6 +69,8 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
                                                     "train_kwargs = { no_such_argument = 1 }\n"),
                                     "not a training function"),
     "train module missing": (_study(workload='[[workloads]]\ntrain = "no_such_module_xyz:train"\n'), "import"),
+    "train module's dependency missing": (_study(workload='[[workloads]]\ntrain = "missing_dependency_trainers:train"\n'),
+                                          "No module named 'no_such_dependency_xyz'"),
     "features near the float limit": (_study(workload=_csv_workload("huge.csv"),
                                              search="[search]\nspace = { batch_size = [10] }\n"), "too large"),
     "target near the float limit": (_study(workload=_csv_workload("huge_target.csv"),

@@ -12,6 +12,7 @@ from frugalml.deploy import LOG_MODEL_HINT
 from frugalml.exceptions import ConfigError
 from frugalml.executors import preload, reset_preload, resolve_train_function, worker_context
 from frugalml.study import Study, Workload
+from frugalml.tuner._train_source import IS_A_CLASS, NOT_TRAINING_ARGUMENTS, source_verdict
 
 
 def start_workers_early(study: Study) -> None:
@@ -32,9 +33,9 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
     """Resolve the training function and its arguments; built-in data is prepared here, once."""
     if workload.train is not None:
         if study.backend == "local":  # a Ray cluster may hold modules the driver lacks
-            check_train_function(workload.train, workload.train_kwargs)
+            source = check_train_function(workload.train, workload.train_kwargs)
             if study.measures_serving:
-                _check_logs_a_model(workload, sorted(serving_budgets(study.budget)) or ["as objectives"])
+                _check_logs_a_model(workload, source, sorted(serving_budgets(study.budget)) or ["as objectives"])
         return workload.train, dict(workload.train_kwargs), None
     # lazy: a user's own training function needs none of it (the workers import scikit-learn, not the driver)
     from frugalml.workloads import (
@@ -64,9 +65,17 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
     return train, kwargs, data.n_train
 
 
-def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> None:
+def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> str | None:
     """A one-line ConfigError, before any trial, when ``train`` is not a Python function that
-    takes the trial first (``train = "os:system"`` would fail every trial the same way)."""
+    takes the trial first (``train = "os:system"`` would fail every trial the same way).
+
+    A ``"module:function"`` that is a plain ``def`` in a source file is checked from its source,
+    without importing the module (:mod:`frugalml.tuner._train_source`); returns the source of the
+    function's module where it could be read."""
+    if isinstance(train, str) and (verdict := source_verdict(train, train_kwargs)) is not None:
+        if verdict.problem is not None:
+            raise _not_a_training_function(train, verdict.problem)
+        return verdict.source
     function = resolve_train_function(train)
     call = function if inspect.isfunction(inspect.unwrap(function)) or inspect.ismethod(function) \
         or isinstance(function, functools.partial) else getattr(type(function), "__call__", None)
@@ -76,26 +85,29 @@ def check_train_function(train: Any, train_kwargs: Mapping[str, Any]) -> None:
     except (TypeError, ValueError):
         is_python = False
     if not is_python:
-        kind = "it is a class" if inspect.isclass(function) else "it is a built-in" if inspect.isbuiltin(function) \
-            else "its arguments do not fit (trial, **train_kwargs)"
-        raise ConfigError(f"{train!r} is not a training function ({kind}); write one as "
-                          "def train(trial, **train_kwargs) and name it 'module:function'.")
-
-
-def _check_logs_a_model(workload: Workload, keys: list[str]) -> None:
-    """Serving budgets are measured on the model a trial keeps: a one-line ConfigError, before any
-    trial, when the training function's module never calls ``trial.log_model``."""
-    function = inspect.unwrap(resolve_train_function(workload.train))
-    module = inspect.getmodule(function)
+        raise _not_a_training_function(train, IS_A_CLASS if inspect.isclass(function) else "it is a built-in"
+                                       if inspect.isbuiltin(function) else NOT_TRAINING_ARGUMENTS)
+    module = inspect.getmodule(inspect.unwrap(function))
     try:
-        source = inspect.getsource(module) if module is not None else None
-    except (OSError, TypeError):  # no source to read (a compiled module): the first trial will say it
-        return
+        return inspect.getsource(module) if module is not None else None
+    except (OSError, TypeError):  # no source to read (a compiled module)
+        return None
+
+
+def _not_a_training_function(train: Any, kind: str) -> ConfigError:
+    return ConfigError(f"{train!r} is not a training function ({kind}); write one as "
+                       "def train(trial, **train_kwargs) and name it 'module:function'.")
+
+
+def _check_logs_a_model(workload: Workload, source: str | None, keys: list[str]) -> None:
+    """Serving budgets are measured on the model a trial keeps: a one-line ConfigError, before any
+    trial, when the training function's module (its ``source``) never calls ``trial.log_model``.
+    Without a source to read, the first trial will say it."""
     if source is not None and "log_model" not in source:
+        name = workload.train if isinstance(workload.train, str) \
+            else getattr(inspect.unwrap(workload.train), "__qualname__", workload.train)
         raise ConfigError(f"workload '{workload.name}': the study measures serving costs "
-                          f"({', '.join(keys)}) but "
-                          f"{getattr(function, '__qualname__', workload.train)} never keeps its model; "
-                          f"{LOG_MODEL_HINT}.")
+                          f"({', '.join(keys)}) but {name} never keeps its model; {LOG_MODEL_HINT}.")
 
 
 def _listed_values(search: Any, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,146 @@
+"""Checking a ``"module:function"`` training function from its source, without importing it.
+
+The driver never calls the training function; each worker imports it. Importing it in the
+driver only to check it cost the driver the user's framework before the first trial could
+start (a Keras module on the torch backend: ~9 CPU-s). So a plain top-level ``def`` in a
+Python source file is checked from the module's syntax tree. What the tree cannot settle (a
+decorator, a name bound twice or by an import or an assignment, a star import, a compiled
+module, a syntax error, a dependency that is not installed) is left to an import, as before.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+NOT_TRAINING_ARGUMENTS = "its arguments do not fit (trial, **train_kwargs)"
+IS_A_CLASS = "it is a class"
+
+
+@dataclass(frozen=True)
+class SourceVerdict:
+    """What the source says about a training function: ``problem`` None when it takes
+    (trial, **train_kwargs), else why it is not a training function; ``source``: its module's text."""
+
+    problem: str | None
+    source: str
+
+
+def source_verdict(train: str, train_kwargs: Mapping[str, Any]) -> SourceVerdict | None:
+    """The verdict on ``train`` from its module's source, or None when only importing it can tell."""
+    module_name, _, attribute = train.partition(":")
+    if not module_name or not attribute.isidentifier():
+        return None
+    try:
+        spec = importlib.util.find_spec(module_name)  # imports a dotted name's parent packages, not the module
+    except Exception:  # noqa: BLE001 - the import then raises it, as before
+        return None
+    if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
+        return None
+    try:
+        source = importlib.util.decode_source(spec.loader.get_data(spec.origin))
+        tree = ast.parse(source, filename=spec.origin)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    if not _dependencies_found(tree):
+        return None  # importing names the missing one, before the study writes anything
+    try:
+        node = _only_binding(tree, attribute)
+    except RecursionError:
+        return None
+    if node is None or node.decorator_list:
+        return None
+    if isinstance(node, ast.ClassDef):
+        return SourceVerdict(IS_A_CLASS, source)
+    try:
+        inspect.signature(_stub(node.args)).bind(object(), **train_kwargs)
+    except TypeError:
+        return SourceVerdict(NOT_TRAINING_ARGUMENTS, source)
+    return SourceVerdict(None, source)
+
+
+def _dependencies_found(tree: ast.Module) -> bool:
+    """Whether every package the module imports unconditionally (a top-level ``import``, not one
+    inside ``try`` or ``if``) is installed. A module that fails to import for another reason is
+    left to its first trial, which stops the study with the same one-line error."""
+    packages = {alias.name.partition(".")[0] for node in tree.body if isinstance(node, ast.Import)
+                for alias in node.names}
+    packages |= {node.module.partition(".")[0] for node in tree.body
+                 if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+    try:
+        return all(importlib.util.find_spec(package) is not None for package in packages)
+    except Exception:  # noqa: BLE001 - a spec that cannot be looked up: let the import tell
+        return False
+
+
+def _only_binding(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | None:
+    """The top-level ``def`` or ``class`` that is the module's one binding of ``name``, else None
+    (bound elsewhere too, by anything, or maybe bound in a way the tree does not show)."""
+    found: list[ast.AST] = []
+    unsure = False
+
+    class Bindings(ast.NodeVisitor):
+        def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+            if node.name == name:
+                found.append(node)
+            if node.name == "__getattr__":  # a module-level __getattr__ may answer any name
+                nonlocal unsure
+                unsure = True
+            arguments = getattr(node, "args", None)
+            evaluated_here = (*node.decorator_list, *getattr(node, "bases", ()), *getattr(node, "keywords", ()),
+                              *(arguments.defaults if arguments else ()),
+                              *(d for d in (arguments.kw_defaults if arguments else ()) if d is not None))
+            for child in evaluated_here:
+                self.visit(child)  # the body is another scope; what it binds is not the module's
+
+        visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+        def visit_Lambda(self, node: ast.Lambda) -> None:
+            pass
+
+        def visit_Name(self, node: ast.Name) -> None:
+            if node.id == name and not isinstance(node.ctx, ast.Load):
+                found.append(node)
+
+        def visit_alias(self, node: ast.alias) -> None:
+            nonlocal unsure
+            if node.name == "*" or (node.asname or node.name.partition(".")[0]) == name:
+                unsure = True
+
+        def visit_ExceptHandler(self, node: ast.AST) -> None:  # and the match patterns: names as plain strings
+            nonlocal unsure
+            if name in (getattr(node, "name", None), getattr(node, "rest", None)):
+                unsure = True
+            self.generic_visit(node)
+
+        visit_MatchAs = visit_MatchStar = visit_MatchMapping = visit_ExceptHandler
+
+    Bindings().visit(tree)
+    for node in ast.walk(tree):  # anywhere: a function may declare the name global, or rebind the module's names
+        if isinstance(node, (ast.Global, ast.Nonlocal)) and name in node.names:
+            unsure = True
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                "globals", "vars", "exec", "setattr", "__import__"):
+            unsure = True
+    if unsure or len(found) != 1 or found[0] not in tree.body:
+        return None
+    return found[0] if isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else None
+
+
+def _stub(arguments: ast.arguments) -> Any:
+    """A function with ``arguments``' parameters, their defaults and annotations left out (so
+    no user code runs): what :func:`inspect.signature` binds the call against."""
+    arguments = ast.arguments(
+        posonlyargs=[ast.arg(a.arg) for a in arguments.posonlyargs], args=[ast.arg(a.arg) for a in arguments.args],
+        vararg=arguments.vararg and ast.arg(arguments.vararg.arg),
+        kwonlyargs=[ast.arg(a.arg) for a in arguments.kwonlyargs],
+        kw_defaults=[None if d is None else ast.Constant(None) for d in arguments.kw_defaults],
+        kwarg=arguments.kwarg and ast.arg(arguments.kwarg.arg),
+        defaults=[ast.Constant(None) for _ in arguments.defaults])
+    namespace: dict[str, Any] = {}
+    exec(f"def stub({ast.unparse(arguments)}):\n    pass", namespace)  # noqa: S102 - names and None only
+    return namespace["stub"]
