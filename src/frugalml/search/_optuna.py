@@ -53,8 +53,9 @@ class OptunaSampler(Sampler):
     """Random, TPE, GP or NSGA-II proposals through Optuna's ask-and-tell interface.
 
     With a ``screen`` (the cost model's a-priori constraint, as in HyperPower), a
-    candidate predicted over a budget is told to Optuna as infeasible, with the
-    predicted violation, and never proposed; at most ``MAX_SCREENED`` in a row
+    candidate predicted over a budget is never proposed, and is told to Optuna as infeasible,
+    with the predicted violation (TPE and the rest: the first of each proposal; the others as
+    failed); at most ``MAX_SCREENED`` in a row
     (``MAX_SCREENED_GP`` for the GP, whose draws are dear), then
     the next candidate is proposed anyway (the tuner's skip still catches what is predicted
     over budget). A candidate the screen does not know to fit (a NaN violation: past the
@@ -96,6 +97,14 @@ class OptunaSampler(Sampler):
         self._placeholder_is_best = gp
         self._best_raw: list[float | None] | None = [None] * len(search.objectives) if gp else None  # see _told
         self._max_screened = self.MAX_SCREENED_GP if gp else self.MAX_SCREENED
+        # A rejected candidate told to TPE as infeasible counts in its split of the trials into good and
+        # bad (the best 10 % of all it was told, infeasible ones last): with tens of rejections a proposal,
+        # the good group was every feasible trial, whatever its loss, and the search stayed where the first
+        # trials fitted (docs/search.md, "Screening and TPE's good group"). So TPE, NSGA-II and random
+        # search are told the first rejection of each proposal as infeasible (it still steers TPE off the
+        # budget's edge) and the rest as failed, which they ignore. Told none, TPE keeps proposing past the
+        # edge and a proposal runs out of draws. The GP models feasibility apart from the objective: each.
+        self._screened_infeasible = gp
         self._drawing = _one_torch_thread if gp else contextlib.nullcontext
         self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
         self.screen = screen
@@ -116,7 +125,7 @@ class OptunaSampler(Sampler):
             return self._ask()
 
     def _ask(self) -> Config:
-        unknown = False
+        unknown = told_infeasible = False
         for _ in range(self._max_screened):
             trial = self._draw(at_random=unknown)
             params = {**self.fixed, **trial.params}
@@ -134,12 +143,14 @@ class OptunaSampler(Sampler):
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 self.deferred += 1
                 continue
-            if self.budget:  # infeasible, by how much: the constraints rank it below every feasible trial
+            if self.budget and (self._screened_infeasible or not told_infeasible):  # by how much
                 for key in self.budget:
                     trial.set_constraint(key, float(violations.get(key, 0.0)))
                 self.study.tell(trial, self._placeholder(()))
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                told_infeasible = True
+            else:  # see _screened_infeasible
+                state = optuna.trial.TrialState.FAIL if self.budget else optuna.trial.TrialState.PRUNED
+                self.study.tell(trial, state=state)
             self.screened += 1
         else:
             trial = self._draw(at_random=unknown)
