@@ -110,6 +110,6 @@ def test_the_driver_never_imports_the_training_module_its_workers_do(module, tmp
                   workloads=[Workload(train=f"{name}:train", eval_every=2, name="w")],
                   search=Search(space={"x": [1, 2]}))
     result = tune(study)
-    assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2
+    assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2, [r.error for r in result.records]
     importers = log.read_text().split()
     assert len(importers) == 2 and str(os.getpid()) not in importers  # one import per worker, none here

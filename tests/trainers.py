@@ -234,3 +234,10 @@ def report_torch(trial) -> None:
     """One step; whether this worker has torch imported (inherited from its forkserver)."""
     trial.step(loss=1.0)
     trial.set_info(torch="torch" in sys.modules)
+
+
+def reports_environment(trial, name: str = "FRUGALML_TEST_VALUE", steps: int = 2) -> None:
+    """Report the float in environment variable ``name`` (-1 when unset) as val_loss."""
+    for _ in range(steps):
+        if trial.step(0.0):
+            trial.report(val_loss=float(os.environ.get(name, "-1")))

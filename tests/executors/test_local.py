@@ -43,6 +43,20 @@ def test_completed_trial_records_every_step_and_window():
     assert record.cpu_s > 0.2  # 100 steps of 2 CPU-ms
 
 
+def test_a_worker_sees_the_drivers_environment_of_now_not_of_when_the_forkserver_started(monkeypatch):
+    """The forkserver outlives a study (the next one with the same imports reuses it), and a forked
+    worker inherits its environment: a variable set in a notebook between two studies was unseen."""
+    monkeypatch.setenv("FRUGALML_TEST_VALUE", "1")
+    first = run_one(trainers.reports_environment, eval_every=2)
+    monkeypatch.setenv("FRUGALML_TEST_VALUE", "2")
+    monkeypatch.setenv("FRUGALML_TEST_OTHER", "3")
+    second = run_one(trainers.reports_environment, eval_every=2)
+    other = run_one(trainers.reports_environment, eval_every=2, name="FRUGALML_TEST_OTHER")
+    monkeypatch.delenv("FRUGALML_TEST_VALUE")
+    gone = run_one(trainers.reports_environment, eval_every=2)
+    assert [r.last("val_loss") for r in (first, second, other, gone)] == [1.0, 2.0, 3.0, -1.0]
+
+
 def test_memory_accounting_matches_a_known_200_mb_allocation():
     record = run_one(trainers.allocate, megabytes=200, at_step=100, steps=300, eval_every=50)
     assert record.status is TrialStatus.COMPLETED

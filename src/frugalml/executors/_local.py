@@ -253,7 +253,7 @@ class LocalExecutor(Executor):
         process = context.Process(
             target=run_worker,
             args=(task, sender, progress, slot if self.pin else None,
-                  self._gpu_devices(slot, task.gpus or self.gpus_per_trial)),
+                  self._gpu_devices(slot, task.gpus or self.gpus_per_trial), dict(os.environ)),
             name=f"frugalml-trial-{task.number}", daemon=True,
         )
         process.start()

@@ -9,7 +9,7 @@ import signal
 import sys
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import psutil
 
@@ -70,11 +70,22 @@ def _with_own_memory(send: Callable[[Message], None]) -> Callable[[Message], Non
     return send_window
 
 
+def _take_environment(environ: Mapping[str, str]) -> None:
+    """The driver's environment as it is now. A forked worker inherits the forkserver's, which is
+    the driver's when that started: a study (or several) ago, in a notebook or a test session."""
+    for name in os.environ.keys() - environ.keys():
+        del os.environ[name]
+    os.environ.update(environ)
+
+
 def run_worker(
-    task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None
+    task: TrialTask, connection: Connection, progress: Any, core: int | None, gpu_devices: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Run ``task`` in this process; every outcome ends with one final message."""
     die_with_parent(multiprocessing.parent_process().pid)  # the driver, not the forkserver
+    if environ is not None:
+        _take_environment(environ)
     if gpu_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_devices  # before the training code loads CUDA
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
