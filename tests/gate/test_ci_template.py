@@ -13,9 +13,22 @@ import yaml
 CI = Path(__file__).resolve().parents[2] / "examples" / "ci"
 
 
+def _study_file(tmp_path: Path) -> Path:
+    """The template's study file, its step-time tolerance widened from 25 % to 150 %: in a loaded
+    suite the same model, re-measured 3 or 5 rounds a side, read 1.73x and 2.18x slower (2 runs of
+    4 on 2026-12-06). This test is about the template's flow; how often the gate cries wolf is
+    benchmarks/gate_false_alarms.py's to measure (0 of 20 on a quiet machine)."""
+    text = (CI / "study.toml").read_text()
+    widened = text.replace("max_relative_regression = 0.25", "max_relative_regression = 1.5")
+    assert widened != text
+    path = tmp_path / "study.toml"
+    path.write_text(widened)
+    return path
+
+
 def _gate(tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'registry.db'}", "OUT": str(tmp_path / "gate"),
-           "FRUGALML": f"{sys.executable} -m frugalml.cli", "PROMOTE": "1"}
+           "FRUGALML": f"{sys.executable} -m frugalml.cli", "PROMOTE": "1", "STUDY_FILE": str(_study_file(tmp_path))}
     return subprocess.run(["bash", str(CI / "gate.sh")], capture_output=True, text=True, env=env, timeout=600,
                           cwd=tmp_path)
 
