@@ -4,6 +4,7 @@ the driver; what the source cannot settle is imported, as before."""
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 
 import pytest
@@ -34,8 +35,6 @@ def test_a_plain_def_is_checked_from_its_source_and_never_imported(module):
     verdict = source_verdict(f"{name}:train", {"steps": 5})
     assert verdict is not None and verdict.problem is None and "def train" in verdict.source
     assert source_verdict(f"{name}:train", {"epochs": 5}).problem == NOT_TRAINING_ARGUMENTS
-    import sys
-
     assert name not in sys.modules
 
 
@@ -105,7 +104,6 @@ def test_the_driver_never_imports_the_training_module_its_workers_do(module, tmp
     log = tmp_path / "imports.log"
     monkeypatch.setenv("IMPORT_LOG", str(log))
     name = module("srcimportlog", IMPORT_LOG)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     study = Study(name="src", directory=str(tmp_path / "study"), workers=2, mlflow_uri=None,
                   workloads=[Workload(train=f"{name}:train", eval_every=2, name="w")],
                   search=Search(space={"x": [1, 2]}))

@@ -90,21 +90,14 @@ class OptunaSampler(Sampler):
         self._asked: dict[str, optuna.trial.Trial] = {}
         self._remaining = search.n_trials or 0
         self.multi = multi
-        # told for infeasible trials: the best objective values seen for the GP, the worst for the rest
-        # (see _placeholder); the same sampler, so decided once, as is how dear a draw is
-        gp = search.method == "gp"
+        # The GP differs from the rest in four decided-once ways: an infeasible trial is told the best
+        # objective values seen, not the worst (see _placeholder); a positive loss is capped (see _told);
+        # a draw is dear; and it is told every candidate the screen rejects, where the rest are told the
+        # first of each proposal (see _ask).
+        self._gp = gp = search.method == "gp"
         self._placeholder_values: list[float] | None = None
-        self._placeholder_is_best = gp
         self._best_raw: list[float | None] | None = [None] * len(search.objectives) if gp else None  # see _told
         self._max_screened = self.MAX_SCREENED_GP if gp else self.MAX_SCREENED
-        # A rejected candidate told to TPE as infeasible counts in its split of the trials into good and
-        # bad (the best 10 % of all it was told, infeasible ones last): with tens of rejections a proposal,
-        # the good group was every feasible trial, whatever its loss, and the search stayed where the first
-        # trials fitted (docs/search.md, "Screening and TPE's good group"). So TPE, NSGA-II and random
-        # search are told the first rejection of each proposal as infeasible (it still steers TPE off the
-        # budget's edge) and the rest as failed, which they ignore. Told none, TPE keeps proposing past the
-        # edge and a proposal runs out of draws. The GP models feasibility apart from the objective: each.
-        self._screened_infeasible = gp
         self._drawing = _one_torch_thread if gp else contextlib.nullcontext
         self._offset = 0  # after a resume: stored ids went past Optuna's numbers (screened, deferred)
         self.screen = screen
@@ -143,14 +136,21 @@ class OptunaSampler(Sampler):
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 self.deferred += 1
                 continue
-            if self.budget and (self._screened_infeasible or not told_infeasible):  # by how much
+            if not self.budget:
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif self._gp or not told_infeasible:  # by how much: the constraints rank it below every feasible trial
                 for key in self.budget:
                     trial.set_constraint(key, float(violations.get(key, 0.0)))
                 self.study.tell(trial, self._placeholder(()))
                 told_infeasible = True
-            else:  # see _screened_infeasible
-                state = optuna.trial.TrialState.FAIL if self.budget else optuna.trial.TrialState.PRUNED
-                self.study.tell(trial, state=state)
+            else:
+                # Told as infeasible, each rejection counts in TPE's split into good and bad trials (the best
+                # 10 % of all it was told, infeasible ones last): with tens a proposal, the good group was every
+                # feasible trial, whatever its loss, and the search stayed where the first trials fitted
+                # (docs/search.md, "Screening and TPE's good group"). The first still steers it off the
+                # budget's edge; told none, it kept proposing past the edge until a proposal ran out of draws.
+                # Failed trials it ignores. The GP models feasibility apart from the objective: it gets each.
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             self.screened += 1
         else:
             trial = self._draw(at_random=unknown)
@@ -222,7 +222,7 @@ class OptunaSampler(Sampler):
     def _note(self, values: Sequence[float]) -> None:
         """Keep the best (GP) or worst (the rest) objective values seen, per objective."""
         kept = self._placeholder_values or list(values)
-        keep_min = [(d == "minimize") == self._placeholder_is_best for d in self.search.directions]
+        keep_min = [(d == "minimize") == self._gp for d in self.search.directions]
         self._placeholder_values = [min(k, v) if low else max(k, v) for k, v, low in zip(kept, values, keep_min)]
 
     def _placeholder(self, records: Sequence[TrialRecord]) -> float | list[float]:

@@ -57,7 +57,7 @@ def source_verdict(train: str, train_kwargs: Mapping[str, Any]) -> SourceVerdict
     if isinstance(node, ast.ClassDef):
         return SourceVerdict(IS_A_CLASS, source)
     try:
-        inspect.signature(_stub(node.args)).bind(object(), **train_kwargs)
+        _signature(node.args).bind(object(), **train_kwargs)
     except TypeError:
         return SourceVerdict(NOT_TRAINING_ARGUMENTS, source)
     return SourceVerdict(None, source)
@@ -131,16 +131,18 @@ def _only_binding(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFun
     return found[0] if isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else None
 
 
-def _stub(arguments: ast.arguments) -> Any:
-    """A function with ``arguments``' parameters, their defaults and annotations left out (so
-    no user code runs): what :func:`inspect.signature` binds the call against."""
-    arguments = ast.arguments(
-        posonlyargs=[ast.arg(a.arg) for a in arguments.posonlyargs], args=[ast.arg(a.arg) for a in arguments.args],
-        vararg=arguments.vararg and ast.arg(arguments.vararg.arg),
-        kwonlyargs=[ast.arg(a.arg) for a in arguments.kwonlyargs],
-        kw_defaults=[None if d is None else ast.Constant(None) for d in arguments.kw_defaults],
-        kwarg=arguments.kwarg and ast.arg(arguments.kwarg.arg),
-        defaults=[ast.Constant(None) for _ in arguments.defaults])
-    namespace: dict[str, Any] = {}
-    exec(f"def stub({ast.unparse(arguments)}):\n    pass", namespace)  # noqa: S102 - names and None only
-    return namespace["stub"]
+def _signature(arguments: ast.arguments) -> inspect.Signature:
+    """The signature of a ``def`` with ``arguments``, each default a placeholder (no user code runs):
+    what :meth:`inspect.Signature.bind` checks the call against."""
+    P = inspect.Parameter
+    positional = [*arguments.posonlyargs, *arguments.args]
+    defaulted = len(positional) - len(arguments.defaults)
+    parameters = [P(a.arg, P.POSITIONAL_ONLY if i < len(arguments.posonlyargs) else P.POSITIONAL_OR_KEYWORD,
+                    default=None if i >= defaulted else P.empty) for i, a in enumerate(positional)]
+    if arguments.vararg:
+        parameters.append(P(arguments.vararg.arg, P.VAR_POSITIONAL))
+    parameters += [P(a.arg, P.KEYWORD_ONLY, default=P.empty if d is None else None)
+                   for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults)]
+    if arguments.kwarg:
+        parameters.append(P(arguments.kwarg.arg, P.VAR_KEYWORD))
+    return inspect.Signature(parameters)
