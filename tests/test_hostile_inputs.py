@@ -62,7 +62,7 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
     "n_trials past the trial limit": (_study(search='[search]\nmethod = "random"\nn_trials = 1000000000\n'
                                                    "space = { offset = { low = 0.0, high = 1.0 } }\n"), "n_trials"),
     "train is os:system": (_study(workload='[[workloads]]\ntrain = "os:system"\n'), "not a training function"),
-    "train is a builtin": (_study(workload='[[workloads]]\ntrain = "builtins:print"\n'), "not a training function"),
+    "train is a builtin": (_study(workload='[[workloads]]\ntrain = "math:sqrt"\n'), "not a training function"),
     "train is a class": (_study(workload='[[workloads]]\ntrain = "collections:OrderedDict"\n'),
                          "not a training function"),
     "train needs other arguments": (_study(workload='[[workloads]]\ntrain = "trainers:steady"\n'
@@ -72,9 +72,9 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
     "train module's dependency missing": (_study(workload='[[workloads]]\ntrain = "missing_dependency_trainers:train"\n'),
                                           "No module named 'no_such_dependency_xyz'"),
     "features near the float limit": (_study(workload=_csv_workload("huge.csv"),
-                                             search="[search]\nspace = { batch_size = [10] }\n"), "too large"),
+                                             search="[search]\nspace = { batch_size = [10], learning_rate = [0.01] }\n"), "too large"),
     "target near the float limit": (_study(workload=_csv_workload("huge_target.csv"),
-                                           search="[search]\nspace = { batch_size = [10] }\n"), "too large"),
+                                           search="[search]\nspace = { batch_size = [10], learning_rate = [0.01] }\n"), "too large"),
     "string choice with ESC": (_study(search='[search]\nspace = { offset = ["\\u001b[2J"] }\n'), "control character"),
     "directory with ESC": (_study(extra='directory = "out\\u001b[31m"'), "directory"),
     "existing directory that cannot be written": (_study(extra='directory = "/sys/kernel"'), "cannot write"),

@@ -151,7 +151,7 @@ def test_a_trial_that_keeps_no_model_ends_the_study_with_one_line_naming_log_mod
 def test_bad_serving_settings_are_one_line_before_anything_runs(study_dir, budget, deploy, workload, message):
     workload = workload or Workload(dataset="diabetes", algorithm="svm")
     with pytest.raises(ConfigError, match=message) as error:
-        tune(_study(study_dir, workload, {"batch_size": [30]}, budget, deploy))
+        tune(_study(study_dir, workload, {"batch_size": [30], "learning_rate": [0.01]}, budget, deploy))
     assert "\n" not in str(error.value)
     assert not study_dir.exists()  # nothing written
 

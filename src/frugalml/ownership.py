@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from frugalml.exceptions import ConfigError, DiskFullError
 from frugalml.files import disk_full_message, is_disk_full
@@ -79,3 +80,27 @@ def _remove_entries(path: Path, keep: frozenset[str]) -> None:
     for entry in path.iterdir():
         if entry.name not in keep:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first: what creating
+    ``path`` makes (see :func:`remove_created`)."""
+    missing = []
+    for folder in (Path(path).absolute(), *Path(path).absolute().parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_created(folders: Sequence[Path]) -> None:
+    """Undo the creation of ``folders`` (:func:`missing_folders`, read before): the first one
+    whole if it is a folder frugalml marked, then each parent only while it is empty."""
+    if not folders or not is_owned(folders[0]):
+        return
+    shutil.rmtree(folders[0])
+    for parent in folders[1:]:
+        try:
+            parent.rmdir()
+        except OSError:  # something else went in since: it stays
+            return

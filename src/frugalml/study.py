@@ -34,6 +34,7 @@ from frugalml.validation import Interval, check, check_keys, printable, read_tom
 
 DEFAULT_MLFLOW = "default"
 BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate", "alpha"})  # what sgd_train reads
+BUILTIN_REQUIRED = ("batch_size", "learning_rate")  # what it cannot train without (alpha has a default)
 MAX_WORKERS = Interval(int, 1, 1024, closed="both")  # trials at once; each is a process (or a Ray task)
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
@@ -208,7 +209,8 @@ class Study:
 
     def _check_builtin_params(self) -> None:
         """Built-in workloads read batch_size, learning_rate and alpha only: anything else
-        would be recorded as a parameter and silently ignored."""
+        would be recorded as a parameter and silently ignored. The SGD models need the first
+        two (the networks have defaults): without one, every trial would fail the same way."""
         builtin = [w for w in self.workloads if w.train is None]
         space = set(self.search.space) if isinstance(self.search.space, Mapping) else set()
         if builtin:
@@ -222,6 +224,15 @@ class Study:
                     f"Workload '{workload.name}' (built-in {workload.algorithm}) reads only "
                     f"{', '.join(sorted(known))}, not {unknown}; remove them or train with your own "
                     "function (train = \"module:function\")."
+                )
+            missing = [] if workload.algorithm in NETWORK_PARAMS else \
+                [name for name in BUILTIN_REQUIRED if name not in space | set(workload.params)]
+            if missing:
+                raise ConfigError(
+                    f"Workload '{workload.name}' (built-in {workload.algorithm}) trains with "
+                    f"{' and '.join(BUILTIN_REQUIRED)}, but neither [search] space nor its params set "
+                    f"{' or '.join(missing)}; add it to the space (e.g. {missing[0]} = "
+                    f"[{'0.01' if missing[0] == 'learning_rate' else '300'}])."
                 )
 
     @property

@@ -405,8 +405,8 @@ def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(
 def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
     address, _ = cluster
     study = Study(name="nowhere", directory=str(tmp_path / "nowhere"), backend="ray", address=address,
-                  workloads=[Workload(dataset="diabetes", algorithm="svm")], search=Search(space={"batch_size": [30]}),
-                  budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)
+                  workloads=[Workload(dataset="diabetes", algorithm="svm")],
+                  search=Search(space={"batch_size": [30], "learning_rate": [0.01]}), budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)
     with pytest.raises(ConfigError, match=r"tpu_edge = 1\) are offered by none of the cluster's 2 nodes") as error:
         tune(study)
     assert "\n" not in str(error.value)

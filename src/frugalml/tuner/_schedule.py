@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from frugalml.deploy import ServingJudge
-from frugalml.exceptions import FrugalError, TrialUsageError
+from frugalml.exceptions import TrialUsageError
 from frugalml.executors import Executor, StudyState
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search import Config
@@ -69,11 +69,11 @@ class Scheduler:
 
 
 def check_usage(record: TrialRecord, executor: Executor) -> None:
-    """Abort on mistakes every trial would repeat: a user error raised in the
-    training code, or a training function that never called ``trial.step``."""
+    """Abort on mistakes every trial would repeat, with a :class:`TrialUsageError`: a user
+    error raised in the training code, or a training function that never called ``trial.step``."""
     if record.status is TrialStatus.FAILED and record.info.get("user_error"):
         executor.shutdown()
-        raise FrugalError(f"Trial {record.trial_id} failed: {record.error}")
+        raise TrialUsageError(f"Trial {record.trial_id} failed: {record.error}")
     if record.status is TrialStatus.COMPLETED and record.steps_done == 0:
         executor.shutdown()
         raise TrialUsageError(

@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
-from frugalml.exceptions import ConfigError, StoreError, StoreLockedError
+from frugalml.exceptions import ConfigError, StoreError, StoreLockedError, TrialUsageError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
-from frugalml.ownership import make_owned_dir, remove_owned
+from frugalml.ownership import make_owned_dir, missing_folders, remove_created, remove_owned
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import RUN_LOCK_FILE, ResultStore
@@ -60,12 +60,17 @@ class Tuner:
         self._run_locked = False
 
     def run(self) -> StudyResult:
+        created = missing_folders(self.study.path)
         with contextlib.ExitStack() as locks:
             self._locks = locks
             if self.store.exists:  # a second `tune` of this study is refused now; a new one locks with its store
                 self._lock_run()
             try:
                 return self._run()
+            except TrialUsageError:  # the first trial showed a mistake in the input: with nothing finished, the
+                if self._run_locked and not self.records:  # new study leaves no folder, as a refused file would
+                    remove_created(created)
+                raise
             finally:
                 reset_preload()  # the next study (or an executor used on its own) says what its workers need
 
