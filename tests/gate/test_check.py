@@ -127,6 +127,27 @@ def test_trials_not_windows_are_the_unit_of_noise():
     assert decide(_gate("mean_step_ms"), baseline, candidate, confidence=0.95, resamples=2000, seed=0).status == "pass"
 
 
+def test_step_time_rounds_are_judged_on_each_sides_fastest_round():
+    """Step time re-measured in rounds: bursts of other work hit 4 of the candidate's 5 rounds.
+    Their means read as a sure regression; the fastest rounds, the least disturbed, show none,
+    and still catch a real slow-down that the bursts hit too."""
+    gate = _gate("mean_step_ms")
+    baseline, bursty = [[10.0], [10.2], [9.9], [10.1], [10.0]], [[20.5], [10.1], [19.5], [21.0], [19.0]]
+    mean = decide(gate, baseline, bursty, confidence=0.95, resamples=2000, seed=0)
+    assert mean.status == "regression"
+    fastest = decide(gate, baseline, bursty, confidence=0.95, resamples=2000, seed=0, statistic="min")
+    assert fastest.status == "pass" and fastest.candidate == 10.1 and fastest.baseline == 9.9, fastest.reason
+    assert fastest.rounds == ((10.0, 10.2, 9.9, 10.1, 10.0), (20.5, 10.1, 19.5, 21.0, 19.0))
+
+    slow = [[14.1], [28.0], [14.0], [14.3], [25.0]]  # 1.4x, two rounds of it hit by bursts as well
+    regression = decide(gate, baseline, slow, confidence=0.95, resamples=2000, seed=0, statistic="min")
+    assert regression.status == "regression" and regression.ratio == pytest.approx(14.0 / 9.9), regression.reason
+    assert regression.reason.startswith("fastest round worse by 41.4%")
+    better = decide(gate, baseline, [[6.0], [6.1], [12.0], [6.2], [6.0]], confidence=0.95, resamples=2000, seed=0,
+                    statistic="min")
+    assert better.status == "improved", better.reason
+
+
 def test_accuracy_is_worse_when_it_falls_and_a_limit_is_hard():
     rng = np.random.default_rng(1)
     drop = decide(_gate("accuracy"), [[0.80], [0.81], [0.80]], [[0.70], [0.71], [0.70]], confidence=0.95,
@@ -145,3 +166,4 @@ def test_gate_settings_from_a_table():
     assert gates["mean_step_ms"].max_relative_regression == 0.3 and gates["mean_step_ms"].limit == 50
     with pytest.raises(ConfigError, match="unknown metric"):
         GateSettings.from_config({"metrics": ["latency"]})
+
