@@ -65,6 +65,8 @@ def _check(candidate: str, baseline: str, out: Path, rounds: int | None) -> tupl
     settings = GateSettings()
     gate = next(g for g in settings.metrics if g.metric.name == "mean_step_ms")
     base, cand = ([[value] for value in side] for side in step["rounds"])
+    if not (base and cand):
+        raise SystemExit("the check did not re-measure step time (--rounds 0?): nothing to score")
     mean = decide(gate, base, cand, confidence=settings.confidence, resamples=settings.resamples, seed=settings.seed)
     return done.returncode, step["ratio"], mean.status == "regression", step["rounds"]
 

@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 
 from frugalml import Workload
-from frugalml.exceptions import FrugalError, TrialUsageError
+from frugalml.exceptions import TrialUsageError
 from frugalml.executors import StudyState
 from frugalml.records import StopInfo, TrialRecord, TrialStatus
 from frugalml.search import Config
@@ -173,7 +173,7 @@ def test_a_resumed_store_is_neither_reopened_nor_given_lineage(tmp_path):
 
 
 @pytest.mark.parametrize(("ended", "error"), [
-    (record(status=TrialStatus.FAILED, error="ValueError: bad", info={"user_error": True}), FrugalError),
+    (record(status=TrialStatus.FAILED, error="ValueError: bad", info={"user_error": True}), TrialUsageError),
     (record(steps_done=0), TrialUsageError),
 ])
 def test_a_mistake_every_trial_would_repeat_shuts_the_executor_down(ended, error):

@@ -191,3 +191,44 @@ def test_in_process_trials_record_estimated_joules_and_energy_budgets_act_on_the
     result = tune(study(study_dir / "study", workers=1, budget={"max_study_joules": 105}), executor=run)
     assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2 + [TrialStatus.STOPPED]
     assert result.records[-1].stop.rule == "max_study_joules" and result.records[-1].steps_done == 30
+
+
+def refuses_x(trial, bad: float = 1.0) -> None:
+    """Trains, unless ``params['x'] == bad``: then a user error every such trial would repeat."""
+    from frugalml.exceptions import ConfigError
+
+    if trial.params["x"] == bad:
+        raise ConfigError(f"x = {bad} is not allowed here")
+    for step in range(4):
+        trial.step(loss=1.0 / (1 + step))
+
+
+def _refusing(directory, xs, **overrides) -> Study:
+    return Study(name="refuses", workloads=[Workload(train=refuses_x, eval_every=2, name="w")],
+                 search=Search(space={"x": xs}), workers=1, directory=str(directory), **overrides)
+
+
+def test_a_mistake_the_first_trial_shows_leaves_no_folder_and_the_same_path_works_after(tmp_path):
+    from frugalml.exceptions import TrialUsageError
+
+    new = tmp_path / "new" / "study"
+    with pytest.raises(TrialUsageError, match="x = 1.0 is not allowed"):
+        tune(_refusing(new, [1.0]), executor=InProcessExecutor)  # MLflow's default store: in the folder
+    assert not (tmp_path / "new").exists()
+    fixed = tune(_refusing(new, [0.0]), executor=InProcessExecutor)  # MLflow's cached engine was let go
+    assert len(fixed.records) == 1 and len(ResultStore(new).mlflow_runs()) == 1
+    assert all(run is not None for run in ResultStore(new).mlflow_runs().values())
+
+
+def test_a_folder_that_was_there_or_holds_a_finished_trial_stays(tmp_path):
+    from frugalml.exceptions import TrialUsageError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(TrialUsageError):
+        tune(_refusing(mine, [1.0], mlflow_uri=None), executor=InProcessExecutor)
+    assert mine.is_dir()  # not frugalml's to remove: it was there before
+    finished = tmp_path / "finished"
+    with pytest.raises(TrialUsageError):  # workers=1, grid order: x = 0 finishes before x = 1 fails
+        tune(_refusing(finished, [0.0, 1.0], mlflow_uri=None), executor=InProcessExecutor)
+    assert [r.params["x"] for r in ResultStore(finished).trials()] == [0.0]

@@ -6,7 +6,7 @@ saying what was wrong and how to fix it; the CLI prints it without a traceback::
     FrugalError
      ├── ConfigError        a study file, search space, budget or rule is invalid
      ├── DataError          a dataset is missing, empty, has NaN or lacks its target
-     ├── TrialUsageError    user training code misused the Trial API
+     ├── TrialUsageError    user training code misused the Trial API, or failed on a mistake every trial repeats
      ├── StoreError         the results store is missing, unreadable or from another study
      │    └── StoreLockedError  another process holds the store's write lock
      └── DiskFullError      no space left (or quota exceeded) where frugalml writes
@@ -31,7 +31,8 @@ class DataError(FrugalError, ValueError):
 
 
 class TrialUsageError(FrugalError, RuntimeError):
-    """User training code misused the Trial API (e.g. never called ``trial.step``)."""
+    """User training code misused the Trial API (e.g. never called ``trial.step``), or a trial
+    failed on a user error every trial would repeat (the study stops at it)."""
 
 
 class StoreError(FrugalError, RuntimeError):

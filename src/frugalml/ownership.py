@@ -27,9 +27,12 @@ OWN_ENTRIES = frozenset({
 })
 
 
-def make_owned_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and its parents) and mark it as frugalml's; an existing folder is left unmarked."""
+def make_owned_dir(path: str | os.PathLike, created: list[Path] | None = None) -> Path:
+    """Create ``path`` (and its parents) and mark it as frugalml's; an existing folder is left
+    unmarked. ``created``, when given, receives the folders this call made, deepest first (none
+    when ``path`` was there already): what :func:`remove_created` may undo."""
     path = Path(path)
+    missing = missing_folders(path) if created is not None else []
     try:
         path.mkdir(parents=True)
     except FileExistsError:
@@ -42,6 +45,8 @@ def make_owned_dir(path: str | os.PathLike) -> Path:
         raise ConfigError(f"cannot create the folder {path}: {error.strerror or error}; "
                           "choose a directory you can write to.") from None
     (path / MARKER).write_text("Created by frugalml; `frugalml tune --fresh` may delete this folder.\n")
+    if created is not None:
+        created[:] = missing
     return path
 
 
@@ -83,24 +88,30 @@ def _remove_entries(path: Path, keep: frozenset[str]) -> None:
 
 
 def missing_folders(path: str | os.PathLike) -> list[Path]:
-    """``path`` and those of its parents that do not exist yet, deepest first: what creating
-    ``path`` makes (see :func:`remove_created`)."""
+    """``path`` and those of its parents that do not exist yet, deepest first (a folder that
+    cannot be looked at counts as there)."""
     missing = []
     for folder in (Path(path).absolute(), *Path(path).absolute().parents):
-        if folder.exists() or folder.is_symlink():
+        try:
+            if folder.exists() or folder.is_symlink():
+                break
+        except OSError:
             break
         missing.append(folder)
     return missing
 
 
 def remove_created(folders: Sequence[Path]) -> None:
-    """Undo the creation of ``folders`` (:func:`missing_folders`, read before): the first one
-    whole if it is a folder frugalml marked, then each parent only while it is empty."""
+    """Undo :func:`make_owned_dir`'s creation of ``folders`` (its ``created``): the first one, the
+    marked study folder, while it holds only what frugalml writes; then each parent while it is
+    empty. Best effort: whatever cannot be removed stays."""
     if not folders or not is_owned(folders[0]):
         return
-    shutil.rmtree(folders[0])
-    for parent in folders[1:]:
-        try:
+    try:
+        if any(entry.name not in OWN_ENTRIES for entry in folders[0].iterdir()):
+            return  # something else went in since (another study, the user's file): not this run's to delete
+        shutil.rmtree(folders[0])
+        for parent in folders[1:]:
             parent.rmdir()
-        except OSError:  # something else went in since: it stays
-            return
+    except OSError:  # held open, permissions, or a parent that is not empty: it stays
+        return

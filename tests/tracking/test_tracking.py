@@ -270,14 +270,17 @@ def test_ctrl_c_ends_the_mlflow_runs_killed_and_resume_finishes_them(tmp_path, c
 
 
 def test_a_study_that_fails_ends_its_mlflow_run_failed(tmp_path, capfd, caplog, monkeypatch):
-    write_study(tmp_path / "s.toml", STUDY.format(name="broken", steps=40, uri="default").replace(
+    # a store outside the study's folder: the folder itself goes (nothing finished), the tracking server stays
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    write_study(tmp_path / "s.toml", STUDY.format(name="broken", steps=40, uri=uri).replace(
         'train = "trainers:steady"\ntrain_kwargs = { steps = 40, step_s = 0.002 }', 'train = "trainers:never_steps"'))
     # in this process (tests/cli runs a never-stepping study's one-line error in a real one); its trial in a worker
     failed = cli_in_process("tune", str(tmp_path / "s.toml"), "--no-progress", cwd=tmp_path, capfd=capfd,
                              caplog=caplog, monkeypatch=monkeypatch, workers=True)
     assert failed.returncode == 2 and "trial.step" in failed.stderr, failed.stderr
-    parent, trials = _statuses(default_uri(tmp_path / "out"), "broken")
+    parent, trials = _statuses(uri, "broken")
     assert parent == "FAILED" and "RUNNING" not in trials
+    assert not (tmp_path / "out").exists()
 
 
 def _steady(trial, steps: int = 30) -> None:

@@ -6,7 +6,8 @@ system profile: training step time and peak memory from the trials, single-row
 predict latency timed here with both models interleaved, model size. A metric is a
 regression only when a bootstrap confidence bound says the candidate is worse by
 more than the gate's tolerances, so one noisy sample on a shared runner does not
-fail a build.
+fail a build; step time re-run here is judged on each side's fastest round, since
+other work on the runner only adds time.
 
 Example:
     >>> from frugalml.gate import check

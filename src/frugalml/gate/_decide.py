@@ -1,4 +1,5 @@
-"""A noise-aware verdict per metric: a bootstrap confidence bound on how much worse.
+"""A noise-aware verdict per metric: a bootstrap confidence bound on how much worse (for
+step time re-measured in rounds, each side's fastest round).
 
 Measurements are nested: a trial's windows, several trials (repeats) of one
 configuration, or rounds of timing. The hierarchical bootstrap resamples the groups,
@@ -98,7 +99,10 @@ def decide(gate: MetricGate, baseline: Groups, candidate: Groups, *, confidence:
            seed: int, statistic: str = "mean") -> MetricResult:
     """Regression when, with ``confidence``, the candidate's mean is worse by more than both
     tolerances (or breaks the gate's ``limit``); improved when it is as surely better by as
-    much. With ``statistic="min"`` (rounds of timing), the fastest rounds are compared."""
+    much. With ``statistic="min"`` (rounds of timing, lower is better), the fastest rounds are
+    compared, and the ``limit`` holds the candidate's fastest round."""
+    if statistic == "min" and gate.metric.higher_is_better:
+        raise ValueError(f"the fastest round is for timings (lower is better), not {gate.metric.name}")
     base, cand = clean(baseline), clean(candidate)
     rng = np.random.default_rng(seed)
     replicates, value, named = STATISTICS[statistic]

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -111,15 +112,23 @@ def _copy_template(path: Path) -> None:
     tmp_uri = f"sqlite:///{tmp}"
     try:
         shutil.copyfile(template, tmp)
-        store = SqlAlchemyStore(tmp_uri, str(path.parent.resolve() / ARTIFACT_FOLDER))  # creates experiment 0
-        store.engine.dispose()  # the engine MLflow caches for this temporary name: closed, and forgotten below
-        getattr(SqlAlchemyStore, "_engine_map", {}).pop(tmp_uri, None)
+        SqlAlchemyStore(tmp_uri, str(path.parent.resolve() / ARTIFACT_FOLDER))  # creates experiment 0
+        forget_sqlite_store(tmp_uri)
         try:
             os.link(tmp, path)  # never over a store another process created meanwhile
         except FileExistsError:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def forget_sqlite_store(uri: str) -> None:
+    """Close and forget the engine MLflow caches for ``uri`` (its file is going), so that a store
+    made at that path later in this process is opened afresh, not through the deleted file."""
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    engine = getattr(module.SqlAlchemyStore, "_engine_map", {}).pop(uri, None) if module is not None else None
+    if engine is not None:
+        engine.dispose()
 
 
 def _temporary_beside(path: Path) -> Path:

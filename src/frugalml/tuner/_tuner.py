@@ -12,12 +12,12 @@ from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
 from frugalml.exceptions import ConfigError, StoreError, StoreLockedError, TrialUsageError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
-from frugalml.ownership import make_owned_dir, missing_folders, remove_created, remove_owned
+from frugalml.ownership import make_owned_dir, remove_created, remove_owned
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
-from frugalml.tracking import check_uri
+from frugalml.tracking import check_uri, default_uri, forget_sqlite_store
 from frugalml.tuner._budgets import StudyBudgets
 from frugalml.tuner._plans import WorkloadPlan, build_plans, is_finished, stored_configurations
 from frugalml.tuner._prepare import start_workers_early
@@ -58,9 +58,9 @@ class Tuner:
         self._store_open = False
         self._locks: contextlib.ExitStack | None = None
         self._run_locked = False
+        self._created: list[Path] = []  # the folders this run made: what a mistake its first trial shows undoes
 
     def run(self) -> StudyResult:
-        created = missing_folders(self.study.path)
         with contextlib.ExitStack() as locks:
             self._locks = locks
             if self.store.exists:  # a second `tune` of this study is refused now; a new one locks with its store
@@ -69,7 +69,9 @@ class Tuner:
                 return self._run()
             except TrialUsageError:  # the first trial showed a mistake in the input: with nothing finished, the
                 if self._run_locked and not self.records:  # new study leaves no folder, as a refused file would
-                    remove_created(created)
+                    if self.study.mlflow_uri == DEFAULT_MLFLOW:  # its store goes with the folder
+                        forget_sqlite_store(default_uri(self.study.path))
+                    remove_created(self._created)
                 raise
             finally:
                 reset_preload()  # the next study (or an executor used on its own) says what its workers need
@@ -130,7 +132,7 @@ class Tuner:
             judge = self._serving_judge(serving_budgets(study.budget)) if study.measures_serving else None
             if self.fresh and self.store.exists:
                 remove_owned(study.path, keep=frozenset({RUN_LOCK_FILE}))  # never a folder frugalml did not create
-            make_owned_dir(study.path)  # frugalml's (marked) before MLflow's default store goes in it
+            make_owned_dir(study.path, self._created)  # frugalml's (marked) before MLflow's default store goes in it
             self._lock_run()
             if start and not early:
                 start_workers_early(study)
