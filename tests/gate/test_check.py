@@ -30,6 +30,9 @@ def test_a_candidate_whose_steps_take_twice_as_long_is_a_regression(gate_studies
     assert metrics["mean_step_ms"]["ratio"] > 1.2
     assert metrics["accuracy"]["status"] == "pass" and metrics["peak_memory_mb"]["status"] == "pass"
     assert any("re-measured" in note for note in result["notes"])
+    base_rounds, candidate_rounds = metrics["mean_step_ms"]["rounds"]  # the default 5 a side, each listed
+    assert len(base_rounds) == len(candidate_rounds) == 5 and all(v > 0 for v in base_rounds + candidate_rounds)
+    assert metrics["accuracy"]["rounds"] == [[], []]
     suite = ET.parse(out / "r.xml").getroot().find("testsuite")
     failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
     assert failed == ["mean_step_ms"] and suite.get("failures") == "1"

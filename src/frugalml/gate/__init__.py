@@ -6,8 +6,7 @@ system profile: training step time and peak memory from the trials, single-row
 predict latency timed here with both models interleaved, model size. A metric is a
 regression only when a bootstrap confidence bound says the candidate is worse by
 more than the gate's tolerances, so one noisy sample on a shared runner does not
-fail a build; step time re-run here is judged on each side's fastest round, since
-other work on the runner only adds time.
+fail a build.
 
 Example:
     >>> from frugalml.gate import check
@@ -50,14 +49,13 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         side.samples.update(found)
     notes = []
     gated = {gate.metric.name for gate in settings.metrics}
-    fastest: set[str] = set()  # metrics re-measured here in rounds: judged on each side's fastest round
+    remeasured: set[str] = set()  # metrics timed here in rounds: the result lists the rounds
     if settings.training_rounds and MEAN_STEP_MS in gated:
         if baseline.recipe is not None and candidate.recipe is not None:
             rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
             baseline.samples[MEAN_STEP_MS], candidate.samples[MEAN_STEP_MS] = rounds
-            fastest.add(MEAN_STEP_MS)
-            notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved; "
-                         "each side's fastest round compared (other work only adds time)")
+            remeasured.add(MEAN_STEP_MS)
+            notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved")
         else:
             notes.append("step time as stored with each side (a side's study is not at hand to re-run)")
     results, missing = [], []
@@ -67,8 +65,7 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
             missing.append(name)
             continue
         results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
-                              resamples=settings.resamples, seed=settings.seed,
-                              statistic="min" if name in fastest else "mean"))
+                              resamples=settings.resamples, seed=settings.seed, keep_rounds=name in remeasured))
     slo = candidate.slo or baseline.slo
     if slo is not None:
         notes.append(f"SLO from {'the candidate' if candidate.slo else 'the baseline'}: measured here, in this "

@@ -76,7 +76,7 @@ class CheckResult:
         icon = {REGRESSION: "regression", IMPROVED: "improved"}
         lines = [f"### frugalml check: **{self.verdict.upper()}**", "",
                  f"Candidate `{self.candidate}` against baseline `{self.baseline}` "
-                 f"({self.confidence:.0%} one-sided confidence; step time re-run here: each side's fastest round).", "",
+                 f"({self.confidence:.0%} one-sided confidence).", "",
                  "| metric | baseline | candidate | ratio (CI) | verdict |", "|---|---:|---:|---:|---|"]
         for m in self.metrics:
             lines.append(f"| {m.metric} | {_fmt(m.baseline, m.unit)} | {_fmt(m.candidate, m.unit)} | "
