@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINERS = REPO / "tests" / "gate"
@@ -47,17 +48,22 @@ def _study(name: str, step_s: float, folder: Path) -> str:
     return spec.directory
 
 
-def _check(candidate: str, baseline: str, out: Path, rounds: int | None) -> tuple[int, float, bool, list]:
-    """The CLI's exit code and step-time ratio, whether each side's fastest round (the
-    alternative) would have called a regression on the same rounds, and the rounds."""
+class Check(NamedTuple):
+    failed: bool  # the CLI exited 1: a regression
+    ratio: float  # the step-time ratio it printed
+    fastest_failed: bool  # each side's fastest round (the alternative) calls a regression on the same rounds
+    rounds: list  # [baseline's, candidate's] step times, one per round
+
+
+def _check(candidate: str, baseline: str, out: Path, rounds: int | None) -> Check:
     from frugalml.gate import GateSettings, decide
 
-    gate = []
+    gate_file = []
     if rounds is not None:
         (out.parent / "gate.toml").write_text(f"[gate]\ntraining_rounds = {rounds}\n")
-        gate = ["--gate", str(out.parent / "gate.toml")]
+        gate_file = ["--gate", str(out.parent / "gate.toml")]
     done = subprocess.run([sys.executable, "-m", "frugalml.cli", "check", candidate, "--baseline", baseline,
-                           "--json", str(out), *gate], capture_output=True, text=True, timeout=600)
+                           "--json", str(out), *gate_file], capture_output=True, text=True, timeout=600)
     if done.returncode not in (0, 1):
         raise SystemExit(f"check failed: {done.stderr.strip()}")
     step = next(m for m in json.loads(out.read_text())["metrics"] if m["metric"] == "mean_step_ms")
@@ -68,7 +74,7 @@ def _check(candidate: str, baseline: str, out: Path, rounds: int | None) -> tupl
         raise SystemExit("the check did not re-measure step time (--rounds 0?): nothing to score")
     fastest = decide(gate, base, cand, confidence=settings.confidence, resamples=settings.resamples,
                      seed=settings.seed, statistic="min")
-    return done.returncode, step["ratio"], fastest.status == "regression", step["rounds"]
+    return Check(done.returncode == 1, step["ratio"], fastest.status == "regression", step["rounds"])
 
 
 def _bursts(seed: int) -> None:
@@ -93,7 +99,7 @@ def main(args: argparse.Namespace) -> None:
         for process in load:
             process.start()
         started = time.monotonic()
-        found: dict[str, list[tuple[int, float, bool, list]]] = {"same": [], "slow": []}
+        found: dict[str, list[Check]] = {"same": [], "slow": []}
         try:
             for k in range(args.runs):
                 for name, candidate in (("same", same), ("slow", slow)):
@@ -103,21 +109,20 @@ def main(args: argparse.Namespace) -> None:
                 process.terminate()
         elapsed = time.monotonic() - started
     if args.save:
-        Path(args.save).write_text(json.dumps({name: [run[3] for run in runs] for name, runs in found.items()}))
+        Path(args.save).write_text(json.dumps({name: [c.rounds for c in checks] for name, checks in found.items()}))
     print(f"{args.runs} runs each on {os.cpu_count()} CPUs, {args.rounds or 5} training rounds a side, "
           f"{args.load} processes of bursty load beside them, "
           f"load average {os.getloadavg()[0]:.1f}, {elapsed / (2 * args.runs):.1f} s per check\n")
+    failed = {name: sum(c.failed for c in checks) for name, checks in found.items()}
+    fastest = {name: sum(c.fastest_failed for c in checks) for name, checks in found.items()}
     for name, what in (("same", "same model measured twice"), ("slow", "candidate ~1.5x slower per step")):
-        ratios = [r for _, r, _, _ in found[name]]
-        print(f"{what:34} exit 1 in {sum(c == 1 for c, _, _, _ in found[name]):>2}/{args.runs} (fastest round on the "
-              f"same rounds: {sum(old for _, _, old, _ in found[name]):>2}); step-time ratio median "
-              f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
-    for rule, alarms, caught in (("mean (the gate's)", sum(c == 1 for c, _, _, _ in found["same"]),
-                                  sum(c == 1 for c, _, _, _ in found["slow"])),
-                                 ("fastest round", sum(old for _, _, old, _ in found["same"]),
-                                  sum(old for _, _, old, _ in found["slow"]))):
-        print(f"{rule:20} false-alarm rate {alarms / args.runs:.0%} (target <= 5%); detection rate "
-              f"{caught / args.runs:.0%}")
+        ratios = [c.ratio for c in found[name]]
+        print(f"{what:34} exit 1 in {failed[name]:>2}/{args.runs} (fastest round on the same rounds: "
+              f"{fastest[name]:>2}); step-time ratio median {statistics.median(ratios):.3f} "
+              f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+    for rule, counts in (("mean (the gate's)", failed), ("fastest round", fastest)):
+        print(f"{rule:20} false-alarm rate {counts['same'] / args.runs:.0%} (target <= 5%); detection rate "
+              f"{counts['slow'] / args.runs:.0%}")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,16 @@ def remove_owned(path: str | os.PathLike, keep: frozenset[str] = frozenset()) ->
     if path.is_symlink() or not path.is_dir():
         raise ConfigError(f"{path} is not a folder frugalml created; --fresh deletes nothing there. "
                           "Remove it yourself, or choose another directory.")
-    foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in OWN_ENTRIES)
-    if foreign:
+    if foreign := _foreign_entries(path):
         shown = ", ".join(ascii(name)[1:-1] for name in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ConfigError(f"{path} was not created by frugalml and holds other files ({shown}); --fresh deletes "
                           "nothing there. Remove the study's results yourself, or choose another directory.")
     _remove_entries(path, keep)
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """The names in ``path`` that frugalml does not write, sorted."""
+    return sorted(entry.name for entry in path.iterdir() if entry.name not in OWN_ENTRIES)
 
 
 def _remove_entries(path: Path, keep: frozenset[str]) -> None:
@@ -108,7 +112,7 @@ def remove_created(folders: Sequence[Path]) -> None:
     if not folders or not is_owned(folders[0]):
         return
     try:
-        if any(entry.name not in OWN_ENTRIES for entry in folders[0].iterdir()):
+        if _foreign_entries(folders[0]):
             return  # something else went in since (another study, the user's file): not this run's to delete
         shutil.rmtree(folders[0])
         for parent in folders[1:]:

@@ -34,7 +34,7 @@ from frugalml.validation import Interval, check, check_keys, printable, read_tom
 
 DEFAULT_MLFLOW = "default"
 BUILTIN_PARAMS = frozenset({"batch_size", "learning_rate", "alpha"})  # what sgd_train reads
-BUILTIN_REQUIRED = ("batch_size", "learning_rate")  # what it cannot train without (alpha has a default)
+BUILTIN_REQUIRED = {"batch_size": 300, "learning_rate": 0.01}  # what it cannot train without: an example value
 MAX_WORKERS = Interval(int, 1, 1024, closed="both")  # trials at once; each is a process (or a Ray task)
 BACKENDS = ("local", "ray")  # an embedded sqlite MLflow store in the study directory
 
@@ -225,14 +225,14 @@ class Study:
                     f"{', '.join(sorted(known))}, not {unknown}; remove them or train with your own "
                     "function (train = \"module:function\")."
                 )
-            missing = [] if workload.algorithm in NETWORK_PARAMS else \
-                [name for name in BUILTIN_REQUIRED if name not in space | set(workload.params)]
-            if missing:
+            if workload.algorithm in NETWORK_PARAMS:  # the networks have defaults
+                continue
+            if missing := [name for name in BUILTIN_REQUIRED if name not in space | set(workload.params)]:
                 raise ConfigError(
                     f"Workload '{workload.name}' (built-in {workload.algorithm}) trains with "
                     f"{' and '.join(BUILTIN_REQUIRED)}, but neither [search] space nor its params set "
-                    f"{' or '.join(missing)}; add it to the space (e.g. {missing[0]} = "
-                    f"[{'0.01' if missing[0] == 'learning_rate' else '300'}])."
+                    f"{' or '.join(missing)}; add it to the space "
+                    f"(e.g. {missing[0]} = [{BUILTIN_REQUIRED[missing[0]]}])."
                 )
 
     @property

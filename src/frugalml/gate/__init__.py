@@ -49,12 +49,12 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         side.samples.update(found)
     notes = []
     gated = {gate.metric.name for gate in settings.metrics}
-    remeasured: set[str] = set()  # metrics timed here in rounds: the result lists the rounds
+    remeasured = False  # step time timed here in rounds: its result lists them
     if settings.training_rounds and MEAN_STEP_MS in gated:
         if baseline.recipe is not None and candidate.recipe is not None:
             rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
             baseline.samples[MEAN_STEP_MS], candidate.samples[MEAN_STEP_MS] = rounds
-            remeasured.add(MEAN_STEP_MS)
+            remeasured = True
             notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved")
         else:
             notes.append("step time as stored with each side (a side's study is not at hand to re-run)")
@@ -65,7 +65,8 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
             missing.append(name)
             continue
         results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
-                              resamples=settings.resamples, seed=settings.seed, keep_rounds=name in remeasured))
+                              resamples=settings.resamples, seed=settings.seed,
+                              keep_rounds=remeasured and name == MEAN_STEP_MS))
     slo = candidate.slo or baseline.slo
     if slo is not None:
         notes.append(f"SLO from {'the candidate' if candidate.slo else 'the baseline'}: measured here, in this "

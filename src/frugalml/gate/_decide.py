@@ -62,8 +62,8 @@ def as_is(groups: list[np.ndarray], resamples: int, rng: np.random.Generator) ->
     return np.full(resamples, smallest(groups))
 
 
-#: statistic -> (its replicates, its value on the groups, how a reason names it)
-STATISTICS = {"mean": (bootstrap_means, pooled_mean, ""), "min": (as_is, smallest, "fastest round ")}
+#: statistic -> (its replicates, its value on the groups)
+STATISTICS = {"mean": (bootstrap_means, pooled_mean), "min": (as_is, smallest)}
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,10 @@ def decide(gate: MetricGate, baseline: Groups, candidate: Groups, *, confidence:
         raise ValueError(f"the fastest round is for timings (lower is better), not {gate.metric.name}")
     base, cand = clean(baseline), clean(candidate)
     rng = np.random.default_rng(seed)
-    replicates, value, named = STATISTICS[statistic]
+    replicates, value = STATISTICS[statistic]
     surely = statistic == "mean"  # a bootstrap bound; the fastest rounds are compared as they are
-    bound, confident = ("at least ", f" at {confidence:.0%} confidence") if surely else ("", "")
+    named, bound, confident = ("", "at least ", f" at {confidence:.0%} confidence") if surely else \
+        ("fastest round ", "", "")
     b_star, c_star = replicates(base, resamples, rng), replicates(cand, resamples, rng)
     b, c = value(base), value(cand)
     sign = -1.0 if gate.metric.higher_is_better else 1.0

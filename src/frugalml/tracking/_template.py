@@ -56,6 +56,7 @@ def seed_sqlite_store(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None or path.exists():
         return
+    _forget_engine(uri)  # one MLflow cached for an earlier file at this path (deleted since) writes nowhere
     try:
         _copy_template(path)
     except Exception as error:  # noqa: BLE001 - any failure here only costs MLflow's own (slower) creation
@@ -113,7 +114,7 @@ def _copy_template(path: Path) -> None:
     try:
         shutil.copyfile(template, tmp)
         SqlAlchemyStore(tmp_uri, str(path.parent.resolve() / ARTIFACT_FOLDER))  # creates experiment 0
-        forget_sqlite_store(tmp_uri)
+        _forget_engine(tmp_uri)
         try:
             os.link(tmp, path)  # never over a store another process created meanwhile
         except FileExistsError:
@@ -122,9 +123,9 @@ def _copy_template(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def forget_sqlite_store(uri: str) -> None:
-    """Close and forget the engine MLflow caches for ``uri`` (its file is going), so that a store
-    made at that path later in this process is opened afresh, not through the deleted file."""
+def _forget_engine(uri: str) -> None:
+    """Close and forget the engine MLflow caches for ``uri``, so that the next store there is
+    opened afresh (not through a file deleted since: a folder --fresh or a failed first trial removed)."""
     module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
     engine = getattr(module.SqlAlchemyStore, "_engine_map", {}).pop(uri, None) if module is not None else None
     if engine is not None:

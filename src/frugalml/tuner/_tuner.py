@@ -17,7 +17,7 @@ from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
-from frugalml.tracking import check_uri, default_uri, forget_sqlite_store
+from frugalml.tracking import check_uri
 from frugalml.tuner._budgets import StudyBudgets
 from frugalml.tuner._plans import WorkloadPlan, build_plans, is_finished, stored_configurations
 from frugalml.tuner._prepare import start_workers_early
@@ -69,8 +69,6 @@ class Tuner:
                 return self._run()
             except TrialUsageError:  # the first trial showed a mistake in the input: with nothing finished, the
                 if self._run_locked and not self.records:  # new study leaves no folder, as a refused file would
-                    if self.study.mlflow_uri == DEFAULT_MLFLOW:  # its store goes with the folder
-                        forget_sqlite_store(default_uri(self.study.path))
                     remove_created(self._created)
                 raise
             finally:
