@@ -107,7 +107,8 @@ def rescore(files: list[str], rounds: list[int]) -> None:
         saved = json.loads(Path(file).read_text())
         runs = saved if "same" not in saved else {"": saved}  # a file of several saved runs, by name
         for name, found in runs.items():
-            for n in rounds:
+            saved_rounds = min(len(side) for v in found.values() for r in v for side in r)
+            for n in sorted({min(n, saved_rounds) for n in rounds}):
                 cut = {k: [[side[:n] for side in r] for r in v] for k, v in found.items()}
                 _score(cut, f"{Path(file).name}{':' + name if name else ''}, {n} rounds")
 
@@ -165,6 +166,8 @@ if __name__ == "__main__":
     parser.add_argument("--rescore", nargs="+", metavar="ROUNDS_JSON", help="score saved rounds again; run nothing")
     parser.add_argument("--rescore-rounds", default="3,5", help="with --rescore: the first N rounds a side, for each N")
     arguments = parser.parse_args()
+    if arguments.runs < 1 or any(int(n) < 1 for n in arguments.rescore_rounds.split(",")):
+        parser.error("--runs and each of --rescore-rounds must be at least 1")
     if arguments.rescore:
         rescore(arguments.rescore, [int(n) for n in arguments.rescore_rounds.split(",")])
     else:

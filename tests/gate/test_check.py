@@ -106,6 +106,31 @@ def test_data_with_another_schema_is_refused_before_anything_is_measured():
         compare(_side(["a", "b"]), _side(["a", "c"]))
 
 
+@pytest.mark.parametrize("base, cand, statistic", [
+    ([10.0, 10.2, 9.9, 10.1, 10.0], [20.5, 10.1, 19.5, 21.0, 19.0], "min"),  # 5 rounds a side: the fastest
+    ([10.0, 10.2, 9.9], [20.5, 10.1, 19.5], "mean"),  # 3 asked for
+    ([10.0, 10.2, 9.9, 10.1, 10.0], [20.5, 10.1, 19.5], "mean"),  # 5 asked, 2 of the candidate's timed no step
+], ids=["5-rounds", "3-rounds", "5-asked-3-obtained"])
+def test_re_measured_step_time_is_judged_by_the_rounds_obtained(monkeypatch, base, cand, statistic):
+    """The re-measuring itself is test_a_candidate_whose_steps_take_twice_as_long_is_a_regression's:
+    here ``step_times`` returns set rounds, to see which rule ``compare`` applies to them."""
+    asked = max(len(base), len(cand))
+    monkeypatch.setattr("frugalml.gate.step_times", lambda recipes, rounds: [[[v] for v in base], [[v] for v in cand]]
+                        if rounds == asked else pytest.fail(f"asked for {rounds} rounds"))
+    sides = [_side(["a"], mean_step_ms=[[10.0]]) for _ in range(2)]
+    for side in sides:
+        side.recipe = object()  # never re-run: step_times is replaced
+    settings = GateSettings.from_config({"metrics": ["mean_step_ms"], "training_rounds": asked, "latency_rounds": 3,
+                                         "latency_calls": 10})
+    result = compare(sides[0], sides[1], settings)
+    step = next(m for m in result.metrics if m.metric == "mean_step_ms")
+    assert step.statistic == statistic and step.rounds == (tuple(base), tuple(cand))
+    assert step.status == ("pass" if statistic == "min" else "regression"), step.reason  # bursts hit 4 of 5
+    assert any(("fastest round" in note) == (statistic == "min") for note in result.notes if "re-measured" in note)
+    if len(base) != len(cand):
+        assert any(f"{len(base)} and {len(cand)} of {asked} rounds" in n for n in result.notes), result.notes
+
+
 def _gate(name: str, **overrides) -> MetricGate:
     metric = GATE_METRICS[name]
     return MetricGate(metric, overrides.get("relative", metric.max_relative_regression),

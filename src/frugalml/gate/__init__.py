@@ -65,8 +65,12 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
             rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
             baseline.samples[MEAN_STEP_MS], candidate.samples[MEAN_STEP_MS] = rounds
             remeasured = True
-            statistic = step_time_statistic(settings.training_rounds)
-            notes.append(f"step time re-measured here: {settings.training_rounds} rounds per side, interleaved; "
+            obtained = min(map(len, rounds))  # a round whose trial timed no step is missing
+            statistic = step_time_statistic(obtained)
+            asked = settings.training_rounds
+            counted = f"{asked}" if {len(r) for r in rounds} == {asked} else \
+                f"{len(rounds[0])} and {len(rounds[1])} of {asked}"
+            notes.append(f"step time re-measured here: {counted} rounds per side, interleaved; "
                          + ("each side's fastest round compared (other work only adds time)" if statistic == "min"
                             else f"the rounds' mean (fewer than {FASTEST_ROUND_MIN_ROUNDS} rounds)"))
         else:

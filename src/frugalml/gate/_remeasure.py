@@ -51,8 +51,9 @@ def _study(recipe: Recipe, name: str, directory: Path) -> Study:
 def step_times(recipes: Sequence[Recipe], rounds: int) -> list[list[list[float]]]:
     """Per recipe, one measurement per round: the median step time over the trial's windows
     (warm-up window dropped). Interference from other processes only ever adds time, in
-    bursts; the median of a round ignores the windows a burst hit, and the bootstrap over
-    rounds sees what is left of the noise."""
+    bursts; the median of a round ignores the windows a burst hit, and the gate compares each
+    recipe's fastest round, the one bursts hit least (the rounds' mean below 5 rounds). A round
+    whose trial timed no step adds nothing."""
     found: list[list[list[float]]] = [[] for _ in recipes]
     with tempfile.TemporaryDirectory(prefix="frugalml-gate-") as tmp:
         for k in range(rounds):
