@@ -65,12 +65,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _environment(tmp_path_factory: pytest.TempPathFactory) -> None:
-    # one cache for the xdist workers of a run (their base folders share a parent): each would
-    # otherwise prepare mnist_784 (~3.7 CPU-s) and migrate MLflow's template store (~2.6 s) itself;
-    # frugalml writes both under a temporary name and renames, so workers racing is safe
-    base = tmp_path_factory.getbasetemp()
-    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "frugalml-cache"
-    cache.mkdir(exist_ok=True)
+    cache = tmp_path_factory.mktemp("frugalml-cache")
+    # the xdist workers of a run (their base folders share a parent) share the cache's prepared datasets
+    # and MLflow's template store: each would otherwise prepare mnist_784 (~3.7 CPU-s) and migrate the
+    # template (~2.6 s) itself; frugalml writes both under a temporary name and renames, so racing is
+    # safe. The rest (the notes of running servers, found by model name) stays each worker's own.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for part in ("prepared", "mlflow"):
+            shared = tmp_path_factory.getbasetemp().parent / "frugalml-shared-cache" / part
+            shared.mkdir(parents=True, exist_ok=True)
+            (cache / part).symlink_to(shared, target_is_directory=True)
     os.environ["FRUGALML_CACHE_DIR"] = str(cache)
     os.environ["FRUGALML_DATA_DIR"] = str(SHARED_DATA)
     os.environ["FRUGALML_OFFLINE"] = "1"
