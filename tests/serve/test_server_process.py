@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -225,3 +226,21 @@ def test_monitor_command_shows_the_live_state(server, diabetes, model_dir, capsy
     assert "drift vs training" in capsys.readouterr().out
     assert main(["monitor", "no-such-model", "--once"]) == 2
     assert "no running server" in capsys.readouterr().err
+
+
+def test_monitor_by_a_name_two_running_servers_share_is_one_line_naming_both(tmp_path, monkeypatch, capsys):
+    """Two servers of models with the same name on one machine: ``monitor NAME`` names both, exit 2,
+    rather than watching whichever started first (the notes are the ones ``frugalml serve`` writes;
+    two live processes stand in for the servers, since only their pids are checked)."""
+    from frugalml.cli import main
+
+    monkeypatch.setenv("FRUGALML_CACHE_DIR", str(tmp_path))
+    notes = tmp_path / "servers"  # where frugalml serve notes itself, in the frugalml cache
+    notes.mkdir()
+    for pid, port, uri in ((os.getpid(), 8001, "/a/model"), (os.getppid(), 8002, "/b/model")):
+        (notes / f"{pid}.json").write_text(json.dumps(
+            {"pid": pid, "url": f"http://127.0.0.1:{port}", "model_uri": uri, "name": "model", "version": None}))
+    assert main(["monitor", "model", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 running servers match 'model'" in err, err
+    assert "http://127.0.0.1:8001" in err and "http://127.0.0.1:8002" in err

@@ -197,10 +197,14 @@ def _server_url(target: str) -> str:
     from frugalml.serve import running_servers
 
     servers = running_servers()
-    for entry in servers:
-        if target in (entry.get("model_uri"), entry.get("name")) or entry.get("model_uri", "").startswith(
-                f"models:/{target}@") or entry.get("model_uri", "").startswith(f"models:/{target}/"):
-            return entry["url"]
+    matches = [entry for entry in servers if target in (entry.get("model_uri"), entry.get("name"))
+               or entry.get("model_uri", "").startswith((f"models:/{target}@", f"models:/{target}/"))]
+    if len({entry["url"] for entry in matches}) == 1:
+        return matches[0]["url"]
+    if matches:  # a first match would be whichever server started first: say so rather than guess
+        found = ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in matches)
+        raise FrugalError(f"{len(matches)} running servers match {target!r} ({found}); pass the URL of the one "
+                          "to watch.")
     known = ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in servers) or "none"
     raise FrugalError(f"no running server for {target!r} (running: {known}); pass the server's URL instead.")
 
