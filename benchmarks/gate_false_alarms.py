@@ -61,15 +61,15 @@ class Check(NamedTuple):
     rounds: list  # [baseline's, candidate's] step times, one per round
 
 
-def _regression(rounds: list, statistic: str) -> bool:
-    """Would the gate's default ``mean_step_ms`` tolerance call these rounds a regression under ``statistic``?"""
+def _verdicts(rounds: list) -> dict[str, bool]:
+    """Per rule, would the gate's default ``mean_step_ms`` tolerance call these rounds a regression?"""
     from frugalml.gate import GateSettings, decide
 
     settings = GateSettings()
     gate = next(g for g in settings.metrics if g.metric.name == "mean_step_ms")
     base, cand = ([[value] for value in side] for side in rounds)
-    return decide(gate, base, cand, confidence=settings.confidence, resamples=settings.resamples,
-                  seed=settings.seed, statistic=statistic).status == "regression"
+    return {rule: decide(gate, base, cand, confidence=settings.confidence, resamples=settings.resamples,
+                         seed=settings.seed, statistic=rule).status == "regression" for rule in RULES}
 
 
 def _check(candidate: str, baseline: str, out: Path, rounds: int | None) -> Check:
@@ -94,9 +94,11 @@ def _score(found: dict[str, list], label: str) -> None:
     sizes = {len(side) for rounds in found["same"] + found["slow"] for side in rounds}
     gates = {step_time_statistic(n) for n in sizes}
     gate_rule = f"the gate's ({RULE_NAMES[next(iter(gates))]})" if len(gates) == 1 else "the gate's (mixed)"
+    verdicts = {name: [(_verdicts(r), step_time_statistic(min(map(len, r)))) for r in rounds]
+                for name, rounds in found.items()}  # the gate's rule is one of the two: decided once
     for rule in (*RULES, None):
-        counts = {name: sum(_regression(r, rule or step_time_statistic(min(map(len, r)))) for r in rounds)
-                  for name, rounds in found.items()}
+        counts = {name: sum(by_rule[rule or gates_rule] for by_rule, gates_rule in checks)
+                  for name, checks in verdicts.items()}
         print(f"{label:44} {gate_rule if rule is None else RULE_NAMES[rule]:28} false alarms "
               f"{counts['same']:>2}/{len(found['same'])}  caught {counts['slow']:>2}/{len(found['slow'])}")
 
@@ -155,6 +157,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"{what:34} exit 1 in {sum(c.failed for c in found[name]):>2}/{args.runs}; step-time ratio median "
               f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
     _score({name: [c.rounds for c in checks] for name, checks in found.items()}, "on the same rounds")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

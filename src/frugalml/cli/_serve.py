@@ -202,11 +202,14 @@ def _server_url(target: str) -> str:
     if len({entry["url"] for entry in matches}) == 1:
         return matches[0]["url"]
     if matches:  # a first match would be whichever server started first: say so rather than guess
-        found = ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in matches)
-        raise FrugalError(f"{len(matches)} running servers match {target!r} ({found}); pass the URL of the one "
-                          "to watch.")
-    known = ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in servers) or "none"
-    raise FrugalError(f"no running server for {target!r} (running: {known}); pass the server's URL instead.")
+        raise FrugalError(f"{len(matches)} running servers match {target!r} ({_listed(matches)}); pass the URL of "
+                          "the one to watch.")
+    raise FrugalError(f"no running server for {target!r} (running: {_listed(servers) or 'none'}); pass the "
+                      "server's URL instead.")
+
+
+def _listed(servers: list[dict]) -> str:
+    return ", ".join(f"{e.get('model_uri')} at {e.get('url')}" for e in servers)
 
 
 def run_monitor(args: argparse.Namespace) -> int:

@@ -58,21 +58,13 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         side.samples.update(found)
     notes = []
     gated = {gate.metric.name for gate in settings.metrics}
-    remeasured = False  # step time timed here in rounds: its result lists them
-    statistic = "mean"
+    step_statistic: str | None = None  # how step time timed here in rounds is judged; None: not re-measured
     if settings.training_rounds and MEAN_STEP_MS in gated:
         if baseline.recipe is not None and candidate.recipe is not None:
             rounds = step_times([baseline.recipe, candidate.recipe], settings.training_rounds)
             baseline.samples[MEAN_STEP_MS], candidate.samples[MEAN_STEP_MS] = rounds
-            remeasured = True
-            obtained = min(map(len, rounds))  # a round whose trial timed no step is missing
-            statistic = step_time_statistic(obtained)
-            asked = settings.training_rounds
-            counted = f"{asked}" if {len(r) for r in rounds} == {asked} else \
-                f"{len(rounds[0])} and {len(rounds[1])} of {asked}"
-            notes.append(f"step time re-measured here: {counted} rounds per side, interleaved; "
-                         + ("each side's fastest round compared (other work only adds time)" if statistic == "min"
-                            else f"the rounds' mean (fewer than {FASTEST_ROUND_MIN_ROUNDS} rounds)"))
+            step_statistic = step_time_statistic(min(map(len, rounds)))  # a round that timed no step is missing
+            notes.append(_remeasured_note(rounds, settings.training_rounds, step_statistic))
         else:
             notes.append("step time as stored with each side (a side's study is not at hand to re-run)")
     results, missing = [], []
@@ -81,16 +73,23 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         if not (candidate.samples.get(name) and baseline.samples.get(name)):
             missing.append(name)
             continue
+        statistic, in_rounds = (step_statistic, True) if name == MEAN_STEP_MS and step_statistic else ("mean", False)
         results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
-                              resamples=settings.resamples, seed=settings.seed,
-                              statistic=statistic if remeasured and name == MEAN_STEP_MS else "mean",
-                              keep_rounds=remeasured and name == MEAN_STEP_MS))
+                              resamples=settings.resamples, seed=settings.seed, statistic=statistic,
+                              keep_rounds=in_rounds))
     slo = candidate.slo or baseline.slo
     if slo is not None:
         notes.append(f"SLO from {'the candidate' if candidate.slo else 'the baseline'}: measured here, in this "
                      f"process, not under its [deploy] envelope ({dict(slo.deploy)})")
     return CheckResult(candidate.label, baseline.label, settings.confidence, tuple(results), tuple(missing),
                        tuple(notes), tuple(slo.check(slo_measured(candidate, slo.quantile))) if slo else ())
+
+
+def _remeasured_note(rounds: list, asked: int, statistic: str) -> str:
+    counted = f"{asked}" if {len(r) for r in rounds} == {asked} else f"{len(rounds[0])} and {len(rounds[1])} of {asked}"
+    rule = ("each side's fastest round compared (other work only adds time)" if statistic == "min"
+            else f"the rounds' mean (fewer than {FASTEST_ROUND_MIN_ROUNDS} rounds)")
+    return f"step time re-measured here: {counted} rounds per side, interleaved; {rule}"
 
 
 def slo_measured(side: Side, quantile: float) -> dict[str, float]:
