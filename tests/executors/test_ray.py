@@ -75,7 +75,10 @@ def cluster():
         **os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "FRUGALML_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
     }
-    common = ["--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    # no log monitor: it only streams the workers' output to drivers, which these tests do not read; the
+    # suite's 6 log monitors used 18.9 CPU-s (benchmarks/results/suite-cpu-2026-12-07.txt)
+    common = ["--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+              "--include-log-monitor=false"]
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True, timeout=120)

@@ -58,7 +58,8 @@ def cluster() -> Iterator[str]:
     # workers at Ray's default nice 15 starve while the rest of the suite runs beside this file (make test)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", "RAY_worker_niceness": "0"}
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+              "--include-log-monitor=false"]  # as in tests/executors/test_ray.py
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True, timeout=120)
