@@ -9,8 +9,8 @@ This script runs the command and, every ``--interval`` seconds, reads each proce
 machine with psutil: its command line once, its own CPU time (user + system, children
 excluded) at every sample. It prints the CPU-seconds each kind of process used, with the
 machine's busy CPU-seconds over the same time (``psutil.cpu_times``) for scale. The
-difference is what sampling cannot see: processes that lived less than one interval, the
-kernel's own threads, and other users of the machine.
+difference is what sampling cannot see: processes that lived less than one interval, and what
+each process used after its last sample (up to one interval each).
 
     python benchmarks/suite_cpu.py [--interval 1] [--json OUT] [-- COMMAND ...]
 
@@ -67,13 +67,30 @@ class Seen:
     last_cpu_s: float
 
 
-def kind_of(cmdline: list[str], name: str, parent_kind: str | None) -> str:
-    """What a process is, from its command line (and its parent's kind, for forked trial workers)."""
+_FLAGS_WITH_VALUE = {"-W", "-X", "-Q"}  # interpreter options that take the next argument
+
+
+def _program(cmdline: list[str]) -> tuple[str, list[str]]:
+    """What a Python command line runs (``-m MODULE``, ``-c``, or a script path) and its arguments;
+    the program itself and its arguments for anything else."""
+    if not Path(cmdline[0]).name.startswith("python"):
+        return cmdline[0], cmdline[1:]
+    i = 1
+    while i < len(cmdline) and cmdline[i].startswith("-") and cmdline[i] not in ("-m", "-c"):
+        i += 2 if cmdline[i] in _FLAGS_WITH_VALUE else 1
+    if i >= len(cmdline):
+        return "python", []
+    if cmdline[i] in ("-m", "-c") and i + 1 < len(cmdline):
+        return f"{cmdline[i]} {cmdline[i + 1]}", cmdline[i + 2:]
+    return cmdline[i], cmdline[i + 1:]
+
+
+def kind_of(cmdline: list[str], parent_kind: str | None) -> str:
+    """What a process is, from its (non-empty) command line, and its parent's kind for a forked trial worker."""
+    program, args = _program(cmdline)
+    if program in ("-m frugalml", "-m frugalml.cli") or program.endswith("/frugalml"):
+        return f"frugalml {next((a for a in args if not a.startswith('-')), '')}".strip()
     text = " ".join(cmdline)
-    for i, arg in enumerate(cmdline):
-        if arg.endswith(("frugalml.cli", "/frugalml")) or (arg == "frugalml" and i and cmdline[i - 1] == "-m"):
-            sub = next((a for a in cmdline[i + 1:] if not a.startswith("-")), "")
-            return f"frugalml {sub}".strip()
     if text.startswith("ray::"):
         return "ray: worker"
     for needle, kind in _KINDS:
@@ -81,13 +98,11 @@ def kind_of(cmdline: list[str], name: str, parent_kind: str | None) -> str:
             if kind == "forkserver" and parent_kind == "forkserver":
                 return "trial worker (forked from a forkserver)"
             return kind
-    if not cmdline:
-        return "kernel threads"
-    program = Path(cmdline[0]).name
-    if program.startswith("python") and len(cmdline) > 1:
-        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
-        return f"other python: {Path(script).name or ' '.join(cmdline[1:3])}"[:70]
-    return program
+    if program.startswith("-c "):
+        return "other python: -c " + program[3:].strip().splitlines()[0][:40]
+    if program.startswith("-m "):
+        return f"other python: {program}"[:70]
+    return f"other: {Path(program).name}"[:70] if not program.endswith(".py") else f"other python: {Path(program).name}"
 
 
 class Sampler:
@@ -95,13 +110,14 @@ class Sampler:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[int, float], Seen] = {}
-        self._kind_by_pid: dict[int, str] = {}
+        self._by_pid: dict[int, tuple[float, str]] = {}  # pid -> (create time, kind) of the last process seen with it
         self._first = True  # a process running before the command counts from its first sample
         self.own = psutil.Process()
 
     def sample(self) -> None:
         # only /proc/PID/stat at each sample; the command line (which locks the process's memory map
         # to read) once per process
+        new = []
         for process in psutil.process_iter(["create_time", "cpu_times"]):
             info = process.info
             times = info["cpu_times"]
@@ -111,15 +127,25 @@ class Sampler:
             key = (process.pid, info["create_time"])
             if key in self.seen:
                 self.seen[key].last_cpu_s = cpu_s
-                continue
-            try:
-                cmdline, name, ppid = process.cmdline(), process.name(), process.ppid()
-            except psutil.Error:  # gone, or a zombie
-                cmdline, name, ppid = [], "", 0
-            kind = "this sampler" if process.pid == self.own.pid else kind_of(cmdline, name, self._kind_by_pid.get(ppid))
-            self._kind_by_pid[process.pid] = kind
+            else:
+                new.append((key, process, cpu_s))
+        for key, process, cpu_s in sorted(new, key=lambda n: n[0][1]):  # parents first, pids wrapped or not
+            kind = self._kind(process, key[1])
+            self._by_pid[process.pid] = (key[1], kind)
             self.seen[key] = Seen(kind, cpu_s if self._first else 0.0, cpu_s)
         self._first = False
+
+    def _kind(self, process: psutil.Process, created: float) -> str:
+        if process.pid == self.own.pid:
+            return "this sampler"
+        name, ppid = _read(process.name, ""), _read(process.ppid, -1)
+        if process.pid == 2 or ppid == 2:  # kthreadd and its children
+            return "kernel threads"
+        cmdline = _read(process.cmdline, [])
+        if not cmdline:  # a zombie, or gone before it was read
+            return f"exited before read: {name or '?'}"
+        parent_created, parent_kind = self._by_pid.get(ppid, (None, None))
+        return kind_of(cmdline, parent_kind if parent_created is not None and parent_created <= created else None)
 
     def by_kind(self) -> dict[str, tuple[int, float]]:
         """Kind -> (processes, CPU-seconds used while sampled)."""
@@ -132,9 +158,18 @@ class Sampler:
         return {kind: (int(n), cpu_s) for kind, (n, cpu_s) in totals.items()}
 
 
+def _read(method, default):
+    try:
+        return method()
+    except psutil.Error:
+        return default
+
+
 def _busy_cpu_s() -> float:
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    """The machine's busy CPU-seconds so far: not idle, not waiting on I/O, not taken by the hypervisor
+    (guest time is inside user time already)."""
+    times = psutil.cpu_times()._asdict()
+    return sum(times.values()) - sum(times.get(k, 0.0) for k in ("idle", "iowait", "steal", "guest", "guest_nice"))
 
 
 def run(command: list[str], interval: float) -> dict:
@@ -147,7 +182,7 @@ def run(command: list[str], interval: float) -> dict:
         sampler.sample()
     wall_s, busy_s = time.monotonic() - started, _busy_cpu_s() - busy
     kinds = sampler.by_kind()
-    return {"command": command, "returncode": child.returncode, "wall_s": wall_s, "cores": psutil.cpu_count(),
+    return {"command": command, "returncode": child.returncode, "wall_s": wall_s, "cores": psutil.cpu_count() or 1,
             "busy_cpu_s": busy_s, "interval_s": interval,
             "kinds": {k: {"processes": n, "cpu_s": c} for k, (n, c) in sorted(kinds.items(), key=lambda kv: -kv[1][1])}}
 
@@ -159,7 +194,7 @@ def report(result: dict, top: int = 30) -> str:
              f"wall {result['wall_s']:.0f} s on {result['cores']} cores; machine busy {result['busy_cpu_s']:.0f} CPU-s "
              f"({result['busy_cpu_s'] / (result['wall_s'] * result['cores']):.0%} of the cores); "
              f"sampled every {result['interval_s']} s: {sampled:.0f} CPU-s in processes, "
-             f"{result['busy_cpu_s'] - sampled:.0f} unseen (processes shorter than a sample, the kernel)",
+             f"{result['busy_cpu_s'] - sampled:.0f} unseen (processes shorter than a sample, the last interval of each)",
              "",
              f"{'kind of process':48} {'processes':>9} {'CPU-s':>8} {'per process':>11} {'share':>6}"]
     for kind, k in list(kinds.items())[:top]:
@@ -181,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         parser.error(f"--interval must be > 0, got {args.interval}")
     result = run(args.command or DEFAULT_COMMAND, args.interval)
-    print("\n" + report(result))
-    if args.json:
+    if args.json:  # first: a long run's figures outlive a failure in printing them
         args.json.write_text(json.dumps(result, indent=2))
+    print("\n" + report(result))
     return result["returncode"]
 
 
