@@ -30,6 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from frugalml.monitors import machine_busy_cpu_s
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_COMMAND = ["make", "-o", "install", "-o", "system-deps", "test"]
 
@@ -102,7 +104,7 @@ def kind_of(cmdline: list[str], parent_kind: str | None) -> str:
         return "other python: -c " + program[3:].strip().splitlines()[0][:40]
     if program.startswith("-m "):
         return f"other python: {program}"[:70]
-    return f"other: {Path(program).name}"[:70] if not program.endswith(".py") else f"other python: {Path(program).name}"
+    return f"{'other python' if program.endswith('.py') else 'other'}: {Path(program).name}"
 
 
 class Sampler:
@@ -147,15 +149,15 @@ class Sampler:
         parent_created, parent_kind = self._by_pid.get(ppid, (None, None))
         return kind_of(cmdline, parent_kind if parent_created is not None and parent_created <= created else None)
 
-    def by_kind(self) -> dict[str, tuple[int, float]]:
-        """Kind -> (processes, CPU-seconds used while sampled)."""
-        totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    def by_kind(self) -> dict[str, dict]:
+        """Kind -> processes and CPU-seconds used while sampled, the most CPU first."""
+        totals: dict[str, dict] = defaultdict(lambda: {"processes": 0, "cpu_s": 0.0})
         for seen in self.seen.values():
             used = seen.last_cpu_s - seen.first_cpu_s
             if used >= 0.01:  # not a process that slept through the run
-                totals[seen.kind][0] += 1
-                totals[seen.kind][1] += used
-        return {kind: (int(n), cpu_s) for kind, (n, cpu_s) in totals.items()}
+                totals[seen.kind]["processes"] += 1
+                totals[seen.kind]["cpu_s"] += used
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]["cpu_s"]))
 
 
 def _read(method, default):
@@ -165,26 +167,18 @@ def _read(method, default):
         return default
 
 
-def _busy_cpu_s() -> float:
-    """The machine's busy CPU-seconds so far: not idle, not waiting on I/O, not taken by the hypervisor
-    (guest time is inside user time already)."""
-    times = psutil.cpu_times()._asdict()
-    return sum(times.values()) - sum(times.get(k, 0.0) for k in ("idle", "iowait", "steal", "guest", "guest_nice"))
-
-
 def run(command: list[str], interval: float) -> dict:
     sampler = Sampler()
     sampler.sample()
-    busy, started = _busy_cpu_s(), time.monotonic()
+    busy, started = machine_busy_cpu_s(), time.monotonic()
     child = subprocess.Popen(command, cwd=REPO)
     while child.poll() is None:
         time.sleep(interval)
         sampler.sample()
-    wall_s, busy_s = time.monotonic() - started, _busy_cpu_s() - busy
-    kinds = sampler.by_kind()
+    wall_s, busy_s = time.monotonic() - started, machine_busy_cpu_s() - busy
     return {"command": command, "returncode": child.returncode, "wall_s": wall_s, "cores": psutil.cpu_count() or 1,
             "busy_cpu_s": busy_s, "interval_s": interval,
-            "kinds": {k: {"processes": n, "cpu_s": c} for k, (n, c) in sorted(kinds.items(), key=lambda kv: -kv[1][1])}}
+            "kinds": sampler.by_kind()}
 
 
 def report(result: dict, top: int = 30) -> str:

@@ -73,10 +73,10 @@ def compare(candidate: Side, baseline: Side, settings: GateSettings | None = Non
         if not (candidate.samples.get(name) and baseline.samples.get(name)):
             missing.append(name)
             continue
-        statistic, in_rounds = (step_statistic, True) if name == MEAN_STEP_MS and step_statistic else ("mean", False)
+        in_rounds = name == MEAN_STEP_MS and step_statistic is not None
         results.append(decide(gate, baseline.samples[name], candidate.samples[name], confidence=settings.confidence,
-                              resamples=settings.resamples, seed=settings.seed, statistic=statistic,
-                              keep_rounds=in_rounds))
+                              resamples=settings.resamples, seed=settings.seed,
+                              statistic=step_statistic if in_rounds else "mean", keep_rounds=in_rounds))
     slo = candidate.slo or baseline.slo
     if slo is not None:
         notes.append(f"SLO from {'the candidate' if candidate.slo else 'the baseline'}: measured here, in this "

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from frugalml.monitors._base import Monitor
 from frugalml.monitors._composite import CompositeMonitor, MonitorLike, as_monitor, default_monitors, tree_monitors
-from frugalml.monitors._energy import POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning
+from frugalml.monitors._energy import (
+    POWERCAP, EnergyMonitor, default_watts_per_core, energy_estimate_warning, machine_busy_cpu_s,
+)
 from frugalml.monitors._function import FunctionMonitor
 from frugalml.monitors._gpu import GpuMonitor, visible_gpus
 from frugalml.monitors._process_tree import ProcessTreeMonitor, private_bytes
@@ -33,6 +35,7 @@ __all__ = [
     "default_monitors",
     "default_watts_per_core",
     "energy_estimate_warning",
+    "machine_busy_cpu_s",
     "private_bytes",
     "tree_monitors",
     "visible_gpus",
