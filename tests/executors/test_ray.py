@@ -95,6 +95,25 @@ def cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def driver(cluster):
+    """This process connected to the module's cluster once, for the studies after the first: each reuses
+    the Ray it finds, as in a user's script that called ``ray.init``, so its trials run in the Ray workers
+    (and their forkservers) the studies before it started; a study that connects itself is a new Ray job,
+    whose workers start afresh. The first test connects on its own and checks that it leaves nothing."""
+    address, cache = cluster
+    ray.init(address=address, log_to_driver=False)
+    try:
+        yield address, cache
+    finally:
+        ray.shutdown()
+
+
+def _channels() -> list[int]:
+    """Pids of the processes holding a study's channel actor (Ray titles an actor's worker by its class)."""
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Channel")]
+
+
 def _allocate_study(name: str, directory: Path, backend: str, address: str | None, mlflow: bool = False) -> Study:
     return Study(
         name=name, directory=str(directory), workers=2, backend=backend, address=address,
@@ -108,6 +127,12 @@ def _allocate_study(name: str, directory: Path, backend: str, address: str | Non
 def test_a_study_runs_on_both_nodes_stops_over_budget_and_matches_a_local_run(cluster, tmp_path):
     address, _ = cluster
     on_ray = tune(_allocate_study("two-nodes", tmp_path / "ray", "ray", address, mlflow=True))
+    # nothing of the study stays: the connection it made, its channel actor's worker process on the cluster
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 10
+    while _channels() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _channels()
     by_id = {r.trial_id: r for r in on_ray.records}
     assert len(by_id) == 4
     assert len({r.info["node"]["id"] for r in on_ray.records}) == 2  # both nodes ran trials
@@ -152,8 +177,8 @@ def _wait_for_cpu(processes: list[psutil.Process], cpu_s: float, timeout_s: floa
         time.sleep(0.05)
 
 
-def test_a_ray_worker_killed_mid_trial_fails_that_trial_and_the_study_completes(cluster, tmp_path):
-    address, _ = cluster
+def test_a_ray_worker_killed_mid_trial_fails_that_trial_and_the_study_completes(driver, tmp_path):
+    address, _ = driver
     killed: list[psutil.Process] = []
 
     def kill_the_worker_of_trial_0() -> None:
@@ -199,8 +224,8 @@ def test_a_ray_worker_killed_mid_trial_fails_that_trial_and_the_study_completes(
     assert not [p.pid for p in killed if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_the_study_compute_budget_counts_trials_running_on_other_nodes(cluster, tmp_path):
-    address, _ = cluster
+def test_the_study_compute_budget_counts_trials_running_on_other_nodes(driver, tmp_path):
+    address, _ = driver
     study = Study(
         name="compute", directory=str(tmp_path / "out"), workers=2, backend="ray", address=address,
         workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 3000, "step_s": 0.002}, name="steady")],
@@ -216,8 +241,8 @@ def test_the_study_compute_budget_counts_trials_running_on_other_nodes(cluster, 
     assert sum(r.cpu_s for r in result.records) < 3.0 + 3.0
 
 
-def test_the_study_energy_budget_counts_joules_of_trials_running_on_other_nodes(cluster, tmp_path):
-    address, _ = cluster
+def test_the_study_energy_budget_counts_joules_of_trials_running_on_other_nodes(driver, tmp_path):
+    address, _ = driver
     study = Study(
         name="energy", directory=str(tmp_path / "out"), workers=2, backend="ray", address=address,
         workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 3000, "step_s": 0.002}, name="steady")],
@@ -238,8 +263,8 @@ def test_the_study_energy_budget_counts_joules_of_trials_running_on_other_nodes(
     assert sum(r.energy_j for r in result.records) < 60.0 + 60.0
 
 
-def test_halving_on_ray_promotes_among_feasible_trials_only(cluster, tmp_path):
-    address, _ = cluster
+def test_halving_on_ray_promotes_among_feasible_trials_only(driver, tmp_path):
+    address, _ = driver
     result = tune(halving_study(tmp_path / "out", workers=2, backend="ray", address=address))
     records = list(result.records)
     assert len(records) == len(trainers.RANKED_POINTS)
@@ -301,10 +326,10 @@ def test_resume_on_ray_after_the_driver_is_killed_loses_and_repeats_nothing(clus
     assert set(mlflow_trial_runs(default_uri(tmp_path / "out"), "ray-resume")) == set(after)
 
 
-def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_running(cluster, tmp_path):
+def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_running(driver, tmp_path):
     from frugalml.reproduce import NasDesign, run_nas
 
-    address, _ = cluster
+    address, _ = driver
     # 2 real MLP architectures: one round on the 2 workers (a Ray trial imports torch, ~3 CPU-s); the
     # 4-architecture run is tested locally in tests/report/test_nas_findings.py
     plan = NasDesign(True, (16, 256), (1,), (32,), 6, 3, 2)
@@ -319,10 +344,10 @@ def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_runni
         run_nas(tmp_path / "other", plan=plan, address=address)
 
 
-def test_a_ray_trials_worker_forks_from_a_forkserver_that_imported_what_the_drivers_workers_preload(cluster, tmp_path):
+def test_a_ray_trials_worker_forks_from_a_forkserver_that_imported_what_the_drivers_workers_preload(driver, tmp_path):
     """A built-in network's workers preload torch: on a node too, so a trial does not import it
     again (~2.5 CPU-s); a plain trial of the same study shows the forkserver it was forked from."""
-    address, _ = cluster
+    address, _ = driver
     study = Study(name="preload", directory=str(tmp_path / "preload"), workers=1, backend="ray", address=address,
                   workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=2, eval_every=2),
                              Workload(train=trainers.report_torch, name="plain")],
@@ -332,8 +357,8 @@ def test_a_ray_trials_worker_forks_from_a_forkserver_that_imported_what_the_driv
     assert records["plain"].info["torch"] is True and "node" in records["plain"].info
 
 
-def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(cluster):
-    address, node_cache = cluster
+def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(driver):
+    address, node_cache = driver
     connect(address, 1)
     from frugalml.workloads import prepare_dataset, resolve_dataset
 
@@ -376,13 +401,13 @@ def _edge_study(name: str, directory: Path, address: str, **serving) -> Study:
                  mlflow_uri=None, **serving)
 
 
-def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(cluster, tmp_path):
+def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(driver, tmp_path):
     """The same MLP grid twice on the cluster. *Without the envelope*: no serving budget and no
     ``[deploy]`` table, so nothing is measured and every width trains; the widest wins on val_loss.
     *With it*: ``max_predict_ms`` under ``[deploy]`` of one core and one thread on the node offering
     ``edge``: every architecture is measured there before training, the too-slow one is skipped
     untrained, and the best is a smaller width."""
-    address, _ = cluster
+    address, _ = driver
     unbounded = tune(_edge_study("free", tmp_path, address))
     assert [r.status for r in unbounded.records] == [TrialStatus.COMPLETED] * len(EDGE_WIDTHS)
     assert not any("serving" in r.info for r in unbounded.records)
@@ -410,8 +435,8 @@ def test_serving_costs_are_measured_on_the_node_that_offers_the_deploy_resource(
     print({w: round(r.info["serving"]["predict_ms"], 3) for w, r in sorted(by_width.items())})
 
 
-def test_deploy_resources_no_node_offers_are_one_line(cluster, tmp_path):
-    address, _ = cluster
+def test_deploy_resources_no_node_offers_are_one_line(driver, tmp_path):
+    address, _ = driver
     study = Study(name="nowhere", directory=str(tmp_path / "nowhere"), backend="ray", address=address,
                   workloads=[Workload(dataset="diabetes", algorithm="svm")],
                   search=Search(space={"batch_size": [30], "learning_rate": [0.01]}), budget={"max_predict_ms": 50}, deploy={"resources": {"tpu_edge": 1}}, mlflow_uri=None)

@@ -150,7 +150,8 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def shutdown(self) -> None:
-        """Stop every running trial; their trials are not recorded."""
+        """Stop every running trial (their trials are not recorded) and release what the executor holds;
+        called when a study ends, however it ends."""
 
     def _check_slot(self) -> None:
         if self.free_slots <= 0:

@@ -171,12 +171,12 @@ class Tuner:
             next_number = max((r.number for r in self.records), default=-1) + 1
             source = TrialSource(study, plans, recorder, judge, next_number)
             Scheduler(executor, source, budgets, recorder, self.state, judge, study.repeats, self.progress).run()
-        except BaseException:
-            executor.shutdown()
-            raise
         finally:
             if judge is not None:
                 judge.close()
+            # on an error, its running trials; always, what it holds: a Ray executor's channel actor (a worker
+            # process on the cluster) and the Ray connection it made, which outlived the study before
+            executor.shutdown()
             tracking.stop(ended_by=sys.exc_info()[0])  # an error leaves unsent trials to --resume
         result = StudyResult(study.name, str(study.path), tuple(self.records), study.search, budgets.compute_limit)
         tracking.end(result)
