@@ -12,7 +12,14 @@ machine's busy CPU-seconds over the same time (``psutil.cpu_times``) for scale. 
 difference is what sampling cannot see: processes that lived less than one interval, and what
 each process used after its last sample (up to one interval each).
 
-    python benchmarks/suite_cpu.py [--interval 1] [--json OUT] [-- COMMAND ...]
+With ``--by-test N`` it also prints the N tests whose processes used the most CPU: a process
+started by a test inherits pytest's ``PYTEST_CURRENT_TEST`` (read once, from its environment),
+and a trial worker forked from a forkserver counts for the test that started that forkserver
+(for a study run in the pytest process itself, the first test of that process to run one; such
+rows say "in-process studies"). Processes started outside pytest (Ray's daemons and workers,
+started by its raylets) count for no test.
+
+    python benchmarks/suite_cpu.py [--interval 1] [--json OUT] [--by-test N] [-- COMMAND ...]
 
 The default command is ``make -o install -o system-deps test`` in the repository root.
 """
@@ -67,6 +74,7 @@ class Seen:
     kind: str
     first_cpu_s: float  # at first sight: nonzero for a process that was running before the command
     last_cpu_s: float
+    test: str | None = None  # the pytest node id that started it, if any
 
 
 _FLAGS_WITH_VALUE = {"-W", "-X", "-Q"}  # interpreter options that take the next argument
@@ -134,7 +142,7 @@ class Sampler:
         for key, process, cpu_s in sorted(new, key=lambda n: n[0][1]):  # parents first, pids wrapped or not
             kind = self._kind(process, key[1])
             self._by_pid[process.pid] = (key[1], kind)
-            self.seen[key] = Seen(kind, cpu_s if self._first else 0.0, cpu_s)
+            self.seen[key] = Seen(kind, cpu_s if self._first else 0.0, cpu_s, self._test(process, kind))
         self._first = False
 
     def _kind(self, process: psutil.Process, created: float) -> str:
@@ -148,6 +156,32 @@ class Sampler:
             return f"exited before read: {name or '?'}"
         parent_created, parent_kind = self._by_pid.get(ppid, (None, None))
         return kind_of(cmdline, parent_kind if parent_created is not None and parent_created <= created else None)
+
+    def _test(self, process: psutil.Process, kind: str) -> str | None:
+        if kind.startswith(("pytest:", "ray:", "this sampler")):
+            return None
+        test = _read(process.environ, {}).get("PYTEST_CURRENT_TEST")
+        if test is None:
+            return None
+        test = test.rsplit(" (", 1)[0]  # "(setup)", "(call)", "(teardown)"
+        if kind.startswith("trial worker") or kind == "forkserver":
+            parent = _read(process.parent, None)
+            grandparent = _read(parent.parent, None) if parent is not None and kind.startswith("trial") else parent
+            if grandparent is not None and "exec(eval(" in " ".join(_read(grandparent.cmdline, [])):
+                return "in-process studies (a forkserver of a pytest worker)"
+        return test
+
+    def by_test(self) -> dict[str, dict]:
+        """Test -> processes, CPU-seconds and the kinds that used the most, the most CPU first."""
+        totals: dict[str, dict] = defaultdict(lambda: {"processes": 0, "cpu_s": 0.0, "kinds": defaultdict(float)})
+        for seen in self.seen.values():
+            used = seen.last_cpu_s - seen.first_cpu_s
+            if seen.test is not None and used >= 0.01:
+                totals[seen.test]["processes"] += 1
+                totals[seen.test]["cpu_s"] += used
+                totals[seen.test]["kinds"][seen.kind] += used
+        return {test: {**t, "kinds": dict(sorted(t["kinds"].items(), key=lambda kv: -kv[1]))}
+                for test, t in sorted(totals.items(), key=lambda kv: -kv[1]["cpu_s"])}
 
     def by_kind(self) -> dict[str, dict]:
         """Kind -> processes and CPU-seconds used while sampled, the most CPU first."""
@@ -178,7 +212,7 @@ def run(command: list[str], interval: float) -> dict:
     wall_s, busy_s = time.monotonic() - started, machine_busy_cpu_s() - busy
     return {"command": command, "returncode": child.returncode, "wall_s": wall_s, "cores": psutil.cpu_count() or 1,
             "busy_cpu_s": busy_s, "interval_s": interval,
-            "kinds": sampler.by_kind()}
+            "kinds": sampler.by_kind(), "tests": sampler.by_test()}
 
 
 def report(result: dict, top: int = 30) -> str:
@@ -201,10 +235,22 @@ def report(result: dict, top: int = 30) -> str:
     return "\n".join(lines)
 
 
+def report_tests(result: dict, top: int) -> str:
+    tests = result.get("tests", {})
+    lines = [f"the {top} tests whose processes used the most CPU (of {sum(t['cpu_s'] for t in tests.values()):.0f} "
+             f"CPU-s in processes started by tests)", f"{'CPU-s':>7} {'procs':>5}  test: its costliest kinds"]
+    for test, t in list(tests.items())[:top]:
+        kinds = ", ".join(f"{kind} {cpu_s:.0f}" for kind, cpu_s in list(t["kinds"].items())[:3])
+        lines.append(f"{t['cpu_s']:7.1f} {t['processes']:5d}  {test}: {kinds}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--by-test", type=int, default=0, metavar="N",
+                        help="also print the N tests whose processes used the most CPU")
     parser.add_argument("command", nargs="*", help="what to run (default: make -o install -o system-deps test)")
     args = parser.parse_args(argv)
     if args.interval <= 0:
@@ -213,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:  # first: a long run's figures outlive a failure in printing them
         args.json.write_text(json.dumps(result, indent=2))
     print("\n" + report(result))
+    if args.by_test:
+        print("\n" + report_tests(result, args.by_test))
     return result["returncode"]
 
 
