@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import numpy as np
 import pytest
 
 from frugalml import Search, Study, Workload, tune
@@ -123,3 +125,30 @@ def test_register_checks_alias_and_tracking_uri_before_registering(study, tmp_pa
     assert main(["serve", "models:/reg-diabetes-logistic_regression@champion"]) == 2
     assert "--tracking-uri" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()  # MLflow's fallback store was not created here
+
+
+class _Sleepy:
+    """A model that takes ``seconds`` a predict call, and counts the calls."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def predict(self, X):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return X[:, 0]
+
+
+def test_latency_is_timed_on_fewer_calls_of_a_slow_model_not_for_longer():
+    from frugalml.registry import LATENCY_LEAST_CALLS, measure_latency
+
+    X = np.random.default_rng(0).random((50, 4))
+    fast = _Sleepy(0.0)
+    measure_latency(fast, X, budget_s=0.5)
+    assert fast.calls == 1 + 200 + 20  # the warm-up, then every call asked for
+    slow = _Sleepy(0.02)
+    started = time.perf_counter()
+    profile = measure_latency(slow, X, budget_s=0.05)
+    # 0.05 s of 20-ms calls is 2.5 a kind: the least of each kind is timed instead
+    assert slow.calls == 1 + sum(LATENCY_LEAST_CALLS)
+    assert time.perf_counter() - started < 2 and profile["single_row_p50_ms"] >= 20
