@@ -14,10 +14,11 @@ each process used after its last sample (up to one interval each).
 
 With ``--by-test N`` it also prints the N tests whose processes used the most CPU: a process
 started by a test inherits pytest's ``PYTEST_CURRENT_TEST`` (read once, from its environment),
-and a trial worker forked from a forkserver counts for the test that started that forkserver
-(for a study run in the pytest process itself, the first test of that process to run one; such
-rows say "in-process studies"). Processes started outside pytest (Ray's daemons and workers,
-started by its raylets) count for no test.
+and a trial worker forked from a forkserver counts for the test that started that forkserver;
+a study run in a pytest process itself forks its trials from that process's forkserver, whose
+environment is the first such test's, so they count for one "in-process studies" row. Ray's
+processes, and what its workers start, count for no test (they inherit the environment of
+whatever started the cluster).
 
     python benchmarks/suite_cpu.py [--interval 1] [--json OUT] [--by-test N] [-- COMMAND ...]
 
@@ -121,6 +122,7 @@ class Sampler:
     def __init__(self) -> None:
         self.seen: dict[tuple[int, float], Seen] = {}
         self._by_pid: dict[int, tuple[float, str]] = {}  # pid -> (create time, kind) of the last process seen with it
+        self._parent: dict[int, int] = {}  # pid -> its parent's pid, for the same processes
         self._first = True  # a process running before the command counts from its first sample
         self.own = psutil.Process()
 
@@ -142,6 +144,7 @@ class Sampler:
         for key, process, cpu_s in sorted(new, key=lambda n: n[0][1]):  # parents first, pids wrapped or not
             kind = self._kind(process, key[1])
             self._by_pid[process.pid] = (key[1], kind)
+            self._parent[process.pid] = _read(process.ppid, -1)
             self.seen[key] = Seen(kind, cpu_s if self._first else 0.0, cpu_s, self._test(process, kind))
         self._first = False
 
@@ -158,18 +161,29 @@ class Sampler:
         return kind_of(cmdline, parent_kind if parent_created is not None and parent_created <= created else None)
 
     def _test(self, process: psutil.Process, kind: str) -> str | None:
-        if kind.startswith(("pytest:", "ray:", "this sampler")):
-            return None
+        ancestors = self._ancestors(process.pid)
+        if kind.startswith(("pytest:", "ray:", "this sampler")) or any(k.startswith("ray:") for k in ancestors):
+            return None  # Ray's workers and what they start inherit the environment of whoever started the cluster
         test = _read(process.environ, {}).get("PYTEST_CURRENT_TEST")
         if test is None:
             return None
         test = test.rsplit(" (", 1)[0]  # "(setup)", "(call)", "(teardown)"
-        if kind.startswith("trial worker") or kind == "forkserver":
-            parent = _read(process.parent, None)
-            grandparent = _read(parent.parent, None) if parent is not None and kind.startswith("trial") else parent
-            if grandparent is not None and "exec(eval(" in " ".join(_read(grandparent.cmdline, [])):
-                return "in-process studies (a forkserver of a pytest worker)"
+        # a forkserver, or a trial forked from one, started by a pytest process: that forkserver's environment
+        owner = ancestors[1:2] if kind.startswith("trial worker") else ancestors[:1] if kind == "forkserver" else []
+        if owner and owner[0].startswith("pytest:"):
+            return "in-process studies (a forkserver of a pytest process)"
         return test
+
+    def _ancestors(self, pid: int) -> list[str]:
+        """The kinds of ``pid``'s parent, grandparent, ..., as far as they were seen (each started before its child)."""
+        kinds: list[str] = []
+        created = self._by_pid[pid][0]
+        while (pid := self._parent.get(pid, -1)) in self._by_pid and self._by_pid[pid][0] <= created:
+            created, kind = self._by_pid[pid]
+            kinds.append(kind)
+            if len(kinds) > 50:
+                break
+        return kinds
 
     def by_test(self) -> dict[str, dict]:
         """Test -> processes, CPU-seconds and the kinds that used the most, the most CPU first."""

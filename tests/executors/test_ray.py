@@ -109,9 +109,17 @@ def driver(cluster):
         ray.shutdown()
 
 
-def _channels() -> list[int]:
-    """Pids of the processes holding a study's channel actor (Ray titles an actor's worker by its class)."""
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Channel")]
+def _channels(address: str, cache: Path) -> list[int]:
+    """Pids of the module cluster's processes holding a study's channel actor (Ray titles an actor's
+    worker by its class)."""
+    def title(process: psutil.Process) -> str:
+        try:
+            return (process.cmdline() or [""])[0]
+        except psutil.Error:
+            return ""
+
+    return [p.pid for p in _cluster_processes(str(cache.parent), int(address.rsplit(":", 1)[1]))
+            if title(p).startswith("ray::Channel")]
 
 
 def _allocate_study(name: str, directory: Path, backend: str, address: str | None, mlflow: bool = False) -> Study:
@@ -125,14 +133,15 @@ def _allocate_study(name: str, directory: Path, backend: str, address: str | Non
 
 
 def test_a_study_runs_on_both_nodes_stops_over_budget_and_matches_a_local_run(cluster, tmp_path):
-    address, _ = cluster
+    address, cache = cluster
+    connected = ray.is_initialized()  # False, unless tests were reordered after one that uses `driver`
     on_ray = tune(_allocate_study("two-nodes", tmp_path / "ray", "ray", address, mlflow=True))
     # nothing of the study stays: the connection it made, its channel actor's worker process on the cluster
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == connected
     deadline = time.monotonic() + 10
-    while _channels() and time.monotonic() < deadline:
+    while _channels(address, cache) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _channels()
+    assert not _channels(address, cache)
     by_id = {r.trial_id: r for r in on_ray.records}
     assert len(by_id) == 4
     assert len({r.info["node"]["id"] for r in on_ray.records}) == 2  # both nodes ran trials
@@ -164,6 +173,23 @@ def test_a_study_runs_on_both_nodes_stops_over_budget_and_matches_a_local_run(cl
     assert set(runs) == set(by_id)  # and the same MLflow logging
     stopped = next(r for r in on_ray.records if r.status is TrialStatus.STOPPED)
     assert runs[stopped.trial_id].data.tags["stop_rule"] == "max_memory_mb"
+
+
+def test_studies_run_in_turn_share_one_connection_that_closes_after_them(cluster, tmp_path):
+    """As ``frugalml reproduce --backend ray`` runs its studies: one Ray job for them all (for a local
+    Ray, one start), closed after the last."""
+    from frugalml.executors import shared_ray_connection
+
+    address, _ = cluster
+    with shared_ray_connection(address, 1):
+        job = ray.get_runtime_context().get_job_id()
+        for name in ("first", "second"):
+            result = tune(Study(name=name, directory=str(tmp_path / name), workers=1, backend="ray", address=address,
+                                workloads=[Workload(train=trainers.steady, train_kwargs={"steps": 20}, name="w")],
+                                search=Search(space={"offset": [0.0]}), mlflow_uri=None))
+            assert [r.status for r in result.records] == [TrialStatus.COMPLETED]
+            assert ray.is_initialized() and ray.get_runtime_context().get_job_id() == job
+    assert not ray.is_initialized()
 
 
 def _wait_for_cpu(processes: list[psutil.Process], cpu_s: float, timeout_s: float = 60) -> None:

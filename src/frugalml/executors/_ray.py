@@ -29,6 +29,7 @@ reused Ray worker costs milliseconds. Ray Tune users get
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -223,13 +224,15 @@ class RayExecutor(Executor):
             self._published = (finished, counts)
 
     def shutdown(self) -> None:
-        """Cancel every running trial (killing its Ray worker and the trial's processes)."""
+        """Cancel every running trial (killing its Ray worker and the trial's processes), kill the
+        channel actor, and close the Ray connection this executor made (one its caller made stays)."""
         ray = self._ray
         for ref in [*self._running, self._channel]:
-            try:  # best effort: this runs while an interrupt or error propagates
+            try:  # best effort: this runs while an interrupt or error propagates, or after the results are stored
                 ray.kill(ref) if ref is self._channel else ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001
                 pass
         self._running.clear()
         if self._started_ray:
-            ray.shutdown()
+            with contextlib.suppress(Exception):
+                ray.shutdown()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import socket
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import psutil
 
@@ -54,6 +55,19 @@ def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] |
         )
         raise ConfigError(f"Cannot connect to the Ray cluster at {address!r}: {one_line(error)}; {hint}.") from None
     return True
+
+
+@contextlib.contextmanager
+def shared_connection(address: str | None, num_cpus: int) -> Iterator[None]:
+    """One Ray connection for several studies run in turn: each reuses it, as it would a Ray its
+    caller initialised, so they run in the same Ray job (its workers stay up between studies)
+    and a local Ray starts once, not once a study. Closed at the end if this call made it."""
+    started = connect(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
 
 
 def _check_same_cluster(address: str | None, current: str | None) -> None:

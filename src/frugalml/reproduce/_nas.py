@@ -323,7 +323,7 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
     ``plan`` replaces the quick or full design (a smaller grid, say); ``backend = "ray"``
     runs the trials on a Ray cluster (``address``)."""
     from frugalml.report import write_report
-    from frugalml.reproduce._run import _check_fresh_start, _machine, on_backend
+    from frugalml.reproduce._run import _check_fresh_start, _machine, on_backend, one_connection
     from frugalml.tuner import tune
 
     started = time.monotonic()
@@ -346,11 +346,12 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
                 echo(f"[{time.monotonic() - started:6.0f}s] {name} {payload.trial_id}: {payload.status.value}{why}")
         return show
 
-    exhaustive = list(tune(first, resume=resume, fresh=fresh, progress=progress("exhaustive")).records)
-    budget = in_range_budget(exhaustive)
-    echo(f"budgets placed inside the measured range: {budget}")
-    second = on_backend(budgeted_study(out, plan, budget, data_dir), backend, address)
-    budgeted = list(tune(second, resume=resume, fresh=fresh, progress=progress("budgeted")).records)
+    with one_connection(backend, address, plan.workers):
+        exhaustive = list(tune(first, resume=resume, fresh=fresh, progress=progress("exhaustive")).records)
+        budget = in_range_budget(exhaustive)
+        echo(f"budgets placed inside the measured range: {budget}")
+        second = on_backend(budgeted_study(out, plan, budget, data_dir), backend, address)
+        budgeted = list(tune(second, resume=resume, fresh=fresh, progress=progress("budgeted")).records)
     findings = nas_findings(exhaustive, budgeted, budget)
     files = write_report([first.path, second.path], out, title="frugalml: NAS under budgets")
     figures = [str(p.relative_to(out)) for p in files.figures]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -163,6 +162,7 @@ class Tuner:
         recorder = Recorder(study, self.store, self.records, self.state, tracking, self.progress, self._lock_run,
                             store_open=self._store_open)
         tracking.start()
+        ended_by: type[BaseException] | None = None
         try:
             if (warning := executor.energy_estimate_warning(study.budget)) is not None:
                 warnings.warn(warning, stacklevel=2)
@@ -171,13 +171,18 @@ class Tuner:
             next_number = max((r.number for r in self.records), default=-1) + 1
             source = TrialSource(study, plans, recorder, judge, next_number)
             Scheduler(executor, source, budgets, recorder, self.state, judge, study.repeats, self.progress).run()
+        except BaseException as error:
+            ended_by = type(error)
+            raise
         finally:
-            if judge is not None:
-                judge.close()
-            # on an error, its running trials; always, what it holds: a Ray executor's channel actor (a worker
-            # process on the cluster) and the Ray connection it made, which outlived the study before
-            executor.shutdown()
-            tracking.stop(ended_by=sys.exc_info()[0])  # an error leaves unsent trials to --resume
+            try:
+                if judge is not None:
+                    judge.close()
+                # on an error, its running trials; always, what it holds: a Ray executor's channel actor (a
+                # worker process on the cluster) and the Ray connection it made, which outlived the study before
+                executor.shutdown()
+            finally:
+                tracking.stop(ended_by=ended_by)  # an error leaves unsent trials to --resume
         result = StudyResult(study.name, str(study.path), tuple(self.records), study.search, budgets.compute_limit)
         tracking.end(result)
         return result
