@@ -315,6 +315,19 @@ def test_a_full_disk_mid_study_ends_the_mlflow_runs_failed(tmp_path, monkeypatch
     assert parent == "FAILED" and "RUNNING" not in trials
 
 
+def test_a_study_run_while_the_caller_handles_an_error_ends_its_mlflow_runs_finished(tmp_path):
+    """How the study ended is the study's own exception, not one its caller is handling."""
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    study = Study(name="inside", workloads=[Workload(train=_steady, name="steady", eval_every=10)],
+                  search=Search(space={"optimizer": ["adam"]}), directory=str(tmp_path / "out"), mlflow_uri=uri)
+    try:
+        raise KeyError("the caller's own")
+    except KeyError:
+        tune(study, executor=functools.partial(InProcessExecutor))
+    parent, trials = _statuses(uri, "inside")
+    assert parent == "FINISHED" and trials == ["FINISHED"]
+
+
 def _record(trial_id: str):
     from frugalml.records import TrialRecord
 
