@@ -121,8 +121,8 @@ class Sampler:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[int, float], Seen] = {}
-        self._by_pid: dict[int, tuple[float, str]] = {}  # pid -> (create time, kind) of the last process seen with it
-        self._parent: dict[int, int] = {}  # pid -> its parent's pid, for the same processes
+        self._by_pid: dict[int, tuple[float, str, int]] = {}  # pid -> (create time, kind, parent's pid) of the last
+        # process seen with it
         self._first = True  # a process running before the command counts from its first sample
         self.own = psutil.Process()
 
@@ -142,22 +142,21 @@ class Sampler:
             else:
                 new.append((key, process, cpu_s))
         for key, process, cpu_s in sorted(new, key=lambda n: n[0][1]):  # parents first, pids wrapped or not
-            kind = self._kind(process, key[1])
-            self._by_pid[process.pid] = (key[1], kind)
-            self._parent[process.pid] = _read(process.ppid, -1)
+            ppid = _read(process.ppid, -1)
+            kind = self._kind(process, key[1], ppid)
+            self._by_pid[process.pid] = (key[1], kind, ppid)
             self.seen[key] = Seen(kind, cpu_s if self._first else 0.0, cpu_s, self._test(process, kind))
         self._first = False
 
-    def _kind(self, process: psutil.Process, created: float) -> str:
+    def _kind(self, process: psutil.Process, created: float, ppid: int) -> str:
         if process.pid == self.own.pid:
             return "this sampler"
-        name, ppid = _read(process.name, ""), _read(process.ppid, -1)
         if process.pid == 2 or ppid == 2:  # kthreadd and its children
             return "kernel threads"
         cmdline = _read(process.cmdline, [])
         if not cmdline:  # a zombie, or gone before it was read
-            return f"exited before read: {name or '?'}"
-        parent_created, parent_kind = self._by_pid.get(ppid, (None, None))
+            return f"exited before read: {_read(process.name, '') or '?'}"
+        parent_created, parent_kind, _ = self._by_pid.get(ppid, (None, None, None))
         return kind_of(cmdline, parent_kind if parent_created is not None and parent_created <= created else None)
 
     def _test(self, process: psutil.Process, kind: str) -> str | None:
@@ -177,9 +176,9 @@ class Sampler:
     def _ancestors(self, pid: int) -> list[str]:
         """The kinds of ``pid``'s parent, grandparent, ..., as far as they were seen (each started before its child)."""
         kinds: list[str] = []
-        created = self._by_pid[pid][0]
-        while (pid := self._parent.get(pid, -1)) in self._by_pid and self._by_pid[pid][0] <= created:
-            created, kind = self._by_pid[pid]
+        created, _, pid = self._by_pid[pid]
+        while pid in self._by_pid and self._by_pid[pid][0] <= created:
+            created, kind, pid = self._by_pid[pid]
             kinds.append(kind)
             if len(kinds) > 50:
                 break
@@ -187,25 +186,23 @@ class Sampler:
 
     def by_test(self) -> dict[str, dict]:
         """Test -> processes, CPU-seconds and the kinds that used the most, the most CPU first."""
-        totals: dict[str, dict] = defaultdict(lambda: {"processes": 0, "cpu_s": 0.0, "kinds": defaultdict(float)})
-        for seen in self.seen.values():
-            used = seen.last_cpu_s - seen.first_cpu_s
-            if seen.test is not None and used >= 0.01:
-                totals[seen.test]["processes"] += 1
-                totals[seen.test]["cpu_s"] += used
-                totals[seen.test]["kinds"][seen.kind] += used
-        return {test: {**t, "kinds": dict(sorted(t["kinds"].items(), key=lambda kv: -kv[1]))}
-                for test, t in sorted(totals.items(), key=lambda kv: -kv[1]["cpu_s"])}
+        return self._totals(lambda seen: seen.test, with_kinds=True)
 
     def by_kind(self) -> dict[str, dict]:
         """Kind -> processes and CPU-seconds used while sampled, the most CPU first."""
-        totals: dict[str, dict] = defaultdict(lambda: {"processes": 0, "cpu_s": 0.0})
+        return self._totals(lambda seen: seen.kind)
+
+    def _totals(self, group, with_kinds: bool = False) -> dict[str, dict]:
+        totals: dict[str, dict] = defaultdict(lambda: {"processes": 0, "cpu_s": 0.0, "kinds": defaultdict(float)})
         for seen in self.seen.values():
-            used = seen.last_cpu_s - seen.first_cpu_s
-            if used >= 0.01:  # not a process that slept through the run
-                totals[seen.kind]["processes"] += 1
-                totals[seen.kind]["cpu_s"] += used
-        return dict(sorted(totals.items(), key=lambda kv: -kv[1]["cpu_s"]))
+            used, name = seen.last_cpu_s - seen.first_cpu_s, group(seen)
+            if name is not None and used >= 0.01:  # not a process that slept through the run
+                totals[name]["processes"] += 1
+                totals[name]["cpu_s"] += used
+                totals[name]["kinds"][seen.kind] += used
+        return {name: {"processes": t["processes"], "cpu_s": t["cpu_s"],
+                       **({"kinds": dict(sorted(t["kinds"].items(), key=lambda kv: -kv[1]))} if with_kinds else {})}
+                for name, t in sorted(totals.items(), key=lambda kv: -kv[1]["cpu_s"])}
 
 
 def _read(method, default):

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(900)
 import trainers  # noqa: E402
 from frugalml import ResultStore, Search, Study, Workload, tune  # noqa: E402
 from frugalml.exceptions import ConfigError  # noqa: E402
+from frugalml.executors import shared_connection  # noqa: E402
 from frugalml.executors._ray_connect import _check_same_cluster, connect  # noqa: E402
 from frugalml.executors._ray_data import ShippedData, localize, ship  # noqa: E402
 from frugalml.metrics import PEAK_RSS_MB, USS_MB  # noqa: E402
@@ -101,12 +102,9 @@ def driver(cluster):
     the Ray it finds, as in a user's script that called ``ray.init``, so its trials run in the Ray workers
     (and their forkservers) the studies before it started; a study that connects itself is a new Ray job,
     whose workers start afresh. The first test connects on its own and checks that it leaves nothing."""
-    address, cache = cluster
-    ray.init(address=address, log_to_driver=False)
-    try:
-        yield address, cache
-    finally:
-        ray.shutdown()
+    address, _ = cluster
+    with shared_connection("ray", address, 1):
+        yield cluster
 
 
 def _channels(address: str, cache: Path) -> list[int]:
@@ -178,10 +176,8 @@ def test_a_study_runs_on_both_nodes_stops_over_budget_and_matches_a_local_run(cl
 def test_studies_run_in_turn_share_one_connection_that_closes_after_them(cluster, tmp_path):
     """As ``frugalml reproduce --backend ray`` runs its studies: one Ray job for them all (for a local
     Ray, one start), closed after the last."""
-    from frugalml.executors import shared_ray_connection
-
     address, _ = cluster
-    with shared_ray_connection(address, 1):
+    with shared_connection("ray", address, 1):
         job = ray.get_runtime_context().get_job_id()
         for name in ("first", "second"):
             result = tune(Study(name=name, directory=str(tmp_path / name), workers=1, backend="ray", address=address,
@@ -401,14 +397,8 @@ def test_a_node_without_the_dataset_files_gets_them_from_the_object_store(driver
 
 
 def _edge_node(address: str) -> str:
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, log_to_driver=False)
-    try:
+    with shared_connection("ray", address, 1):
         return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("edge"))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # Measured (the probe on diabetes, MLP depth 2, 1 core, 1 thread, p50 of 30-50 single-row calls), idle and

@@ -13,7 +13,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._inline import InProcessExecutor
 from frugalml.executors._local import LocalExecutor, check_local_resources, kill_tree, preload, reset_preload, worker_context
 from frugalml.executors._ray_connect import connect as connect_ray
-from frugalml.executors._ray_connect import shared_connection as shared_ray_connection
+from frugalml.executors._ray_connect import shared_connection
 from frugalml.executors._task import TrialTask, resolve_train_function, trial_record
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "kill_tree",
     "make_executor",
     "resolve_train_function",
-    "shared_ray_connection",
+    "shared_connection",
     "trial_record",
     "preload",
     "reset_preload",

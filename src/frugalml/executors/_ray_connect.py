@@ -58,10 +58,14 @@ def connect(address: str | None, num_cpus: int, runtime_env: Mapping[str, Any] |
 
 
 @contextlib.contextmanager
-def shared_connection(address: str | None, num_cpus: int) -> Iterator[None]:
-    """One Ray connection for several studies run in turn: each reuses it, as it would a Ray its
-    caller initialised, so they run in the same Ray job (its workers stay up between studies)
-    and a local Ray starts once, not once a study. Closed at the end if this call made it."""
+def shared_connection(backend: str, address: str | None, num_cpus: int) -> Iterator[None]:
+    """For studies run in turn on ``backend``, what they can share: on Ray, one connection, which
+    each reuses as it would a Ray its caller initialised, so they run in the same Ray job (its
+    workers stay up between studies) and a local Ray starts once, not once a study; closed at the
+    end if this call made it. Nothing on the local backend."""
+    if backend != "ray":
+        yield
+        return
     started = connect(address, num_cpus)
     try:
         yield

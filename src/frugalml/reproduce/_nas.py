@@ -323,7 +323,8 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
     ``plan`` replaces the quick or full design (a smaller grid, say); ``backend = "ray"``
     runs the trials on a Ray cluster (``address``)."""
     from frugalml.report import write_report
-    from frugalml.reproduce._run import _check_fresh_start, _machine, on_backend, one_connection
+    from frugalml.executors import shared_connection
+    from frugalml.reproduce._run import _check_fresh_start, _machine, on_backend
     from frugalml.tuner import tune
 
     started = time.monotonic()
@@ -346,7 +347,7 @@ def run_nas(out: str | Path, *, quick: bool = False, resume: bool = False, fresh
                 echo(f"[{time.monotonic() - started:6.0f}s] {name} {payload.trial_id}: {payload.status.value}{why}")
         return show
 
-    with one_connection(backend, address, plan.workers):
+    with shared_connection(backend, address, plan.workers):
         exhaustive = list(tune(first, resume=resume, fresh=fresh, progress=progress("exhaustive")).records)
         budget = in_range_budget(exhaustive)
         echo(f"budgets placed inside the measured range: {budget}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import json
@@ -10,12 +9,12 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 
 from frugalml.exceptions import ConfigError, StoreError
-from frugalml.executors import shared_ray_connection
+from frugalml.executors import shared_connection
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.report import trials_frame, windows_frame, write_report
 from frugalml.reproduce._design import (
@@ -156,12 +155,6 @@ def on_backend(study: Study, backend: str = "local", address: str | None = None)
     return dataclasses.replace(study, backend=backend, address=address)
 
 
-def one_connection(backend: str, address: str | None, workers: int) -> ContextManager[None]:
-    """For studies run in turn on Ray, one connection for them all: a local Ray starts once, not
-    once a study, and a cluster's workers stay up between them."""
-    return shared_ray_connection(address, workers) if backend == "ray" else contextlib.nullcontext()
-
-
 def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fresh: bool = False,
                workers: int = 2, data_dir: str | None = None, echo: Printer = print, backend: str = "local",
                address: str | None = None) -> ThesisRun:
@@ -189,7 +182,7 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     if resume:
         _echo_progress([item for items in stored.values() for item in items], echo)
     results = []
-    with one_connection(backend, address, workers):
+    with shared_connection(backend, address, workers):
         for study in studies:
             done = [sum(item.done for item in stored.get(study.name, ()))]  # resumed trials count on from there
 
