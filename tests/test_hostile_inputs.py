@@ -150,6 +150,9 @@ def test_the_corpus_is_at_least_thirty_files_of_every_class():
 # training function, the directory, serving: the workers of such a study start once it is known to be valid),
 # so they go through the CLI's ``main`` in this process.
 STARTS_WORKERS = {"features near the float limit", "target near the float limit"}
+# alone, the slowest case (a CSV's overflowing features) exits in ~2.4 s here; in `make test`, two at a time beside
+# three other pytest processes on 2 cores, it took 10.1 s twice (a limit of 10 s failed 2 runs in ~6)
+WITHIN_S = 15
 REAL_CLI_CASES = {"name dot-dot", "name climbing out", "workload name climbing out", "deeply nested TOML",
                   *STARTS_WORKERS}
 
@@ -176,7 +179,7 @@ def test_every_hostile_study_file_is_one_line_exit_2_and_changes_nothing(folder,
         needle = HOSTILE[case][1]
         ok = (result.returncode == 2 and len(lines) == 1 and lines[0].startswith("frugalml: error:")
               and needle.lower() in lines[0].lower() and "\x1b" not in result.stderr + result.stdout
-              and (seconds is None or seconds < 10))
+              and (seconds is None or seconds < WITHIN_S))
         if not ok:
             took = "in process" if seconds is None else f"{seconds:.1f}s"
             problems.append(f"{case}: rc={result.returncode} {took} stderr={result.stderr[-600:]!r}")
