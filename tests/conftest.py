@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -84,6 +85,23 @@ def _environment(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def study_dir(tmp_path: Path) -> Path:
     return tmp_path / "study"
+
+
+@pytest.fixture
+def module(tmp_path: Path, monkeypatch):
+    """Write ``name.py`` with ``text`` in a folder on sys.path; returns the module's name (forgotten
+    by ``sys.modules`` after the test)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written: list[str] = []
+
+    def write(name: str, text: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture

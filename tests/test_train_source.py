@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 
 import pytest
 
@@ -16,18 +15,6 @@ from frugalml.tuner import check_train_function
 from frugalml.tuner._train_source import IS_A_CLASS, NOT_TRAINING_ARGUMENTS, source_verdict
 
 PLAIN = "def train(trial, steps=3):\n    pass\n"
-
-
-@pytest.fixture
-def module(tmp_path, monkeypatch):
-    """Write ``name.py`` with ``text`` in a folder on sys.path; returns the module's name."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(name: str, text: str) -> str:
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
-        return name
-
-    return write
 
 
 def test_a_plain_def_is_checked_from_its_source_and_never_imported(module):

@@ -236,6 +236,21 @@ def report_torch(trial) -> None:
     trial.set_info(torch="torch" in sys.modules)
 
 
+def import_torch(trial) -> None:
+    """One step; whether torch was imported before this function's own import of it (inherited from
+    a forkserver that read this import from the source)."""
+    inherited = "torch" in sys.modules
+    import torch  # noqa: F401 - the import the forkserver does for this function's workers
+
+    trial.step(loss=1.0)
+    trial.set_info(torch=inherited, sklearn="sklearn" in sys.modules)
+
+
+def import_a_module_that_raises(trial) -> None:
+    """Import ``raises_at_import``: its RuntimeError, in the trial."""
+    import raises_at_import  # noqa: F401
+
+
 def reports_environment(trial, name: str = "FRUGALML_TEST_VALUE", steps: int = 2) -> None:
     """Report the float in environment variable ``name`` (-1 when unset) as val_loss."""
     for _ in range(steps):

@@ -368,11 +368,12 @@ def test_a_reproduction_runs_on_the_cluster_and_resumes_locally_without_re_runni
 
 def test_a_ray_trials_worker_forks_from_a_forkserver_that_imported_what_the_drivers_workers_preload(driver, tmp_path):
     """A built-in network's workers preload torch: on a node too, so a trial does not import it
-    again (~2.5 CPU-s); a plain trial of the same study shows the forkserver it was forked from."""
+    again (~2.5 CPU-s); a trial of the same study whose own function imports torch (so the
+    study's workers all do) shows the forkserver it was forked from."""
     address, _ = driver
     study = Study(name="preload", directory=str(tmp_path / "preload"), workers=1, backend="ray", address=address,
                   workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=2, eval_every=2),
-                             Workload(train=trainers.report_torch, name="plain")],
+                             Workload(train=trainers.import_torch, name="plain")],
                   search=Search(space={"width": [4]}), mlflow_uri=None)
     records = {r.workload: r for r in tune(study).records}
     assert all(r.status is TrialStatus.COMPLETED for r in records.values()), [r.error for r in records.values()]

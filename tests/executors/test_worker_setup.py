@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from multiprocessing import util
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ import frugalml.executors._local as local
 from frugalml.executors import LocalExecutor, TrialTask
 from frugalml.executors._worker import WARM_MODULE
 from frugalml.records import TrialStatus
-from trainers import report_torch
+from trainers import import_a_module_that_raises, import_torch, report_torch, reports_environment
 
 LINGER_S = 0.8
 
@@ -37,6 +38,13 @@ def linger_after_the_last_message(trial) -> None:
     """One step, then the process takes LINGER_S to exit after closing its pipe (an exit finalizer)."""
     trial.step(loss=1.0)
     util.Finalize(None, time.sleep, args=(LINGER_S,), exitpriority=0)
+
+
+def _importable_in_the_forkserver(monkeypatch) -> None:
+    """The tests' own modules on the path of the next forkserver (CPython's does not take the
+    driver's ``sys.path``, only its environment)."""
+    tests = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
 
 
 def run(train, cpus: int = 1, executor: LocalExecutor | None = None):
@@ -90,7 +98,9 @@ def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_
 def test_each_study_gets_a_forkserver_that_imported_what_its_workers_need_and_no_more(tmp_path):
     """A worker's memory (RSS - shared) counts the pages it inherits: after a network study in the
     same process, a study of plain Python trials must not run in a forkserver holding torch (its
-    trials were stopped over a memory budget they kept), and the next network study gets torch back."""
+    trials were stopped over a memory budget they kept), nor scikit-learn, which only the built-in
+    workloads use; the next network study gets torch back, and so does a user's function whose
+    source imports torch."""
     from frugalml import Search, Study, Workload, tune
 
     def study(name, workload):
@@ -103,5 +113,45 @@ def test_each_study_gets_a_forkserver_that_imported_what_its_workers_need_and_no
     plain = tune(study("plain", Workload(train=report_torch, name="plain"))).records[0]
     assert plain.status is TrialStatus.COMPLETED, plain.error
     assert plain.info["torch"] is False and "torch" not in local._serving
+    assert "sklearn.linear_model" not in local._serving
     assert tune(study("net-again", network)).records[0].status is TrialStatus.COMPLETED
     assert "torch" in local._serving
+    own = tune(study("own-torch", Workload(train=import_torch, name="own"))).records[0]
+    assert own.status is TrialStatus.COMPLETED, own.error
+    assert (own.info["torch"], own.info["sklearn"]) == (True, False)  # inherited from its forkserver; no scikit-learn
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")
+def test_a_preloaded_module_that_raises_leaves_the_forkserver_up_and_its_error_to_the_trial(monkeypatch):
+    _importable_in_the_forkserver(monkeypatch)
+    local.reset_preload()
+    local.preload("raises_at_import")  # a RuntimeError: CPython's forkserver itself survives only ImportError
+    try:
+        failed = run(import_a_module_that_raises)
+        assert failed.status is TrialStatus.FAILED and "raised at import" in failed.error, failed.error
+        assert "raises_at_import" in local._serving and run(report_threads).status is TrialStatus.COMPLETED
+    finally:
+        local.reset_preload()
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")
+def test_what_a_preloaded_library_sets_in_the_environment_survives_and_so_does_a_forkserver_killed_midway(
+        monkeypatch):
+    """A worker takes the driver's environment of now, yet keeps what the forkserver's preloaded
+    libraries set when imported (it would have set it importing them itself), unless the driver
+    sets it. A forkserver that died is started again with the study's preload."""
+    from multiprocessing import forkserver
+
+    monkeypatch.delenv("FRUGALML_TEST_VALUE", raising=False)
+    _importable_in_the_forkserver(monkeypatch)
+    local.reset_preload()
+    local.preload("sets_environment_at_import")  # sets FRUGALML_TEST_VALUE=7
+    try:
+        assert run(reports_environment).last("val_loss") == 7.0
+        os.kill(forkserver._forkserver._forkserver_pid, 9)
+        time.sleep(0.2)
+        assert run(reports_environment).last("val_loss") == 7.0  # imported again by the new forkserver
+        monkeypatch.setenv("FRUGALML_TEST_VALUE", "3")
+        assert run(reports_environment).last("val_loss") == 3.0  # the driver's own value wins
+    finally:
+        local.reset_preload()

@@ -6,11 +6,12 @@ tests named in CASES); the same adapters under the in-process executor; bad inpu
 Real data (../shared/data), real worker processes watched by the parent, a real MLflow
 sqlite store and real server processes on 127.0.0.1. Peak memory (RSS minus shared) of a
 worker, measured on the 2-core machine, small / large configuration: torch MLP 32 /
-32768 hidden ~480 / ~1120 MB; Lightning ~580 / ~1200 MB; Keras ~560 / ~1250 MB; the
-2-layer BERT (32 / 1024 hidden) ~505 / ~970 MB (its small one read 615 MB once, in CI under
-load). Each budget lies between, 250-350 MB above the small one; the large one's weights
-alone stay 150-250 MB under it, so it is stopped only once training (gradients, optimiser
-state) has begun, after the adapter planned it.
+32768 hidden ~440 / ~1120 MB; Lightning ~520 / ~1200 MB; Keras ~545 / ~1250 MB; the
+2-layer BERT (32 / 1024 hidden) ~480 / ~970 MB. The small ones were 25-60 MB more (torch's
+read 615 MB once, under load) while the forkserver imported scikit-learn and pandas for every
+study; the large ones were measured then, unstopped. Each budget lies between, 300-400 MB above
+the small one; the large one's weights alone stay 150-250 MB under it, so it is stopped only
+once training (gradients, optimiser state) has begun, after the adapter planned it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Local executor: trials in parallel worker processes, watched from the parent.
 
-Each trial runs in a fresh process forked from a forkserver that has numpy and
-scikit-learn preloaded (fast start, no threads inherited). The parent samples each
+Each trial runs in a fresh process forked from a forkserver that has numpy and what
+the study's workers import preloaded (fast start, no threads inherited). The parent samples each
 worker's process tree on a cadence and applies stopping rules to the samples and
 to every evaluation window; a trial that must stop is killed with its whole tree
 at once, so a budget is enforced even in the middle of one long step.
@@ -26,7 +26,7 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable, why_no_gpu_here
 from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._task import TrialTask
-from frugalml.executors._worker import BLAS_MODULE, WARM_MODULE, run_worker
+from frugalml.executors._worker import BLAS_MODULE, PRELOAD_ENV, PRELOAD_MODULE, WARM_MODULE, run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import (
     EnergyMonitor, GpuMonitor, ProcessTreeMonitor, default_watts_per_core, tree_monitors, visible_gpus,
@@ -38,10 +38,11 @@ from frugalml.records import StopInfo, TrialRecord
 from frugalml.stopping import TrialView
 from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 
-# frugalml.workloads: the built-in training functions (else each worker imports them, ~17 ms); 0.5 MB more
-# for a worker that does not use them, and no forkserver to replace between built-in and user studies
-BASE_PRELOAD = ("frugalml._orphan_guard", BLAS_MODULE, "numpy", "sklearn.linear_model", "pandas", "threadpoolctl",
-                "frugalml.executors._worker", "frugalml.workloads")
+# what every worker needs; a study adds what its own workers import (preload): scikit-learn for the
+# built-in workloads, a user's frameworks for theirs. A library preloaded and never used is paid
+# anyway, in CPU and in each worker's memory: inherited heap counts in RSS - shared (scikit-learn
+# and pandas: ~94 MB in a fresh process, a trial measured ~60 MB more with them)
+BASE_PRELOAD = ("frugalml._orphan_guard", BLAS_MODULE, "numpy", "threadpoolctl", "frugalml.executors._worker")
 PRELOAD = list(BASE_PRELOAD)  # what the next forkserver imports: the base and what the study's workers need
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
 # USS walks every mapped page: 10-40 CPU-ms for a worker that mapped a few hundred MB (a memory-mapped
@@ -55,8 +56,8 @@ _serving: frozenset[str] | None = None  # what the running forkserver imported
 
 def preload(*modules: str) -> None:
     """Have the forkserver import ``modules`` too, so that each worker does not (torch takes
-    2-5 s a worker). A forkserver that imported something else is replaced when the next
-    worker starts."""
+    2-5 s a worker). One that fails to import there is left to the workers. A forkserver that
+    imported something else is replaced when the next worker starts."""
     PRELOAD.extend(m for m in modules if m not in PRELOAD)
 
 
@@ -81,41 +82,67 @@ def _too_few_gpus(gpus: float, visible: int) -> ConfigError:
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """A forkserver context with the ML stack preloaded (spawn where fork is unavailable)."""
+    """A forkserver context with :data:`PRELOAD` imported (spawn where fork is unavailable)."""
     global _context, _serving
     if _context is None:
         _context = multiprocessing.get_context(
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    if _context.get_start_method() == "forkserver" and frozenset(PRELOAD) != _serving:
+    if _context.get_start_method() != "forkserver":
+        return _context
+    if frozenset(PRELOAD) != _serving:
         from multiprocessing import forkserver
 
         if _serving is not None:  # between studies: its workers are gone (each keeps running if not)
             with contextlib.suppress(OSError):  # already gone and reaped
                 forkserver._forkserver._stop()  # CPython's own way to stop it (its tests use it)
-        _context.set_forkserver_preload([*PRELOAD, WARM_MODULE])  # last: it sees every preloaded library
-        _start_forkserver_ignoring_sigint()
-        _serving = frozenset(PRELOAD)
+        # the base as modules; the rest through PRELOAD_MODULE, which survives one that raises; WARM_MODULE last
+        _context.set_forkserver_preload([*BASE_PRELOAD, PRELOAD_MODULE, WARM_MODULE])
+    if not _forkserver_running():  # one that died is started again naming the rest (CPython's own restart would not)
+        _start_forkserver([m for m in PRELOAD if m not in BASE_PRELOAD])
+    _serving = frozenset(PRELOAD)
     return _context
 
 
-def _start_forkserver_ignoring_sigint() -> None:
-    """Start the forkserver with SIGINT ignored (the disposition survives its exec).
+def _forkserver_running() -> bool:
+    """Whether the forkserver this process started is alive, without reaping it (CPython's
+    ``ensure_running`` does, before it starts another)."""
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid
+    if pid is None or not hasattr(os, "waitid"):
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+
+
+def _start_forkserver(modules: list[str]) -> None:
+    """Start the forkserver, importing ``modules`` after the base, with SIGINT ignored (the
+    disposition survives its exec).
 
     CPython's forkserver ignores SIGINT only after its preload imports; a Ctrl-C
     sent to the terminal's process group during those seconds would print a
-    traceback from it. Ctrl-C is the driver's to handle.
+    traceback from it. Ctrl-C is the driver's to handle. Off the main thread,
+    signals cannot be changed, and the forkserver notices the driver's death
+    only after its imports, on its pipe (a parent-death signal is tied to the
+    thread that started it).
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
     from multiprocessing import forkserver
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ[DRIVER_PID_ENV] = str(os.getpid())  # read (and dropped) by the forkserver: frugalml._orphan_guard
+    main = threading.current_thread() is threading.main_thread()
+    variables = {PRELOAD_ENV: ",".join(modules)}  # read (and dropped) by the forkserver
+    if main:
+        variables[DRIVER_PID_ENV] = str(os.getpid())  # frugalml._orphan_guard
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    os.environ.update(variables)
     try:
         forkserver.ensure_running()
     finally:
-        os.environ.pop(DRIVER_PID_ENV, None)
-        signal.signal(signal.SIGINT, previous)
+        for name in variables:
+            os.environ.pop(name, None)
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

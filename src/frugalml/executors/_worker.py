@@ -23,6 +23,8 @@ from frugalml.units import to_mb
 
 WARM_MODULE = "frugalml.executors._warm"  # the forkserver imports it last (see there)
 BLAS_MODULE = "frugalml._blas_threads"  # and this one before numpy
+PRELOAD_MODULE = "frugalml.executors._preload"  # and this one before the last: it imports the study's libraries
+PRELOAD_ENV = "FRUGALML_PRELOAD"  # what that module imports, set while the forkserver starts
 
 
 def _pin(core: int | None, cpus: int) -> None:
@@ -72,10 +74,15 @@ def _with_own_memory(send: Callable[[Message], None]) -> Callable[[Message], Non
 
 def _take_environment(environ: Mapping[str, str]) -> None:
     """The driver's environment as it is now. A forked worker inherits the forkserver's, which is
-    the driver's when that started: a study (or several) ago, in a notebook or a test session."""
+    the driver's when that started: a study (or several) ago, in a notebook or a test session.
+    What the forkserver's preloaded libraries set when imported stays, unless the driver sets it:
+    the worker would have set it by importing them itself."""
     for name in os.environ.keys() - environ.keys():
         del os.environ[name]
     os.environ.update(environ)
+    preloaded = sys.modules.get(PRELOAD_MODULE)
+    for name, value in getattr(preloaded, "ENVIRONMENT", {}).items():
+        os.environ.setdefault(name, value)
 
 
 def run_worker(

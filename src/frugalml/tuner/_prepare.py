@@ -13,20 +13,39 @@ from frugalml.exceptions import ConfigError
 from frugalml.executors import preload, reset_preload, resolve_train_function, worker_context
 from frugalml.study import Study, Workload
 from frugalml.tuner._train_source import IS_A_CLASS, NOT_TRAINING_ARGUMENTS, source_verdict
+from frugalml.tuner._worker_imports import worker_imports
+
+
+#: what the built-in workloads' workers import: scikit-learn's SGD models, pandas, the training functions
+BUILTIN_IMPORTS = ("sklearn.linear_model", "pandas", "frugalml.workloads")
+NETWORK_IMPORTS = ("torch", "torch._dynamo")  # torch's optimisers import torch._dynamo (1.5 CPU-s)
 
 
 def start_workers_early(study: Study) -> None:
-    """Start the local trial workers' forkserver now, so that its imports (numpy, scikit-learn,
-    pandas, and torch for a built-in network: seconds) overlap what comes before the first trial
-    (a built-in dataset's preparation) instead of delaying it. It imports what this study's
-    workers need, no more."""
-    reset_preload()
-    if any(w.train is None for w in study.workloads):
-        from frugalml.workloads import NETWORKS  # lazy: a user's own training function never needs it
-
-        if any(w.train is None and w.algorithm in NETWORKS for w in study.workloads):
-            preload("torch", "torch._dynamo")
+    """Start the local trial workers' forkserver now, so that its imports (numpy, and what the
+    study's workers import: scikit-learn, torch... seconds) overlap what comes before the first
+    trial (a built-in dataset's preparation) instead of delaying it."""
+    preload_for(study)
     worker_context()
+
+
+def preload_for(study: Study) -> None:
+    """Have the workers' forkserver import what every workload's workers import, no more: a
+    library only some of them use would count in the others' memory (inherited heap counts in
+    RSS - shared). A Ray node's forkserver is told the same."""
+    reset_preload()
+    needs = [workload_imports(workload) for workload in study.workloads]
+    preload(*(module for module in needs[0] if all(module in other for other in needs[1:])))
+
+
+def workload_imports(workload: Workload) -> tuple[str, ...]:
+    """What the workers of ``workload`` import: a user's training function's libraries as its
+    source names them (:mod:`frugalml.tuner._worker_imports`)."""
+    if workload.train is not None:
+        return worker_imports(workload.train)
+    from frugalml.workloads import NETWORKS  # lazy: a user's own training function never needs it
+
+    return (*BUILTIN_IMPORTS, *NETWORK_IMPORTS) if workload.algorithm in NETWORKS else BUILTIN_IMPORTS
 
 
 def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int | None]:
@@ -50,9 +69,6 @@ def prepare(workload: Workload, study: Study) -> tuple[Any, dict[str, Any], int 
         for params in _listed_values(study.search, workload.params):
             check_network(workload.algorithm, params, data.n_features)
         train = network_train
-        # every network worker needs torch, and its optimisers import torch._dynamo (1.5 CPU-s):
-        # import both once, in the forkserver (imports start no threads, so forking stays safe)
-        preload("torch", "torch._dynamo")
     else:
         check_algorithm(workload.algorithm, data.task, dataset=data.name)  # a mismatch fails now, not in a trial
         train = sgd_train

@@ -14,6 +14,7 @@ import ast
 import importlib.machinery
 import importlib.util
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -33,19 +34,9 @@ class SourceVerdict:
 def source_verdict(train: str, train_kwargs: Mapping[str, Any]) -> SourceVerdict | None:
     """The verdict on ``train`` from its module's source, or None when only importing it can tell."""
     module_name, _, attribute = train.partition(":")
-    if not module_name or not attribute.isidentifier():
+    if not module_name or not attribute.isidentifier() or (parsed := module_source(module_name)) is None:
         return None
-    try:
-        spec = importlib.util.find_spec(module_name)  # imports a dotted name's parent packages, not the module
-    except Exception:  # noqa: BLE001 - the import then raises it, as before
-        return None
-    if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
-        return None
-    try:
-        source = importlib.util.decode_source(spec.loader.get_data(spec.origin))
-        tree = ast.parse(source, filename=spec.origin)
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-        return None
+    source, tree = parsed
     if not _dependencies_found(tree):
         return None  # importing names the missing one, before the study writes anything
     try:
@@ -61,6 +52,43 @@ def source_verdict(train: str, train_kwargs: Mapping[str, Any]) -> SourceVerdict
     except TypeError:
         return SourceVerdict(NOT_TRAINING_ARGUMENTS, source)
     return SourceVerdict(None, source)
+
+
+def module_source(module_name: str) -> tuple[str, ast.Module] | None:
+    """The text and syntax tree of a pure-Python module, found without importing it or its
+    parent packages; else None."""
+    try:
+        spec = _find_spec(module_name)
+    except Exception:  # noqa: BLE001 - the import then raises it, as before
+        return None
+    if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
+        return None
+    try:
+        source = importlib.util.decode_source(spec.loader.get_data(spec.origin))
+        return source, ast.parse(source, filename=spec.origin)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _find_spec(module_name: str) -> importlib.machinery.ModuleSpec | None:
+    """``importlib.util.find_spec`` without running a parent package's ``__init__``: each part
+    is looked up by the import system's finders in the folders of the part before."""
+    spec, path = None, None
+    parts = module_name.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        if i and path is None:
+            return None  # a module, not a package: it has no submodules
+        module = sys.modules.get(name)
+        if module is not None:
+            spec = getattr(module, "__spec__", None)
+        else:
+            spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                         and (found := finder.find_spec(name, path)) is not None), None)
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    return spec
 
 
 def _dependencies_found(tree: ast.Module) -> bool:

@@ -19,7 +19,7 @@ from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
 from frugalml.tracking import check_uri
 from frugalml.tuner._budgets import StudyBudgets
 from frugalml.tuner._plans import WorkloadPlan, build_plans, is_finished, stored_configurations
-from frugalml.tuner._prepare import start_workers_early
+from frugalml.tuner._prepare import preload_for, start_workers_early
 from frugalml.tuner._proposals import TrialSource
 from frugalml.tuner._recorder import Recorder
 from frugalml.tuner._schedule import Scheduler
@@ -121,6 +121,7 @@ class Tuner:
         if early:
             start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
+        preload_for(study)  # what the workers' forkservers import: the local one (if not started early), a Ray node's
         # its own checks too (a Ray cluster to connect to, its GPUs, the energy estimate's setting, a node offering
         # [deploy] resources): a typo in an address must not cost --fresh's finished study
         executor = self.executor_factory(settings, self.state)

@@ -1,0 +1,3 @@
+"""A module whose import raises (not an ImportError): a preload that fails."""
+
+raise RuntimeError("raised at import")
