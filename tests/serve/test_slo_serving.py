@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 from helpers import importable
 from serve_helpers import PredictingClient, ServerProcess, WebhookReceiver, scrape, value
@@ -157,11 +159,15 @@ def test_live_latency_meets_the_tuned_slo_and_a_slower_version_promoted_by_hand_
 
 
 def test_with_workers_the_monitor_process_keeps_one_slo_window_for_all_of_them(registered):
-    folder, champion, _ = registered
+    """... and a worker started again serves the version the server started with, after its alias moved."""
+    import mlflow
+
+    folder, champion, slower = registered
     (folder / "workers.toml").write_text("interval_s = 0.1\nslo_window_s = 30\n")
-    uri = f"models:/served/{champion.version}"  # the first test moved the alias to the slow version
-    server = ServerProcess(uri, "--tracking-uri", champion.tracking_uri, "--workers", "2", "--config",
-                           str(folder / "workers.toml"), log=folder / "workers.log").wait_ready()
+    client = mlflow.MlflowClient(champion.tracking_uri, registry_uri=champion.tracking_uri)
+    client.set_registered_model_alias("served", "workers", champion.version)  # the first test moved "champion"
+    server = ServerProcess("models:/served@workers", "--tracking-uri", champion.tracking_uri, "--workers", "2",
+                           "--config", str(folder / "workers.toml"), log=folder / "workers.log").wait_ready()
     try:
         workers = set()
         for _ in range(120):  # p99 is judged on 100 requests or more
@@ -175,9 +181,29 @@ def test_with_workers_the_monitor_process_keeps_one_slo_window_for_all_of_them(r
         assert value(samples, "frugalml_slo_limit", budget="max_predict_ms") == LIMIT_MS
         assert 0 < value(samples, "frugalml_slo_live", budget="max_predict_ms") < LIMIT_MS
         assert value(samples, "frugalml_alert_firing", rule=RULE_NAME) == 0
+
+        client.set_registered_model_alias("served", "workers", slower.version)
+        psutil.Process(server.process.pid).children()[0].kill()
+        deadline = time.monotonic() + 90
+        while "starting it again" not in server.log() or len(psutil.Process(server.process.pid).children()) < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        assert _versions_by_worker(server) == {"0": champion.version, "1": champion.version}  # one model, one monitor
     finally:
         server.stop()
     print(f"answered by workers {sorted(workers)}")
+
+
+def _versions_by_worker(server: ServerProcess, timeout: float = 60) -> dict[str, str]:
+    """The model version each worker answers /health with (a new connection may reach either worker)."""
+    versions: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(versions) < 2 and time.monotonic() < deadline:
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as fresh:
+            answer = fresh.get("/health")
+        if answer.status_code == 200:
+            versions[answer.headers["x-frugalml-worker"]] = answer.json()["model"]["version"]
+    return versions
 
 
 def _promtool_finds_nothing_to_lint(text: str) -> None:

@@ -33,6 +33,7 @@ class WorkerSpec:
 
     index: int
     model_uri: str
+    location: Any  # ModelLocation: where the parent's model_uri resolved to, loaded from there
     settings: Any  # ServerSettings
     config: Any  # MonitoringConfig
     host: str

@@ -47,6 +47,20 @@ class ServedModel:
     monitoring: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def location(self) -> ModelLocation:
+        return ModelLocation(self.path, self.name, self.version, dict(self.tags))
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a model URI resolved to: its local directory, registered name, version and version tags."""
+
+    path: Path
+    name: str = ""
+    version: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
 
 def pip_requirements() -> list[str]:
     """Pinned requirements (skips MLflow's slow inference by loading the model)."""
@@ -281,14 +295,21 @@ def _signature_dtypes(path: Path, names: tuple[str, ...]) -> list[str]:
     return [CATEGORICAL if n in text else "float64" for n in names]
 
 
-def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | None = None) -> ServedModel:
+def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | None = None, *,
+               location: ModelLocation | None = None) -> ServedModel:
     """Load a model and its reference from any MLflow model URI or a local model directory.
 
     ``reference``: for a model without frugalml's reference file, a Parquet or CSV table
-    of its inputs (and optional ``target`` column) to fingerprint.
+    of its inputs (and optional ``target`` column) to fingerprint. ``location``: where
+    ``uri`` resolved to when the model was loaded before (:attr:`ServedModel.location`):
+    the same version is loaded from there, without asking the registry again (a worker of
+    ``frugalml serve --workers N`` serves its parent's version, even once the alias moved).
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    path, name, version, tags = _resolve(str(uri), tracking_uri)
+    if location is None:
+        path, name, version, tags = _resolve(str(uri), tracking_uri)
+    else:
+        path, name, version, tags = location.path, location.name, location.version, dict(location.tags)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if (path / "frugalml.db").is_file():
         raise ModelLoadError(f"{uri!r} is a study directory, not a model; register its best configuration with "

@@ -1,6 +1,7 @@
 """``frugalml serve MODEL --workers N``: N worker processes and one monitoring state.
 
-The parent process loads the model once (to fail early, and for the monitor's reference),
+The parent process loads the model once (to fail early, and for the monitor's reference;
+each worker loads that version from where the parent found it, without the registry),
 runs the :class:`Hub` (drift, quality, alerts, prediction ids, the summed counters) on a
 Unix socket in a private folder with a random key, and starts N workers
 (:mod:`frugalml.serve._worker`), each listening on the same port with ``SO_REUSEPORT``. It
@@ -86,8 +87,8 @@ def run_workers(served: Any, config: Any, workers: int, *, host: str, port: int,
     worker_settings = replace(settings, poll_registry_s=0)  # one monitor, one model: no worker swaps alone
 
     def spec(index: int) -> WorkerSpec:
-        return WorkerSpec(index, served.uri, worker_settings, config, host, port, address, authkey, os.getpid(),
-                          log_level, access_log)
+        return WorkerSpec(index, served.uri, served.location, worker_settings, config, host, port, address, authkey,
+                          os.getpid(), log_level, access_log)
 
     processes: list[subprocess.Popen] = []
     try:

@@ -58,7 +58,8 @@ def main() -> None:
     from frugalml.serve._server import json_errors_protocol
 
     settings, config = spec.settings, spec.config
-    served = load_model(spec.model_uri, settings.tracking_uri, settings.reference)
+    # the parent's version, from where it found it: no registry to open again (~1.1 CPU-s), nor an alias that moved
+    served = load_model(spec.model_uri, settings.tracking_uri, settings.reference, location=spec.location)
     sock = _listen(spec.host, spec.port)
     hub = HubLink(spec.index, spec.address, spec.authkey,
                   monitored=config.enabled and served.reference.has_statistics)
