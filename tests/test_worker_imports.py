@@ -52,6 +52,15 @@ def test_the_listed_libraries_the_function_can_reach_in_source_order(module):
     assert worker_imports(train) == worker_imports(functools.partial(train, n=2)) == expected
 
 
+def test_the_users_own_modules_are_followed_to_the_libraries_they_import(module, tmp_path):
+    (tmp_path / "projpkg").mkdir()
+    (tmp_path / "projpkg" / "__init__.py").write_text("import pandas\n")  # runs with projpkg.model's import
+    (tmp_path / "projpkg" / "model.py").write_text("import torch\nfrom projpkg import util\n")
+    (tmp_path / "projpkg" / "util.py").write_text("from projpkg.model import *\nimport json\n")  # a cycle
+    name = module("proj_train", "from projpkg.model import build\n\ndef train(trial):\n    build()\n")
+    assert worker_imports(f"{name}:train") == ("pandas", "torch", "torch._dynamo")
+
+
 def test_a_function_without_a_source_file_preloads_the_modules_its_globals_hold():
     namespace = {"np": importlib.import_module("numpy"), "json": importlib.import_module("json")}
     exec("def train(trial):\n    return np.zeros(1)\n", namespace)  # as a notebook cell defines it

@@ -58,7 +58,7 @@ def module_source(module_name: str) -> tuple[str, ast.Module] | None:
     """The text and syntax tree of a pure-Python module, found without importing it or its
     parent packages; else None."""
     try:
-        spec = _find_spec(module_name)
+        spec = find_spec_without_importing(module_name)
     except Exception:  # noqa: BLE001 - the import then raises it, as before
         return None
     if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
@@ -70,7 +70,7 @@ def module_source(module_name: str) -> tuple[str, ast.Module] | None:
         return None
 
 
-def _find_spec(module_name: str) -> importlib.machinery.ModuleSpec | None:
+def find_spec_without_importing(module_name: str) -> importlib.machinery.ModuleSpec | None:
     """``importlib.util.find_spec`` without running a parent package's ``__init__``: each part
     is looked up by the import system's finders in the folders of the part before."""
     spec, path = None, None

@@ -3,8 +3,9 @@ trial workers' forkserver imports them once (:func:`frugalml.executors.preload`)
 trial does not. Importing Lightning costs a fresh process ~8 CPU-s, Keras on torch ~7, torch ~3.
 
 What the function can reach is read: the module's top-level imports (not those under ``if
-TYPE_CHECKING`` or ``if __name__ == "__main__"``, nor an ``except`` fallback) and the imports in
-the function's body and in the bodies of the module's functions it calls. Only libraries known
+TYPE_CHECKING`` or ``if __name__ == "__main__"``, nor an ``except`` fallback), the imports in
+the function's body and in the bodies of the module's functions it calls, and the top-level
+imports of the user's own modules (not installed ones) that those import, transitively. Only libraries known
 to start no thread and open no device when imported are named (a thread in the forkserver
 would be lost in every forked worker, and CUDA cannot be used after a fork); of the large
 frameworks, only the top-level package, whose submodules (a Dask or Spark integration,
@@ -20,11 +21,12 @@ import functools
 import importlib.util
 import inspect
 import sys
+import sysconfig
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-from frugalml.tuner._train_source import module_source
+from frugalml.tuner._train_source import find_spec_without_importing, module_source
 
 #: top-level packages whose import starts no thread and opens no device (checked on CPython 3.11:
 #: torch 2, Lightning 2, transformers 4, XGBoost, LightGBM, scikit-learn, pandas, SciPy; Keras 3
@@ -33,6 +35,7 @@ FRAMEWORKS = frozenset({"torch", "torchvision", "lightning", "pytorch_lightning"
                         "lightgbm", "keras"})
 SCIENTIFIC = frozenset({"numpy", "pandas", "scipy", "sklearn"})  # any of their modules: computation only
 TORCH_TRAINING = frozenset({"torch", "lightning", "pytorch_lightning"})
+OWN_MODULES_READ = 50  # of a project's own modules, read for their imports, at most
 TORCH_OPTIMISERS = "torch._dynamo"  # what torch's optimisers import on their first step (1.5 CPU-s)
 #: frugalml's adapters import their framework when imported (the Keras one chooses the torch backend first)
 ADAPTERS = {f"frugalml.integrations.{name}": name
@@ -82,7 +85,39 @@ def _reachable_imports(train: Any) -> tuple[list[str], ast.Module | None]:
         if tree is None:  # a notebook's function: the modules its globals hold
             return [value.__name__ for value in getattr(train, "__globals__", {}).values()
                     if isinstance(value, ModuleType)], None
-    return ([] if tree is None else list(_imported(tree, name))), tree
+    return ([] if tree is None else _with_own_modules(list(_imported(tree, name)))), tree
+
+
+def _with_own_modules(names: list[str]) -> list[str]:
+    """``names``, each of the user's own modules among them (not installed: outside site-packages
+    and the standard library) followed by what it and its packages import at their top level,
+    transitively: importing it runs those imports in the worker too."""
+    installed = tuple(str(Path(path).resolve()) for key in ("purelib", "platlib", "stdlib", "platstdlib")
+                      if (path := sysconfig.get_paths().get(key)))
+    found: list[str] = []
+    read: set[str] = set()
+
+    def visit(name: str) -> None:
+        found.append(name)
+        parts = name.split(".")
+        for module in (".".join(parts[: i + 1]) for i in range(len(parts))):  # a package's __init__ runs too
+            if parts[0] in FRAMEWORKS | SCIENTIFIC | {"frugalml"} or module in read or len(read) >= OWN_MODULES_READ:
+                return
+            read.add(module)
+            spec = find_spec_without_importing(module)
+            origin = getattr(spec, "origin", None)
+            if not origin or not origin.endswith(".py") or str(Path(origin).resolve()).startswith(installed):
+                continue
+            try:
+                tree = ast.parse(importlib.util.decode_source(Path(origin).read_bytes()), filename=origin)
+            except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+                continue
+            for imported in _imports_in(tree.body):
+                visit(imported)
+
+    for name in names:
+        visit(name)
+    return found
 
 
 def _tree_of(module: ModuleType | None) -> ast.Module | None:
