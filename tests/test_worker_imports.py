@@ -54,11 +54,18 @@ def test_the_listed_libraries_the_function_can_reach_in_source_order(module):
 
 def test_the_users_own_modules_are_followed_to_the_libraries_they_import(module, tmp_path):
     (tmp_path / "projpkg").mkdir()
-    (tmp_path / "projpkg" / "__init__.py").write_text("import pandas\n")  # runs with projpkg.model's import
+    (tmp_path / "projpkg" / "__init__.py").write_text("import os, json, re, math, string\nimport pandas\n")
+    (tmp_path / "projpkg" / "data.py").write_text("import csv\n")
     (tmp_path / "projpkg" / "model.py").write_text("import torch\nfrom projpkg import util\n")
-    (tmp_path / "projpkg" / "util.py").write_text("from projpkg.model import *\nimport json\n")  # a cycle
-    name = module("proj_train", "from projpkg.model import build\n\ndef train(trial):\n    build()\n")
-    assert worker_imports(f"{name}:train") == ("pandas", "torch", "torch._dynamo")
+    (tmp_path / "projpkg" / "util.py").write_text("from projpkg.model import *\nimport lightning\n")  # a cycle
+    name = module("proj_train", "from projpkg.data import load\nfrom projpkg.model import build\n\n"
+                                "def train(trial):\n    build()\n")
+    assert worker_imports(f"{name}:train") == ("pandas", "torch", "lightning", "torch._dynamo")
+    (tmp_path / "projpkg" / "fit.py").write_text("from .model import build\nfrom . import data\n\ndef fit(trial):\n"
+                                                 "    pass\n")  # relative, and the package's own __init__
+    assert worker_imports("projpkg.fit:fit") == ("pandas", "torch", "lightning", "torch._dynamo")
+    (tmp_path / "kerasmodel.py").write_text('import os\nos.environ["KERAS_BACKEND"] = "jax"\nimport keras\n')
+    assert worker_imports(module("keras_user", "import kerasmodel\n\ndef train(trial):\n    pass\n") + ":train") == ()
 
 
 def test_a_function_without_a_source_file_preloads_the_modules_its_globals_hold():

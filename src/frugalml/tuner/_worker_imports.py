@@ -20,11 +20,13 @@ import ast
 import functools
 import importlib.util
 import inspect
+import os
+import site
 import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from frugalml.tuner._train_source import find_spec_without_importing, module_source
 
@@ -47,12 +49,11 @@ def worker_imports(train: Any) -> tuple[str, ...]:
     in the order the source imports them; empty when the source cannot be read. Never raises:
     it is only a saving."""
     try:
-        names, tree = _reachable_imports(train)
+        names, chooses_keras_backend = _reachable_imports(train)
     except Exception:  # noqa: BLE001 - a source this reading does not handle preloads nothing
         return ()
-    if tree is not None and any(isinstance(node, ast.Constant) and node.value == "KERAS_BACKEND"
-                                for node in ast.walk(tree)):
-        names = [n for n in names if (ADAPTERS.get(n) or n.partition(".")[0]) != "keras"]  # it chooses, in the worker
+    if chooses_keras_backend:  # a module read sets KERAS_BACKEND itself: Keras is left to the worker
+        names = [n for n in names if (ADAPTERS.get(n) or n.partition(".")[0]) != "keras"]
     return _chosen(names)
 
 
@@ -70,8 +71,8 @@ def _chosen(names: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _reachable_imports(train: Any) -> tuple[list[str], ast.Module | None]:
-    """The modules ``train`` may import, and its module's tree where it was read."""
+def _reachable_imports(train: Any) -> tuple[list[str], bool]:
+    """The modules ``train`` may import, and whether a module read sets ``KERAS_BACKEND``."""
     while isinstance(train, functools.partial):
         train = train.func
     if isinstance(train, str):
@@ -80,44 +81,87 @@ def _reachable_imports(train: Any) -> tuple[list[str], ast.Module | None]:
         tree = None if parsed is None else parsed[1]
     else:
         train = inspect.unwrap(train)
-        name = getattr(train, "__name__", None)
-        tree = _tree_of(sys.modules.get(getattr(train, "__module__", None) or ""))
+        module_name, name = getattr(train, "__module__", None) or "", getattr(train, "__name__", None)
+        tree = _tree_of(sys.modules.get(module_name))
         if tree is None:  # a notebook's function: the modules its globals hold
             return [value.__name__ for value in getattr(train, "__globals__", {}).values()
-                    if isinstance(value, ModuleType)], None
-    return ([] if tree is None else _with_own_modules(list(_imported(tree, name)))), tree
+                    if isinstance(value, ModuleType)], False
+    if tree is None:
+        return [], False
+    package = module_name.rpartition(".")[0]
+    imports = [(package, ()), *_imported(tree, name, package)] if package else list(_imported(tree, name, package))
+    follower = _OwnModules()
+    names = follower.follow(imports)
+    return names, follower.chooses_keras_backend or _sets_keras_backend(tree)
 
 
-def _with_own_modules(names: list[str]) -> list[str]:
-    """``names``, each of the user's own modules among them (not installed: outside site-packages
-    and the standard library) followed by what it and its packages import at their top level,
-    transitively: importing it runs those imports in the worker too."""
-    installed = tuple(str(Path(path).resolve()) for key in ("purelib", "platlib", "stdlib", "platstdlib")
-                      if (path := sysconfig.get_paths().get(key)))
-    found: list[str] = []
-    read: set[str] = set()
+class _OwnModules:
+    """Follows the user's own modules (not installed: outside site-packages and the standard
+    library) to what they and their packages import at their top level, transitively: importing
+    one runs those imports in the worker too. At most OWN_MODULES_READ files are read."""
 
-    def visit(name: str) -> None:
-        found.append(name)
+    def __init__(self) -> None:
+        self.installed = tuple({str(Path(path).resolve()) for path in (
+            *(sysconfig.get_paths().get(key) for key in ("purelib", "platlib", "stdlib", "platstdlib")),
+            *site.getsitepackages(), site.getusersitepackages()) if path})
+        self.found: list[str] = []
+        self.looked_up: set[str] = set()
+        self.files_read = 0
+        self.chooses_keras_backend = False
+
+    def follow(self, imports: Iterable[tuple[str, tuple[str, ...]]]) -> list[str]:
+        for module, names in imports:
+            self._visit(module, names)
+        return self.found
+
+    def _visit(self, name: str, from_names: tuple[str, ...] = ()) -> None:
+        if name:
+            self.found.append(name)
+        if not name or name.partition(".")[0] in FRAMEWORKS | SCIENTIFIC | {"frugalml"}:
+            return
         parts = name.split(".")
         for module in (".".join(parts[: i + 1]) for i in range(len(parts))):  # a package's __init__ runs too
-            if parts[0] in FRAMEWORKS | SCIENTIFIC | {"frugalml"} or module in read or len(read) >= OWN_MODULES_READ:
-                return
-            read.add(module)
-            spec = find_spec_without_importing(module)
-            origin = getattr(spec, "origin", None)
-            if not origin or not origin.endswith(".py") or str(Path(origin).resolve()).startswith(installed):
-                continue
-            try:
-                tree = ast.parse(importlib.util.decode_source(Path(origin).read_bytes()), filename=origin)
-            except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-                continue
-            for imported in _imports_in(tree.body):
-                visit(imported)
+            self._read(module)
+        for submodule in (f"{name}.{n}" for n in from_names):  # ``from package import module``
+            if self._own_file(submodule) is not None:
+                self._visit(submodule)
 
-    for name in names:
-        visit(name)
-    return found
+    def _read(self, module: str) -> None:
+        if module in self.looked_up or self.files_read >= OWN_MODULES_READ:
+            return
+        self.looked_up.add(module)
+        try:
+            origin = self._own_file(module)
+            if origin is None:
+                return
+            self.files_read += 1
+            tree = ast.parse(importlib.util.decode_source(Path(origin).read_bytes()), filename=origin)
+            self.chooses_keras_backend |= _sets_keras_backend(tree)
+            package = module if Path(origin).name == "__init__.py" else module.rpartition(".")[0]
+            imports = list(_imports_in(tree.body, package))
+        except Exception:  # noqa: BLE001 - what was found so far stands (a file too deep to parse, an odd finder)
+            return
+        for imported, names in imports:
+            self._visit(imported, names)
+
+    def _own_file(self, module: str) -> str | None:
+        """The path of ``module``'s source when it is the user's own, else None."""
+        try:
+            origin = getattr(find_spec_without_importing(module), "origin", None)
+        except Exception:  # noqa: BLE001 - not found without importing: not followed
+            return None
+        if not origin or not origin.endswith(".py"):
+            return None
+        resolved = str(Path(origin).resolve())
+        parts = Path(resolved).parts
+        if "site-packages" in parts or "dist-packages" in parts or resolved.startswith(
+                tuple(path + os.sep for path in self.installed)):
+            return None
+        return origin
+
+
+def _sets_keras_backend(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.Constant) and node.value == "KERAS_BACKEND" for node in ast.walk(tree))
 
 
 def _tree_of(module: ModuleType | None) -> ast.Module | None:
@@ -130,38 +174,46 @@ def _tree_of(module: ModuleType | None) -> ast.Module | None:
         return None
 
 
-def _imported(tree: ast.Module, function: str | None) -> Iterator[str]:
-    """The absolute module names imported at the top level, by ``function`` and by the module's
-    functions it calls (by name, transitively)."""
+def _imported(tree: ast.Module, function: str | None, package: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """What is imported at the top level, by ``function`` and by the module's functions it calls
+    (by name, transitively): (absolute module name, the names a ``from`` import takes from it)."""
     functions = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    yield from _imports_in(tree.body)
+    yield from _imports_in(tree.body, package)
     pending, seen = [function], set()
     while pending:
         node = functions.get(pending.pop() or "")
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
-        yield from _imports_in(node.body)
+        yield from _imports_in(node.body, package)
         pending += [call.func.id for call in ast.walk(node)
                     if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)]
 
 
-def _imports_in(statements: list[ast.stmt]) -> Iterator[str]:
+def _imports_in(statements: list[ast.stmt], package: str) -> Iterator[tuple[str, tuple[str, ...]]]:
     """Imports run by ``statements``, not entering function or class bodies; an ``if`` only when it
-    can run in a worker, a ``try`` without its ``except`` fallbacks."""
+    can run in a worker, a ``try`` without its ``except`` fallbacks. Relative ones are resolved
+    against ``package``."""
     for node in statements:
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module
+            yield from ((alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module, tuple(alias.name for alias in node.names)
+            elif node.level and package:
+                try:
+                    base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                except (ImportError, ValueError):
+                    continue
+                yield base, tuple(alias.name for alias in node.names)
         elif isinstance(node, ast.If):
             if not _never_in_a_worker(node.test):
-                yield from _imports_in(node.body)
-                yield from _imports_in(node.orelse)
+                yield from _imports_in(node.body, package)
+                yield from _imports_in(node.orelse, package)
         elif isinstance(node, ast.Try):
-            yield from _imports_in([*node.body, *node.orelse, *node.finalbody])
+            yield from _imports_in([*node.body, *node.orelse, *node.finalbody], package)
         elif isinstance(node, (ast.With, ast.For, ast.While)):
-            yield from _imports_in([*node.body, *getattr(node, "orelse", [])])
+            yield from _imports_in([*node.body, *getattr(node, "orelse", [])], package)
 
 
 def _never_in_a_worker(test: ast.expr) -> bool:
