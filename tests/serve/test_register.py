@@ -57,6 +57,12 @@ def test_register_refits_the_best_config_and_records_its_profile(study, tmp_path
 
     served = load_model("models:/reg-diabetes-logistic_regression@champion", default_uri(study.directory))
     assert served.version == "1" and served.monitoring["window_rows"] == 200
+    from frugalml.serve._model import ModelLocation
+
+    gone = ModelLocation(served.path.parent / "no-such-folder", served.name, served.version, served.tags)
+    again = load_model("models:/reg-diabetes-logistic_regression@challenger", default_uri(study.directory),
+                       location=gone)  # a worker's copy of a temporary download that was cleaned
+    assert again.version == "1" and again.path == served.path  # the same version, found again in the registry
     assert served.reference.training_sha256 == tags["frugalml.training_sha256"]
     assert len(served.reference.features[1].sample) > 100 and len(served.reference.features[1].edges) >= 5
 

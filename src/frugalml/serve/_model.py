@@ -303,13 +303,16 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
     of its inputs (and optional ``target`` column) to fingerprint. ``location``: where
     ``uri`` resolved to when the model was loaded before (:attr:`ServedModel.location`):
     the same version is loaded from there, without asking the registry again (a worker of
-    ``frugalml serve --workers N`` serves its parent's version, even once the alias moved).
+    ``frugalml serve --workers N`` serves its parent's version, even once the alias moved);
+    from the registry by its version if that folder is gone.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if location is None:
-        path, name, version, tags = _resolve(str(uri), tracking_uri)
+    if location is not None and (Path(location.path) / "MLmodel").is_file():
+        path, name, version, tags = Path(location.path), location.name, location.version, dict(location.tags)
+    elif location is not None and location.name and location.version:  # its folder is gone (a cleaned download)
+        path, name, version, tags = _resolve(f"models:/{location.name}/{location.version}", tracking_uri)
     else:
-        path, name, version, tags = location.path, location.name, location.version, dict(location.tags)
+        path, name, version, tags = _resolve(str(uri), tracking_uri)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if (path / "frugalml.db").is_file():
         raise ModelLoadError(f"{uri!r} is a study directory, not a model; register its best configuration with "
