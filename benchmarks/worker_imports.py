@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from frugalml.tuner._prepare import BUILTIN_IMPORTS
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "integrations"))  # torch_trainers: the test suite's user loops
 
-ARMS = {"now": None, "before": ("sklearn.linear_model", "pandas", "frugalml.workloads")}
+ARMS = {"now": None, "before": BUILTIN_IMPORTS}  # before: every study's forkserver imported the built-in set
 
 
 def study_once(framework: str, arm: str, trials: int, epochs: int, folder: Path) -> dict[str, float]:

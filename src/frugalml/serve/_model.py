@@ -90,14 +90,14 @@ def save_model(model: Any, reference: Reference, path: str | Path, monitoring: d
     return path
 
 
-def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[str, str]]:
-    """Local directory, registered name, version and version tags of ``uri``."""
+def _resolve(uri: str, tracking_uri: str | None) -> ModelLocation:
+    """Where ``uri`` is: its local directory, registered name, version and version tags."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     local = Path(uri)
     if local.is_dir():
-        return local, local.name, "", {}
+        return ModelLocation(local, local.name)
     if ":/" not in uri:
         raise ModelLoadError(f"no model directory {uri!r}; pass a model directory or an MLflow model URI "
                              "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model).")
@@ -124,7 +124,7 @@ def _resolve(uri: str, tracking_uri: str | None) -> tuple[Path, str, str, dict[s
     except MlflowException as error:
         where = f" (tracking URI {tracking_uri})" if tracking_uri else " (set --tracking-uri or MLFLOW_TRACKING_URI)"
         raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {one_line(error)}") from error
-    return path, name, version, tags
+    return ModelLocation(path, name, version, tags)
 
 
 class PyfuncPredictor:
@@ -307,12 +307,10 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
     from the registry by its version if that folder is gone.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if location is not None and (Path(location.path) / "MLmodel").is_file():
-        path, name, version, tags = Path(location.path), location.name, location.version, dict(location.tags)
-    elif location is not None and location.name and location.version:  # its folder is gone (a cleaned download)
-        path, name, version, tags = _resolve(f"models:/{location.name}/{location.version}", tracking_uri)
-    else:
-        path, name, version, tags = _resolve(str(uri), tracking_uri)
+    if location is None or not (location.path / "MLmodel").is_file():  # its folder gone: a cleaned download
+        pinned = location is not None and location.name and location.version
+        location = _resolve(f"models:/{location.name}/{location.version}" if pinned else str(uri), tracking_uri)
+    path, name, version, tags = location.path, location.name, location.version, dict(location.tags)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if (path / "frugalml.db").is_file():
         raise ModelLoadError(f"{uri!r} is a study directory, not a model; register its best configuration with "

@@ -22,10 +22,9 @@ NETWORK_IMPORTS = ("torch", "torch._dynamo")  # torch's optimisers import torch.
 
 
 def start_workers_early(study: Study) -> None:
-    """Start the local trial workers' forkserver now, so that its imports (numpy, and what the
-    study's workers import: scikit-learn, torch... seconds) overlap what comes before the first
+    """Start the local trial workers' forkserver now, so that its imports (numpy, and what
+    :func:`preload_for` named: scikit-learn, torch... seconds) overlap what comes before the first
     trial (a built-in dataset's preparation) instead of delaying it."""
-    preload_for(study)
     worker_context()
 
 

@@ -63,9 +63,15 @@ def module_source(module_name: str) -> tuple[str, ast.Module] | None:
         return None
     if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
         return None
+    return parse_source(spec.origin)
+
+
+def parse_source(path: str) -> tuple[str, ast.Module] | None:
+    """The text (in its declared encoding) and syntax tree of the Python file at ``path``; else None."""
     try:
-        source = importlib.util.decode_source(spec.loader.get_data(spec.origin))
-        return source, ast.parse(source, filename=spec.origin)
+        with open(path, "rb") as file:
+            source = importlib.util.decode_source(file.read())
+        return source, ast.parse(source, filename=path)
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return None
 

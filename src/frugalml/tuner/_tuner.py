@@ -118,10 +118,10 @@ class Tuner:
         early = start and any(w.train is None for w in study.workloads)
         if self._local_workers:  # before anything is written, or a worker started
             check_local_resources(study.cpus_per_trial, study.gpus_per_trial, study.pin)
+        preload_for(study)  # what the workers' forkservers import: the local one, a Ray node's
         if early:
             start_workers_early(study)
         plans = build_plans(study, self.records, self.state)  # validates data before anything is written or deleted
-        preload_for(study)  # what the workers' forkservers import: the local one (if not started early), a Ray node's
         # its own checks too (a Ray cluster to connect to, its GPUs, the energy estimate's setting, a node offering
         # [deploy] resources): a typo in an address must not cost --fresh's finished study
         executor = self.executor_factory(settings, self.state)

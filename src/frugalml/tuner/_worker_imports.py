@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Iterator
 
-from frugalml.tuner._train_source import find_spec_without_importing, module_source
+from frugalml.tuner._train_source import find_spec_without_importing, module_source, parse_source
 
 #: top-level packages whose import starts no thread and opens no device (checked on CPython 3.11:
 #: torch 2, Lightning 2, transformers 4, XGBoost, LightGBM, scikit-learn, pandas, SciPy; Keras 3
@@ -36,6 +36,7 @@ from frugalml.tuner._train_source import find_spec_without_importing, module_sou
 FRAMEWORKS = frozenset({"torch", "torchvision", "lightning", "pytorch_lightning", "transformers", "xgboost",
                         "lightgbm", "keras"})
 SCIENTIFIC = frozenset({"numpy", "pandas", "scipy", "sklearn"})  # any of their modules: computation only
+NOT_FOLLOWED = FRAMEWORKS | SCIENTIFIC | {"frugalml"}  # installed: what they import is not the user's
 TORCH_TRAINING = frozenset({"torch", "lightning", "pytorch_lightning"})
 OWN_MODULES_READ = 50  # of a project's own modules, read for their imports, at most
 TORCH_OPTIMISERS = "torch._dynamo"  # what torch's optimisers import on their first step (1.5 CPU-s)
@@ -53,19 +54,24 @@ def worker_imports(train: Any) -> tuple[str, ...]:
     except Exception:  # noqa: BLE001 - a source this reading does not handle preloads nothing
         return ()
     if chooses_keras_backend:  # a module read sets KERAS_BACKEND itself: Keras is left to the worker
-        names = [n for n in names if (ADAPTERS.get(n) or n.partition(".")[0]) != "keras"]
+        names = [n for n in names if _root(n) != "keras"]
     return _chosen(names)
+
+
+def _root(name: str) -> str:
+    """The library ``name`` belongs to (an adapter's: its framework)."""
+    return ADAPTERS.get(name) or name.partition(".")[0]
 
 
 def _chosen(names: list[str]) -> tuple[str, ...]:
     chosen: list[str] = []
     for name in names:
-        root = ADAPTERS.get(name) or name.partition(".")[0]
+        root = _root(name)
         if root in SCIENTIFIC or name in ADAPTERS:
             chosen.append(name)
         elif root in FRAMEWORKS:
             chosen.append(root)
-    roots = {ADAPTERS.get(name) or name.partition(".")[0] for name in chosen}
+    roots = {_root(name) for name in chosen}
     if roots & TORCH_TRAINING or ("keras" in roots and importlib.util.find_spec("torch") is not None):
         chosen.append(TORCH_OPTIMISERS)
     return tuple(dict.fromkeys(chosen))
@@ -82,16 +88,17 @@ def _reachable_imports(train: Any) -> tuple[list[str], bool]:
     else:
         train = inspect.unwrap(train)
         module_name, name = getattr(train, "__module__", None) or "", getattr(train, "__name__", None)
-        tree = _tree_of(sys.modules.get(module_name))
+        path = getattr(sys.modules.get(module_name), "__file__", None) or ""
+        parsed = parse_source(path) if path.endswith(".py") else None
+        tree = None if parsed is None else parsed[1]
         if tree is None:  # a notebook's function: the modules its globals hold
             return [value.__name__ for value in getattr(train, "__globals__", {}).values()
                     if isinstance(value, ModuleType)], False
     if tree is None:
         return [], False
-    package = module_name.rpartition(".")[0]
-    imports = [(package, ()), *_imported(tree, name, package)] if package else list(_imported(tree, name, package))
+    package = module_name.rpartition(".")[0]  # its packages' __init__ run too ("" for a top-level module)
     follower = _OwnModules()
-    names = follower.follow(imports)
+    names = follower.follow([(package, ()), *_imported(tree, name, package)])
     return names, follower.chooses_keras_backend or _sets_keras_backend(tree)
 
 
@@ -117,7 +124,7 @@ class _OwnModules:
     def _visit(self, name: str, from_names: tuple[str, ...] = ()) -> None:
         if name:
             self.found.append(name)
-        if not name or name.partition(".")[0] in FRAMEWORKS | SCIENTIFIC | {"frugalml"}:
+        if not name or name.partition(".")[0] in NOT_FOLLOWED:
             return
         parts = name.split(".")
         for module in (".".join(parts[: i + 1]) for i in range(len(parts))):  # a package's __init__ runs too
@@ -135,7 +142,10 @@ class _OwnModules:
             if origin is None:
                 return
             self.files_read += 1
-            tree = ast.parse(importlib.util.decode_source(Path(origin).read_bytes()), filename=origin)
+            parsed = parse_source(origin)
+            if parsed is None:
+                return
+            tree = parsed[1]
             self.chooses_keras_backend |= _sets_keras_backend(tree)
             package = module if Path(origin).name == "__init__.py" else module.rpartition(".")[0]
             imports = list(_imports_in(tree.body, package))
@@ -162,16 +172,6 @@ class _OwnModules:
 
 def _sets_keras_backend(tree: ast.Module) -> bool:
     return any(isinstance(node, ast.Constant) and node.value == "KERAS_BACKEND" for node in ast.walk(tree))
-
-
-def _tree_of(module: ModuleType | None) -> ast.Module | None:
-    path = getattr(module, "__file__", None)
-    if not path or not path.endswith(".py"):
-        return None
-    try:
-        return ast.parse(importlib.util.decode_source(Path(path).read_bytes()), filename=path)
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-        return None
 
 
 def _imported(tree: ast.Module, function: str | None, package: str) -> Iterator[tuple[str, tuple[str, ...]]]:
