@@ -200,6 +200,17 @@ class ServerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
+    def wait_announced(self, timeout: float = 90) -> ServerProcess:
+        """Until the server prints its "serving" line: with --workers or Ray replicas, once every one
+        is up (/health answers as soon as the first is)."""
+        self.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        while "frugalml: serving" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server not announced after {timeout} s:\n{self.log()}")
+            time.sleep(0.1)
+        return self
+
     def stop(self) -> None:
         """Stop the server; fails the test if a process it started (a worker, a challenger, the
         monitor) is still alive 3 s after it exited."""

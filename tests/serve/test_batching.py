@@ -260,7 +260,7 @@ def test_each_worker_batches_its_own_requests_and_the_totals_stay_exact(model_di
     process = ServerProcess(str(model_dir), "--workers", "2", "--max-batch-size", "16", "--max-batch-wait-ms", "30",
                             log=tmp_path / "server.log")
     try:
-        process.wait_ready()
+        process.wait_announced()
         before = scrape(process.client)
         responses = _concurrently(process.url, [("/predict", [row]) for row in rows])
         assert [r.json()["predictions"][0] for r in responses] == expected

@@ -111,11 +111,7 @@ def replicas(cluster: str, registry: Registry, tmp_path_factory: pytest.TempPath
                            str(registry.reference), "--config", str(folder / "monitoring.toml"), "--backend", "ray",
                            "--address", cluster, "--replicas", "2", "--poll-registry", "0.5", log=folder / "server.log")
     try:
-        server.wait_ready(timeout=240)
-        deadline = time.monotonic() + 240
-        while "frugalml: serving" not in server.log():  # printed once every replica is up
-            assert server.process.poll() is None and time.monotonic() < deadline, server.log()
-            time.sleep(0.2)
+        server.wait_announced(timeout=240)
         yield server
     finally:
         server.stop()

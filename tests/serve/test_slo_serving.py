@@ -167,7 +167,7 @@ def test_with_workers_the_monitor_process_keeps_one_slo_window_for_all_of_them(r
     client = mlflow.MlflowClient(champion.tracking_uri, registry_uri=champion.tracking_uri)
     client.set_registered_model_alias("served", "workers", champion.version)  # the first test moved "champion"
     server = ServerProcess("models:/served@workers", "--tracking-uri", champion.tracking_uri, "--workers", "2",
-                           "--config", str(folder / "workers.toml"), log=folder / "workers.log").wait_ready()
+                           "--config", str(folder / "workers.toml"), log=folder / "workers.log").wait_announced()
     try:
         workers = set()
         for _ in range(120):  # p99 is judged on 100 requests or more

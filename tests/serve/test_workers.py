@@ -41,13 +41,7 @@ window = 2
 
 
 def start_workers(model_dir: Path, folder: Path, *args: str) -> ServerProcess:
-    process = ServerProcess(str(model_dir), "--workers", "2", *args, log=folder / "server.log")
-    process.wait_ready()
-    deadline = time.monotonic() + 90
-    while "frugalml: serving" not in process.log():  # printed once every worker is up
-        assert process.process.poll() is None and time.monotonic() < deadline, process.log()
-        time.sleep(0.1)
-    return process
+    return ServerProcess(str(model_dir), "--workers", "2", *args, log=folder / "server.log").wait_announced()
 
 
 @pytest.fixture(scope="module")
