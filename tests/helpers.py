@@ -211,6 +211,29 @@ class ServerProcess:
             time.sleep(0.1)
         return self
 
+    def kill_a_worker(self, timeout: float = 90) -> None:
+        """With --workers: SIGKILL one worker; returns once the server has started another (which
+        may still be loading its model)."""
+        workers = psutil.Process(self.process.pid).children()
+        assert len(workers) == 2, workers
+        workers[0].kill()
+        deadline = time.monotonic() + timeout
+        while "starting it again" not in self.log() or len(psutil.Process(self.process.pid).children()) < 2:
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.2)
+
+    def health_by_worker(self, workers: int = 2, timeout: float = 60) -> dict[str, dict]:
+        """Each worker's /health answer, by its x-frugalml-worker header (a new connection may reach
+        any worker; one still loading its model answers none)."""
+        answers: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        while len(answers) < workers and time.monotonic() < deadline:
+            with httpx.Client(base_url=self.url, timeout=30, trust_env=False) as fresh:
+                answer = fresh.get("/health")
+            if answer.status_code == 200:
+                answers[answer.headers["x-frugalml-worker"]] = answer.json()
+        return answers
+
     def stop(self) -> None:
         """Stop the server; fails the test if a process it started (a worker, a challenger, the
         monitor) is still alive 3 s after it exited."""

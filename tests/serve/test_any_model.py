@@ -6,6 +6,7 @@ Real data (../shared/data), a real MLflow sqlite store, real server processes on
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -98,12 +99,18 @@ def outside_model(tmp_path_factory):
 
 
 def test_a_model_trained_outside_frugalml_is_served_with_a_reference_and_drift_fires(outside_model, tmp_path):
+    """... by two workers, each with the fingerprint their parent made of the table: a worker started
+    again after the table changed keeps the one the server started with."""
     uri, reference, model, held_out = outside_model
     (tmp_path / "monitoring.toml").write_text(CONFIG)
-    server = ServerProcess("models:/wine/1", "--tracking-uri", uri, "--reference", str(reference),
-                           "--config", str(tmp_path / "monitoring.toml"), log=tmp_path / "server.log").wait_ready()
+    table = tmp_path / "reference.parquet"
+    shutil.copy(reference, table)
+    server = ServerProcess("models:/wine/1", "--tracking-uri", uri, "--reference", str(table), "--workers", "2",
+                           "--config", str(tmp_path / "monitoring.toml"), log=tmp_path / "server.log").wait_announced()
     try:
-        assert server.client.get("/health").json()["model"]["task"] == "regression"
+        started = server.health_by_worker()
+        assert {h["model"]["task"] for h in started.values()} == {"regression"} and len(started) == 2
+        assert len({h["model"]["training_sha256"] for h in started.values()}) == 1
         rows = held_out.head(20)
         answer = server.client.post("/predict", json={"instances": rows.to_numpy().tolist()})
         assert answer.json()["predictions"] == pytest.approx(model.predict(rows).tolist())
@@ -112,6 +119,11 @@ def test_a_model_trained_outside_frugalml_is_served_with_a_reference_and_drift_f
         shifted = held_out.iloc[WINDOW:2 * WINDOW].to_numpy().copy()
         shifted[:, 10] += 2.0  # alcohol up 2 percentage points
         assert _drift_windows(server, shifted) == 1
+
+        pd.read_parquet(table).head(100).to_parquet(table)  # the table changes under the running server
+        server.kill_a_worker()
+        models = {worker: health["model"] for worker, health in started.items()}
+        assert {worker: health["model"] for worker, health in server.health_by_worker().items()} == models
     finally:
         server.stop()
 

@@ -216,13 +216,7 @@ def test_a_dead_worker_is_replaced_its_ids_stay_valid_and_sigkilling_the_parent_
             labels += [{"prediction_id": i, "label": p} for i, p in zip(body["ids"], body["predictions"])]
             client.client.close()
         time.sleep(0.3)  # shipped to the monitor process
-        workers = psutil.Process(server.process.pid).children()
-        assert len(workers) == 2
-        workers[0].kill()
-        deadline = time.monotonic() + 90
-        while "starting it again" not in server.log() or len(psutil.Process(server.process.pid).children()) < 2:
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.2)
+        server.kill_a_worker()
         for index in (0, 1):  # wait until both answer again
             WorkerClient(server.url, index).client.close()
         assert server.client.post("/feedback", json=labels).json() == {"accepted": 4}

@@ -295,12 +295,13 @@ def _signature_dtypes(path: Path, names: tuple[str, ...]) -> list[str]:
     return [CATEGORICAL if n in text else "float64" for n in names]
 
 
-def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | None = None, *,
+def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | Reference | None = None, *,
                location: ModelLocation | None = None) -> ServedModel:
     """Load a model and its reference from any MLflow model URI or a local model directory.
 
     ``reference``: for a model without frugalml's reference file, a Parquet or CSV table
-    of its inputs (and optional ``target`` column) to fingerprint. ``location``: where
+    of its inputs (and optional ``target`` column) to fingerprint, or that fingerprint made
+    before (a worker of ``--workers N`` takes its parent's). ``location``: where
     ``uri`` resolved to when the model was loaded before (:attr:`ServedModel.location`):
     the same version is loaded from there, without asking the registry again (a worker of
     ``frugalml serve --workers N`` serves its parent's version, even once the alias moved);
@@ -319,6 +320,9 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
         raise ModelLoadError(f"{uri!r} holds no MLflow model (no MLmodel file); pass an MLflow model directory or URI.")
     if reference_file.is_file():
         fingerprint = Reference.load(reference_file)
+        model = load_predictor(path, str(uri), fingerprint.feature_names)
+    elif isinstance(reference, Reference):
+        fingerprint = reference
         model = load_predictor(path, str(uri), fingerprint.feature_names)
     elif reference is not None:
         model = load_predictor(path, str(uri))

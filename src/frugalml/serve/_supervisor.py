@@ -1,7 +1,8 @@
 """``frugalml serve MODEL --workers N``: N worker processes and one monitoring state.
 
 The parent process loads the model once (to fail early, and for the monitor's reference;
-each worker loads that version from where the parent found it, without the registry),
+each worker loads that version from where the parent found it, without the registry, and
+takes the parent's fingerprint of a ``--reference`` table rather than making it again),
 runs the :class:`Hub` (drift, quality, alerts, prediction ids, the summed counters) on a
 Unix socket in a private folder with a random key, and starts N workers
 (:mod:`frugalml.serve._worker`), each listening on the same port with ``SO_REUSEPORT``. It
@@ -88,7 +89,8 @@ def run_workers(served: Any, config: Any, workers: int, *, host: str, port: int,
 
     def spec(index: int) -> WorkerSpec:
         return WorkerSpec(index, served.uri, served.location, worker_settings, config, host, port, address, authkey,
-                          os.getpid(), log_level, access_log)
+                          os.getpid(), log_level, access_log,
+                          reference=served.reference if settings.reference is not None else None)
 
     processes: list[subprocess.Popen] = []
     try:
