@@ -309,8 +309,8 @@ directory = "out"
 backend = "ray"
 
 [[workloads]]
-train = "trainers:steady"
-train_kwargs = {{ steps = 100, step_s = 0.002 }}
+train = "trainers:allocate"
+train_kwargs = {{ megabytes = 0, steps = 100, sleep_s = 0.01 }}
 eval_every = 50
 name = "steady"
 

@@ -12,6 +12,7 @@ import uuid
 from multiprocessing import util
 from pathlib import Path
 
+import psutil
 import pytest
 
 import frugalml.executors._local as local
@@ -148,8 +149,12 @@ def test_what_a_preloaded_library_sets_in_the_environment_survives_and_so_does_a
     local.preload("sets_environment_at_import")  # sets FRUGALML_TEST_VALUE=7
     try:
         assert run(reports_environment).last("val_loss") == 7.0
-        os.kill(forkserver._forkserver._forkserver_pid, 9)
-        time.sleep(0.2)
+        pid = forkserver._forkserver._forkserver_pid
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 10  # dead, left for multiprocessing to reap
+        while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         assert run(reports_environment).last("val_loss") == 7.0  # imported again by the new forkserver
         monkeypatch.setenv("FRUGALML_TEST_VALUE", "3")
         assert run(reports_environment).last("val_loss") == 3.0  # the driver's own value wins

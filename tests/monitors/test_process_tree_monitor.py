@@ -86,7 +86,7 @@ def test_cpu_percent_of_busy_and_sleeping_children(spawn):
     time.sleep(1.0)
     busy_sample, sleeping_sample = busy_monitor.sample(), sleeping_monitor.sample()
     got = 100 * (sum(busy_process.cpu_times()[:2]) - cpu_before) / (time.monotonic() - started)
-    assert got > 20 and busy_sample["cpu_percent"] == pytest.approx(got, abs=10)
+    assert got > 5 and busy_sample["cpu_percent"] == pytest.approx(got, abs=10)  # > 5: busy, however loaded
     assert sleeping_sample["cpu_percent"] < 10
     assert busy_sample["cpu_s"] > sleeping_sample["cpu_s"]
 
@@ -111,8 +111,11 @@ def test_cpu_s_includes_children_that_already_exited(spawn):
 
 def test_cpu_percent_is_left_out_over_a_window_shorter_than_clock_ticks(spawn):
     child = spawn("step()\n")
+    created = time.monotonic()
     monitor = ProcessTreeMonitor(child.pid)
-    assert "cpu_percent" not in monitor.sample()  # right after creation
+    first = monitor.sample()
+    if time.monotonic() - created < monitor.min_cpu_window_s:  # not when a loaded machine paused this process
+        assert "cpu_percent" not in first  # right after creation
     time.sleep(monitor.min_cpu_window_s)
     assert "cpu_percent" in monitor.sample()
 

@@ -61,11 +61,12 @@ def study(tmp_path, name, workloads, budget, predicted=True):
 
 
 def test_trial_time_predicted_over_budget_stops_long_before_the_hard_rule(tmp_path):
-    # 400 steps of 5 ms: about 2 s against a 1 s budget; a 100-step trial fits.
-    long = Workload(train=trainers.steady, train_kwargs={"steps": 400, "step_s": 0.005}, eval_every=20,
-                    max_steps=400, name="long")
-    short = Workload(train=trainers.steady, train_kwargs={"steps": 100, "step_s": 0.002}, eval_every=20,
-                     max_steps=100, name="short")
+    # 400 steps that sleep 5 ms: over 2 s against a 1 s budget, on a busy machine too (the hard rule's
+    # step does not hang on a CPU share); 40 steps of 1 ms fit, even with a small share of a core.
+    long = Workload(train=trainers.allocate, train_kwargs={"megabytes": 0, "steps": 400, "sleep_s": 0.005},
+                    eval_every=20, max_steps=400, name="long")
+    short = Workload(train=trainers.steady, train_kwargs={"steps": 40, "step_s": 0.001}, eval_every=20,
+                     max_steps=40, name="short")
     predicted = tune(study(tmp_path, "predicted", [long, short], {"max_trial_seconds": 1.0}))
     by_name = {r.workload: r for r in predicted.records}
     assert by_name["short"].status is TrialStatus.COMPLETED and by_name["short"].stop is None

@@ -83,7 +83,9 @@ def outside_model(tmp_path_factory):
     model = HistGradientBoostingRegressor(max_iter=50, random_state=0).fit(X, y)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("outside")
+    # artifacts in the test's folder: MLflow's default root is ./mlruns, in whatever folder pytest runs from
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "outside", artifact_location=(folder / "artifacts").as_uri()))
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(2), serialization_format="cloudpickle")
     mlflow.register_model(info.model_uri, "wine")

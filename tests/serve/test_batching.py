@@ -72,8 +72,8 @@ def test_rows_wait_at_most_max_wait_for_others():
         await batcher.close()
         return time.perf_counter() - started
 
-    assert 0.045 <= asyncio.run(one(0.05)) < 0.5
-    assert asyncio.run(one(0.0)) < 0.05  # no deliberate wait: predicted as soon as the model is free
+    assert 0.45 <= asyncio.run(one(0.5)) < 3.0
+    assert asyncio.run(one(0.0)) < 0.3  # no deliberate wait: predicted as soon as the model is free
 
 
 def test_the_next_batch_fills_while_the_model_is_busy():

@@ -210,12 +210,14 @@ def test_a_dead_worker_is_replaced_its_ids_stay_valid_and_sigkilling_the_parent_
     server = start_workers(model_dir, tmp_path)
     try:
         labels = []
+        before = value(scrape(server.client), "frugalml_predicted_rows_total")
         for index in (0, 1):  # ids from both workers: whichever dies, its ids are among them
             client = WorkerClient(server.url, index)
             body = client.post("/predict", json={"instances": split.X_test[:2].tolist()}).json()
             labels += [{"prediction_id": i, "label": p} for i, p in zip(body["ids"], body["predictions"])]
             client.client.close()
-        time.sleep(0.3)  # shipped to the monitor process
+        # shipped to the monitor process (the rows counted there) before a worker dies with them
+        scrape_until(server.client, lambda s: value(s, "frugalml_predicted_rows_total") >= before + 4)
         server.kill_a_worker()
         for index in (0, 1):  # wait until both answer again
             WorkerClient(server.url, index).client.close()

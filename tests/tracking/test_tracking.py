@@ -139,7 +139,8 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_resume_lo
         server, tmp_path, blackhole, capfd, caplog, monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}" if server == "closed port" else blackhole.url
     # 40 busy steps a trial, as elsewhere: no assertion depends on how long the trials take (the 10 s
-    # guards against MLflow's own time limits and retries, 15 s a request; the probe gives up after 3)
+    # 14 s guards against MLflow's own time limits and retries, 15 s a request; the probe gives up after 3,
+    # and a loaded machine takes 2-4 s to start the CLI and its forkserver)
     study_file = write_study(tmp_path / "s.toml", STUDY.format(name="down", steps=40, uri=uri))
     status, lines, stdout = _tune_watching_stderr(study_file, tmp_path)
     assert status == 0, lines
@@ -148,7 +149,7 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds_and_resume_lo
     assert len(warnings) == 1, lines  # once, not per trial
     at, line = warnings[0]
     assert uri in line and "unreachable" in line and "--resume" in line
-    assert at < 10, f"the message came {at:.1f} s after the start"
+    assert at < 14, f"the message came {at:.1f} s after the start"
     assert not any("Traceback" in line for _, line in lines)
     store = ResultStore(tmp_path / "out")
     assert len(store.mlflow_runs()) == 4 and set(store.mlflow_runs().values()) == {None}
