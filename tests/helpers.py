@@ -211,14 +211,23 @@ class ServerProcess:
             time.sleep(0.1)
         return self
 
+    def workers(self) -> list[psutil.Process]:
+        """With --workers: the worker processes (forked by the server's forkserver, a child of the server)."""
+        found = []
+        for process in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # one that exited and was reaped since
+                if process.ppid() != self.process.pid:
+                    found.append(process)
+        return found
+
     def kill_a_worker(self, timeout: float = 90) -> None:
         """With --workers: SIGKILL one worker; returns once the server has started another (which
         may still be loading its model)."""
-        workers = psutil.Process(self.process.pid).children()
+        workers = self.workers()
         assert len(workers) == 2, workers
         workers[0].kill()
         deadline = time.monotonic() + timeout
-        while "starting it again" not in self.log() or len(psutil.Process(self.process.pid).children()) < 2:
+        while "starting it again" not in self.log() or len(self.workers()) < 2:
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.2)
 

@@ -84,7 +84,7 @@ def train(trial):
 
 
 def test_keras_is_named_unless_the_module_chooses_its_backend_itself(module):
-    # the forkserver imports it only where it takes the torch backend there (frugalml.executors._preload)
+    # the forkserver imports it only where it takes the torch backend there (frugalml._preload)
     assert worker_imports(f"{module('keras_train', KERAS)}:train") == (
         "frugalml.integrations.keras", "keras", "torch._dynamo")
     chooses = module("keras_own_backend", 'import os\nos.environ["KERAS_BACKEND"] = "jax"\n' + KERAS)
@@ -92,7 +92,7 @@ def test_keras_is_named_unless_the_module_chooses_its_backend_itself(module):
 
 
 def test_the_forkserver_imports_keras_only_where_it_would_take_the_torch_backend(monkeypatch):
-    from frugalml.executors._preload import _keras_on_torch
+    from frugalml._preload import _keras_on_torch
 
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     assert not _keras_on_torch()

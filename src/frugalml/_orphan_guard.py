@@ -1,4 +1,4 @@
-"""Imported first by the trial workers' forkserver, so that it dies with the driver.
+"""Imported first by frugalml's forkservers (trial workers', ``serve --workers``'), so that each dies with its driver.
 
 CPython's forkserver notices its driver's death only once it has imported its preload
 modules (seconds, for the ML stack) and waits on its pipe; a driver killed during those

@@ -2,18 +2,111 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.context
 import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 
 import psutil
 
 _PR_SET_PDEATHSIG = 1
 DRIVER_PID_ENV = "FRUGALML_DRIVER_PID"  # set for a child that must die with the driver before it can ask
+ORPHAN_GUARD_MODULE = "frugalml._orphan_guard"  # a forkserver's first preload: it dies with its starter
+PRELOAD_MODULE = "frugalml._preload"  # a forkserver's preload that imports what PRELOAD_ENV names
+PRELOAD_ENV = "FRUGALML_PRELOAD"  # set while the forkserver starts
+
+
+def forkserver_running() -> bool:
+    """Whether the forkserver this process started is alive, without reaping it (CPython's
+    ``ensure_running`` does, before it starts another)."""
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid
+    if pid is None or not hasattr(os, "waitid"):
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+
+
+_forkserver_made_for: tuple | None = None  # (preload, modules, ignored signals) of the running forkserver
+
+
+def use_forkserver(preload: Sequence[str], modules: Sequence[str] = (),
+                   ignore: Sequence[signal.Signals] = (signal.SIGINT,)) -> multiprocessing.context.BaseContext:
+    """The forkserver context of a forkserver that imported ``preload``, then ``modules`` through
+    :data:`PRELOAD_MODULE`, and ignores ``ignore``: the running one if it was made so, else a new
+    one. CPython keeps one forkserver a process: one made for other workers (a study's, then a
+    server's, in one notebook) is stopped, which ends the workers forked from it that asked to die
+    with it; one that died is started again with the same imports (CPython's own restart would
+    start it without ``modules``)."""
+    global _forkserver_made_for
+    context = multiprocessing.get_context("forkserver")
+    wanted = (tuple(preload), tuple(modules), tuple(ignore))
+    running = forkserver_running()
+    if running and _forkserver_made_for == wanted:
+        return context
+    if running:
+        stop_forkserver()
+    context.set_forkserver_preload(list(preload))
+    start_forkserver(list(modules), ignore)
+    _forkserver_made_for = wanted
+    return context
+
+
+def forkserver_imports() -> tuple[str, ...]:
+    """What the running forkserver was started importing: its preload modules, then the modules
+    :data:`PRELOAD_MODULE` imported (``()`` when :func:`use_forkserver` started none)."""
+    if _forkserver_made_for is None or not forkserver_running():
+        return ()
+    preload, modules, _ = _forkserver_made_for
+    return preload + modules
+
+
+def stop_forkserver() -> None:
+    """Stop this process's forkserver, if it started one (CPython's own way, as its tests do)."""
+    global _forkserver_made_for
+    from multiprocessing import forkserver
+
+    _forkserver_made_for = None
+    if forkserver._forkserver._forkserver_pid is not None:
+        with contextlib.suppress(OSError, ChildProcessError):  # already gone and reaped
+            forkserver._forkserver._stop()
+
+
+def start_forkserver(modules: list[str], ignore: Sequence[signal.Signals] = (signal.SIGINT,)) -> None:
+    """Start this process's forkserver (its preload list set before), which imports ``modules``
+    through :data:`PRELOAD_MODULE`, with ``ignore`` ignored (the disposition survives its exec).
+
+    CPython's forkserver ignores SIGINT only after its preload imports; a Ctrl-C
+    sent to the terminal's process group during those seconds would print a
+    traceback from it. Ctrl-C is its starter's to handle. Off the main thread,
+    signals cannot be changed, and the forkserver notices its starter's death
+    only after its imports, on its pipe (a parent-death signal is tied to the
+    thread that started it; :data:`ORPHAN_GUARD_MODULE` asks for one from the main thread).
+    """
+    from multiprocessing import forkserver
+
+    main = threading.current_thread() is threading.main_thread()
+    variables = {PRELOAD_ENV: ",".join(modules)}  # read (and dropped) by the forkserver
+    if main:
+        variables[DRIVER_PID_ENV] = str(os.getpid())  # frugalml._orphan_guard
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignore} if main else {}
+    os.environ.update(variables)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name in variables:
+            os.environ.pop(name, None)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def die_with_parent(driver_pid: int | None = None) -> None:

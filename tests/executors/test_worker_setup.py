@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 import frugalml.executors._local as local
+from frugalml.processes import ORPHAN_GUARD_MODULE, PRELOAD_MODULE, forkserver_imports, use_forkserver
 from frugalml.executors import LocalExecutor, TrialTask
 from frugalml.executors._worker import WARM_MODULE
 from frugalml.records import TrialStatus
@@ -76,6 +78,20 @@ def test_a_worker_runs_with_its_tasks_thread_limits_set_through_the_forkservers_
             assert ("openblas", cpus) in [tuple(t) for t in record.info["threads"]], record.info["threads"]  # raised
 
 
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="workers are spawned here")
+def test_a_forkserver_made_for_a_server_is_replaced_before_a_trial_forks_from_it():
+    """CPython keeps one forkserver a process: after ``serve --workers`` in a notebook (its forkserver
+    imports the serving stack, not the trials' base set), a study's trial gets a forkserver of its own."""
+    served = use_forkserver([ORPHAN_GUARD_MODULE, PRELOAD_MODULE], ["uvicorn"], ignore=(signal.SIGINT, signal.SIGTERM))
+    served_imports = forkserver_imports()
+    assert "uvicorn" in served_imports
+    local.reset_preload()
+    record = run(report_threads)
+    assert record.status is TrialStatus.COMPLETED, record.error
+    assert record.info["warm"] is True and record.info["blas_env"] is not None  # the trials' base set
+    assert "uvicorn" not in forkserver_imports() and served.get_start_method() == "forkserver"
+
+
 def test_the_driver_waits_on_the_exit_not_the_closed_pipe_of_a_worker_that_sent_its_last_message(monkeypatch):
     calls = []
 
@@ -110,13 +126,13 @@ def test_each_study_gets_a_forkserver_that_imported_what_its_workers_need_and_no
 
     network = Workload(dataset="diabetes", algorithm="mlp", max_steps=2, eval_every=2)
     assert tune(study("net", network)).records[0].status is TrialStatus.COMPLETED
-    assert "torch" in local._serving
+    assert "torch" in forkserver_imports()
     plain = tune(study("plain", Workload(train=report_torch, name="plain"))).records[0]
     assert plain.status is TrialStatus.COMPLETED, plain.error
-    assert plain.info["torch"] is False and "torch" not in local._serving
-    assert "sklearn.linear_model" not in local._serving
+    assert plain.info["torch"] is False and "torch" not in forkserver_imports()
+    assert "sklearn.linear_model" not in forkserver_imports()
     assert tune(study("net-again", network)).records[0].status is TrialStatus.COMPLETED
-    assert "torch" in local._serving
+    assert "torch" in forkserver_imports()
     own = tune(study("own-torch", Workload(train=import_torch, name="own"))).records[0]
     assert own.status is TrialStatus.COMPLETED, own.error
     assert (own.info["torch"], own.info["sklearn"]) == (True, False)  # inherited from its forkserver; no scikit-learn
@@ -130,7 +146,7 @@ def test_a_preloaded_module_that_raises_leaves_the_forkserver_up_and_its_error_t
     try:
         failed = run(import_a_module_that_raises)
         assert failed.status is TrialStatus.FAILED and "raised at import" in failed.error, failed.error
-        assert "raises_at_import" in local._serving and run(report_threads).status is TrialStatus.COMPLETED
+        assert "raises_at_import" in forkserver_imports() and run(report_threads).status is TrialStatus.COMPLETED
     finally:
         local.reset_preload()
 

@@ -244,3 +244,23 @@ def test_monitor_by_a_name_two_running_servers_share_is_one_line_naming_both(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "2 running servers match 'model'" in err, err
     assert "http://127.0.0.1:8001" in err and "http://127.0.0.1:8002" in err
+
+
+def test_a_flavour_that_configures_logging_on_import_does_not_silence_the_servers_warnings():
+    """MLflow's PyTorch flavour calls ``logging.basicConfig(level=ERROR)`` when imported, which left
+    the server of a torch model printing no warning (a worker that died, a server open to anyone):
+    the server configures logging before it loads a model, and a worker (whose forkserver imported
+    the flavour) forces its own configuration."""
+    import subprocess
+    import sys
+
+    first = ("from frugalml.serve._server import configure_logging; configure_logging('warning'); "
+             "import logging, mlflow.pytorch; logging.getLogger('frugalml.serve').warning('a worker exited')")
+    forced = ("import logging, mlflow.pytorch; from frugalml.serve._server import configure_logging; "
+              "assert logging.getLogger().level == logging.ERROR, 'MLflow no longer sets it: drop the test'; "
+              "configure_logging('warning', force=True); "
+              "logging.getLogger('frugalml.serve').warning('a worker exited')")
+    for code in (first, forced):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "WARNING frugalml.serve: a worker exited" in result.stderr, result.stderr

@@ -26,12 +26,12 @@ from frugalml.executors._base import Executor, ExecutorSettings, StudyState
 from frugalml.executors._gpu import warn_if_gpu_budget_unmeasurable, why_no_gpu_here
 from frugalml.executors._lifecycle import TrialLifecycle
 from frugalml.executors._task import TrialTask
-from frugalml.executors._worker import BLAS_MODULE, PRELOAD_ENV, PRELOAD_MODULE, WARM_MODULE, run_worker
+from frugalml.executors._worker import BLAS_MODULE, WARM_MODULE, run_worker
 from frugalml.exceptions import ConfigError
 from frugalml.monitors import (
     EnergyMonitor, GpuMonitor, ProcessTreeMonitor, default_watts_per_core, tree_monitors, visible_gpus,
 )
-from frugalml.processes import DRIVER_PID_ENV
+from frugalml.processes import ORPHAN_GUARD_MODULE, PRELOAD_MODULE, use_forkserver
 from frugalml.messages import Message, WindowEnd
 from frugalml.metrics import CPU_S, ENERGY_J
 from frugalml.records import StopInfo, TrialRecord
@@ -42,7 +42,7 @@ from frugalml.trial import PROGRESS_MARK, PROGRESS_SIZE
 # built-in workloads, a user's frameworks for theirs. A library preloaded and never used is paid
 # anyway, in CPU and in each worker's memory: inherited heap counts in RSS - shared (scikit-learn
 # and pandas: ~94 MB in a fresh process, a trial measured ~60 MB more with them)
-BASE_PRELOAD = ("frugalml._orphan_guard", BLAS_MODULE, "numpy", "threadpoolctl", "frugalml.executors._worker")
+BASE_PRELOAD = (ORPHAN_GUARD_MODULE, BLAS_MODULE, "numpy", "threadpoolctl", "frugalml.executors._worker")
 PRELOAD = list(BASE_PRELOAD)  # what the next forkserver imports: the base and what the study's workers need
 DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fast cadence
 # USS walks every mapped page: 10-40 CPU-ms for a worker that mapped a few hundred MB (a memory-mapped
@@ -50,8 +50,6 @@ DETAILED_SAMPLE_EVERY_S = 2.0  # USS costs ~4 ms per process: keep it off the fa
 DETAILED_MAX_SHARE = 0.005
 REAP_WAIT_S = 1.0  # a SIGKILLed tree is reaped in ~25 ms; the watchdog never waits longer than this
 
-_context: multiprocessing.context.BaseContext | None = None
-_serving: frozenset[str] | None = None  # what the running forkserver imported
 
 
 def preload(*modules: str) -> None:
@@ -83,66 +81,11 @@ def _too_few_gpus(gpus: float, visible: int) -> ConfigError:
 
 def worker_context() -> multiprocessing.context.BaseContext:
     """A forkserver context with :data:`PRELOAD` imported (spawn where fork is unavailable)."""
-    global _context, _serving
-    if _context is None:
-        _context = multiprocessing.get_context(
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    if _context.get_start_method() != "forkserver":
-        return _context
-    if frozenset(PRELOAD) != _serving:
-        from multiprocessing import forkserver
-
-        if _serving is not None:  # between studies: its workers are gone (each keeps running if not)
-            with contextlib.suppress(OSError):  # already gone and reaped
-                forkserver._forkserver._stop()  # CPython's own way to stop it (its tests use it)
-        # the base as modules; the rest through PRELOAD_MODULE, which survives one that raises; WARM_MODULE last
-        _context.set_forkserver_preload([*BASE_PRELOAD, PRELOAD_MODULE, WARM_MODULE])
-    if not _forkserver_running():  # one that died is started again naming the rest (CPython's own restart would not)
-        _start_forkserver([m for m in PRELOAD if m not in BASE_PRELOAD])
-    _serving = frozenset(PRELOAD)
-    return _context
-
-
-def _forkserver_running() -> bool:
-    """Whether the forkserver this process started is alive, without reaping it (CPython's
-    ``ensure_running`` does, before it starts another)."""
-    from multiprocessing import forkserver
-
-    pid = forkserver._forkserver._forkserver_pid
-    if pid is None or not hasattr(os, "waitid"):
-        return False
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return False
-
-
-def _start_forkserver(modules: list[str]) -> None:
-    """Start the forkserver, importing ``modules`` after the base, with SIGINT ignored (the
-    disposition survives its exec).
-
-    CPython's forkserver ignores SIGINT only after its preload imports; a Ctrl-C
-    sent to the terminal's process group during those seconds would print a
-    traceback from it. Ctrl-C is the driver's to handle. Off the main thread,
-    signals cannot be changed, and the forkserver notices the driver's death
-    only after its imports, on its pipe (a parent-death signal is tied to the
-    thread that started it).
-    """
-    from multiprocessing import forkserver
-
-    main = threading.current_thread() is threading.main_thread()
-    variables = {PRELOAD_ENV: ",".join(modules)}  # read (and dropped) by the forkserver
-    if main:
-        variables[DRIVER_PID_ENV] = str(os.getpid())  # frugalml._orphan_guard
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    os.environ.update(variables)
-    try:
-        forkserver.ensure_running()
-    finally:
-        for name in variables:
-            os.environ.pop(name, None)
-        if main:
-            signal.signal(signal.SIGINT, previous)
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    # the base as modules; the rest through PRELOAD_MODULE, which survives one that raises; WARM_MODULE last.
+    # Between studies, one made for another preload is stopped: its workers are gone
+    return use_forkserver([*BASE_PRELOAD, PRELOAD_MODULE, WARM_MODULE], [m for m in PRELOAD if m not in BASE_PRELOAD])
 
 
 @contextlib.contextmanager

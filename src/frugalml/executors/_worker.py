@@ -17,14 +17,12 @@ from frugalml.executors._lifecycle import failed
 from frugalml.executors._task import TrialTask, resolve_train_function
 from frugalml.messages import Done, FirstStep, Message, WindowEnd
 from frugalml.monitors import private_bytes
-from frugalml.processes import die_with_parent
+from frugalml.processes import PRELOAD_MODULE, die_with_parent
 from frugalml.trial import Trial
 from frugalml.units import to_mb
 
 WARM_MODULE = "frugalml.executors._warm"  # the forkserver imports it last (see there)
 BLAS_MODULE = "frugalml._blas_threads"  # and this one before numpy
-PRELOAD_MODULE = "frugalml.executors._preload"  # and this one before the last: it imports the study's libraries
-PRELOAD_ENV = "FRUGALML_PRELOAD"  # what that module imports, set while the forkserver starts
 
 
 def _pin(core: int | None, cpus: int) -> None:

@@ -29,7 +29,7 @@ Family = tuple[str, str, str, tuple[tuple[str, tuple[tuple[str, str], ...], floa
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker process needs to start (pickled to its stdin by the parent)."""
+    """What a worker process needs to start (pickled to it by :mod:`multiprocessing`)."""
 
     index: int
     model_uri: str

@@ -25,6 +25,15 @@ from frugalml.serve._model import load_model
 from frugalml.serve._settings import ServerSettings
 
 
+def configure_logging(log_level: str, who: str = "", *, force: bool = False) -> None:
+    """The server's log lines at ``log_level``. Called before the model loads: MLflow's PyTorch flavour
+    calls ``logging.basicConfig(level=ERROR)`` when imported (``mlflow.pytorch._lightning_autolog``),
+    which, first, left a torch model's server printing no warning at all (a worker that died, a
+    server open to anyone). ``force``: in a worker, which inherits what the forkserver's imports set."""
+    logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s",
+                        force=force)
+
+
 def servers_dir() -> Path:
 
     return cache_root() / "servers"
@@ -125,12 +134,15 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
     """Load ``model_uri`` and serve it until interrupted: in this process, with ``workers``
     worker processes sharing one monitoring state (:mod:`frugalml.serve._supervisor`), or with Ray Serve
     replicas sharing one (``ray``, a :class:`~frugalml.serve._ray.RaySettings`). ``challenger``
-    (:class:`~frugalml.serve._challenger.ChallengerSettings`): a second version in shadow or canary."""
+    (:class:`~frugalml.serve._challenger.ChallengerSettings`): a second version in shadow or canary.
+    With ``workers``, as with any :mod:`multiprocessing` use, a script calls it under
+    ``if __name__ == "__main__":`` (each worker imports the script it was started from)."""
     import uvicorn
 
     from frugalml.serve._app import create_app
 
     settings = settings or ServerSettings()
+    configure_logging(log_level)  # before the model: its flavour's import may configure logging its own way
     if ray is not None and settings.max_batch_size is not None:
         raise ConfigError("--max-batch-size works in one process or with --workers N, not yet with --backend ray; "
                           "leave it out there.")
@@ -150,7 +162,6 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
                                challenger, settings.reference, config.quality_window)
     if ray is None:  # on Ray the proxy listens on the head node, maybe another machine
         _check_port(host, port)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
         logging.getLogger("frugalml.serve").warning(
             "serving on %s without --predict-token: anyone who can reach it can predict", host)

@@ -1,35 +1,20 @@
 """One worker process of ``frugalml serve --workers N``: loads the model and serves HTTP.
 
-Started by :mod:`frugalml.serve._supervisor` as ``python -c 'from frugalml.serve._worker import main; main()'``
-with a pickled :class:`WorkerSpec` on its stdin. It never outlives that parent: on Linux the
-kernel sends it SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``), and everywhere a
-thread blocked on the stdin pipe sees it close and stops the worker. Every worker listens on the
-same port with ``SO_REUSEPORT``, so the kernel spreads connections over them.
+Started by :mod:`frugalml.serve._supervisor` with :mod:`multiprocessing` (:func:`run` and a
+:class:`WorkerSpec`), forked from a forkserver that imported the serving stack once. It never
+outlives its parent: on Linux the kernel sends it SIGKILL when the forkserver dies, which dies
+with the parent (``prctl(PR_SET_PDEATHSIG)``), and everywhere a thread waiting on the parent's
+sentinel ends it once the parent is gone. Every worker listens on the same port with
+``SO_REUSEPORT``, so the kernel spreads connections over them.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import pickle
 import signal
 import socket
-import sys
-import threading
 
-from frugalml.processes import die_with_parent
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    die_with_parent(parent_pid)
-
-    def watch() -> None:  # where prctl is missing too
-        try:
-            sys.stdin.buffer.read()  # returns when the parent's end of the pipe closes
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, daemon=True, name="frugalml-parent-watch").start()
+from frugalml.processes import die_with_parent, exit_with_parent
+from frugalml.serve._messages import WorkerSpec
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -45,17 +30,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main() -> None:
-    spec = pickle.load(sys.stdin.buffer)
-    _die_with_parent(spec.parent_pid)
-    logging.basicConfig(level=spec.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s %(name)s[worker {spec.index}]: %(message)s")
+def run(spec: WorkerSpec) -> None:
+    """The worker's life: load the model, serve until SIGTERM (or SIGINT)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver ignores it; a worker stops on it
+    die_with_parent(spec.parent_pid)
+    exit_with_parent()
     import uvicorn
 
     from frugalml.serve._app import create_app
     from frugalml.serve._model import load_model
     from frugalml.serve._remote import HubLink
-    from frugalml.serve._server import json_errors_protocol
+    from frugalml.serve._server import configure_logging, json_errors_protocol
+
+    configure_logging(spec.log_level, f"[worker {spec.index}]", force=True)
 
     settings, config = spec.settings, spec.config
     # the parent's version, from where it found it: no registry to open again (~1.1 CPU-s), nor an alias that moved

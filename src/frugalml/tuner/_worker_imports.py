@@ -32,7 +32,7 @@ from frugalml.tuner._train_source import find_spec_without_importing, module_sou
 
 #: top-level packages whose import starts no thread and opens no device (checked on CPython 3.11:
 #: torch 2, Lightning 2, transformers 4, XGBoost, LightGBM, scikit-learn, pandas, SciPy; Keras 3
-#: on the torch backend, which the forkserver checks for itself: :mod:`frugalml.executors._preload`)
+#: on the torch backend, which the forkserver checks for itself: :mod:`frugalml._preload`)
 FRAMEWORKS = frozenset({"torch", "torchvision", "lightning", "pytorch_lightning", "transformers", "xgboost",
                         "lightgbm", "keras"})
 SCIENTIFIC = frozenset({"numpy", "pandas", "scipy", "sklearn"})  # any of their modules: computation only

@@ -1,9 +1,12 @@
-"""Imported by the trial workers' forkserver after the base set: the libraries this study's
-workers import (scikit-learn for the built-in workloads; torch, Lightning, XGBoost... for a
-user's own training function), once, so that each worker inherits them instead of importing
-them again (torch: ~3 CPU-s a worker, Lightning ~8).
+"""Imported by frugalml's forkservers after their base set: the libraries the workers import, once,
+so that each worker inherits them instead of importing them again. For a study's trial workers,
+scikit-learn for the built-in workloads; torch, Lightning, XGBoost... for a user's own training
+function (torch: ~3 CPU-s a worker, Lightning ~8). For ``frugalml serve --workers N``, the
+serving stack and the model's flavour (~3 CPU-s and ~140 MB a worker, see
+:mod:`frugalml.serve._supervisor`).
 
-The driver names them in ``PRELOAD_ENV`` while it starts the forkserver. One that fails to
+The process that starts the forkserver names them in ``PRELOAD_ENV``
+(:func:`frugalml.processes.start_forkserver`). One that fails to
 import here is skipped, not fatal (CPython's forkserver survives only an ``ImportError``): the
 worker imports it again and its trial reports the error, as it would without the preload.
 Keras is imported only where it would take the torch backend here, on the machine that forks
@@ -12,11 +15,12 @@ environment (Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK``, the Keras adapter's 
 in :data:`ENVIRONMENT`, for each worker to set again after taking the driver's environment.
 """
 
+import gc
 import importlib
 import importlib.util
 import os
 
-from frugalml.executors._worker import PRELOAD_ENV
+from frugalml.processes import PRELOAD_ENV
 
 KERAS_ADAPTER = "frugalml.integrations.keras"
 
@@ -35,3 +39,6 @@ for _name in filter(None, os.environ.pop(PRELOAD_ENV, "").split(",")):
     except Exception:  # noqa: BLE001, S110 - left to the worker's own import (above)
         pass
 ENVIRONMENT = {name: value for name, value in os.environ.items() if _before.get(name) != value}
+# what was imported goes to the permanent generation: a forked worker's collections skip it, so they
+# neither spend CPU walking it nor write to its pages (which copy-on-write would then copy into the worker)
+gc.freeze()
