@@ -55,7 +55,8 @@ def test_a_plain_objective_is_pruned_for_memory_by_processes_sharing_a_sqlite_st
 
 
 def test_system_metrics_prunes_slow_steps_and_defers_to_a_wrapped_pruner(tmp_path):
-    pruner = SystemBudgetPruner({"max_mean_step_ms": 10}, wrapped=optuna.pruners.ThresholdPruner(upper=5.0))
+    # 1-ms steps well inside 20 ms on a loaded machine too (a descheduled process stretches a step); 30-ms ones over
+    pruner = SystemBudgetPruner({"max_mean_step_ms": 20}, wrapped=optuna.pruners.ThresholdPruner(upper=5.0))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", pruner=pruner)
 
     def objective(trial):
@@ -77,7 +78,7 @@ def test_system_metrics_prunes_slow_steps_and_defers_to_a_wrapped_pruner(tmp_pat
     study.optimize(objective, n_trials=3)
     fast, slow, bad = study.trials
     assert fast.state is optuna.trial.TrialState.COMPLETE
-    assert fast.user_attrs[ATTR]["mean_step_ms"] < 10
+    assert fast.user_attrs[ATTR]["mean_step_ms"] < 20
     assert slow.state is optuna.trial.TrialState.PRUNED and slow.user_attrs[STOP_ATTR]["rule"] == "max_mean_step_ms"
     assert slow.user_attrs[STOP_ATTR]["value"] >= 25  # ~30 ms steps
     assert bad.state is optuna.trial.TrialState.PRUNED and STOP_ATTR not in bad.user_attrs  # the wrapped pruner
@@ -105,7 +106,7 @@ def test_time_spent_storing_a_report_is_not_billed_to_the_next_step():
                 system.step()
             system.report(1.0, epoch)
             system.should_prune()
-    assert 1.5 < trial.user_attrs[ATTR]["mean_step_ms"] < 10  # 2 ms steps; 200 ms of writes left out
+    assert 1.5 < trial.user_attrs[ATTR]["mean_step_ms"] < 15  # 2 ms steps; the writes would add 20 ms a step
 
 
 def _tpe_study(arm: str, seed: int = 0) -> tuple[float, list[dict]]:
