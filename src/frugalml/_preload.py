@@ -6,7 +6,7 @@ serving stack and the model's flavour (~3 CPU-s and ~140 MB a worker, see
 :mod:`frugalml.serve._supervisor`).
 
 The process that starts the forkserver names them in ``PRELOAD_ENV``
-(:func:`frugalml.processes.start_forkserver`). One that fails to
+(:func:`frugalml.processes.use_forkserver`). One that fails to
 import here is skipped, not fatal (CPython's forkserver survives only an ``ImportError``): the
 worker imports it again and its trial reports the error, as it would without the preload.
 Keras is imported only where it would take the torch backend here, on the machine that forks
@@ -40,5 +40,7 @@ for _name in filter(None, os.environ.pop(PRELOAD_ENV, "").split(",")):
         pass
 ENVIRONMENT = {name: value for name, value in os.environ.items() if _before.get(name) != value}
 # what was imported goes to the permanent generation: a forked worker's collections skip it, so they
-# neither spend CPU walking it nor write to its pages (which copy-on-write would then copy into the worker)
+# neither spend CPU walking it nor write to its pages (which copy-on-write would then copy into the worker).
+# The serve forkserver's last import; the trials' imports frugalml.executors._warm after it, which freezes
+# again what its warm-up left (a list splice: nothing repeated)
 gc.freeze()

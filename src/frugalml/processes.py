@@ -56,7 +56,7 @@ def use_forkserver(preload: Sequence[str], modules: Sequence[str] = (),
     if running:
         stop_forkserver()
     context.set_forkserver_preload(list(preload))
-    start_forkserver(list(modules), ignore)
+    _start_forkserver(list(modules), ignore)
     _forkserver_made_for = wanted
     return context
 
@@ -81,7 +81,7 @@ def stop_forkserver() -> None:
             forkserver._forkserver._stop()
 
 
-def start_forkserver(modules: list[str], ignore: Sequence[signal.Signals] = (signal.SIGINT,)) -> None:
+def _start_forkserver(modules: list[str], ignore: Sequence[signal.Signals] = (signal.SIGINT,)) -> None:
     """Start this process's forkserver (its preload list set before), which imports ``modules``
     through :data:`PRELOAD_MODULE`, with ``ignore`` ignored (the disposition survives its exec).
 

@@ -43,7 +43,7 @@ class WorkerSpec:
     parent_pid: int
     log_level: str = "info"
     access_log: bool = False
-    reference: Any = None  # Reference: the parent's fingerprint of a --reference table, not made again
+    reference: Any = None  # Reference: the parent's fingerprint (of a --reference table: not made again)
 
 
 @dataclass(frozen=True)

@@ -71,15 +71,14 @@ def _flavors(path: Any) -> list[str]:
 
 
 def _start(spec: WorkerSpec, flavors: list[str]) -> BaseProcess:
-    for attempt in (1, 2):  # a forkserver that died while this one asked it to fork: started again once
+    for _ in range(2):  # a forkserver that died while asked to fork: started again once
         process = _worker_context(flavors).Process(target=run, args=(spec,), name=f"frugalml-serve-worker-{spec.index}")
         try:
             process.start()
             return process
         except (OSError, EOFError) as error:
-            if attempt == 2:
-                raise FrugalError(f"cannot start worker {spec.index}: {type(error).__name__}: {error}") from None
-    raise AssertionError("unreachable")
+            failure = error
+    raise FrugalError(f"cannot start worker {spec.index}: {type(failure).__name__}: {failure}")
 
 
 def _stop(processes: list[BaseProcess], timeout: float = 15.0) -> None:
@@ -122,8 +121,7 @@ def run_workers(served: Any, config: Any, workers: int, *, host: str, port: int,
 
     def spec(index: int) -> WorkerSpec:
         return WorkerSpec(index, served.uri, served.location, worker_settings, config, host, port, address, authkey,
-                          os.getpid(), log_level, access_log,
-                          reference=served.reference if settings.reference is not None else None)
+                          os.getpid(), log_level, access_log, served.reference)
 
     flavors = _flavors(served.path)
     processes: list[BaseProcess] = []

@@ -46,9 +46,8 @@ def run(spec: WorkerSpec) -> None:
 
     settings, config = spec.settings, spec.config
     # the parent's version, from where it found it: no registry to open again (~1.1 CPU-s), nor an alias that moved
-    # and the parent's fingerprint of a --reference table: not read and predicted again, nor changed since
-    reference = spec.reference if spec.reference is not None else settings.reference
-    served = load_model(spec.model_uri, settings.tracking_uri, reference, location=spec.location)
+    # and the parent's fingerprint (of a --reference table: not read and predicted again, nor changed since)
+    served = load_model(spec.model_uri, settings.tracking_uri, spec.reference, location=spec.location)
     sock = _listen(spec.host, spec.port)
     hub = HubLink(spec.index, spec.address, spec.authkey,
                   monitored=config.enabled and served.reference.has_statistics)
