@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -440,16 +441,25 @@ def _log_model_dir(refit: Refit, monitoring: Mapping[str, Any] | None, tmp: Path
 def _check_alias(alias: str) -> None:
     """MLflow's own alias rules, checked before anything is registered."""
     from mlflow.exceptions import MlflowException
+    from mlflow.utils import validation
 
+    # Private helpers, renamed in MLflow 3.18 (``_validate_model_alias_name*`` before). Where neither name
+    # exists, MLflow's documented rule: "latest" and "v<number>" are reserved.
+    checks = [getattr(validation, f"_validate{kind}_alias_name{suffix}", None)
+              for kind in ("", "_model") for suffix in ("", "_reserved")]
+    checks = [check for check in checks if check is not None] or [_reserved_alias]
     try:
-        from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
-    except ImportError:  # private helpers: if MLflow moves them, it still checks when setting the alias
-        return
-    try:
-        _validate_model_alias_name(alias)
-        _validate_model_alias_name_reserved(alias)
+        for check in checks:
+            check(alias)
     except MlflowException as error:
         raise RegistryError(f"cannot use alias {alias!r}: {one_line(error)} Pick another alias.") from None
+
+
+def _reserved_alias(alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise MlflowException(f"Alias name {alias!r} is reserved by MLflow.")
 
 
 def register(

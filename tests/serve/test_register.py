@@ -158,3 +158,40 @@ def test_latency_is_timed_on_fewer_calls_of_a_slow_model_not_for_longer():
     # 0.05 s of 20-ms calls is 2.5 a kind: the least of each kind is timed instead
     assert slow.calls == 1 + sum(LATENCY_LEAST_CALLS)
     assert time.perf_counter() - started < 2 and profile["single_row_p50_ms"] >= 20
+
+
+
+@pytest.fixture(scope="module")
+def one_version_registry(tmp_path_factory):
+    """A real MLflow registry with model ``m`` at version 1."""
+    from mlflow import MlflowClient
+
+    from frugalml.tracking import seed_sqlite_store
+
+    folder = tmp_path_factory.mktemp("aliases")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    seed_sqlite_store(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    client.create_model_version("m", source=str(folder))
+    return client
+
+
+@pytest.mark.parametrize("alias", ["champion", "v1", "V12", "latest", "LATEST", "v1a", "bad alias", "x" * 256])
+def test_the_alias_check_agrees_with_mlflows_registry(alias, one_version_registry):
+    """The early check rejects what MLflow's registry rejects (its helpers were renamed once, in MLflow 3.18)."""
+    from mlflow.exceptions import MlflowException
+
+    from frugalml.registry import RegistryError, _check_alias, _reserved_alias
+
+    def rejected(check) -> bool:
+        try:
+            check(alias)
+        except (MlflowException, RegistryError):
+            return True
+        return False
+
+    by_mlflow = rejected(lambda a: one_version_registry.set_registered_model_alias("m", a, "1"))
+    assert rejected(_check_alias) == by_mlflow
+    if alias.replace(" ", "").isalnum() and len(alias) < 256:  # the fallback covers the reserved names only
+        assert rejected(_reserved_alias) == by_mlflow or alias == "bad alias"
