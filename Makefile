@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-demo system-deps demo test bench reproduce-quick clean
+.PHONY: install install-demo system-deps demo test bench reproduce-quick clean lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,17 @@ $(PY):
 # own imports are the core; `frugalml report demo` draws it); `make test` installs every
 # extra. `make test` after `make demo` adds the rest to the same .venv; `make demo` after
 # `make test` installs nothing.
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e ".[all]"
+# Both install the versions in constraints.txt (pip's -c), the set `make test` last passed with here: a fresh
+# clone (CI's) then gets what was tested, not whatever was released since (MLflow 3.18 renamed a helper
+# frugalml used, and CI took it first). `make lock` moves the set to the newest versions pyproject.toml
+# allows (pip-compile); run `make test` before committing the new constraints.txt.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml | $(PY)
-	[ $(VENV)/.installed -nt pyproject.toml ] || $(PY) -m pip install -q -e ".[report]"
+$(VENV)/.installed-demo: pyproject.toml constraints.txt | $(PY)
+	[ $(VENV)/.installed -nt pyproject.toml ] && [ $(VENV)/.installed -nt constraints.txt ] || \
+		$(PY) -m pip install -q -c constraints.txt -e ".[report]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -61,6 +66,11 @@ reproduce-quick: install
 
 bench: install
 	$(PY) benchmarks/instrumentation_overhead.py
+
+lock: | $(PY)
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --upgrade --extra all --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links -o constraints.txt pyproject.toml
 
 clean:
 	rm -rf studies .pytest_cache
