@@ -155,3 +155,22 @@ def test_serving_an_outside_model_without_schema_or_reference_is_a_one_line_erro
     assert main(["serve", "models:/wine/1", "--tracking-uri", uri, "--reference", str(bad)]) == 2
     error = capsys.readouterr().err.strip()
     assert "has columns" in error and "the model takes" in error and len(error.splitlines()) == 1
+
+
+def test_a_model_fitted_on_arrays_takes_its_input_names_from_the_signature(outside_model, tmp_path):
+    """scikit-learn keeps no column names for a model fitted on a NumPy array; its MLflow signature has them."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import Ridge
+
+    from frugalml.serve import load_model
+
+    _, _, _, held_out = outside_model
+    X = held_out.head(100)
+    model = Ridge().fit(X.to_numpy(), np.arange(len(X), dtype=float))
+    assert not hasattr(model, "feature_names_in_")
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"), serialization_format="cloudpickle",
+                              signature=infer_signature(X, model.predict(X.to_numpy())))
+    served = load_model(str(tmp_path / "model"))
+    assert served.reference.feature_names == tuple(held_out.columns)
+    assert served.model.predict(X.to_numpy()) == pytest.approx(model.predict(X.to_numpy()))

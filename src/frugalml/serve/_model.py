@@ -284,6 +284,16 @@ def _calibration(model: Any, X: np.ndarray, y: np.ndarray | None) -> dict[str, A
     return Calibration.fit(confidence, predicted.astype(str) == np.asarray(y).astype(str)).to_dict()
 
 
+def _signature_names(path: Path) -> tuple[str, ...]:
+    """The input names of the model's column signature; () for none, or for a tensor signature."""
+    from mlflow.models import Model
+
+    schema = Model.load(str(path)).get_input_schema()
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return ()
+    return tuple(str(name) for name in schema.input_names())
+
+
 def _signature_dtypes(path: Path, names: tuple[str, ...]) -> list[str]:
     """Per input name, ``"str"`` where the model's signature says the column is text, else ``"float64"``."""
     from mlflow.models import Model
@@ -329,7 +339,7 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
         fingerprint = reference_from_table(model, reference)
     else:  # the signature gives the schema; without training data there is nothing to drift from
         model = load_predictor(path, str(uri))
-        names = getattr(model, "feature_names", ())
+        names = getattr(model, "feature_names", ()) or _signature_names(path)  # a model fitted on arrays has none
         if not names:
             raise ModelLoadError(
                 f"model {uri!r} has neither {REFERENCE_FILE} nor a signature with input names: pass --reference DATA "
