@@ -19,7 +19,7 @@ from frugalml.serve._config import AlertRule, MonitoringConfig, as_alert_rule, a
 from frugalml.serve._drift import FeatureDrift, WindowDrift, feature_psi, ks, psi, window_drift
 from frugalml.serve._model import (
     ModelLoadError, ServedModel, extra_files, load_model, load_predictor, pip_requirements, reference_from_table,
-    save_model,
+    release, save_model,
 )
 from frugalml.serve._monitor import ServingMonitor, MonitorState
 from frugalml.serve._quality import DuplicateFeedback, FeedbackError
@@ -97,6 +97,7 @@ __all__ = [
     "ray_settings",
     "reference_from_table",
     "registry_alias",
+    "release",
     "render",
     "run_server",
     "running_servers",

@@ -38,7 +38,7 @@ from frugalml.serve._config import MonitoringConfig, as_monitoring_config
 from frugalml.serve._estimate import class_probabilities
 from frugalml.serve._feedback import accept_feedback
 from frugalml.serve._metrics import PREDICT_ENDPOINTS, MonitorCollector, ProcessCollector, ServerMetrics
-from frugalml.serve._model import ServedModel, load_model
+from frugalml.serve._model import ServedModel, load_model, release
 from frugalml.serve._monitor import ServingMonitor
 from frugalml.serve._quality import PredictionLog
 from frugalml.serve._remote import HubLink
@@ -116,7 +116,9 @@ class _State:
             self.monitor = self._new_monitor(served, config, slo)
             if old is not None:
                 old.stop()
-        self.served, self.config = served, config
+        replaced, self.served, self.config = self.served, served, config
+        if replaced is not served and replaced.download != served.download:
+            release(replaced)  # its files: the model itself is in memory, answering what is in flight
 
     async def slo_health(self) -> dict[str, Any] | None:
         """The SLO part of ``/health`` (None: the model has none)."""
@@ -229,6 +231,7 @@ async def _follow_alias(state: _State, interval: float) -> None:
             continue
         reported = None
         if state.served is not served or new.version == served.version:
+            release(new)
             continue  # an /admin/reload swapped meanwhile, or the alias moved back
         state.apply(new, state.config)
         state.metrics.reloads["ok"].inc()
@@ -452,7 +455,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
     """Build the app for ``served``; ``config`` defaults to the model's stored monitoring config.
     With ``hub`` the app is one worker of ``frugalml serve --workers N``: the monitor process keeps
     the monitoring state, and the model does not follow its alias. With ``challenger`` (started) a
-    second version meets the traffic in shadow or canary (:mod:`frugalml.serve._challenger`)."""
+    second version meets the traffic in shadow or canary (:mod:`frugalml.serve._challenger`).
+    When the app shuts down, the copies of remote models it serves are removed (:func:`release`)."""
     settings = settings or ServerSettings()
     config = as_monitoring_config(config if config is not None else served.monitoring)
     state = _State(served, settings, config, loader or (lambda uri: load_model(uri, settings.tracking_uri, settings.reference)),
@@ -470,6 +474,8 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
             await state.batcher.close()
         if state.challenger is not None:
             state.challenger.close()
+            release(state.challenger.served)
+        release(state.served)  # here, not after uvicorn returns: on SIGTERM it ends the process by the signal
 
     app = FastAPI(title="frugalml serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")

@@ -11,8 +11,10 @@ as well as a local model directory.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +48,11 @@ class ServedModel:
     version: str = ""
     monitoring: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    download: Path | None = None  # the folder of frugalml's copy of a remote model (ModelLocation.download)
 
     @property
     def location(self) -> ModelLocation:
-        return ModelLocation(self.path, self.name, self.version, dict(self.tags))
+        return ModelLocation(self.path, self.name, self.version, dict(self.tags), self.download)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,50 @@ class ModelLocation:
     name: str = ""
     version: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # a model in a remote artifact store (an MLflow server's, S3...) is copied into a folder of frugalml's,
+    # removed by release() or when the process that made it exits; None: MLflow's own local files
+    download: Path | None = None
+
+
+_downloads: set[Path] = set()  # the folders this process downloaded models into and has not released
+
+
+def release(model: ServedModel | ModelLocation) -> None:
+    """Remove the copy of a remote model that this process downloaded (nothing for local files, or
+    for a copy another process made: a worker of ``--workers N`` serves its parent's)."""
+    folder = model.download
+    if folder is not None and folder in _downloads:
+        _downloads.discard(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release_all() -> None:
+    for folder in list(_downloads):
+        _downloads.discard(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _new_download() -> Path:
+    if not _downloads:
+        atexit.unregister(_release_all)  # registered once however often the set empties
+        atexit.register(_release_all)
+    folder = Path(tempfile.mkdtemp(prefix="frugalml-model-"))
+    _downloads.add(folder)
+    return folder
+
+
+def _local_artifacts(uri: str, tracking_uri: str | None) -> bool:
+    """Whether MLflow keeps ``uri``'s files on this machine (it then hands out their own path, no copy)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    try:
+        repo = get_artifact_repository(uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except Exception:  # noqa: BLE001 - the download reports what is wrong with the URI
+        return True
+    while hasattr(repo, "repo"):  # models:/ and runs:/ wrap the store's own repository
+        repo = repo.repo
+    return isinstance(repo, LocalArtifactRepository)
 
 
 def pip_requirements() -> list[str]:
@@ -120,11 +167,17 @@ def _resolve(uri: str, tracking_uri: str | None) -> ModelLocation:
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(tracking_uri)
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        download = None if _local_artifacts(uri, tracking_uri) else _new_download()
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download and str(download)))
+        except BaseException:
+            if download is not None:
+                release(ModelLocation(download, download=download))
+            raise
     except MlflowException as error:
         where = f" (tracking URI {tracking_uri})" if tracking_uri else " (set --tracking-uri or MLFLOW_TRACKING_URI)"
         raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {one_line(error)}") from error
-    return ModelLocation(path, name, version, tags)
+    return ModelLocation(path, name, version, tags, download)
 
 
 class PyfuncPredictor:
@@ -321,6 +374,14 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
     if location is None or not (location.path / "MLmodel").is_file():  # its folder gone: a cleaned download
         pinned = location is not None and location.name and location.version
         location = _resolve(f"models:/{location.name}/{location.version}" if pinned else str(uri), tracking_uri)
+    try:
+        return _load(uri, location, reference)
+    except BaseException:
+        release(location)  # a copy of a model that will not be served
+        raise
+
+
+def _load(uri: str, location: ModelLocation, reference: str | Path | Reference | None) -> ServedModel:
     path, name, version, tags = location.path, location.name, location.version, dict(location.tags)
     reference_file = path / "extra_files" / REFERENCE_FILE
     if (path / "frugalml.db").is_file():
@@ -349,4 +410,4 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
         fingerprint = Reference.schema_only(names, dtypes=_signature_dtypes(path, names))
     monitoring_file = path / "extra_files" / MONITORING_FILE
     monitoring = json.loads(monitoring_file.read_text()) if monitoring_file.is_file() else None
-    return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags)
+    return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags, location.download)

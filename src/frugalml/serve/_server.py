@@ -21,7 +21,7 @@ import psutil
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.files import cache_root
 from frugalml.serve._config import as_monitoring_config
-from frugalml.serve._model import load_model
+from frugalml.serve._model import load_model, release
 from frugalml.serve._settings import ServerSettings
 
 
@@ -214,5 +214,6 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         if not server.started:
             raise FrugalError(f"the server did not start on {url}; see the log above.")
     finally:
+        release(served)  # a single process's app did at its shutdown; the workers' parent and Ray's driver here
         if record is not None:
             record.unlink(missing_ok=True)
