@@ -71,6 +71,15 @@ def tracking_server(tmp_path_factory):
         server.wait(30)
 
 
+@pytest.fixture
+def temporary(tmp_path, monkeypatch) -> Path:
+    """The servers' $TMPDIR, where their copies of remote models go."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
 def _copies(folder: Path) -> int:
     return sum(1 for _ in folder.rglob("MLmodel"))
 
@@ -99,12 +108,8 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
     assert (tmp_path / "local" / "MLmodel").is_file()
 
 
-def test_the_server_removes_a_replaced_versions_copy_and_its_own_when_it_stops(tracking_server, tmp_path,
-                                                                                monkeypatch):
+def test_the_server_removes_a_replaced_versions_copy_and_its_own_when_it_stops(tracking_server, tmp_path, temporary):
     uri, client, X = tracking_server
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temporary))
     server = ServerProcess("models:/wine@champion", "--tracking-uri", uri, "--poll-registry", "0.2",
                            log=tmp_path / "server.log").wait_ready()
     try:
@@ -124,11 +129,8 @@ def test_the_server_removes_a_replaced_versions_copy_and_its_own_when_it_stops(t
     assert server.process.returncode in (0, -signal.SIGTERM) and _copies(temporary) == 0, server.log()
 
 
-def test_workers_serve_their_parents_copy_which_goes_when_the_server_stops(tracking_server, tmp_path, monkeypatch):
+def test_workers_serve_their_parents_copy_which_goes_when_the_server_stops(tracking_server, tmp_path, temporary):
     uri, _, X = tracking_server
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temporary))
     server = ServerProcess("models:/wine@champion", "--tracking-uri", uri, "--workers", "2",
                            log=tmp_path / "server.log").wait_announced()
     try:
