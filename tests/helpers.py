@@ -200,16 +200,19 @@ class ServerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
-    def wait_announced(self, timeout: float = 90) -> ServerProcess:
-        """Until the server prints its "serving" line: with --workers or Ray replicas, once every one
-        is up (/health answers as soon as the first is)."""
-        self.wait_ready(timeout)
+    def wait_line(self, timeout: float = 90) -> ServerProcess:
+        """Until the server prints its "serving" line, asking nothing of it before."""
         deadline = time.monotonic() + timeout
         while "frugalml: serving" not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server not announced after {timeout} s:\n{self.log()}")
-            time.sleep(0.1)
+            time.sleep(0.005)
         return self
+
+    def wait_announced(self, timeout: float = 90) -> ServerProcess:
+        """Until the server prints its "serving" line: with --workers or Ray replicas, once every one
+        is up (/health answers as soon as the first is)."""
+        return self.wait_ready(timeout).wait_line(timeout)
 
     def workers(self) -> list[psutil.Process]:
         """With --workers: the worker processes (forked by the server's forkserver, a child of the server)."""

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from serve_helpers import ADMIN_TOKEN, ServerProcess
@@ -58,6 +59,10 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                             "--body-timeout", "2", "--config", str(folder / "monitoring.toml"), log=folder / "server.log")
     process.model_dir = model_dir
     try:
+        try:  # what a client that waits for the line gets (test_the_serving_line_comes_once_the_socket_listens)
+            process.health_when_announced = process.wait_line().client.get("/health").status_code
+        except httpx.TransportError as error:
+            process.health_when_announced = type(error).__name__
         yield process.wait_ready()
     finally:
         process.stop()

@@ -30,6 +30,10 @@ def test_predictions_equal_the_models_own(server, diabetes, model):
     assert health["model"]["features"] == list(split.feature_names)
 
 
+def test_the_serving_line_comes_once_the_socket_listens(server):
+    assert server.health_when_announced == 200  # it came before uvicorn bound the port: ConnectError
+
+
 def test_metrics_parse_with_the_prometheus_parser(server, diabetes):
     _, split = diabetes
     server.client.post("/predict", json={"instances": split.X_test[:5].tolist()})

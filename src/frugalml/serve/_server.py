@@ -206,10 +206,16 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
                          f"{contender.settings.mode} mode" + (f" answering {contender.settings.share:g} of requests"
                                                               if contender.settings.mode == "canary" else ""))
         app = create_app(served, settings, config, challenger=contender)
-        announce()
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                               server_header=False, log_config=None, loop="asyncio",  # as workers
-                                               http=json_errors_protocol(settings.max_body_bytes)))
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started and not self.should_exit:
+                    announce()  # once the socket listens: a client that waits for the line can connect
+
+        server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                       server_header=False, log_config=None, loop="asyncio",  # as workers
+                                       http=json_errors_protocol(settings.max_body_bytes)))
         server.run()
         if not server.started:
             raise FrugalError(f"the server did not start on {url}; see the log above.")
