@@ -67,10 +67,14 @@ reproduce-quick: install
 bench: install
 	$(PY) benchmarks/instrumentation_overhead.py
 
-lock: | $(PY)
-	$(PY) -m pip install -q pip-tools
-	$(VENV)/bin/pip-compile -q --upgrade --extra all --strip-extras --allow-unsafe --no-emit-index-url \
+# pip-tools in a venv of its own (installed into .venv it could move what the stamps say is installed);
+# an unchanged set keeps constraints.txt's time, so the stamps stay valid.
+lock:
+	[ -x $(VENV)-lock/bin/pip-compile ] || { $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install -q pip-tools; }
+	cp -p constraints.txt $(VENV)-lock/previous.txt
+	$(VENV)-lock/bin/pip-compile -q --upgrade --extra all --strip-extras --allow-unsafe --no-emit-index-url \
 		--no-emit-find-links -o constraints.txt pyproject.toml
+	! cmp -s constraints.txt $(VENV)-lock/previous.txt || touch -r $(VENV)-lock/previous.txt constraints.txt
 
 clean:
 	rm -rf studies .pytest_cache

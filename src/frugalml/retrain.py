@@ -170,11 +170,12 @@ def retrain(study_dir: str | Path, data: str | Path, *, model: str, tracking_uri
     """
     import mlflow
 
-    from frugalml.serve import load_model
+    from frugalml.serve import load_model, release
 
     say = progress or (lambda message: None)
     uri = tracking_uri or study_tracking_uri(study_dir)
     champion = load_model(f"models:/{model}@{alias}", uri)
+    release(champion)  # only its version and inputs are used here; a remote model's copy would stay till exit
     study = retrain_study(study_dir, data, feature_names=champion.reference.feature_names, target=target, top=top,
                           cold=cold, out=out, workload=workload)
     say(f"re-tuning {study.name} on {data} ({'cold' if cold else f'warm: top {top}'})")

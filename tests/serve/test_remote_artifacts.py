@@ -9,11 +9,14 @@ Real data (../shared/data), a real MLflow tracking server process, a real frugal
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pandas as pd
@@ -72,12 +75,13 @@ def tracking_server(tmp_path_factory):
 
 
 @pytest.fixture
-def temporary(tmp_path, monkeypatch) -> Path:
-    """The servers' $TMPDIR, where their copies of remote models go."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
+def temporary(monkeypatch) -> Iterator[Path]:
+    """The servers' $TMPDIR, where their copies of remote models go: a short path, as a forkserver's
+    socket in it must stay under the 108 bytes of an AF_UNIX address (pytest's tmp_path can be longer)."""
+    folder = Path(tempfile.mkdtemp(prefix="fm-"))
     monkeypatch.setenv("TMPDIR", str(folder))
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copies(folder: Path) -> int:
@@ -85,8 +89,6 @@ def _copies(folder: Path) -> int:
 
 
 def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracking_server, tmp_path, monkeypatch):
-    import tempfile
-
     from frugalml.serve import load_model, release
 
     uri, _, X = tracking_server
@@ -95,6 +97,9 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
     assert served.version == "1" and served.download is not None and served.download.parent == tmp_path
     assert served.path.is_relative_to(served.download) and _copies(tmp_path) == 1
     assert len(served.model.predict(X.head(3).to_numpy())) == 3
+    with pytest.raises(Exception):  # a load that fails from a location it was handed leaves that copy alone
+        load_model("models:/wine@champion", uri, tmp_path / "no-such-table.csv", location=served.location)
+    assert (served.path / "MLmodel").is_file()
     release(served)
     assert not served.download.exists() and _copies(tmp_path) == 0
     import mlflow.sklearn
@@ -106,6 +111,23 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
     assert local.download is None and local.path == tmp_path / "local"
     release(local)
     assert (tmp_path / "local" / "MLmodel").is_file()
+    from frugalml.tracking import seed_sqlite_store
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seed_sqlite_store(store)
+    mlflow.set_tracking_uri(store)
+    try:
+        experiment = mlflow.create_experiment("local", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.sklearn.log_model(Ridge().fit(X, X.iloc[:, 0]), name="model", input_example=X.head(2),
+                                     serialization_format="cloudpickle")
+    finally:
+        mlflow.set_tracking_uri(None)
+    by_run = load_model(f"runs:/{run.info.run_id}/model", store)  # MLflow copies runs:/ even from a local store
+    assert by_run.download is not None and by_run.download.parent == tmp_path and _copies(by_run.download) == 1
+    assert not [folder for folder in tmp_path.iterdir() if folder.name.startswith("tmp")]  # none of MLflow's
+    release(by_run)
+    assert not by_run.download.exists() and _copies(tmp_path / "artifacts") == 1
 
 
 def test_the_server_removes_a_replaced_versions_copy_and_its_own_when_it_stops(tracking_server, tmp_path, temporary):

@@ -97,9 +97,16 @@ def from_study(study_dir: str | Path, workload: str | None = None) -> Side:
 
 def from_model(uri: str, tracking_uri: str | None = None) -> Side:
     """A model version (any MLflow model URI, or a model directory)."""
-    from frugalml.serve import load_model
+    from frugalml.serve import load_model, release
 
     served = load_model(uri, tracking_uri)
+    try:
+        return _side_of(served, uri)
+    finally:
+        release(served)  # a remote model's copy: measured, and the side keeps the model in memory
+
+
+def _side_of(served: Any, uri: str) -> Side:
     tags = served.tags
     samples: dict[str, Groups] = {}
     recipe = None

@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable
@@ -81,6 +82,8 @@ class _State:
         self.hub = hub  # a worker of `frugalml serve --workers N`: the monitor process keeps the state
         self.challenger: Challenger | None = None  # --challenger: a second version in shadow or canary
         self.started = time.time()
+        self.closing = False  # the app is shutting down: a model loaded now will not be served
+        self._loading = threading.Lock()
         self.batcher = None if settings.max_batch_size is None else Batcher(
             settings.max_batch_size, (settings.max_batch_wait_ms or 0.0) / 1e3,
             on_call=self.count_model_call)
@@ -118,7 +121,26 @@ class _State:
                 old.stop()
         replaced, self.served, self.config = self.served, served, config
         if replaced is not served and replaced.download != served.download:
-            release(replaced)  # its files: the model itself is in memory, answering what is in flight
+            # its files (the model itself is in memory, answering what is in flight), off the event loop
+            threading.Thread(target=release, args=(replaced,), name="frugalml-release").start()
+
+    def load(self, uri: str) -> ServedModel:
+        """``loader(uri)``, one at a time (call it from a worker thread); a copy of a remote model loaded
+        while the app shuts down is removed, since nothing will serve it."""
+        with self._loading:
+            served = self.loader(uri)
+            if self.closing:
+                release(served)
+            return served
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for a load in flight (up to ``timeout``), then remove the served copies (worker thread)."""
+        self.closing = True
+        if self._loading.acquire(timeout=timeout):
+            self._loading.release()
+        if self.challenger is not None:
+            release(self.challenger.served)
+        release(self.served)
 
     async def slo_health(self) -> dict[str, Any] | None:
         """The SLO part of ``/health`` (None: the model has none)."""
@@ -220,7 +242,7 @@ async def _follow_alias(state: _State, interval: float) -> None:
             if version == served.version:
                 reported = None
                 continue
-            new = await run_in_threadpool(state.loader, served.uri)
+            new = await run_in_threadpool(state.load, served.uri)
         except Exception as error:  # noqa: BLE001 - the registry's or the model's: keep serving the old one
             state.metrics.reloads["error"].inc()
             message = one_line(error, typed=True)
@@ -231,7 +253,7 @@ async def _follow_alias(state: _State, interval: float) -> None:
             continue
         reported = None
         if state.served is not served or new.version == served.version:
-            release(new)
+            await run_in_threadpool(release, new)
             continue  # an /admin/reload swapped meanwhile, or the alias moved back
         state.apply(new, state.config)
         state.metrics.reloads["ok"].inc()
@@ -468,14 +490,15 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         tasks = [asyncio.create_task(_drive_monitor(state)),
                  *([asyncio.create_task(_follow_alias(state, interval))] if interval else [])]
         yield
+        state.closing = True
         for task in tasks:
             task.cancel()
         if state.batcher is not None:
             await state.batcher.close()
         if state.challenger is not None:
             state.challenger.close()
-            release(state.challenger.served)
-        release(state.served)  # here, not after uvicorn returns: on SIGTERM it ends the process by the signal
+        # the served copies go here, not after uvicorn returns: on SIGTERM it ends the process by the signal
+        await run_in_threadpool(state.close)
 
     app = FastAPI(title="frugalml serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
@@ -671,7 +694,7 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, conf
         if not isinstance(uri, str):
             raise RequestError(422, "bad_request", "body must be empty or {\"model_uri\": \"...\"}.")
         try:
-            served = await run_in_threadpool(state.loader, uri)
+            served = await run_in_threadpool(state.load, uri)
         except FrugalError as error:
             state.metrics.reloads["error"].inc()
             raise RequestError(422, "model_load", str(error)) from None

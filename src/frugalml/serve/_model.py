@@ -96,15 +96,19 @@ def _new_download() -> Path:
 
 
 def _local_artifacts(uri: str, tracking_uri: str | None) -> bool:
-    """Whether MLflow keeps ``uri``'s files on this machine (it then hands out their own path, no copy)."""
+    """Whether MLflow hands out ``uri``'s own files on this machine rather than a copy: a local store's,
+    through ``models:/``; ``runs:/`` copies even those (into a temporary folder it never removes)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     try:
         repo = get_artifact_repository(uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    except Exception:  # noqa: BLE001 - the download reports what is wrong with the URI
-        return True
+    except Exception:  # noqa: BLE001 - a copy of frugalml's, then: the download reports what is wrong
+        return False
     while hasattr(repo, "repo"):  # models:/ and runs:/ wrap the store's own repository
+        if isinstance(repo, RunsArtifactRepository):
+            return False
         repo = repo.repo
     return isinstance(repo, LocalArtifactRepository)
 
@@ -137,7 +141,7 @@ def save_model(model: Any, reference: Reference, path: str | Path, monitoring: d
     return path
 
 
-def _resolve(uri: str, tracking_uri: str | None) -> ModelLocation:
+def resolve_model(uri: str, tracking_uri: str | None) -> ModelLocation:
     """Where ``uri`` is: its local directory, registered name, version and version tags."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -371,13 +375,15 @@ def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path 
     from the registry by its version if that folder is gone.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if location is None or not (location.path / "MLmodel").is_file():  # its folder gone: a cleaned download
+    resolved = location is None or not (location.path / "MLmodel").is_file()  # its folder gone: a cleaned download
+    if resolved:
         pinned = location is not None and location.name and location.version
-        location = _resolve(f"models:/{location.name}/{location.version}" if pinned else str(uri), tracking_uri)
+        location = resolve_model(f"models:/{location.name}/{location.version}" if pinned else str(uri), tracking_uri)
     try:
         return _load(uri, location, reference)
     except BaseException:
-        release(location)  # a copy of a model that will not be served
+        if resolved:  # a copy made here, of a model that will not be served (a caller's location is the caller's)
+            release(location)
         raise
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from frugalml.exceptions import ConfigError, one_line
 from frugalml.serve._config import MonitoringConfig
 from frugalml.serve._hub import Hub, serve_hub
-from frugalml.serve._model import ServedModel, load_model
+from frugalml.serve._model import ServedModel, load_model, release
 from frugalml.serve._settings import ServerSettings, registry_alias
 
 logger = logging.getLogger("frugalml.serve")
@@ -151,14 +151,16 @@ class HubActor:
 
     def follow(self, uri: str) -> str:
         """Monitor the version at ``uri`` from now on; returns that version."""
-        served = _load_pinned(uri, self.shown, self.settings)
+        served, replaced = _load_pinned(uri, self.shown, self.settings), self.hub.served
         self.hub.follow(served)
+        release(replaced)  # a remote model's copy on this node: the hub keeps what it needs in memory
         return served.version
 
     def close(self) -> None:
         self.stopped.set()
         self.listener.close()
         self.hub.stop()
+        release(self.hub.served)  # here: the driver's ray.kill that follows runs no exit hook
 
 
 class Replica:
@@ -219,6 +221,7 @@ def _moved_to(served: ServedModel, settings: ServerSettings, reported: list[str 
             reported[0] = None
             return None
         new = _load_pinned(f"models:/{alias[0]}/{version}", served.uri, settings)
+        release(new)  # loaded to check it loads; the driver serves nothing, the replicas load their own
     except Exception as error:  # noqa: BLE001 - the registry's or the model's: keep serving the old one
         message = one_line(error, typed=True)
         if message != reported[0]:

@@ -20,8 +20,9 @@ import psutil
 
 from frugalml.exceptions import ConfigError, FrugalError
 from frugalml.files import cache_root
+from frugalml.processes import stop_forkserver
 from frugalml.serve._config import as_monitoring_config
-from frugalml.serve._model import load_model, release
+from frugalml.serve._model import load_model, release, resolve_model
 from frugalml.serve._settings import ServerSettings
 
 
@@ -152,16 +153,27 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         from frugalml.serve._ray import connect_cluster
 
         started_ray = connect_cluster(ray)
-    served = load_model(model_uri, settings.tracking_uri, settings.reference)
-    config = as_monitoring_config(config if config is not None else served.monitoring)
-    contender = None
-    if challenger is not None:  # loaded and checked against the champion before anything listens
-        from frugalml.serve._challenger import Challenger
+    location = None
+    if workers is not None:  # the workers' forkserver imports the serving stack while this process loads the model
+        from frugalml.serve._supervisor import start_forkserver_for
 
-        contender = Challenger(served, load_model(challenger.uri, settings.tracking_uri, settings.reference),
-                               challenger, settings.reference, config.quality_window)
-    if ray is None:  # on Ray the proxy listens on the head node, maybe another machine
-        _check_port(host, port)
+        location = resolve_model(model_uri, settings.tracking_uri)
+        start_forkserver_for(location.path)
+    try:
+        served = load_model(model_uri, settings.tracking_uri, settings.reference, location=location)
+        config = as_monitoring_config(config if config is not None else served.monitoring)
+        contender = None
+        if challenger is not None:  # loaded and checked against the champion before anything listens
+            from frugalml.serve._challenger import Challenger
+
+            contender = Challenger(served, load_model(challenger.uri, settings.tracking_uri, settings.reference),
+                                   challenger, settings.reference, config.quality_window)
+        if ray is None:  # on Ray the proxy listens on the head node, maybe another machine
+            _check_port(host, port)
+    except BaseException:
+        if workers is not None:
+            stop_forkserver()
+        raise
     if host not in ("127.0.0.1", "localhost", "::1") and settings.predict_token is None:
         logging.getLogger("frugalml.serve").warning(
             "serving on %s without --predict-token: anyone who can reach it can predict", host)

@@ -70,6 +70,12 @@ def _flavors(path: Any) -> list[str]:
         return []
 
 
+def start_forkserver_for(path: Any) -> None:
+    """Start the workers' forkserver for the model at ``path`` now, so that it imports while this
+    process loads the model (:func:`run_workers` then forks from it)."""
+    _worker_context(_flavors(path))
+
+
 def _start(spec: WorkerSpec, flavors: list[str]) -> BaseProcess:
     for _ in range(2):  # a forkserver that died while asked to fork: started again once
         process = _worker_context(flavors).Process(target=run, args=(spec,), name=f"frugalml-serve-worker-{spec.index}")
