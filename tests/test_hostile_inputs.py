@@ -301,3 +301,14 @@ def test_fresh_with_a_mistake_in_the_study_file_deletes_nothing(folder, finished
     result = cli("tune", str(broken), "--no-progress", "--fresh", cwd=folder)
     assert result.returncode == 2 and "not a training function" in result.stderr
     assert _study_tree(folder / "studies" / "mine") == before
+
+
+def test_a_temporary_folder_too_long_for_a_unix_socket_is_one_line_naming_tmpdir(folder, monkeypatch):
+    """CPython's forkserver listens on a socket in $TMPDIR, whose path must fit 108 bytes."""
+    long = folder / ("t" * 110)
+    long.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long))
+    result = cli("tune", str(write_study(folder / "s.toml", _study('"long"', search=NO_MLFLOW))), "--no-progress",
+                 cwd=folder)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "TMPDIR" in result.stderr and str(long) in result.stderr

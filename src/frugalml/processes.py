@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import psutil
 
+from frugalml.exceptions import ConfigError
+
 _PR_SET_PDEATHSIG = 1
 DRIVER_PID_ENV = "FRUGALML_DRIVER_PID"  # set for a child that must die with the driver before it can ask
 ORPHAN_GUARD_MODULE = "frugalml._orphan_guard"  # a forkserver's first preload: it dies with its starter
@@ -102,6 +104,14 @@ def _start_forkserver(modules: list[str], ignore: Sequence[signal.Signals] = (si
     os.environ.update(variables)
     try:
         forkserver.ensure_running()
+    except OSError as error:
+        if "path too long" not in str(error):
+            raise
+        import tempfile
+
+        raise ConfigError(f"the temporary folder {tempfile.gettempdir()!r} is too long a path for the Unix socket "
+                          "worker processes are started through (108 bytes with the socket's name); set TMPDIR "
+                          "to a shorter folder, e.g. TMPDIR=/tmp.") from None
     finally:
         for name in variables:
             os.environ.pop(name, None)
