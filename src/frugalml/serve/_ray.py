@@ -34,6 +34,7 @@ from frugalml.exceptions import ConfigError, one_line
 from frugalml.serve._config import MonitoringConfig
 from frugalml.serve._hub import Hub, serve_hub
 from frugalml.serve._model import ServedModel, load_model, release
+from frugalml.serve._reference import Reference
 from frugalml.serve._settings import ServerSettings, registry_alias
 
 logger = logging.getLogger("frugalml.serve")
@@ -122,9 +123,16 @@ def pinned_uri(served: ServedModel) -> str:
     return f"models:/{alias[0]}/{served.version}" if alias and served.version else served.uri
 
 
-def _load_pinned(uri: str, shown: str, settings: ServerSettings) -> ServedModel:
+def _load_pinned(uri: str, shown: str, settings: ServerSettings, reference: Reference | None = None) -> ServedModel:
+    """``reference``: the driver's fingerprint of a ``--reference`` table, so that no replica reads the
+    table and predicts on it again, nor gets another fingerprint from a table changed since."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return replace(load_model(uri, settings.tracking_uri, settings.reference), uri=shown)
+    return replace(load_model(uri, settings.tracking_uri, reference or settings.reference), uri=shown)
+
+
+def _fingerprint(served: ServedModel, settings: ServerSettings) -> Reference | None:
+    """What the hub and the replicas take instead of ``settings.reference``'s table: the driver's fingerprint."""
+    return served.reference if settings.reference else None
 
 
 class HubActor:
@@ -136,12 +144,14 @@ class HubActor:
     """
 
     def __init__(self, uri: str, shown: str, settings: ServerSettings, config: MonitoringConfig,
-                 authkey: bytes) -> None:
+                 authkey: bytes, reference: Reference | None = None) -> None:
         import ray
 
-        logging.basicConfig(level=logging.WARNING)
+        from frugalml.serve._server import configure_logging
+
+        configure_logging("warning", " [hub]", force=True)  # a flavour's import may have configured it already
         self.settings, self.shown = settings, shown
-        self.hub = Hub(_load_pinned(uri, shown, settings), config, settings.max_feature_series)
+        self.hub = Hub(_load_pinned(uri, shown, settings, reference), config, settings.max_feature_series)
         self.listener = Listener((ray.util.get_node_ip_address(), 0), family="AF_INET", authkey=authkey)
         self.stopped = threading.Event()
         serve_hub(self.hub, self.listener, self.stopped)
@@ -149,9 +159,9 @@ class HubActor:
     def address(self) -> tuple[str, int]:
         return self.listener.address
 
-    def follow(self, uri: str) -> str:
+    def follow(self, uri: str, reference: Reference | None = None) -> str:
         """Monitor the version at ``uri`` from now on; returns that version."""
-        served, replaced = _load_pinned(uri, self.shown, self.settings), self.hub.served
+        served, replaced = _load_pinned(uri, self.shown, self.settings, reference), self.hub.served
         self.hub.follow(served)
         release(replaced)  # a remote model's copy on this node: the hub keeps what it needs in memory
         return served.version
@@ -173,13 +183,13 @@ class Replica:
     """
 
     def __init__(self, uri: str, shown: str, settings: ServerSettings, config: MonitoringConfig,
-                 address: tuple[str, int], authkey: bytes) -> None:
+                 address: tuple[str, int], authkey: bytes, reference: Reference | None = None) -> None:
         import ray
         from ray import serve
 
         from frugalml.serve._remote import HubLink
 
-        self.served = _load_pinned(uri, shown, settings)
+        self.served = _load_pinned(uri, shown, settings, reference)
         self.settings, self.config = settings, config
         rank = serve.get_replica_context().rank
         self.link = HubLink(int(getattr(rank, "rank", rank) or 0), address, authkey,
@@ -244,7 +254,8 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
     worker_settings = replace(settings, poll_registry_s=0)  # the driver follows the alias for every replica
     authkey = secrets.token_bytes(32)
     uri = pinned_uri(served)  # every replica and the hub load exactly this version
-    hub = ray.remote(num_cpus=0, max_restarts=0)(HubActor).remote(uri, served.uri, worker_settings, config, authkey)
+    hub = ray.remote(num_cpus=0, max_restarts=0)(HubActor).remote(uri, served.uri, worker_settings, config, authkey,
+                                                                  _fingerprint(served, settings))
     address = ray.get(hub.address.remote())
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -252,8 +263,8 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
     deployed = False
     try:
         serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
-        serve.run(deployment.bind(uri, served.uri, worker_settings, config, address, authkey), name=APP_NAME,
-                  route_prefix="/")
+        serve.run(deployment.bind(uri, served.uri, worker_settings, config, address, authkey,
+                                  _fingerprint(served, settings)), name=APP_NAME, route_prefix="/")
         deployed = True
         if started is not None:
             started()
@@ -264,9 +275,10 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
             if new is None:
                 continue
             try:  # a rolling update: one replica at a time, each old one drained first
-                serve.run(deployment.bind(pinned_uri(new), served.uri, worker_settings, config, address, authkey),
-                          name=APP_NAME, route_prefix="/")
-                ray.get(hub.follow.remote(pinned_uri(new)))
+                reference = _fingerprint(new, settings)
+                serve.run(deployment.bind(pinned_uri(new), served.uri, worker_settings, config, address, authkey,
+                                          reference), name=APP_NAME, route_prefix="/")
+                ray.get(hub.follow.remote(pinned_uri(new), reference))
             except Exception as error:  # noqa: BLE001 - Ray's: keep the driver (and what still serves) up
                 logger.error("could not move %s to version %s: %s", served.uri, new.version, error)
                 continue
