@@ -108,7 +108,7 @@ def test_a_deep_forest_that_trained_within_every_training_budget_is_infeasible_t
 
 def test_the_cost_model_learns_a_serving_cost_and_skips_what_cannot_ship_before_it_trains(study_dir):
     workload = Workload(train=deploy_trainers.sized, name="sized", steps=4)
-    large = (30, 35, 40, 45)
+    large = tuple(range(30, 85, 5))  # eleven: on a loaded machine the measurements can lag several trials
     study = _study(study_dir, workload, {"mb": [1, 2, 3, 4, *large]}, {"max_model_mb": 20},
                    prediction={"features": ["mb"], "min_observations": 4, "skip": True})
     result = tune(study)
@@ -116,10 +116,11 @@ def test_the_cost_model_learns_a_serving_cost_and_skips_what_cannot_ship_before_
     for mb in (1, 2, 3, 4):  # measured after training: model size = its weights (+ a pickle's few bytes)
         assert by_mb[mb].status is TrialStatus.COMPLETED and by_mb[mb].serving("model_mb") == pytest.approx(mb, rel=0.01)
     assert not any(by_mb[mb].feasible for mb in large)
-    # a model is measured while the next trial runs, so the first large one or two may start
-    # before the fourth measurement lands; from then on the cost model skips them untrained
+    # a model is measured while the next trials run, so the first large ones may start before the
+    # fourth measurement lands (quiet: one or two; all four of an earlier list of four, once, in make test);
+    # from then on the cost model skips them untrained
     skipped = [by_mb[mb] for mb in large if by_mb[mb].status is TrialStatus.SKIPPED]
-    assert len(skipped) >= 2 and by_mb[45] in skipped
+    assert len(skipped) >= 2 and by_mb[80] in skipped
     for record in skipped:
         assert record.steps_done == 0 and record.stop.rule == "skipped_max_model_mb" and record.stop.value > 20
         assert "predicted" in record.stop.message
