@@ -312,3 +312,4 @@ def test_a_temporary_folder_too_long_for_a_unix_socket_is_one_line_naming_tmpdir
                  cwd=folder)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "TMPDIR" in result.stderr and str(long) in result.stderr
+    assert not (folder / "studies" / "long").exists()  # nothing half-written

@@ -104,12 +104,13 @@ def test_skipping_a_configuration_predicted_over_budget(study_dir):
 
 
 def test_the_study_compute_budget_stops_the_study(study_dir):
-    result = tune(study(study_dir, workers=1, budget={"max_study_cpu_seconds": 10}), executor=inline)
+    # 10.5, not 10: windows of 1 CPU-s summed from a shared float clock land on 10 +- 1e-13, either side
+    result = tune(study(study_dir, workers=1, budget={"max_study_cpu_seconds": 10.5}), executor=inline)
     assert [r.status for r in result.records] == [TrialStatus.COMPLETED] * 2 + [TrialStatus.STOPPED]
     last = result.records[-1]
     assert last.stop.kind == STUDY and last.stop.rule == "max_study_cpu_seconds"
-    assert sum(r.cpu_s for r in result.records) == pytest.approx(11.0)  # stopped at the first window over 10
-    assert result.compute_budget_cpu_s == 10
+    assert sum(r.cpu_s for r in result.records) == pytest.approx(11.0)  # stopped at the first window over 10.5
+    assert result.compute_budget_cpu_s == 10.5
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(study_dir):

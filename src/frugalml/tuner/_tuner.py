@@ -66,8 +66,11 @@ class Tuner:
                 self._lock_run()
             try:
                 return self._run()
-            except TrialUsageError:  # the first trial showed a mistake in the input: with nothing finished, the
-                if self._run_locked and not self.records:  # new study leaves no folder, as a refused file would
+            # the first trial showed a mistake in the input, or the machine's setup stops any worker from
+            # starting (a $TMPDIR too long for a socket): with nothing finished, the new study leaves no
+            # folder, as a refused file would
+            except (TrialUsageError, ConfigError):
+                if self._run_locked and not self.records:
                     remove_created(self._created)
                 raise
             finally:
