@@ -74,6 +74,7 @@ lock:
 	cp -p constraints.txt $(VENV)-lock/previous.txt
 	$(VENV)-lock/bin/pip-compile -q --upgrade --extra all --strip-extras --allow-unsafe --no-emit-index-url \
 		--no-emit-find-links -o constraints.txt pyproject.toml
+	sed -i '/^frugalml @ /d' constraints.txt  # the `all` extra names frugalml itself, pinned to this clone's path
 	! cmp -s constraints.txt $(VENV)-lock/previous.txt || touch -r $(VENV)-lock/previous.txt constraints.txt
 
 clean:
