@@ -134,8 +134,8 @@ class _State:
             return served
 
     def close(self, timeout: float = 10.0) -> None:
-        """Wait for a load in flight (up to ``timeout``), then remove the served copies (worker thread)."""
-        self.closing = True
+        """Once :attr:`closing` is set: wait for a load in flight (up to ``timeout``), then remove the
+        served copies (worker thread)."""
         if self._loading.acquire(timeout=timeout):
             self._loading.release()
         if self.challenger is not None:

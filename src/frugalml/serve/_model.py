@@ -74,7 +74,10 @@ _downloads: set[Path] = set()  # the folders this process downloaded models into
 def release(model: ServedModel | ModelLocation) -> None:
     """Remove the copy of a remote model that this process downloaded (nothing for local files, or
     for a copy another process made: a worker of ``--workers N`` serves its parent's)."""
-    folder = model.download
+    _remove(model.download)
+
+
+def _remove(folder: Path | None) -> None:
     if folder is not None and folder in _downloads:
         _downloads.discard(folder)
         shutil.rmtree(folder, ignore_errors=True)
@@ -82,8 +85,7 @@ def release(model: ServedModel | ModelLocation) -> None:
 
 def _release_all() -> None:
     for folder in list(_downloads):
-        _downloads.discard(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove(folder)
 
 
 def _new_download() -> Path:
@@ -175,8 +177,7 @@ def resolve_model(uri: str, tracking_uri: str | None) -> ModelLocation:
         try:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download and str(download)))
         except BaseException:
-            if download is not None:
-                release(ModelLocation(download, download=download))
+            _remove(download)
             raise
     except MlflowException as error:
         where = f" (tracking URI {tracking_uri})" if tracking_uri else " (set --tracking-uri or MLFLOW_TRACKING_URI)"
@@ -341,25 +342,18 @@ def _calibration(model: Any, X: np.ndarray, y: np.ndarray | None) -> dict[str, A
     return Calibration.fit(confidence, predicted.astype(str) == np.asarray(y).astype(str)).to_dict()
 
 
-def _signature_names(path: Path) -> tuple[str, ...]:
-    """The input names of the model's column signature; () for none, or for a tensor signature."""
+def _schema_only(path: Path, names: tuple[str, ...]) -> Reference | None:
+    """The fingerprint the model's column signature gives (names from it where ``names`` is empty: a
+    model fitted on arrays keeps none); text columns where it says ``string``. None without names."""
     from mlflow.models import Model
 
     schema = Model.load(str(path)).get_input_schema()
-    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
-        return ()
-    return tuple(str(name) for name in schema.input_names())
-
-
-def _signature_dtypes(path: Path, names: tuple[str, ...]) -> list[str]:
-    """Per input name, ``"str"`` where the model's signature says the column is text, else ``"float64"``."""
-    from mlflow.models import Model
-
-    schema = Model.load(str(path)).get_input_schema()
-    text = set()
-    if schema is not None and not schema.is_tensor_spec():
-        text = {str(c.name) for c in schema.inputs if getattr(c.type, "name", "") == "string"}
-    return [CATEGORICAL if n in text else "float64" for n in names]
+    columns = [] if schema is None or schema.is_tensor_spec() else schema.inputs
+    names = names or tuple(str(c.name) for c in columns if c.name is not None)
+    if not names:
+        return None
+    text = {str(c.name) for c in columns if getattr(c.type, "name", "") == "string"}
+    return Reference.schema_only(names, dtypes=[CATEGORICAL if n in text else "float64" for n in names])
 
 
 def load_model(uri: str, tracking_uri: str | None = None, reference: str | Path | Reference | None = None, *,
@@ -406,14 +400,13 @@ def _load(uri: str, location: ModelLocation, reference: str | Path | Reference |
         fingerprint = reference_from_table(model, reference)
     else:  # the signature gives the schema; without training data there is nothing to drift from
         model = load_predictor(path, str(uri))
-        names = getattr(model, "feature_names", ()) or _signature_names(path)  # a model fitted on arrays has none
-        if not names:
+        fingerprint = _schema_only(path, getattr(model, "feature_names", ()))
+        if fingerprint is None:
             raise ModelLoadError(
                 f"model {uri!r} has neither {REFERENCE_FILE} nor a signature with input names: pass --reference DATA "
                 "(a Parquet or CSV table of its inputs, and an optional 'target' column), or log it with an "
                 "input_example, or register it with `frugalml register`."
             )
-        fingerprint = Reference.schema_only(names, dtypes=_signature_dtypes(path, names))
     monitoring_file = path / "extra_files" / MONITORING_FILE
     monitoring = json.loads(monitoring_file.read_text()) if monitoring_file.is_file() else None
     return ServedModel(model, fingerprint, str(uri), path, name, version, monitoring, tags, location.download)

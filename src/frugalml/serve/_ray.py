@@ -124,15 +124,11 @@ def pinned_uri(served: ServedModel) -> str:
 
 
 def _load_pinned(uri: str, shown: str, settings: ServerSettings, reference: Reference | None = None) -> ServedModel:
-    """``reference``: the driver's fingerprint of a ``--reference`` table, so that no replica reads the
-    table and predicts on it again, nor gets another fingerprint from a table changed since."""
+    """``reference``: the driver's fingerprint (of a ``--reference`` table too: no replica reads the table
+    and predicts on it again, nor gets another fingerprint from a table changed since), as a worker of
+    ``--workers N`` takes its parent's."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return replace(load_model(uri, settings.tracking_uri, reference or settings.reference), uri=shown)
-
-
-def _fingerprint(served: ServedModel, settings: ServerSettings) -> Reference | None:
-    """What the hub and the replicas take instead of ``settings.reference``'s table: the driver's fingerprint."""
-    return served.reference if settings.reference else None
 
 
 class HubActor:
@@ -255,7 +251,7 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
     authkey = secrets.token_bytes(32)
     uri = pinned_uri(served)  # every replica and the hub load exactly this version
     hub = ray.remote(num_cpus=0, max_restarts=0)(HubActor).remote(uri, served.uri, worker_settings, config, authkey,
-                                                                  _fingerprint(served, settings))
+                                                                  served.reference)
     address = ray.get(hub.address.remote())
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -264,7 +260,7 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
     try:
         serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
         serve.run(deployment.bind(uri, served.uri, worker_settings, config, address, authkey,
-                                  _fingerprint(served, settings)), name=APP_NAME, route_prefix="/")
+                                  served.reference), name=APP_NAME, route_prefix="/")
         deployed = True
         if started is not None:
             started()
@@ -275,10 +271,9 @@ def run_replicas(served: ServedModel, config: MonitoringConfig, ray_settings: Ra
             if new is None:
                 continue
             try:  # a rolling update: one replica at a time, each old one drained first
-                reference = _fingerprint(new, settings)
                 serve.run(deployment.bind(pinned_uri(new), served.uri, worker_settings, config, address, authkey,
-                                          reference), name=APP_NAME, route_prefix="/")
-                ray.get(hub.follow.remote(pinned_uri(new), reference))
+                                          new.reference), name=APP_NAME, route_prefix="/")
+                ray.get(hub.follow.remote(pinned_uri(new), new.reference))
             except Exception as error:  # noqa: BLE001 - Ray's: keep the driver (and what still serves) up
                 logger.error("could not move %s to version %s: %s", served.uri, new.version, error)
                 continue

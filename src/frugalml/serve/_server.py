@@ -153,12 +153,12 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         from frugalml.serve._ray import connect_cluster
 
         started_ray = connect_cluster(ray)
-    location = None
+    location, flavors = None, []
     if workers is not None:  # the workers' forkserver imports the serving stack while this process loads the model
         from frugalml.serve._supervisor import start_forkserver_for
 
         location = resolve_model(model_uri, settings.tracking_uri)
-        start_forkserver_for(location.path)
+        flavors = start_forkserver_for(location.path)
     try:
         served = load_model(model_uri, settings.tracking_uri, settings.reference, location=location)
         config = as_monitoring_config(config if config is not None else served.monitoring)
@@ -209,8 +209,8 @@ def run_server(model_uri: str, *, host: str = "127.0.0.1", port: int = 8000, set
         if workers is not None:
             from frugalml.serve._supervisor import run_workers
 
-            run_workers(served, config, workers, host=host, port=port, settings=settings, log_level=log_level,
-                        access_log=access_log, started=announce)
+            run_workers(served, config, workers, host=host, port=port, settings=settings, flavors=flavors,
+                        log_level=log_level, access_log=access_log, started=announce)
             return
         if contender is not None:
             contender.start()

@@ -70,10 +70,12 @@ def _flavors(path: Any) -> list[str]:
         return []
 
 
-def start_forkserver_for(path: Any) -> None:
+def start_forkserver_for(path: Any) -> list[str]:
     """Start the workers' forkserver for the model at ``path`` now, so that it imports while this
-    process loads the model (:func:`run_workers` then forks from it)."""
-    _worker_context(_flavors(path))
+    process loads the model; returns the model's flavours, for :func:`run_workers` to fork with."""
+    flavors = _flavors(path)
+    _worker_context(flavors)
+    return flavors
 
 
 def _start(spec: WorkerSpec, flavors: list[str]) -> BaseProcess:
@@ -112,7 +114,7 @@ def _wait_ready(hub: Hub, processes: list[BaseProcess], stop: threading.Event) -
 
 
 def run_workers(served: Any, config: Any, workers: int, *, host: str, port: int, settings: Any,
-                log_level: str = "info", access_log: bool = False, started: Any = None) -> None:
+                flavors: list[str], log_level: str = "info", access_log: bool = False, started: Any = None) -> None:
     """Serve ``served`` (already loaded) with ``workers`` processes until SIGTERM or Ctrl-C;
     ``started()`` is called once every worker is ready."""
     hub = Hub(served, config, settings.max_feature_series)
@@ -129,7 +131,6 @@ def run_workers(served: Any, config: Any, workers: int, *, host: str, port: int,
         return WorkerSpec(index, served.uri, served.location, worker_settings, config, host, port, address, authkey,
                           os.getpid(), log_level, access_log, served.reference)
 
-    flavors = _flavors(served.path)
     processes: list[BaseProcess] = []
     try:
         for index in range(workers):
