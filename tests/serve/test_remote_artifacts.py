@@ -161,3 +161,29 @@ def test_workers_serve_their_parents_copy_which_goes_when_the_server_stops(track
     finally:
         server.stop()
     assert _copies(temporary) == 0, server.log()
+
+
+def test_a_copy_left_by_a_killed_server_goes_with_the_next_copy_and_nothing_else_does(tracking_server, tmp_path,
+                                                                                       temporary, monkeypatch):
+    from frugalml.serve import load_model, release
+
+    uri, _, _ = tracking_server
+    killed = ServerProcess("models:/wine@champion", "--tracking-uri", uri, log=tmp_path / "killed.log").wait_ready()
+    killed.process.kill()  # kill -9: no lifespan, no atexit
+    killed.process.wait(30)
+    (left,) = [folder for folder in temporary.iterdir() if _copies(folder)]
+    foreign = temporary / "frugalml-model-not-a-copy"  # a folder of that name without the owner's lock file
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    alive = ServerProcess("models:/wine@champion", "--tracking-uri", uri, log=tmp_path / "alive.log").wait_ready()
+    try:
+        assert not left.exists(), alive.log()  # the live server's first copy removed the dead one's
+        (own,) = [folder for folder in temporary.iterdir() if _copies(folder)]
+        monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+        served = load_model("models:/wine@champion", uri)  # this process's sweep: the live server's copy stays
+        assert own.exists() and served.download.exists() and _copies(temporary) == 2
+        release(served)
+        assert (foreign / "keep.txt").read_text() == "mine"
+    finally:
+        alive.stop()
+    assert _copies(temporary) == 0 and foreign.exists(), alive.log()

@@ -12,6 +12,7 @@ as well as a local model directory.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import os
 import shutil
@@ -68,7 +69,12 @@ class ModelLocation:
     download: Path | None = None
 
 
-_downloads: set[Path] = set()  # the folders this process downloaded models into and has not released
+DOWNLOAD_PREFIX = "frugalml-model-"
+# in a copy's folder, flocked by the process that made it for as long as the copy is in use: the kernel lets go when
+# that process dies, even by kill -9, and the next process that copies a model removes a folder it can lock
+OWNER_LOCK = ".frugalml-owner.lock"
+_downloads: dict[Path, int] = {}  # the folders this process downloaded models into and has not released: their lock
+_swept = False
 
 
 def release(model: ServedModel | ModelLocation) -> None:
@@ -78,9 +84,10 @@ def release(model: ServedModel | ModelLocation) -> None:
 
 
 def _remove(folder: Path | None) -> None:
-    if folder is not None and folder in _downloads:
-        _downloads.discard(folder)
+    lock = _downloads.pop(folder, None) if folder is not None else None
+    if lock is not None:
         shutil.rmtree(folder, ignore_errors=True)
+        os.close(lock)
 
 
 def _release_all() -> None:
@@ -89,12 +96,41 @@ def _release_all() -> None:
 
 
 def _new_download() -> Path:
+    global _swept
+    if not _swept:
+        _swept = True
+        remove_orphaned_downloads()
     if not _downloads:
         atexit.unregister(_release_all)  # registered once however often the set empties
         atexit.register(_release_all)
-    folder = Path(tempfile.mkdtemp(prefix="frugalml-model-"))
-    _downloads.add(folder)
+    folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
+    # locked before it has its name: no other process's sweep can take a copy being made for an orphan
+    fd, claim = tempfile.mkstemp(dir=folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(claim, folder / OWNER_LOCK)
+    _downloads[folder] = fd
     return folder
+
+
+def remove_orphaned_downloads(directory: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the copies of remote models left in ``directory`` (``$TMPDIR``) by processes that died
+    without releasing them (kill -9, a power cut); returns them. Only a folder holding frugalml's
+    owner lock is a copy; one whose lock is held belongs to a live process and is left alone."""
+    removed = []
+    for folder in Path(directory or tempfile.gettempdir()).glob(DOWNLOAD_PREFIX + "*"):
+        try:
+            fd = os.open(folder / OWNER_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:  # not a copy (a frugalml-model-* folder of another use), or gone already
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its process is alive
+            os.close(fd)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+        removed.append(folder)
+    return removed
 
 
 def _local_artifacts(uri: str, tracking_uri: str | None) -> bool:
