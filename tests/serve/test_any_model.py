@@ -17,6 +17,7 @@ import trainers
 from frugalml import Search, Study, TrialStatus, Workload, tune
 from frugalml.cli import main
 from frugalml.registry import register
+from frugalml.serve._model import pip_requirements  # pinned: MLflow would infer them in a subprocess (seconds)
 from serve_helpers import ServerProcess, scrape, value
 
 WINDOW = 190
@@ -87,11 +88,13 @@ def outside_model(tmp_path_factory):
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "outside", artifact_location=(folder / "artifacts").as_uri()))
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(2), serialization_format="cloudpickle")
+        info = mlflow.sklearn.log_model(model, name="model", input_example=X.head(2), serialization_format="cloudpickle",
+                                        pip_requirements=pip_requirements())
     mlflow.register_model(info.model_uri, "wine")
     unnamed = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X.to_numpy(), y)  # no column names
     with mlflow.start_run():  # and no input_example: no signature, so no schema to serve it by
-        bare = mlflow.sklearn.log_model(unnamed, name="model", serialization_format="cloudpickle")
+        bare = mlflow.sklearn.log_model(unnamed, name="model", serialization_format="cloudpickle",
+                                        pip_requirements=pip_requirements())
     mlflow.register_model(bare.model_uri, "wine-unsigned")
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
@@ -170,6 +173,7 @@ def test_a_model_fitted_on_arrays_takes_its_input_names_from_the_signature(outsi
     model = Ridge().fit(X.to_numpy(), np.arange(len(X), dtype=float))
     assert not hasattr(model, "feature_names_in_")
     mlflow.sklearn.save_model(model, str(tmp_path / "model"), serialization_format="cloudpickle",
+                              pip_requirements=pip_requirements(),
                               signature=infer_signature(X, model.predict(X.to_numpy())))
     served = load_model(str(tmp_path / "model"))
     assert served.reference.feature_names == tuple(held_out.columns)

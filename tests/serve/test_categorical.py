@@ -10,6 +10,7 @@ import pytest
 
 from frugalml import Search, Study, Workload, tune
 from frugalml.registry import register
+from frugalml.serve._model import pip_requirements  # pinned: MLflow would infer them in a subprocess (seconds)
 from serve_helpers import ServerProcess, category_pipeline, pipeline_logged, scrape, table_with_categories, value
 
 CONFIG = "window_rows = 150\nmin_window_rows = 50\ninterval_s = 0.05\n"
@@ -29,7 +30,7 @@ def pipeline_dir(table, tmp_path_factory):
     X, y, _ = table
     folder = tmp_path_factory.mktemp("categorical")
     model = category_pipeline().fit(X, y)
-    mlflow.sklearn.save_model(model, str(folder / "model"), input_example=X.head(3),
+    mlflow.sklearn.save_model(model, str(folder / "model"), input_example=X.head(3), pip_requirements=pip_requirements(),
                               serialization_format="cloudpickle")
     X.assign(target=y).to_csv(folder / "reference.csv", index=False)
     (folder / "monitoring.toml").write_text(CONFIG)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frugalml.serve._model import pip_requirements  # pinned: MLflow would infer them in a subprocess (seconds)
 from serve_helpers import ServerProcess, free_port
 
 JSON = "application/json"
@@ -49,7 +50,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     X, y = frame.drop(columns="target"), frame["target"]
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
     path = tmp_path_factory.mktemp("conformance") / "model"
-    mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", input_example=X.head(3))
+    mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", input_example=X.head(3),
+                              pip_requirements=pip_requirements())
     return path
 
 

@@ -22,6 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from frugalml.serve._model import pip_requirements  # pinned: MLflow would infer them in a subprocess (seconds)
 from helpers import free_port
 from serve_helpers import ServerProcess
 
@@ -39,7 +40,8 @@ def tracking_server(tmp_path_factory):
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
          str(folder / "artifacts")],
-        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # its job runner: ~25 CPU-s, unused here
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -61,6 +63,7 @@ def tracking_server(tmp_path_factory):
             mlflow.set_registry_uri(uri)
             with mlflow.start_run(run_id=run.info.run_id):
                 info = mlflow.sklearn.log_model(Ridge(alpha=alpha).fit(X, y), name="model", input_example=X.head(2),
+                                                pip_requirements=pip_requirements(),
                                                 serialization_format="cloudpickle")
             mlflow.register_model(info.model_uri, "wine")
         client.set_registered_model_alias("wine", "champion", "1")
@@ -106,6 +109,7 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
     from sklearn.linear_model import Ridge
 
     mlflow.sklearn.save_model(Ridge().fit(X, X.iloc[:, 0]), str(tmp_path / "local"), input_example=X.head(2),
+                              pip_requirements=pip_requirements(),
                               serialization_format="cloudpickle")
     local = load_model(str(tmp_path / "local"))  # MLflow's own files: served where they are, never removed
     assert local.download is None and local.path == tmp_path / "local"
@@ -120,6 +124,7 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
         experiment = mlflow.create_experiment("local", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.sklearn.log_model(Ridge().fit(X, X.iloc[:, 0]), name="model", input_example=X.head(2),
+                                     pip_requirements=pip_requirements(),
                                      serialization_format="cloudpickle")
     finally:
         mlflow.set_tracking_uri(None)
