@@ -8,6 +8,7 @@ Real data (../shared/data), a real MLflow tracking server process, a real frugal
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -103,6 +104,10 @@ def test_a_remote_model_is_copied_into_a_folder_of_frugalmls_and_released(tracki
     with pytest.raises(Exception):  # a load that fails from a location it was handed leaves that copy alone
         load_model("models:/wine@champion", uri, tmp_path / "no-such-table.csv", location=served.location)
     assert (served.path / "MLmodel").is_file()
+    child = multiprocessing.get_context("fork").Process(target=release, args=(served,))  # a forked child's release
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0 and (served.path / "MLmodel").is_file()  # is not the copy's: it is its parent's
     release(served)
     assert not served.download.exists() and _copies(tmp_path) == 0
     import mlflow.sklearn
@@ -171,6 +176,7 @@ def test_workers_serve_their_parents_copy_which_goes_when_the_server_stops(track
 def test_a_copy_left_by_a_killed_server_goes_with_the_next_copy_and_nothing_else_does(tracking_server, tmp_path,
                                                                                        temporary, monkeypatch):
     from frugalml.serve import load_model, release
+    from frugalml.serve._model import remove_orphaned_downloads
 
     uri, _, _ = tracking_server
     killed = ServerProcess("models:/wine@champion", "--tracking-uri", uri, log=tmp_path / "killed.log").wait_ready()
@@ -180,15 +186,19 @@ def test_a_copy_left_by_a_killed_server_goes_with_the_next_copy_and_nothing_else
     foreign = temporary / "frugalml-model-not-a-copy"  # a folder of that name without the owner's lock file
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
+    trap = temporary / "frugalml-model-fifo"  # a FIFO where the lock file would be: opening it must not block
+    trap.mkdir()
+    os.mkfifo(trap / ".frugalml-owner.lock")
     alive = ServerProcess("models:/wine@champion", "--tracking-uri", uri, log=tmp_path / "alive.log").wait_ready()
     try:
         assert not left.exists(), alive.log()  # the live server's first copy removed the dead one's
         (own,) = [folder for folder in temporary.iterdir() if _copies(folder)]
         monkeypatch.setattr(tempfile, "tempdir", str(temporary))
-        served = load_model("models:/wine@champion", uri)  # this process's sweep: the live server's copy stays
+        served = load_model("models:/wine@champion", uri)
+        assert remove_orphaned_downloads(temporary) == []  # the live server's copy, this process's, the others
         assert own.exists() and served.download.exists() and _copies(temporary) == 2
         release(served)
-        assert (foreign / "keep.txt").read_text() == "mine"
+        assert (foreign / "keep.txt").read_text() == "mine" and trap.exists()
     finally:
         alive.stop()
     assert _copies(temporary) == 0 and foreign.exists(), alive.log()

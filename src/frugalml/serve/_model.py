@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,9 @@ DOWNLOAD_PREFIX = "frugalml-model-"
 # in a copy's folder, flocked by the process that made it for as long as the copy is in use: the kernel lets go when
 # that process dies, even by kill -9, and the next process that copies a model removes a folder it can lock
 OWNER_LOCK = ".frugalml-owner.lock"
-_downloads: dict[Path, int] = {}  # the folders this process downloaded models into and has not released: their lock
+# the folders this process downloaded models into and has not released: the process that made each (a child forked
+# from it inherits this dict, not the copies) and the lock's descriptor (None where the file system has no flock)
+_downloads: dict[Path, tuple[int, int | None]] = {}
 _swept = False
 
 
@@ -84,9 +87,11 @@ def release(model: ServedModel | ModelLocation) -> None:
 
 
 def _remove(folder: Path | None) -> None:
-    lock = _downloads.pop(folder, None) if folder is not None else None
+    if folder is None or _downloads.get(folder, (None,))[0] != os.getpid():
+        return
+    _, lock = _downloads.pop(folder)
+    shutil.rmtree(folder, ignore_errors=True)
     if lock is not None:
-        shutil.rmtree(folder, ignore_errors=True)
         os.close(lock)
 
 
@@ -104,32 +109,49 @@ def _new_download() -> Path:
         atexit.unregister(_release_all)  # registered once however often the set empties
         atexit.register(_release_all)
     folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
-    # locked before it has its name: no other process's sweep can take a copy being made for an orphan
-    fd, claim = tempfile.mkstemp(dir=folder)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.rename(claim, folder / OWNER_LOCK)
-    _downloads[folder] = fd
+    _downloads[folder] = (os.getpid(), _claim(folder))
     return folder
 
 
+def _claim(folder: Path) -> int | None:
+    """Lock ``folder`` as this process's: a descriptor to keep open, or None where flock is refused (a
+    network file system): that copy is then never taken for an orphan's."""
+    fd, claim = tempfile.mkstemp(dir=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # locked before it has its name: no sweep can take a copy being made
+        os.rename(claim, folder / OWNER_LOCK)
+    except OSError:
+        os.close(fd)
+        Path(claim).unlink(missing_ok=True)
+        return None
+    return fd
+
+
 def remove_orphaned_downloads(directory: str | os.PathLike | None = None) -> list[Path]:
-    """Remove the copies of remote models left in ``directory`` (``$TMPDIR``) by processes that died
-    without releasing them (kill -9, a power cut); returns them. Only a folder holding frugalml's
-    owner lock is a copy; one whose lock is held belongs to a live process and is left alone."""
+    """Remove the copies of remote models left in ``directory`` (``$TMPDIR``) by processes of this
+    user that died without releasing them (kill -9, a power cut); returns them. Only a folder
+    holding frugalml's owner lock is a copy; one whose lock is held belongs to a live process and is
+    left alone."""
     removed = []
     for folder in Path(directory or tempfile.gettempdir()).glob(DOWNLOAD_PREFIX + "*"):
+        lock = folder / OWNER_LOCK
         try:
-            fd = os.open(folder / OWNER_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:  # not a copy (a frugalml-model-* folder of another use), or gone already
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
+        except OSError:  # not a copy (a frugalml-model-* folder of another use), gone already, or not ours to read
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            here, there = os.fstat(fd), os.lstat(lock)
+            if not (stat.S_ISREG(here.st_mode) and os.path.samestat(here, there) and here.st_uid == os.getuid()
+                    and stat.S_ISDIR(os.lstat(folder).st_mode)):
+                continue  # a file made to look like a lock, or one that went (and its folder's name reused)
         except OSError:  # its process is alive
-            os.close(fd)
             continue
-        shutil.rmtree(folder, ignore_errors=True)
-        os.close(fd)
-        removed.append(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
     return removed
 
 
