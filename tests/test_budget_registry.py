@@ -61,7 +61,7 @@ IDS = [f"{key}-fake-nvml" if SCENARIOS[key].get("gpu") else key for key in SCENA
 
 
 def test_every_budget_has_a_scenario():
-    """Serving budgets are measured on the model, not by the watchdog: tests/test_serving_budgets.py."""
+    """Serving budgets are measured on the model, not by the watchdog: tests/deploy/test_serving_budgets.py."""
     assert set(SCENARIOS) == {key for key, b in BUDGETS.items() if b.scope != SERVE}
 
 
