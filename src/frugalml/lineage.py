@@ -332,6 +332,23 @@ def _local_store(uri: str | None) -> Path | None:
     return Path(uri) if "://" not in uri else None  # a bare path is a file store
 
 
+def store_problem(uri: str, must_exist: bool = True) -> str | None:
+    """What is wrong with ``uri`` as the store of models to read (``must_exist``) or to register into,
+    in one line, or None. MLflow would create an empty store where a ``sqlite:///`` file or a
+    folder store is not (and then say the model is not found), and takes a bare path to an
+    SQLite file for a folder store (a traceback from deep inside)."""
+    local = _local_store(uri)
+    if local is None:
+        return None
+    sqlite = uri.startswith("sqlite:///")
+    if not sqlite and local.is_file():
+        return (f"{uri} is a file, not a tracking URI; an SQLite store is named sqlite:///{local.resolve()} "
+                "(the URI `frugalml register` printed).")
+    if must_exist and not (local.is_file() if sqlite else local.is_dir()):
+        return f"no MLflow store at {uri}; pass the tracking URI `frugalml register` printed."
+    return None
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive OS lock on ``path`` (created if missing and never removed: a removed
@@ -462,8 +479,8 @@ def model_lineage(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
     if not tracking_uri:  # MLflow would fall back to ./mlflow.db, creating an empty store
         raise LineageError(f"{model_uri!r} needs the tracking store it is registered in: pass --tracking-uri "
                            "(`frugalml register` prints it) or set MLFLOW_TRACKING_URI.")
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise LineageError(f"no MLflow store at {tracking_uri}; pass the tracking URI `frugalml register` printed.")
+    if problem := store_problem(tracking_uri):
+        raise LineageError(problem)
     name, number, alias = parsed
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:

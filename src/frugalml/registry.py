@@ -33,12 +33,12 @@ from frugalml.budgets import SERVING_METRICS
 from frugalml.deploy import SLO_TAG, Slo
 from frugalml.exceptions import FrugalError, one_line
 from frugalml.flavors import SKLEARN_SERIALIZATION
-from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion
+from frugalml.lineage import data_lineage, lineage_tags, log_dataset, read_lineage, record_promotion, store_problem
 from frugalml.records import TrialRecord
 from frugalml.serve import Reference, encode_table, extra_files, pip_requirements, sha256_arrays
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, StoredStudy, stored_study
-from frugalml.tracking import MODEL_ARTIFACT, default_uri, seed_sqlite_store
+from frugalml.tracking import MODEL_ARTIFACT, default_uri, seed_sqlite_store, sqlite_path
 from frugalml.tuner import load_result
 
 TAG = "frugalml."
@@ -397,6 +397,18 @@ def study_tracking_uri(study_dir: str | Path) -> str:
     return default_uri(study_dir) if uri in (None, DEFAULT_MLFLOW) else str(uri)
 
 
+def _artifact_location(uri: str, study_dir: str | Path) -> str | None:
+    """Where the models registered into ``uri`` from a study go: with the store, so that they live as
+    long as it does. The study's own store's, in the study's folder (``--fresh`` clears both); another
+    SQLite store's, beside its file (never in the study's folder, which ``--fresh`` would clear under
+    a registry that still names them); any other store's, where that store puts artifacts."""
+    if uri == study_tracking_uri(study_dir):
+        return str((Path(study_dir) / "mlartifacts").resolve())
+    if (path := sqlite_path(uri)) is not None:
+        return str(path.resolve().parent / "mlartifacts")
+    return None
+
+
 def _tags(refit: Refit) -> dict[str, str]:
     reference = refit.reference
     schema = json.dumps(reference.schema)
@@ -498,6 +510,8 @@ def register(
         from frugalml.serve import as_monitoring_config
 
         monitoring = as_monitoring_config(monitoring).to_dict()  # fails now, not when served
+    if tracking_uri and (problem := store_problem(tracking_uri, must_exist=False)):
+        raise RegistryError(problem)
     refit = refit_best(study_dir, workload)
     study, config_id = refit.link["study"], refit.link["config_id"]
     name = name or f"{study}-{refit.link['workload']}"
@@ -509,7 +523,7 @@ def register(
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment = client.get_experiment_by_name(f"{study}-registry")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            f"{study}-registry", artifact_location=str((Path(study_dir) / "mlartifacts").resolve()))
+            f"{study}-registry", artifact_location=_artifact_location(uri, study_dir))
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"register {config_id}", tags=tags) as run, \

@@ -195,3 +195,42 @@ def test_the_alias_check_agrees_with_mlflows_registry(alias, one_version_registr
     assert rejected(_check_alias) == by_mlflow
     if alias.replace(" ", "").isalnum() and len(alias) < 256:  # the fallback covers the reserved names only
         assert rejected(_reserved_alias) == by_mlflow or alias == "bad alias"
+
+
+def test_a_version_registered_into_another_store_outlives_its_studys_fresh_and_stores_are_checked(
+        tmp_path, capfd, caplog, monkeypatch):
+    """Registered into another study's store, a version keeps its files beside that store: ``--fresh`` of the
+    study it came from does not take them. A store that is not there, or a bare path to an SQLite file, is
+    one line (exit 2) before anything is created or refitted."""
+    from frugalml.cli import main
+    from frugalml.serve import load_model
+    from frugalml.tracking import default_uri
+    from helpers import cli_in_process
+
+    def small(name: str) -> Study:
+        return Study(name=name, workloads=[Workload(dataset="diabetes", algorithm="logistic_regression",
+                                                    eval_every=10, max_steps=20)],
+                     search=Search(space={"batch_size": [64], "learning_rate": [0.01]}),
+                     directory=str(tmp_path / name))
+
+    home, source = tune(small("home")), tune(small("source"))
+    registry = default_uri(home.directory)
+    assert main(["register", source.directory, "--name", "shared", "--alias", "champion",
+                 "--tracking-uri", registry]) == 0
+    tune(small("source"), fresh=True)
+    served = load_model("models:/shared@champion", registry)
+    assert served.version == "1" and served.path.is_relative_to(tmp_path / "home")
+
+    missing = tmp_path / "no-such.db"
+    bare = str(tmp_path / "home" / "mlflow.db")
+    for command in (["serve", "models:/shared@champion", "--tracking-uri", f"sqlite:///{missing}"],
+                    ["lineage", "models:/shared@champion", "--tracking-uri", f"sqlite:///{missing}"],
+                    ["lineage", "models:/shared@champion", "--tracking-uri", bare],
+                    ["serve", "models:/shared@champion", "--tracking-uri", bare],
+                    ["register", source.directory, "--tracking-uri", bare]):
+        result = cli_in_process(*command, capfd=capfd, caplog=caplog, monkeypatch=monkeypatch)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
+        said = "no MLflow store at" if command[-1] != bare else f"an SQLite store is named sqlite:///{bare}"
+        assert said in lines[0], lines
+    assert not missing.exists()

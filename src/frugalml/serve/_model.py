@@ -26,7 +26,7 @@ import numpy as np
 
 from frugalml.exceptions import DataError, FrugalError, one_line
 from frugalml.flavors import SKLEARN_SERIALIZATION, choose_keras_backend, missing_module_message, recorded_modules
-from frugalml.lineage import parse_model_uri
+from frugalml.lineage import parse_model_uri, store_problem
 from frugalml.serve import _classifier as classifier
 from frugalml.serve._reference import CATEGORICAL, Reference, encode_table
 
@@ -216,6 +216,9 @@ def resolve_model(uri: str, tracking_uri: str | None) -> ModelLocation:
         # MLflow would fall back to ./mlflow.db, creating an empty store where it looks
         raise ModelLoadError(f"{uri!r} needs the tracking store it is registered in: pass --tracking-uri "
                              "(`frugalml register` prints it) or set MLFLOW_TRACKING_URI.")
+    if uri.startswith(("models:/", "runs:/")) and (
+            problem := store_problem(tracking_uri or os.environ["MLFLOW_TRACKING_URI"])):
+        raise ModelLoadError(problem)
     name = version = ""
     tags: dict[str, str] = {}
     try:
