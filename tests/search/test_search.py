@@ -73,14 +73,25 @@ def test_optuna_samplers_stay_in_the_space_ask_n_trials_and_repeat_with_the_seed
     assert [c.params for c in replay] == [c.params for c in proposals]
 
 
-def test_a_resumed_optuna_sampler_asks_only_the_trials_left_with_new_ids():
-    search = Search(method="random", space={"learning_rate": {"low": 1e-4, "high": 0.5, "log": True}}, n_trials=5)
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_a_resumed_optuna_sampler_asks_only_the_trials_left_and_none_it_ran_before(method):
+    """Resumed after Ctrl-C, a sampler seeded as at the start drew its first configurations again."""
+    search = Search(method=method, space={"learning_rate": {"low": 1e-4, "high": 0.5, "log": True}}, n_trials=8,
+                    seed=1)
     sampler = search.sampler()
-    first = [sampler.ask() for _ in range(3)]
-    resumed = search.sampler()
-    resumed.restore([(c, [_finished(c, 1.0)]) for c in first[:2]], [first[2]])
-    rest = _asked(resumed)
-    assert len(rest) == 2 and not {c.config_id for c in rest} & {c.config_id for c in first}
+    first = [sampler.ask() for _ in range(4)]
+    for config in first[:3]:
+        sampler.tell(config, [_finished(config, config.params["learning_rate"])])
+
+    def resume():
+        resumed = search.sampler()
+        resumed.restore([(c, [_finished(c, c.params["learning_rate"])]) for c in first[:3]], [first[3]])
+        return _asked(resumed)
+
+    rest = resume()
+    assert len(rest) == 4 and not {c.config_id for c in rest} & {c.config_id for c in first}
+    assert not {c.params["learning_rate"] for c in rest} & {c.params["learning_rate"] for c in first}
+    assert [c.params for c in resume()] == [c.params for c in rest]  # a resume from here is reproducible
 
 
 @pytest.mark.parametrize(("search", "says"), [

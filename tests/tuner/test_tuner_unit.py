@@ -69,7 +69,14 @@ def test_a_budget_stops_the_configurations_that_break_it(study_dir):
     assert result.best_feasible().params == {"batch_size": 30, "offset": 0.0}
 
 
-def test_an_interrupted_study_resumes_without_losing_or_repeating_a_trial(study_dir):
+SAMPLED = {"batch_size": [30, 300, 3000, 30000], "offset": {"low": 0.0, "high": 1.0}}
+
+
+@pytest.mark.parametrize("search", [None, Search(method="random", space=SAMPLED, n_trials=8, seed=1),
+                                    Search(method="tpe", space=SAMPLED, n_trials=8, seed=1)],
+                         ids=["grid", "random", "tpe"])
+def test_an_interrupted_study_resumes_without_losing_or_repeating_a_trial(study_dir, search):
+    overrides = {"search": search} if search is not None else {}
     ended = []
 
     def interrupt_after_three(event, payload):
@@ -79,14 +86,15 @@ def test_an_interrupted_study_resumes_without_losing_or_repeating_a_trial(study_
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Tuner(study(study_dir), progress=interrupt_after_three, executor=inline).run()
+        Tuner(study(study_dir, **overrides), progress=interrupt_after_three, executor=inline).run()
     first = {r.trial_id: r.number for r in ResultStore(study_dir).trials()}
     assert set(first) == set(ended)
-    result = tune(study(study_dir), resume=True, executor=inline)
+    result = tune(study(study_dir, **overrides), resume=True, executor=inline)
     numbers = {r.trial_id: r.number for r in result.records}
     assert len(result.records) == 8 and len(numbers) == 8
     assert {t: numbers[t] for t in first} == first  # stored trials kept, not re-run
     assert len(set(numbers.values())) == 8
+    assert len({tuple(sorted(r.params.items())) for r in result.records}) == 8  # nor their configurations
 
 
 def test_skipping_a_configuration_predicted_over_budget(study_dir):

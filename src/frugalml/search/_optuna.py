@@ -80,13 +80,7 @@ class OptunaSampler(Sampler):
         self.distributions = to_distributions(search.space)
         self.fixed = fixed_values(search.space)
         multi = len(search.objectives) > 1
-        sampler = {
-            "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
-            "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, multivariate=True),
-            "gp": lambda: optuna.samplers.GPSampler(seed=search.seed, warn_independent_sampling=False),
-            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
-        }[search.method]()
-        self.study = optuna.create_study(directions=search.directions, sampler=sampler)
+        self.study = optuna.create_study(directions=search.directions, sampler=self._sampler(search.seed))
         self._asked: dict[str, optuna.trial.Trial] = {}
         self._remaining = search.n_trials or 0
         self.multi = multi
@@ -109,6 +103,14 @@ class OptunaSampler(Sampler):
         # a stream of its own: Optuna's samplers start up with RandomSampler(seed=seed), and on that
         # same stream each redrawn candidate came back later as a start-up draw (3 of 8 proposals)
         self._random = optuna.samplers.RandomSampler(seed=_another_stream(search.seed))
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return {
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        }[self.search.method]()
 
     def ask(self) -> Config | None:
         if self._remaining <= 0:
@@ -265,6 +267,15 @@ class OptunaSampler(Sampler):
         numbers = [int(m.group(1)) for c in [*(c for c, _ in finished), *incomplete]
                    if (m := re.match(r"t(\d+):", c.config_id))]
         self._offset = max(0, max(numbers, default=-1) + 1 - len(finished))
+        # Seeded as at the start, each random stream would draw again what it drew before the interruption: the
+        # first configurations, finished already (a random or TPE study resumed after Ctrl-C re-ran them). Streams
+        # of their own for this point of the search, the same at every resume from here.
+        drawn = max(max(numbers, default=-1) + 1, len(finished) + len(incomplete))
+        if drawn:
+            seed = int(np.random.SeedSequence([self.search.seed, drawn]).generate_state(1)[0])
+            self.study.sampler = self._sampler(seed)
+            self._random = optuna.samplers.RandomSampler(seed=_another_stream(seed))
+            self._coin = random.Random(seed)
         for config in incomplete:
             self.study.enqueue_trial({k: v for k, v in config.params.items() if k in self.distributions})
             self._asked[config.config_id] = self.study.ask(self.distributions)
