@@ -234,6 +234,16 @@ def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_re
     assert result.returncode == 1, result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("frugalml: error: all 2 trials failed, every one with:"), result.stderr
+    assert "no configuration finished: every trial failed" in result.stdout and "budget" not in result.stdout
+
+
+def test_a_budget_no_configuration_can_meet_says_which_budget_stopped_them_and_the_lowest_reading(folder):
+    body = _study(workload='[[workloads]]\ntrain = "trainers:steady"\ntrain_kwargs = { steps = 40 }\n',
+                  search="[search]\nspace = { offset = [0.0, 0.1] }\n[budget]\nmax_memory_mb = 0.4\n" + NO_MLFLOW_TRACKING)
+    result = cli("tune", str(write_study(folder / "s.toml", body)), "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "no configuration met the budget" in line)
+    assert "max_memory_mb = 0.4 stopped 2 of 2 (the lowest reading " in line, line
 
 
 def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finishes(folder):

@@ -234,3 +234,15 @@ def test_a_version_registered_into_another_store_outlives_its_studys_fresh_and_s
         said = "no MLflow store at" if command[-1] != bare else f"an SQLite store is named sqlite:///{bare}"
         assert said in lines[0], lines
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--token", "short"], "token (--token, or $FRUGALML_ADMIN_TOKEN) must be a string of at least 8 characters; got 5"),
+    (["--predict-token", ""], "predict_token (--predict-token, or $FRUGALML_PREDICT_TOKEN) must be a string of at least"),
+])
+def test_a_short_token_is_one_line_naming_its_flag_and_variable(argv, words, capsys, tmp_path):
+    from frugalml.cli import main
+
+    assert main(["serve", str(tmp_path / "no-model"), *argv]) == 2
+    error = capsys.readouterr().err
+    assert words in error and error.count("\n") == 1, error

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from frugalml.cli._format import compute_line, fmt, wide_console
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             objective = study.search.objectives[0]
             console.print(f"[bold]{workload.name}[/]: " + (
                 f"no configuration reported {objective}, the objective (trial.report({objective}=...))"
-                if feasible else "no configuration met the budget"))
+                if feasible else escape(_none_met([r for r in result.records if r.workload == workload.name]))))
             continue
         metrics = ", ".join(f"{k}={fmt(v)}" for k, v in best.mean.items())
         console.print(f"[bold]{workload.name}[/]: best configuration within budget: {dict(best.params)} ({metrics})")
@@ -119,6 +120,21 @@ def run(args: argparse.Namespace) -> int:
                       f"CPU-s{ended}; the best configurations above are the best found within it")
     console.print(f"results: {result.directory}")
     return _all_failed(result.records)
+
+
+def _none_met(records: Any) -> str:
+    """Why no configuration of a workload met the budget: the trials failed, or which budgets stopped them."""
+    if records and all(r.status is TrialStatus.FAILED for r in records):
+        return "no configuration finished: every trial failed (the reason below)"
+    stops: dict[str, list[Any]] = {}
+    for record in records:
+        if record.stop is not None and record.stop.is_system:
+            stops.setdefault(record.stop.rule, []).append(record.stop)
+    if not stops:
+        return "no configuration met the budget"
+    said = ", ".join(f"{rule} = {min(s.threshold for s in found):g} stopped {len(found)} of {len(records)} "
+                     f"(the lowest reading {min(s.value for s in found):.4g})" for rule, found in sorted(stops.items()))
+    return f"no configuration met the budget: {said}"
 
 
 def _all_failed(records: Any) -> int:

@@ -46,7 +46,7 @@ from frugalml.messages import Done, Failed, FirstStep, Info, Message, Metrics, O
 from frugalml.metrics import (CPU_PERCENT, CPU_S, ENERGY_J, GPU_MEMORY_MB, GPU_UTIL_PERCENT, MEAN_STEP_MS, MEMORY_MB,
                               PEAK_RSS_MB, READ_MB, THROUGHPUT_SPS, TRAIN_LOSS, USS_MB, WALL_S, WRITE_MB)
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
-from frugalml.stopping import StoppingRule, TrialView, check_all
+from frugalml.stopping import SYSTEM, StoppingRule, TrialView, check_all
 from frugalml.trial import (
     PHASE_TRAIN, PROGRESS_EVALUATING, PROGRESS_MARK, PROGRESS_PHASE, PROGRESS_STEPS, PROGRESS_WINDOW_S, phase_name,
 )
@@ -239,6 +239,17 @@ class TrialLifecycle:
             self.stop, self.stop_phase = stop, self.phase
             self._readings.stopped(self.progress, self.sample)
         return stop
+
+    def check_finished(self, rules: Sequence[StoppingRule], view: TrialView) -> StopInfo | None:
+        """The budgets read a finished trial's last sample once more: a trial shorter than the
+        watchdog's tick, or one whose last sample came after its last window, finished with no rule
+        having read it, and would be taken for feasible over a budget. ``view`` at a boundary."""
+        # the worker's own figures of its last window over the watchdog's last read, which may have found it exiting
+        sample = {**self.sample, **(self.windows[-1].values if self.windows else {})}
+        if self.stop is not None or not isinstance(self.outcome, Done) or not sample:
+            return None
+        return self.check([rule for rule in rules if rule.kind == SYSTEM], replace(view, sample=sample),
+                          sample_only=True)
 
     # -- out -------------------------------------------------------------------------------
 

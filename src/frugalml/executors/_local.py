@@ -327,9 +327,9 @@ class LocalExecutor(Executor):
                 trial.failure = f"hung: no step for {idle:.0f} s (hang_timeout_s={self.hang_timeout_s:g})"
                 kill_tree(running.process.pid)
 
-    def _view(self, running: _Running, now: float) -> TrialView:
+    def _view(self, running: _Running, now: float, at_boundary: bool = False) -> TrialView:
         used = {CPU_S: self.running_cpu_s(), ENERGY_J: self.running_used(ENERGY_J)}
-        return running.trial.view(now, self.state, used)
+        return running.trial.view(now, self.state, used, at_boundary=at_boundary)
 
     def _check(self, running: _Running, sampled_at: float, sample_only: bool = False) -> None:
         trial = running.trial
@@ -347,6 +347,7 @@ class LocalExecutor(Executor):
         running.process.join(10)
         self._drain(running)
         trial = running.trial
+        trial.check_finished(self.rules, self._view(running, time.monotonic(), at_boundary=True))
         del self._running[trial.task.trial_id]
         running.connection.close()
         info: dict[str, Any] = {}

@@ -87,7 +87,11 @@ class ServerSettings:
         for name in ("token", "predict_token"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or len(value) < 8):
-                raise ConfigError(f"{name} must be a string of at least 8 characters.")
+                flag, env = ("--token", "FRUGALML_ADMIN_TOKEN") if name == "token" else \
+                    ("--predict-token", "FRUGALML_PREDICT_TOKEN")
+                got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+                raise ConfigError(f"{name} ({flag}, or ${env}) must be a string of at least 8 characters; got {got}. "
+                                  "Use a long random secret, or leave it unset.")
         object.__setattr__(self, "rate_limit", parse_rate(self.rate_limit))
         check("ServerSettings", "body_timeout_s", self.body_timeout_s, POSITIVE)
         if self.poll_registry_s is not None:
