@@ -302,3 +302,32 @@ def test_command_line_mistakes_are_one_line_errors(capfd, caplog, monkeypatch):
                                                                           monkeypatch=monkeypatch)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert needle in result.stderr and "--help" in result.stderr
+
+
+OWN_TRAIN = """def train(trial):
+    for step in range(1, 21):
+        if trial.step(loss=1.0 / step, n_samples=10):
+            trial.report(val_loss=1.0 / step + trial.params["offset"])
+"""
+
+
+def test_a_training_module_beside_the_study_file_is_found_and_a_wrong_name_says_what_is_there(tmp_path):
+    """``train = "mytrain:train"`` next to the study file, run from another folder, with nothing on PYTHONPATH
+    for it: the driver and the workers find it; a misspelt function lists the module's, a file path is
+    answered with the module name."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mytrain.py").write_text(OWN_TRAIN)
+    body = ('[study]\nname = "own"\n[[workloads]]\ntrain = "{train}"\neval_every = 10\n'
+            '[search]\nspace = {{ offset = [0.0, 0.1] }}\n[tracking]\nmlflow_uri = "none"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    study = write_study(project / "study.toml", body.format(train="mytrain:train"))
+    result = cli("tune", str(study), "--no-progress", cwd=elsewhere)
+    assert result.returncode == 0 and result.stdout.count(": completed") == 2, result.stdout + result.stderr
+    for train, said in [("mytrain:trian", "module 'mytrain' has no 'trian'; its functions: train."),
+                        ("project/mytrain.py:train", "names a file; name its module: 'mytrain:train'"),
+                        ("nosuch:train", "beside the study file, in the working folder, installed, or on PYTHONPATH")]:
+        write_study(project / "study.toml", body.format(train=train))
+        result = cli("tune", str(project / "study.toml"), "--no-progress", "--fresh", cwd=elsewhere)
+        assert result.returncode == 2 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections import Counter
@@ -73,10 +74,20 @@ class ProgressView:
         return Group(header, best_line, table)
 
 
+def importable_beside(study_file: str) -> None:
+    """A training function's module (``train = "mytrain:train"``) is found beside the study file and in
+    the working folder, as ``python -m`` finds a script's: appended to ``sys.path``, after the installed
+    packages, which the workers' forkserver takes with it."""
+    for folder in (os.path.dirname(os.path.abspath(study_file)), os.getcwd()):
+        if folder not in sys.path:
+            sys.path.append(folder)
+
+
 def run(args: argparse.Namespace) -> int:
     from frugalml.study import load_study
     from frugalml.tuner import tune
 
+    importable_beside(args.study_file)
     study = load_study(args.study_file)
     overrides = {"workers": args.workers, "directory": args.directory, "backend": args.backend, "address": args.address}
     if overrides := {k: v for k, v in overrides.items() if v is not None}:

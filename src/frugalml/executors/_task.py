@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 import math
+import os
 from typing import Any, Callable, Iterable, Mapping
 
 from frugalml import accounting
@@ -46,10 +48,20 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
     module_name, _, attribute = str(train).partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"Training function {train!r} must look like 'package.module:function'.")
+    if module_name.endswith(".py"):
+        raise ConfigError(f"Training function {train!r} names a file; name its module: "
+                          f"'{os.path.basename(module_name)[:-3]}:{attribute}' (found beside the study file).")
     try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"Cannot import training function {train!r}: {error}.") from None
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"Cannot import training function {train!r}: {error}; the module must be importable: "
+                          "beside the study file, in the working folder, installed, or on PYTHONPATH.") from None
+    function = getattr(module, attribute, None)
+    if function is None:
+        defined = sorted(name for name, value in vars(module).items()
+                         if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_"))
+        raise ConfigError(f"Cannot import training function {train!r}: module {module_name!r} has no {attribute!r}; "
+                          f"its functions: {', '.join(defined) or 'none'}.")
     if not callable(function):
         raise ConfigError(f"Training function {train!r} is not callable.")
     return function
