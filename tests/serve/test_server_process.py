@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 
 import numpy as np
@@ -230,6 +231,27 @@ def test_monitor_command_shows_the_live_state(server, diabetes, model_dir, capsy
     assert "drift vs training" in capsys.readouterr().out
     assert main(["monitor", "no-such-model", "--once"]) == 2
     assert "no running server" in capsys.readouterr().err
+
+
+def test_monitor_into_a_pipe_prints_a_frame_each_interval(server):
+    """Piped (a log, `| cat`), the live view printed nothing until it ended."""
+    import subprocess
+    import sys
+
+    watcher = subprocess.Popen([sys.executable, "-m", "frugalml.cli", "monitor", server.url, "--interval", "0.3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum("predict latency" in line for line in lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sum("predict latency" in line for line in lines) >= 2, "".join(lines)  # while it still runs
+        assert watcher.poll() is None
+    finally:
+        watcher.kill()
+        watcher.wait(10)
 
 
 def test_monitor_by_a_name_two_running_servers_share_is_one_line_naming_both(tmp_path, monkeypatch, capsys):

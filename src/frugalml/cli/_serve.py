@@ -237,6 +237,12 @@ def run_monitor(args: argparse.Namespace) -> int:
         console.print(render(board, url))
         return 0
     try:
+        if not console.is_terminal:  # piped or logged: Live would draw nothing until it ends; a frame each interval
+            while True:
+                console.print(render(board, url))
+                console.file.flush()
+                time.sleep(args.interval)
+                board = scrape(board)
         with Live(render(board, url), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(args.interval)
