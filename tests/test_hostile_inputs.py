@@ -97,6 +97,10 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
     "serving budget on a function that keeps no model": (
         _study(workload='[[workloads]]\ntrain = "no_model_trainers:trains_only"\n', search=SPACE + SERVING),
         "never keeps its model"),
+    "budget with its unit written in": (_study(search=SPACE + '[budget]\nmax_memory_mb = "400MB"\n'),
+                                        "write a bare number of MB, e.g. max_memory_mb = 400"),
+    "step budget with its unit written in": (_study(search=SPACE + '[budget]\nmax_mean_step_ms = "50ms"\n'),
+                                             "'max_mean_step_ms' parameter of [budget]"),
 }
 
 

@@ -147,8 +147,8 @@ def test_bad_workloads_give_one_line_errors_and_write_nothing(tmp_path, data_fil
 
 BAD_FILES = {
     "malformed toml": ("[study\nname = 1", "not valid TOML"),
-    "zero budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_memory_mb = 0', "max_mb"),
-    "negative budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_mean_step_ms = -5', "max_ms"),
+    "zero budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_memory_mb = 0', "'max_memory_mb' parameter of [budget]"),
+    "negative budget": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[budget]\nmax_mean_step_ms = -5', "bare number of ms"),
     "unknown rule": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[stopping]\npatiense = 3', "patiense"),
     "unknown metric": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nobjectives=["val_los"]\nspace={batch_size=[30]}', "val_los"),
     "batch size zero": ('[study]\nname="b"\n[[workloads]]\ndataset="diabetes"\nalgorithm="svm"\n[search]\nspace={batch_size=[0, 30], learning_rate=[0.01]}', "batch_size"),

@@ -147,7 +147,7 @@ def test_a_trial_that_keeps_no_model_ends_the_study_with_one_line_naming_log_mod
     ({"max_predict_ms": 5}, {"gpus": 1}, None, "deploy"),
     ({"max_predict_ms": 5}, {"resources": {"edge": 1}}, None, "backend = \"ray\""),
     ({"max_memory_mb": 500}, {"cores": 1}, None, "neither \\[budget\\] nor \\[search\\] objectives"),
-    ({"min_throughput_rows_s": -1}, {}, None, "min_rows_s"),
+    ({"min_throughput_rows_s": -1}, {}, None, "bare number of rows/s"),
 ])
 def test_bad_serving_settings_are_one_line_before_anything_runs(study_dir, budget, deploy, workload, message):
     workload = workload or Workload(dataset="diabetes", algorithm="svm")

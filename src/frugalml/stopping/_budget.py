@@ -9,10 +9,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from frugalml.budgets import SAMPLE, SERVE, STUDY, TRIAL, WARMUP_ALLOWANCE, WARMUP_WINDOWS, WINDOW, Budget, budget
+from frugalml.exceptions import ConfigError
 from frugalml.records import StopInfo, Window
 from frugalml.stopping._base import STUDY as STUDY_KIND
 from frugalml.stopping._base import SYSTEM, StoppingRule, TrialView
 from frugalml.validation import AT_LEAST_ONE, NON_NEGATIVE_INT, check, positive
+
+_EXAMPLE = {"MB": 400, "ms": 50, "s": 600, "J": 1000, "CPU-s": 3600, "rows/s": 1000}  # a limit, in messages
 
 
 class ResourceBudget(StoppingRule):
@@ -24,7 +27,14 @@ class ResourceBudget(StoppingRule):
         self.budget: Budget = budget(key)
         self.name = key
         self.needs_peers = self.budget.needs_peers
-        self.limit = float(positive(owner or type(self).__name__, self.budget.param, limit))
+        if owner is None:  # a rule made in code: its own parameter's name
+            self.limit = float(positive(type(self).__name__, self.budget.param, limit))
+        else:  # a study's [budget] key: named as the user wrote it, with its unit
+            try:
+                self.limit = float(positive(owner, key, limit))
+            except ConfigError as error:
+                raise ConfigError(f"{str(error).rstrip('.')}; write a bare number of {self.budget.unit}, "
+                                  f"e.g. {key} = {_EXAMPLE.get(self.budget.unit, 10)}.") from None
 
     def _over(self, view: TrialView, value: float, message: str | None = None) -> StopInfo:
         b = self.budget
@@ -164,7 +174,7 @@ _BY_SCOPE: dict[str, type[ResourceBudget]] = {
 def budget_rule(key: str, limit: float, *, warmup_windows: int = WARMUP_WINDOWS) -> ResourceBudget:
     """The stopping rule of budget ``key`` at ``limit`` (a one-line error for bad input);
     ``warmup_windows`` applies to window budgets (step time) only."""
-    owner = f"budget '{key}'"
+    owner = "[budget]"
     if budget(key).scope == WINDOW:
         return WindowBudget(key, limit, owner=owner, warmup_windows=warmup_windows)
     return _BY_SCOPE[budget(key).scope](key, limit, owner=owner)
