@@ -26,7 +26,7 @@ GOOD_ROWS = "".join(f"{i},{i % 3},{i % 2}\n" for i in range(10))
         ("a,b,target\n" + GOOD_ROWS + "1,,0\n2,nan,1\n", "NaN or infinite features in 2 rows (columns: b)"),
         ("a,b,target\n" + GOOD_ROWS + "inf,1,0\n", "NaN or infinite features in 1 rows (columns: a)"),
         ("a,b,target\n" + GOOD_ROWS + "1,1,\n", "NaN or infinite targets in 1 rows (column: target)"),
-        ("a,b,label\n" + GOOD_ROWS, "no target column 'target'; its columns are: a, b, label; pass target="),
+        ("a,b,label\n" + GOOD_ROWS, "no target column 'target'; its columns are: a, b, label; name it: target = \"<column>\" in the workload, --target in frugalml retrain"),
         ("a,b,target\n" + GOOD_ROWS.replace("1,1,", "1,red,", 1) + "3,,1\n",
          "missing values in 1 rows of text column 'b'"),
         ("a,b,target\n1,2,0\n2,3,1\n3,4,0\n", "has 3 rows: too few"),

@@ -324,7 +324,8 @@ def _load(source: DatasetSource) -> tuple[np.ndarray, np.ndarray, list[str] | No
     if target not in frame.columns:
         raise DataError(
             f"dataset {name!r} has no target column {target!r}; its columns are: "
-            f"{_names(list(frame.columns))}; pass target=<column>."
+            f"{_names(list(frame.columns))}; name it: target = \"<column>\" in the workload, --target in "
+            "frugalml retrain."
         )
     features = [column for column in frame.columns if column != target]
     if not features:
