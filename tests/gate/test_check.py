@@ -81,15 +81,22 @@ def test_a_bad_gate_is_one_line_and_exit_2(gate_studies, tmp_path, capsys, gate,
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
 
 
-def test_a_baseline_that_does_not_exist_is_exit_2(gate_studies, tmp_path, capsys):
+def test_a_baseline_that_does_not_exist_is_exit_2_before_the_candidate_is_refitted(gate_studies, tmp_path, capsys,
+                                                                                    monkeypatch):
     from frugalml.cli import main
+    from frugalml.gate import _sides
     from frugalml.tracking import default_uri
 
+    refitted = []
+    real = _sides.from_study
+    monkeypatch.setattr(_sides, "from_study", lambda *args, **kwargs: refitted.append(args) or real(*args, **kwargs))
     assert main(["check", str(gate_studies["slow"]), "--baseline", str(tmp_path / "nowhere")]) == 2
     assert "neither a study directory" in capsys.readouterr().err
     assert main(["check", str(gate_studies["slow"]), "--baseline", "models:/nobody@champion", "--tracking-uri",
                  default_uri(gate_studies["base"])]) == 2
-    assert "cannot resolve model 'models:/nobody@champion'" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "cannot resolve model 'models:/nobody@champion'" in error and error.count("\n") == 1, error
+    assert refitted == []  # the wrong name failed first, not after the candidate study's refit
 
 
 class _Echo:

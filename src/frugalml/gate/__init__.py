@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from frugalml.exceptions import ConfigError
@@ -119,7 +121,11 @@ def check(candidate: str, baseline: str, *, settings: GateSettings | None = None
         tracking_uri: where ``models:/`` URIs are registered.
         workload: which workload of a study with several.
     """
-    return compare(resolve(candidate, tracking_uri, workload), resolve(baseline, tracking_uri, workload), settings)
+    targets = {"candidate": candidate, "baseline": baseline}
+    # a model first: a wrong name or store fails in a second, not after the study's refit (seconds)
+    order = sorted(targets, key=lambda side: (Path(targets[side]) / "frugalml.db").is_file())
+    sides = {side: resolve(targets[side], tracking_uri, workload) for side in order}
+    return compare(sides["candidate"], sides["baseline"], settings)
 
 
 __all__ = [
