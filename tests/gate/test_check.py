@@ -192,6 +192,16 @@ def test_step_time_rounds_are_judged_on_each_sides_fastest_round():
     assert better.status == "improved", better.reason
 
 
+def test_one_trial_a_side_claims_no_confidence():
+    """One accuracy a side (repeats = 1): resampling gives each back every time, so no bound can be claimed."""
+    one = decide(_gate("accuracy"), [[0.7706]], [[0.757]], confidence=0.95, resamples=1000, seed=0)
+    assert one.status == "regression" and "confidence" not in one.reason.replace("no confidence bound", "")
+    assert "one value a side, no confidence bound" in one.reason, one.reason
+    three = decide(_gate("accuracy"), [[0.80], [0.81], [0.80]], [[0.70], [0.71], [0.70]], confidence=0.95,
+                   resamples=1000, seed=0)
+    assert "at least" in three.reason and "at 95% confidence" in three.reason, three.reason
+
+
 def test_accuracy_is_worse_when_it_falls_and_a_limit_is_hard():
     rng = np.random.default_rng(1)
     drop = decide(_gate("accuracy"), [[0.80], [0.81], [0.80]], [[0.70], [0.71], [0.70]], confidence=0.95,

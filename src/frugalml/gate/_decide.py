@@ -113,8 +113,12 @@ def decide(gate: MetricGate, baseline: Groups, candidate: Groups, *, confidence:
     base, cand = clean(baseline), clean(candidate)
     rng = np.random.default_rng(seed)
     replicates, value = STATISTICS[statistic]
-    surely = statistic == "mean"  # a bootstrap bound; the fastest rounds are compared as they are
+    # a bootstrap bound; the fastest rounds are compared as they are, and so is a side of one value (one trial
+    # reporting once): resampling it gives it back every time, and a bound from no noise would claim a confidence
+    single = statistic == "mean" and min(sum(g.size for g in base), sum(g.size for g in cand)) == 1
+    surely = statistic == "mean" and not single
     named, bound, confident = ("", "at least ", f" at {confidence:.0%} confidence") if surely else \
+        ("", "", " (one value a side, no confidence bound: [study] repeats >= 2 give one)") if single else \
         ("fastest round ", "", "")
     b_star, c_star = replicates(base, resamples, rng), replicates(cand, resamples, rng)
     b, c = value(base), value(cand)
@@ -140,7 +144,7 @@ def decide(gate: MetricGate, baseline: Groups, candidate: Groups, *, confidence:
         status, reason = IMPROVED, f"{named}better by {bound}{-high_rel:.1%} ({-high_abs:.3g}{unit})"
     else:
         status, reason = PASS, (f"not surely worse than {tolerance} ({confidence:.0%} confidence)" if surely
-                                else f"{named}not worse than {tolerance}")
+                                else f"{named}not worse than {tolerance}{confident}")
     rounds = tuple(tuple(float(v) for v in np.concatenate(side)) for side in (base, cand)) \
         if keep_rounds or statistic == "min" else ((), ())
     return MetricResult(
