@@ -126,6 +126,11 @@ def test_the_study_line_shows_the_basis_mix_and_an_unknown_saving_is_never_a_num
     assert [row["cpu_s_saved"] for row in trial_rows([measured, unknown])] == [pytest.approx(0.8), None]
     line = compute_line(compute_account([measured, unknown, predicted]))
     assert "saved 5.8 CPU-s" in line and "(saved from: 1 measured, 1 predicted, 1 unknown)" in line
+    small = accounting.account(TrialRecord("w/d/r0", 3, "w", "d", 0, {"batch_size": 4}, TrialStatus.STOPPED,
+                                           steps_done=20, steps_planned=25, cpu_s=0.2, stop=stop, windows=(
+                                               Window(10, {"cpu_s": 0.1}), Window(20, {"cpu_s": 0.2}))))
+    line = compute_line(compute_account([small]))  # below one CPU-s, two significant digits: not "saved 0.0 (20%)"
+    assert "used 0.2 CPU-s, saved 0.05 CPU-s (20% of running every trial in full)" in line, line
 
 
 # -- recorded message sequences fed to a lifecycle, no processes -------------------------------------------------
