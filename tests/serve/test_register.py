@@ -234,6 +234,9 @@ def test_a_version_registered_into_another_store_outlives_its_studys_fresh_and_s
         said = "no MLflow store at" if command[-1] != bare else f"an SQLite store is named sqlite:///{bare}"
         assert said in lines[0], lines
     assert not missing.exists()
+    result = cli_in_process("serve", "models:/sharde@champion", "--tracking-uri", registry, capfd=capfd,
+                            caplog=caplog, monkeypatch=monkeypatch)
+    assert result.returncode == 2 and result.stderr.strip().endswith("; registered there: shared"), result.stderr
 
 
 @pytest.mark.parametrize("argv, words", [

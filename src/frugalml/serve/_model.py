@@ -242,8 +242,28 @@ def resolve_model(uri: str, tracking_uri: str | None) -> ModelLocation:
             raise
     except MlflowException as error:
         where = f" (tracking URI {tracking_uri})" if tracking_uri else " (set --tracking-uri or MLFLOW_TRACKING_URI)"
-        raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {one_line(error)}") from error
+        raise ModelLoadError(f"cannot resolve model {uri!r}{where}: {one_line(error)}"
+                             f"{_registered_here(tracking_uri, name, error)}") from error
     return ModelLocation(path, name, version, tags, download)
+
+
+def _registered_here(tracking_uri: str | None, name: str, error: Exception) -> str:
+    """For a name the registry does not have: the names it has (a typo's fix), as the end of a message."""
+    if not name or getattr(error, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+        return ""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            client.get_registered_model(name)
+            return ""  # the model is there: its version or alias is not
+        except Exception:  # noqa: BLE001, S110 - it is not: say which are
+            pass
+        names = sorted(m.name for m in client.search_registered_models(max_results=20))
+    except Exception:  # noqa: BLE001 - the message stands without the list
+        return ""
+    return f"; registered there: {', '.join(names)}" if names else "; nothing is registered there"
 
 
 class PyfuncPredictor:
