@@ -115,8 +115,10 @@ def test_mlflow_gets_artifacts_in_the_study_system_metrics_apart_and_the_study_o
         assert "memory_mb" not in run.data.metrics and "val_loss" in run.data.metrics
 
 
-def test_a_resume_with_every_trial_recorded_starts_no_worker_and_one_with_a_trial_left_does(study_dir, monkeypatch):
-    """The forkserver imports the ML stack (torch, for a network: seconds): only for trials to run."""
+def test_a_resume_with_every_trial_recorded_starts_no_worker_and_one_with_a_trial_left_does(study_dir, monkeypatch,
+                                                                                            caplog):
+    """The forkserver imports the ML stack (torch, for a network: seconds): only for trials to run. A
+    resume of an edited search says that it runs what the edit adds."""
     import frugalml.tuner._tuner as tuner_module
 
     started = []
@@ -131,5 +133,8 @@ def test_a_resume_with_every_trial_recorded_starts_no_worker_and_one_with_a_tria
     assert len(first.records) == 4 and started == ["resumed"]
     again = tune(study([0.0, 0.1]), resume=True)
     assert [r.trial_id for r in again.records] == [r.trial_id for r in first.records] and started == ["resumed"]
+    assert "differs from" not in caplog.text
     more = tune(study([0.0, 0.1, 0.2]), resume=True)  # a value added: two trials to run
     assert len(more.records) == 6 and started == ["resumed", "resumed"]
+    assert "the study's [search] differs from the one it was created with (4 trials stored); --resume keeps" \
+        in caplog.text

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
@@ -24,6 +26,8 @@ from frugalml.tuner._proposals import TrialSource
 from frugalml.tuner._recorder import Recorder
 from frugalml.tuner._schedule import Scheduler
 from frugalml.tuner._tracking import BackgroundTracking
+
+logger = logging.getLogger("frugalml.tuner")  # with no logging set up, Python prints the line to stderr
 
 ProgressCallback = Callable[[str, Any], None]  # ("start", TrialTask) or ("end", TrialRecord)
 ExecutorFactory = Callable[[ExecutorSettings, StudyState], Executor]
@@ -93,7 +97,7 @@ class Tuner:
                 pass
             return
         self.store.check_writable()  # another process's lock is said now, not after the first trial
-        stored_name, _ = self.store.study()
+        stored_name, spec = self.store.study()
         if stored_name != self.study.name:
             raise StoreError(f"{self.study.path} holds study '{stored_name}', not '{self.study.name}'.")
         previous = self.store.trials(with_steps=False)
@@ -102,6 +106,10 @@ class Tuner:
                 f"Study '{self.study.name}' already has {len(previous)} trials in {self.study.path}; "
                 "pass --resume to continue it or --fresh to start over."
             )
+        if previous and (changed := _changed(spec, self.study.to_dict(), ("search", "repeats"))):
+            logger.warning("frugalml: note: the study's %s differs from the one it was created with (%d trials "
+                           "stored); --resume keeps them and runs what the new one adds (--fresh starts over)",
+                           " and ".join(changed), len(previous))
         self.records = self.store.trials()
         self.state = StudyState(self.records)
         self._store_open = True
@@ -200,6 +208,13 @@ class Tuner:
 
             return ServingJudge(limits, deploy, runner=on_ray(deploy))
         return ServingJudge(limits, deploy)
+
+
+def _changed(stored: Mapping[str, Any], now: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """Which of ``keys`` differ between a stored study spec and the one given now (as JSON would store them)."""
+    def plain(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+    return [f"[{key}]" if key == "search" else key for key in keys if plain(stored.get(key)) != plain(now.get(key))]
 
 
 def tune(study: Study, *, resume: bool = False, fresh: bool = False, progress: ProgressCallback | None = None,
