@@ -170,3 +170,26 @@ def test_every_executor_keeps_its_measured_joules_and_cpu_seconds_over_reported_
             assert math.isfinite(values[measured]) and values[measured] < REPORTED_J, (measured, values)
         assert {"train_loss", "mean_step_ms", "throughput_sps", "wall_s", "cpu_percent"} <= values.keys()
     assert 0 < record.energy_j < REPORTED_J and record.energy_source is not None
+
+
+def test_a_trial_that_finished_over_a_budget_no_rule_read_is_recorded_stopped():
+    """Shorter than the watchdog's tick: its only window, over the memory budget, came with its Done, and the
+    watchdog's last read found its process exiting (memory 0). The budgets read both once more at the end."""
+    from frugalml.stopping import MemoryBudget, Patience
+
+    def finished(memory_mb: float) -> TrialLifecycle:
+        trial = lifecycle(steps=4)
+        trial.receive(window(4, after_loop=True, cpu_s=0.04, own_memory_mb=memory_mb), now=0.05)
+        trial.receive(Done(steps=4, cpu_s=0.05))
+        trial.observe({"cpu_s": 0.05, "memory_mb": 0.0})
+        return trial
+
+    rules = [MemoryBudget(0.4), Patience(patience=1)]
+    over = finished(20.8)
+    assert over.check_finished(rules, over.view(0.06, StudyState(), {}, at_boundary=True)) is not None
+    record = over.record(now=0.06)
+    assert record.status is TrialStatus.STOPPED and record.stop.rule == "max_memory_mb" and not record.feasible
+    assert record.stop.value == pytest.approx(20.8)
+    within = finished(0.3)  # within the budget; and a learning rule never stops a finished trial
+    assert within.check_finished(rules, within.view(0.06, StudyState(), {}, at_boundary=True)) is None
+    assert within.record(now=0.06).status is TrialStatus.COMPLETED

@@ -86,6 +86,9 @@ class InProcessExecutor(Executor):
         except Exception as error:  # noqa: BLE001 - a failing trial is recorded, the study goes on
             run.lifecycle.receive(failed(error, cpu_s=run.cpu_s()))
         run.lifecycle.observe(run.measure())
+        used = {CPU_S: run.cpu_s(), ENERGY_J: run.lifecycle.sample[ENERGY_J]}
+        run.lifecycle.check_finished(self.settings.rules,
+                                     run.lifecycle.view(time.monotonic(), self.state, used, at_boundary=True))
         energy = {ENERGY_J: run.lifecycle.sample[ENERGY_J], **run.energy.labels()}
         return run.lifecycle.record(peers=self.state.peers(task.workload), rules=self.settings.rules, info=energy)
 
