@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +239,7 @@ def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_re
     assert result.returncode == 1, result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("frugalml: error: all 2 trials failed, every one with:"), result.stderr
+    assert re.search(r"\(raised at \S*trainers\.py:\d+ in crash\)$", last), last  # where, in the user's code
     assert "no configuration finished: every trial failed" in result.stdout and "budget" not in result.stdout
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -155,8 +156,19 @@ def _all_failed(records: Any) -> int:
     reasons = Counter(one_line(record.error or "unknown error", squash=True) for record in records)
     reason, count = reasons.most_common(1)[0]
     same = "every one" if count == len(records) else f"{count} of them"
-    print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}", file=sys.stderr)
+    first = next(r for r in records if one_line(r.error or "unknown error", squash=True) == reason)
+    where = _raised_at(first.info.get("traceback", ""))
+    print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}{where}", file=sys.stderr)
     return 1
+
+
+def _raised_at(traceback_text: str) -> str:
+    """`` (raised at FILE:LINE in FUNCTION)``: the innermost frame of a failed trial's traceback, or ``""``."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traceback_text or "")
+    if not frames:
+        return ""
+    path, line, function = frames[-1]
+    return f" (raised at {path}:{line} in {function})"
 
 
 if __name__ == "__main__":
