@@ -240,7 +240,8 @@ def test_a_study_whose_every_trial_fails_the_same_way_exits_non_zero_with_the_re
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("frugalml: error: all 2 trials failed, every one with:"), result.stderr
     assert re.search(r"\(raised at \S*trainers\.py:\d+ in crash\)$", last), last  # where, in the user's code
-    assert "no configuration finished: every trial failed" in result.stdout and "budget" not in result.stdout
+    assert "no configuration finished: every trial failed, all with: RuntimeError: boom" in result.stdout
+    assert "budget" not in result.stdout
 
 
 def test_a_budget_no_configuration_can_meet_says_which_budget_stopped_them_and_the_lowest_reading(folder):

@@ -397,16 +397,18 @@ def study_tracking_uri(study_dir: str | Path) -> str:
     return default_uri(study_dir) if uri in (None, DEFAULT_MLFLOW) else str(uri)
 
 
-def _artifact_location(uri: str, study_dir: str | Path) -> str | None:
-    """Where the models registered into ``uri`` from a study go: with the store, so that they live as
-    long as it does. The study's own store's, in the study's folder (``--fresh`` clears both); another
-    SQLite store's, beside its file (never in the study's folder, which ``--fresh`` would clear under
-    a registry that still names them); any other store's, where that store puts artifacts."""
-    if uri == study_tracking_uri(study_dir):
-        return str((Path(study_dir) / "mlartifacts").resolve())
+def artifact_location(uri: str, study_dir: str | Path) -> str | None:
+    """Where a new experiment in store ``uri`` keeps what a study's registration (or retrain) logs: with the
+    store, so that it lives as long as the store does. A SQLite store's beside its file (the study's own:
+    the study's ``mlartifacts``, which ``--fresh`` clears with the store; another study's: never in this
+    study's folder, which ``--fresh`` would clear under a registry that still names them); a tracking
+    server's wherever it keeps artifacts; a database without a server (MLflow would use ``./mlruns`` of
+    the working folder): the study's folder, as the study's own trial runs use."""
     if (path := sqlite_path(uri)) is not None:
         return str(path.resolve().parent / "mlartifacts")
-    return None
+    if uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "databricks-uc", "uc"):
+        return None
+    return str((Path(study_dir) / "mlartifacts").resolve())
 
 
 def _tags(refit: Refit) -> dict[str, str]:
@@ -523,7 +525,7 @@ def register(
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment = client.get_experiment_by_name(f"{study}-registry")
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            f"{study}-registry", artifact_location=_artifact_location(uri, study_dir))
+            f"{study}-registry", artifact_location=artifact_location(uri, study_dir))
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"register {config_id}", tags=tags) as run, \

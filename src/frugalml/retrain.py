@@ -32,7 +32,7 @@ from frugalml.gate import CheckResult, GateSettings, check
 from frugalml.lineage import LINEAGE_FILE, record_promotion
 from frugalml.names import MAX_NAME_CHARS
 from frugalml.ownership import is_owned, remove_owned
-from frugalml.registry import TAG, RegisteredModel, RegistryError, register, study_tracking_uri
+from frugalml.registry import TAG, RegisteredModel, RegistryError, artifact_location, register, study_tracking_uri
 from frugalml.results import ranked_feasible
 from frugalml.search import Search
 from frugalml.store import ResultStore
@@ -217,7 +217,7 @@ def _record(client: Any, model: str, study: Study, data: str | Path, trigger: st
 
     experiment = client.get_experiment_by_name(f"{model}-retrain")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        f"{model}-retrain", artifact_location=str((study.path / "mlartifacts").resolve()))
+        f"{model}-retrain", artifact_location=artifact_location(client.tracking_uri, study.path))
     tags = {TAG + "trigger": trigger, TAG + "gate": verdict.verdict, TAG + "candidate_version": candidate.version,
             TAG + "champion_version": champion, TAG + "study_dir": str(study.path.resolve()),
             **lineage_tags(data_lineage(str(data)))}

@@ -175,7 +175,7 @@ def test_every_executor_keeps_its_measured_joules_and_cpu_seconds_over_reported_
 def test_a_trial_that_finished_over_a_budget_no_rule_read_is_recorded_stopped():
     """Shorter than the watchdog's tick: its only window, over the memory budget, came with its Done, and the
     watchdog's last read found its process exiting (memory 0). The budgets read both once more at the end."""
-    from frugalml.stopping import MemoryBudget, Patience
+    from frugalml.stopping import MemoryBudget, Patience, WallTimeBudget
 
     def finished(memory_mb: float) -> TrialLifecycle:
         trial = lifecycle(steps=4)
@@ -184,12 +184,13 @@ def test_a_trial_that_finished_over_a_budget_no_rule_read_is_recorded_stopped():
         trial.observe({"cpu_s": 0.05, "memory_mb": 0.0})
         return trial
 
-    rules = [MemoryBudget(0.4), Patience(patience=1)]
+    # the trial's time budget is not read at the end: the time since it finished is not the trial's
+    rules = [MemoryBudget(0.4), Patience(patience=1), WallTimeBudget(0.05)]
     over = finished(20.8)
     assert over.check_finished(rules, over.view(0.06, StudyState(), {}, at_boundary=True)) is not None
     record = over.record(now=0.06)
     assert record.status is TrialStatus.STOPPED and record.stop.rule == "max_memory_mb" and not record.feasible
     assert record.stop.value == pytest.approx(20.8)
-    within = finished(0.3)  # within the budget; and a learning rule never stops a finished trial
+    within = finished(0.3)  # within the budgets (viewed at 0.06 s); a learning rule never stops a finished trial
     assert within.check_finished(rules, within.view(0.06, StudyState(), {}, at_boundary=True)) is None
     assert within.record(now=0.06).status is TrialStatus.COMPLETED

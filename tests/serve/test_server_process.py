@@ -252,6 +252,9 @@ def test_monitor_into_a_pipe_prints_a_frame_each_interval(server):
     finally:
         watcher.kill()
         watcher.wait(10)
+    head = subprocess.run(f"{sys.executable} -m frugalml.cli monitor {server.url} --interval 0.2 | head -n 3",
+                          shell=True, capture_output=True, text=True, timeout=60)  # `| head`: ends, no traceback
+    assert len(head.stdout.splitlines()) == 3 and "Traceback" not in head.stderr, head.stderr
 
 
 def test_monitor_by_a_name_two_running_servers_share_is_one_line_naming_both(tmp_path, monkeypatch, capsys):

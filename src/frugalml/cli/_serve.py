@@ -238,11 +238,15 @@ def run_monitor(args: argparse.Namespace) -> int:
         return 0
     try:
         if not console.is_terminal:  # piped or logged: Live would draw nothing until it ends; a frame each interval
-            while True:
-                console.print(render(board, url))
-                console.file.flush()
-                time.sleep(args.interval)
-                board = scrape(board)
+            try:
+                while True:
+                    console.print(render(board, url))
+                    console.file.flush()
+                    time.sleep(args.interval)
+                    board = scrape(board)
+            except BrokenPipeError:  # `| head` has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fails flushing at exit
+                return 0
         with Live(render(board, url), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(args.interval)

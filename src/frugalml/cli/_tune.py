@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -137,11 +138,15 @@ def run(args: argparse.Namespace) -> int:
 def _none_met(records: Any) -> str:
     """Why no configuration of a workload met the budget: the trials failed, or which budgets stopped them."""
     if records and all(r.status is TrialStatus.FAILED for r in records):
-        return "no configuration finished: every trial failed (the reason below)"
+        reason, count = Counter(one_line(r.error or "unknown error", squash=True) for r in records).most_common(1)[0]
+        first = next(r for r in records if one_line(r.error or "unknown error", squash=True) == reason)
+        return (f"no configuration finished: every trial failed, {'all' if count == len(records) else count} "
+                f"with: {reason}{_raised_at(first.info.get('traceback', ''))}")
     stops: dict[str, list[Any]] = {}
-    for record in records:
-        if record.stop is not None and record.stop.is_system:
-            stops.setdefault(record.stop.rule, []).append(record.stop)
+    for record in records:  # a budget's stops (not a GPU running out of memory with no budget set: no threshold)
+        stop = record.stop
+        if stop is not None and stop.is_system and math.isfinite(stop.threshold) and math.isfinite(stop.value):
+            stops.setdefault(stop.rule, []).append(stop)
     if not stops:
         return "no configuration met the budget"
     said = ", ".join(f"{rule} = {min(s.threshold for s in found):g} stopped {len(found)} of {len(records)} "

@@ -32,12 +32,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from frugalml.accounting import FIRST_STEP_CPU_S, STEP_READINGS
+from frugalml.budgets import TRIAL
 from frugalml.exceptions import FrugalError, one_line
 from frugalml.executors._base import StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
@@ -54,6 +56,11 @@ from frugalml.trial import (
 SAMPLED = (READ_MB, WRITE_MB, GPU_UTIL_PERCENT, GPU_MEMORY_MB, ENERGY_J)  # a window takes them from the sample
 DETAILED = (USS_MB, PEAK_RSS_MB)  # from the slower, detailed sample
 MEASURED = (CPU_S, ENERGY_J)  # a window's measured figures: a later report does not replace them
+
+
+def _times_the_trial(rule: StoppingRule) -> bool:
+    budget = getattr(rule, "budget", None)
+    return budget is not None and budget.scope == TRIAL
 
 
 def failed(error: BaseException, cpu_s: float) -> Failed:
@@ -241,15 +248,18 @@ class TrialLifecycle:
         return stop
 
     def check_finished(self, rules: Sequence[StoppingRule], view: TrialView) -> StopInfo | None:
-        """The budgets read a finished trial's last sample once more: a trial shorter than the
+        """The budgets read a finished trial's last figures once more: a trial shorter than the
         watchdog's tick, or one whose last sample came after its last window, finished with no rule
-        having read it, and would be taken for feasible over a budget. ``view`` at a boundary."""
-        # the worker's own figures of its last window over the watchdog's last read, which may have found it exiting
-        sample = {**self.sample, **(self.windows[-1].values if self.windows else {})}
+        having read them, and would be taken for feasible over a budget. ``view`` at a boundary.
+        A trial's time budget is left out: the time since it finished is not the trial's."""
+        sample = dict(self.sample)  # per figure the larger of the last window's and the watchdog's last read
+        for key, value in (self.windows[-1].values if self.windows else {}).items():
+            if math.isfinite(value) and not (key in sample and math.isfinite(sample[key]) and sample[key] >= value):
+                sample[key] = value  # a read that found the process exiting (0 MB) is not its footprint
         if self.stop is not None or not isinstance(self.outcome, Done) or not sample:
             return None
-        return self.check([rule for rule in rules if rule.kind == SYSTEM], replace(view, sample=sample),
-                          sample_only=True)
+        budgets = [rule for rule in rules if rule.kind == SYSTEM and not _times_the_trial(rule)]
+        return self.check(budgets, replace(view, sample=sample), sample_only=True)
 
     # -- out -------------------------------------------------------------------------------
 

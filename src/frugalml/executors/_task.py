@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from frugalml import accounting
 from frugalml.budgets import BUDGETS, SAMPLE, WINDOW
-from frugalml.exceptions import ConfigError
+from frugalml.exceptions import ConfigError, one_line
 from frugalml.records import StopInfo, TrialRecord, TrialStatus, Window
 
 TrainFunction = Callable[..., None]
@@ -54,8 +54,14 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"Cannot import training function {train!r}: {error}; the module must be importable: "
-                          "beside the study file, in the working folder, installed, or on PYTHONPATH.") from None
+        parts = module_name.split(".")
+        missing = isinstance(error, ModuleNotFoundError) and error.name in {".".join(parts[:i + 1]) for i in range(len(parts))}
+        where = ("; the module must be importable: beside the study file, in the working folder, installed, or on "
+                 "PYTHONPATH") if missing else ""  # not a module its own imports miss
+        raise ConfigError(f"Cannot import training function {train!r}: {error}{where}.") from None
+    except Exception as error:  # noqa: BLE001 - its import failed (np.float, say): one line, as any user's mistake
+        raise ConfigError(f"Cannot import training function {train!r}: its module raised "
+                          f"{one_line(error, typed=True).rstrip('.')}.") from None
     function = getattr(module, attribute, None)
     if function is None:
         defined = sorted(name for name, value in vars(module).items()

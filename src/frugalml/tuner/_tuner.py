@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from frugalml.budgets import serving as serving_budgets
 from frugalml.deploy import ServingJudge
-from frugalml.exceptions import ConfigError, StoreError, StoreLockedError, TrialUsageError
+from frugalml.exceptions import ConfigError, FrugalError, StoreError, StoreLockedError, TrialUsageError
 from frugalml.executors import Executor, ExecutorSettings, StudyState, check_local_resources, make_executor, reset_preload
 from frugalml.ownership import make_owned_dir, remove_created, remove_owned
 from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
+from frugalml.search import Search
 from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study, stored_study
 from frugalml.tracking import check_uri
@@ -106,7 +107,7 @@ class Tuner:
                 f"Study '{self.study.name}' already has {len(previous)} trials in {self.study.path}; "
                 "pass --resume to continue it or --fresh to start over."
             )
-        if previous and (changed := _changed(spec, self.study.to_dict(), ("search", "repeats"))):
+        if previous and (changed := _changed(spec, self.study)):
             logger.warning("frugalml: note: the study's %s differs from the one it was created with (%d trials "
                            "stored); --resume keeps them and runs what the new one adds (--fresh starts over)",
                            " and ".join(changed), len(previous))
@@ -210,11 +211,19 @@ class Tuner:
         return ServingJudge(limits, deploy)
 
 
-def _changed(stored: Mapping[str, Any], now: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
-    """Which of ``keys`` differ between a stored study spec and the one given now (as JSON would store them)."""
-    def plain(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, default=str)
-    return [f"[{key}]" if key == "search" else key for key in keys if plain(stored.get(key)) != plain(now.get(key))]
+def _changed(stored: Mapping[str, Any], study: Study) -> list[str]:
+    """Whether the stored spec's ``[search]`` and ``repeats`` differ from ``study``'s, read as the study would
+    read them (a store of an older version lacks keys added since: their defaults, not a change)."""
+    changed = []
+    try:
+        if Search(**stored.get("search", {})) != study.search:
+            changed.append("[search]")
+    except (FrugalError, TypeError):  # a search this version no longer reads: say nothing rather than guess
+        pass
+    default_repeats = next(f.default for f in dataclasses.fields(Study) if f.name == "repeats")
+    if stored.get("repeats", default_repeats) != study.repeats:
+        changed.append("repeats")
+    return changed
 
 
 def tune(study: Study, *, resume: bool = False, fresh: bool = False, progress: ProgressCallback | None = None,
