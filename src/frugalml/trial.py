@@ -220,6 +220,7 @@ class Trial:
         train_s = sum(self._durations)
         finite = [x for x in self._losses if x == x]
         ended_at = time.monotonic()
+        self._progress[PROGRESS_WINDOW_S] = 0.0  # before the window is sent: its reader must not see its time again
         self._send(
             WindowEnd(
                 step=self._steps,
@@ -238,7 +239,6 @@ class Trial:
         self._losses = []
         self._samples = 0
         self._window_due = False
-        self._progress[PROGRESS_WINDOW_S] = 0.0
         self._reset_mark()
 
     def _end_training(self) -> None:

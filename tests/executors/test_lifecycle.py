@@ -194,3 +194,24 @@ def test_a_trial_that_finished_over_a_budget_no_rule_read_is_recorded_stopped():
     within = finished(0.3)  # within the budgets (viewed at 0.06 s); a learning rule never stops a finished trial
     assert within.check_finished(rules, within.view(0.06, StudyState(), {}, at_boundary=True)) is None
     assert within.record(now=0.06).status is TrialStatus.COMPLETED
+
+
+def test_a_window_received_before_the_worker_cleared_its_time_is_not_read_twice():
+    """The demo's batch 3000 at step 50 of 51: window 50 received, the shared slot still holding its 1.92 s
+    (the worker not yet past clearing it): over the 1-step final window that read as a 1,923 ms mean step.
+    Here 60 steps are planned, 40 ms a step: the stale second read as 100 ms over the 10-step final window."""
+    from frugalml.stopping import StepTimeBudget
+    from frugalml.trial import PROGRESS_MARK, PROGRESS_WINDOW_S
+
+    progress = [0.0] * PROGRESS_SIZE
+    trial = TrialLifecycle(task(eval_every=25, steps_planned=60), progress, started=0.0)
+    for step in (25, 50):
+        progress[PROGRESS_STEPS], progress[PROGRESS_WINDOW_S] = step, 1.0
+        trial.receive(window(step, n_steps=25, train_s=1.0, cpu_s=step / 10), now=step / 10)
+    progress[PROGRESS_MARK] = 5.08  # the last step ended 20 ms ago (a monotonic time, as the worker's)
+    view = trial.view(5.1, StudyState(), {})
+    assert view.window_train_s == 0.0
+    assert StepTimeBudget(60, warmup_windows=0).check(view) is None
+    progress[PROGRESS_STEPS], progress[PROGRESS_WINDOW_S], progress[PROGRESS_MARK] = 55, 0.7, 5.6  # the final
+    # window's own steps, too slow, are still caught before it ends: 0.7 s over its 10 steps
+    assert StepTimeBudget(60, warmup_windows=0).check(trial.view(5.6, StudyState(), {})).value == pytest.approx(70.0)

@@ -231,7 +231,9 @@ class TrialLifecycle:
             windows=self.windows,
             sample=self.sample if sample is None else sample,
             step_in_progress_s=max(0.0, now - progress[PROGRESS_MARK]) if in_step else 0.0,
-            window_train_s=0.0 if at_boundary else progress[PROGRESS_WINDOW_S],
+            # no step of the new window yet: what the shared slot holds is the last window's, read before the
+            # worker cleared it (a stale 1.9 s over a 1-step final window read as a 1,923 ms mean step)
+            window_train_s=0.0 if at_boundary or steps <= self._window_step else progress[PROGRESS_WINDOW_S],
             peers=state.peers(task.workload),
             study_cpu_s=state.finished_cpu_s + running_used.get(CPU_S, 0.0),
             study_energy_j=state.finished_energy_j + running_used.get(ENERGY_J, 0.0),
