@@ -13,10 +13,12 @@ import os
 import sqlite3
 import stat
 import sys
+import threading
 import typing
 
 from frugalml.exceptions import FrugalError
 from frugalml.files import disk_full_message, is_disk_full, path_in_traceback
+from frugalml.processes import interrupt_on_sigint
 
 COMMAND_MODULES = ["frugalml.cli._tune", "frugalml.cli._show", "frugalml.cli._serve", "frugalml.cli._report",
                    "frugalml.cli._evaluate", "frugalml.cli._check",
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
+    restore = interrupt_on_sigint() if threading.current_thread() is threading.main_thread() else (lambda: None)
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # output redirected to a full disk fails here, not unreported at exit
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 message += " `frugalml tune STUDY --resume` then continues the study: its finished trials are kept."
         print(f"frugalml: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        restore()
 
 
 def _user_message(error: Exception) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from frugalml.deploy import ServingJudge
 from frugalml.exceptions import TrialUsageError
 from frugalml.executors import Executor, StudyState
+from frugalml.processes import raise_if_interrupted
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.search import Config
 from frugalml.tuner._budgets import StudyBudgets
@@ -32,6 +33,7 @@ class Scheduler:
     def run(self) -> None:
         executor = self.executor
         while True:
+            raise_if_interrupted()  # a Ctrl-C that Python swallowed in a callback still ends the study
             budget_left = self.budgets.left(self.state, executor)
             while executor.free_slots > 0 and budget_left:
                 if not self._start_next():
