@@ -50,3 +50,22 @@ def test_the_findings_give_the_trial_time_of_every_resumed_session_not_only_the_
                             trials=720, trial_seconds=8.2 * 3600, workers=2)
     assert "Trial time: 8.2 h, the sum of the 720 stored trials' wall times" in text
     assert "about 4.1 h elapsed on 2 workers" in text and "This invocation: 2.5 min" in text
+
+
+def test_fresh_clears_every_study_of_the_design_before_the_first_runs(tmp_path):
+    """An interrupted fresh run left the previous run's later studies, which --resume took for its own. Only
+    what frugalml wrote goes, and a study another process is running is refused before anything is cleared."""
+    from frugalml.exceptions import StoreLockedError
+    from frugalml.reproduce._run import _start_over
+    from frugalml.store import ResultStore
+
+    first, second = (two_workloads(tmp_path / name) for name in ("main", "budget"))
+    tune(first, executor=InProcessExecutor)
+    tune(second, executor=InProcessExecutor)
+    (tmp_path / "mine.txt").write_text("kept")
+    with ResultStore(second.path).run_lock(), pytest.raises(StoreLockedError):
+        _start_over((first, second))
+    assert ResultStore(first.path).exists  # refused whole: nothing was cleared
+    _start_over((first, second))
+    assert not ResultStore(first.path).exists and not ResultStore(second.path).exists
+    assert (tmp_path / "mine.txt").read_text() == "kept"

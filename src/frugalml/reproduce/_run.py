@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -15,13 +16,14 @@ import pandas as pd
 
 from frugalml.exceptions import ConfigError, StoreError
 from frugalml.executors import shared_connection
+from frugalml.ownership import remove_owned
 from frugalml.records import TrialRecord, TrialStatus
 from frugalml.report import trials_frame, windows_frame, write_report
 from frugalml.reproduce._design import (
     MEMORY_BUDGET_MB, design, expected_seconds, resolve_wave_energy, thesis_studies, workload_meta,
 )
 from frugalml.reproduce._findings import THESIS_NUMBERS, Finding, thesis_findings
-from frugalml.store import ResultStore
+from frugalml.store import RUN_LOCK_FILE, ResultStore
 from frugalml.study import Study
 from frugalml.tuner import tune
 
@@ -148,6 +150,21 @@ def _check_fresh_start(studies: tuple[Study, ...], resume: bool, fresh: bool) ->
             raise StoreError(f"{study.path} already holds results; pass --resume to continue or --fresh to start over.")
 
 
+def _start_over(studies: tuple[Study, ...]) -> None:
+    """``--fresh``: every study of the design cleared before the first one runs (each ``tune`` would clear
+    only its own, when it starts): a fresh run interrupted early left the previous run's later studies,
+    which ``--resume`` then took for its own. Only what frugalml wrote goes; a study another process is
+    running is refused first."""
+    stores = [ResultStore(study.path) for study in studies]
+    with contextlib.ExitStack() as locks:
+        for store in stores:  # every lock first: one held by another run refuses before anything is cleared
+            if store.exists:
+                locks.enter_context(store.run_lock())
+        for store in stores:
+            if store.exists:
+                remove_owned(store.directory, keep=frozenset({RUN_LOCK_FILE}))
+
+
 def on_backend(study: Study, backend: str = "local", address: str | None = None) -> Study:
     """``study`` run on ``backend`` (``ray``: at ``address``, or a local Ray); a one-line
     error for a bad pair, before anything runs. Where trials run is not part of what a
@@ -173,6 +190,8 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     plan = design(quick, workers)
     studies = tuple(on_backend(s, backend, address) for s in thesis_studies(out, plan, wave_energy, data_dir))
     _check_fresh_start(studies, resume, fresh)
+    if fresh:
+        _start_over(studies)
     trials = sum(len(s.workloads) * len(s.search.space['batch_size']) * len(plan.learning_rates) * s.repeats
                  for s in studies)
     echo(f"{'quick' if quick else 'full'} thesis design: {trials} trials in {len(studies)} studies under {out}; "
