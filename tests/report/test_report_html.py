@@ -65,3 +65,14 @@ def test_charts_draw_in_headless_chromium_with_the_network_off(report, tmp_path)
                        "--hide-scrollbars")
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="Linux's sysfs: a folder even root cannot write in")
+def test_a_report_into_a_folder_it_cannot_write_is_one_line(report_study, capsys):
+    """A read-only output folder: a PermissionError, which printed an 18-line traceback (exit 1)."""
+    from frugalml.cli import main
+
+    assert main(["report", str(report_study), "--out", "/sys/frugalml-report"]) == 2
+    error = capsys.readouterr().err
+    assert error == ("frugalml: error: cannot write /sys/frugalml-report: Operation not permitted; choose a "
+                     "folder you can write to.\n"), error

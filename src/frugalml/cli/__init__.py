@@ -91,6 +91,9 @@ def _user_message(error: Exception) -> str | None:
                 "choose another output folder.")
     if is_disk_full(error):
         return disk_full_message(path_in_traceback(error) or _full_stdout(), error)
+    if isinstance(error, PermissionError) and error.filename:  # an output folder that is read-only, say
+        return (f"cannot write {error.filename}: {error.strerror or 'permission denied'}; choose a folder you can "
+                "write to.")
     if isinstance(error, sqlite3.Error):
         text = str(error)
         if "locked" in text or "busy" in text:
