@@ -331,3 +331,29 @@ def test_a_training_module_beside_the_study_file_is_found_and_a_wrong_name_says_
         write_study(project / "study.toml", body.format(train=train))
         result = cli("tune", str(project / "study.toml"), "--no-progress", "--fresh", cwd=elsewhere)
         assert result.returncode == 2 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_study_named_in_decomposed_unicode_is_found_and_a_folder_that_is_no_study_says_so(
+        tmp_path, capfd, caplog, monkeypatch):
+    import unicodedata
+
+    from frugalml import Search, Study, Workload, tune
+    from frugalml.executors import InProcessExecutor
+
+    def quick(trial):
+        for step in range(1, 11):
+            if trial.step(loss=1.0 / step):
+                trial.report(val_loss=1.0 / step)
+
+    name = unicodedata.normalize("NFC", "études ü")
+    tune(Study(name=name, workloads=[Workload(train=quick, eval_every=5)], search=Search(space={"x": [1]}),
+               directory=str(tmp_path / "studies" / name), mlflow_uri=None), executor=InProcessExecutor)
+    typed = unicodedata.normalize("NFD", name)  # as macOS input gives it: looks the same, other code points
+    assert typed != name
+    shown = cli_in_process("show", typed, "--root", str(tmp_path / "studies"), "--format", "csv", capfd=capfd,
+                           caplog=caplog, monkeypatch=monkeypatch)
+    assert shown.returncode == 0 and "x=1" in shown.stdout, shown.stderr
+    (tmp_path / "plain").mkdir()
+    plain = cli_in_process("show", str(tmp_path / "plain"), "--root", str(tmp_path / "studies"), capfd=capfd,
+                           caplog=caplog, monkeypatch=monkeypatch)
+    assert plain.returncode == 2 and "is a folder but holds no study (no frugalml.db)" in plain.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from pathlib import Path
 
 from rich.table import Table
@@ -37,7 +38,15 @@ def study_directory(study: str, root: str) -> Path:
     for candidate in (Path(study), Path(root) / study):
         if ResultStore(candidate).exists:
             return candidate
-    known = ", ".join(p.name for p in find_stores(root)) or "none"
+    stores = find_stores(root)
+    wanted = unicodedata.normalize("NFC", study)  # "ü" typed as u + combining diaeresis (macOS) is the same name
+    for store in stores:
+        if unicodedata.normalize("NFC", store.name) == wanted:
+            return store
+    if Path(study).is_dir():
+        raise StoreError(f"{study} is a folder but holds no study (no frugalml.db); pass a study's folder, or the "
+                         f"name of one in {root}/.")
+    known = ", ".join(p.name for p in stores) or "none"
     raise StoreError(f"No study '{study}' in {root}/ (known: {known}); pass a study name or directory.")
 
 
