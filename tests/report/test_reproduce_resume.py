@@ -69,3 +69,16 @@ def test_fresh_clears_every_study_of_the_design_before_the_first_runs(tmp_path):
     _start_over((first, second))
     assert not ResultStore(first.path).exists and not ResultStore(second.path).exists
     assert (tmp_path / "mine.txt").read_text() == "kept"
+
+
+def test_a_reproduce_mistake_is_the_one_line_printed(tmp_path, capfd, caplog, monkeypatch):
+    """Before, the data note and the design line came first: three lines for one mistake."""
+    from helpers import cli_in_process
+
+    (tmp_path / "x.txt").write_text("")
+    for args, said in [(["--out", str(tmp_path / "x.txt")], "x.txt is a file; --out needs a folder"),
+                       (["--out", str(tmp_path / "rq"), "--resume", "--fresh"], "either --resume")]:
+        result = cli_in_process("reproduce", "thesis", "--quick", *args, capfd=capfd, caplog=caplog,
+                                monkeypatch=monkeypatch)
+        assert result.returncode == 2 and result.stdout == "" and said in result.stderr, result.stdout
+        assert result.stderr.count("\n") == 1, result.stderr

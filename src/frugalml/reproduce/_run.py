@@ -185,13 +185,15 @@ def run_thesis(out: str | Path, *, quick: bool = False, resume: bool = False, fr
     started = time.monotonic()
     out = Path(out)
     wave_energy, note = resolve_wave_energy(data_dir)
-    if note:
-        echo(f"NOTE: {note}")
     plan = design(quick, workers)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out needs a folder for the studies and the report. Choose another.")
     studies = tuple(on_backend(s, backend, address) for s in thesis_studies(out, plan, wave_energy, data_dir))
-    _check_fresh_start(studies, resume, fresh)
+    _check_fresh_start(studies, resume, fresh)  # a mistake is the one line printed, before any note
     if fresh:
         _start_over(studies)
+    if note:
+        echo(f"NOTE: {note}")
     trials = sum(len(s.workloads) * len(s.search.space['batch_size']) * len(plan.learning_rates) * s.repeats
                  for s in studies)
     echo(f"{'quick' if quick else 'full'} thesis design: {trials} trials in {len(studies)} studies under {out}; "
