@@ -228,3 +228,9 @@ def test_every_finding_can_hold_fail_and_be_inconclusive(key, verdict):
     finding = {f.key: f for f in thesis_findings(windows, budgeted, budget_mb)}[key]
     assert finding.verdict is verdict, finding.evidence
     assert finding.evidence
+
+
+def test_a_step_time_ratio_reads_as_a_ratio_at_any_size():
+    from frugalml.reproduce._findings import _times
+
+    assert [_times(x) for x in (1.234, 37.6, 123.4, 1530.0)] == ["x1.2", "x38", "x120", "x1500"]  # not x1.2e+02

@@ -203,7 +203,14 @@ def finding_batch_step_time(windows: pd.DataFrame) -> Finding:
     some path holds; inconclusive if none does but one is partial (or none has both size
     classes); does not hold otherwise."""
     return _batch_finding(windows, "batch_step_time", "Batch size raises step time on the large datasets only.",
-                          "raises_step", "step_ratio", lambda r: f"x{r.step_ratio:.2g}")
+                          "raises_step", "step_ratio", lambda r: _times(r.step_ratio))
+
+
+def _times(ratio: float) -> str:
+    """A ratio as "x1.5", "x38", "x120": two significant digits, never "x1.2e+02"."""
+    if not math.isfinite(ratio) or ratio < 10:
+        return f"x{ratio:.2g}"
+    return f"x{round(ratio, 1 - int(math.floor(math.log10(ratio)))):.0f}"
 
 
 def _megabytes(change: float) -> str:
