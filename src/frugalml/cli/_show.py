@@ -127,7 +127,7 @@ def run_show(args: argparse.Namespace) -> int:
         quality = row[ACCURACY] if row[ACCURACY] is not None else row[RMSE]
         table.add_row(
             str(record.number), record.workload, *(fmt(record.params.get(p)) for p in params), str(record.repeat),
-            record.status.value, (row["stop_reason"] or "-")[:60], fmt(row[VAL_LOSS]), fmt(quality),
+            record.status.value, row["stop_reason"] or "-", fmt(row[VAL_LOSS]), fmt(quality),  # folded, not cut
             fmt(row[MEAN_STEP_MS], 3), fmt(row[PEAK_MEMORY_MB], 4), *(fmt(row[m], 3) for m in serving),
             fmt(record.cpu_s, 3),
             _saved(row["cpu_s_saved"], record.saved_basis), record.saved_basis or "-",
