@@ -251,6 +251,8 @@ def test_a_budget_no_configuration_can_meet_says_which_budget_stopped_them_and_t
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(line for line in result.stdout.splitlines() if "no configuration met the budget" in line)
     assert "max_memory_mb = 0.4 stopped 2 of 2 (the lowest reading " in line, line
+    shown = cli("show", "h", cwd=folder)  # rich took "[max_memory_mb ...]" for markup and dropped it
+    assert shown.returncode == 0 and "[max_memory_mb " in shown.stdout, shown.stdout
 
 
 def test_a_second_tune_of_a_running_study_is_refused_at_once_and_the_first_finishes(folder):

@@ -137,5 +137,5 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(table)
     best = result.best_feasible()
     console.print(f"best feasible: {best.workload} {best.config_id}" if best else "best feasible: none")
-    console.print(compute_line(compute_account(result.records)))
+    console.print(compute_line(compute_account(result.records)), markup=False)  # "[rule x]" is not markup
     return 0
