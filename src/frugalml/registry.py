@@ -317,9 +317,16 @@ def refit_best(study_dir: str | Path, workload: str | None = None, *, measure: b
     from frugalml.workloads import prepare_dataset, resolve_dataset  # lazy: scikit-learn (~1 s)
 
     study_dir = Path(study_dir)
+    from frugalml.workloads import NETWORKS
+
     stored = stored_study(study_dir)
     name = stored.name
     chosen = stored.workload(workload)
+    if chosen.get("algorithm") in NETWORKS and not chosen.get("train"):
+        raise RegistryError(
+            f"workload {chosen['name']!r} trains a built-in {chosen['algorithm']} network, which frugalml cannot "
+            "refit and register yet; to ship a network, train it in your own training function and end it with "
+            "trial.log_model(model) and trial.log_reference(X, y).")
     result = load_result(study_dir)
     best = result.best_feasible(chosen["name"])
     if best is None:

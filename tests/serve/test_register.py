@@ -249,3 +249,18 @@ def test_a_short_token_is_one_line_naming_its_flag_and_variable(argv, words, cap
     assert main(["serve", str(tmp_path / "no-model"), *argv]) == 2
     error = capsys.readouterr().err
     assert words in error and error.count("\n") == 1, error
+
+
+def test_a_built_in_network_study_is_refused_in_one_line_that_says_how_to_ship_one(tmp_path, capsys):
+    """'unknown algorithm 'mlp'; choose one of ... mlp, cnn' contradicted itself, after 2.5 s of refitting."""
+    from frugalml.cli import main
+
+    study = tune(Study(name="net", workloads=[Workload(dataset="diabetes", algorithm="mlp", max_steps=4,
+                                                       eval_every=2)],
+                       search=Search(space={"depth": [1], "width": [4], "learning_rate": [0.01]}),
+                       directory=str(tmp_path / "net"), mlflow_uri=None))
+    assert study.best_feasible() is not None
+    assert main(["register", study.directory]) == 2
+    error = capsys.readouterr().err
+    assert "trains a built-in mlp network, which frugalml cannot refit and register yet" in error, error
+    assert "trial.log_model(model)" in error and error.count("\n") == 1
