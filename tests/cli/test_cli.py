@@ -357,3 +357,15 @@ def test_a_study_named_in_decomposed_unicode_is_found_and_a_folder_that_is_no_st
     plain = cli_in_process("show", str(tmp_path / "plain"), "--root", str(tmp_path / "studies"), capfd=capfd,
                            caplog=caplog, monkeypatch=monkeypatch)
     assert plain.returncode == 2 and "is a folder but holds no study (no frugalml.db)" in plain.stderr
+
+
+def test_the_summary_names_a_budget_by_its_key_however_its_trials_were_ruled_out():
+    from frugalml.cli._tune import _none_met
+    from frugalml.records import StopInfo, TrialRecord, TrialStatus
+
+    def ruled_out(number: int, rule: str, value: float) -> TrialRecord:
+        stop = StopInfo(rule, "system", 0, value, 1e-06, "skipped: predict latency")
+        return TrialRecord(f"w/{number}/r0", number, "w", str(number), 0, {}, TrialStatus.SKIPPED, stop=stop)
+
+    line = _none_met([ruled_out(0, "skipped_max_predict_ms", 0.2393), ruled_out(1, "skipped_max_predict_ms", 2.8)])
+    assert line == "no configuration met the budget: max_predict_ms = 1e-06 skipped 2 of 2 (the lowest reading 0.2393)"

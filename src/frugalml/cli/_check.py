@@ -48,6 +48,7 @@ def _target(value: str, root: str) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from frugalml.cli._format import wide_console
@@ -74,22 +75,22 @@ def run_check(args: argparse.Namespace) -> int:
         if path:
             write_atomic(path, text())
     console = wide_console()
-    table = Table(title=f"candidate {result.candidate}  vs  baseline {result.baseline}")
+    table = Table(title=escape(f"candidate {result.candidate}  vs  baseline {result.baseline}"))
     for column in ("metric", "baseline", "candidate", "ratio", "verdict"):
         table.add_column(column, justify="right" if column in ("baseline", "candidate", "ratio") else "left")
     styles = {"regression": "bold red", "improved": "green"}
     for m in result.metrics:
         ratio = f"{m.ratio:.3f}" if math.isfinite(m.ratio) else "-"
         table.add_row(m.metric, f"{m.baseline:.4g}", f"{m.candidate:.4g}", ratio,
-                      f"[{styles.get(m.status, '')}]{m.status}[/]: {m.reason}" if m.status in styles else
-                      f"{m.status}: {m.reason}")
+                      f"[{styles.get(m.status, '')}]{m.status}[/]: {escape(m.reason)}" if m.status in styles else
+                      f"{m.status}: {escape(m.reason)}")  # a reason's "[study]" or "[deploy]" is text, not markup
     console.print(table)
     if result.not_measured:
         console.print(f"not measured on both sides: {', '.join(result.not_measured)}")
     for note in result.notes:
-        console.print(note)
+        console.print(note, markup=False)
     for slo in result.slo:
-        console.print(f"SLO {'[bold red]broken[/]' if slo.broken else 'met'}: {slo.line}")
+        console.print(f"SLO {'[bold red]broken[/]' if slo.broken else 'met'}: {escape(slo.line)}")
     console.print(f"verdict: {'[bold green]PASS' if result.passed else '[bold red]' + result.verdict.upper()}[/] "
                   f"({result.confidence:.0%} one-sided confidence)")
     return 0 if result.passed else 1

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from frugalml.budgets import budget_of_rule
 from frugalml.cli._format import compute_line, fmt, wide_console
 from frugalml.exceptions import one_line
 from frugalml.records import TrialRecord, TrialStatus
@@ -149,8 +150,14 @@ def _none_met(records: Any) -> str:
             stops.setdefault(stop.rule, []).append(stop)
     if not stops:
         return "no configuration met the budget"
-    said = ", ".join(f"{rule} = {min(s.threshold for s in found):g} stopped {len(found)} of {len(records)} "
-                     f"(the lowest reading {min(s.value for s in found):.4g})" for rule, found in sorted(stops.items()))
+    def named(rule: str) -> str:  # the key the user wrote, and how its stops came
+        how = "skipped" if rule.startswith("skipped_") else "stopped (predicted)" if rule.startswith("predicted_") \
+            else "stopped"
+        return f"{budget.key if (budget := budget_of_rule(rule)) is not None else rule} = {{limit}} {how}"
+
+    said = ", ".join(f"{named(rule).format(limit=f'{min(s.threshold for s in found):g}')} {len(found)} of "
+                     f"{len(records)} (the lowest reading {min(s.value for s in found):.4g})"
+                     for rule, found in sorted(stops.items()))
     return f"no configuration met the budget: {said}"
 
 
