@@ -79,6 +79,7 @@ def test_a_built_in_mlp_too_slow_to_serve_never_trains_and_its_record_has_the_me
     assert big.status is TrialStatus.SKIPPED and big.steps_done == 0 and big.wall_s == 0
     assert big.stop.rule == "skipped_max_predict_ms" and big.info["serving"]["predict_ms"] > 2.0
     assert "before training" in big.stop.message
+    assert big.saved_basis == "unknown" and big.steps_saved == 20  # not 'unrecorded', a record of an old version
     small = by_shape[(16, 1)]
     assert small.status is TrialStatus.COMPLETED and small.steps_done == 20
     assert small.info["serving"]["predict_ms"] < 2.0

@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 from typing import Any, Callable, Mapping
 
+from frugalml.accounting import skip_saving
 from frugalml.deploy._envelope import Deploy
 from frugalml.deploy._measure import MeasurementError, run_probe, serving_record, verdict
 from frugalml.metrics import CPU_S
@@ -106,7 +107,9 @@ class ServingJudge:
         stop = dataclasses.replace(stop, rule=f"skipped_{stop.rule}", message=f"skipped: {stop.message}")
         charge = self._charge(cost)
         info = {**record.info, "serving": serving_record(cost, charge), "stop_phase": "deploy"}
-        return dataclasses.replace(record, stop=stop, cpu_s=charge, info=info)
+        # its planned steps not run, at a cost no one predicted: unknown (was read as 'unrecorded', an old record)
+        return skip_saving(record.steps_planned, None).apply(dataclasses.replace(record, stop=stop, cpu_s=charge,
+                                                                                   info=info))
 
     # -- after training -------------------------------------------------------------------
 
