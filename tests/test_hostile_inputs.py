@@ -94,6 +94,8 @@ HOSTILE = {  # case -> (study file text, what the one line must mention)
     "deploy cores 2**63-1": (_study(search=SPACE + SERVING + f"cores = {2**63 - 1}\n"), "cores"),
     "deploy a billion rows a call": (_study(search=SPACE + SERVING + "batch_size = 1000000000\n"), "batch_size"),
     "deploy quantile as text": (_study(search=SPACE + SERVING + 'quantile = "p99"\n'), "quantile"),
+    "deploy quantile as a percentile": (_study(search=SPACE + SERVING + 'quantile = 99\n'),
+                                        "write it as a share: quantile = 0.99 for p99"),
     "deploy resources as text": (_study(search=SPACE + SERVING + 'resources = "edge"\n'), "resources"),
     "serving budget on a function that keeps no model": (
         _study(workload='[[workloads]]\ntrain = "no_model_trainers:trains_only"\n', search=SPACE + SERVING),
