@@ -59,7 +59,8 @@ class Deploy:
         if self.threads is not None:
             check(owner, "threads", self.threads, Interval(int, 1, 1024, closed="both"))
         check(owner, "batch_size", self.batch_size, BATCH)
-        if isinstance(self.quantile, (int, float)) and not isinstance(self.quantile, bool) and 50 <= self.quantile <= 100:
+        percentile = isinstance(self.quantile, (int, float)) and not isinstance(self.quantile, bool)
+        if percentile and 50 <= self.quantile <= 100:
             raise ConfigError(f"[deploy] quantile = {self.quantile:g} is a percentile; write it as a share: quantile = "
                               f"{self.quantile / 100:g} for p{self.quantile:g} (the range is [0.5, 1]).")
         check(owner, "quantile", self.quantile, QUANTILE)

@@ -55,7 +55,8 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
         module = importlib.import_module(module_name)
     except ImportError as error:
         parts = module_name.split(".")
-        missing = isinstance(error, ModuleNotFoundError) and error.name in {".".join(parts[:i + 1]) for i in range(len(parts))}
+        packages = {".".join(parts[:i + 1]) for i in range(len(parts))}  # the module and the packages above it
+        missing = isinstance(error, ModuleNotFoundError) and error.name in packages
         where = ("; the module must be importable: beside the study file, in the working folder, installed, or on "
                  "PYTHONPATH") if missing else ""  # not a module its own imports miss
         raise ConfigError(f"Cannot import training function {train!r}: {error}{where}.") from None
@@ -64,8 +65,8 @@ def resolve_train_function(train: TrainFunction | str) -> TrainFunction:
                           f"{one_line(error, typed=True).rstrip('.')}.") from None
     function = getattr(module, attribute, None)
     if function is None:
-        defined = sorted(name for name, value in vars(module).items()
-                         if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_"))
+        defined = sorted(name for name, value in vars(module).items() if not name.startswith("_")
+                         and inspect.isfunction(value) and value.__module__ == module.__name__)
         raise ConfigError(f"Cannot import training function {train!r}: module {module_name!r} has no {attribute!r}; "
                           f"its functions: {', '.join(defined) or 'none'}.")
     if not callable(function):
