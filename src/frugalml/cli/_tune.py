@@ -139,10 +139,9 @@ def run(args: argparse.Namespace) -> int:
 def _none_met(records: Any) -> str:
     """Why no configuration of a workload met the budget: the trials failed, or which budgets stopped them."""
     if records and all(r.status is TrialStatus.FAILED for r in records):
-        reason, count = Counter(one_line(r.error or "unknown error", squash=True) for r in records).most_common(1)[0]
-        first = next(r for r in records if one_line(r.error or "unknown error", squash=True) == reason)
-        return (f"no configuration finished: every trial failed, {'all' if count == len(records) else count} "
-                f"with: {reason}{_raised_at(first.info.get('traceback', ''))}")
+        reason, count = _common_failure(records)
+        share = "all" if count == len(records) else count
+        return f"no configuration finished: every trial failed, {share} with: {reason}"
     stops: dict[str, list[Any]] = {}
     for record in records:  # a budget's stops (not a GPU running out of memory with no budget set: no threshold)
         stop = record.stop
@@ -150,28 +149,39 @@ def _none_met(records: Any) -> str:
             stops.setdefault(stop.rule, []).append(stop)
     if not stops:
         return "no configuration met the budget"
-    def named(rule: str) -> str:  # the key the user wrote, and how its stops came
-        how = "skipped" if rule.startswith("skipped_") else "stopped (predicted)" if rule.startswith("predicted_") \
-            else "stopped"
-        return f"{budget.key if (budget := budget_of_rule(rule)) is not None else rule} = {{limit}} {how}"
-
-    said = ", ".join(f"{named(rule).format(limit=f'{min(s.threshold for s in found):g}')} {len(found)} of "
+    said = ", ".join(f"{_budget_key(rule)} = {min(s.threshold for s in found):g} {_ruled_out(rule)} {len(found)} of "
                      f"{len(records)} (the lowest reading {min(s.value for s in found):.4g})"
                      for rule, found in sorted(stops.items()))
     return f"no configuration met the budget: {said}"
+
+
+def _budget_key(rule: str) -> str:
+    """The key the user wrote for a stop's rule (``skipped_max_predict_ms``: ``max_predict_ms``)."""
+    budget = budget_of_rule(rule)
+    return budget.key if budget is not None else rule
+
+
+def _ruled_out(rule: str) -> str:
+    return "skipped" if rule.startswith("skipped_") else "stopped (predicted)" if rule.startswith("predicted_") \
+        else "stopped"
 
 
 def _all_failed(records: Any) -> int:
     """1, with the most common reason on stderr, when every trial failed (a bug, not a budget); else 0."""
     if not records or any(record.status is not TrialStatus.FAILED for record in records):
         return 0
-    reasons = Counter(one_line(record.error or "unknown error", squash=True) for record in records)
-    reason, count = reasons.most_common(1)[0]
+    reason, count = _common_failure(records)
     same = "every one" if count == len(records) else f"{count} of them"
-    first = next(r for r in records if one_line(r.error or "unknown error", squash=True) == reason)
-    where = _raised_at(first.info.get("traceback", ""))
-    print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}{where}", file=sys.stderr)
+    print(f"frugalml: error: all {len(records)} trials failed, {same} with: {reason}", file=sys.stderr)
     return 1
+
+
+def _common_failure(records: Any) -> tuple[str, int]:
+    """The most common failure of ``records`` in one line, with where its first trial raised it, and how many."""
+    reasons = [one_line(record.error or "unknown error", squash=True) for record in records]
+    reason, count = Counter(reasons).most_common(1)[0]
+    first = records[reasons.index(reason)]
+    return reason + _raised_at(first.info.get("traceback", "")), count
 
 
 def _raised_at(traceback_text: str) -> str:

@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from frugalml.accounting import FIRST_STEP_CPU_S, STEP_READINGS
-from frugalml.budgets import TRIAL
+from frugalml.budgets import TRIAL, budget_of_rule
 from frugalml.exceptions import FrugalError, one_line
 from frugalml.executors._base import StudyState
 from frugalml.executors._gpu import gpu_memory_limit, gpu_oom_stop, gpu_out_of_memory, peak_gpu_memory_mb
@@ -59,7 +59,7 @@ MEASURED = (CPU_S, ENERGY_J)  # a window's measured figures: a later report does
 
 
 def _times_the_trial(rule: StoppingRule) -> bool:
-    budget = getattr(rule, "budget", None)
+    budget = budget_of_rule(rule.name)
     return budget is not None and budget.scope == TRIAL
 
 
@@ -254,11 +254,13 @@ class TrialLifecycle:
         watchdog's tick, or one whose last sample came after its last window, finished with no rule
         having read them, and would be taken for feasible over a budget. ``view`` at a boundary.
         A trial's time budget is left out: the time since it finished is not the trial's."""
+        if self.stop is not None or not isinstance(self.outcome, Done):
+            return None
         sample = dict(self.sample)  # per figure the larger of the last window's and the watchdog's last read
         for key, value in (self.windows[-1].values if self.windows else {}).items():
             if math.isfinite(value) and not (key in sample and math.isfinite(sample[key]) and sample[key] >= value):
                 sample[key] = value  # a read that found the process exiting (0 MB) is not its footprint
-        if self.stop is not None or not isinstance(self.outcome, Done) or not sample:
+        if not sample:
             return None
         budgets = [rule for rule in rules if rule.kind == SYSTEM and not _times_the_trial(rule)]
         return self.check(budgets, replace(view, sample=sample), sample_only=True)
