@@ -199,10 +199,17 @@ def arm_frugalml(args: argparse.Namespace) -> dict[str, Any]:
     def progress(event: str, payload: Any) -> None:
         events.setdefault(payload.trial_id, {})[event] = time.monotonic()
 
-    cpu_start, start = _cpu_s(), time.monotonic()
+    cpu_start, children_start, start = _cpu_s(), _cpu_s(resource.RUSAGE_CHILDREN), time.monotonic()
     result = tune(study, progress=progress)
     wall_s = time.monotonic() - start
     driver_cpu_s = _cpu_s() - cpu_start
+    try:
+        from frugalml.tracking import end_tracking_process  # MLflow's process (--base-src: older trees lack it)
+    except ImportError:
+        pass
+    else:
+        end_tracking_process()  # what exit would do: reaped, its CPU is in RUSAGE_CHILDREN
+    tracking_cpu_s = _cpu_s(resource.RUSAGE_CHILDREN) - children_start
     forkserver_cpu_s = _forkserver_cpu_s()
     trials = []
     for record in result.records:
@@ -215,7 +222,7 @@ def arm_frugalml(args: argparse.Namespace) -> dict[str, Any]:
             "worker_cpu_s": record.cpu_s, "trial_id": record.trial_id, **events.get(record.trial_id, {}),
         })
     out = {"inner_wall_s": wall_s, "driver_cpu_s": driver_cpu_s, "forkserver_cpu_s": forkserver_cpu_s,
-           "cpu_s": driver_cpu_s + forkserver_cpu_s, "tune_start": start, "tune_end": start + wall_s,
+           "tracking_cpu_s": tracking_cpu_s, "cpu_s": driver_cpu_s + forkserver_cpu_s + tracking_cpu_s, "tune_start": start, "tune_end": start + wall_s,
            "trials": trials}
     if timers is not None:
         out["timers"] = timers.summary()
@@ -295,8 +302,11 @@ _PATCHES = [
     ("store: open_study (create the sqlite store)", ["frugalml.store:ResultStore.open_study"]),
     ("store: save_trial", ["frugalml.store:ResultStore.save_trial"]),
     ("store: set_mlflow_run (tracking thread)", ["frugalml.store:ResultStore.set_mlflow_run"]),
-    ("MLflow: open (import mlflow, store from template, parent run)", ["frugalml.tracking:MlflowTracker.__init__"]),
-    ("MLflow: log_trial (tracking thread)", ["frugalml.tracking:MlflowTracker.log_trial"]),
+    ("MLflow: start its process (the driver's part)", ["frugalml.tracking:TrackerProcess.__init__"]),
+    ("MLflow: open (wait for the process: import, store from template, parent run)",
+     ["frugalml.tracking:TrackerProcess.open", "frugalml.tracking:MlflowTracker.__init__"]),
+    ("MLflow: log_trial (tracking thread)", ["frugalml.tracking:TrackerProcess.log_trial",
+                                             "frugalml.tracking:MlflowTracker.log_trial"]),
     ("end of study: wait for the tracking thread", ["frugalml.tuner._tracking:BackgroundTracking.stop"]),
     ("end of study: MLflow log_study + close", ["frugalml.tuner._tracking:BackgroundTracking.end",
                                                 "frugalml.tracking:MlflowTracker.log_study"]),
@@ -432,8 +442,9 @@ def print_breakdown(run: Run, pool: Run | None, trials: int, workers: int) -> No
     data = run.data
     print(f"\nbreakdown: one instrumented {run.arm} run (not in the ratios): process {run.wall_s:.1f} s, "
           f"tune() {run.inner_wall_s:.1f} s, load {run.load:.1f}")
-    print(f"  CPU-s: driver {data['driver_cpu_s']:.2f} (all its threads), forkserver + trial workers "
-          f"{data['forkserver_cpu_s']:.2f}, of which the workers' own {run.work_cpu_s:.2f}")
+    print(f"  CPU-s: driver {data['driver_cpu_s']:.2f} (all its threads), MLflow's process "
+          f"{data.get('tracking_cpu_s', 0.0):.2f}, forkserver + trial workers {data['forkserver_cpu_s']:.2f}, "
+          f"of which the workers' own {run.work_cpu_s:.2f}")
     print(f"  {'driver function':72} {'calls':>6} {'wall s':>8} {'thread CPU s':>13} {'ms/call':>8}")
     for label, (calls, wall_s, cpu_s) in sorted(data["timers"].items(), key=lambda item: -item[1][1]):
         print(f"  {label:72} {int(calls):6d} {wall_s:8.2f} {cpu_s:13.2f} {wall_s / calls * 1e3:8.1f}")
@@ -538,7 +549,7 @@ def main() -> None:
                   f"CPU-s {statistics.median(c for _, c in ratios):.3f}")
     if runs:
         print("  (overhead a trial: (arm - pool) wall x workers / trials: the extra time each trial holds a worker slot;\n"
-              "   CPU-s: every process of the run, the driver's threads, the forkserver and the workers; a busy\n"
+              "   CPU-s: every process of the run, the driver's threads, MLflow's process, the forkserver and the workers; a busy\n"
               "   machine moves wall times a lot more than CPU-s)")
 
     if args.breakdown:

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,7 +32,7 @@ from frugalml.executors import InProcessExecutor
 from frugalml.records import TrialStatus
 from frugalml.tracking import MlflowTracker, check_uri, default_uri, probe
 from frugalml.tuner import tune
-from helpers import cli, cli_in_process, free_port, mlflow_store, mlflow_trial_runs, start_tune, write_study
+from helpers import TESTS, cli, cli_in_process, free_port, mlflow_store, mlflow_trial_runs, start_tune, write_study
 
 STUDY = """
 [study]
@@ -358,3 +362,99 @@ def test_a_trial_run_that_cannot_be_completed_is_ended_failed_and_a_left_running
     parent, trials = _statuses(uri, "partial")
     assert parent == "FINISHED" and sorted(trials) == ["FINISHED", "KILLED"]
     assert re.fullmatch(r"[0-9a-f]+", again.runs_by_trial()["steady/optimizer='adam'/r0"])
+
+
+# -- MLflow's own process ---------------------------------------------------------------------------
+
+
+def test_the_driver_of_a_tracked_study_never_imports_mlflow(tmp_path):
+    """MLflow's imports (~1.4 CPU-s) and their teardown at exit (~0.5 s) are its tracking process's."""
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys\n"
+        "from frugalml import Search, Study, Workload, tune\n"
+        "import trainers\n"
+        "if __name__ == '__main__':\n"
+        f"    study = Study(name='apart', directory={str(tmp_path / 'out')!r}, search=Search(space={{'offset': [0.0, 0.1]}}),\n"
+        "                  workloads=[Workload(train=trainers.steady, name='steady', eval_every=10,\n"
+        "                                      train_kwargs={'steps': 20, 'step_s': 0.0})])\n"
+        "    tune(study)\n"
+        "    print('mlflow' in sys.modules, 'sqlalchemy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+    runs = mlflow_trial_runs(default_uri(tmp_path / "out"), "apart")
+    assert len(runs) == 2 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert set(ResultStore(tmp_path / "out").mlflow_runs().values()) == {r.info.run_id for r in runs.values()}
+
+
+def _tracking_process() -> psutil.Process | None:
+    """This process's live MLflow tracking process, if any."""
+    for child in psutil.Process().children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "frugalml.tracking._child" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_tracking_process_killed_mid_study_costs_one_warning_and_resume_logs_the_rest(tmp_path, caplog):
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    study = Study(name="orphaned", workloads=[Workload(train=_steady, name="steady", eval_every=10)],
+                  search=Search(space={"optimizer": ["adam", "sgd", "rmsprop", "adagrad"]}),
+                  directory=str(tmp_path / "out"), mlflow_uri=uri)
+    killed = []
+
+    def kill_tracking(event, payload):
+        if event == "end" and not killed and (process := _tracking_process()) is not None:
+            process.kill()
+            process.wait(10)
+            killed.append(process.pid)
+
+    result = tune(study, progress=kill_tracking, executor=functools.partial(InProcessExecutor))
+    assert killed and len(result.records) == 4  # the study went on
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith(WARNING)]
+    assert len(warnings) == 1 and "tracking process ended" in warnings[0] and "--resume" in warnings[0]
+    stored = ResultStore(tmp_path / "out").mlflow_runs()
+    assert len(stored) == 4 and None in stored.values()
+    parent, trials = _statuses(uri, "orphaned")  # ended from a new tracking process: none left RUNNING
+    assert parent == "FAILED" and "RUNNING" not in trials
+
+    caplog.clear()
+    tune(study, resume=True, executor=functools.partial(InProcessExecutor))  # in a new tracking process
+    assert not [r for r in caplog.records if r.getMessage().startswith(WARNING)]
+    assert _tracking_process().pid != killed[0]
+    stored = ResultStore(tmp_path / "out").mlflow_runs()
+    runs = mlflow_trial_runs(uri, "orphaned")
+    assert None not in stored.values() and stored == {t: r.info.run_id for t, r in runs.items()}
+    parent, trials = _statuses(uri, "orphaned")
+    assert parent == "FINISHED" and trials == ["FINISHED"] * 4
+
+
+def test_a_tracking_process_started_by_a_study_on_a_thread_outlives_the_thread_for_later_studies(tmp_path, caplog):
+    """The parent-death signal is tied to the thread that started a process: one a study's thread started
+    must not die with that thread while the driver's later studies use it."""
+    from frugalml.tracking import end_tracking_process
+
+    end_tracking_process()
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+
+    def study(name: str) -> Study:
+        return Study(name=name, workloads=[Workload(train=_steady, name="steady", eval_every=10)],
+                     search=Search(space={"optimizer": ["adam"]}), directory=str(tmp_path / name), mlflow_uri=uri)
+
+    thread = threading.Thread(target=tune, args=(study("on-a-thread"),),
+                              kwargs={"executor": functools.partial(InProcessExecutor)})
+    thread.start()
+    thread.join(120)
+    started = _tracking_process()
+    assert started is not None
+    time.sleep(0.5)  # a parent-death signal would have come by now
+    tune(study("after-it"), executor=functools.partial(InProcessExecutor))
+    assert _tracking_process().pid == started.pid
+    assert not [r for r in caplog.records if r.getMessage().startswith(WARNING)]
+    for name in ("on-a-thread", "after-it"):
+        assert _statuses(uri, name) == ("FINISHED", ["FINISHED"])

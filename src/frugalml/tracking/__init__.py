@@ -5,9 +5,11 @@ from frugalml.tracking._mlflow import (
     HTTP_LIMITS, MODEL_ARTIFACT, MlflowTracker, TrackingError, check_uri, default_uri, limit_http_requests, probe,
     seed_sqlite_store, shown_uri,
 )
+from frugalml.tracking._remote import TrackerProcess, end_tracking_process
 from frugalml.tracking._template import sqlite_path
 
 __all__ = [
-    "HTTP_LIMITS", "MODEL_ARTIFACT", "MlflowTracker", "Tracker", "TrackingError", "check_uri", "default_uri",
-    "limit_http_requests", "probe", "seed_sqlite_store", "shown_uri", "sqlite_path",
+    "HTTP_LIMITS", "MODEL_ARTIFACT", "MlflowTracker", "Tracker", "TrackerProcess", "TrackingError", "check_uri",
+    "default_uri", "end_tracking_process", "limit_http_requests", "probe", "seed_sqlite_store", "shown_uri",
+    "sqlite_path",
 ]

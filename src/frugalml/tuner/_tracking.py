@@ -1,4 +1,4 @@
-"""MLflow tracking of a study, on its own thread: the results store comes first, MLflow is a copy."""
+"""MLflow tracking of a study, in a process of its own fed by a thread: the results store comes first, MLflow is a copy."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from frugalml.records import TrialRecord
 from frugalml.results import StudyResult
 from frugalml.store import ResultStore
 from frugalml.study import DEFAULT_MLFLOW, Study
-from frugalml.tracking import MlflowTracker, Tracker, TrackingError, default_uri, shown_uri
+from frugalml.tracking import TrackerProcess, TrackingError, default_uri, shown_uri
 
 logger = logging.getLogger("frugalml.tracking")  # with no logging set up, Python prints the line to stderr
 
 
 class BackgroundTracking:
-    """Logs a study's finished trials to MLflow on a thread: a slow tracking server must not
-    pause the watchdog.
+    """Logs a study's finished trials to MLflow through a :class:`~frugalml.tracking.TrackerProcess`,
+    from a thread: a slow tracking server must not pause the watchdog, and MLflow's imports
+    must not take the driver's GIL.
 
     After the first failure nothing more is sent this run (each try would wait out the
     server's time limits again); the store has every trial and ``--resume`` logs the ones
@@ -29,7 +30,7 @@ class BackgroundTracking:
     def __init__(self, study: Study, store: ResultStore) -> None:
         self.study = study
         self.store = store
-        self.tracker: Tracker | None = None
+        self.tracker: TrackerProcess | None = None
         self.error: Exception | None = None
         self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
         self._thread = threading.Thread(target=self._track, name="frugalml-tracking", daemon=True)
@@ -50,6 +51,19 @@ class BackgroundTracking:
                 self._queue.put(record)
 
     def start(self) -> None:
+        """Start MLflow's process (it imports while the study sets up) and the thread that feeds it."""
+        if self.study.mlflow_uri:
+            study = self.study
+            params = {"method": study.search.method, "repeats": study.repeats, "workers": study.workers,
+                      "seed": study.seed, "backend": study.backend, "objectives": ",".join(study.search.objectives),
+                      **{f"budget/{k}": v for k, v in study.budget.items()},
+                      **{f"stopping/{k}": v for k, v in study.stopping.items()},
+                      "workloads": ",".join(w.name for w in study.workloads)}
+            try:
+                self.tracker = TrackerProcess(self._uri(), study.name, artifact_dir=study.path / "mlartifacts",
+                                              params=params)
+            except Exception as error:  # noqa: BLE001 - no process to be had: the study goes on, as for any failure
+                self._failed(error)
         self._thread.start()
 
     def stop(self, ended_by: type[BaseException] | None) -> None:
@@ -79,27 +93,17 @@ class BackgroundTracking:
     def _uri(self) -> str:
         return default_uri(self.study.path) if self.study.mlflow_uri == DEFAULT_MLFLOW else self.study.mlflow_uri
 
-    def _tracker_or_none(self) -> Tracker | None:
-        if self.tracker is None and self.study.mlflow_uri:
-            study = self.study
-            params = {"method": study.search.method, "repeats": study.repeats, "workers": study.workers,
-                      "seed": study.seed, "backend": study.backend, "objectives": ",".join(study.search.objectives),
-                      **{f"budget/{k}": v for k, v in study.budget.items()},
-                      **{f"stopping/{k}": v for k, v in study.stopping.items()},
-                      "workloads": ",".join(w.name for w in study.workloads)}
-            self.tracker = MlflowTracker(self._uri(), study.name, artifact_dir=study.path / "mlartifacts", params=params)
-        return self.tracker
-
     def _track(self) -> None:
-        try:
-            self._tracker_or_none()
-        except Exception as error:  # noqa: BLE001 - as below
-            self._failed(error)
+        if self.tracker is not None:
+            try:
+                self.tracker.open()
+            except Exception as error:  # noqa: BLE001 - as below
+                self._failed(error)
         while (record := self._queue.get()) is not None:
-            if self.error is not None:
+            if self.error is not None or self.tracker is None:
                 continue
             try:
-                run_id = self._tracker_or_none().log_trial(record)
+                run_id = self.tracker.log_trial(record)
             except Exception as error:  # noqa: BLE001 - any failure of the copy; the store has the trial
                 self._failed(error)
                 continue

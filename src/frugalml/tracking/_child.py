@@ -1,0 +1,96 @@
+"""The MLflow tracking process: ``python -m frugalml.tracking._child FD DRIVER_PID``, started by
+:mod:`frugalml.tracking._remote`, serving its driver's requests on the socket ``FD``, one
+:class:`~frugalml.tracking.MlflowTracker` per study.
+
+It dies with its driver (the parent-death signal where the driver's main thread started it,
+else within :data:`PARENT_POLL_S`) and leaves with ``os._exit`` when the socket closes: every
+write is committed by then, and tearing down MLflow's ~2,000 modules would cost ~0.5 s for nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from frugalml.exceptions import one_line
+from frugalml.processes import DRIVER_PID_ENV, die_with_parent
+from frugalml.tracking._protocol import Close, Done, Failed, LogStudy, LogTrial, Open, Reply, Request
+
+PARENT_POLL_S = 0.1
+
+
+def _serve(connection: Connection) -> None:
+    trackers: dict[str, Any] = {}  # key -> MlflowTracker
+    while True:
+        try:
+            request: Request = connection.recv()
+        except (EOFError, OSError):  # the driver is done, or gone
+            return
+        except Exception as error:  # noqa: BLE001 - a request this process cannot unpickle
+            connection.send(Failed(one_line(error, typed=True), False))
+            continue
+        connection.send(_handle(request, trackers))
+
+
+def _handle(request: Request, trackers: dict[str, Any]) -> Reply:
+    from frugalml.tracking._mlflow import MlflowTracker, TrackingError
+
+    tracker = trackers.get(request.key)
+    try:
+        if isinstance(request, Open):
+            sys.path[:] = [*request.sys_path, *(p for p in sys.path if p not in request.sys_path)]
+            trackers[request.key] = MlflowTracker(request.uri, request.study_name,
+                                                  artifact_dir=request.artifact_dir, params=request.params)
+        elif isinstance(request, Close):
+            if tracker is not None:  # else its opening failed (the driver was told), or it never opened
+                if request.sweep:
+                    tracker.runs_by_trial()  # ends the trial runs a dead process left RUNNING
+                tracker.close(request.status)
+                del trackers[request.key]  # after: a FAILED close may follow a FINISHED one that failed
+        elif tracker is None:
+            raise TrackingError("the study's MLflow run was not opened")
+        elif isinstance(request, LogTrial):
+            return Done(tracker.log_trial(request.record))
+        elif isinstance(request, LogStudy):
+            tracker.log_study(request.result)
+    except Exception as error:  # noqa: BLE001 - any failure is the driver's to report, in one line
+        return Failed(one_line(error), isinstance(error, TrackingError))
+    return Done()
+
+
+def _exit_with(driver: int) -> None:
+    """Exit once ``driver`` is gone (this process was re-parented), for a driver whose main thread did not start it."""
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="frugalml-exit-with-driver", daemon=True).start()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background process group's writes to a `stty tostop` terminal
+    if os.environ.pop(DRIVER_PID_ENV, None) is not None:
+        die_with_parent(int(sys.argv[2]))
+    _exit_with(int(sys.argv[2]))
+    connection = Connection(int(sys.argv[1]))
+    try:
+        importlib.import_module("mlflow.tracking")  # now, while the driver still sets its study up
+    except ImportError:
+        pass  # Open says so, in one line
+    try:
+        _serve(connection)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
