@@ -199,3 +199,42 @@ def _above(value: float, target: float) -> str:
         return "-"
     share = value / target - 1
     return f"{value:.4g} ({'>+999%' if share > 9.99 else format(share, '+.0%')})"
+
+
+def anytime_chart(runs: dict[str, Sequence[Sequence[ScoredTrial]]], target: float, path: str, title: str,
+                  ours: str) -> None:
+    """The anytime curve as a picture at ``path`` (PNG or SVG by its suffix): per arm, the median over
+    runs of the best feasible loss reached within each CPU budget, as % above ``target``, with the
+    runs' interquartile range shaded; a run with no feasible trial yet counts as worse than any, so
+    a line starts where most runs have one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    most = max((sum(t.cpu_s for t in done) for per_seed in runs.values() for done in per_seed), default=1.0)
+    budgets = np.geomspace(1.0, max(2.0, most), 60)
+    figure, axes = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    for arm, per_seed in runs.items():
+        above = np.array([[best_by(done, b) / target - 1 for b in budgets] for done in per_seed]) * 100
+        low, median, high = np.percentile(above, [25, 50, 75], axis=0, method="lower")  # inf stays inf
+        shown = np.isfinite(median)
+        style = {"linewidth": 2.4, "color": "black", "zorder": 3} if arm == ours else {"linewidth": 1.2}
+        line, = axes.plot(budgets[shown], median[shown], label=f"{arm} ({len(per_seed)} runs)", **style)
+        band = np.isfinite(low) & np.isfinite(high)
+        axes.fill_between(budgets[band], low[band], high[band], color=line.get_color(),
+                          alpha=0.15 if arm == ours else 0.07, linewidth=0)
+    for level in LEVELS:
+        axes.axhline(level * 100, color="0.6", linewidth=0.8, linestyle=":")
+    axes.set_xscale("log")
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylim(0, None)
+    axes.set_xlabel("CPU-seconds spent (each arm's trials, in the order they finished)")
+    axes.set_ylabel(f"best feasible val_loss, % above {target:.5g}")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, frameon=False)
+    axes.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

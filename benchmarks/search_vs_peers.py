@@ -83,7 +83,7 @@ from frugalml.trial import Trial
 from frugalml.workloads import prepare_dataset, resolve_dataset, sgd_train
 from frugalml.workloads import NETWORKS, network_features, network_train
 
-from _quality_ladder import LEVELS, anytime_info, format_anytime, format_ladder, ladder_info
+from _quality_ladder import LEVELS, anytime_chart, anytime_info, format_anytime, format_ladder, ladder_info
 
 MECHANISMS = ("halving", "predicted", "screen", "cost")  # what frugalml+ adds; an ablation arm drops one
 ABLATION = tuple(f"frugalml+-{m}" for m in MECHANISMS)
@@ -644,7 +644,7 @@ def report(runs: dict[str, list[list[Finished]]], target: float,
 
 
 def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, out: str | None = None,
-            rename: dict[str, str] | None = None) -> None:
+            rename: dict[str, str] | None = None, chart: tuple[str, str] | None = None) -> None:
     """Score stored runs again (``--json`` files, merged by arm, ``rename``\ d; the target is the
     best of their targets and of every feasible trial they hold); with ``out``, write the merged
     runs and the new summary there."""
@@ -657,7 +657,10 @@ def rescore(paths: list[str], levels: tuple[float, ...], target: float | None, o
             arm = (rename or {}).get(arm, arm)
             runs.setdefault(arm, []).extend([[Finished(**f) for f in done] for done in per_seed])
     targets.extend(best_feasible(done) for per_seed in runs.values() for done in per_seed)
-    summary = report(runs, min(targets) if target is None else target, levels)
+    target = min(targets) if target is None else target
+    summary = report(runs, target, levels)
+    if chart is not None:
+        anytime_chart(runs, target, chart[0], chart[1], OURS)
     if out:
         Path(out).write_text(json.dumps(
             {"args": {"rescore": paths, "levels": list(levels), "target_value": target}, "summary": summary,
@@ -699,13 +702,16 @@ def main() -> None:
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                         help="with --rescore: call arm OLD of the stored runs NEW")
     parser.add_argument("--ours", default=OURS, help="the arm the ratio to the best peer is taken for")
+    parser.add_argument("--chart", metavar="PNG", help="draw the anytime curve there (PNG or SVG)")
+    parser.add_argument("--title", default="", help="the chart's title")
     parser.add_argument("--levels", "--tolerances", default="0.01,0.03,0.05",
                         help="the quality ladder: within these fractions of the best feasible loss")
     args = parser.parse_args()
     levels = tuple(float(t) for t in args.levels.split(","))
     OURS = args.ours
     if args.rescore:
-        rescore(args.rescore, levels, args.target_value, args.json, dict(r.split("=", 1) for r in args.rename))
+        rescore(args.rescore, levels, args.target_value, args.json, dict(r.split("=", 1) for r in args.rename),
+                (args.chart, args.title) if args.chart else None)
         return
     PLUS.min_steps, PLUS.reduction_factor, PLUS.cost_aware, PLUS.method = (
         args.halving_min_steps, args.reduction_factor, not args.no_cost_aware, args.method)
@@ -753,6 +759,8 @@ def main() -> None:
     else:
         target = min(best_feasible(done) for per_seed in runs.values() for done in per_seed)
     summary = report(runs, target, levels)
+    if args.chart:
+        anytime_chart(runs, target, args.chart, args.title, OURS)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"args": vars(args), "summary": summary,
