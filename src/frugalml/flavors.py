@@ -76,7 +76,9 @@ class _Predictor:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    # model_input unannotated: MLflow infers a signature from its type hint, and warns on ``Any``
+    # ("Type hints must be wrapped in list[...]") past any warning filter, once per exported model
+    def predict(self, context: Any, model_input, params: Any = None) -> Any:  # noqa: ANN001
         return self.model.predict(model_input)
 
 

@@ -160,6 +160,16 @@ def die_with_parent(driver_pid: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def outlive_parent() -> None:
+    """Undo :func:`die_with_parent`'s signal, for a process that notices its driver's death itself
+    (a closed socket) and has something to finish first; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, 0)
+        except (OSError, AttributeError):
+            pass
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getppid():
         return True

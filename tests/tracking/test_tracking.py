@@ -390,6 +390,13 @@ def test_the_driver_of_a_tracked_study_never_imports_mlflow(tmp_path):
     assert set(ResultStore(tmp_path / "out").mlflow_runs().values()) == {r.info.run_id for r in runs.values()}
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _tracking_process() -> psutil.Process | None:
     """This process's live MLflow tracking process, if any."""
     for child in psutil.Process().children():
@@ -458,3 +465,28 @@ def test_a_tracking_process_started_by_a_study_on_a_thread_outlives_the_thread_f
     assert not [r for r in caplog.records if r.getMessage().startswith(WARNING)]
     for name in ("on-a-thread", "after-it"):
         assert _statuses(uri, name) == ("FINISHED", ["FINISHED"])
+
+
+def test_kill_9_of_the_driver_ends_its_mlflow_runs_killed_and_leaves_no_process(tmp_path, capfd, caplog, monkeypatch):
+    """The tracking process sees its driver's socket end and ends the study's run KILLED, as the
+    next open of the study would (and resume does), and is gone within a second."""
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    study_file = write_study(tmp_path / "s.toml", STUDY.format(name="killed", steps=600, uri=uri))
+    driver = start_tune(study_file, tmp_path)
+    deadline = time.monotonic() + 120
+    while not ((tmp_path / "mlflow.db").exists() and len(_runs(uri, "killed")) > 1):  # a trial run beside the study's
+        assert time.monotonic() < deadline and driver.poll() is None, "no trial was logged"
+        time.sleep(0.2)
+    family = [driver, *psutil.Process(driver.pid).children(recursive=True)]
+    driver.kill()
+    driver.communicate()
+    time.sleep(1.0)
+    assert not [p.pid for p in family[1:] if _alive(p)]
+    parent, trials = _statuses(uri, "killed")
+    assert parent == "KILLED" and "RUNNING" not in trials
+
+    resumed = cli_in_process("tune", str(study_file), "--resume", "--no-progress", cwd=tmp_path, capfd=capfd,
+                              caplog=caplog, monkeypatch=monkeypatch, workers=True)
+    assert resumed.returncode == 0, resumed.stderr
+    parent, trials = _statuses(uri, "killed")
+    assert parent == "FINISHED" and trials == ["FINISHED"] * 4

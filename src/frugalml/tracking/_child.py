@@ -2,9 +2,13 @@
 :mod:`frugalml.tracking._remote`, serving its driver's requests on the socket ``FD``, one
 :class:`~frugalml.tracking.MlflowTracker` per study.
 
-It dies with its driver (the parent-death signal where the driver's main thread started it,
-else within :data:`PARENT_POLL_S`) and leaves with ``os._exit`` when the socket closes: every
-write is committed by then, and tearing down MLflow's ~2,000 modules would cost ~0.5 s for nothing.
+While it imports MLflow it dies with its driver (the parent-death signal, where the driver's main
+thread started it). Then it notices the driver's death itself, by the socket's end: a study the
+driver did not close (it was killed) has its MLflow run ended KILLED, within :data:`CLEANUP_S`,
+and the process is gone. If the driver dies while a request still runs, the process exits
+:data:`CLEANUP_S` after it noticed (:data:`PARENT_POLL_S`) that it was re-parented. It leaves
+with ``os._exit``: every write is committed by then, and tearing down MLflow's ~2,000 modules
+would cost ~0.5 s for nothing.
 """
 
 from __future__ import annotations
@@ -19,23 +23,30 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from frugalml.exceptions import one_line
-from frugalml.processes import DRIVER_PID_ENV, die_with_parent
+from frugalml.processes import DRIVER_PID_ENV, die_with_parent, outlive_parent
 from frugalml.tracking._protocol import Close, Done, Failed, LogStudy, LogTrial, Open, Reply, Request
 
 PARENT_POLL_S = 0.1
+CLEANUP_S = 0.5  # nothing of a killed driver's lives a second after it
 
 
 def _serve(connection: Connection) -> None:
-    trackers: dict[str, Any] = {}  # key -> MlflowTracker
-    while True:
-        try:
-            request: Request = connection.recv()
-        except (EOFError, OSError):  # the driver is done, or gone
-            return
-        except Exception as error:  # noqa: BLE001 - a request this process cannot unpickle
-            connection.send(Failed(one_line(error, typed=True), False))
-            continue
-        connection.send(_handle(request, trackers))
+    trackers: dict[str, Any] = {}  # key -> MlflowTracker of a study not closed yet
+    try:
+        while True:
+            try:
+                request: Request = connection.recv()
+            except (EOFError, OSError):  # the driver is done, or gone
+                return
+            except Exception as error:  # noqa: BLE001 - a request this process cannot unpickle
+                connection.send(Failed(one_line(error, typed=True), False))
+                continue
+            connection.send(_handle(request, trackers))
+    except OSError:  # the reply had no one to go to
+        pass
+    finally:
+        for tracker in trackers.values():  # a killed driver's studies: as the next open of each would
+            tracker.close("KILLED")  # never raises: MlflowTracker ends a run KILLED only if it can
 
 
 def _handle(request: Request, trackers: dict[str, Any]) -> Reply:
@@ -65,10 +76,11 @@ def _handle(request: Request, trackers: dict[str, Any]) -> Reply:
 
 
 def _exit_with(driver: int) -> None:
-    """Exit once ``driver`` is gone (this process was re-parented), for a driver whose main thread did not start it."""
+    """Exit :data:`CLEANUP_S` after ``driver`` is gone (this process was re-parented), whatever it is doing."""
     def watch() -> None:
         while os.getppid() == driver:
             time.sleep(PARENT_POLL_S)
+        time.sleep(CLEANUP_S)
         os._exit(0)
 
     threading.Thread(target=watch, name="frugalml-exit-with-driver", daemon=True).start()
@@ -84,6 +96,7 @@ def main() -> None:
         importlib.import_module("mlflow.tracking")  # now, while the driver still sets its study up
     except ImportError:
         pass  # Open says so, in one line
+    outlive_parent()  # from here on the socket's end says the driver is gone, and its runs are ended
     try:
         _serve(connection)
     finally:
