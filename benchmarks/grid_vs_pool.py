@@ -222,7 +222,8 @@ def arm_frugalml(args: argparse.Namespace) -> dict[str, Any]:
             "worker_cpu_s": record.cpu_s, "trial_id": record.trial_id, **events.get(record.trial_id, {}),
         })
     out = {"inner_wall_s": wall_s, "driver_cpu_s": driver_cpu_s, "forkserver_cpu_s": forkserver_cpu_s,
-           "tracking_cpu_s": tracking_cpu_s, "cpu_s": driver_cpu_s + forkserver_cpu_s + tracking_cpu_s, "tune_start": start, "tune_end": start + wall_s,
+           "tracking_cpu_s": tracking_cpu_s, "cpu_s": driver_cpu_s + forkserver_cpu_s + tracking_cpu_s,
+           "tune_start": start, "tune_end": start + wall_s,
            "trials": trials}
     if timers is not None:
         out["timers"] = timers.summary()
@@ -549,8 +550,8 @@ def main() -> None:
                   f"CPU-s {statistics.median(c for _, c in ratios):.3f}")
     if runs:
         print("  (overhead a trial: (arm - pool) wall x workers / trials: the extra time each trial holds a worker slot;\n"
-              "   CPU-s: every process of the run, the driver's threads, MLflow's process, the forkserver and the workers; a busy\n"
-              "   machine moves wall times a lot more than CPU-s)")
+              "   CPU-s: every process of the run, the driver's threads, MLflow's process, the forkserver and the\n"
+              "   workers; a busy machine moves wall times a lot more than CPU-s)")
 
     if args.breakdown:
         pool = next((r for r in reversed(runs) if r.arm == "pool"), None)

@@ -375,14 +375,16 @@ def test_the_driver_of_a_tracked_study_never_imports_mlflow(tmp_path):
         "from frugalml import Search, Study, Workload, tune\n"
         "import trainers\n"
         "if __name__ == '__main__':\n"
-        f"    study = Study(name='apart', directory={str(tmp_path / 'out')!r}, search=Search(space={{'offset': [0.0, 0.1]}}),\n"
+        f"    study = Study(name='apart', directory={str(tmp_path / 'out')!r},\n"
+        "                  search=Search(space={'offset': [0.0, 0.1]}),\n"
         "                  workloads=[Workload(train=trainers.steady, name='steady', eval_every=10,\n"
         "                                      train_kwargs={'steps': 20, 'step_s': 0.0})])\n"
         "    tune(study)\n"
         "    print('mlflow' in sys.modules, 'sqlalchemy' in sys.modules)\n"
     )
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])})
+                          env={**os.environ, "PYTHONPATH": path})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
     runs = mlflow_trial_runs(default_uri(tmp_path / "out"), "apart")

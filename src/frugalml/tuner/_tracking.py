@@ -1,4 +1,4 @@
-"""MLflow tracking of a study, in a process of its own fed by a thread: the results store comes first, MLflow is a copy."""
+"""MLflow tracking of a study, in its own process fed by a thread: the results store comes first, MLflow a copy."""
 
 from __future__ import annotations
 
