@@ -6,7 +6,8 @@ While it imports MLflow it dies with its driver (the parent-death signal, where 
 thread started it). Then it notices the driver's death itself, by the socket's end: a study the
 driver did not close (it was killed) has its MLflow run ended KILLED, within :data:`CLEANUP_S`,
 and the process is gone. If the driver dies while a request still runs, the process exits
-:data:`CLEANUP_S` after it noticed (:data:`PARENT_POLL_S`) that it was re-parented. It leaves
+:data:`CLEANUP_S` after it noticed (:data:`PARENT_POLL_S`) that it was re-parented; while it exports
+a trial's model (imports that hold the GIL), at once, by the parent-death signal again. It leaves
 with ``os._exit``: every write is committed by then, and tearing down MLflow's ~2,000 modules
 would cost ~0.5 s for nothing.
 """
@@ -24,29 +25,44 @@ from typing import Any
 
 from frugalml.exceptions import one_line
 from frugalml.processes import DRIVER_PID_ENV, die_with_parent, outlive_parent
-from frugalml.tracking._protocol import Close, Done, Failed, LogStudy, LogTrial, Open, Reply, Request
+from frugalml.tracking._protocol import Close, Done, Failed, LogStudy, LogTrial, Open, Reply, Request, Shutdown
 
 PARENT_POLL_S = 0.1
 CLEANUP_S = 0.5  # nothing of a killed driver's lives a second after it
 
 
-def _serve(connection: Connection) -> None:
+def _serve(connection: Connection, driver: int | None) -> None:
     trackers: dict[str, Any] = {}  # key -> MlflowTracker of a study not closed yet
     try:
         while True:
             try:
                 request: Request = connection.recv()
-            except (EOFError, OSError):  # the driver is done, or gone
-                return
+            except (EOFError, OSError):  # the driver is gone
+                break
             except Exception as error:  # noqa: BLE001 - a request this process cannot unpickle
                 connection.send(Failed(one_line(error, typed=True), False))
                 continue
-            connection.send(_handle(request, trackers))
+            if isinstance(request, Shutdown):
+                trackers.clear()
+                break
+            # exporting a trial's model imports its framework (a dlopen holding the GIL for seconds, past
+            # the re-parenting watcher): meanwhile the driver's death kills this process at once again
+            exporting = driver is not None and isinstance(request, LogTrial) and request.record.info.get("model")
+            if exporting:
+                die_with_parent(driver)
+            try:
+                reply = _handle(request, trackers)
+            finally:
+                if exporting:
+                    outlive_parent()
+            connection.send(reply)
     except OSError:  # the reply had no one to go to
         pass
-    finally:
-        for tracker in trackers.values():  # a killed driver's studies: as the next open of each would
-            tracker.close("KILLED")  # never raises: MlflowTracker ends a run KILLED only if it can
+    for tracker in trackers.values():  # a killed driver's studies: as the next open of each would
+        try:
+            tracker.close("KILLED")
+        except Exception:  # noqa: BLE001 - the next open of the study ends it instead
+            pass
 
 
 def _handle(request: Request, trackers: dict[str, Any]) -> Reply:
@@ -88,7 +104,8 @@ def _exit_with(driver: int) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background process group's writes to a `stty tostop` terminal
-    if os.environ.pop(DRIVER_PID_ENV, None) is not None:
+    signalled = os.environ.pop(DRIVER_PID_ENV, None) is not None
+    if signalled:
         die_with_parent(int(sys.argv[2]))
     _exit_with(int(sys.argv[2]))
     connection = Connection(int(sys.argv[1]))
@@ -98,7 +115,7 @@ def main() -> None:
         pass  # Open says so, in one line
     outlive_parent()  # from here on the socket's end says the driver is gone, and its runs are ended
     try:
-        _serve(connection)
+        _serve(connection, int(sys.argv[2]) if signalled else None)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -27,7 +27,7 @@ from frugalml.processes import DRIVER_PID_ENV, PRELOAD_ENV
 from frugalml.records import TrialRecord
 from frugalml.tracking._base import Tracker
 from frugalml.tracking._mlflow import TrackingError
-from frugalml.tracking._protocol import Close, Failed, LogStudy, LogTrial, Open, Request
+from frugalml.tracking._protocol import Close, Failed, LogStudy, LogTrial, Open, Request, Shutdown
 
 EXIT_WAIT_S = 5.0  # once its socket closes the process only exits; one that does not is killed
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds this frugalml
@@ -95,6 +95,10 @@ class _Process:
         if self.owner != os.getpid():
             self.forget()
             return
+        try:
+            self.connection.send(Shutdown())  # not a death: the studies still open are not ended KILLED
+        except OSError:
+            pass
         try:
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:
