@@ -151,11 +151,7 @@ def die_with_parent(driver_pid: int | None = None) -> None:
     one must not outlive: its parent, or further up), this process also kills itself at once if
     that one is already gone.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
+    _parent_death_signal(signal.SIGKILL)
     if driver_pid is not None and not _alive(driver_pid):
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -163,9 +159,14 @@ def die_with_parent(driver_pid: int | None = None) -> None:
 def outlive_parent() -> None:
     """Undo :func:`die_with_parent`'s signal, for a process that notices its driver's death itself
     (a closed socket) and has something to finish first; elsewhere a no-op."""
+    _parent_death_signal(0)
+
+
+def _parent_death_signal(signum: int) -> None:
+    """The signal Linux sends this process when the thread that started it dies (0: none); elsewhere a no-op."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, 0)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
         except (OSError, AttributeError):
             pass
 

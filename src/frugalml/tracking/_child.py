@@ -21,10 +21,10 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 from frugalml.exceptions import one_line
 from frugalml.processes import DRIVER_PID_ENV, die_with_parent, outlive_parent
+from frugalml.tracking._mlflow import MlflowTracker, TrackingError
 from frugalml.tracking._protocol import Close, Done, Failed, LogStudy, LogTrial, Open, Reply, Request, Shutdown
 
 PARENT_POLL_S = 0.1
@@ -32,7 +32,7 @@ CLEANUP_S = 0.5  # nothing of a killed driver's lives a second after it
 
 
 def _serve(connection: Connection, driver: int | None) -> None:
-    trackers: dict[str, Any] = {}  # key -> MlflowTracker of a study not closed yet
+    trackers: dict[str, MlflowTracker] = {}  # of the studies not closed yet, by key
     try:
         while True:
             try:
@@ -65,9 +65,7 @@ def _serve(connection: Connection, driver: int | None) -> None:
             pass
 
 
-def _handle(request: Request, trackers: dict[str, Any]) -> Reply:
-    from frugalml.tracking._mlflow import MlflowTracker, TrackingError
-
+def _handle(request: Request, trackers: dict[str, MlflowTracker]) -> Reply:
     tracker = trackers.get(request.key)
     try:
         if isinstance(request, Open):

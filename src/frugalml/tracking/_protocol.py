@@ -51,8 +51,6 @@ class Shutdown:
     """The driver is done with the process (at its exit, or after it retired the socket): no reply,
     and the studies still open are left as they are (a bare end of the socket means the driver died)."""
 
-    key: str = ""
-
 
 Request = Open | LogTrial | LogStudy | Close | Shutdown
 

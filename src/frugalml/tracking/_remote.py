@@ -125,9 +125,7 @@ def _process() -> _Process:
     global _shared
     with _shared_lock:
         if _shared is None or not _shared.usable:
-            if _shared is None:
-                atexit.register(end_tracking_process)
-            else:
+            if _shared is not None:
                 _shared.end()
             _shared = _Process()
         return _shared
@@ -153,6 +151,7 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+atexit.register(end_tracking_process)
 
 
 class TrackerProcess(Tracker):
@@ -172,19 +171,15 @@ class TrackerProcess(Tracker):
         self._key = uuid.uuid4().hex
         self._opening = Open(self._key, uri, study_name, str(artifact_dir) if artifact_dir is not None else None,
                              dict(params or {}), tuple(sys.path))
-        self._open: Open | None = self._opening
+        self._opened = False  # tried: a failed opening is not tried again
         self._process = _process()
         self._closed = False
 
-    @property
-    def pid(self) -> int:
-        return self._process.process.pid
-
     def open(self) -> None:
         """Open the study's experiment and run in the tracking process (once)."""
-        if self._open is not None:
-            request, self._open = self._open, None
-            self._call(request)
+        if not self._opened:
+            self._opened = True
+            self._call(self._opening)
 
     def log_trial(self, record: TrialRecord) -> str | None:
         self.open()
@@ -199,8 +194,7 @@ class TrackerProcess(Tracker):
         (a ``FAILED`` close may follow it)."""
         if self._closed:
             return
-        opened = self._open is None
-        self._open = None  # a study whose tracking never opened has no run to end
+        opened, self._opened = self._opened, True  # a study whose tracking never opened has no run to end
         try:
             if opened and not self._process.usable:
                 self._close_from_new_process(status)

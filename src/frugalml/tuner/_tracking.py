@@ -100,7 +100,7 @@ class BackgroundTracking:
             except Exception as error:  # noqa: BLE001 - as below
                 self._failed(error)
         while (record := self._queue.get()) is not None:
-            if self.error is not None or self.tracker is None:
+            if self.error is not None:  # also set when no tracker could be had
                 continue
             try:
                 run_id = self.tracker.log_trial(record)
